@@ -1,0 +1,103 @@
+"""The AudioLeg seam: one side of a call, whatever the transport (RTP, Plivo stream, memory).
+
+Frames are 20 ms of 8 kHz 16-bit little-endian mono PCM (320 bytes). The leg paces playback at
+real time itself; the engine only queues utterances and reacts to events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+SAMPLE_RATE = 8000
+FRAME_MS = 20
+FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 160
+FRAME_BYTES = FRAME_SAMPLES * 2  # 320 bytes of s16le
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFrame:
+    """20 ms of caller audio (s16le, 8 kHz). ``t`` is the leg clock's receive time (s)."""
+
+    pcm: bytes
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfDigit:
+    digit: str
+    duration_ms: int
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackStarted:
+    """The first packet of an utterance left for the caller (latency mark first_audio_out)."""
+
+    utterance_id: str
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackProgress:
+    """How much of an utterance the caller has heard so far (RTP: sent; stream: playedStream)."""
+
+    utterance_id: str
+    heard_ms: int
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackDone:
+    """All queued audio of an utterance (closed with ``end_utterance``) has been heard."""
+
+    utterance_id: str
+    heard_ms: int
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class LegEnded:
+    """The call is over (BYE, socket closed, RTP timeout, ...). The last event of a leg."""
+
+    reason: str
+    t: float
+
+
+LegEvent = AudioFrame | DtmfDigit | PlaybackStarted | PlaybackProgress | PlaybackDone | LegEnded
+
+
+@runtime_checkable
+class AudioLeg(Protocol):
+    """What the conversation engine needs of a call leg."""
+
+    call_id: str
+
+    def events(self) -> AsyncIterator[LegEvent]:
+        """Caller frames, DTMF and playback events, ending with exactly one LegEnded."""
+        ...
+
+    def play(self, utterance_id: str, pcm: bytes) -> None:
+        """Queue agent audio (s16le 8 kHz, any length) for paced playback, after what is queued."""
+        ...
+
+    def end_utterance(self, utterance_id: str) -> None:
+        """No more audio will come for this utterance; PlaybackDone follows once it is heard."""
+        ...
+
+    def clear(self) -> None:
+        """Drop every queued, unsent frame at once (barge-in)."""
+        ...
+
+    def heard_ms(self, utterance_id: str) -> int:
+        """How much of an utterance the caller has actually heard (sent / played)."""
+        ...
+
+    async def send_dtmf(self, digits: str) -> None: ...
+
+    async def transfer(self, target: str) -> bool:
+        """Hand the caller to ``target`` (SIP REFER / Plivo transfer). True if accepted."""
+        ...
+
+    async def hangup(self, reason: str = "normal") -> None: ...

@@ -1,0 +1,113 @@
+"""The provider seams: STT, LLM and TTS, each one small interface (DESIGN.md).
+
+Cloud and offline implementations live beside this module; the engine sees only these types.
+Audio between engine and providers is s16le PCM unless a chunk says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+
+class ProviderError(Exception):
+    """A provider failed (connect, auth, rate limit, stall, protocol). The engine fails over."""
+
+    def __init__(self, provider: str, message: str, *, retryable: bool = True) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+        self.retryable = retryable
+
+
+# ---- STT -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    text: str
+    is_final: bool
+    # speech_final / from_finalize: the provider thinks the utterance is complete
+    end_of_utterance: bool = False
+    confidence: float = 0.0
+
+
+class SttStream(Protocol):
+    async def send(self, pcm: bytes) -> None:
+        """Push 8 kHz s16le caller audio (any whole number of samples)."""
+        ...
+
+    async def finalize(self) -> None:
+        """Ask for a final transcript of everything sent so far (end of turn)."""
+        ...
+
+    def transcripts(self) -> AsyncIterator[Transcript]: ...
+
+    async def close(self) -> None: ...
+
+
+class STT(Protocol):
+    name: str
+
+    async def open(self) -> SttStream: ...
+
+
+# ---- LLM -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    tool_call_id: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+LlmEvent = TextDelta | ToolCall
+
+
+class LLM(Protocol):
+    name: str
+
+    def stream(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> AsyncIterator[LlmEvent]:
+        """Stream text deltas and (complete) tool calls for the conversation so far."""
+        ...
+
+
+# ---- TTS -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    data: bytes
+    encoding: Literal["pcm_s16le", "ulaw", "alaw"] = "pcm_s16le"
+    sample_rate: int = 8000
+
+
+class TTS(Protocol):
+    name: str
+
+    def synthesize(self, text: AsyncIterator[str]) -> AsyncIterator[AudioChunk]:
+        """Turn a stream of text chunks (clauses) into a stream of audio chunks."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,49 @@
+"""[conversation] turn-taking settings (see DESIGN.md, turn-taking contract)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from bridge.settings.base import Section
+
+
+class VadSettings(Section):
+    # webrtc+silero: cheap webrtc pre-filter, silero confirms (resists line noise)
+    engine: Literal["webrtc", "silero", "webrtc+silero"] = "webrtc+silero"
+    webrtc_mode: int = Field(3, ge=0, le=3)
+    silero_threshold: float = Field(0.5, gt=0, lt=1)
+
+
+class BargeInSettings(Section):
+    enabled: bool = True
+    min_speech_ms: int = Field(250, ge=0)
+    min_words: int = Field(0, ge=0)
+
+
+class HttpToolSettings(Section):
+    name: str
+    description: str = ""
+    parameters: dict[str, object] = Field(default_factory=dict)  # JSON schema
+    url: str
+    timeout_s: float = Field(3.0, gt=0)
+
+
+class ConversationSettings(Section):
+    vad: VadSettings = Field(default_factory=VadSettings)  # type: ignore[arg-type]
+    endpointing_ms: int = Field(300, ge=0)
+    barge_in: BargeInSettings = Field(default_factory=BargeInSettings)  # type: ignore[arg-type]
+    system_prompt_file: str = "config/agent-prompt.txt"
+    greeting: str = "Hello! How can I help you today?"
+    greeting_interruptible: bool = True
+    reprompt_after_s: float = Field(8.0, gt=0)
+    reprompt_text: str = "Are you still there?"
+    hangup_after_s: float = Field(20.0, gt=0)
+    hangup_text: str = "I haven't heard from you, so I'll hang up now. Goodbye!"
+    max_call_s: float = Field(900.0, gt=0)
+    goodbye_text: str = "Thank you for calling. Goodbye!"
+    fallback_text: str = "Sorry, I'm having trouble right now. Please hold on a moment."
+    transfer_target: str = ""  # SIP URI or E.164 number for transfer_call
+    transcripts_dir: str = "var/transcripts"
+    http_tools: list[HttpToolSettings] = Field(default_factory=list)

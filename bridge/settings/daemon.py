@@ -1,0 +1,31 @@
+"""[daemon], [http] and [logging] settings: process-wide behaviour."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from bridge.settings.base import Section
+
+
+class HttpSettings(Section):
+    # /healthz, /metrics (and the Plivo stream WebSocket and /calls API when enabled)
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(8080, ge=0, le=65535)
+
+
+class LoggingSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # auto: JSON lines under systemd (no TTY / JOURNAL_STREAM set), readable text in a terminal
+    format: Literal["auto", "json", "text"] = "auto"
+    # DPDPA: numbers are masked unless this is set explicitly.
+    log_phone_numbers: bool = False
+
+
+class DaemonSettings(Section):
+    # echo | prompt | conversation (the configured agent)
+    agent: str = "conversation"
+    prompt_file: str = ""  # audio played by the prompt agent (WAV, any rate, mono)
+    drain_timeout_s: float = Field(30.0, ge=0)
+    data_dir: str = "var"

@@ -1,0 +1,46 @@
+"""[stt], [llm] and [tts] provider settings. Keys come from the environment only."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from bridge.settings.base import Section
+
+
+class SttSettings(Section):
+    # Tried in order: on failure the engine moves to the next.
+    providers: list[Literal["deepgram", "pocketsphinx"]] = Field(["pocketsphinx"], min_length=1
+    )
+    deepgram_url: str = ""  # empty: Deepgram's production endpoint
+    deepgram_model: str = "nova-3"
+    language: str = "en-US"
+    connect_timeout_s: float = Field(3.0, gt=0)
+    # pocketsphinx: optional JSGF grammar or keyphrase list for closed questions
+    pocketsphinx_grammar: str = ""
+
+
+class LlmSettings(Section):
+    providers: list[Literal["openai", "anthropic", "scripted"]] = Field(["scripted"], min_length=1
+    )
+    model: str = "gpt-4o"
+    base_url: str = ""  # any OpenAI-compatible server (vLLM, Ollama, Groq)
+    temperature: float = Field(0.6, ge=0, le=2)
+    max_tokens: int = Field(300, ge=1)
+    first_token_timeout_s: float = Field(2.5, gt=0)
+    stall_timeout_s: float = Field(3.0, gt=0)
+    max_retries: int = Field(0, ge=0)
+    script_file: str = "config/agent-script.toml"
+
+
+class TtsSettings(Section):
+    providers: list[Literal["elevenlabs", "elevenlabs-ws", "espeak"]] = Field(["espeak"], min_length=1
+    )
+    elevenlabs_url: str = ""
+    voice_id: str = "21m00Tcm4TlvDq8ikWAM"
+    model_id: str = "eleven_flash_v2_5"
+    output_format: str = "ulaw_8000"
+    espeak_voice: str = "en-us+klatt"
+    espeak_rate_wpm: int = Field(165, ge=80, le=450)
+    first_byte_timeout_s: float = Field(2.0, gt=0)

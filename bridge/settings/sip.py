@@ -1,0 +1,70 @@
+"""[sip] signalling, [sip.registration] and [sip.trust] settings."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from bridge.settings.base import Section
+
+Codec = Literal["PCMU", "PCMA"]
+
+
+class RegistrationSettings(Section):
+    # REGISTER to a Plivo SIP endpoint (or any registrar). Password: VOICE_BRIDGE_SIP_PASSWORD.
+    enabled: bool = False
+    registrar: str = "phone.plivo.com"  # host[:port]
+    transport: Literal["udp", "tcp"] = "udp"
+    user: str = ""
+    domain: str = ""  # defaults to the registrar host
+    expires_s: int = Field(600, ge=60, le=86400)
+    # refresh this many seconds (or this fraction) before expiry, whichever is earlier
+    refresh_margin_s: int = Field(30, ge=5)
+    retry_min_s: float = Field(2.0, gt=0)
+    retry_max_s: float = Field(120.0, gt=0)
+
+
+class TrustSettings(Section):
+    # INVITEs from these networks are accepted without a challenge (Plivo's SIP edge, your PBX).
+    trusted_cidrs: list[str] = Field(["127.0.0.0/8"])
+    # Inbound digest auth for untrusted sources: user here, password from
+    # VOICE_BRIDGE_SIP_INBOUND_PASSWORD. Empty user = untrusted sources get 403.
+    inbound_user: str = ""
+    realm: str = "voice-bridge"
+    # Per-source flood limit (token bucket) on requests that are not in an existing dialog.
+    rate_per_source: float = Field(10.0, gt=0, description="new requests per second per source IP")
+    burst_per_source: int = Field(20, ge=1)
+    # Failed digest attempts before a source is locked out (Plivo: 10 in 60 s -> 60 s).
+    auth_fail_limit: int = Field(10, ge=1)
+    auth_fail_window_s: float = Field(60.0, gt=0)
+    lockout_s: float = Field(60.0, gt=0)
+
+    @field_validator("trusted_cidrs")
+    @classmethod
+    def _valid_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a CIDR network: {cidr!r}") from exc
+        return value
+
+
+class SipSettings(Section):
+    listen_host: str = "0.0.0.0"
+    listen_port: int = Field(5060, ge=1, le=65535)
+    transports: list[Literal["udp", "tcp"]] = Field(["udp", "tcp"])
+    # Address advertised in SDP c=, Via and Contact when behind NAT (empty: the bound address).
+    public_address: str = ""
+    user: str = "agent"
+    codecs: list[Codec] = Field(["PCMU", "PCMA"], min_length=1)
+    user_agent: str = "voice-bridge"
+    max_calls: int = Field(200, ge=1)
+    retry_after_s: int = Field(5, ge=1)
+    # Tear the call down if no ACK arrives for our 2xx within this time (RFC 3261: 64*T1).
+    ack_timeout_s: float = Field(32.0, gt=0)
+    t1_ms: int = Field(500, ge=50)
+    registration: RegistrationSettings = Field(default_factory=RegistrationSettings)  # type: ignore[arg-type]
+    trust: TrustSettings = Field(default_factory=TrustSettings)  # type: ignore[arg-type]

@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+
+from bridge.cli import main
+from bridge.settings import Secrets, SettingsError, load_settings
+from bridge.settings.secrets import MissingSecretError
+
+
+def test_defaults_load_without_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(None, environ={})
+    assert settings.sip.listen_port == 5060
+    assert settings.sip.codecs == ["PCMU", "PCMA"]
+
+
+def test_env_overrides_file_and_flags_override_env(tmp_path: Path) -> None:
+    cfg = tmp_path / "vb.toml"
+    cfg.write_text('[sip]\nlisten_port = 5070\ncodecs = ["PCMA"]\n')
+    env = {"VOICE_BRIDGE_SIP__LISTEN_PORT": "5080"}
+    assert load_settings(cfg, environ=env).sip.listen_port == 5080
+    assert load_settings(cfg, environ=env).sip.codecs == ["PCMA"]
+    s = load_settings(cfg, overrides={"sip": {"listen_port": 5090}}, environ=env)
+    assert s.sip.listen_port == 5090
+
+
+def test_errors_name_key_and_reason(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(
+        '[sip]\nlisten_port = 0\nauth_token = "s3cret"\n[sip.trust]\ntrusted_cidrs=["10.0.0.0/33"]\n'
+    )
+    with pytest.raises(SettingsError) as err:
+        load_settings(cfg, environ={})
+    keys = dict(err.value.errors)
+    assert "sip.listen_port" in keys
+    assert "secrets belong in the environment" in keys["sip.auth_token"]
+    assert "not a CIDR" in keys["sip.trust.trusted_cidrs"]
+    assert "s3cret" not in str(err.value)
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "broken.toml"
+    cfg.write_text("[sip\n")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings(cfg, environ={})
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_check_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[media]\nrtp_port_min = 20000\nrtp_port_max = 20001\n")
+    assert main(["check", "--config", str(cfg)]) == 2
+    assert "media: " in capsys.readouterr().err
+    assert main(["check", "--config", "config/voice-bridge.example.toml"]) == 0
+
+
+def test_secrets_only_from_environment() -> None:
+    secrets = Secrets.from_env({"OPENAI_API_KEY": "sk-test", "PLIVO_AUTH_TOKEN": "tok"})
+    assert secrets.require("openai_api_key") == "sk-test"
+    assert "sk-test" not in repr(secrets)
+    with pytest.raises(MissingSecretError, match="DEEPGRAM_API_KEY"):
+        secrets.require("deepgram_api_key")
