@@ -1,0 +1,52 @@
+"""Prometheus metrics shared by every area of the daemon (one registry per process).
+
+Labels never carry phone numbers or call ids (DPDPA, and unbounded cardinality).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+CALLS_ACTIVE = Gauge("voice_bridge_calls_active", "Calls in progress", ["transport"], registry=REGISTRY)
+CALLS_TOTAL = Counter(
+    "voice_bridge_calls_total", "Calls ended, by outcome", ["transport", "outcome"], registry=REGISTRY
+)
+SIP_RESPONSES = Counter(
+    "voice_bridge_sip_responses_total", "SIP responses sent, by method and code", ["method", "code"],
+    registry=REGISTRY,
+)
+SIP_REQUESTS = Counter(
+    "voice_bridge_sip_requests_total", "SIP requests received, by method", ["method"], registry=REGISTRY
+)
+SIP_DROPPED = Counter(
+    "voice_bridge_sip_dropped_total", "SIP datagrams/messages dropped, by reason", ["reason"],
+    registry=REGISTRY,
+)
+REGISTRATION_STATE = Gauge(
+    "voice_bridge_registration_registered", "1 when registered to the SIP registrar", registry=REGISTRY
+)
+RTP_PACKETS = Counter(
+    "voice_bridge_rtp_packets_total", "RTP packets, by direction (in/out)", ["direction"], registry=REGISTRY
+)
+RTP_LOST = Counter("voice_bridge_rtp_lost_total", "RTP packets lost on receive", registry=REGISTRY)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+TURN_LATENCY = Histogram(
+    "voice_bridge_turn_latency_seconds",
+    "Per-turn latency from user_speech_end to each mark (stt_final, llm_first_token, "
+    "tts_first_byte, first_audio_out) and the bridge overhead",
+    ["mark"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+BARGE_INS = Counter("voice_bridge_barge_ins_total", "Agent replies cut off by the caller", registry=REGISTRY)
+PROVIDER_HEALTHY = Gauge(
+    "voice_bridge_provider_healthy", "1 when the provider's last use succeeded", ["kind", "provider"],
+    registry=REGISTRY,
+)
+PROVIDER_FAILURES = Counter(
+    "voice_bridge_provider_failures_total", "Provider failures, by kind, provider and reason",
+    ["kind", "provider", "reason"], registry=REGISTRY,
+)
