@@ -27,5 +27,8 @@ class DaemonSettings(Section):
     # echo | prompt | conversation (the configured agent)
     agent: str = "conversation"
     prompt_file: str = ""  # audio played by the prompt agent (WAV, any rate, mono)
+    prompt_listen_s: float = Field(5.0, ge=0)  # the prompt agent listens this long, then hangs up
     drain_timeout_s: float = Field(30.0, ge=0)
     data_dir: str = "var"
+    # Plivo audio-stream WebSocket server (HOST:PORT); empty = not served.
+    stream_listen: str = ""

@@ -1,0 +1,1 @@
+"""The long-running daemon: SIP user agent + RTP legs + agents + HTTP health/metrics."""

@@ -1,0 +1,73 @@
+"""Which agent runs on a call: `echo`, `prompt`, or the configured conversation agent."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from bridge.callmodel import CallInfo
+from bridge.leg import AudioLeg
+from bridge.settings import Secrets, Settings
+
+log = logging.getLogger(__name__)
+
+AgentRunner = Callable[[AudioLeg, CallInfo], Awaitable[None]]
+
+BUILTIN_AGENTS = ("echo", "prompt", "conversation")
+
+
+async def build_agent(settings: Settings, secrets: Secrets) -> AgentRunner:
+    """Resolve settings.daemon.agent into a coroutine run once per established call.
+
+    Providers are built (and the fallback line synthesised) once at start-up, so a call never
+    pays for SDK imports or the fallback synthesis, and a missing key fails the start, not a call.
+    """
+    name = settings.daemon.agent
+    if name == "echo":
+        from bridge.agents.echo import run_echo
+
+        async def echo(leg: AudioLeg, info: CallInfo) -> None:
+            await run_echo(leg)
+
+        return echo
+    if name == "prompt":
+        from bridge.agents.prompt import run_prompt
+
+        prompt_file = settings.daemon.prompt_file
+        if not prompt_file:
+            raise ValueError("daemon.prompt_file: the prompt agent needs an audio file")
+
+        async def prompt(leg: AudioLeg, info: CallInfo) -> None:
+            await run_prompt(leg, prompt_file, listen_s=settings.daemon.prompt_listen_s)
+
+        return prompt
+    if name == "conversation":
+        return await _conversation_agent(settings, secrets)
+    raise ValueError(f"daemon.agent: unknown agent {name!r} (one of {', '.join(BUILTIN_AGENTS)})")
+
+
+async def _conversation_agent(settings: Settings, secrets: Secrets) -> AgentRunner:
+    from bridge.conversation import run_conversation
+    from bridge.conversation.fallback import presynthesize
+    from bridge.conversation.transcript import TranscriptWriter
+    from bridge.providers.factory import build_providers
+
+    providers = build_providers(settings, secrets)
+    fallback_audio = await presynthesize(providers.tts, settings.conversation.fallback_text)
+
+    async def converse(leg: AudioLeg, info: CallInfo) -> None:
+        transcript = TranscriptWriter.for_call(settings, info)
+        try:
+            reason = await run_conversation(
+                leg,
+                providers,
+                settings,
+                transcript=transcript,
+                call_info=info,
+                fallback_audio=fallback_audio,
+            )
+            log.info("conversation ended", extra={"call_id": info.call_id, "reason": reason})
+        finally:
+            transcript.close()
+
+    return converse

@@ -1,0 +1,88 @@
+"""Run the daemon: SIP + HTTP (+ Plivo stream server), registration, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from bridge.daemon.agents import build_agent
+from bridge.daemon.calls import DaemonCallApp
+from bridge.daemon.http_api import build_http_app, start_http
+from bridge.daemon.notify import Notifier
+from bridge.settings import Secrets, Settings
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings, secrets: Secrets) -> int:
+    from bridge.sip.registration import RegistrationClient
+    from bridge.sip.server import SipServer
+
+    notifier = Notifier()
+    agent = await build_agent(settings, secrets)
+    bind_host = settings.sip.listen_host
+    app = DaemonCallApp(settings, agent, bind_host="0.0.0.0" if bind_host in ("", "0.0.0.0") else bind_host)
+    sip = SipServer(settings.sip, app, secrets)
+    registration = RegistrationClient(settings.sip, secrets)
+    state: dict[str, Any] = {"sip_bound": False}
+
+    def health() -> dict[str, Any]:
+        return {
+            "status": "draining" if app.draining else "ok",
+            "sip_bound": state["sip_bound"],
+            "sip_port": state.get("sip_port"),
+            "registration": registration.state,
+            "active_calls": app.active_calls,
+            "rtp_ports_in_use": app.ports_in_use,
+            "draining": app.draining,
+            "agent": settings.daemon.agent,
+        }
+
+    runner, http_port = await start_http(
+        build_http_app(health), settings.http.listen_host, settings.http.listen_port
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    await sip.start()
+    state.update(sip_bound=True, sip_port=sip.bound_port)
+    await registration.start()
+    log.info(
+        "voice-bridge ready",
+        extra={
+            "sip": f"{settings.sip.listen_host}:{sip.bound_port}",
+            "http": f"{settings.http.listen_host}:{http_port}",
+            "agent": settings.daemon.agent,
+            "max_calls": settings.sip.max_calls,
+        },
+    )
+    # Machine-readable line for supervisors and tests that start us on port 0.
+    print(f"READY sip_port={sip.bound_port} http_port={http_port}", flush=True)
+    notifier.ready(f"sip on {sip.bound_port}, http on {http_port}")
+    notifier.start_watchdog()
+
+    await stop.wait()
+    # Drain: refuse new calls, leave the registrar, let calls finish up to the drain timeout.
+    log.info(
+        "draining",
+        extra={"active_calls": app.active_calls, "drain_timeout_s": settings.daemon.drain_timeout_s},
+    )
+    notifier.stopping()
+    app.draining = True
+    sip.set_draining(True)
+    with contextlib.suppress(Exception):
+        await registration.stop()
+    if not await app.wait_idle(settings.daemon.drain_timeout_s):
+        log.info("drain timeout: hanging up remaining calls", extra={"active_calls": app.active_calls})
+        await app.hangup_all("drain")
+        await app.wait_idle(5.0)
+    await sip.stop()
+    await runner.cleanup()
+    await notifier.stop()
+    log.info("voice-bridge stopped")
+    return 0

@@ -1,0 +1,89 @@
+"""Render SIPp caller scenarios (with an RTP pcap to play) and run SIPp, bounded in time."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge.audio.g711 import encoder
+from bridge.devtools.pcap import write_rtp_pcap
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8}
+
+
+def media_scenario(workdir: Path, codec: str, pcm: bytes, pause_ms: int) -> Path:
+    """A UAC scenario offering `codec` (+ telephone-event) that plays `pcm` (8 kHz s16le) as
+    20 ms RTP packets, waits pause_ms from the start of playback, then sends BYE."""
+    encode = encoder(codec)
+    payloads = [encode(pcm[i : i + 320]) for i in range(0, len(pcm) - 319, 320)]
+    pcap = workdir / f"caller_{codec}.pcap"
+    write_rtp_pcap(pcap, payloads, PAYLOAD_TYPES[codec])
+    text = (
+        (SCENARIOS / "uac_media.xml")
+        .read_text()
+        .format(codec=codec, pt=PAYLOAD_TYPES[codec], pcap=pcap, pause_ms=pause_ms)
+    )
+    scenario = workdir / f"uac_media_{codec}.xml"
+    scenario.write_text(text)
+    return scenario
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    errors: str
+
+
+def have_sipp() -> bool:
+    return shutil.which("sipp") is not None
+
+
+def run_sipp(
+    scenario: Path,
+    target: str,
+    *args: str,
+    cwd: Path,
+    calls: int = 1,
+    timeout: float = 60.0,
+    media_port: int | None = None,
+    local_port: int | None = None,
+) -> SippResult:
+    """Run SIPp as a UAC against target (host:port), non-interactive and bounded in time."""
+    cmd = [
+        "sipp",
+        target,
+        "-sf",
+        str(scenario),
+        "-m",
+        str(calls),
+        "-nostdin",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(local_port or free_udp_port()),
+        "-timeout",
+        f"{int(timeout)}s",
+        "-timeout_error",
+        "-trace_err",
+        "-error_file",
+        str(cwd / "sipp_errors.log"),
+        *args,
+    ]
+    if media_port is not None:
+        cmd += ["-mi", "127.0.0.1", "-mp", str(media_port)]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout + 15)
+    err_file = cwd / "sipp_errors.log"
+    errors = err_file.read_text(errors="replace") if err_file.exists() else ""
+    return SippResult(proc.returncode, proc.stdout, proc.stderr, errors)

@@ -1,0 +1,180 @@
+"""Start the real daemon and real SIP peers (SIPp) as subprocesses, bounded in time."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VOICE_BRIDGE = Path(sys.executable).parent / "voice-bridge"
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (SIP binds both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with (
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t,
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u,
+            ):
+                t.bind(("127.0.0.1", port))
+                u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port")
+
+
+def free_rtp_range(size: int = 40) -> tuple[int, int]:
+    """A block of even-aligned UDP ports that are free right now (best effort)."""
+    for _ in range(100):
+        base = free_port() & ~1
+        lo, hi = base, base + size
+        if hi > 65000:
+            continue
+        try:
+            socks = []
+            for p in range(lo, hi):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return lo, hi - 1
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free RTP range")
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[str]
+    sip_port: int
+    http_port: int
+    rtp_range: tuple[int, int]
+    log_lines: list[str] = field(default_factory=list)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def logs(self) -> str:
+        return "\n".join(self.log_lines)
+
+
+@contextlib.contextmanager
+def run_daemon(
+    tmp: Path,
+    *extra: str,
+    config: str = "",
+    env: dict[str, str] | None = None,
+    agent: str = "echo",
+    ready_timeout: float = 30.0,
+) -> Iterator[Daemon]:
+    cfg = tmp / "daemon.toml"
+    cfg.write_text(config or "")
+    sip_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
+    lo, hi = free_rtp_range()
+    cmd = [
+        str(VOICE_BRIDGE),
+        "run",
+        "--config",
+        str(cfg),
+        "--sip-listen",
+        f"127.0.0.1:{sip_port}",
+        "--rtp-ports",
+        f"{lo}-{hi}",
+        "--http-listen",
+        f"127.0.0.1:{http_port}",
+        "--agent",
+        agent,
+        *extra,
+    ]
+    full_env = {
+        **os.environ,
+        "ORT_DISABLE_TELEMETRY": "1",
+        "VOICE_BRIDGE_LOGGING__FORMAT": "json",
+        "VOICE_BRIDGE_DAEMON__DATA_DIR": str(tmp / "data"),
+        **(env or {}),
+    }
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=REPO
+    )
+    daemon = Daemon(proc, sip_port, http_port, (lo, hi))
+    ready = threading.Event()
+
+    def pump_stdout() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            daemon.log_lines.append(line.rstrip())
+            if line.startswith("READY "):
+                ready.set()
+
+    def pump_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            daemon.log_lines.append(line.rstrip())
+
+    threads = [
+        threading.Thread(target=pump_stdout, daemon=True),
+        threading.Thread(target=pump_stderr, daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while not ready.wait(0.1):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"daemon did not become ready (rc={proc.poll()}):\n{daemon.logs()}")
+        yield daemon
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for t in threads:
+            t.join(2)
+
+
+@contextlib.contextmanager
+def capture_udp(path: Path, port: int) -> Iterator[Path]:
+    """tcpdump on loopback for one UDP port (root needed; CI runs as root)."""
+    proc = subprocess.Popen(
+        ["tcpdump", "-i", "lo", "-U", "-n", "-s", "0", "-w", str(path), f"udp port {port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # tcpdump prints "listening on lo" once the capture is armed
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 10
+        line = ""
+        while time.monotonic() < deadline and "listening on" not in line:
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                raise RuntimeError("tcpdump failed to start")
+        yield path
+    finally:
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
