@@ -15,9 +15,14 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8}
 
 
-def media_scenario(workdir: Path, codec: str, pcm: bytes, pause_ms: int) -> Path:
+def media_scenario(
+    workdir: Path, codec: str, pcm: bytes, pause_ms: int, per_call_ports: bool = False
+) -> Path:
     """A UAC scenario offering `codec` (+ telephone-event) that plays `pcm` (8 kHz s16le) as
-    20 ms RTP packets, waits pause_ms from the start of playback, then sends BYE."""
+    20 ms RTP packets, waits pause_ms from the start of playback, then sends BYE.
+
+    per_call_ports: each call gets its own media port ([auto_media_port], for load runs);
+    otherwise every call uses SIPp's -mp port (one call at a time, easy to capture)."""
     encode = encoder(codec)
     payloads = [encode(pcm[i : i + 320]) for i in range(0, len(pcm) - 319, 320)]
     pcap = workdir / f"caller_{codec}.pcap"
