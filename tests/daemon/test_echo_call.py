@@ -13,10 +13,10 @@ import pytest
 
 from bridge.audio.g711 import decoder, encoder
 from bridge.devtools.pcap import read_udp_payloads, rtp_payload
+from bridge.devtools.procs import capture_udp, free_port, run_daemon
 from bridge.devtools.sipp import PAYLOAD_TYPES as PT
 from bridge.devtools.sipp import have_sipp, media_scenario, run_sipp
 from tests.support.audio import best_correlation, chirp_pcm
-from tests.support.procs import capture_udp, free_port, run_daemon
 
 pytestmark = [
     pytest.mark.sipp,
@@ -38,7 +38,7 @@ def test_echo_call_returns_the_callers_audio(tmp_path: Path, codec: str) -> None
     scenario = media_scenario(tmp_path, codec, sent, pause_ms=3000)
     media_port = free_port()
     with run_daemon(tmp_path, agent="echo") as daemon:
-        with capture_udp(tmp_path / "rtp.pcap", media_port):
+        with capture_udp(tmp_path / "rtp.pcap", f"udp port {media_port}"):
             result = run_sipp(
                 scenario, f"127.0.0.1:{daemon.sip_port}", cwd=tmp_path, media_port=media_port, timeout=30
             )

@@ -1,4 +1,4 @@
-"""Start the real daemon and real SIP peers (SIPp) as subprocesses, bounded in time."""
+"""Start the real daemon as a subprocess (bounded in time), find free ports, capture RTP."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]  # the checkout (cwd of the daemon)
 VOICE_BRIDGE = Path(sys.executable).parent / "voice-bridge"
 
 
@@ -83,11 +83,12 @@ def run_daemon(
     env: dict[str, str] | None = None,
     agent: str = "echo",
     ready_timeout: float = 30.0,
+    rtp_ports: int = 40,
 ) -> Iterator[Daemon]:
     cfg = tmp / "daemon.toml"
     cfg.write_text(config or "")
     sip_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
-    lo, hi = free_rtp_range()
+    lo, hi = free_rtp_range(rtp_ports)
     cmd = [
         str(VOICE_BRIDGE),
         "run",
@@ -153,10 +154,10 @@ def run_daemon(
 
 
 @contextlib.contextmanager
-def capture_udp(path: Path, port: int) -> Iterator[Path]:
-    """tcpdump on loopback for one UDP port (root needed; CI runs as root)."""
+def capture_udp(path: Path, bpf_filter: str) -> Iterator[Path]:
+    """tcpdump on loopback with a capture filter, e.g. "udp port 4000" (root needed; CI is root)."""
     proc = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "-U", "-n", "-s", "0", "-w", str(path), f"udp port {port}"],
+        ["tcpdump", "-i", "lo", "-U", "-n", "-s", "0", "-w", str(path), bpf_filter],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
