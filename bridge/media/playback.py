@@ -1,0 +1,141 @@
+"""Send-side playback queue: agent audio in, exactly one 20 ms frame per clock tick out.
+
+Sans-I/O. Utterances are cut into frames of exactly ``frame_samples`` (a partial tail waits
+for more audio, or is padded with silence by ``end``), queued in call order, and accounted:
+PlaybackStarted at the first frame, PlaybackProgress every ``progress_every`` frames,
+PlaybackDone after the last frame of an ended utterance. ``heard_ms`` counts only audio that
+went on the wire (not padding, not frames consumed while the caller has us on hold).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bridge.leg import LegEvent, PlaybackDone, PlaybackProgress, PlaybackStarted
+
+log = logging.getLogger(__name__)
+
+_MAX_UTTERANCES = 256
+
+
+@dataclass(slots=True)
+class _Utterance:
+    id: str
+    carry: bytes = b""
+    frames_out: int = 0
+    sent_samples: int = 0
+    started: bool = False
+    ended: bool = False
+    cancelled: bool = False
+    done: bool = False
+    queued: int = 0
+
+
+# A queue item: (utterance, pcm, real samples); pcm None marks the end of the utterance.
+_Item = tuple[_Utterance, bytes | None, int]
+
+
+class PlaybackQueue:
+    def __init__(
+        self,
+        emit: Callable[[LegEvent], None],
+        frame_samples: int = 160,
+        clock_rate: int = 8000,
+        progress_every: int = 5,
+    ) -> None:
+        self._emit = emit
+        self._frame_samples = frame_samples
+        self._frame_bytes = frame_samples * 2
+        self._rate = clock_rate
+        self._progress_every = progress_every
+        self._items: deque[_Item] = deque()
+        self._utts: OrderedDict[str, _Utterance] = OrderedDict()
+        self._queued_frames = 0
+
+    @property
+    def queued_ms(self) -> int:
+        return self._queued_frames * self._frame_samples * 1000 // self._rate
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def _utterance(self, utterance_id: str) -> _Utterance:
+        utt = self._utts.get(utterance_id)
+        if utt is None:
+            utt = self._utts[utterance_id] = _Utterance(utterance_id)
+            while len(self._utts) > _MAX_UTTERANCES:
+                self._utts.popitem(last=False)
+        return utt
+
+    def play(self, utterance_id: str, pcm: bytes) -> None:
+        utt = self._utterance(utterance_id)
+        if utt.cancelled:
+            return  # cleared by barge-in: late audio of that reply must not play
+        if utt.ended:
+            log.warning("audio for utterance %r after end_utterance ignored", utterance_id)
+            return
+        data = utt.carry + pcm if utt.carry else pcm
+        fb = self._frame_bytes
+        full = len(data) // fb
+        for i in range(full):
+            self._items.append((utt, data[i * fb : (i + 1) * fb], self._frame_samples))
+        utt.carry = data[full * fb :]
+        utt.queued += full
+        self._queued_frames += full
+
+    def end(self, utterance_id: str) -> None:
+        utt = self._utterance(utterance_id)
+        if utt.cancelled or utt.ended:
+            return
+        utt.ended = True
+        carry = utt.carry[: len(utt.carry) // 2 * 2]
+        utt.carry = b""
+        if carry:
+            padded = carry + bytes(self._frame_bytes - len(carry))
+            self._items.append((utt, padded, len(carry) // 2))
+            utt.queued += 1
+            self._queued_frames += 1
+        self._items.append((utt, None, 0))
+
+    def clear(self) -> None:
+        """Drop every queued frame; every utterance not yet done is cancelled."""
+        self._items.clear()
+        self._queued_frames = 0
+        for utt in self._utts.values():
+            if not utt.done:
+                utt.cancelled = True
+                utt.carry = b""
+
+    def heard_ms(self, utterance_id: str) -> int:
+        utt = self._utts.get(utterance_id)
+        return 0 if utt is None else utt.sent_samples * 1000 // self._rate
+
+    def next_frame(self, t: float, audible: bool) -> bytes | None:
+        """Take the frame for this tick (None: nothing queued). ``audible`` False: the frame
+        is consumed at real time but not sent (caller holds us), so it is not heard."""
+        self._finish_ended(t)
+        if not self._items:
+            return None
+        utt, pcm, real = self._items.popleft()
+        assert pcm is not None
+        self._queued_frames -= 1
+        utt.frames_out += 1
+        if audible:
+            utt.sent_samples += real
+        if not utt.started:
+            utt.started = True
+            self._emit(PlaybackStarted(utt.id, t))
+        if utt.frames_out % self._progress_every == 0:
+            self._emit(PlaybackProgress(utt.id, self.heard_ms(utt.id), t))
+        self._finish_ended(t)
+        return pcm
+
+    def _finish_ended(self, t: float) -> None:
+        items = self._items
+        while items and items[0][1] is None:
+            utt = items.popleft()[0]
+            utt.done = True
+            self._emit(PlaybackDone(utt.id, self.heard_ms(utt.id), t))
