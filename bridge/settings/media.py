@@ -15,8 +15,13 @@ class MediaSettings(Section):
     jitter_buffer_ms: int = Field(60, ge=0, le=500)
     # No RTP from the caller for this long: the call is dead, send BYE.
     rtp_timeout_s: float = Field(30.0, gt=0)
-    # Save each call's audio (both sides) as WAV here; empty = no recordings.
+    # Save each call's audio as a stereo WAV here (left caller, right agent); empty = none.
     recordings_dir: str = ""
+    # Send to where the caller's RTP really comes from (NAT), not only to the SDP address.
+    symmetric_rtp: bool = True
+    # Send G.711 silence while the agent is quiet (for SBCs that time out one-way RTP);
+    # off = packets pause between utterances (timestamps keep running, marker bit on resume).
+    send_silence: bool = False
 
     @model_validator(mode="after")
     def _range(self) -> MediaSettings:

@@ -1,0 +1,522 @@
+"""The RTP leg: one call's G.711 audio over RTP, implementing bridge.leg.AudioLeg.
+
+Lifecycle (driven by the daemon): ``open`` binds an RTP/RTCP port pair before the SIP answer
+(the port goes into the SDP); ``start`` with the negotiated MediaParams on ACK; ``update`` on
+re-INVITE (hold/resume, new remote); ``close`` when the call ends.
+
+All timing comes from the process-wide media clock (bridge.media.clock): on every 20 ms tick
+the leg sends at most one frame (agent audio, DTMF, or nothing), pulls one caller frame from
+the jitter buffer, writes the recording, and every second checks the RTP timeout and flushes
+its metrics. Received packets are only parsed and buffered in the datagram callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
+
+from bridge.audio import g711
+from bridge.callmodel import MediaParams
+from bridge.leg import FRAME_BYTES, FRAME_SAMPLES, AudioFrame, DtmfDigit, LegEnded, LegEvent
+from bridge.media.clock import MediaClock, clock_for_loop
+from bridge.media.dtmf import DtmfReceiver, DtmfSender, normalize_digits
+from bridge.media.events import EventChannel
+from bridge.media.playback import PlaybackQueue
+from bridge.media.playout import PlayoutBuffer
+from bridge.media.ports import PortAllocator, PortPair
+from bridge.media.recording import CallRecorder, recording_path
+from bridge.media.rtcp import ReportBuilder
+from bridge.media.rtp_packet import RtpParseError, build_rtp, is_rtcp, parse_rtp
+from bridge.media.rx_stats import ReceiveStats
+from bridge.metrics import RTP_LOST, RTP_PACKETS
+from bridge.settings.media import MediaSettings
+
+log = logging.getLogger(__name__)
+
+_RTP_IN = RTP_PACKETS.labels("in")
+_RTP_OUT = RTP_PACKETS.labels("out")
+_DECODERS = {0: g711.ulaw_to_pcm, 8: g711.alaw_to_pcm}
+_SILENCE = bytes(FRAME_BYTES)
+_HOUSEKEEPING_TICKS = 50  # once a second
+_RTCP_TICKS = 250  # every 5 s
+_LATCH_QUIET_S = 0.5  # another source is followed only after the current one fell silent this long
+
+HangupCallback = Callable[[str], Awaitable[None]]
+TransferCallback = Callable[[str], Awaitable[bool]]
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, tuple[str, int]], None]) -> None:
+        self._on_datagram = on_datagram
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a caller that closed its port: expected around hang-up.
+        log.debug("RTP socket error: %s", exc)
+
+
+class RtpLeg:
+    """One call's RTP audio. Create with ``await RtpLeg.open(...)``."""
+
+    def __init__(
+        self,
+        call_id: str,
+        pair: PortPair,
+        ports: PortAllocator,
+        settings: MediaSettings,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.call_id = call_id
+        self.local_port = pair.port
+        self.on_hangup: HangupCallback | None = None
+        self.on_transfer: TransferCallback | None = None
+        self._pair = pair
+        self._ports = ports
+        self._settings = settings
+        self._loop = loop
+        self._clock: MediaClock = clock_for_loop(loop)
+        self._rtp: asyncio.DatagramTransport | None = None
+        self._rtcp: asyncio.DatagramTransport | None = None
+        self._channel = EventChannel()
+        self._queue = PlaybackQueue(self._channel.put)
+        self._playout = PlayoutBuffer(target_ms=settings.jitter_buffer_ms)
+        self._dtmf_rx = DtmfReceiver()
+        self._dtmf_tx = DtmfSender()
+        self._rx = ReceiveStats()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._recorder: CallRecorder | None = None
+        # negotiated media
+        self._media: MediaParams | None = None
+        self._encode: Callable[[bytes], bytes] = g711.pcm_to_ulaw
+        self._pt = 0
+        self._dtmf_pt: int | None = None
+        self._tx_on = False
+        self._rx_on = False
+        self._sdp_remote: tuple[str, int] | None = None
+        self._remote: tuple[str, int] | None = None
+        self._remote_rtcp: tuple[str, int] | None = None
+        self._latched = False
+        # send state: random SSRC/sequence/timestamp origin (RFC 3550 §5.1)
+        self._ssrc = random.getrandbits(32)
+        self._seq = random.getrandbits(16)
+        self._ts = random.getrandbits(32)
+        self._talking = False
+        self._reports = ReportBuilder(self._ssrc)
+        # receive state
+        self._rx_ssrc: int | None = None
+        self._rx_flowing = False  # caller audio seen since start/resume: keep the frame cadence
+        self._last_rx = 0.0
+        self._last_rx_addr: tuple[str, int] | None = None
+        # lifecycle
+        self._started = False
+        self._ticking = False
+        self._ending = False
+        self._closed = False
+        self._closed_event = asyncio.Event()
+        self._tick_no = random.randrange(_RTCP_TICKS)  # spreads housekeeping over the ticks
+        # counters (stats(); the Prometheus ones are flushed once a second)
+        self._c: dict[str, int] = dict.fromkeys(
+            (
+                "packets_in", "bytes_in", "packets_out", "bytes_out", "dtmf_in", "dtmf_out",
+                "rtcp_in", "rtcp_out", "early", "malformed", "ignored", "foreign", "frames_in",
+                "filler_frames", "latches",
+            ),
+            0,
+        )
+        self._flushed_in = 0
+        self._flushed_out = 0
+        self._flushed_lost = 0
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    async def open(
+        cls, call_id: str, bind_host: str, ports: PortAllocator, settings: MediaSettings
+    ) -> RtpLeg:
+        """Bind a port pair from ``ports`` on ``bind_host``; raises PortsExhausted when none is free."""
+        loop = asyncio.get_running_loop()
+        pair = ports.allocate(bind_host)
+        leg = cls(call_id, pair, ports, settings, loop)
+        try:
+            leg._rtp, _ = await loop.create_datagram_endpoint(
+                lambda: _Endpoint(leg._on_rtp), sock=pair.rtp
+            )
+            leg._rtcp, _ = await loop.create_datagram_endpoint(
+                lambda: _Endpoint(leg._on_rtcp), sock=pair.rtcp
+            )
+        except BaseException:
+            await leg.close("open-failed")
+            raise
+        return leg
+
+    # -- control from the daemon -----------------------------------------------------------
+    def start(self, media: MediaParams) -> None:
+        """Begin sending/receiving with the negotiated media (on ACK)."""
+        if self._ending:
+            return
+        self._apply(media)
+        if self._started:
+            return
+        self._started = True
+        self._last_rx = self._loop.time()
+        if self._settings.recordings_dir:
+            try:
+                self._recorder = CallRecorder(recording_path(self._settings.recordings_dir, self.call_id))
+            except OSError as exc:
+                log.error("recording disabled for this call: %s", exc, extra={"call_id": self.call_id})
+        self._ticking = True
+        self._clock.add(self)
+
+    def update(self, media: MediaParams) -> None:
+        """Re-INVITE/UPDATE: new remote, codec or direction (hold/resume)."""
+        if self._ending:
+            return
+        if not self._started:
+            self.start(media)
+            return
+        self._apply(media)
+
+    def _apply(self, media: MediaParams) -> None:
+        old = self._media
+        self._media = media
+        self._encode = g711.encoder(media.codec)
+        self._pt = media.payload_type
+        self._dtmf_pt = media.dtmf_payload_type
+        remote: tuple[str, int] | None = (media.remote_host, media.remote_port)
+        if media.remote_host in ("0.0.0.0", "::", "") or media.remote_port == 0:
+            remote = None  # RFC 2543 style hold: nowhere to send
+        if remote != self._sdp_remote:
+            self._sdp_remote = remote
+            self._remote = remote
+            self._remote_rtcp = (remote[0], remote[1] + 1) if remote else None
+            self._latched = False
+            self._last_rx_addr = None  # a new remote: latch afresh
+        self._tx_on = media.direction in ("sendrecv", "sendonly") and remote is not None
+        rx_on = media.direction in ("sendrecv", "recvonly")
+        if rx_on != self._rx_on or old is None:
+            # Hold or resume: the caller's stream restarts; so does the inactivity timer.
+            self._playout.reset()
+            self._rx_flowing = False
+            self._last_rx = self._loop.time()
+        self._rx_on = rx_on
+        if old is not None and old != media:
+            log.info(
+                "media updated",
+                extra={"call_id": self.call_id, "codec": media.codec, "direction": media.direction},
+            )
+
+    def inject_dtmf(self, digit: str, duration_ms: int) -> None:
+        """A digit that came by SIP INFO: delivered like an RFC 4733 one."""
+        try:
+            digit = normalize_digits(digit)
+        except ValueError as exc:
+            log.warning("SIP INFO DTMF ignored: %s", exc, extra={"call_id": self.call_id})
+            return
+        if len(digit) != 1:
+            log.warning("SIP INFO DTMF ignored: expected one digit", extra={"call_id": self.call_id})
+            return
+        self._c["dtmf_in"] += 1
+        self._channel.put(DtmfDigit(digit, max(0, int(duration_ms)), self._loop.time()))
+
+    # -- AudioLeg --------------------------------------------------------------------------
+    def events(self) -> AsyncIterator[LegEvent]:
+        return self._channel.stream()
+
+    def play(self, utterance_id: str, pcm: bytes) -> None:
+        if not self._ending:
+            self._queue.play(utterance_id, pcm)
+
+    def end_utterance(self, utterance_id: str) -> None:
+        if not self._ending:
+            self._queue.end(utterance_id)
+
+    def clear(self) -> None:
+        self._queue.clear()
+
+    def heard_ms(self, utterance_id: str) -> int:
+        return self._queue.heard_ms(utterance_id)
+
+    def queued_ms(self) -> int:
+        """Agent audio queued and not yet sent."""
+        return self._queue.queued_ms
+
+    async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 80) -> None:
+        """Send digits as RFC 4733 events (in-band tones if no telephone-event was negotiated);
+        returns once they are sent. Agent audio waits meanwhile. Raises ValueError for a
+        character that is no DTMF digit."""
+        normalize_digits(digits)
+        if self._ending or not digits:
+            return
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._dtmf_tx.add(digits, duration_ms, gap_ms, done)
+        await done
+
+    async def transfer(self, target: str) -> bool:
+        if self.on_transfer is None or self._ending:
+            return False
+        return await self.on_transfer(target)
+
+    async def hangup(self, reason: str = "normal") -> None:
+        """End the call from our side: LegEnded, media stops, on_hangup (SIP BYE), close."""
+        if self._ending:
+            return
+        self._end(reason)
+        await self._notify_and_close(reason)
+
+    async def _notify_and_close(self, reason: str) -> None:
+        callback = self.on_hangup
+        if callback is not None:
+            try:
+                # Shielded: if the leg is closed meanwhile (the BYE ended the call), the SIP
+                # side must still finish its transaction.
+                await asyncio.shield(callback(reason))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("hang-up callback failed", extra={"call_id": self.call_id})
+        await self.close(reason)
+
+    async def close(self, reason: str = "closed") -> None:
+        """Stop everything and release the port (idempotent). Emits LegEnded if not yet done."""
+        if self._closed:
+            await self._closed_event.wait()
+            return
+        self._closed = True
+        self._end(reason)
+        if self._started and self._remote_rtcp is not None and self._rtcp is not None:
+            self._rtcp.sendto(self._reports.bye(), self._remote_rtcp)
+        for transport in (self._rtp, self._rtcp):
+            if transport is not None:
+                transport.close()
+        if self._rtp is None:
+            self._pair.rtp.close()
+        if self._rtcp is None:
+            self._pair.rtcp.close()
+        self._ports.release(self._pair.port)
+        if self._recorder is not None:
+            self._recorder.close()
+        self._flush_metrics()
+        current = asyncio.current_task()
+        others = [t for t in self._tasks if t is not current and not t.done()]
+        for task in others:
+            task.cancel()
+        try:
+            if others:
+                await asyncio.gather(*others, return_exceptions=True)
+            await asyncio.sleep(0)  # lets the transports' connection_lost close the sockets
+        finally:
+            self._closed_event.set()
+
+    def _end(self, reason: str) -> None:
+        """Stop the media (no more ticks) and emit LegEnded once."""
+        if self._ending:
+            return
+        self._ending = True
+        if self._ticking:
+            self._ticking = False
+            self._clock.remove(self)
+        self._queue.clear()
+        for token in self._dtmf_tx.cancel_all():
+            if isinstance(token, asyncio.Future) and not token.done():
+                token.set_result(None)
+        self._channel.put(LegEnded(reason, self._loop.time()))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = self._loop.create_task(coro, name=f"{name}-{self.call_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- stats -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        media = self._media
+        out: dict[str, Any] = dict(self._c)
+        out.update(
+            codec=media.codec if media else None,
+            payload_type=media.payload_type if media else None,
+            dtmf_payload_type=media.dtmf_payload_type if media else None,
+            direction=media.direction if media else None,
+            local_port=self.local_port,
+            remote=f"{self._remote[0]}:{self._remote[1]}" if self._remote else None,
+            lost=self._rx.lost,
+            jitter_ms=round(self._rx.jitter_ms, 2),
+            ssrc_changes=self._rx.ssrc_changes,
+            late=self._playout.late,
+            duplicates=self._playout.duplicates,
+            concealed_frames=self._playout.concealed_frames,
+            skipped_frames=self._playout.skipped_frames,
+            jitter_buffer_ms=round(self._playout.depth_ms, 1),
+            frames_dropped=self._channel.dropped_frames,
+            queued_ms=self._queue.queued_ms,
+            recording=str(self._recorder.path) if self._recorder else None,
+        )
+        return out
+
+    def _flush_metrics(self) -> None:
+        c = self._c
+        if c["packets_in"] > self._flushed_in:
+            _RTP_IN.inc(c["packets_in"] - self._flushed_in)
+            self._flushed_in = c["packets_in"]
+        if c["packets_out"] > self._flushed_out:
+            _RTP_OUT.inc(c["packets_out"] - self._flushed_out)
+            self._flushed_out = c["packets_out"]
+        lost = self._rx.lost
+        if lost > self._flushed_lost:
+            RTP_LOST.inc(lost - self._flushed_lost)
+            self._flushed_lost = lost
+
+    # -- receive (datagram callbacks) --------------------------------------------------------
+    def _on_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._ending:
+            return
+        if not self._started:
+            self._c["early"] += 1
+            return
+        if is_rtcp(data):  # rtcp-mux peers
+            self._c["rtcp_in"] += 1
+            return
+        try:
+            pkt = parse_rtp(data)
+        except RtpParseError:
+            self._c["malformed"] += 1
+            return
+        pt = pkt.payload_type
+        is_dtmf = pt == self._dtmf_pt
+        if not is_dtmf and pt not in _DECODERS:
+            self._c["ignored"] += 1  # comfort noise, unknown payloads
+            return
+        now = self._loop.time()
+        if addr != self._last_rx_addr and not self._accept_source(addr, now):
+            self._c["foreign"] += 1
+            return
+        self._last_rx = now
+        c = self._c
+        c["packets_in"] += 1
+        c["bytes_in"] += len(pkt.payload)
+        self._rx.on_packet(pkt.ssrc, pkt.sequence, pkt.timestamp, now)
+        if pkt.ssrc != self._rx_ssrc:
+            self._rx_ssrc = pkt.ssrc
+            self._playout.reset()
+        if is_dtmf:
+            for digit, duration_ms in self._dtmf_rx.on_packet(pkt.ssrc, pkt.timestamp, pkt.payload, now):
+                c["dtmf_in"] += 1
+                self._channel.put(DtmfDigit(digit, duration_ms, now))
+            return
+        if self._rx_on:
+            self._playout.put(pkt.timestamp, _DECODERS[pt](pkt.payload))
+            self._rx_flowing = True
+
+    def _accept_source(self, addr: tuple[str, int], now: float) -> bool:
+        """Symmetric RTP: latch onto the first source, follow a new one only after the
+        current one went quiet (so stray or injected packets cannot steal the stream)."""
+        current = self._last_rx_addr
+        if current is not None and now - self._last_rx < _LATCH_QUIET_S:
+            return False
+        self._last_rx_addr = addr
+        if self._settings.symmetric_rtp and addr != self._remote:
+            self._c["latches"] += 1
+            log.info(
+                "RTP latched to the caller's source",
+                extra={"call_id": self.call_id, "rtp_from": f"{addr[0]}:{addr[1]}"},
+            )
+            self._remote = addr
+            if not self._latched:
+                self._remote_rtcp = (addr[0], addr[1] + 1)
+            self._latched = True
+            self._tx_on = self._media is not None and self._media.direction in ("sendrecv", "sendonly")
+        return True
+
+    def _on_rtcp(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._ending:
+            return
+        self._c["rtcp_in"] += 1
+        if self._settings.symmetric_rtp and self._started:
+            self._remote_rtcp = addr
+
+    # -- the 20 ms tick ----------------------------------------------------------------------
+    def on_tick(self, now: float) -> None:
+        agent_pcm = self._send_tick(now)
+        caller_pcm: bytes | None = None
+        if self._rx_on:
+            caller_pcm = self._playout.tick()
+            if caller_pcm is None and self._rx_flowing:
+                caller_pcm = _SILENCE  # a pause in the caller's stream: keep the cadence
+                self._c["filler_frames"] += 1
+            if caller_pcm is not None:
+                self._c["frames_in"] += 1
+                self._channel.put(AudioFrame(caller_pcm, now))
+        if self._recorder is not None:
+            self._recorder.write(caller_pcm, agent_pcm)
+        self._tick_no += 1
+        if self._tick_no % _HOUSEKEEPING_TICKS == 0:
+            self._housekeeping(now)
+
+    def _send_tick(self, now: float) -> bytes | None:
+        """Send this tick's frame (DTMF first, then agent audio); returns the agent PCM."""
+        ts = self._ts
+        self._ts = (ts + FRAME_SAMPLES) & 0xFFFFFFFF
+        audible = self._tx_on
+        pcm: bytes | None = None
+        if self._dtmf_tx.busy:
+            step = self._dtmf_tx.tick(ts, inband=self._dtmf_pt is None)
+            for token in step.finished:
+                if isinstance(token, asyncio.Future) and not token.done():
+                    token.set_result(None)
+            if audible and step.packets and self._dtmf_pt is not None:
+                for payload, marker, event_ts in step.packets:
+                    self._send(self._dtmf_pt, event_ts, payload, marker)
+                self._c["dtmf_out"] += 1 if step.packets[0][1] else 0
+            pcm = step.tone
+            if step.busy and pcm is None:
+                self._talking = False
+                return None
+        if pcm is None:
+            pcm = self._queue.next_frame(now, audible)
+            if pcm is None and self._settings.send_silence:
+                pcm = _SILENCE
+        if pcm is None or not audible:
+            self._talking = False
+            return None
+        self._send(self._pt, ts, self._encode(pcm), not self._talking)
+        self._talking = True
+        return pcm
+
+    def _send(self, pt: int, ts: int, payload: bytes, marker: bool) -> None:
+        if self._rtp is None or self._remote is None:
+            return
+        self._rtp.sendto(build_rtp(pt, self._seq, ts, self._ssrc, payload, marker), self._remote)
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._c["packets_out"] += 1
+        self._c["bytes_out"] += len(payload)
+
+    def _housekeeping(self, now: float) -> None:
+        for digit, duration_ms in self._dtmf_rx.expire(now):
+            self._c["dtmf_in"] += 1
+            self._channel.put(DtmfDigit(digit, duration_ms, now))
+        self._flush_metrics()
+        if self._tick_no % _RTCP_TICKS == 0:
+            self._send_rtcp()
+        media = self._media
+        if (
+            media is not None
+            and not self._ending
+            and media.direction == "sendrecv"
+            and now - self._last_rx >= self._settings.rtp_timeout_s
+        ):
+            log.warning(
+                "no RTP from the caller: hanging up",
+                extra={"call_id": self.call_id, "silent_s": round(now - self._last_rx, 1)},
+            )
+            self._end("rtp-timeout")
+            self._spawn(self._notify_and_close("rtp-timeout"), "rtp-timeout")
+
+    def _send_rtcp(self) -> None:
+        if self._rtcp is None or self._remote_rtcp is None:
+            return
+        report = self._reports.report(self._rx, self._ts, self._c["packets_out"], self._c["bytes_out"])
+        self._rtcp.sendto(report, self._remote_rtcp)
+        self._c["rtcp_out"] += 1
+

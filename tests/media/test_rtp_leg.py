@@ -1,0 +1,359 @@
+"""RtpLeg on 127.0.0.1 against another RtpLeg or a raw UDP RTP peer: audio both ways, echo,
+clear(), playback accounting, DTMF both ways, latching, timeout, hold, loss concealment."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+
+import numpy as np
+import pytest
+from aiortp import DtmfEvent
+
+from bridge.agents.echo import run_echo
+from bridge.audio import g711
+from bridge.leg import (
+    AudioLeg,
+    LegEnded,
+    PlaybackDone,
+    PlaybackProgress,
+    PlaybackStarted,
+)
+from bridge.media.rtp_leg import RtpLeg
+from bridge.settings.media import MediaSettings
+from tests.media.support import PT, Collector, RawPeer, allocator, media, wait_until
+from tests.support.audio import best_correlation, chirp_pcm
+
+SETTINGS = MediaSettings(jitter_buffer_ms=40)
+
+
+def g711_round_trip(pcm: bytes, codec: str) -> bytes:
+    return g711.decoder(codec)(g711.encoder(codec)(pcm))
+
+
+def sine(seconds: float, freq: float = 440.0, amp: int = 8000) -> bytes:
+    t = np.arange(int(8000 * seconds)) / 8000
+    return (np.sin(2 * np.pi * freq * t) * amp).astype("<i2").tobytes()
+
+
+async def leg_pair(codec: str, settings: MediaSettings = SETTINGS) -> tuple[RtpLeg, RtpLeg]:
+    ports = allocator(4)
+    a = await RtpLeg.open("call-a", "127.0.0.1", ports, settings)
+    b = await RtpLeg.open("call-b", "127.0.0.1", ports, settings)
+    a.start(media(b.local_port, codec))
+    b.start(media(a.local_port, codec))
+    return a, b
+
+
+async def test_rtp_leg_satisfies_the_audioleg_protocol() -> None:
+    ports = allocator(1)
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, SETTINGS)
+    assert isinstance(leg, AudioLeg)
+    await leg.close()
+    await leg.close()  # idempotent
+    assert ports.in_use == 0
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+async def test_audio_both_ways_survives_g711(codec: str) -> None:
+    a, b = await leg_pair(codec)
+    ca, cb = Collector.start(a), Collector.start(b)
+    chirp = chirp_pcm(1.0)
+    tone = sine(1.0, 700.0)
+    a.play("hello", chirp)
+    a.end_utterance("hello")
+    b.play("hi", tone)
+    b.end_utterance("hi")
+    assert await wait_until(lambda: bool(ca.of(PlaybackDone)) and bool(cb.of(PlaybackDone)))
+    await asyncio.sleep(0.2)  # the receivers' jitter buffers drain
+    await a.close()
+    await b.close()
+    await ca.stop()
+    await cb.stop()
+    assert all(len(f.pcm) == 320 for f in ca.frames + cb.frames)
+    corr_ab, _ = best_correlation(g711_round_trip(chirp, codec), b"".join(f.pcm for f in cb.frames))
+    corr_ba, _ = best_correlation(g711_round_trip(tone, codec), b"".join(f.pcm for f in ca.frames))
+    assert corr_ab > 0.99 and corr_ba > 0.99
+    sa, sb = a.stats(), b.stats()
+    assert sa["codec"] == codec and sa["packets_out"] == 50 and sb["packets_in"] == 50
+    assert sb["packets_out"] == 50 and sa["packets_in"] == 50
+    assert sa["lost"] == 0 and sb["lost"] == 0
+    assert isinstance(ca.events[-1], LegEnded) and len(ca.of(LegEnded)) == 1
+
+
+async def test_packets_on_the_wire_have_continuous_timestamps_and_marker_at_talkspurts() -> None:
+    ports = allocator(2)
+    peer = await RawPeer.open()
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, SETTINGS)
+    leg.start(media(peer.port, "PCMA"))
+    leg.play("one", sine(0.2))
+    leg.end_utterance("one")
+    await wait_until(lambda: len(peer.packets) >= 10)
+    await asyncio.sleep(0.1)  # three ticks of silence between the utterances
+    leg.play("two", sine(0.1))
+    leg.end_utterance("two")
+    await wait_until(lambda: len(peer.packets) >= 15)
+    await leg.close()
+    peer.close()
+    pk = [r.pkt for r in peer.packets]
+    assert len(pk) == 15 and all(p.payload_type == PT["PCMA"] and len(p.payload) == 160 for p in pk)
+    seqs = [p.sequence for p in pk]
+    assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(seqs))
+    ts = [p.timestamp for p in pk]
+    steps = [(b - a) % (1 << 32) for a, b in itertools.pairwise(ts)]
+    assert steps[:9] == [160] * 9 and steps[10:] == [160] * 4
+    assert steps[9] > 160 and steps[9] % 160 == 0  # the pause shows as a timestamp jump
+    assert [p.marker for p in pk] == [True] + [False] * 9 + [True] + [False] * 4
+
+
+async def test_echo_agent_returns_what_was_sent() -> None:
+    a, b = await leg_pair("PCMU")
+    ca = Collector.start(a)
+    echo = asyncio.create_task(run_echo(b))
+    chirp = chirp_pcm(1.0)
+    a.play("u", chirp)
+    a.end_utterance("u")
+    assert await wait_until(lambda: len(ca.frames) >= 80)
+    await asyncio.sleep(0.3)
+    await b.close()
+    await asyncio.wait_for(echo, 2.0)  # the agent ends by itself on LegEnded
+    await a.close()
+    await ca.stop()
+    echoed = b"".join(f.pcm for f in ca.frames)
+    twice = g711_round_trip(g711_round_trip(chirp, "PCMU"), "PCMU")
+    corr, lag = best_correlation(twice, echoed)
+    assert corr > 0.99
+    assert 0 < lag < 8000 * 0.4  # echo delay: jitter buffers plus a frame or two, not seconds
+
+
+async def test_clear_stops_output_within_one_frame_and_heard_ms_stays() -> None:
+    ports = allocator(2)
+    peer = await RawPeer.open()
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, SETTINGS)
+    c = Collector.start(leg)
+    leg.start(media(peer.port, "PCMU"))
+    leg.play("long", sine(5.0))
+    assert await wait_until(lambda: len(peer.packets) >= 15)
+    leg.clear()
+    sent_at_clear = leg.stats()["packets_out"]
+    heard = leg.heard_ms("long")
+    await asyncio.sleep(0.2)
+    assert leg.stats()["packets_out"] == sent_at_clear  # not one packet more
+    assert len(peer.packets) <= sent_at_clear
+    assert leg.heard_ms("long") == heard == sent_at_clear * 20
+    leg.play("long", sine(1.0))  # late audio of the cleared reply is not played
+    await asyncio.sleep(0.1)
+    assert leg.stats()["packets_out"] == sent_at_clear
+    await leg.close()
+    peer.close()
+    await c.stop()
+    assert not c.of(PlaybackDone)
+
+
+async def test_playback_events_and_heard_ms_match_the_wire() -> None:
+    ports = allocator(2)
+    peer = await RawPeer.open()
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, SETTINGS)
+    c = Collector.start(leg)
+    leg.start(media(peer.port, "PCMU"))
+    leg.play("u", sine(0.25))  # 12.5 frames: the tail is padded
+    leg.end_utterance("u")
+    assert await wait_until(lambda: bool(c.of(PlaybackDone)))
+    await asyncio.sleep(0.05)
+    await leg.close()
+    peer.close()
+    await c.stop()
+    started, done = c.of(PlaybackStarted), c.of(PlaybackDone)
+    progress = c.of(PlaybackProgress)
+    assert len(started) == 1 and len(done) == 1
+    assert done[0].heard_ms == leg.heard_ms("u") == 250
+    assert len(peer.packets) == 13
+    assert [p.heard_ms for p in progress] == [100, 200]
+    assert started[0].t <= progress[0].t <= done[0].t
+
+
+async def test_dtmf_received_rfc4733_and_sip_info() -> None:
+    ports = allocator(2)
+    peer = await RawPeer.open()
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, SETTINGS)
+    c = Collector.start(leg)
+    leg.start(media(peer.port, "PCMU", dtmf_pt=96))
+    for code in (1, 2, 3, 11):
+        await peer.send_digit(leg.local_port, 96, code)
+    assert await wait_until(lambda: len(c.digits) >= 4)
+    leg.inject_dtmf("9", 120)
+    leg.inject_dtmf("x", 120)  # not a digit: ignored with a log line
+    assert await wait_until(lambda: len(c.digits) >= 5)
+    await asyncio.sleep(0.05)
+    await leg.close()
+    peer.close()
+    await c.stop()
+    assert c.digits == "123#9"
+    assert leg.stats()["dtmf_in"] == 5
+
+
+async def test_send_dtmf_uses_the_negotiated_type_and_distinct_timestamps() -> None:
+    ports = allocator(2)
+    peer = await RawPeer.open()
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, SETTINGS)
+    leg.start(media(peer.port, "PCMA", dtmf_pt=100))
+    await asyncio.wait_for(leg.send_dtmf("12#"), 5.0)
+    with pytest.raises(ValueError):
+        await leg.send_dtmf("1z")
+    await leg.close()
+    peer.close()
+    events = [(DtmfEvent.parse(r.pkt.payload), r.pkt) for r in peer.audio(100)]
+    assert events and len(events) == len(peer.packets)
+    stamps: dict[int, list[DtmfEvent]] = {}
+    for ev, pkt in events:
+        stamps.setdefault(pkt.timestamp, []).append(ev)
+    assert len(stamps) == 3
+    digits = "".join({1: "1", 2: "2", 11: "#"}[evs[0].event] for _, evs in sorted(stamps.items()))
+    assert digits == "12#"
+    assert all(sum(e.end for e in evs) == 3 for evs in stamps.values())
+
+
+async def test_symmetric_rtp_latches_to_where_the_caller_really_sends_from() -> None:
+    ports = allocator(2)
+    announced = await RawPeer.open()  # the address in the SDP
+    actual = await RawPeer.open()  # where the caller's packets really come from (NAT)
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, SETTINGS)
+    leg.start(media(announced.port, "PCMU"))
+    leg.play("u", sine(2.0))
+    await wait_until(lambda: len(announced.packets) >= 3)
+    sender = asyncio.create_task(actual.send_audio(leg.local_port, sine(0.3)))
+    assert await wait_until(lambda: len(actual.packets) >= 10)
+    before = len(announced.packets)
+    await asyncio.sleep(0.1)
+    await sender
+    await leg.close()
+    assert len(announced.packets) <= before + 1
+    assert leg.stats()["remote"] == f"127.0.0.1:{actual.port}" and leg.stats()["latches"] == 1
+    announced.close()
+    actual.close()
+
+
+async def test_stray_packets_from_another_source_do_not_steal_the_stream() -> None:
+    ports = allocator(2)
+    caller = await RawPeer.open()
+    stranger = await RawPeer.open()
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, SETTINGS)
+    leg.start(media(caller.port, "PCMU"))
+    sender = asyncio.create_task(caller.send_audio(leg.local_port, sine(0.5)))
+    await asyncio.sleep(0.2)
+    for _ in range(5):
+        stranger.send(leg.local_port, 0, bytes(160))
+    await sender
+    await leg.close()
+    assert leg.stats()["foreign"] == 5 and leg.stats()["remote"] == f"127.0.0.1:{caller.port}"
+    caller.close()
+    stranger.close()
+
+
+async def test_rtp_inactivity_ends_the_call_and_calls_on_hangup() -> None:
+    ports = allocator(2)
+    peer = await RawPeer.open()
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, MediaSettings(rtp_timeout_s=0.3))
+    reasons: list[str] = []
+
+    async def on_hangup(reason: str) -> None:
+        reasons.append(reason)
+
+    leg.on_hangup = on_hangup
+    c = Collector.start(leg)
+    leg.start(media(peer.port, "PCMU"))
+    await peer.send_audio(leg.local_port, sine(0.2))
+    assert await wait_until(lambda: bool(reasons), 5.0)
+    await c.stop()
+    assert reasons == ["rtp-timeout"]
+    assert c.ended is not None and c.ended.reason == "rtp-timeout"
+    assert await wait_until(lambda: ports.in_use == 0, 2.0)
+    peer.close()
+
+
+async def test_hold_stops_sending_and_does_not_trip_the_timeout() -> None:
+    ports = allocator(2)
+    peer = await RawPeer.open()
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, MediaSettings(rtp_timeout_s=0.3))
+    hung_up: list[str] = []
+
+    async def on_hangup(reason: str) -> None:
+        hung_up.append(reason)
+
+    leg.on_hangup = on_hangup
+    c = Collector.start(leg)
+    leg.start(media(peer.port, "PCMU"))
+    leg.play("u", sine(3.0))
+    assert await wait_until(lambda: len(peer.packets) >= 5)
+    leg.update(media(peer.port, "PCMU", direction="inactive"))  # the caller holds us
+    held_at = len(peer.packets)
+    await asyncio.sleep(1.2)  # four timeouts long, without a single caller packet
+    assert len(peer.packets) <= held_at + 1
+    assert not hung_up and c.ended is None
+    leg.update(media(peer.port, "PCMU"))  # resume
+    assert await wait_until(lambda: len(peer.packets) >= held_at + 5)
+    heard = leg.heard_ms("u")
+    await leg.close()
+    peer.close()
+    await c.stop()
+    assert heard < 3000 - 1000  # what played during the hold was not heard
+    assert c.ended is not None and c.ended.reason == "closed"
+
+
+async def test_packet_loss_is_concealed_keeping_one_frame_per_20ms() -> None:
+    ports = allocator(2)
+    peer = await RawPeer.open()
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, SETTINGS)
+    c = Collector.start(leg)
+    leg.start(media(peer.port, "PCMU"))
+    tone = sine(1.0)
+    lost = frozenset({10, 11, 25, 40})
+    await peer.send_audio(leg.local_port, tone, skip=lost)
+    await asyncio.sleep(0.15)
+    await leg.close()
+    peer.close()
+    await c.stop()
+    stats = leg.stats()
+    assert stats["lost"] == 4 and stats["packets_in"] == 46
+    assert stats["concealed_frames"] >= 4
+    frames = c.frames
+    # The caller's 50 packet slots all come out as frames, concealed ones included,
+    # and the audio around the gaps still matches the tone.
+    audio = b"".join(f.pcm for f in frames)
+    corr, _ = best_correlation(g711_round_trip(tone, "PCMU")[: 160 * 10], audio)
+    assert corr > 0.99
+    first_real = next(i for i, f in enumerate(frames) if any(f.pcm))
+    assert len(frames) - first_real >= 50
+
+
+async def test_malformed_and_unknown_packets_are_ignored() -> None:
+    ports = allocator(2)
+    peer = await RawPeer.open()
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, SETTINGS)
+    c = Collector.start(leg)
+    leg.start(media(peer.port, "PCMU"))
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for junk in (b"", b"\x00" * 5, b"\xff" * 40, bytes([0x80, 13]) + bytes(11)):
+        raw.sendto(junk, ("127.0.0.1", leg.local_port))
+    raw.close()
+    await peer.send_audio(leg.local_port, sine(0.3))
+    await asyncio.sleep(0.15)
+    await leg.close()
+    peer.close()
+    await c.stop()
+    stats = leg.stats()
+    assert stats["malformed"] == 3 and stats["ignored"] == 1 and stats["packets_in"] == 15
+    assert any(any(f.pcm) for f in c.frames)
+
+
+async def test_send_silence_keeps_packets_flowing_between_utterances() -> None:
+    ports = allocator(2)
+    peer = await RawPeer.open()
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, MediaSettings(send_silence=True))
+    leg.start(media(peer.port, "PCMU"))
+    assert await wait_until(lambda: len(peer.packets) >= 10)
+    await leg.close()
+    peer.close()
+    assert all(set(r.pkt.payload) == {0xFF} for r in peer.packets)  # mu-law silence
+    assert [r.pkt.marker for r in peer.packets[:3]] == [True, False, False]
