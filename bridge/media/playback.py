@@ -31,10 +31,11 @@ class _Utterance:
     ended: bool = False
     cancelled: bool = False
     done: bool = False
-    queued: int = 0
 
 
-# A queue item: (utterance, pcm, real samples); pcm None marks the end of the utterance.
+# A queue item: (utterance, pcm, samples in its last frame). ``pcm`` is a whole number of
+# frames, cut lazily at send time (so play() costs O(1) whatever its length); ``None`` marks
+# the end of the utterance.
 _Item = tuple[_Utterance, bytes | None, int]
 
 
@@ -52,6 +53,7 @@ class PlaybackQueue:
         self._rate = clock_rate
         self._progress_every = progress_every
         self._items: deque[_Item] = deque()
+        self._offset = 0  # bytes of the head item already sent
         self._utts: OrderedDict[str, _Utterance] = OrderedDict()
         self._queued_frames = 0
 
@@ -78,13 +80,12 @@ class PlaybackQueue:
             log.warning("audio for utterance %r after end_utterance ignored", utterance_id)
             return
         data = utt.carry + pcm if utt.carry else pcm
-        fb = self._frame_bytes
-        full = len(data) // fb
-        for i in range(full):
-            self._items.append((utt, data[i * fb : (i + 1) * fb], self._frame_samples))
-        utt.carry = data[full * fb :]
-        utt.queued += full
-        self._queued_frames += full
+        full = len(data) // self._frame_bytes
+        if full:
+            cut = full * self._frame_bytes
+            self._items.append((utt, data[:cut] if cut < len(data) else data, self._frame_samples))
+            self._queued_frames += full
+        utt.carry = data[full * self._frame_bytes :]
 
     def end(self, utterance_id: str) -> None:
         utt = self._utterance(utterance_id)
@@ -96,13 +97,13 @@ class PlaybackQueue:
         if carry:
             padded = carry + bytes(self._frame_bytes - len(carry))
             self._items.append((utt, padded, len(carry) // 2))
-            utt.queued += 1
             self._queued_frames += 1
         self._items.append((utt, None, 0))
 
     def clear(self) -> None:
         """Drop every queued frame; every utterance not yet done is cancelled."""
         self._items.clear()
+        self._offset = 0
         self._queued_frames = 0
         for utt in self._utts.values():
             if not utt.done:
@@ -119,8 +120,18 @@ class PlaybackQueue:
         self._finish_ended(t)
         if not self._items:
             return None
-        utt, pcm, real = self._items.popleft()
-        assert pcm is not None
+        utt, chunk, last_real = self._items[0]
+        assert chunk is not None
+        start = self._offset
+        end = start + self._frame_bytes
+        pcm = chunk[start:end] if start or end < len(chunk) else chunk
+        if end >= len(chunk):
+            self._items.popleft()
+            self._offset = 0
+            real = last_real
+        else:
+            self._offset = end
+            real = self._frame_samples
         self._queued_frames -= 1
         utt.frames_out += 1
         if audible:

@@ -2,8 +2,8 @@
 
 Sans-I/O. Audio is kept on a sample timeline (the sender's RTP timestamps, unwrapped), so any
 packet time works (10/20/30 ms) and frames always come out as exactly ``frame_samples``.
-Gaps inside the stream are filled by aiortp's PcmConcealer (repeat the last frame, fading
-out over 60 ms). A run of concealment with nothing buffered means the sender paused (silence
+Gaps inside the stream are filled by bridge.media.plc (repeat the last frame, fading out
+over 60 ms). A run of concealment with nothing buffered means the sender paused (silence
 suppression, DTMF, hold): delivery suspends and re-primes on the next audio.
 
 Depth: delivery starts once ``target_ms`` + one frame is buffered. If the buffer stays deeper
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 
-from aiortp import PcmConcealer
+from bridge.media.plc import Concealer
 
 _WRAP = 1 << 32
 _HALF = 1 << 31
@@ -44,7 +44,7 @@ class PlayoutBuffer:
         self._head: int | None = None
         self._floor: int | None = None  # last position played before a suspension
         self._ext: int | None = None
-        self._concealer = PcmConcealer(sample_rate=clock_rate)
+        self._concealer = Concealer(sample_rate=clock_rate)
         self._conceal_run = 0
         self._late_run = 0
         self._min_depth: int | None = None

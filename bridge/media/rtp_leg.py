@@ -4,10 +4,10 @@ Lifecycle (driven by the daemon): ``open`` binds an RTP/RTCP port pair before th
 (the port goes into the SDP); ``start`` with the negotiated MediaParams on ACK; ``update`` on
 re-INVITE (hold/resume, new remote); ``close`` when the call ends.
 
-All timing comes from the process-wide media clock (bridge.media.clock): on every 20 ms tick
-the leg sends at most one frame (agent audio, DTMF, or nothing), pulls one caller frame from
-the jitter buffer, writes the recording, and every second checks the RTP timeout and flushes
-its metrics. Received packets are only parsed and buffered in the datagram callback.
+All the media work happens on the process-wide 20 ms clock (bridge.media.clock): on each
+tick the leg reads the packets the clock found waiting on its socket, sends at most one frame
+(DTMF or agent audio), pulls one caller frame from the jitter buffer, writes the recording;
+once a second it checks the RTP timeout, flushes metrics and (every 5 s) sends RTCP.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-from bridge.audio import g711
 from bridge.callmodel import MediaParams
 from bridge.leg import FRAME_BYTES, FRAME_SAMPLES, AudioFrame, DtmfDigit, LegEnded, LegEvent
+from bridge.media import udp
 from bridge.media.clock import MediaClock, clock_for_loop
+from bridge.media.codec import DECODERS, ENCODERS
 from bridge.media.dtmf import DtmfReceiver, DtmfSender, normalize_digits
 from bridge.media.events import EventChannel
 from bridge.media.playback import PlaybackQueue
@@ -29,7 +31,7 @@ from bridge.media.playout import PlayoutBuffer
 from bridge.media.ports import PortAllocator, PortPair
 from bridge.media.recording import CallRecorder, recording_path
 from bridge.media.rtcp import ReportBuilder
-from bridge.media.rtp_packet import RtpParseError, build_rtp, is_rtcp, parse_rtp
+from bridge.media.rtp_packet import RtpHeader, RtpParseError, build_rtp, is_rtcp, parse_rtp
 from bridge.media.rx_stats import ReceiveStats
 from bridge.metrics import RTP_LOST, RTP_PACKETS
 from bridge.settings.media import MediaSettings
@@ -38,26 +40,21 @@ log = logging.getLogger(__name__)
 
 _RTP_IN = RTP_PACKETS.labels("in")
 _RTP_OUT = RTP_PACKETS.labels("out")
-_DECODERS = {0: g711.ulaw_to_pcm, 8: g711.alaw_to_pcm}
 _SILENCE = bytes(FRAME_BYTES)
 _HOUSEKEEPING_TICKS = 50  # once a second
 _RTCP_TICKS = 250  # every 5 s
+_MAX_RTCP_PER_SECOND = 32
+_SEQ_TS_SSRC = struct.Struct("!HII")
 _LATCH_QUIET_S = 0.5  # another source is followed only after the current one fell silent this long
+_NO_ADDRESS = ("0.0.0.0", "::", "")
 
 HangupCallback = Callable[[str], Awaitable[None]]
 TransferCallback = Callable[[str], Awaitable[bool]]
 
-
-class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram: Callable[[bytes, tuple[str, int]], None]) -> None:
-        self._on_datagram = on_datagram
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._on_datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable from a caller that closed its port: expected around hang-up.
-        log.debug("RTP socket error: %s", exc)
+_COUNTERS = (
+    "packets_in", "bytes_in", "packets_out", "bytes_out", "dtmf_in", "dtmf_out", "rtcp_in", "rtcp_out",
+    "malformed", "ignored", "foreign", "frames_in", "filler_frames", "latches", "send_errors",
+)
 
 
 class RtpLeg:
@@ -76,12 +73,11 @@ class RtpLeg:
         self.on_hangup: HangupCallback | None = None
         self.on_transfer: TransferCallback | None = None
         self._pair = pair
+        self._sock = pair.rtp
         self._ports = ports
         self._settings = settings
         self._loop = loop
         self._clock: MediaClock = clock_for_loop(loop)
-        self._rtp: asyncio.DatagramTransport | None = None
-        self._rtcp: asyncio.DatagramTransport | None = None
         self._channel = EventChannel()
         self._queue = PlaybackQueue(self._channel.put)
         self._playout = PlayoutBuffer(target_ms=settings.jitter_buffer_ms)
@@ -92,7 +88,7 @@ class RtpLeg:
         self._recorder: CallRecorder | None = None
         # negotiated media
         self._media: MediaParams | None = None
-        self._encode: Callable[[bytes], bytes] = g711.pcm_to_ulaw
+        self._encode = ENCODERS["PCMU"]
         self._pt = 0
         self._dtmf_pt: int | None = None
         self._tx_on = False
@@ -100,18 +96,18 @@ class RtpLeg:
         self._sdp_remote: tuple[str, int] | None = None
         self._remote: tuple[str, int] | None = None
         self._remote_rtcp: tuple[str, int] | None = None
-        self._latched = False
-        # send state: random SSRC/sequence/timestamp origin (RFC 3550 §5.1)
+        # send state: random SSRC, sequence and timestamp origin (RFC 3550 §5.1)
         self._ssrc = random.getrandbits(32)
         self._seq = random.getrandbits(16)
         self._ts = random.getrandbits(32)
         self._talking = False
+        self._agent_pcm: bytes | None = None  # what this tick sent (for the recording)
         self._reports = ReportBuilder(self._ssrc)
         # receive state
         self._rx_ssrc: int | None = None
         self._rx_flowing = False  # caller audio seen since start/resume: keep the frame cadence
         self._last_rx = 0.0
-        self._last_rx_addr: tuple[str, int] | None = None
+        self._source: tuple[str, int] | None = None  # where the caller's packets come from
         # lifecycle
         self._started = False
         self._ticking = False
@@ -119,39 +115,19 @@ class RtpLeg:
         self._closed = False
         self._closed_event = asyncio.Event()
         self._tick_no = random.randrange(_RTCP_TICKS)  # spreads housekeeping over the ticks
-        # counters (stats(); the Prometheus ones are flushed once a second)
-        self._c: dict[str, int] = dict.fromkeys(
-            (
-                "packets_in", "bytes_in", "packets_out", "bytes_out", "dtmf_in", "dtmf_out",
-                "rtcp_in", "rtcp_out", "early", "malformed", "ignored", "foreign", "frames_in",
-                "filler_frames", "latches",
-            ),
-            0,
-        )
-        self._flushed_in = 0
-        self._flushed_out = 0
-        self._flushed_lost = 0
+        # counters (stats()); the Prometheus ones are flushed once a second
+        self._n: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+        self._flushed = {"in": 0, "out": 0, "lost": 0}
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
     async def open(
         cls, call_id: str, bind_host: str, ports: PortAllocator, settings: MediaSettings
     ) -> RtpLeg:
-        """Bind a port pair from ``ports`` on ``bind_host``; raises PortsExhausted when none is free."""
-        loop = asyncio.get_running_loop()
-        pair = ports.allocate(bind_host)
-        leg = cls(call_id, pair, ports, settings, loop)
-        try:
-            leg._rtp, _ = await loop.create_datagram_endpoint(
-                lambda: _Endpoint(leg._on_rtp), sock=pair.rtp
-            )
-            leg._rtcp, _ = await loop.create_datagram_endpoint(
-                lambda: _Endpoint(leg._on_rtcp), sock=pair.rtcp
-            )
-        except BaseException:
-            await leg.close("open-failed")
-            raise
-        return leg
+        """Bind a port pair from ``ports`` on ``bind_host``. Raises PortsExhausted when none is
+        free. Packets that arrive before ``start`` wait in the socket (the caller's first
+        words after our 200 OK are not lost)."""
+        return cls(call_id, ports.allocate(bind_host), ports, settings, asyncio.get_running_loop())
 
     # -- control from the daemon -----------------------------------------------------------
     def start(self, media: MediaParams) -> None:
@@ -169,7 +145,7 @@ class RtpLeg:
             except OSError as exc:
                 log.error("recording disabled for this call: %s", exc, extra={"call_id": self.call_id})
         self._ticking = True
-        self._clock.add(self)
+        self._clock.add(self, self._sock.fileno())
 
     def update(self, media: MediaParams) -> None:
         """Re-INVITE/UPDATE: new remote, codec or direction (hold/resume)."""
@@ -183,19 +159,17 @@ class RtpLeg:
     def _apply(self, media: MediaParams) -> None:
         old = self._media
         self._media = media
-        self._encode = g711.encoder(media.codec)
+        self._encode = ENCODERS[media.codec]
         self._pt = media.payload_type
         self._dtmf_pt = media.dtmf_payload_type
         remote: tuple[str, int] | None = (media.remote_host, media.remote_port)
-        if media.remote_host in ("0.0.0.0", "::", "") or media.remote_port == 0:
+        if media.remote_host in _NO_ADDRESS or media.remote_port == 0:
             remote = None  # RFC 2543 style hold: nowhere to send
         if remote != self._sdp_remote:
-            self._sdp_remote = remote
-            self._remote = remote
+            self._sdp_remote = self._remote = remote
             self._remote_rtcp = (remote[0], remote[1] + 1) if remote else None
-            self._latched = False
-            self._last_rx_addr = None  # a new remote: latch afresh
-        self._tx_on = media.direction in ("sendrecv", "sendonly") and remote is not None
+            self._source = None  # a new remote: latch afresh
+        self._tx_on = media.direction in ("sendrecv", "sendonly")
         rx_on = media.direction in ("sendrecv", "recvonly")
         if rx_on != self._rx_on or old is None:
             # Hold or resume: the caller's stream restarts; so does the inactivity timer.
@@ -219,7 +193,7 @@ class RtpLeg:
         if len(digit) != 1:
             log.warning("SIP INFO DTMF ignored: expected one digit", extra={"call_id": self.call_id})
             return
-        self._c["dtmf_in"] += 1
+        self._n["dtmf_in"] += 1
         self._channel.put(DtmfDigit(digit, max(0, int(duration_ms)), self._loop.time()))
 
     # -- AudioLeg --------------------------------------------------------------------------
@@ -287,19 +261,14 @@ class RtpLeg:
             return
         self._closed = True
         self._end(reason)
-        if self._started and self._remote_rtcp is not None and self._rtcp is not None:
-            self._rtcp.sendto(self._reports.bye(), self._remote_rtcp)
-        for transport in (self._rtp, self._rtcp):
-            if transport is not None:
-                transport.close()
-        if self._rtp is None:
-            self._pair.rtp.close()
-        if self._rtcp is None:
-            self._pair.rtcp.close()
+        if self._started and self._remote_rtcp is not None:
+            udp.send(self._pair.rtcp, self._reports.bye(), self._remote_rtcp)
+        self._flush_metrics()
+        self._pair.rtp.close()
+        self._pair.rtcp.close()
         self._ports.release(self._pair.port)
         if self._recorder is not None:
             self._recorder.close()
-        self._flush_metrics()
         current = asyncio.current_task()
         others = [t for t in self._tasks if t is not current and not t.done()]
         for task in others:
@@ -307,7 +276,6 @@ class RtpLeg:
         try:
             if others:
                 await asyncio.gather(*others, return_exceptions=True)
-            await asyncio.sleep(0)  # lets the transports' connection_lost close the sockets
         finally:
             self._closed_event.set()
 
@@ -333,7 +301,7 @@ class RtpLeg:
     # -- stats -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         media = self._media
-        out: dict[str, Any] = dict(self._c)
+        out: dict[str, Any] = dict(self._n)
         out.update(
             codec=media.codec if media else None,
             payload_type=media.payload_type if media else None,
@@ -356,109 +324,108 @@ class RtpLeg:
         return out
 
     def _flush_metrics(self) -> None:
-        c = self._c
-        if c["packets_in"] > self._flushed_in:
-            _RTP_IN.inc(c["packets_in"] - self._flushed_in)
-            self._flushed_in = c["packets_in"]
-        if c["packets_out"] > self._flushed_out:
-            _RTP_OUT.inc(c["packets_out"] - self._flushed_out)
-            self._flushed_out = c["packets_out"]
+        n, done = self._n, self._flushed
+        if n["packets_in"] > done["in"]:
+            _RTP_IN.inc(n["packets_in"] - done["in"])
+            done["in"] = n["packets_in"]
+        if n["packets_out"] > done["out"]:
+            _RTP_OUT.inc(n["packets_out"] - done["out"])
+            done["out"] = n["packets_out"]
         lost = self._rx.lost
-        if lost > self._flushed_lost:
-            RTP_LOST.inc(lost - self._flushed_lost)
-            self._flushed_lost = lost
+        if lost > done["lost"]:
+            RTP_LOST.inc(lost - done["lost"])
+            done["lost"] = lost
 
-    # -- receive (datagram callbacks) --------------------------------------------------------
-    def _on_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self._ending:
-            return
-        if not self._started:
-            self._c["early"] += 1
-            return
-        if is_rtcp(data):  # rtcp-mux peers
-            self._c["rtcp_in"] += 1
-            return
+    # -- the 20 ms tick ----------------------------------------------------------------------
+    def on_readable(self, now: float) -> None:
+        """The clock saw data on the RTP socket: take one datagram."""
         try:
-            pkt = parse_rtp(data)
-        except RtpParseError:
-            self._c["malformed"] += 1
+            data, addr = self._sock.recvfrom(udp.MAX_DATAGRAM)
+        except OSError:  # nothing after all (EAGAIN), or an ICMP error report
             return
+        self._on_datagram(data, addr[:2], now)
+
+    def on_send(self, now: float) -> None:
+        self._agent_pcm = self._send_tick(now)
+
+    def on_tick(self, now: float) -> None:
+        if self._ending:
+            return  # ended during this tick's send or read phase
+        caller_pcm: bytes | None = None
+        if self._rx_on:
+            caller_pcm = self._playout.tick()
+            if caller_pcm is None and self._rx_flowing:
+                caller_pcm = _SILENCE  # a pause in the caller's stream: keep the cadence
+                self._n["filler_frames"] += 1
+            if caller_pcm is not None:
+                self._n["frames_in"] += 1
+                self._channel.put(AudioFrame(caller_pcm, now))
+        if self._recorder is not None:
+            self._recorder.write(caller_pcm, self._agent_pcm)
+        self._tick_no += 1
+        if self._tick_no % _HOUSEKEEPING_TICKS == 0:
+            self._housekeeping(now)
+
+    def _on_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        n = self._n
+        if is_rtcp(data):  # rtcp-mux peers
+            n["rtcp_in"] += 1
+            return
+        if len(data) > 12 and data[0] == 0x80:
+            # The usual packet (no padding, extension or CSRC): skip the general parser.
+            seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+            pkt = RtpHeader(data[1] > 127, data[1] & 0x7F, seq, ts, ssrc, data[12:])
+        else:
+            try:
+                pkt = parse_rtp(data)
+            except RtpParseError:
+                n["malformed"] += 1
+                return
         pt = pkt.payload_type
         is_dtmf = pt == self._dtmf_pt
-        if not is_dtmf and pt not in _DECODERS:
-            self._c["ignored"] += 1  # comfort noise, unknown payloads
+        if not is_dtmf and pt not in DECODERS:
+            n["ignored"] += 1  # comfort noise, unknown payloads
             return
-        now = self._loop.time()
-        if addr != self._last_rx_addr and not self._accept_source(addr, now):
-            self._c["foreign"] += 1
+        if addr != self._source and not self._accept_source(addr, now):
+            n["foreign"] += 1
             return
         self._last_rx = now
-        c = self._c
-        c["packets_in"] += 1
-        c["bytes_in"] += len(pkt.payload)
+        n["packets_in"] += 1
+        n["bytes_in"] += len(pkt.payload)
         self._rx.on_packet(pkt.ssrc, pkt.sequence, pkt.timestamp, now)
         if pkt.ssrc != self._rx_ssrc:
             self._rx_ssrc = pkt.ssrc
             self._playout.reset()
         if is_dtmf:
             for digit, duration_ms in self._dtmf_rx.on_packet(pkt.ssrc, pkt.timestamp, pkt.payload, now):
-                c["dtmf_in"] += 1
+                n["dtmf_in"] += 1
                 self._channel.put(DtmfDigit(digit, duration_ms, now))
             return
         if self._rx_on:
-            self._playout.put(pkt.timestamp, _DECODERS[pt](pkt.payload))
+            self._playout.put(pkt.timestamp, DECODERS[pt](pkt.payload))
             self._rx_flowing = True
 
     def _accept_source(self, addr: tuple[str, int], now: float) -> bool:
         """Symmetric RTP: latch onto the first source, follow a new one only after the
         current one went quiet (so stray or injected packets cannot steal the stream)."""
-        current = self._last_rx_addr
-        if current is not None and now - self._last_rx < _LATCH_QUIET_S:
+        if self._source is not None and now - self._last_rx < _LATCH_QUIET_S:
             return False
-        self._last_rx_addr = addr
+        self._source = addr
         if self._settings.symmetric_rtp and addr != self._remote:
-            self._c["latches"] += 1
+            self._n["latches"] += 1
             log.info(
                 "RTP latched to the caller's source",
                 extra={"call_id": self.call_id, "rtp_from": f"{addr[0]}:{addr[1]}"},
             )
             self._remote = addr
-            if not self._latched:
-                self._remote_rtcp = (addr[0], addr[1] + 1)
-            self._latched = True
-            self._tx_on = self._media is not None and self._media.direction in ("sendrecv", "sendonly")
+            self._remote_rtcp = (addr[0], addr[1] + 1)
         return True
-
-    def _on_rtcp(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self._ending:
-            return
-        self._c["rtcp_in"] += 1
-        if self._settings.symmetric_rtp and self._started:
-            self._remote_rtcp = addr
-
-    # -- the 20 ms tick ----------------------------------------------------------------------
-    def on_tick(self, now: float) -> None:
-        agent_pcm = self._send_tick(now)
-        caller_pcm: bytes | None = None
-        if self._rx_on:
-            caller_pcm = self._playout.tick()
-            if caller_pcm is None and self._rx_flowing:
-                caller_pcm = _SILENCE  # a pause in the caller's stream: keep the cadence
-                self._c["filler_frames"] += 1
-            if caller_pcm is not None:
-                self._c["frames_in"] += 1
-                self._channel.put(AudioFrame(caller_pcm, now))
-        if self._recorder is not None:
-            self._recorder.write(caller_pcm, agent_pcm)
-        self._tick_no += 1
-        if self._tick_no % _HOUSEKEEPING_TICKS == 0:
-            self._housekeeping(now)
 
     def _send_tick(self, now: float) -> bytes | None:
         """Send this tick's frame (DTMF first, then agent audio); returns the agent PCM."""
         ts = self._ts
         self._ts = (ts + FRAME_SAMPLES) & 0xFFFFFFFF
-        audible = self._tx_on
+        audible = self._tx_on and self._remote is not None
         pcm: bytes | None = None
         if self._dtmf_tx.busy:
             step = self._dtmf_tx.tick(ts, inband=self._dtmf_pt is None)
@@ -468,7 +435,8 @@ class RtpLeg:
             if audible and step.packets and self._dtmf_pt is not None:
                 for payload, marker, event_ts in step.packets:
                     self._send(self._dtmf_pt, event_ts, payload, marker)
-                self._c["dtmf_out"] += 1 if step.packets[0][1] else 0
+                if step.packets[0][1]:
+                    self._n["dtmf_out"] += 1
             pcm = step.tone
             if step.busy and pcm is None:
                 self._talking = False
@@ -485,24 +453,32 @@ class RtpLeg:
         return pcm
 
     def _send(self, pt: int, ts: int, payload: bytes, marker: bool) -> None:
-        if self._rtp is None or self._remote is None:
+        remote = self._remote
+        if remote is None:
             return
-        self._rtp.sendto(build_rtp(pt, self._seq, ts, self._ssrc, payload, marker), self._remote)
+        if not udp.send(self._sock, build_rtp(pt, self._seq, ts, self._ssrc, payload, marker), remote):
+            self._n["send_errors"] += 1
         self._seq = (self._seq + 1) & 0xFFFF
-        self._c["packets_out"] += 1
-        self._c["bytes_out"] += len(payload)
+        n = self._n
+        n["packets_out"] += 1
+        n["bytes_out"] += len(payload)
 
     def _housekeeping(self, now: float) -> None:
         for digit, duration_ms in self._dtmf_rx.expire(now):
-            self._c["dtmf_in"] += 1
+            self._n["dtmf_in"] += 1
             self._channel.put(DtmfDigit(digit, duration_ms, now))
+        for _data, addr in udp.drain(self._pair.rtcp, _MAX_RTCP_PER_SECOND):
+            self._n["rtcp_in"] += 1
+            if self._settings.symmetric_rtp:
+                self._remote_rtcp = addr
         self._flush_metrics()
-        if self._tick_no % _RTCP_TICKS == 0:
-            self._send_rtcp()
+        if self._tick_no % _RTCP_TICKS == 0 and self._remote_rtcp is not None:
+            report = self._reports.report(self._rx, self._ts, self._n["packets_out"], self._n["bytes_out"])
+            udp.send(self._pair.rtcp, report, self._remote_rtcp)
+            self._n["rtcp_out"] += 1
         media = self._media
         if (
             media is not None
-            and not self._ending
             and media.direction == "sendrecv"
             and now - self._last_rx >= self._settings.rtp_timeout_s
         ):
@@ -512,11 +488,3 @@ class RtpLeg:
             )
             self._end("rtp-timeout")
             self._spawn(self._notify_and_close("rtp-timeout"), "rtp-timeout")
-
-    def _send_rtcp(self) -> None:
-        if self._rtcp is None or self._remote_rtcp is None:
-            return
-        report = self._reports.report(self._rx, self._ts, self._c["packets_out"], self._c["bytes_out"])
-        self._rtcp.sendto(report, self._remote_rtcp)
-        self._c["rtcp_out"] += 1
-
