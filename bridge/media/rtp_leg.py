@@ -31,7 +31,7 @@ from bridge.media.playout import PlayoutBuffer
 from bridge.media.ports import PortAllocator, PortPair
 from bridge.media.recording import CallRecorder, recording_path
 from bridge.media.rtcp import ReportBuilder
-from bridge.media.rtp_packet import RtpHeader, RtpParseError, build_rtp, is_rtcp, parse_rtp
+from bridge.media.rtp_packet import RtpParseError, build_rtp, is_rtcp, parse_rtp
 from bridge.media.rx_stats import ReceiveStats
 from bridge.metrics import RTP_LOST, RTP_PACKETS
 from bridge.settings.media import MediaSettings
@@ -373,17 +373,19 @@ class RtpLeg:
             return
         if len(data) > 12 and data[0] == 0x80:
             # The usual packet (no padding, extension or CSRC): skip the general parser.
+            pt = data[1] & 0x7F
             seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
-            pkt = RtpHeader(data[1] > 127, data[1] & 0x7F, seq, ts, ssrc, data[12:])
+            payload = data[12:]
         else:
             try:
                 pkt = parse_rtp(data)
             except RtpParseError:
                 n["malformed"] += 1
                 return
-        pt = pkt.payload_type
+            pt, seq, ts, ssrc, payload = pkt.payload_type, pkt.sequence, pkt.timestamp, pkt.ssrc, pkt.payload
         is_dtmf = pt == self._dtmf_pt
-        if not is_dtmf and pt not in DECODERS:
+        decode = DECODERS.get(pt)
+        if decode is None and not is_dtmf:
             n["ignored"] += 1  # comfort noise, unknown payloads
             return
         if addr != self._source and not self._accept_source(addr, now):
@@ -391,18 +393,17 @@ class RtpLeg:
             return
         self._last_rx = now
         n["packets_in"] += 1
-        n["bytes_in"] += len(pkt.payload)
-        self._rx.on_packet(pkt.ssrc, pkt.sequence, pkt.timestamp, now)
-        if pkt.ssrc != self._rx_ssrc:
-            self._rx_ssrc = pkt.ssrc
+        n["bytes_in"] += len(payload)
+        self._rx.on_packet(ssrc, seq, ts, now)
+        if ssrc != self._rx_ssrc:
+            self._rx_ssrc = ssrc
             self._playout.reset()
         if is_dtmf:
-            for digit, duration_ms in self._dtmf_rx.on_packet(pkt.ssrc, pkt.timestamp, pkt.payload, now):
+            for digit, duration_ms in self._dtmf_rx.on_packet(ssrc, ts, payload, now):
                 n["dtmf_in"] += 1
                 self._channel.put(DtmfDigit(digit, duration_ms, now))
-            return
-        if self._rx_on:
-            self._playout.put(pkt.timestamp, DECODERS[pt](pkt.payload))
+        elif self._rx_on and decode is not None:
+            self._playout.put(ts, decode(payload))
             self._rx_flowing = True
 
     def _accept_source(self, addr: tuple[str, int], now: float) -> bool:
@@ -456,10 +457,12 @@ class RtpLeg:
         remote = self._remote
         if remote is None:
             return
-        if not udp.send(self._sock, build_rtp(pt, self._seq, ts, self._ssrc, payload, marker), remote):
-            self._n["send_errors"] += 1
-        self._seq = (self._seq + 1) & 0xFFFF
         n = self._n
+        try:
+            self._sock.sendto(build_rtp(pt, self._seq, ts, self._ssrc, payload, marker), remote)
+        except OSError:  # full buffer, no route: UDP drops, the stream goes on
+            n["send_errors"] += 1
+        self._seq = (self._seq + 1) & 0xFFFF
         n["packets_out"] += 1
         n["bytes_out"] += len(payload)
 
