@@ -26,7 +26,7 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
     bind_host = settings.sip.listen_host
     app = DaemonCallApp(settings, agent, bind_host="0.0.0.0" if bind_host in ("", "0.0.0.0") else bind_host)
     sip = SipServer(settings.sip, app, secrets)
-    registration = RegistrationClient(settings.sip, secrets)
+    registration = RegistrationClient(settings.sip, secrets, sip)
     state: dict[str, Any] = {"sip_bound": False}
 
     def health() -> dict[str, Any]:

@@ -30,7 +30,13 @@ def media_scenario(
     text = (
         (SCENARIOS / "uac_media.xml")
         .read_text()
-        .format(codec=codec, pt=PAYLOAD_TYPES[codec], pcap=pcap, pause_ms=pause_ms)
+        .format(
+            codec=codec,
+            pt=PAYLOAD_TYPES[codec],
+            pcap=pcap,
+            pause_ms=pause_ms,
+            media_port_keyword="auto_media_port" if per_call_ports else "media_port",
+        )
     )
     scenario = workdir / f"uac_media_{codec}.xml"
     scenario.write_text(text)

@@ -113,7 +113,8 @@ def test_prompt_agent_plays_then_hangs_up(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_thousand_short_calls_leak_nothing(tmp_path: Path) -> None:
-    with run_daemon(tmp_path, agent="echo") as daemon:
+    # Up to 60 calls at once (-l 60), two ports each (RTP + RTCP): room for all of them.
+    with run_daemon(tmp_path, agent="echo", rtp_ports=200) as daemon:
         result = run_sipp(
             SCENARIOS / "uac_short.xml",
             f"127.0.0.1:{daemon.sip_port}",

@@ -1,0 +1,59 @@
+"""One SIP call (a dialog, RFC 3261 §12) as the application sees it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from bridge.callmodel import CallInfo, MediaParams
+from bridge.sip.sdp_offer import SessionDescription
+from bridge.sip.transport import Peer
+
+if TYPE_CHECKING:
+    from bridge.sip.server import SipServer
+
+CallState = Literal["early", "confirmed", "ended"]
+
+
+@dataclass(eq=False)
+class SipCall:
+    info: CallInfo
+    server: SipServer
+    peer: Peer
+    local_tag: str
+    remote_tag: str
+    local_uri: str  # our To header value (without tag)
+    remote_uri: str  # the caller's From header value (without tag)
+    remote_target: str  # the caller's Contact URI
+    route_set: list[str] = field(default_factory=list)
+    media: MediaParams | None = None
+    sdp: SessionDescription | None = None
+    state: CallState = "early"
+    local_cseq: int = 0
+    remote_cseq: int = 0
+    late_offer: bool = False
+    invite_branch: str = ""
+    pending_hangup: str | None = None
+    end_reason: str | None = None
+    prepared: bool = False  # the app bound media: it must hear ended()
+    awaiting_ack: bool = False
+    late_offer_pending: bool = False  # re-INVITE without SDP: the answer comes in the ACK
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.info.call_id, self.local_tag
+
+    def cancel_timers(self) -> None:
+        for t in self.timers:
+            t.cancel()
+        self.timers.clear()
+
+    async def hangup(self, reason: str = "normal") -> None:
+        """End the call from our side (BYE once the dialog is confirmed)."""
+        await self.server.hangup(self, reason)
+
+    async def refer(self, target: str) -> bool:
+        """Blind transfer (RFC 3515): True when the peer accepted the REFER."""
+        return await self.server.refer(self, target)
