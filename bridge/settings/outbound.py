@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from bridge.settings.base import Section
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
 class TrunkSettings(Section):
@@ -26,7 +30,40 @@ class ComplianceSettings(Section):
         ["mon", "tue", "wed", "thu", "fri", "sat"]
     )
     registered_caller_ids: list[str] = Field(default_factory=list)
-    call_category: str = "promotional"
+    # promotional: any DND entry blocks unless the subscriber accepts commercial_category.
+    # transactional/service: a DND-listed number is called only with recorded consent.
+    call_category: Literal["promotional", "transactional", "service"] = "promotional"
+    # TRAI preference category (1-8) of promotional calls; 0 = unspecified (every DND entry blocks).
+    commercial_category: int = Field(0, ge=0, le=8)
+
+    @field_validator("window_start", "window_end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not _HHMM.match(value):
+            raise ValueError(f"expected HH:MM (24 h), got {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _some_day(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one calling day is needed")
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> ComplianceSettings:
+        if self.window_start >= self.window_end:
+            raise ValueError("window_start must be before window_end (same day)")
+        return self
 
 
 class PrivacySettings(Section):
@@ -37,6 +74,12 @@ class PrivacySettings(Section):
 class OutboundSettings(Section):
     via: Literal["plivo-api", "sip-trunk"] = "sip-trunk"
     answer_url: str = ""
+    # Plivo REST API base URL; empty = Plivo's production API. Set for a local fake in tests.
+    plivo_api_url: str = ""
+    hangup_url: str = ""
+    ring_timeout_s: int = Field(45, ge=5, le=300)  # plivo-api path (the trunk has its own)
+    # Plivo answering-machine detection: "" = off, "true" = report, "hangup" = hang up on machines
+    machine_detection: Literal["", "true", "hangup"] = ""
     concurrency: int = Field(5, ge=1)
     calls_per_second: float = Field(2.0, gt=0)
     max_attempts: int = Field(2, ge=1)

@@ -1,0 +1,126 @@
+"""`voice-bridge campaign`: dial a CSV list with pacing, retries and resumable state."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from bridge.outbound.campaign import CampaignOptions, CampaignRunner, CampaignSummary
+from bridge.outbound.campaign_store import CampaignFileError
+from bridge.outbound.cli_support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, default_caller_id, settings_for
+from bridge.outbound.clock import SystemClock
+from bridge.outbound.wiring import open_outbound
+from bridge.settings import Settings
+
+HELP = "run a calling campaign from a CSV (number column), resumable; or show its status/results"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="campaign_command", required=True)
+    p = sub.add_parser("run", help="dial FILE.csv (run it again to resume: nobody is called twice)")
+    p.add_argument("file", type=Path)
+    p.add_argument("--name", default="", help="campaign id (default: file name + content hash)")
+    p.add_argument("--via", choices=["plivo-api", "sip-trunk"], help="default: outbound.via")
+    p.add_argument("--from", dest="from_", metavar="NUMBER", help="registered caller ID")
+    p.add_argument("--agent", default="", metavar="NAME")
+    p.add_argument("--results", type=Path, help="result CSV (default: FILE.results.csv)")
+    p.add_argument("--concurrency", type=int, help="default: outbound.concurrency")
+    p.add_argument("--cps", type=float, help="calls per second (default: outbound.calls_per_second)")
+    p = sub.add_parser("status", help="counts per state/outcome")
+    p.add_argument("name")
+    p = sub.add_parser("results", help="write the result CSV (one row per input line, numbers masked)")
+    p.add_argument("name")
+    p.add_argument("--out", type=Path, required=True)
+
+
+def _print_summary(summary: CampaignSummary) -> None:
+    counts = " ".join(f"{k}={v}" for k, v in sorted(summary.counts.items()))
+    print(f"campaign {summary.campaign_id}: dialed {summary.dialed} this run; {counts}")
+    if summary.recovered:
+        print(f"{summary.recovered} row(s) interrupted while dialing were marked unknown (not redialed)")
+    if summary.paused_until is not None:
+        print(f"paused: outside the calling window; run again after {summary.paused_until.isoformat()}")
+    elif summary.stopped:
+        print("stopped on request; run the same command again to resume")
+
+
+async def _run_with_signals(runner: CampaignRunner, campaign_id: str) -> CampaignSummary:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await runner.run(campaign_id, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    out = settings.outbound
+    via = args.via or out.via
+    from_number = args.from_ or default_caller_id(settings)
+    if not from_number:
+        print("no caller ID: pass --from or set compliance.registered_caller_ids", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.file.is_file():
+        print(f"{args.file}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    if (args.concurrency is not None and args.concurrency < 1) or (args.cps is not None and args.cps <= 0):
+        print("--concurrency must be >= 1 and --cps > 0", file=sys.stderr)
+        return EXIT_USAGE
+    outbound = open_outbound(settings, agent=args.agent)
+    try:
+        if via in outbound.unavailable:
+            print(outbound.unavailable[via], file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            campaign_id, created = outbound.campaigns.load(
+                args.file, settings.compliance.default_region, args.name
+            )
+        except CampaignFileError as exc:
+            print(f"{args.file}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"campaign {campaign_id}: {'loaded' if created else 'resuming'}")
+        options = CampaignOptions(
+            from_number=from_number,
+            concurrency=args.concurrency or out.concurrency,
+            calls_per_second=args.cps or out.calls_per_second,
+            max_attempts=out.max_attempts,
+            retry_delay_s=out.retry_delay_s,
+        )
+        runner = CampaignRunner(outbound.campaigns, outbound.service, outbound.service.dialer(via),
+                                SystemClock(), options)
+        summary = asyncio.run(_run_with_signals(runner, campaign_id))
+        results = args.results or args.file.with_suffix(".results.csv")
+        outbound.campaigns.write_results(campaign_id, results)
+        print(f"results: {results}")
+    finally:
+        outbound.close()
+    _print_summary(summary)
+    return EXIT_OK if not summary.counts.get("done:failed") else EXIT_FAILED
+
+
+def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    settings = settings_for(args, settings)
+    if settings is None:
+        return EXIT_USAGE
+    if args.campaign_command == "run":
+        return _run(args, settings)
+    outbound = open_outbound(settings, dialers={})
+    try:
+        if not outbound.campaigns.exists(args.name):
+            print(f"no campaign named {args.name!r}", file=sys.stderr)
+            return EXIT_USAGE
+        if args.campaign_command == "status":
+            counts = outbound.campaigns.counts(args.name)
+            print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        else:
+            n = outbound.campaigns.write_results(args.name, args.out)
+            print(f"wrote {n} rows to {args.out}")
+    finally:
+        outbound.close()
+    return EXIT_OK

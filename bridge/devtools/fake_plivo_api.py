@@ -1,0 +1,161 @@
+"""A local fake of Plivo's REST API (the calls part) for tests: the real plivo SDK talks to it.
+
+Speaks the wire protocol the SDK uses: HTTP Basic auth with auth_id/auth_token, JSON bodies,
+``POST /v1/Account/{auth_id}/Call/`` -> 201 {"api_id", "message": "call fired", "request_uuid"},
+``GET  /v1/Account/{auth_id}/Call/{uuid}/`` -> the call record, ``DELETE`` -> 204.
+Every request is recorded (method, path, headers, parsed JSON body) for tests to assert on.
+Failures can be queued with :meth:`FakePlivoApi.fail_next`. Binds 127.0.0.1 on an ephemeral port.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_CALL_PATH = re.compile(r"^/v1/Account/(?P<account>[A-Z0-9]+)/Call/(?:(?P<uuid>[0-9a-f-]+)/)?$")
+_REQUIRED = ("from", "to", "answer_url")
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any  # parsed JSON (None if the body was empty or not JSON)
+    status: int = 0
+
+
+@dataclass
+class FakePlivoApi:
+    auth_id: str = "MAXXXXXXXXXXXXXXXXXX"
+    auth_token: str = "fake-auth-token"
+    host: str = "127.0.0.1"
+    # Called (in the server thread) with each accepted call-create body and its request_uuid.
+    on_call: Callable[[dict[str, Any], str], None] | None = None
+    requests: list[RecordedRequest] = field(default_factory=list)
+    calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _failures: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "start() first"
+        return f"http://{self.host}:{self._server.server_address[1]}"
+
+    def fail_next(self, status: int, error: str = "fake failure") -> None:
+        """The next API request gets this status and {"error": error}."""
+        with self._lock:
+            self._failures.append((status, {"api_id": str(uuid.uuid4()), "error": error}))
+
+    def call_creates(self) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.method == "POST" and r.path.endswith("/Call/")]
+
+    def start(self) -> FakePlivoApi:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # request lines carry numbers in paths/bodies: keep them out of stderr
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = None
+                record = RecordedRequest(self.command, self.path, dict(self.headers.items()), body)
+                status, payload = api._respond(record)
+                record.status = status
+                with api._lock:
+                    api.requests.append(record)
+                data = b"" if payload is None else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = _handle
+
+        self._server = ThreadingHTTPServer((self.host, 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-plivo-api", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakePlivoApi:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # protocol -------------------------------------------------------------------------------
+    def _authorised(self, headers: dict[str, str]) -> bool:
+        value = headers.get("Authorization", "")
+        if not value.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(value[6:]).decode().partition(":")
+        except ValueError:
+            return False
+        return user == self.auth_id and password == self.auth_token
+
+    def _respond(self, req: RecordedRequest) -> tuple[int, dict[str, Any] | None]:
+        api_id = str(uuid.uuid4())
+        if not self._authorised(req.headers):
+            return 401, {"api_id": api_id, "error": "authentication failed"}
+        with self._lock:
+            failure = self._failures.pop(0) if self._failures else None
+        if failure is not None:
+            return failure
+        match = _CALL_PATH.match(req.path.split("?")[0])
+        if match is None or match["account"] != self.auth_id:
+            return 404, {"api_id": api_id, "error": "not found"}
+        if req.method == "POST" and match["uuid"] is None:
+            return self._create(req, api_id)
+        call = self.calls.get(match["uuid"] or "")
+        if call is None:
+            return 404, {"api_id": api_id, "error": "call not found"}
+        if req.method == "GET":
+            return 200, {"api_id": api_id, **call}
+        if req.method == "DELETE":
+            call["call_status"] = "completed"
+            return 204, None
+        return 405, {"api_id": api_id, "error": "method not allowed"}
+
+    def _create(self, req: RecordedRequest, api_id: str) -> tuple[int, dict[str, Any]]:
+        body = req.body if isinstance(req.body, dict) else {}
+        missing = [k for k in _REQUIRED if not body.get(k)]
+        if missing:
+            return 400, {"api_id": api_id, "error": f"missing parameter(s): {', '.join(missing)}"}
+        request_uuid = str(uuid.uuid4())
+        with self._lock:
+            self.calls[request_uuid] = {
+                "request_uuid": request_uuid, "from_number": body["from"], "to_number": body["to"],
+                "call_direction": "outbound", "call_status": "queued", "answer_url": body["answer_url"],
+            }
+        if self.on_call is not None:
+            self.on_call(dict(body), request_uuid)
+        return 201, {"api_id": api_id, "message": "call fired", "request_uuid": request_uuid}

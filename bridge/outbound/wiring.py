@@ -1,0 +1,90 @@
+"""Build the outbound pieces from settings and secrets (CLI commands and the daemon share this)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bridge.outbound.campaign_store import CampaignStore
+from bridge.outbound.clock import Clock, SystemClock
+from bridge.outbound.compliance import ComplianceGate
+from bridge.outbound.dialer import Dialer
+from bridge.outbound.plivo_dialer import PlivoApiDialer
+from bridge.outbound.registry import DndRegistry
+from bridge.outbound.service import OutboundService
+from bridge.outbound.store import OutboundStore
+from bridge.settings import Secrets, Settings
+from bridge.settings.secrets import MissingSecretError
+
+# Honest gap: the SIP-trunk dialer needs the daemon's SIP UAC (bridge/sip), not written yet.
+SIP_TRUNK_UNAVAILABLE = "the sip-trunk path is not available yet (it needs the daemon's SIP UAC)"
+
+
+@dataclass
+class Outbound:
+    settings: Settings
+    registry: DndRegistry
+    store: OutboundStore
+    gate: ComplianceGate
+    service: OutboundService
+    campaigns: CampaignStore
+    unavailable: dict[str, str] = field(default_factory=dict)  # path -> why it has no dialer
+
+    def close(self) -> None:
+        for dialer in self.service.dialers.values():
+            close = getattr(dialer, "close", None)
+            if close is not None:
+                close()
+        self.registry.close()
+        self.store.close()
+
+
+def data_dir(settings: Settings) -> Path:
+    return Path(settings.daemon.data_dir)
+
+
+def build_dialers(
+    settings: Settings, secrets: Secrets, agent: str = ""
+) -> tuple[dict[str, Dialer], dict[str, str]]:
+    dialers: dict[str, Dialer] = {}
+    unavailable = {"sip-trunk": SIP_TRUNK_UNAVAILABLE}
+    out = settings.outbound
+    try:
+        if not out.answer_url:
+            raise ValueError("outbound.answer_url is not set")
+        dialers["plivo-api"] = PlivoApiDialer(
+            secrets.require("plivo_auth_id"),
+            secrets.require("plivo_auth_token"),
+            out.answer_url,
+            api_base_url=out.plivo_api_url,
+            hangup_url=out.hangup_url,
+            ring_timeout_s=out.ring_timeout_s,
+            time_limit_s=settings.plivo.time_limit_s,
+            machine_detection=out.machine_detection,
+            timeout_s=settings.plivo.api_timeout_s,
+            agent=agent,
+        )
+    except (MissingSecretError, ValueError) as exc:
+        unavailable["plivo-api"] = f"the plivo-api path is not configured: {exc}"
+    except Exception as exc:  # the SDK rejects a malformed auth id with its own error type
+        unavailable["plivo-api"] = f"the plivo-api path is not configured: {type(exc).__name__}: {exc}"
+    return dialers, unavailable
+
+
+def open_outbound(
+    settings: Settings,
+    secrets: Secrets | None = None,
+    clock: Clock | None = None,
+    dialers: dict[str, Dialer] | None = None,
+    agent: str = "",
+) -> Outbound:
+    """Open the stores and the gate; dialers from settings unless given (tests pass their own)."""
+    clock = clock or SystemClock()
+    registry = DndRegistry.open(data_dir(settings))
+    store = OutboundStore.open(data_dir(settings))
+    unavailable: dict[str, str] = {}
+    if dialers is None:
+        dialers, unavailable = build_dialers(settings, secrets or Secrets.from_env(), agent)
+    gate = ComplianceGate(settings.compliance, registry, store, clock.wall)
+    service = OutboundService(gate, store, dialers)
+    return Outbound(settings, registry, store, gate, service, CampaignStore(store.conn), unavailable)
