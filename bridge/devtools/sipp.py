@@ -43,6 +43,20 @@ def media_scenario(
     return scenario
 
 
+def conversation_scenario(workdir: Path, codec: str, pcm: bytes, wait_ms: int) -> Path:
+    """A UAC scenario that plays `pcm` as the caller's side of a conversation, then waits up to
+    wait_ms for the agent's BYE (hanging up itself if none comes)."""
+    encode = encoder(codec)
+    payloads = [encode(pcm[i : i + 320]) for i in range(0, len(pcm) - 319, 320)]
+    pcap = workdir / f"caller_talk_{codec}.pcap"
+    write_rtp_pcap(pcap, payloads, PAYLOAD_TYPES[codec])
+    text = (SCENARIOS / "uac_converse.xml").read_text()
+    text = text.format(codec=codec, pt=PAYLOAD_TYPES[codec], pcap=pcap, wait_ms=wait_ms)
+    scenario = workdir / f"uac_converse_{codec}.xml"
+    scenario.write_text(text)
+    return scenario
+
+
 def free_udp_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
