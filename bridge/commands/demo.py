@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     for i, text in enumerate(lines):
         pcm += _speak(text, workdir / f"caller_{i}.wav") + _silence(GAP_S if agent == "conversation" else 1.0)
     print(f"demo: caller says {lines} ({len(pcm) / 16000:.1f} s of audio)")
-    scenario = conversation_scenario(workdir, args.codec, pcm, wait_ms=25_000 if agent == "conversation" else 1_000)
+    wait_ms = 25_000 if agent == "conversation" else 1_000  # the echo agent never hangs up
+    scenario = conversation_scenario(workdir, args.codec, pcm, wait_ms=wait_ms)
     env = {
         "VOICE_BRIDGE_MEDIA__RECORDINGS_DIR": str(recordings),
         "VOICE_BRIDGE_SIP__CODECS": json.dumps([args.codec]),
@@ -93,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with run_daemon(workdir, agent=agent, env=env, config=config, ready_timeout=60) as daemon:
         print(f"demo: daemon ready (sip 127.0.0.1:{daemon.sip_port}, http {daemon.http}); calling...")
-        result = run_sipp(scenario, f"127.0.0.1:{daemon.sip_port}", cwd=workdir, timeout=len(pcm) / 16000 + 40,
-                          media_port=None)
+        limit = len(pcm) / 16000 + 40
+        result = run_sipp(scenario, f"127.0.0.1:{daemon.sip_port}", cwd=workdir, timeout=limit)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not _ended(daemon.log_lines):
             time.sleep(0.1)
