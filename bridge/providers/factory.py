@@ -19,7 +19,6 @@ STT_MODULES = {
 LLM_MODULES = {
     "scripted": "bridge.providers.llm.scripted",
     "openai": "bridge.providers.llm.openai_chat",
-    "anthropic": "bridge.providers.llm.anthropic_chat",
 }
 TTS_MODULES = {
     "espeak": "bridge.providers.tts.espeak_tts",
@@ -38,6 +37,8 @@ class ProviderSet:
 
 
 def _create(modules: dict[str, str], name: str, settings: Settings, secrets: Secrets) -> Any:
+    if name not in modules:  # e.g. "anthropic": accepted by the schema, not implemented yet
+        raise ValueError(f"provider {name!r} is not available; choose from {sorted(modules)}")
     module = importlib.import_module(modules[name])
     return module.create(settings, secrets)
 

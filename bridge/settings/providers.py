@@ -17,6 +17,16 @@ class SttSettings(Section):
     deepgram_model: str = "nova-3"
     language: str = "en-US"
     connect_timeout_s: float = Field(3.0, gt=0)
+    # deepgram: "mulaw" sends the caller's G.711 as is (telephony-native); "linear16" sends PCM
+    deepgram_encoding: Literal["mulaw", "linear16"] = "mulaw"
+    deepgram_endpointing_ms: int = Field(300, ge=10, le=5000)
+    deepgram_utterance_end_ms: int = Field(1000, ge=1000, le=5000)  # Deepgram's minimum is 1000
+    # KeepAlive after this much time without audio (Deepgram closes idle sockets after 10 s)
+    deepgram_keepalive_s: float = Field(4.0, gt=0, lt=10)
+    # audio sent but no message back for this long: the socket is dead, reconnect and replay
+    stall_timeout_s: float = Field(6.0, gt=0)
+    # reconnects per stream (unfinalized audio is replayed) before the engine is told to fail over
+    max_reconnects: int = Field(2, ge=0, le=10)
     # pocketsphinx: optional JSGF grammar or keyphrase list for closed questions
     pocketsphinx_grammar: str = ""
 
@@ -31,6 +41,7 @@ class LlmSettings(Section):
     first_token_timeout_s: float = Field(2.5, gt=0)
     stall_timeout_s: float = Field(3.0, gt=0)
     max_retries: int = Field(0, ge=0)
+    connect_timeout_s: float = Field(2.0, gt=0)
     script_file: str = "config/agent-script.toml"
 
 
@@ -44,3 +55,9 @@ class TtsSettings(Section):
     espeak_voice: str = "en-us+klatt"
     espeak_rate_wpm: int = Field(165, ge=80, le=450)
     first_byte_timeout_s: float = Field(2.0, gt=0)
+    stall_timeout_s: float = Field(2.0, gt=0)  # gap between audio chunks once audio flows
+    connect_timeout_s: float = Field(2.0, gt=0)
+    # elevenlabs: 0-4, higher trades quality for first-byte latency
+    elevenlabs_streaming_latency: int = Field(3, ge=0, le=4)
+    # elevenlabs-ws: keep one spare stream-input socket open so a turn skips the handshake
+    elevenlabs_keep_warm: bool = True

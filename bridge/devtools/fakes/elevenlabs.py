@@ -1,0 +1,220 @@
+"""Fake ElevenLabs TTS: the HTTP stream (POST /v1/text-to-speech/{voice}/stream), the
+stream-input WebSocket (/v1/text-to-speech/{voice}/stream-input) and GET /v1/models (used
+for connection warm-up). The "voice" is a phase-continuous tone, MS_PER_CHAR per character.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from bridge.devtools.fakes.control import Faults, Journal
+from bridge.devtools.fakes.tone import MS_PER_CHAR, ToneSource
+
+CHUNK_MS = 100  # pcm/ulaw/alaw reply chunk length
+MP3_CHUNK_BYTES = 800
+
+
+class FakeElevenLabs:
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
+        self.faults = Faults()  # HTTP stream
+        self.ws_faults = Faults()  # stream-input WebSocket
+        self.journal = Journal()
+
+    def _refuse(self, request: web.Request, faults: Faults) -> web.Response | None:
+        if request.headers.get("xi-api-key") != self.api_key:
+            self.journal.add("rejected", status=401)
+            return web.json_response(
+                {"detail": {"status": "invalid_api_key", "message": "Invalid API key"}}, status=401
+            )
+        status = faults.take_status()
+        if status:
+            self.journal.add("rejected", status=status)
+            return web.json_response({"detail": {"status": "fault", "message": "injected"}}, status=status)
+        return None
+
+    async def models(self, request: web.Request) -> web.Response:
+        refused = self._refuse(request, Faults())
+        if refused is not None:
+            return refused
+        self.journal.add("warmup")
+        return web.json_response([])
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        refused = self._refuse(request, self.faults)
+        if refused is not None:
+            return refused
+        body = await request.json()
+        fmt = request.query.get("output_format", "mp3_44100_128")
+        self.journal.add(
+            "request",
+            voice=request.match_info["voice"],
+            text=body.get("text", ""),
+            output_format=fmt,
+            model_id=body.get("model_id"),
+        )
+        try:
+            source = ToneSource(fmt)
+        except ValueError as exc:
+            return web.json_response(
+                {"detail": {"status": "invalid_format", "message": str(exc)}}, status=422
+            )
+        stall_after, drop_after = self.faults.take_stream_faults()
+        resp = web.StreamResponse(headers={"Content-Type": "audio/basic"})
+        await resp.prepare(request)
+        try:
+            for n, piece in enumerate(_split(source, source.encode(body.get("text", "")))):
+                if n == drop_after:
+                    self.journal.add("dropped", sent=n)
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return resp
+                if n == stall_after:
+                    self.journal.add("stalled", sent=n)
+                    await asyncio.sleep(3600)
+                await asyncio.sleep(self.faults.first_byte_delay_s if n == 0 else self.faults.chunk_delay_s)
+                if n == 0:
+                    self.journal.add("first_byte")
+                await resp.write(piece)
+            await resp.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.journal.add("aborted")
+            raise
+        self.journal.add("completed")
+        return resp
+
+    async def stream_input(self, request: web.Request) -> web.StreamResponse:
+        refused = self._refuse(request, self.ws_faults)
+        if refused is not None:
+            return refused
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        fmt = request.query.get("output_format", "mp3_44100_128")
+        self.journal.add(
+            "request",
+            voice=request.match_info["voice"],
+            output_format=fmt,
+            model_id=request.query.get("model_id"),
+            ws=True,
+        )
+        await _InputSession(self, ws, request, ToneSource(fmt)).run()
+        return ws
+
+
+class _InputSession:
+    """One stream-input WebSocket: text in, base64 audio out, generation in a sender task."""
+
+    def __init__(
+        self, fake: FakeElevenLabs, ws: web.WebSocketResponse, request: web.Request, source: ToneSource
+    ) -> None:
+        self.fake = fake
+        self.ws = ws
+        self.request = request
+        self.source = source
+        self.buffer = ""
+        self.schedule = 120
+        self.jobs: asyncio.Queue[str | None] = asyncio.Queue()
+        self.stall_after, self.drop_after = fake.ws_faults.take_stream_faults()
+        self.sent = 0
+        self.finished = False
+
+    async def run(self) -> None:
+        journal = self.fake.journal
+        sender = asyncio.create_task(self._sender())
+        try:
+            first = True
+            async for msg in self.ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                data = json.loads(msg.data)
+                text = data.get("text")
+                if first:
+                    first = False
+                    journal.add("init", message=data)
+                    schedule = (data.get("generation_config") or {}).get("chunk_length_schedule")
+                    if schedule:
+                        self.schedule = int(schedule[0])
+                    continue
+                journal.add(
+                    "text",
+                    text=text,
+                    flush=bool(data.get("flush")),
+                    trigger=bool(data.get("try_trigger_generation")),
+                )
+                if text == "":
+                    self._generate()
+                    self.jobs.put_nowait(None)
+                    break
+                self.buffer += text or ""
+                if (
+                    data.get("flush")
+                    or data.get("try_trigger_generation")
+                    or len(self.buffer) >= self.schedule
+                ):
+                    self._generate()
+            with contextlib.suppress(ConnectionResetError):
+                await sender
+        finally:
+            if not sender.done():
+                sender.cancel()
+            if not self.finished:
+                journal.add("aborted")
+
+    def _generate(self) -> None:
+        if self.buffer.strip():
+            self.jobs.put_nowait(self.buffer)
+        self.buffer = ""
+
+    async def _sender(self) -> None:
+        faults = self.fake.ws_faults
+        while (text := await self.jobs.get()) is not None:
+            alignment: dict[str, Any] | None = _alignment(text)
+            for piece in _split(self.source, self.source.encode(text)):
+                if self.sent == self.drop_after:
+                    self.fake.journal.add("dropped", sent=self.sent)
+                    if self.request.transport is not None:
+                        self.request.transport.abort()
+                    return
+                if self.sent == self.stall_after:
+                    self.fake.journal.add("stalled", sent=self.sent)
+                    await asyncio.sleep(3600)
+                await asyncio.sleep(faults.first_byte_delay_s if self.sent == 0 else faults.chunk_delay_s)
+                if self.sent == 0:
+                    self.fake.journal.add("first_byte")
+                self.sent += 1
+                await self.ws.send_str(
+                    json.dumps(
+                        {
+                            "audio": base64.b64encode(piece).decode(),
+                            "isFinal": None,
+                            "normalizedAlignment": alignment,
+                        }
+                    )
+                )
+                alignment = None
+        await self.ws.send_str(json.dumps({"isFinal": True}))
+        self.finished = True
+        self.fake.journal.add("completed")
+        await self.ws.close()
+
+
+def _alignment(text: str) -> dict[str, Any]:
+    return {
+        "chars": list(text),
+        "charStartTimesMs": [i * MS_PER_CHAR for i in range(len(text))],
+        "charDurationsMs": [MS_PER_CHAR] * len(text),
+    }
+
+
+def _split(source: ToneSource, audio: bytes) -> list[bytes]:
+    if source.codec == "mp3":
+        size = MP3_CHUNK_BYTES
+    else:
+        size = source.rate * CHUNK_MS // 1000 * (2 if source.codec == "pcm" else 1)
+    return [audio[i : i + size] for i in range(0, len(audio), size)]

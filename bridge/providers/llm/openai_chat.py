@@ -1,0 +1,204 @@
+"""OpenAI chat completions, streamed, with tools (openai 3.x ``AsyncOpenAI``).
+
+``base_url`` reaches any OpenAI-compatible server (vLLM, Ollama, Groq). Retries and
+timeouts are explicit (the SDK's defaults are 2 retries with backoff and a 600 s read
+timeout): the engine, not the SDK, decides when to retry or fail over. Text deltas are
+yielded as they arrive; tool calls are assembled from their fragments and yielded whole.
+Closing the iterator early (barge-in) closes the HTTP stream at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+from bridge.providers.base import LlmEvent, Message, ProviderError, TextDelta, ToolCall, ToolSpec
+from bridge.settings import Secrets, Settings
+
+NAME = "openai"
+
+
+def to_wire(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        item: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.role == "tool":
+            item["tool_call_id"] = m.tool_call_id
+        if m.tool_calls:
+            item["content"] = m.content or None
+            item["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                }
+                for c in m.tool_calls
+            ]
+        out.append(item)
+    return out
+
+
+def tools_to_wire(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
+
+
+def map_error(exc: BaseException) -> ProviderError:
+    """SDK exception -> ProviderError. Never quotes the server's message: OpenAI echoes part
+    of a wrong key in its 401 text."""
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        retryable = status in (408, 409, 429) or status >= 500
+        hint = ": check OPENAI_API_KEY" if status in (401, 403) else ""
+        return ProviderError(NAME, f"HTTP {status} ({type(exc).__name__}){hint}", retryable=retryable)
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderError(NAME, "request timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderError(NAME, "connection failed")
+    if isinstance(exc, openai.APIError):
+        return ProviderError(NAME, f"stream error ({type(exc).__name__})")
+    return ProviderError(NAME, f"unexpected failure ({type(exc).__name__})")
+
+
+class _ToolCallAssembler:
+    """Tool calls arrive as fragments keyed by index: id+name first, then argument pieces."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int, dict[str, Any]] = {}
+
+    def add(self, fragments: Sequence[Any]) -> None:
+        for f in fragments:
+            part = self._parts.setdefault(f.index, {"id": "", "name": "", "arguments": ""})
+            if f.id:
+                part["id"] = f.id
+            fn = f.function
+            if fn is not None:
+                if fn.name:
+                    part["name"] = fn.name
+                if fn.arguments:
+                    part["arguments"] += fn.arguments
+
+    def take(self) -> list[ToolCall]:
+        calls = []
+        for index in sorted(self._parts):
+            part = self._parts[index]
+            try:
+                args = json.loads(part["arguments"] or "{}")
+            except json.JSONDecodeError:
+                raise ProviderError(NAME, f"tool call {part['name']!r} has invalid JSON arguments") from None
+            if not isinstance(args, dict) or not part["name"]:
+                raise ProviderError(NAME, f"malformed tool call {part['name']!r}")
+            calls.append(ToolCall(part["id"] or f"call_{index}", part["name"], args))
+        self._parts.clear()
+        return calls
+
+
+class OpenAIChat:
+    name = NAME
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        model: str,
+        base_url: str = "",
+        temperature: float = 0.6,
+        max_tokens: int = 300,
+        connect_timeout_s: float = 2.0,
+        first_token_timeout_s: float = 2.5,
+        stall_timeout_s: float = 3.0,
+        max_retries: int = 0,
+    ) -> None:
+        self.model = model
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.first_token_timeout_s = first_token_timeout_s
+        self.stall_timeout_s = stall_timeout_s
+        # The SDK's own timeout is a backstop; first-token and stall limits are enforced below.
+        timeout = openai.Timeout(max(first_token_timeout_s, stall_timeout_s), connect=connect_timeout_s)
+        self._client = AsyncOpenAI(
+            api_key=api_key, base_url=base_url or None, max_retries=max_retries, timeout=timeout
+        )
+
+    async def stream(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> AsyncIterator[LlmEvent]:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": to_wire(messages),
+            "stream": True,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+        if tools:
+            kwargs["tools"] = tools_to_wire(tools)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.first_token_timeout_s
+        waiting_for = "first token"
+        stream: Any = None
+        try:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    stream = await self._client.chat.completions.create(**kwargs)
+            except TimeoutError:
+                raise ProviderError(NAME, f"no response within {self.first_token_timeout_s:g} s") from None
+            except openai.OpenAIError as exc:
+                raise map_error(exc) from None
+            calls = _ToolCallAssembler()
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    limit = (
+                        self.first_token_timeout_s if waiting_for == "first token" else self.stall_timeout_s
+                    )
+                    raise ProviderError(NAME, f"no {waiting_for} within {limit:g} s") from None
+                except openai.OpenAIError as exc:
+                    raise map_error(exc) from None
+                choice = chunk.choices[0] if chunk.choices else None
+                delta = choice.delta if choice is not None else None
+                if delta is not None and (delta.content or delta.tool_calls):
+                    waiting_for = "next token"
+                    deadline = loop.time() + self.stall_timeout_s
+                    if delta.tool_calls:
+                        calls.add(delta.tool_calls)
+                    if delta.content:
+                        yield TextDelta(delta.content)
+                if choice is not None and choice.finish_reason in ("tool_calls", "function_call"):
+                    for call in calls.take():
+                        yield call
+            for call in calls.take():  # servers that end without finish_reason "tool_calls"
+                yield call
+        finally:
+            if stream is not None:
+                # barge-in or failure: close the HTTP response now, not when GC finds it
+                await stream.close()
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def create(settings: Settings, secrets: Secrets) -> OpenAIChat:
+    s = settings.llm
+    return OpenAIChat(
+        api_key=secrets.require("openai_api_key"),
+        model=s.model,
+        base_url=s.base_url,
+        temperature=s.temperature,
+        max_tokens=s.max_tokens,
+        connect_timeout_s=s.connect_timeout_s,
+        first_token_timeout_s=s.first_token_timeout_s,
+        stall_timeout_s=s.stall_timeout_s,
+        max_retries=s.max_retries,
+    )

@@ -1,0 +1,34 @@
+"""Deepgram failures -> ProviderError, without ever formatting the SDK's exception: its
+ApiError.__str__ prints the request headers, which hold ``Authorization: Token <key>``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bridge.providers.base import ProviderError
+
+NAME = "deepgram"
+
+
+def status_error(status: int) -> ProviderError:
+    if status in (401, 403):
+        return ProviderError(
+            NAME, f"authentication rejected (HTTP {status}): check DEEPGRAM_API_KEY", retryable=False
+        )
+    if status in (400, 404, 422):
+        return ProviderError(
+            NAME, f"request rejected (HTTP {status}): check the stt settings", retryable=False
+        )
+    return ProviderError(NAME, f"service unavailable (HTTP {status})", retryable=True)
+
+
+def connect_error(exc: BaseException) -> ProviderError:
+    """Map an exception from opening the live socket. Callers raise it ``from None``."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status_error(status)
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return ProviderError(NAME, "connect timed out", retryable=True)
+    if isinstance(exc, OSError):
+        return ProviderError(NAME, f"connect failed ({type(exc).__name__})", retryable=True)
+    return ProviderError(NAME, f"connect failed ({type(exc).__name__})", retryable=True)

@@ -1,0 +1,262 @@
+"""ElevenLabs TTS over the stream-input WebSocket: text is sent as the LLM produces it, audio
+comes back while later clauses are still being written (the lowest-latency path).
+
+The async SDK does not expose this socket, so a small client on ``websockets`` speaks it
+(reference/providers.md). One socket serves one utterance (the server closes after isFinal);
+a spare socket is kept open (``keep_warm``) so a turn skips the TCP/TLS/WebSocket handshake.
+
+Timeouts: the first audio must arrive within ``first_byte_timeout_s`` of the first text, and
+once the text has ended each further message within ``stall_timeout_s``. While the LLM is
+still writing, silence from the server is expected and not timed (the LLM has its own limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.protocol import State
+
+from bridge.providers.base import AudioChunk, ProviderError
+from bridge.providers.tts.elevenlabs_audio import AudioNormalizer, check_output_format
+from bridge.providers.tts.elevenlabs_common import status_error, ws_url
+from bridge.settings import Secrets, Settings
+
+log = logging.getLogger(__name__)
+
+NAME = "elevenlabs-ws"
+INACTIVITY_TIMEOUT_S = 60  # asked of the server for spare sockets (its default is 20 s)
+SPARE_MAX_AGE_S = 50.0  # a spare older than this may be closed by the server: open a new one
+CLOSE_TIMEOUT_S = 0.5
+
+
+class ElevenLabsWsTTS:
+    name = NAME
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        voice_id: str,
+        url: str = "",
+        model_id: str = "eleven_flash_v2_5",
+        output_format: str = "ulaw_8000",
+        connect_timeout_s: float = 2.0,
+        first_byte_timeout_s: float = 2.0,
+        stall_timeout_s: float = 2.0,
+        keep_warm: bool = True,
+        chunk_length_schedule: tuple[int, ...] = (50,),
+    ) -> None:
+        check_output_format(output_format)
+        self._api_key = api_key
+        self.output_format = output_format
+        self.connect_timeout_s = connect_timeout_s
+        self.first_byte_timeout_s = first_byte_timeout_s
+        self.stall_timeout_s = stall_timeout_s
+        self.keep_warm = keep_warm
+        self.chunk_length_schedule = list(chunk_length_schedule)
+        query = urllib.parse.urlencode(
+            {
+                "model_id": model_id,
+                "output_format": output_format,
+                "inactivity_timeout": INACTIVITY_TIMEOUT_S,
+            }
+        )
+        self._url = (
+            f"{ws_url(url)}/v1/text-to-speech/{urllib.parse.quote(voice_id, safe='')}/stream-input?{query}"
+        )
+        self._spare: tuple[ClientConnection, float] | None = None
+        self._refill: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def warmup(self) -> None:
+        """Open the spare socket now (ProviderError if the service is unreachable)."""
+        if self._spare is None:
+            self._spare = (await self._connect(), time.monotonic())
+
+    async def _connect(self) -> ClientConnection:
+        try:
+            return await connect(
+                self._url,
+                additional_headers={"xi-api-key": self._api_key},
+                open_timeout=self.connect_timeout_s,
+                close_timeout=CLOSE_TIMEOUT_S,
+                max_size=2**23,
+                compression=None,
+            )
+        except InvalidStatus as exc:
+            raise status_error(NAME, exc.response.status_code) from None
+        except TimeoutError:
+            raise ProviderError(NAME, f"connect timed out after {self.connect_timeout_s:g} s") from None
+        except (OSError, WebSocketException) as exc:
+            raise ProviderError(NAME, f"connect failed ({type(exc).__name__})") from None
+
+    async def _take(self) -> ClientConnection:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            ws, opened = spare
+            if ws.state is State.OPEN and time.monotonic() - opened < SPARE_MAX_AGE_S:
+                self._start_refill()
+                return ws
+            await ws.close()
+        ws = await self._connect()
+        self._start_refill()
+        return ws
+
+    def _start_refill(self) -> None:
+        if self.keep_warm and not self._closed and (self._refill is None or self._refill.done()):
+            self._refill = asyncio.create_task(self._refill_spare())
+
+    async def _refill_spare(self) -> None:
+        try:
+            ws = await self._connect()
+        except ProviderError as exc:
+            log.warning("elevenlabs-ws: spare socket not opened: %s", exc)
+            return
+        if self._closed or self._spare is not None:
+            await ws.close()
+        else:
+            self._spare = (ws, time.monotonic())
+
+    async def synthesize(self, text: AsyncIterator[str]) -> AsyncIterator[AudioChunk]:
+        ws = await self._take()
+        session = _Session(self, ws, text)
+        try:
+            async for chunk in session.run():
+                yield chunk
+        finally:
+            await session.stop()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._refill is not None:
+            self._refill.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refill
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            await spare[0].close()
+
+
+class _Session:
+    """One utterance on one socket: a sender task feeds text, the receiver task queues audio."""
+
+    def __init__(self, tts: ElevenLabsWsTTS, ws: ClientConnection, text: AsyncIterator[str]) -> None:
+        self.tts = tts
+        self.ws = ws
+        self.text = text
+        self.normalizer = AudioNormalizer(tts.output_format)
+        self.out: asyncio.Queue[AudioChunk | BaseException | None] = asyncio.Queue()
+        self.timer: asyncio.Timeout | None = None
+        self.awaiting_first = False  # text sent, no audio yet
+        self.got_audio = False
+        self.ended = False  # the end-of-input message was sent
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def run(self) -> AsyncIterator[AudioChunk]:
+        self.tasks = [asyncio.create_task(self._receive()), asyncio.create_task(self._send())]
+        while (item := await self.out.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def stop(self) -> None:
+        """Normal end, failure or barge-in: stop both tasks and close the socket."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+
+    def _deadline(self, seconds: float | None) -> None:
+        if self.timer is not None:
+            self.timer.reschedule(None if seconds is None else asyncio.get_running_loop().time() + seconds)
+
+    async def _send(self) -> None:
+        try:
+            await self.ws.send(
+                json.dumps(
+                    {
+                        "text": " ",
+                        "generation_config": {"chunk_length_schedule": self.tts.chunk_length_schedule},
+                    }
+                )
+            )
+            async for clause in self.text:
+                if not clause.strip():
+                    continue
+                # flush: each clause from the engine is a complete unit; speak it now
+                await self.ws.send(json.dumps({"text": clause.strip() + " ", "flush": True}))
+                if not self.awaiting_first and not self.got_audio:
+                    self.awaiting_first = True
+                    self._deadline(self.tts.first_byte_timeout_s)
+            await self.ws.send(json.dumps({"text": ""}))
+            self.ended = True
+            if not self.awaiting_first:
+                self._deadline(self.tts.stall_timeout_s)
+        except ConnectionClosed:
+            pass  # the receiver reports it
+        except Exception as exc:  # the text source failed (e.g. the LLM): hand it over unchanged
+            self.out.put_nowait(exc)
+
+    async def _receive(self) -> None:
+        try:
+            async with asyncio.timeout(None) as timer:
+                self.timer = timer
+                async for raw in self.ws:
+                    message: dict[str, Any] = json.loads(raw)
+                    if message.get("error") or (message.get("message") and "audio" not in message):
+                        raise ProviderError(NAME, f"server error ({message.get('error') or 'unknown'})")
+                    if message.get("audio"):
+                        chunk = self.normalizer.push(base64.b64decode(message["audio"]))
+                        self.got_audio = True
+                        self.awaiting_first = False
+                        self._deadline(self.tts.stall_timeout_s if self.ended else None)
+                        if chunk is not None:
+                            self.out.put_nowait(chunk)
+                    if message.get("isFinal"):
+                        tail = self.normalizer.flush()
+                        if tail is not None:
+                            self.out.put_nowait(tail)
+                        self.out.put_nowait(None)
+                        return
+            raise ProviderError(NAME, "socket closed before the end of the audio")
+        except TimeoutError:
+            what = "first audio" if self.awaiting_first else "audio (stalled)"
+            limit = self.tts.first_byte_timeout_s if self.awaiting_first else self.tts.stall_timeout_s
+            self.out.put_nowait(ProviderError(NAME, f"no {what} within {limit:g} s"))
+        except ConnectionClosed as exc:
+            self.out.put_nowait(
+                ProviderError(NAME, f"socket dropped ({exc.rcvd.code if exc.rcvd else 1006})")
+            )
+        except ProviderError as exc:
+            self.out.put_nowait(exc)
+        except ValueError as exc:  # bad JSON, base64 or audio
+            self.out.put_nowait(ProviderError(NAME, f"bad message: {exc}"))
+
+
+def create(settings: Settings, secrets: Secrets) -> ElevenLabsWsTTS:
+    s = settings.tts
+    try:
+        return ElevenLabsWsTTS(
+            api_key=secrets.require("elevenlabs_api_key"),
+            voice_id=s.voice_id,
+            url=s.elevenlabs_url,
+            model_id=s.model_id,
+            output_format=s.output_format,
+            connect_timeout_s=s.connect_timeout_s,
+            first_byte_timeout_s=s.first_byte_timeout_s,
+            stall_timeout_s=s.stall_timeout_s,
+            keep_warm=s.elevenlabs_keep_warm,
+        )
+    except ValueError as exc:
+        raise ProviderError(NAME, str(exc), retryable=False) from None
