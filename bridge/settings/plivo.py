@@ -14,6 +14,7 @@ class RouteSettings(Section):
     to: str
     agent: str = ""
     sip_uri: str = ""
+    stream_url: str = ""  # stream mode: this route's WebSocket URL (empty: plivo.stream_url)
 
 
 class PlivoSettings(Section):
@@ -31,3 +32,26 @@ class PlivoSettings(Section):
     api_timeout_s: float = Field(10.0, gt=0)
     voice: str = "WOMAN"
     apology_text: str = "Sorry, we cannot take your call right now. Please try again later."
+    # <Dial> to the bridge failed (busy, no answer): "apology" speaks apology_text and hangs up,
+    # "voicemail" speaks voicemail_text and records up to voicemail_max_s.
+    dial_failed_action: Literal["apology", "voicemail"] = "apology"
+    voicemail_text: str = "Please leave a message after the tone."
+    voicemail_max_s: int = Field(60, ge=5, le=3600)
+    # A signed webhook whose nonce was already seen within this window is a replay: 403.
+    replay_window_s: int = Field(300, ge=0)
+    # --- audio-stream (WebSocket) leg ---
+    stream_content_type: Literal["audio/x-mulaw;rate=8000", "audio/x-l16;rate=8000"] = (
+        "audio/x-mulaw;rate=8000"
+    )
+    stream_timeout_s: int = Field(86400, ge=60)
+    # The stream's start must carry an HMAC token (VOICE_BRIDGE_STREAM_SECRET) bound to the call.
+    stream_require_token: bool = True
+    # Agent audio goes out in playAudio messages of up to this much, each followed by a
+    # checkpoint: the granularity of "what the caller heard" on this path.
+    stream_chunk_ms: int = Field(100, ge=20, le=1000)
+    # Keep at most this much audio queued at Plivo ahead of real time (Plivo buffers all it
+    # gets; less lead = faster barge-in, more = robust to network jitter).
+    stream_lead_ms: int = Field(200, ge=20, le=2000)
+    stream_start_timeout_s: float = Field(5.0, gt=0)  # upgrade without a start event: closed
+    stream_media_timeout_s: float = Field(30.0, gt=0)  # no media for this long: call over
+    stream_max_message_bytes: int = Field(65536, ge=1024)

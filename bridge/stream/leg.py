@@ -1,0 +1,173 @@
+"""StreamLeg: the AudioLeg over one Plivo audio-stream WebSocket.
+
+Caller audio (mu-law or L16 at 8 kHz, any chunk size) is re-cut into 20 ms frames; agent audio
+leaves as paced playAudio + checkpoint pairs (see playout.py); clear() sends clearAudio at once.
+Hang-up closes the socket (and ends the call through Plivo's REST API when credentials are
+configured); transfer and DTMF need the REST API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from websockets.asyncio.connection import Connection
+from websockets.exceptions import ConnectionClosed
+
+from bridge.leg import FRAME_BYTES, AudioFrame, DtmfDigit, LegEnded, LegEvent
+from bridge.media.events import EventChannel
+from bridge.stream import protocol
+from bridge.stream.playout import Chunk, Playout
+
+log = logging.getLogger(__name__)
+
+
+class CallControl(Protocol):
+    """Out-of-band control of a Plivo call (its REST API)."""
+
+    async def hangup(self, call_uuid: str) -> bool: ...
+
+    async def transfer(self, call_uuid: str, target: str) -> bool: ...
+
+    async def send_digits(self, call_uuid: str, digits: str) -> bool: ...
+
+
+class StreamLeg:
+    def __init__(
+        self,
+        ws: Connection,
+        start: protocol.Start,
+        *,
+        chunk_ms: int = 100,
+        lead_ms: int = 200,
+        control: CallControl | None = None,
+    ) -> None:
+        self.call_id = start.call_id
+        self.stream_id = start.stream_id
+        self.media_format = start.media_format
+        self._ws = ws
+        self._control = control
+        self._decode = start.media_format.decoder()
+        self._encode = start.media_format.encoder()
+        self._loop = asyncio.get_running_loop()
+        self._channel = EventChannel()
+        self._playout = Playout(self._channel.put, chunk_ms=chunk_ms, lead_ms=lead_ms)
+        self._rx = bytearray()
+        self._wake = asyncio.Event()
+        self._clear_pending = False
+        self._ended = False
+        self._sender: asyncio.Task[None] | None = None
+        self.frames_in = 0
+        self.chunks_out = 0
+        self.clears_sent = 0
+
+    # --- AudioLeg ----------------------------------------------------------------------
+
+    def events(self) -> AsyncIterator[LegEvent]:
+        return self._channel.stream()
+
+    def play(self, utterance_id: str, pcm: bytes) -> None:
+        if self._ended:
+            return
+        self._playout.play(utterance_id, pcm)
+        self._wake.set()
+
+    def end_utterance(self, utterance_id: str) -> None:
+        self._playout.end(utterance_id, self._loop.time())
+        self._wake.set()
+
+    def clear(self) -> None:
+        if self._playout.clear(self._loop.time()):
+            self._clear_pending = True
+        self._wake.set()
+
+    def heard_ms(self, utterance_id: str) -> int:
+        return self._playout.heard_ms(utterance_id)
+
+    async def send_dtmf(self, digits: str) -> None:
+        if self._control is None or not await self._control.send_digits(self.call_id, digits):
+            log.warning("DTMF not sent: needs Plivo REST credentials", extra={"call_id": self.call_id})
+
+    async def transfer(self, target: str) -> bool:
+        if self._control is None or self._ended:
+            log.warning("transfer not possible: no Plivo REST credentials", extra={"call_id": self.call_id})
+            return False
+        return await self._control.transfer(self.call_id, target)
+
+    async def hangup(self, reason: str = "normal") -> None:
+        if self._ended:
+            return
+        self.end(reason)
+        if self._control is not None:
+            with contextlib.suppress(Exception):
+                await self._control.hangup(self.call_id)
+        # Without REST, closing the socket ends the call: <Stream keepCallAlive> is the
+        # document's last element, so Plivo hangs up once the stream is gone.
+        await self._ws.close(1000, "hangup")
+
+    # --- driven by the server ----------------------------------------------------------
+
+    def start_sender(self) -> None:
+        self._sender = asyncio.create_task(self._send_loop(), name=f"stream-send-{self.call_id}")
+
+    def on_message(self, msg: protocol.Message) -> None:
+        now = self._loop.time()
+        if isinstance(msg, protocol.Media):
+            if msg.track not in ("inbound", ""):
+                return
+            self._rx += self._decode(msg.payload)
+            while len(self._rx) >= FRAME_BYTES:
+                pcm = bytes(self._rx[:FRAME_BYTES])
+                del self._rx[:FRAME_BYTES]
+                self.frames_in += 1
+                self._channel.put(AudioFrame(pcm, now))
+        elif isinstance(msg, protocol.Dtmf):
+            self._channel.put(DtmfDigit(msg.digit, 0, now))
+        elif isinstance(msg, protocol.PlayedStream):
+            self._playout.played(msg.name, now)
+        elif isinstance(msg, protocol.ClearedAudio):
+            self._playout.cleared()
+
+    def end(self, reason: str) -> None:
+        """The call is over for us: LegEnded (once), sender stopped."""
+        if self._ended:
+            return
+        self._ended = True
+        self._channel.put(LegEnded(reason, self._loop.time()))
+        if self._sender is not None and self._sender is not asyncio.current_task():
+            self._sender.cancel()
+        self._wake.set()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    # --- sending -----------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        try:
+            while not self._ended:
+                if self._clear_pending:
+                    self._clear_pending = False
+                    self.clears_sent += 1
+                    await self._ws.send(protocol.clear_audio(self.stream_id))
+                step = self._playout.next_chunk(self._loop.time())
+                if isinstance(step, Chunk):
+                    await self._send_chunk(step)
+                    continue
+                self._wake.clear()
+                if step is None:
+                    await self._wake.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), step)
+        except ConnectionClosed:
+            pass  # the receive side sees the close and ends the leg
+
+    async def _send_chunk(self, chunk: Chunk) -> None:
+        self.chunks_out += 1
+        await self._ws.send(protocol.play_audio(self.media_format, self._encode(chunk.pcm)))
+        await self._ws.send(protocol.checkpoint(self.stream_id, chunk.checkpoint))

@@ -1,0 +1,188 @@
+"""Plivo's audio-stream messages, parsed and built (sans-I/O).
+
+Plivo -> us: start, media, dtmf, playedStream, clearedAudio (and possibly stop).
+Us -> Plivo: playAudio, checkpoint, clearAudio. See reference/plivo.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.audio.g711 import pcm_to_ulaw, ulaw_to_pcm
+
+
+class ProtocolError(ValueError):
+    """A message we cannot use (bad JSON, missing fields, bad base64): logged, then skipped."""
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFormat:
+    encoding: str  # "audio/x-mulaw" | "audio/x-l16"
+    sample_rate: int
+
+    @property
+    def content_type(self) -> str:
+        return self.encoding
+
+    def decoder(self) -> Callable[[bytes], bytes]:
+        """Payload bytes -> s16le PCM at 8 kHz."""
+        if self.encoding == "audio/x-mulaw":
+            return ulaw_to_pcm
+        return _even
+
+    def encoder(self) -> Callable[[bytes], bytes]:
+        if self.encoding == "audio/x-mulaw":
+            return pcm_to_ulaw
+        return _even
+
+
+def _even(data: bytes) -> bytes:
+    return data[: len(data) & ~1]
+
+
+SUPPORTED_FORMATS = (MediaFormat("audio/x-mulaw", 8000), MediaFormat("audio/x-l16", 8000))
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    call_id: str
+    stream_id: str
+    account_id: str
+    media_format: MediaFormat
+    extra_headers: object  # raw, as Plivo sent it; decoded by callfacts
+    tracks: tuple[str, ...] = ("inbound",)
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    payload: bytes  # still encoded (mu-law or L16)
+    track: str = "inbound"
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    digit: str
+    track: str = "inbound"
+
+
+@dataclass(frozen=True, slots=True)
+class PlayedStream:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClearedAudio:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    event: str
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+Message = Start | Media | Dtmf | PlayedStream | ClearedAudio | Stop | Unknown
+
+_DTMF_DIGITS = set("0123456789*#ABCDabcd")
+
+
+def _obj(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what} is not an object")
+    return value
+
+
+def parse(text: str | bytes) -> Message:
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    msg = _obj(data, "message")
+    event = msg.get("event")
+    if not isinstance(event, str):
+        raise ProtocolError("no event name")
+    if event == "media":
+        media = _obj(msg.get("media"), "media")
+        payload = media.get("payload")
+        if not isinstance(payload, str):
+            raise ProtocolError("media without payload")
+        try:
+            raw = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError("media payload is not base64") from None
+        ts = media.get("timestamp")
+        try:
+            timestamp = int(ts) if ts is not None else None
+        except (TypeError, ValueError):
+            timestamp = None
+        return Media(raw, str(media.get("track", "inbound")), timestamp)
+    if event == "start":
+        start = _obj(msg.get("start"), "start")
+        call_id, stream_id = start.get("callId"), start.get("streamId") or msg.get("streamId")
+        if not isinstance(call_id, str) or not call_id:
+            raise ProtocolError("start without callId")
+        fmt = _obj(start.get("mediaFormat") or {"encoding": "audio/x-l16", "sampleRate": 8000}, "mediaFormat")
+        try:
+            media_format = MediaFormat(str(fmt.get("encoding", "")).lower(), int(fmt.get("sampleRate", 0)))
+        except (TypeError, ValueError):
+            raise ProtocolError("bad mediaFormat") from None
+        if media_format not in SUPPORTED_FORMATS:
+            fmt_name = f"{media_format.encoding};rate={media_format.sample_rate}"
+            raise ProtocolError(f"unsupported media format {fmt_name}")
+        tracks = start.get("tracks")
+        return Start(
+            call_id=call_id,
+            stream_id=str(stream_id or ""),
+            account_id=str(start.get("accountId", "")),
+            media_format=media_format,
+            extra_headers=msg.get("extra_headers", start.get("extra_headers", "")),
+            tracks=tuple(str(t) for t in tracks) if isinstance(tracks, list) else ("inbound",),
+        )
+    if event == "dtmf":
+        dtmf = _obj(msg.get("dtmf"), "dtmf")
+        digit = str(dtmf.get("digit", ""))
+        if len(digit) != 1 or digit not in _DTMF_DIGITS:
+            raise ProtocolError(f"bad dtmf digit {digit!r}")
+        return Dtmf(digit.upper(), str(dtmf.get("track", "inbound")))
+    if event == "playedStream":
+        name = msg.get("name")
+        if not isinstance(name, str):
+            raise ProtocolError("playedStream without name")
+        return PlayedStream(name)
+    if event == "clearedAudio":
+        return ClearedAudio()
+    if event == "stop":
+        return Stop()
+    return Unknown(event, msg)
+
+
+def play_audio(media_format: MediaFormat, payload: bytes) -> str:
+    return json.dumps(
+        {
+            "event": "playAudio",
+            "media": {
+                "contentType": media_format.content_type,
+                "sampleRate": media_format.sample_rate,
+                "payload": base64.b64encode(payload).decode("ascii"),
+            },
+        }
+    )
+
+
+def checkpoint(stream_id: str, name: str) -> str:
+    return json.dumps({"event": "checkpoint", "streamId": stream_id, "name": name})
+
+
+def clear_audio(stream_id: str) -> str:
+    return json.dumps({"event": "clearAudio", "streamId": stream_id})

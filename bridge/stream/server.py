@@ -1,0 +1,299 @@
+"""The daemon's Plivo audio-stream endpoint: a ``websockets`` server on ``daemon.stream_listen``,
+path /stream. Each stream must open with a ``start`` whose extra headers carry the HMAC token
+the XML server issued for that call (Plivo streams carry no signature); then the configured
+agent runs on a StreamLeg until the socket closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from bridge.callmodel import CallInfo
+from bridge.leg import AudioLeg
+from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL
+from bridge.privacy import mask_number
+from bridge.settings import Secrets, Settings
+from bridge.stream import protocol
+from bridge.stream.callfacts import parse_extra_headers, token_valid
+from bridge.stream.leg import CallControl, StreamLeg
+
+log = logging.getLogger(__name__)
+
+Agent = Callable[[AudioLeg, CallInfo], Awaitable[None]]
+PATH = "/stream"
+_AGENT_GRACE_S = 5.0  # after the socket closed, the agent gets this long to wind down
+_MAX_BAD_MESSAGES = 200
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"daemon.stream_listen: expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class StreamServer:
+    def __init__(
+        self, settings: Settings, secrets: Secrets, agent: Agent, control: CallControl | None = None
+    ) -> None:
+        self._settings = settings
+        self._plivo = settings.plivo
+        self._agent = agent
+        self._host, self._port = parse_listen(settings.daemon.stream_listen or "127.0.0.1:0")
+        secret = secrets.stream_secret
+        if self._plivo.stream_require_token and secret is None:
+            raise ValueError(
+                "VOICE_BRIDGE_STREAM_SECRET is not set: the stream server checks a token the XML "
+                "server signs with it (plivo.stream_require_token = false only for development)"
+            )
+        self._secret = None if secret is None else secret.get_secret_value()
+        if not self._plivo.stream_require_token:
+            log.warning("stream token check is OFF (plivo.stream_require_token = false): development only")
+        if control is None and secrets.plivo_auth_id is not None and secrets.plivo_auth_token is not None:
+            from bridge.stream.rest import PlivoRestControl
+
+            control = PlivoRestControl(settings.plivo, secrets)
+        self._control = control
+        self._server: Server | None = None
+        self._calls: dict[int, StreamLeg] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.refused = 0
+
+    @property
+    def bound_port(self) -> int:
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("stream server not started")
+        return int(next(iter(self._server.sockets)).getsockname()[1])
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._calls)
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handle,
+            self._host,
+            self._port,
+            process_request=self._check_request,
+            max_size=self._plivo.stream_max_message_bytes,
+            compression=None,  # audio does not deflate; save the CPU
+            open_timeout=10,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=5,
+        )
+        log.info("stream server listening", extra={"stream": f"{self._host}:{self.bound_port}{PATH}"})
+
+    def begin_drain(self) -> None:
+        """Refuse new streams (503); calls in progress go on."""
+        self._draining = True
+
+    async def stop(self, drain_timeout_s: float = 0.0) -> None:
+        """Refuse new streams, let calls finish up to ``drain_timeout_s``, then end the rest."""
+        self._draining = True
+        if self._calls and drain_timeout_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), drain_timeout_s)
+        for leg in list(self._calls.values()):
+            leg.end("shutdown")
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=_AGENT_GRACE_S + 1)
+
+    # --- per connection ----------------------------------------------------------------
+
+    def _check_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        if urlsplit(request.path).path.rstrip("/") != PATH:
+            return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        if self._draining:
+            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
+        if len(self._calls) >= self._settings.sip.max_calls:
+            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._serve_stream(ws)
+        finally:
+            self._tasks.discard(task)
+
+    async def _serve_stream(self, ws: ServerConnection) -> None:
+        remote = ws.remote_address
+        source = (str(remote[0]), int(remote[1])) if remote else ("", 0)
+        try:
+            start = await self._await_start(ws)
+            facts = parse_extra_headers(start.extra_headers)
+            token = facts.get("Token", "")
+            if self._secret is not None and not token_valid(self._secret, start.call_id, token):
+                raise _Refused(1008, "bad or missing stream token")
+        except _Refused as exc:
+            self.refused += 1
+            log.warning("stream refused: %s", exc.reason, extra={"remote": source[0]})
+            with contextlib.suppress(Exception):
+                await ws.close(exc.code, exc.reason)
+            return
+        except ConnectionClosed:
+            return
+        facts.pop("Token", None)
+        leg = StreamLeg(ws, start, chunk_ms=self._plivo.stream_chunk_ms, lead_ms=self._plivo.stream_lead_ms,
+                        control=self._control)
+        info = CallInfo(
+            call_id=start.call_id,
+            from_uri=facts.get("From", ""),
+            to_uri=facts.get("To", ""),
+            source=source,
+            plivo_headers=facts,
+            direction="outbound" if facts.get("Direction") == "outbound" else "inbound",
+        )
+        key = id(leg)
+        self._calls[key] = leg
+        self._idle.clear()
+        CALLS_ACTIVE.labels("stream").inc()
+        log.info(
+            "stream call started",
+            extra={
+                "call_id": leg.call_id,
+                "stream_id": leg.stream_id,
+                "from": self._shown(info.from_uri),
+                "format": f"{start.media_format.encoding};rate={start.media_format.sample_rate}",
+            },
+        )
+        reason = "error"
+        try:
+            leg.start_sender()
+            agent_task = asyncio.create_task(self._run_agent(leg, info), name=f"agent-{leg.call_id}")
+            reason = await self._receive(ws, leg)
+            leg.end(reason)
+            done, _ = await asyncio.wait([agent_task], timeout=_AGENT_GRACE_S)
+            if not done:
+                log.warning("agent did not end with the stream: cancelled", extra={"call_id": leg.call_id})
+                agent_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await agent_task
+            code = 1000 if reason in ("socket closed", "stop", "hangup", "shutdown") else 1008
+            with contextlib.suppress(Exception):
+                await ws.close(code, reason)
+        finally:
+            leg.end(reason)
+            del self._calls[key]
+            CALLS_ACTIVE.labels("stream").dec()
+            outcome = "normal" if reason in ("socket closed", "stop", "hangup") else reason
+            CALLS_TOTAL.labels("stream", outcome).inc()
+            if not self._calls:
+                self._idle.set()
+            log.info(
+                "stream call ended",
+                extra={"call_id": leg.call_id, "reason": reason, "frames_in": leg.frames_in,
+                       "chunks_out": leg.chunks_out, "clears": leg.clears_sent},
+            )
+
+    def _shown(self, number: str) -> str:
+        return number if self._settings.logging.log_phone_numbers else mask_number(number)
+
+    async def _await_start(self, ws: ServerConnection) -> protocol.Start:
+        deadline = asyncio.get_running_loop().time() + self._plivo.stream_start_timeout_s
+        early = 0
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise _Refused(1008, "no start event in time")
+            try:
+                raw = await asyncio.wait_for(ws.recv(), remaining)
+            except TimeoutError:
+                raise _Refused(1008, "no start event in time") from None
+            try:
+                msg = protocol.parse(raw)
+            except protocol.ProtocolError as exc:
+                if "media format" in str(exc):
+                    raise _Refused(1003, str(exc)) from None
+                early += 1
+                if early == 1:
+                    log.warning("bad message before start: %s", exc)
+                continue
+            if isinstance(msg, protocol.Start):
+                return msg
+            early += 1
+            if early == 1:
+                log.warning("stream sent %s before start: ignored", type(msg).__name__.lower())
+            if early > _MAX_BAD_MESSAGES:
+                raise _Refused(1008, "no start event")
+
+    async def _receive(self, ws: ServerConnection, leg: StreamLeg) -> str:
+        loop = asyncio.get_running_loop()
+        timeout = self._plivo.stream_media_timeout_s
+        last_media = loop.time()
+        bad = 0
+        unknown: set[str] = set()
+        while not leg.ended:
+            remaining = last_media + timeout - loop.time()
+            if remaining <= 0:
+                log.warning("no media on the stream: ending the call", extra={"call_id": leg.call_id})
+                return "media timeout"
+            try:
+                raw = await asyncio.wait_for(ws.recv(), remaining)
+            except TimeoutError:
+                continue
+            except ConnectionClosed as exc:
+                if exc.rcvd is None and exc.sent is not None and exc.sent.code == 1009:
+                    log.warning("stream message too big: closed", extra={"call_id": leg.call_id})
+                    return "message too big"
+                return "socket closed" if not leg.ended else "hangup"
+            try:
+                msg = protocol.parse(raw)
+            except protocol.ProtocolError as exc:
+                bad += 1
+                if bad <= 3 or bad % 100 == 0:
+                    log.warning("bad stream message (%d): %s", bad, exc, extra={"call_id": leg.call_id})
+                if bad >= _MAX_BAD_MESSAGES:
+                    return "protocol errors"
+                continue
+            if isinstance(msg, protocol.Media):
+                last_media = loop.time()
+            elif isinstance(msg, protocol.Stop):
+                return "stop"
+            elif isinstance(msg, protocol.Start):
+                log.warning("second start on a stream: ignored", extra={"call_id": leg.call_id})
+                continue
+            elif isinstance(msg, protocol.Unknown):
+                if msg.event not in unknown and len(unknown) < 20:
+                    unknown.add(msg.event)
+                    log.info("unknown stream event %r ignored", msg.event, extra={"call_id": leg.call_id})
+                continue
+            leg.on_message(msg)
+        return "hangup"
+
+    async def _run_agent(self, leg: StreamLeg, info: CallInfo) -> None:
+        try:
+            await self._agent(leg, info)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("agent failed", extra={"call_id": leg.call_id})
+        finally:
+            if not leg.ended:
+                with contextlib.suppress(Exception):
+                    await leg.hangup("agent finished")

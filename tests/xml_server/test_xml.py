@@ -1,0 +1,110 @@
+"""Every answer mode's XML parsed back and checked element by element."""
+
+from __future__ import annotations
+
+from bridge.stream.callfacts import parse_extra_headers, token_valid
+from tests.xml_server.support import CALL, STREAM_SECRET, app, parse, signed_post
+
+
+def test_sip_mode_dials_the_bridge_with_call_facts() -> None:
+    client = app(mode="sip", sip_uri="sip:agent@10.0.0.5:5070", caller_id="+918035735100",
+                 dial_timeout_s=25, time_limit_s=600).test_client()
+    resp = signed_post(client, "/answer", CALL)
+    assert resp.status_code == 200 and resp.mimetype == "application/xml"
+    root = parse(resp.data)
+    (dial,) = list(root)
+    assert dial.tag == "Dial"
+    assert dial.attrib["timeout"] == "25"
+    assert dial.attrib["timeLimit"] == "600"
+    assert dial.attrib["callerId"] == "+918035735100"
+    assert dial.attrib["action"] == "http://localhost/dial-action"
+    assert dial.attrib["method"] == "POST"
+    (user,) = list(dial)
+    assert user.tag == "User" and user.text == "sip:agent@10.0.0.5:5070"
+    raw = dial.attrib["sipHeaders"]
+    # Plivo's rule: names and values [A-Za-z0-9] only.
+    for pair in raw.split(","):
+        name, value = pair.split("=")
+        assert name.isalnum() and value.isalnum(), pair
+    facts = parse_extra_headers(raw)
+    assert facts == {"CallUUID": CALL["CallUUID"], "From": CALL["From"], "To": CALL["To"],
+                     "Direction": "inbound"}
+
+
+def test_stream_mode_bidirectional_stream_with_token() -> None:
+    client = app(mode="stream", stream_url="wss://vb.example.com/stream").test_client()
+    root = parse(signed_post(client, "/answer", CALL).data)
+    (stream,) = list(root)
+    assert stream.tag == "Stream"
+    assert stream.text == "wss://vb.example.com/stream"
+    assert stream.attrib["bidirectional"] == "true"
+    assert stream.attrib["keepCallAlive"] == "true"
+    assert stream.attrib["audioTrack"] == "inbound"
+    assert stream.attrib["contentType"] == "audio/x-mulaw;rate=8000"
+    assert stream.attrib["statusCallbackUrl"] == "http://localhost/stream-status"
+    raw = stream.attrib["extraHeaders"]
+    assert len(raw) <= 512 and all(p.replace("=", "").isalnum() for p in raw.split(","))
+    facts = parse_extra_headers(raw)
+    assert facts["CallUUID"] == CALL["CallUUID"] and facts["From"] == CALL["From"]
+    assert token_valid(STREAM_SECRET, CALL["CallUUID"], facts["Token"])
+    assert not token_valid(STREAM_SECRET, "another-call", facts["Token"])
+
+
+def test_routes_by_called_number() -> None:
+    client = app(
+        mode="sip",
+        routes=[
+            {"to": "+91 80 3573 5100", "agent": "sales", "sip_uri": "sip:sales@10.0.0.7"},
+            {"to": "+14155550100", "agent": "support"},
+        ],
+    ).test_client()
+    dial = parse(signed_post(client, "/answer", CALL).data)[0]
+    assert dial[0].text == "sip:sales@10.0.0.7"
+    assert parse_extra_headers(dial.attrib["sipHeaders"])["Agent"] == "sales"
+    other = {**CALL, "To": "14155550100"}
+    dial = parse(signed_post(client, "/answer", other).data)[0]
+    assert dial[0].text == "sip:agent@127.0.0.1:5060"  # default URI, route's agent
+    assert parse_extra_headers(dial.attrib["sipHeaders"])["Agent"] == "support"
+    unrouted = {**CALL, "To": "442071234567"}
+    dial = parse(signed_post(client, "/answer", unrouted).data)[0]
+    assert "Agent" not in parse_extra_headers(dial.attrib["sipHeaders"])
+
+
+def test_fallback_speaks_apology_and_hangs_up() -> None:
+    client = app(apology_text="Sorry, try later.", voice="MAN").test_client()
+    root = parse(signed_post(client, "/fallback", CALL).data)
+    assert [el.tag for el in root] == ["Speak", "Hangup"]
+    assert root[0].text == "Sorry, try later." and root[0].attrib["voice"] == "MAN"
+
+
+def test_dial_action_apology_voicemail_and_completed() -> None:
+    client = app().test_client()
+    done = parse(signed_post(client, "/dial-action", {**CALL, "DialStatus": "completed"}).data)
+    assert [el.tag for el in done] == ["Hangup"]
+    busy = parse(signed_post(client, "/dial-action", {**CALL, "DialStatus": "busy"}).data)
+    assert [el.tag for el in busy] == ["Speak", "Hangup"]
+    vm_client = app(dial_failed_action="voicemail", voicemail_max_s=30).test_client()
+    vm = parse(signed_post(vm_client, "/dial-action", {**CALL, "DialStatus": "no-answer"}).data)
+    assert [el.tag for el in vm] == ["Speak", "Record", "Hangup"]
+    assert vm[1].attrib["maxLength"] == "30"
+    assert vm[1].attrib["action"] == "http://localhost/recording"
+
+
+def test_callbacks_answer_empty_response() -> None:
+    client = app().test_client()
+    for path in ("/hangup", "/status", "/stream-status", "/recording"):
+        resp = signed_post(client, path, {**CALL, "HangupCause": "NORMAL_CLEARING"})
+        assert resp.status_code == 200, path
+        assert parse(resp.data).tag == "Response"
+
+
+def test_public_base_url_drives_callback_urls() -> None:
+    client = app(public_base_url="https://vb.example.com/plivo").test_client()
+    resp = signed_post(client, "/answer", CALL, url="https://vb.example.com/plivo/answer")
+    assert resp.status_code == 200
+    assert parse(resp.data)[0].attrib["action"] == "https://vb.example.com/plivo/dial-action"
+
+
+def test_healthz_needs_no_signature() -> None:
+    resp = app().test_client().get("/healthz")
+    assert resp.status_code == 200 and resp.get_json()["status"] == "ok"

@@ -1,0 +1,185 @@
+"""Flask app factory: Plivo's webhooks, each behind the V3 signature check."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+
+from bridge.privacy import mask_number
+from bridge.settings import Settings
+from xml_server import responses
+from xml_server.callfacts import encode_headers, stream_token
+from xml_server.routing import call_target, find_route
+from xml_server.signature import NonceCache, public_url, verify
+
+log = logging.getLogger("xml_server")
+
+XML = "application/xml"
+View = Callable[[], Any]
+
+
+class ConfigError(ValueError):
+    """The XML server cannot run with this configuration (message says what to set)."""
+
+
+def create_app(settings: Settings, auth_token: str | None, stream_secret: str | None = None) -> Flask:
+    """The WSGI app. ``auth_token`` is PLIVO_AUTH_TOKEN (required while signatures are checked);
+    ``stream_secret`` (VOICE_BRIDGE_STREAM_SECRET) signs the stream token in stream mode."""
+    plivo = settings.plivo
+    if plivo.validate_signatures and not auth_token:
+        raise ConfigError(
+            "PLIVO_AUTH_TOKEN is not set: it is needed to check webhook signatures "
+            "(set plivo.validate_signatures = false only for local development)"
+        )
+    if plivo.mode == "stream" and plivo.stream_require_token and not stream_secret:
+        raise ConfigError(
+            "VOICE_BRIDGE_STREAM_SECRET is not set: stream mode signs a token the daemon checks "
+            "(or set plivo.stream_require_token = false for local development)"
+        )
+    if not plivo.validate_signatures:
+        log.warning("webhook signature checks are OFF (plivo.validate_signatures = false): development only")
+    show_numbers = settings.logging.log_phone_numbers
+    nonces = NonceCache(plivo.replay_window_s)
+    app = Flask("xml_server")
+
+    def shown(number: str) -> str:
+        return number if show_numbers else mask_number(number)
+
+    def signed(view: View) -> View:
+        @functools.wraps(view)
+        def wrapper() -> Any:
+            if plivo.validate_signatures:
+                assert auth_token is not None
+                verdict = verify(request, auth_token, plivo.public_base_url, nonces)
+                if not verdict.ok:
+                    log.warning(
+                        "webhook rejected (403): %s",
+                        verdict.reason,
+                        extra={"path": request.path, "remote": request.remote_addr},
+                    )
+                    return Response("forbidden\n", status=403, mimetype="text/plain")
+            return view()
+
+        return wrapper
+
+    def param(name: str) -> str:
+        value = request.values.get(name, "")
+        return value if isinstance(value, str) else ""
+
+    def url_for_path(path: str) -> str:
+        # Callback URLs must be what Plivo can reach: the same public base the answer came to.
+        here = public_url(request, plivo.public_base_url)
+        base = here.split("?", 1)[0][: -len(request.path)] if request.path != "/" else here
+        return base.rstrip("/") + path
+
+    def xml(body: str) -> Response:
+        return Response(body, status=200, mimetype=XML)
+
+    @app.route("/answer", methods=["GET", "POST"])
+    @signed
+    def answer() -> Response:
+        call_uuid, direction = param("CallUUID"), param("Direction") or "inbound"
+        caller, called = param("From"), param("To")
+        route = find_route(plivo, called if direction == "inbound" else caller)
+        target = call_target(plivo, route)
+        facts = {"CallUUID": call_uuid, "From": caller, "To": called, "Direction": direction}
+        if route and route.agent:
+            facts["Agent"] = route.agent
+        if target.mode == "stream" and stream_secret and call_uuid:
+            facts["Token"] = stream_token(stream_secret, call_uuid)
+        headers = encode_headers(facts)
+        log.info(
+            "answer",
+            extra={
+                "call_uuid": call_uuid,
+                "from": shown(caller),
+                "to": shown(called),
+                "direction": direction,
+                "mode": target.mode,
+                "route": route.to if route else "",
+            },
+        )
+        if target.mode == "stream":
+            return xml(responses.stream_xml(plivo, target, headers, url_for_path("/stream-status")))
+        return xml(responses.dial_xml(plivo, target, headers, url_for_path("/dial-action")))
+
+    @app.route("/hangup", methods=["GET", "POST"])
+    @signed
+    def hangup() -> Response:
+        log.info(
+            "call ended",
+            extra={
+                "call_uuid": param("CallUUID"),
+                "from": shown(param("From")),
+                "to": shown(param("To")),
+                "hangup_cause": param("HangupCause"),
+                "duration_s": param("Duration"),
+            },
+        )
+        return xml(responses.empty_xml())
+
+    @app.route("/status", methods=["GET", "POST"])
+    @signed
+    def status() -> Response:
+        log.info(
+            "call status",
+            extra={
+                "call_uuid": param("CallUUID"),
+                "call_status": param("CallStatus"),
+                "event": param("Event"),
+            },
+        )
+        return xml(responses.empty_xml())
+
+    @app.route("/stream-status", methods=["GET", "POST"])
+    @signed
+    def stream_status() -> Response:
+        log.info(
+            "stream status",
+            extra={"call_uuid": param("CallUUID"), "event": param("Event"), "stream_id": param("StreamID")},
+        )
+        return xml(responses.empty_xml())
+
+    @app.route("/fallback", methods=["GET", "POST"])
+    @signed
+    def fallback() -> Response:
+        log.warning("fallback URL called: answering with the apology", extra={"call_uuid": param("CallUUID")})
+        return xml(responses.apology_xml(plivo))
+
+    @app.route("/dial-action", methods=["GET", "POST"])
+    @signed
+    def dial_action() -> Response:
+        dial_status = param("DialStatus")
+        log.info(
+            "dial ended",
+            extra={
+                "call_uuid": param("CallUUID"),
+                "dial_status": dial_status,
+                "hangup_cause": param("DialHangupCause"),
+            },
+        )
+        if dial_status == "completed":
+            return xml(responses.hangup_xml())
+        if plivo.dial_failed_action == "voicemail":
+            return xml(responses.voicemail_xml(plivo, url_for_path("/recording")))
+        return xml(responses.apology_xml(plivo))
+
+    @app.route("/recording", methods=["GET", "POST"])
+    @signed
+    def recording() -> Response:
+        log.info(
+            "voicemail recorded",
+            extra={"call_uuid": param("CallUUID"), "record_url": param("RecordUrl"),
+                   "duration_s": param("RecordingDuration")},
+        )
+        return xml(responses.hangup_xml())
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok", mode=plivo.mode, signatures=plivo.validate_signatures)
+
+    return app

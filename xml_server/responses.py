@@ -1,0 +1,86 @@
+"""Plivo XML documents, built with the plivo SDK's ``plivoxml`` (never by string pasting)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from plivo import plivoxml
+
+from bridge.settings.plivo import PlivoSettings
+
+
+@dataclass(frozen=True, slots=True)
+class CallTarget:
+    """Where this call goes (after routing by number)."""
+
+    mode: str  # "sip" | "stream"
+    sip_uri: str
+    stream_url: str
+
+
+def dial_xml(settings: PlivoSettings, target: CallTarget, headers: str, action_url: str) -> str:
+    """<Dial> to the bridge's SIP URI; call facts ride along as X-PH-* headers."""
+    response = plivoxml.ResponseElement()
+    dial = plivoxml.DialElement(
+        action=action_url,
+        method="POST",
+        timeout=settings.dial_timeout_s,
+        time_limit=settings.time_limit_s,
+        caller_id=settings.caller_id or None,
+        sip_headers=headers or None,
+    )
+    dial.add_user(target.sip_uri)
+    response.add(dial)
+    return str(response.to_string(pretty=False))
+
+
+def stream_xml(settings: PlivoSettings, target: CallTarget, headers: str, status_url: str) -> str:
+    """A bidirectional <Stream> that keeps the call up for as long as the socket lives."""
+    response = plivoxml.ResponseElement()
+    response.add(
+        plivoxml.StreamElement(
+            target.stream_url,
+            bidirectional=True,
+            audioTrack="inbound",
+            streamTimeout=settings.stream_timeout_s,
+            statusCallbackUrl=status_url,
+            statusCallbackMethod="POST",
+            contentType=settings.stream_content_type,
+            extraHeaders=headers or None,
+            keepCallAlive=True,
+        )
+    )
+    return str(response.to_string(pretty=False))
+
+
+def apology_xml(settings: PlivoSettings) -> str:
+    response = plivoxml.ResponseElement()
+    response.add(plivoxml.SpeakElement(settings.apology_text, voice=settings.voice))
+    response.add(plivoxml.HangupElement())
+    return str(response.to_string(pretty=False))
+
+
+def voicemail_xml(settings: PlivoSettings, recording_url: str) -> str:
+    response = plivoxml.ResponseElement()
+    response.add(plivoxml.SpeakElement(settings.voicemail_text, voice=settings.voice))
+    response.add(
+        plivoxml.RecordElement(
+            action=recording_url,
+            method="POST",
+            max_length=settings.voicemail_max_s,
+            play_beep=True,
+            finish_on_key="#",
+        )
+    )
+    response.add(plivoxml.HangupElement())
+    return str(response.to_string(pretty=False))
+
+
+def hangup_xml() -> str:
+    response = plivoxml.ResponseElement()
+    response.add(plivoxml.HangupElement())
+    return str(response.to_string(pretty=False))
+
+
+def empty_xml() -> str:
+    return str(plivoxml.ResponseElement().to_string(pretty=False))

@@ -1,0 +1,23 @@
+"""Gunicorn entry point: ``gunicorn xml_server.wsgi:app``.
+
+Settings come from $VOICE_BRIDGE_CONFIG (+ VOICE_BRIDGE_* overrides), secrets from the
+environment (PLIVO_AUTH_TOKEN, VOICE_BRIDGE_STREAM_SECRET).
+"""
+
+from __future__ import annotations
+
+from bridge.settings import Secrets, load_settings
+from xml_server.app import create_app
+from xml_server.logsetup import setup_logging
+
+_settings = load_settings()
+setup_logging(_settings.logging.level, _settings.logging.log_phone_numbers)
+_secrets = Secrets.from_env()
+
+
+def _secret(name: str) -> str | None:
+    value = getattr(_secrets, name)
+    return None if value is None else str(value.get_secret_value())
+
+
+app = create_app(_settings, _secret("plivo_auth_token"), _secret("stream_secret"))
