@@ -10,7 +10,14 @@ from pathlib import Path
 
 from bridge.outbound.campaign import CampaignOptions, CampaignRunner, CampaignSummary
 from bridge.outbound.campaign_store import CampaignFileError
-from bridge.outbound.cli_support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, default_caller_id, settings_for
+from bridge.outbound.cli_support import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    default_caller_id,
+    nested_config_option,
+    settings_for,
+)
 from bridge.outbound.clock import SystemClock
 from bridge.outbound.wiring import open_outbound
 from bridge.settings import Settings
@@ -21,6 +28,7 @@ HELP = "run a calling campaign from a CSV (number column), resumable; or show it
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="campaign_command", required=True)
     p = sub.add_parser("run", help="dial FILE.csv (run it again to resume: nobody is called twice)")
+    nested_config_option(p)
     p.add_argument("file", type=Path)
     p.add_argument("--name", default="", help="campaign id (default: file name + content hash)")
     p.add_argument("--via", choices=["plivo-api", "sip-trunk"], help="default: outbound.via")
@@ -30,8 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, help="default: outbound.concurrency")
     p.add_argument("--cps", type=float, help="calls per second (default: outbound.calls_per_second)")
     p = sub.add_parser("status", help="counts per state/outcome")
+    nested_config_option(p)
     p.add_argument("name")
     p = sub.add_parser("results", help="write the result CSV (one row per input line, numbers masked)")
+    nested_config_option(p)
     p.add_argument("name")
     p.add_argument("--out", type=Path, required=True)
 

@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from bridge.outbound.cli_support import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, default_caller_id, settings_for
+from bridge.outbound.cli_support import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    default_caller_id,
+    nested_config_option,
+    settings_for,
+)
 from bridge.outbound.numbers import InvalidNumber, normalise
 from bridge.outbound.registry import DndRegistry, RegistryFormatError
 from bridge.outbound.store import OutboundStore
@@ -20,19 +27,24 @@ HELP = "manage the NDNC/DND registry (import scrub files), consent and opt-outs;
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="dnd_command", required=True)
     p = sub.add_parser("import", help="load a scrub file: CSV of numbers, optional allowed_categories column")
+    nested_config_option(p)
     p.add_argument("file", type=Path)
     p.add_argument("--replace", action="store_true", help="full snapshot: drop entries not in it")
     p = sub.add_parser("check", help="would a call to NUMBER be allowed now? (exit 3 if not)")
+    nested_config_option(p)
     p.add_argument("number")
     p.add_argument("--from", dest="from_", metavar="NUMBER", help="caller ID to check with")
     p = sub.add_parser("optout", help="record that NUMBER asked not to be called (--remove to undo)")
+    nested_config_option(p)
     p.add_argument("number")
     p.add_argument("--remove", action="store_true")
     p = sub.add_parser("consent", help="record consent for transactional/service calls (--revoke to undo)")
+    nested_config_option(p)
     p.add_argument("number")
     p.add_argument("--purpose", default="transactional")
     p.add_argument("--revoke", action="store_true")
-    sub.add_parser("stats", help="how many numbers the registry holds")
+    p = sub.add_parser("stats", help="how many numbers the registry holds")
+    nested_config_option(p)
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:

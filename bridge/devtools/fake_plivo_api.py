@@ -92,7 +92,10 @@ class FakePlivoApi:
 
         self._server = ThreadingHTTPServer((self.host, 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-plivo-api", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-plivo-api",
+            daemon=True,
+        )
         self._thread.start()
         return self
 

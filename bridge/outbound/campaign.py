@@ -84,6 +84,9 @@ class CampaignRunner:
                 decision = self.service.check(row.e164, self.options.from_number, self.dialer.name)
                 if decision.allowed:
                     await self.pacer.wait()  # refusals do not use up the calls-per-second budget
+                    if stop.is_set():
+                        slots.release()
+                        break
                     # time passed while pacing: the window may have closed, an opt-out arrived
                     decision = self.service.check(row.e164, self.options.from_number, self.dialer.name)
                 if decision.only_hours:

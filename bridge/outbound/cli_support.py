@@ -14,6 +14,11 @@ EXIT_USAGE = 2  # configuration or input error, nothing was attempted
 EXIT_REFUSED = 3  # compliance refused the call (reasons printed)
 
 
+def nested_config_option(parser: argparse.ArgumentParser) -> None:
+    """Accept --config after a sub-subcommand too (SUPPRESS keeps the parent's value otherwise)."""
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML settings")
+
+
 def settings_for(args: argparse.Namespace, settings: Settings | None) -> Settings | None:
     """The given settings, or those from --config; prints the error and returns None when invalid."""
     if settings is None:

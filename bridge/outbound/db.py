@@ -21,4 +21,6 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
+    # Erased rows are overwritten, not left in free pages (forget must really forget).
+    conn.execute("PRAGMA secure_delete=ON")
     return conn

@@ -1,0 +1,112 @@
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bridge.outbound.compliance import ComplianceGate
+from bridge.outbound.registry import DndRegistry
+from bridge.outbound.store import OutboundStore
+from bridge.settings import SettingsError, load_settings
+from bridge.settings.outbound import ComplianceSettings
+
+from .support import ALICE, BOB, CALLER_ID, CAROL, MONDAY_10AM, FakeClock
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    registry = DndRegistry.open(tmp_path)
+    store = OutboundStore.open(tmp_path)
+    registry.import_text("number,allowed_categories\n9876543210,\n9812345678,3|4\n")
+    yield registry, store
+    registry.close()
+    store.close()
+
+
+def gate(env, clock: FakeClock | None = None, **values) -> ComplianceGate:
+    settings = ComplianceSettings.model_validate({"registered_caller_ids": ["011 4000 0000"], **values})
+    registry, store = env
+    return ComplianceGate(settings, registry, store, (clock or FakeClock()).wall)
+
+
+def test_clean_number_in_hours_is_allowed(env) -> None:
+    decision = gate(env).check("070123 45678", CALLER_ID)
+    assert decision.allowed and decision.to_e164 == CAROL and decision.from_e164 == CALLER_ID
+
+
+def test_dnd_listed_is_refused_with_reason(env) -> None:
+    decision = gate(env).check(ALICE, CALLER_ID)
+    assert decision.rules == ["dnd"]
+    assert "fully blocked" in decision.refusals[0].detail
+    assert "9876543210" not in decision.describe()
+
+
+def test_partial_preferences_follow_the_commercial_category(env) -> None:
+    assert gate(env, commercial_category=3).check(BOB, CALLER_ID).allowed
+    refused = gate(env, commercial_category=2).check(BOB, CALLER_ID)
+    assert refused.rules == ["dnd"] and "real estate" in refused.refusals[0].detail
+    assert gate(env).check(BOB, CALLER_ID).rules == ["dnd"]  # category unspecified
+
+
+def test_transactional_calls_need_consent_on_dnd_numbers(env) -> None:
+    _, store = env
+    g = gate(env, call_category="transactional")
+    assert g.check(ALICE, CALLER_ID).rules == ["dnd"]
+    store.add_consent(ALICE, "order updates")
+    assert g.check(ALICE, CALLER_ID).allowed
+    store.revoke_consent(ALICE)
+    assert not g.check(ALICE, CALLER_ID).allowed
+
+
+def test_consent_does_not_unlock_promotional_calls(env) -> None:
+    _, store = env
+    store.add_consent(ALICE, "order updates")
+    assert gate(env).check(ALICE, CALLER_ID).rules == ["dnd"]
+
+
+def test_opt_out_blocks_every_category(env) -> None:
+    _, store = env
+    store.add_optout(CAROL)
+    assert gate(env).check(CAROL, CALLER_ID).rules == ["opted_out"]
+    assert gate(env, call_category="service").check(CAROL, CALLER_ID).rules == ["opted_out"]
+
+
+def test_unregistered_and_malformed_caller_ids(env) -> None:
+    assert gate(env).check(CAROL, "+911149999999").rules == ["caller_id_unregistered"]
+    assert gate(env).check(CAROL, "12").rules == ["caller_id_invalid"]
+
+
+def test_every_blocking_rule_is_named_with_next_allowed_time(env) -> None:
+    clock = FakeClock(MONDAY_10AM.replace(hour=22))
+    decision = gate(env, clock).check(ALICE, "+911149999999")
+    assert decision.rules == ["caller_id_unregistered", "dnd", "outside_hours"]
+    assert decision.next_allowed == MONDAY_10AM.replace(hour=9) + timedelta(days=1)
+    assert "next allowed 2025-01-07T09:00+05:30" in decision.describe()
+
+
+def test_malformed_destination_and_hours_together(env) -> None:
+    clock = FakeClock(MONDAY_10AM.replace(hour=6))
+    decision = gate(env, clock).check("hello", CALLER_ID)
+    assert decision.rules == ["number_invalid", "outside_hours"]
+    assert not decision.only_hours
+    assert gate(env, clock).check(CAROL, CALLER_ID).only_hours
+
+
+def test_window_follows_the_injected_clock(env) -> None:
+    clock = FakeClock(MONDAY_10AM.replace(hour=20, minute=59))
+    g = gate(env, clock)
+    assert g.check(CAROL, CALLER_ID).allowed
+    clock.advance(60)
+    assert g.check(CAROL, CALLER_ID).rules == ["outside_hours"]
+
+
+def test_settings_validation_names_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[compliance]\nwindow_start = "9am"\ntimezone = "Mars/Base"\n')
+    with pytest.raises(SettingsError) as info:
+        load_settings(bad, environ={})
+    keys = [k for k, _ in info.value.errors]
+    assert "compliance.window_start" in keys and "compliance.timezone" in keys
+    swapped = tmp_path / "swapped.toml"
+    swapped.write_text('[compliance]\nwindow_start = "21:00"\nwindow_end = "09:00"\n')
+    with pytest.raises(SettingsError, match="window_start must be before"):
+        load_settings(swapped, environ={})
