@@ -27,6 +27,11 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
     app = DaemonCallApp(settings, agent, bind_host="0.0.0.0" if bind_host in ("", "0.0.0.0") else bind_host)
     sip = SipServer(settings.sip, app, secrets)
     registration = RegistrationClient(settings.sip, secrets, sip)
+    stream = None
+    if settings.daemon.stream_listen:  # Plivo audio-stream WebSocket server
+        from bridge.stream.server import StreamServer
+
+        stream = StreamServer(settings, secrets, agent)
     state: dict[str, Any] = {"sip_bound": False}
 
     def health() -> dict[str, Any]:
@@ -39,6 +44,7 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
             "rtp_ports_in_use": app.ports_in_use,
             "draining": app.draining,
             "agent": settings.daemon.agent,
+            "stream_calls": stream.active_calls if stream is not None else None,
         }
 
     runner, http_port = await start_http(
@@ -52,6 +58,8 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
     await sip.start()
     state.update(sip_bound=True, sip_port=sip.bound_port)
     await registration.start()
+    if stream is not None:
+        await stream.start()
     log.info(
         "voice-bridge ready",
         extra={
@@ -75,12 +83,16 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
     notifier.stopping()
     app.draining = True
     sip.set_draining(True)
+    if stream is not None:
+        stream.begin_drain()
     with contextlib.suppress(Exception):
         await registration.stop()
     if not await app.wait_idle(settings.daemon.drain_timeout_s):
         log.info("drain timeout: hanging up remaining calls", extra={"active_calls": app.active_calls})
         await app.hangup_all("drain")
         await app.wait_idle(5.0)
+    if stream is not None:
+        await stream.stop(settings.daemon.drain_timeout_s)
     await sip.stop()
     await runner.cleanup()
     await notifier.stop()
