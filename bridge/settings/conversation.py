@@ -20,6 +20,20 @@ class BargeInSettings(Section):
     enabled: bool = True
     min_speech_ms: int = Field(250, ge=0)
     min_words: int = Field(0, ge=0)
+    # Interim transcripts made only of these words ("mm-hm", "yeah") never count as a barge-in.
+    backchannel_words: list[str] = Field(
+        default_factory=lambda: [
+            "mm", "mhm", "mmhm", "mm-hm", "hmm", "hm", "uh-huh", "uh", "huh", "um", "ah", "oh",
+            "yeah", "ok", "okay", "right", "sure", "alright",
+        ]
+    )
+    # Gap of silence that ends a would-be barge-in that never got confirmed (a cough).
+    max_gap_ms: int = Field(200, ge=20)
+    # Echo guard: while the agent talks, caller audio no louder than the agent's own recent
+    # audio minus this echo return loss is taken for echo, not speech.
+    echo_guard: bool = True
+    echo_return_loss_db: float = Field(6.0, ge=0, le=60)
+    echo_tail_ms: int = Field(300, ge=20, le=2000)
 
 
 class HttpToolSettings(Section):
@@ -47,3 +61,13 @@ class ConversationSettings(Section):
     transfer_target: str = ""  # SIP URI or E.164 number for transfer_call
     transcripts_dir: str = "var/transcripts"
     http_tools: list[HttpToolSettings] = Field(default_factory=list)
+    # Caller audio kept from before VAD fires and sent to the STT with the turn (word onsets).
+    preroll_ms: int = Field(300, ge=0, le=2000)
+    # After the endpoint, how long to wait for the STT's final before using what it has.
+    stt_final_timeout_s: float = Field(1.5, gt=0)
+    # No agent audio this long after the end of a turn: the fallback line plays (no dead air).
+    fallback_after_s: float = Field(2.0, gt=0)
+    # Caller DTMF digits are collected until '#' or this long without a new digit.
+    dtmf_collect_ms: int = Field(800, ge=0)
+    # LLM rounds per reply (tool call -> result -> LLM again) before the reply is cut short.
+    max_tool_rounds: int = Field(4, ge=1, le=20)

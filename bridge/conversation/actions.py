@@ -1,0 +1,127 @@
+"""What the engine asks its driver to do. Plain data: the engine itself does no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bridge.conversation.marks import TurnMarks
+from bridge.providers.base import Message, ToolCall, ToolSpec
+
+ProviderKind = Literal["stt", "llm", "tts"]
+
+
+@dataclass(frozen=True, slots=True)
+class SttAudio:
+    pcm: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SttFinalize:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class UseProvider:
+    """Switch ``kind`` to the provider at ``index`` of its failover list (STT: open a stream)."""
+
+    kind: ProviderKind
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFailed:
+    kind: ProviderKind
+    index: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartLlm:
+    stream_id: str  # LLM events must carry it back; stale ones are ignored
+    messages: tuple[Message, ...]
+    tools: tuple[ToolSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StartTts:
+    reply_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TtsText:
+    reply_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndTts:
+    reply_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelReply:
+    """Stop the reply's LLM and TTS streams (barge-in, failure, hang-up)."""
+
+    reply_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Play:
+    utterance_id: str
+    pcm: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndUtterance:
+    utterance_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClearPlayback:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RunTool:
+    """A tool with I/O (send_dtmf, HTTP tools): the driver runs it and reports the result."""
+
+    reply_id: str
+    call: ToolCall
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A transcript line (turn, interruption, tool call, ...)."""
+
+    event: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDone:
+    """Latency marks of one turn, once its first audio went out."""
+
+    marks: TurnMarks
+
+
+@dataclass(frozen=True, slots=True)
+class BargeIn:
+    heard_ms: int
+
+
+Action = (
+    SttAudio | SttFinalize | UseProvider | ProviderFailed | StartLlm | StartTts | TtsText | EndTts
+    | CancelReply | Play | EndUtterance | ClearPlayback | RunTool | Transfer | Hangup | Record
+    | TurnDone | BargeIn
+)

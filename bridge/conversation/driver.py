@@ -1,0 +1,437 @@
+"""The async driver: runs the sans-I/O Engine against an AudioLeg and the providers.
+
+It turns leg events and provider streams into engine calls, and the engine's actions into
+leg calls (synchronously, so a barge-in clears the leg in the same frame that confirmed it)
+and provider tasks. Everything it starts ends with the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from bridge.callmodel import CallInfo
+from bridge.conversation import actions as act
+from bridge.conversation.clock import Clock, LoopClock
+from bridge.conversation.convert import ChunkConverter
+from bridge.conversation.engine import Engine
+from bridge.conversation.tool_runner import run_tool
+from bridge.conversation.transcript import TranscriptWriter
+from bridge.conversation.vad import FrameVad, create_vad
+from bridge.leg import (
+    FRAME_BYTES,
+    AudioFrame,
+    AudioLeg,
+    DtmfDigit,
+    LegEnded,
+    PlaybackDone,
+    PlaybackStarted,
+)
+from bridge.metrics import BARGE_INS, PROVIDER_FAILURES, PROVIDER_HEALTHY, TURN_LATENCY
+from bridge.providers.base import LLM, TTS, Message, SttStream, TextDelta, ToolCall, ToolSpec
+from bridge.providers.factory import ProviderSet
+from bridge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_TICK_S = 0.1  # timers still run if the leg stops delivering frames (hold)
+_END_WAIT_S = 5.0  # after our hang-up/transfer, how long to wait for the leg to end
+_FINALIZE = object()
+_prompts: dict[tuple[str, float], str] = {}
+
+
+def load_system_prompt(path: str) -> str:
+    """The prompt file's text, cached by (path, mtime); missing file: warn, no prompt."""
+    if not path:
+        return ""
+    try:
+        mtime = Path(path).stat().st_mtime
+        key = (path, mtime)
+        if key not in _prompts:
+            _prompts[key] = Path(path).read_text(encoding="utf-8").strip()
+        return _prompts[key]
+    except OSError as exc:
+        log.warning("system prompt %s unreadable (%s); the agent runs without one", path, exc)
+        return ""
+
+
+class Conversation:
+    def __init__(
+        self,
+        leg: AudioLeg,
+        providers: ProviderSet,
+        settings: Settings,
+        *,
+        transcript: TranscriptWriter,
+        call_info: CallInfo,
+        fallback_audio: bytes,
+        clock: Clock | None = None,
+        vad: FrameVad | None = None,
+    ) -> None:
+        self.leg = leg
+        self.providers = providers
+        self.settings = settings
+        self.transcript = transcript
+        self.info = call_info
+        self.clock = clock or LoopClock()
+        self.vad = vad
+        self.engine = Engine(
+            settings,
+            system_prompt=load_system_prompt(settings.conversation.system_prompt_file),
+            heard_ms=leg.heard_ms,
+            provider_counts={
+                "stt": len(providers.stt), "llm": len(providers.llm), "tts": len(providers.tts)
+            },
+            fallback_audio=fallback_audio,
+        )
+        self._index = {"stt": 0, "llm": 0, "tts": 0}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._llm_tasks: dict[str, asyncio.Task[None]] = {}  # reply id -> its running LLM round
+        self._tts: dict[str, tuple[asyncio.Queue[str | None], asyncio.Task[None]]] = {}
+        self._stt_queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._stt: SttStream | None = None
+        self._stt_ready = asyncio.Event()
+        self._stt_reader: asyncio.Task[None] | None = None
+        self._ended_by_us = asyncio.Event()
+        self._extra = {"call_id": call_info.call_id}
+
+    # -- running ---------------------------------------------------------------------------
+    async def run(self) -> str:
+        if self.vad is None:
+            # Loading silero takes ~30 ms: not on the loop that paces every call's audio.
+            self.vad = await asyncio.to_thread(create_vad, self.settings.conversation.vad)
+        vad = self.vad
+        events = self.leg.events()
+        self._spawn(self._switch_stt(0), "stt-open")
+        self._spawn(self._stt_sender(), "stt-send")
+        self._spawn(self._ticker(), "tick")
+        self._feed(self.engine.start)
+        try:
+            await self._read_leg(events, vad)
+        finally:
+            await self._shutdown()
+        return self.engine.end_reason or "ended"
+
+    async def _read_leg(self, events: AsyncIterator[Any], vad: FrameVad) -> None:
+        engine = self.engine
+        iterator = events.__aiter__()
+        while True:
+            if engine.ended:
+                # Our hang-up or transfer: the leg should end now; do not wait for ever.
+                try:
+                    event = await asyncio.wait_for(iterator.__anext__(), _END_WAIT_S)
+                except (TimeoutError, StopAsyncIteration):
+                    return
+            else:
+                try:
+                    event = await iterator.__anext__()
+                except StopAsyncIteration:
+                    self._feed(engine.on_leg_ended, "closed")
+                    return
+            if isinstance(event, AudioFrame):
+                if len(event.pcm) != FRAME_BYTES:
+                    continue  # the AudioLeg contract says 20 ms frames; skip anything else
+                now = self.clock.now()
+                engine.on_frame(now, event.pcm, vad.is_speech(event.pcm))
+                engine.on_tick(now)
+                self._apply()
+            elif isinstance(event, PlaybackStarted):
+                self._feed(engine.on_playback_started, event.utterance_id, event.t)
+            elif isinstance(event, PlaybackDone):
+                self._feed(engine.on_playback_done, event.utterance_id)
+            elif isinstance(event, DtmfDigit):
+                self._feed(engine.on_dtmf, event.digit)
+            elif isinstance(event, LegEnded):
+                self._feed(engine.on_leg_ended, event.reason)
+                return
+
+    async def _ticker(self) -> None:
+        while not self.engine.ended:
+            await self.clock.sleep(_TICK_S)
+            self._feed(self.engine.on_tick)
+
+    async def _shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._close_stt()
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"{name}-{self.info.call_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            # A bug, not a provider failure (those are reported to the engine): end the call
+            # rather than leave the caller in dead air.
+            log.error("conversation task %s crashed", task.get_name(), exc_info=exc, extra=self._extra)
+            if not self.engine.ended:
+                self.engine.on_leg_ended(self.clock.now(), "error")
+                asyncio.get_running_loop().create_task(self.leg.hangup("error"))
+
+    # -- engine in, actions out ------------------------------------------------------------
+    def _feed(self, method: Callable[..., None], *args: Any) -> None:
+        method(self.clock.now(), *args)
+        self._apply()
+
+    def _apply(self) -> None:
+        for action in self.engine.take_actions():
+            self._do(action)
+
+    def _do(self, a: act.Action) -> None:
+        leg = self.leg
+        if isinstance(a, act.SttAudio):
+            self._stt_queue.put_nowait(a.pcm)
+        elif isinstance(a, act.Play):
+            leg.play(a.utterance_id, a.pcm)
+        elif isinstance(a, act.TtsText):
+            job = self._tts.get(a.reply_id)
+            if job is not None:
+                job[0].put_nowait(a.text)
+        elif isinstance(a, act.SttFinalize):
+            self._stt_queue.put_nowait(_FINALIZE)
+        elif isinstance(a, act.EndUtterance):
+            leg.end_utterance(a.utterance_id)
+        elif isinstance(a, act.ClearPlayback):
+            leg.clear()
+        elif isinstance(a, act.StartLlm):
+            reply_id = a.stream_id.split(".", 1)[0]
+            llm = self.providers.llm[self._index["llm"]]
+            self._llm_tasks[reply_id] = self._spawn(self._llm(llm, a.stream_id, a.messages, a.tools), "llm")
+        elif isinstance(a, act.StartTts):
+            queue: asyncio.Queue[str | None] = asyncio.Queue()
+            tts = self.providers.tts[self._index["tts"]]
+            self._tts[a.reply_id] = (queue, self._spawn(self._tts_job(tts, a.reply_id, queue), "tts"))
+        elif isinstance(a, act.EndTts):
+            job = self._tts.get(a.reply_id)
+            if job is not None:
+                job[0].put_nowait(None)
+        elif isinstance(a, act.CancelReply):
+            self._cancel(a.reply_id)
+        elif isinstance(a, act.UseProvider):
+            self._index[a.kind] = a.index
+            if a.kind == "stt":
+                self._spawn(self._switch_stt(a.index), "stt-switch")
+            log.warning("%s: failing over to %s", a.kind, self._name(a.kind, a.index), extra=self._extra)
+        elif isinstance(a, act.ProviderFailed):
+            name = self._name(a.kind, a.index)
+            PROVIDER_FAILURES.labels(a.kind, name, a.reason.split(":", 1)[0][:40]).inc()
+            PROVIDER_HEALTHY.labels(a.kind, name).set(0)
+            log.warning("%s provider %s failed: %s", a.kind, name, a.reason, extra=self._extra)
+            self.transcript.write("provider_failure", kind=a.kind, provider=name, reason=a.reason)
+        elif isinstance(a, act.RunTool):
+            self._spawn(self._tool(a.reply_id, a.call), "tool")
+        elif isinstance(a, act.Transfer):
+            self._spawn(self._transfer(a.target), "transfer")
+        elif isinstance(a, act.Hangup):
+            self._spawn(leg.hangup(a.reason), "hangup")
+        elif isinstance(a, act.Record):
+            self.transcript.write(a.event, **a.data)
+        elif isinstance(a, act.TurnDone):
+            self._turn_done(a)
+        elif isinstance(a, act.BargeIn):
+            BARGE_INS.inc()
+            log.info("barge-in after %d ms of the reply", a.heard_ms, extra=self._extra)
+
+    def _name(self, kind: str, index: int) -> str:
+        items: list[Any] = getattr(self.providers, kind)
+        return str(getattr(items[index], "name", kind)) if 0 <= index < len(items) else kind
+
+    def _turn_done(self, a: act.TurnDone) -> None:
+        marks = a.marks
+        figures = marks.as_dict()
+        for mark in ("stt_final", "llm_first_token", "tts_first_byte", "first_audio_out"):
+            if mark in figures:
+                TURN_LATENCY.labels(mark).observe(figures[mark] / 1000)
+        if "bridge_overhead" in figures:
+            TURN_LATENCY.labels("bridge_overhead").observe(figures["bridge_overhead"] / 1000)
+        for kind in ("stt", "llm", "tts"):
+            PROVIDER_HEALTHY.labels(kind, self._name(kind, self._index[kind])).set(1)
+        log.info("turn latency (ms) %s", figures, extra={**self._extra, **figures})
+        self.transcript.write("latency", **figures)
+
+    def _cancel(self, reply_id: str) -> None:
+        task = self._llm_tasks.pop(reply_id, None)
+        if task is not None:
+            task.cancel()
+        job = self._tts.pop(reply_id, None)
+        if job is not None:
+            job[1].cancel()
+
+    # -- provider tasks --------------------------------------------------------------------
+    async def _llm(
+        self, llm: LLM, stream_id: str, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...]
+    ) -> None:
+        engine = self.engine
+        try:
+            stream = llm.stream(messages, tools)
+            try:
+                async for event in stream:
+                    if isinstance(event, TextDelta):
+                        self._feed(engine.on_llm_text, stream_id, event.text)
+                    elif isinstance(event, ToolCall):
+                        self._feed(engine.on_llm_tool, stream_id, event)
+            finally:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any provider failure: the engine fails over
+            self._feed(engine.on_llm_failed, stream_id, _reason(exc))
+            return
+        self._feed(engine.on_llm_done, stream_id)
+
+    async def _tts_job(self, tts: TTS, reply_id: str, queue: asyncio.Queue[str | None]) -> None:
+        engine = self.engine
+        taken = 0
+
+        async def text() -> AsyncIterator[str]:
+            nonlocal taken
+            while (clause := await queue.get()) is not None:
+                self._feed(engine.on_tts_text_taken, reply_id, taken)
+                taken += 1
+                yield clause
+
+        converter = ChunkConverter()
+        try:
+            stream = tts.synthesize(text())
+            try:
+                async for chunk in stream:
+                    pcm = converter.convert(chunk)
+                    if pcm:
+                        self._feed(engine.on_tts_audio, reply_id, pcm)
+            finally:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            tail = converter.flush()
+            if tail:
+                self._feed(engine.on_tts_audio, reply_id, tail)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._feed(engine.on_tts_failed, reply_id, _reason(exc))
+            return
+        self._tts.pop(reply_id, None)
+        self._feed(engine.on_tts_done, reply_id)
+
+    async def _tool(self, reply_id: str, call: ToolCall) -> None:
+        result = await run_tool(call, self.leg, self.settings.conversation.http_tools)
+        self._feed(self.engine.on_tool_result, reply_id, call.id, result)
+
+    async def _transfer(self, target: str) -> None:
+        try:
+            ok = await self.leg.transfer(target)
+        except Exception as exc:
+            log.warning("transfer failed: %s", exc, extra=self._extra)
+            ok = False
+        self._feed(self.engine.on_transfer_result, ok)
+
+    # -- STT ----------------------------------------------------------------------------------
+    async def _switch_stt(self, index: int) -> None:
+        await self._close_stt()
+        try:
+            stream = await self.providers.stt[index].open()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._feed(self.engine.on_stt_failed, _reason(exc))
+            return
+        self._stt = stream
+        self._stt_reader = self._spawn(self._stt_read(stream), "stt-read")
+        self._stt_ready.set()
+
+    async def _close_stt(self) -> None:
+        stream, self._stt = self._stt, None
+        self._stt_ready.clear()
+        reader, self._stt_reader = self._stt_reader, None
+        if reader is not None:
+            reader.cancel()
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                await stream.close()
+
+    async def _stt_read(self, stream: SttStream) -> None:
+        try:
+            async for transcript in stream.transcripts():
+                self._feed(self.engine.on_transcript, transcript)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._stt_failed(stream, exc)
+            return
+        if stream is self._stt:
+            self._stt_failed(stream, RuntimeError("transcript stream ended"))
+
+    def _stt_failed(self, stream: SttStream, exc: BaseException) -> None:
+        if stream is not self._stt:
+            return  # an old stream we already left
+        self._stt = None
+        self._stt_ready.clear()
+        self._feed(self.engine.on_stt_failed, _reason(exc))
+
+    async def _stt_sender(self) -> None:
+        """Caller audio to the STT in order; frames that queued up meanwhile go as one write."""
+        queue = self._stt_queue
+        while True:
+            item = await queue.get()
+            await self._stt_ready.wait()
+            stream = self._stt
+            if stream is None:
+                continue
+            batch = [item]
+            while not queue.empty() and item is not _FINALIZE:
+                nxt = queue.get_nowait()
+                batch.append(nxt)
+                if nxt is _FINALIZE:
+                    break
+            try:
+                audio = b"".join(b for b in batch if b is not _FINALIZE)
+                if audio:
+                    await stream.send(audio)
+                if batch[-1] is _FINALIZE:
+                    await stream.finalize()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._stt_failed(stream, exc)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:200]
+
+
+async def run_conversation(
+    leg: AudioLeg,
+    providers: ProviderSet,
+    settings: Settings,
+    *,
+    transcript: TranscriptWriter,
+    call_info: CallInfo,
+    fallback_audio: bytes,
+    clock: Clock | None = None,
+    vad: FrameVad | None = None,
+) -> str:
+    """Hold the conversation on ``leg`` until the call ends; returns why it ended."""
+    started = time.monotonic()
+    conversation = Conversation(
+        leg, providers, settings, transcript=transcript, call_info=call_info,
+        fallback_audio=fallback_audio, clock=clock, vad=vad,
+    )
+    reason = await conversation.run()
+    log.info("conversation over after %.1f s: %s", time.monotonic() - started, reason,
+             extra={"call_id": call_info.call_id})
+    return reason

@@ -1,0 +1,63 @@
+"""Echo guard: tell the caller's voice from the agent's own voice coming back down the line.
+
+While the agent talks, each caller frame is compared with the loudest agent frame played in
+the last ``tail_ms`` (the echo path's delay). Caller audio that is not louder than that frame
+minus the expected echo return loss is taken for echo and never starts a barge-in.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from bridge.leg import FRAME_BYTES
+
+
+def frame_rms(pcm: bytes) -> float:
+    if len(pcm) < 2:
+        return 0.0
+    samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2).astype(np.float32)
+    return float(np.sqrt(np.mean(samples * samples)))
+
+
+class AgentLevels:
+    """The per-frame loudness of one utterance's agent audio, in play order."""
+
+    def __init__(self) -> None:
+        self.levels: list[float] = []
+        self._carry = b""
+
+    def add(self, pcm: bytes) -> None:
+        data = self._carry + pcm
+        full = len(data) // FRAME_BYTES * FRAME_BYTES
+        for i in range(0, full, FRAME_BYTES):
+            self.levels.append(frame_rms(data[i : i + FRAME_BYTES]))
+        self._carry = data[full:]
+
+
+class EchoGuard:
+    def __init__(self, return_loss_db: float, tail_ms: int, frame_ms: int = 20) -> None:
+        self._factor = 10 ** (-return_loss_db / 20)
+        self._tail_s = tail_ms / 1000
+        self._frame_ms = frame_ms
+        self._recent: deque[tuple[float, float]] = deque()  # (time played, level)
+        self._pos: dict[str, int] = {}  # utterance -> frames already taken into _recent
+
+    def played(self, now: float, utterance_id: str, levels: AgentLevels, heard_ms: int) -> None:
+        """Note what the leg has played of ``utterance_id`` up to ``heard_ms``."""
+        upto = min(len(levels.levels), heard_ms // self._frame_ms)
+        start = self._pos.get(utterance_id, 0)
+        for level in levels.levels[start:upto]:
+            self._recent.append((now, level))
+        if upto > start:
+            self._pos[utterance_id] = upto
+
+    def is_echo(self, now: float, caller_rms: float) -> bool:
+        recent = self._recent
+        while recent and recent[0][0] < now - self._tail_s:
+            recent.popleft()
+        if not recent:
+            return False
+        reference = max(level for _, level in recent)
+        return caller_rms <= reference * self._factor

@@ -1,0 +1,770 @@
+"""The turn-taking engine (DESIGN.md, turn-taking contract), sans-I/O.
+
+LISTENING -> USER_SPEAKING -> THINKING -> AGENT_SPEAKING -> LISTENING. Every input is a
+method call carrying the current clock time (caller frame with its VAD decision, transcript,
+LLM delta, TTS audio, playback position, DTMF, tick); every output is an Action queued for
+the driver (bridge.conversation.actions). Nothing here awaits, sleeps or touches a socket,
+so tests drive it with a fake clock and read the actions back.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bridge.conversation import tools as builtin
+from bridge.conversation.actions import (
+    Action,
+    BargeIn,
+    CancelReply,
+    ClearPlayback,
+    EndTts,
+    EndUtterance,
+    Hangup,
+    Play,
+    ProviderFailed,
+    ProviderKind,
+    Record,
+    RunTool,
+    StartLlm,
+    StartTts,
+    SttAudio,
+    SttFinalize,
+    Transfer,
+    TtsText,
+    TurnDone,
+    UseProvider,
+)
+from bridge.conversation.echo import EchoGuard, frame_rms
+from bridge.conversation.marks import TurnMarks
+from bridge.conversation.reply import After, Reply, ReplyKind, truncate_history
+from bridge.leg import FRAME_MS
+from bridge.providers.base import Message, ToolCall, Transcript
+from bridge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TRANSFER_LINE = "Please hold while I transfer you."
+TRANSFER_FAILED_LINE = "Sorry, I couldn't transfer you right now."
+
+
+class State(enum.Enum):
+    LISTENING = "listening"
+    USER_SPEAKING = "user_speaking"
+    THINKING = "thinking"
+    AGENT_SPEAKING = "agent_speaking"
+    ENDED = "ended"
+
+
+@dataclass(slots=True)
+class _Turn:
+    """The caller's turn being heard."""
+
+    started: float
+    prefix: str = ""  # text carried over (speech before a cancelled reply, DTMF)
+    finals: list[str] = field(default_factory=list)
+    interim: str = ""
+    speech_end: float = 0.0  # end of the last speech frame
+    silence_ms: int = 0
+    awaiting_final: bool = False
+    final_deadline: float = 0.0
+    eou_after_speech: bool = False  # the STT called the utterance complete since the last speech
+    pending_finals: int = 0  # finalize requests not answered yet
+
+    def text(self) -> str:
+        said = " ".join(f for f in self.finals if f.strip())
+        if not said and self.interim.strip():
+            said = self.interim  # the final never came or came empty: the interim is better than nothing
+        return " ".join(p for p in (self.prefix.strip(), said.strip()) if p)
+
+
+@dataclass(slots=True)
+class _Candidate:
+    """Caller speech while the agent talks, not yet confirmed as a barge-in."""
+
+    started: float
+    speech_ms: int = 0
+    gap_ms: int = 0
+    text: str = ""
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        system_prompt: str,
+        heard_ms: Callable[[str], int],
+        provider_counts: dict[ProviderKind, int],
+        fallback_audio: bytes,
+    ) -> None:
+        self.settings = settings
+        self.conv = settings.conversation
+        self.state = State.LISTENING
+        self.history: list[Message] = [Message("system", system_prompt)] if system_prompt.strip() else []
+        self.tools = builtin.tool_specs(self.conv)
+        self.end_reason: str | None = None
+        self._heard_ms = heard_ms
+        self._counts = provider_counts
+        self._index: dict[ProviderKind, int] = {"stt": 0, "llm": 0, "tts": 0}
+        self._fallback_audio = fallback_audio
+        self._actions: list[Action] = []
+        self._seq = 0
+        self._started = 0.0
+        self._turn: _Turn | None = None
+        self._candidate: _Candidate | None = None
+        self._reply: Reply | None = None
+        self._fallback_utts: dict[str, str] = {}  # fallback utterance -> what follows it
+        self._discard_finals = 0
+        self._preroll: deque[bytes] = deque(maxlen=max(1, self.conv.preroll_ms // FRAME_MS))
+        self._silence_since = 0.0
+        self._reprompted = False
+        self._dtmf = ""
+        self._dtmf_deadline = 0.0
+        self._transfer_pending = False
+        self._echo = EchoGuard(self.conv.barge_in.echo_return_loss_db, self.conv.barge_in.echo_tail_ms)
+        self._backchannel = {w.lower() for w in self.conv.barge_in.backchannel_words}
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def take_actions(self) -> list[Action]:
+        out, self._actions = self._actions, []
+        return out
+
+    def _emit(self, action: Action) -> None:
+        self._actions.append(action)
+
+    def _next_id(self, prefix: str) -> str:
+        self._seq += 1
+        return f"{prefix}{self._seq}"
+
+    @property
+    def ended(self) -> bool:
+        return self.state is State.ENDED
+
+    @property
+    def reply(self) -> Reply | None:
+        return self._reply
+
+    # -- start and end -----------------------------------------------------------------------
+    def start(self, now: float) -> None:
+        """The call is up: greet (the configured line, or the LLM's own opening if empty)."""
+        self._started = now
+        self._silence_since = now
+        self._emit(Record("call_start"))
+        interruptible = self.conv.greeting_interruptible
+        if self.conv.greeting.strip():
+            self._say(now, self.conv.greeting, "greeting", interruptible=interruptible)
+        else:
+            self._start_llm_reply(now, None, purpose="greeting", interruptible=interruptible)
+
+    def on_leg_ended(self, now: float, reason: str) -> None:
+        if self.ended:
+            return
+        if self._reply is not None:
+            self._cancel_reply(now, interrupted=True)
+        self._end(reason if reason else "caller-hangup")
+
+    def _end(self, reason: str) -> None:
+        self.state = State.ENDED
+        self.end_reason = reason
+        self._emit(Record("call_end", {"reason": reason}))
+
+    def _hangup(self, reason: str) -> None:
+        self._emit(Hangup(reason))
+        self._end(reason)
+
+    # -- caller audio -----------------------------------------------------------------------
+    def on_frame(self, now: float, pcm: bytes, is_speech: bool) -> None:
+        if self.ended:
+            return
+        reply = self._reply
+        agent_busy = reply is not None
+        if self.conv.barge_in.echo_guard:
+            if reply is not None and reply.playing:
+                self._echo.played(now, reply.id, reply.levels, self._heard_ms(reply.id))
+            if is_speech and self._echo.is_echo(now, frame_rms(pcm)):
+                is_speech = False
+        if self._turn is not None:
+            self._turn_frame(now, pcm, is_speech)
+        elif agent_busy:
+            self._candidate_frame(now, pcm, is_speech)
+        elif is_speech and self._fallback_playing() is None:
+            self._begin_turn(now, pcm, prefix="")
+        else:
+            self._preroll.append(pcm)
+
+    def _begin_turn(self, now: float, pcm: bytes, prefix: str) -> None:
+        self._turn = _Turn(started=now, prefix=prefix, speech_end=now + FRAME_MS / 1000)
+        self.state = State.USER_SPEAKING
+        self._silence_since = now
+        self._reprompted = False
+        for old in self._preroll:
+            self._emit(SttAudio(old))
+        self._preroll.clear()
+        self._emit(SttAudio(pcm))
+
+    def _turn_frame(self, now: float, pcm: bytes, is_speech: bool) -> None:
+        turn = self._turn
+        assert turn is not None
+        if turn.awaiting_final:
+            if not is_speech:
+                self._preroll.append(pcm)
+                return
+            # The caller went on talking while the STT finalised: the turn continues.
+            turn.awaiting_final = False
+            self.state = State.USER_SPEAKING
+            for old in self._preroll:
+                self._emit(SttAudio(old))
+            self._preroll.clear()
+        self._emit(SttAudio(pcm))
+        if is_speech:
+            turn.speech_end = now + FRAME_MS / 1000
+            turn.silence_ms = 0
+            turn.eou_after_speech = False
+            self._silence_since = now
+            return
+        turn.silence_ms += FRAME_MS
+        if turn.silence_ms >= self.conv.endpointing_ms:
+            self._endpoint(now)
+
+    def _endpoint(self, now: float) -> None:
+        turn = self._turn
+        assert turn is not None
+        self.state = State.THINKING
+        if turn.eou_after_speech and not turn.pending_finals:
+            self._complete_turn(now)
+            return
+        turn.awaiting_final = True
+        turn.final_deadline = now + self.conv.stt_final_timeout_s
+        turn.pending_finals += 1
+        self._preroll.clear()
+        self._emit(SttFinalize())
+
+    def _complete_turn(self, now: float) -> None:
+        turn = self._turn
+        assert turn is not None
+        self._turn = None
+        text = turn.text()
+        self._silence_since = now
+        if not text:
+            self.state = State.LISTENING  # noise, a click: nothing was said
+            return
+        marks = TurnMarks(user_speech_end=turn.speech_end, turn_end=now, stt_final=now)
+        self.history.append(Message("user", text))
+        self._emit(Record("user", {"text": text}))
+        self._start_llm_reply(now, marks, purpose="answer", interruptible=True)
+
+    # -- barge-in ------------------------------------------------------------------------------
+    def _candidate_frame(self, now: float, pcm: bytes, is_speech: bool) -> None:
+        reply = self._reply
+        assert reply is not None
+        if not (reply.interruptible and self.conv.barge_in.enabled):
+            self._preroll.append(pcm)
+            return
+        cand = self._candidate
+        if cand is None:
+            if not is_speech:
+                self._preroll.append(pcm)
+                return
+            cand = self._candidate = _Candidate(started=now)
+            for old in self._preroll:
+                self._emit(SttAudio(old))
+            self._preroll.clear()
+        self._emit(SttAudio(pcm))
+        if is_speech:
+            cand.speech_ms += FRAME_MS
+            cand.gap_ms = 0
+            self._maybe_barge_in(now)
+            return
+        cand.gap_ms += FRAME_MS
+        if cand.gap_ms >= self.conv.barge_in.max_gap_ms:
+            # A cough, an "mm-hm", a door: not a turn. Its transcript is dropped.
+            self._candidate = None
+            self._discard_finals += 1
+            self._emit(SttFinalize())
+            self._emit(Record("backchannel", {"speech_ms": cand.speech_ms, "text": cand.text}))
+
+    def _maybe_barge_in(self, now: float) -> None:
+        cand = self._candidate
+        bi = self.conv.barge_in
+        if cand is None or cand.speech_ms < bi.min_speech_ms:
+            return
+        words = [w.strip(".,!?").lower() for w in cand.text.split()]
+        content = [w for w in words if w and w not in self._backchannel]
+        if bi.min_words > 0 and len(content) < bi.min_words:
+            return
+        if words and not content:
+            return  # only backchannel words so far
+        self._barge_in(now, cand)
+
+    def _barge_in(self, now: float, cand: _Candidate | None) -> None:
+        reply = self._reply
+        assert reply is not None
+        self._candidate = None
+        prefix = ""
+        was_playing = reply.playing
+        heard = self._cancel_reply(now, interrupted=True)
+        if was_playing:
+            self._emit(BargeIn(heard))
+        elif reply.purpose == "answer" and self.history and self.history[-1].role == "user":
+            # Nothing was heard yet: the caller is still talking. Their last words and the new
+            # ones make one turn, and the unheard reply goes.
+            prefix = self.history.pop().content
+        self._turn = _Turn(started=cand.started if cand else now, prefix=prefix, speech_end=now)
+        self.state = State.USER_SPEAKING
+        self._silence_since = now
+        self._reprompted = False
+
+    def _cancel_reply(self, now: float, interrupted: bool) -> int:
+        """Stop the current reply; the history keeps only what the caller heard. Returns ms heard."""
+        reply = self._reply
+        assert reply is not None
+        self._reply = None
+        reply.cancelled = True
+        heard_ms = self._heard_ms(reply.id) if reply.playing else 0
+        self._emit(ClearPlayback())
+        self._emit(CancelReply(reply.id))
+        self._cancel_fallbacks()
+        heard = reply.spoken.heard(heard_ms, reply.audio_ms, reply.tts_done)
+        # Text not yet in the history: a say-line, or the LLM round still streaming.
+        unfinished = reply.round_text if (reply.kind == "say" or reply.llm_active) else ""
+        self.history = truncate_history(self.history, reply, heard, unfinished)
+        self._emit(Record("agent", {"text": heard, "interrupted": interrupted, "heard_ms": heard_ms,
+                                     "purpose": reply.purpose, "full_text": reply.spoken.text}))
+        return heard_ms
+
+    # -- transcripts ---------------------------------------------------------------------------
+    def on_transcript(self, now: float, tr: Transcript) -> None:
+        if self.ended:
+            return
+        if tr.is_final and self._discard_finals and (tr.end_of_utterance or self._turn is None):
+            if tr.end_of_utterance:
+                self._discard_finals -= 1
+            return
+        if self._candidate is not None:
+            cand = self._candidate
+            cand.text = (cand.text + " " + tr.text).strip() if tr.is_final else tr.text
+            self._maybe_barge_in(now)
+            return
+        turn = self._turn
+        if turn is None:
+            if tr.text.strip():
+                log.debug("transcript outside a turn ignored: %r", tr.text)
+            return
+        if not tr.is_final:
+            turn.interim = tr.text
+            return
+        turn.finals.append(tr.text)
+        turn.interim = ""
+        if not tr.end_of_utterance:
+            return
+        if turn.pending_finals:
+            turn.pending_finals -= 1  # the answer to one of our finalize requests
+            if turn.awaiting_final and not turn.pending_finals:
+                self._complete_turn(now)
+        else:
+            turn.eou_after_speech = True  # the STT's own end of utterance (speech_final)
+
+    def on_stt_failed(self, now: float, reason: str) -> None:
+        if self.ended:
+            return
+        self._emit(ProviderFailed("stt", self._index["stt"], reason))
+        self._turn = None
+        self._candidate = None
+        self._discard_finals = 0
+        if self._reply is None:
+            self.state = State.LISTENING
+        if not self._failover("stt"):
+            self._fallback_then(now, "hangup")
+            return
+        if self._reply is None:
+            self._fallback_then(now, "listen")
+
+    # -- replies -------------------------------------------------------------------------------
+    def _new_reply(self, now: float, kind: ReplyKind, purpose: str, interruptible: bool,
+                   marks: TurnMarks | None = None, then: After = "listen", reason: str = "") -> Reply:
+        reply = Reply(self._next_id("r"), kind, purpose, interruptible, now, then=then, end_reason=reason,
+                      marks=marks)
+        self._reply = reply
+        self.state = State.THINKING
+        self._emit(StartTts(reply.id))
+        return reply
+
+    def _say(self, now: float, text: str, purpose: str, *, interruptible: bool = True,
+             then: After = "listen", reason: str = "") -> None:
+        reply = self._new_reply(now, "say", purpose, interruptible, then=then, reason=reason)
+        for clause in reply.splitter.push(text + " ") + reply.splitter.flush():
+            self._send_clause(now, reply, clause)
+        reply.round_text = text
+        reply.tts_ended = True
+        self._emit(EndTts(reply.id))
+
+    def _start_llm_reply(
+        self, now: float, marks: TurnMarks | None, purpose: str, interruptible: bool
+    ) -> None:
+        reply = self._new_reply(now, "llm", purpose, interruptible, marks=marks)
+        self._start_round(now, reply)
+
+    def _start_round(self, now: float, reply: Reply) -> None:
+        reply.round += 1
+        reply.stream_id = f"{reply.id}.{reply.round}.{self._index['llm']}"
+        reply.llm_active = True
+        reply.llm_started = reply.llm_last = now
+        reply.got_token = False
+        reply.round_text = ""
+        reply.round_tools = []
+        if reply.marks is not None and reply.marks.llm_start is None:
+            reply.marks.llm_start = now
+        self._emit(StartLlm(reply.stream_id, tuple(self.history), self.tools))
+
+    def _live(self, stream_id: str) -> Reply | None:
+        reply = self._reply
+        if reply is None or reply.stream_id != stream_id or not reply.llm_active:
+            return None
+        return reply
+
+    def on_llm_text(self, now: float, stream_id: str, text: str) -> None:
+        reply = self._live(stream_id)
+        if reply is None:
+            return
+        reply.llm_last = now
+        if not reply.got_token:
+            reply.got_token = True
+            if reply.marks is not None and reply.marks.llm_first_token is None:
+                reply.marks.llm_first_token = now
+        reply.round_text += text
+        for clause in reply.splitter.push(text):
+            self._send_clause(now, reply, clause)
+
+    def on_llm_tool(self, now: float, stream_id: str, call: ToolCall) -> None:
+        reply = self._live(stream_id)
+        if reply is None:
+            return
+        reply.llm_last = now
+        reply.got_token = True
+        reply.round_tools.append(call)
+
+    def on_llm_done(self, now: float, stream_id: str) -> None:
+        reply = self._live(stream_id)
+        if reply is None:
+            return
+        reply.llm_active = False
+        for clause in reply.splitter.flush():
+            self._send_clause(now, reply, clause)
+        text = reply.round_text.strip()
+        if text or reply.round_tools:
+            reply.history_indices.append(len(self.history))
+            self.history.append(Message("assistant", text, tool_calls=tuple(reply.round_tools)))
+        if reply.round_tools:
+            self._handle_tools(now, reply)
+        if not reply.pending_tools:
+            self._finish_text(now, reply)
+
+    def _finish_text(self, now: float, reply: Reply) -> None:
+        if reply.then == "hangup" and reply.clauses_sent == 0:
+            self._send_clause(now, reply, self.conv.goodbye_text)
+        if reply.then == "transfer" and reply.clauses_sent == 0:
+            self._send_clause(now, reply, TRANSFER_LINE)
+        if reply.clauses_sent == 0 and reply.then == "listen":
+            # The model said nothing at all: no audio will come.
+            self._cancel_silent_reply(now, reply)
+            return
+        reply.tts_ended = True
+        self._emit(EndTts(reply.id))
+
+    def _cancel_silent_reply(self, now: float, reply: Reply) -> None:
+        self._reply = None
+        self._emit(CancelReply(reply.id))
+        self._enter_listening(now)
+
+    def _handle_tools(self, now: float, reply: Reply) -> None:
+        for call in reply.round_tools:
+            self._emit(Record("tool_call", {"name": call.name, "arguments": call.arguments}))
+            if call.name == builtin.END_CALL:
+                reply.then = "hangup"
+                reply.end_reason = "agent-ended"
+                self._tool_result(call, "The call will end after your goodbye.")
+            elif call.name == builtin.TRANSFER_CALL and self.conv.transfer_target:
+                reply.then = "transfer"
+                self._tool_result(call, "The caller is being transferred.")
+            elif call.name == builtin.SEND_DTMF or any(t.name == call.name for t in self.conv.http_tools):
+                reply.pending_tools[call.id] = call
+                self._emit(RunTool(reply.id, call))
+            else:
+                self._tool_result(call, f"error: no tool named {call.name!r}")
+
+    def _tool_result(self, call: ToolCall, result: str) -> None:
+        self.history.append(Message("tool", result, tool_call_id=call.id))
+
+    def on_tool_result(self, now: float, reply_id: str, call_id: str, result: str) -> None:
+        reply = self._reply
+        if reply is None or reply.id != reply_id or call_id not in reply.pending_tools:
+            return
+        call = reply.pending_tools.pop(call_id)
+        self._tool_result(call, result)
+        self._emit(Record("tool_result", {"name": call.name, "result": result[:500]}))
+        if reply.pending_tools:
+            return
+        if reply.round >= self.conv.max_tool_rounds:
+            self._finish_text(now, reply)
+        else:
+            self._start_round(now, reply)  # the model continues with the results
+
+    def on_llm_failed(self, now: float, stream_id: str, reason: str) -> None:
+        reply = self._live(stream_id)
+        if reply is None:
+            return
+        self._provider_failed(now, "llm", reason)
+
+    def _provider_failed(self, now: float, kind: ProviderKind, reason: str) -> None:
+        """An LLM or TTS failed mid-reply: the fallback line plays at once, and the reply starts
+        over on the next provider; with none left the call is handed over or ended."""
+        reply = self._reply
+        assert reply is not None
+        self._emit(ProviderFailed(kind, self._index[kind], reason))
+        was_played = reply.fallback_played
+        self._reply = None
+        reply.cancelled = True
+        self._emit(ClearPlayback())
+        self._emit(CancelReply(reply.id))
+        # The unfinished round never reached the caller in full: the history drops it.
+        self.history = truncate_history(self.history, reply, "", "")
+        if not self._failover(kind):
+            self._fallback_then(now, "transfer" if self.conv.transfer_target else "hangup")
+            return
+        if not was_played:
+            self._fallback_then(now, "continue")
+        if reply.kind == "say":
+            self._say(now, reply.spoken.text, reply.purpose, interruptible=reply.interruptible,
+                      then=reply.then, reason=reply.end_reason)
+        else:
+            self._start_llm_reply(now, reply.marks, reply.purpose, reply.interruptible)
+        if self._reply is not None:
+            self._reply.fallback_played = True
+
+    def _failover(self, kind: ProviderKind) -> bool:
+        if self._index[kind] + 1 >= self._counts.get(kind, 1):
+            return False
+        self._index[kind] += 1
+        self._emit(UseProvider(kind, self._index[kind]))
+        return True
+
+    # -- TTS and playback ------------------------------------------------------------------------
+    def _send_clause(self, now: float, reply: Reply, clause: str) -> None:
+        if not clause.strip():
+            return
+        reply.spoken.add(clause)
+        reply.clauses_sent += 1
+        if reply.first_text_at is None:
+            reply.first_text_at = now
+            if reply.marks is not None:
+                reply.marks.first_clause = now
+        self._emit(TtsText(reply.id, clause))
+
+    def on_tts_text_taken(self, now: float, reply_id: str, index: int) -> None:
+        reply = self._reply
+        if reply is not None and reply.id == reply_id:
+            reply.spoken.mark_start(index, reply.audio_ms)
+
+    def on_tts_audio(self, now: float, reply_id: str, pcm: bytes) -> None:
+        reply = self._reply
+        if reply is None or reply.id != reply_id or not pcm:
+            return
+        if reply.audio_ms == 0 and reply.marks is not None and reply.marks.tts_first_byte is None:
+            reply.marks.tts_first_byte = now
+        reply.add_audio(pcm)
+        self._emit(Play(reply.id, pcm))
+
+    def on_tts_done(self, now: float, reply_id: str) -> None:
+        reply = self._reply
+        if reply is None or reply.id != reply_id or not reply.tts_ended:
+            return
+        reply.tts_done = True
+        self._emit(EndUtterance(reply.id))
+        if reply.audio_ms == 0:
+            self._reply_finished(now, reply)  # nothing to play: PlaybackDone will not come
+
+    def on_tts_failed(self, now: float, reply_id: str, reason: str) -> None:
+        reply = self._reply
+        if reply is None or reply.id != reply_id:
+            return
+        self._provider_failed(now, "tts", reason)
+
+    def on_playback_started(self, now: float, utterance_id: str, t: float) -> None:
+        reply = self._reply
+        if reply is None or reply.id != utterance_id:
+            return
+        reply.playing = True
+        self.state = State.AGENT_SPEAKING
+        if reply.marks is not None and reply.marks.first_audio_out is None:
+            reply.marks.first_audio_out = t
+            self._emit(TurnDone(reply.marks))
+
+    def on_playback_done(self, now: float, utterance_id: str) -> None:
+        if utterance_id in self._fallback_utts:
+            then = self._fallback_utts.pop(utterance_id)
+            if then == "hangup":
+                self._hangup("provider-failure")
+            elif then == "transfer":
+                self._start_transfer(now)
+            elif then == "listen" and self._reply is None and self._turn is None:
+                self._enter_listening(now)
+            return
+        reply = self._reply
+        if reply is None or reply.id != utterance_id or not reply.tts_done:
+            return
+        self._reply_finished(now, reply)
+
+    def _reply_finished(self, now: float, reply: Reply) -> None:
+        self._reply = None
+        self._candidate = None
+        if reply.kind == "say":
+            reply.history_indices.append(len(self.history))
+            self.history.append(Message("assistant", reply.round_text))
+        self._emit(
+            Record("agent", {"text": reply.spoken.text, "interrupted": False, "purpose": reply.purpose})
+        )
+        if reply.then == "hangup":
+            self._hangup(reply.end_reason or "agent-ended")
+        elif reply.then == "transfer":
+            self._start_transfer(now)
+        else:
+            self._enter_listening(now, reset_silence=reply.purpose != "reprompt")
+
+    def _enter_listening(self, now: float, reset_silence: bool = True) -> None:
+        if self._turn is not None:
+            return
+        self.state = State.LISTENING
+        if reset_silence:
+            self._silence_since = now
+
+    def _start_transfer(self, now: float) -> None:
+        self._transfer_pending = True
+        self.state = State.THINKING
+        self._emit(Transfer(self.conv.transfer_target))
+
+    def on_transfer_result(self, now: float, ok: bool) -> None:
+        if not self._transfer_pending or self.ended:
+            return
+        self._transfer_pending = False
+        self._emit(Record("transfer", {"ok": ok}))
+        if ok:
+            self._end("transferred")
+            return
+        self.history.append(Message("system", "The transfer failed; the caller is still on the line."))
+        self._say(now, TRANSFER_FAILED_LINE, "transfer-failed")
+
+    # -- fallback line ---------------------------------------------------------------------------
+    def _fallback_then(self, now: float, then: str) -> None:
+        """Play the pre-synthesised fallback line; ``then`` runs once it has been heard."""
+        if not self._fallback_audio:
+            if then == "hangup":
+                self._hangup("provider-failure")
+            elif then == "transfer":
+                self._start_transfer(now)
+            return
+        utt = self._next_id("fb")
+        self._fallback_utts[utt] = then
+        self._emit(Play(utt, self._fallback_audio))
+        self._emit(EndUtterance(utt))
+        self._emit(Record("fallback", {"then": then}))
+
+    def _fallback_playing(self) -> str | None:
+        return next(iter(self._fallback_utts), None)
+
+    def _cancel_fallbacks(self) -> None:
+        # ClearPlayback dropped them; a pending hang-up/transfer after a fallback is kept.
+        for utt, then in list(self._fallback_utts.items()):
+            if then in ("continue", "listen"):
+                del self._fallback_utts[utt]
+
+    # -- DTMF and time -----------------------------------------------------------------------------
+    def on_dtmf(self, now: float, digit: str) -> None:
+        if self.ended:
+            return
+        self._dtmf += digit
+        self._dtmf_deadline = now + self.conv.dtmf_collect_ms / 1000
+        self._silence_since = now
+        self._reprompted = False
+        reply = self._reply
+        if reply is not None and reply.interruptible and reply.playing:
+            self._cancel_reply(now, interrupted=True)  # a key press is a deliberate barge-in
+            self._emit(BargeIn(0))
+            self._enter_listening(now)
+        if digit == "#":
+            self._flush_dtmf(now)
+
+    def _flush_dtmf(self, now: float) -> None:
+        digits, self._dtmf = self._dtmf, ""
+        text = f"DTMF: {digits}"
+        if self._turn is not None:
+            self._turn.prefix = (self._turn.prefix + " " + text).strip()
+            return
+        if self._reply is not None:
+            if not self._reply.interruptible:
+                self._dtmf = digits  # wait until the line is over
+                return
+            self._cancel_reply(now, interrupted=True)
+        self.history.append(Message("user", text))
+        self._emit(Record("dtmf", {"digits": digits}))
+        self._start_llm_reply(now, None, purpose="answer", interruptible=True)
+
+    def on_tick(self, now: float) -> None:
+        """Timers: DTMF collection, STT final, LLM/TTS stalls, dead air, silence, call length."""
+        if self.ended:
+            return
+        conv = self.conv
+        if self._dtmf and now >= self._dtmf_deadline:
+            self._flush_dtmf(now)
+        turn = self._turn
+        if turn is not None and turn.awaiting_final and now >= turn.final_deadline:
+            log.warning("no final transcript %.1f s after the endpoint; using what was heard",
+                        conv.stt_final_timeout_s)
+            self._complete_turn(now)
+        reply = self._reply
+        if reply is not None:
+            self._reply_timers(now, reply)
+        if self.ended:
+            return
+        if now - self._started >= conv.max_call_s and not self._closing():
+            if self._reply is not None:
+                self._cancel_reply(now, interrupted=True)
+            self._turn = None
+            self._candidate = None
+            self._say(now, conv.goodbye_text, "max-duration", interruptible=False, then="hangup",
+                      reason="max-duration")
+            return
+        if self.state is State.LISTENING and self._reply is None and self._turn is None and not self._dtmf \
+                and not self._fallback_utts and not self._transfer_pending:
+            silent = now - self._silence_since
+            if silent >= conv.hangup_after_s:
+                self._say(now, conv.hangup_text, "silence-hangup", interruptible=False, then="hangup",
+                          reason="silence")
+            elif silent >= conv.reprompt_after_s and not self._reprompted:
+                self._reprompted = True
+                self._say(now, conv.reprompt_text, "reprompt")
+
+    def _closing(self) -> bool:
+        reply = self._reply
+        return reply is not None and reply.then == "hangup" and not reply.interruptible
+
+    def _reply_timers(self, now: float, reply: Reply) -> None:
+        llm = self.settings.llm
+        if reply.llm_active:
+            if not reply.got_token and now - reply.llm_started >= llm.first_token_timeout_s:
+                self._provider_failed(now, "llm", "first-token-timeout")
+                return
+            if reply.got_token and now - reply.llm_last >= llm.stall_timeout_s:
+                self._provider_failed(now, "llm", "stall")
+                return
+        if reply.first_text_at is not None and reply.audio_ms == 0 and reply.clauses_sent \
+                and now - reply.first_text_at >= self.settings.tts.first_byte_timeout_s:
+            self._provider_failed(now, "tts", "first-byte-timeout")
+            return
+        if reply.audio_ms == 0 and not reply.fallback_played and reply.purpose == "answer" \
+                and now - reply.started >= self.conv.fallback_after_s:
+            reply.fallback_played = True  # dead air: say something while the providers work
+            self._fallback_then(now, "continue")

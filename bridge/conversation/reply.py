@@ -1,0 +1,87 @@
+"""One agent reply in flight: its text (clause by clause), audio, LLM rounds and tool calls."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bridge.conversation.clauses import ClauseSplitter
+from bridge.conversation.echo import AgentLevels
+from bridge.conversation.heard import SpokenText
+from bridge.conversation.marks import TurnMarks
+from bridge.providers.base import Message, ToolCall
+
+ReplyKind = Literal["llm", "say"]
+After = Literal["listen", "hangup", "transfer"]
+
+
+@dataclass(eq=False)
+class Reply:
+    id: str
+    kind: ReplyKind
+    purpose: str  # answer | greeting | reprompt | goodbye | ...
+    interruptible: bool
+    started: float
+    then: After = "listen"
+    end_reason: str = ""
+    marks: TurnMarks | None = None
+    spoken: SpokenText = field(default_factory=SpokenText)
+    splitter: ClauseSplitter = field(default_factory=ClauseSplitter)
+    levels: AgentLevels = field(default_factory=AgentLevels)
+    # LLM rounds
+    round: int = 0
+    stream_id: str = ""
+    llm_active: bool = False
+    llm_started: float = 0.0
+    llm_last: float = 0.0
+    got_token: bool = False
+    round_text: str = ""
+    round_tools: list[ToolCall] = field(default_factory=list)
+    pending_tools: dict[str, ToolCall] = field(default_factory=dict)
+    history_indices: list[int] = field(default_factory=list)  # its assistant messages
+    # TTS and playback
+    clauses_sent: int = 0
+    first_text_at: float | None = None
+    audio_ms: float = 0.0
+    tts_ended: bool = False
+    tts_done: bool = False
+    playing: bool = False
+    cancelled: bool = False
+    fallback_played: bool = False
+
+    def add_audio(self, pcm: bytes) -> None:
+        self.audio_ms += len(pcm) / 16  # 8 kHz s16: 16 bytes a millisecond
+        self.levels.add(pcm)
+
+
+_WORDS = re.compile(r"\S+")
+
+
+def truncate_history(
+    history: list[Message], reply: Reply, heard_text: str, unfinished_text: str
+) -> list[Message]:
+    """The history with the reply's assistant messages cut down to the words the caller heard.
+
+    Messages carrying tool calls stay (their tool results follow them) with their text cut;
+    text-only messages that end up empty are dropped; the words of an unfinished LLM round
+    that were heard are appended as a last assistant message.
+    """
+    remaining = len(_WORDS.findall(heard_text))
+    drop: set[int] = set()
+    out = list(history)
+    for index in reply.history_indices:
+        msg = out[index]
+        words = _WORDS.findall(msg.content)
+        kept = " ".join(words[:remaining])
+        remaining = max(0, remaining - len(words))
+        if not kept and not msg.tool_calls:
+            drop.add(index)
+        else:
+            out[index] = dataclasses.replace(msg, content=kept)
+    out = [m for i, m in enumerate(out) if i not in drop]
+    tail = " ".join(_WORDS.findall(unfinished_text)[:remaining])
+    if tail:
+        out.append(Message("assistant", tail))
+    return out
