@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from bridge.outbound.campaign import CampaignOptions, CampaignRunner, CampaignSummary
+from bridge.outbound.campaign import CallerIdRefused, CampaignOptions, CampaignRunner, CampaignSummary
 from bridge.outbound.campaign_store import CampaignFileError
 from bridge.outbound.cli_support import (
     EXIT_FAILED,
@@ -104,7 +104,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         )
         runner = CampaignRunner(outbound.campaigns, outbound.service, outbound.service.dialer(via),
                                 SystemClock(), options)
-        summary = asyncio.run(_run_with_signals(runner, campaign_id))
+        try:
+            summary = asyncio.run(_run_with_signals(runner, campaign_id))
+        except CallerIdRefused as exc:
+            print(f"campaign not started: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         results = args.results or args.file.with_suffix(".results.csv")
         outbound.campaigns.write_results(campaign_id, results)
         print(f"results: {results}")

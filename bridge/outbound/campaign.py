@@ -23,6 +23,10 @@ from bridge.outbound.service import OutboundService, new_call_id
 log = logging.getLogger(__name__)
 
 
+class CallerIdRefused(ValueError):
+    """The campaign's caller ID is malformed or not registered."""
+
+
 @dataclass(frozen=True)
 class CampaignOptions:
     from_number: str
@@ -63,6 +67,11 @@ class CampaignRunner:
         self.pacer = Pacer(options.calls_per_second, clock)
 
     async def run(self, campaign_id: str, stop: asyncio.Event | None = None) -> CampaignSummary:
+        """Raises :class:`CallerIdRefused` before dialing anyone if the caller ID is not usable
+        (otherwise every row would be refused, and consumed, for the same campaign-wide reason)."""
+        _, problems = self.service.gate.check_caller_id(self.options.from_number)
+        if problems:
+            raise CallerIdRefused("; ".join(f"{p.rule}: {p.detail}" for p in problems))
         stop = stop or asyncio.Event()
         summary = CampaignSummary(campaign_id, recovered=self.store.recover_interrupted(campaign_id))
         slots = asyncio.Semaphore(self.options.concurrency)

@@ -88,23 +88,27 @@ class ComplianceGate:
                 continue  # a bad entry registers nothing; `dnd check` reports it
         return frozenset(out)
 
+    def check_caller_id(self, from_raw: str) -> tuple[str | None, list[Refusal]]:
+        """The caller ID in E.164 (or None) and what is wrong with it (campaigns check it once)."""
+        try:
+            from_e164 = normalise(from_raw, self.settings.default_region)
+        except InvalidNumber as exc:
+            return None, [Refusal("caller_id_invalid", f"caller ID: {exc}")]
+        if from_e164 not in self._registered:
+            return from_e164, [
+                Refusal("caller_id_unregistered", "caller ID is not in compliance.registered_caller_ids")
+            ]
+        return from_e164, []
+
     def check(self, to_raw: str, from_raw: str) -> Decision:
         refusals: list[Refusal] = []
-        region = self.settings.default_region
         to_e164: str | None = None
-        from_e164: str | None = None
         try:
-            to_e164 = normalise(to_raw, region)
+            to_e164 = normalise(to_raw, self.settings.default_region)
         except InvalidNumber as exc:
             refusals.append(Refusal("number_invalid", f"destination: {exc}"))
-        try:
-            from_e164 = normalise(from_raw, region)
-        except InvalidNumber as exc:
-            refusals.append(Refusal("caller_id_invalid", f"caller ID: {exc}"))
-        if from_e164 is not None and from_e164 not in self._registered:
-            refusals.append(
-                Refusal("caller_id_unregistered", "caller ID is not in compliance.registered_caller_ids")
-            )
+        from_e164, caller_refusals = self.check_caller_id(from_raw)
+        refusals.extend(caller_refusals)
         if to_e164 is not None:
             refusals.extend(self._scrub(to_e164))
         next_allowed = None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge.devtools.fake_plivo_api import FakePlivoApi
-from bridge.outbound.campaign import CampaignOptions, CampaignRunner
+from bridge.outbound.campaign import CallerIdRefused, CampaignOptions, CampaignRunner
 from bridge.outbound.campaign_store import CampaignFileError
 from bridge.outbound.plivo_dialer import PlivoApiDialer
 from bridge.outbound.wiring import Outbound, open_outbound
@@ -154,6 +154,15 @@ async def test_dialer_exception_is_recorded_as_failed(outbound, clock, tmp_path)
 
     summary = await runner(outbound, Broken(clock), clock).run(cid)
     assert summary.counts == {"done:failed": 2}
+
+
+async def test_unusable_caller_id_stops_the_campaign_before_any_row(outbound, clock, tmp_path) -> None:
+    cid, _ = outbound.campaigns.load(write_csv(tmp_path / "list.csv", [ALICE, BOB]), "IN")
+    dialer = RecordingDialer(clock)
+    options = CampaignOptions(from_number="+911149999999")
+    with pytest.raises(CallerIdRefused, match="caller_id_unregistered"):
+        await CampaignRunner(outbound.campaigns, outbound.service, dialer, clock, options).run(cid)
+    assert dialer.placed == [] and outbound.campaigns.counts(cid) == {"pending": 2}
 
 
 def test_results_csv_masks_numbers(outbound, tmp_path) -> None:

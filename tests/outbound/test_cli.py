@@ -150,3 +150,10 @@ def test_bad_config_exits_2(tmp_path: Path, capsys) -> None:
     bad.write_text('[compliance]\nwindow_end = "25:00"\n')
     rc, out = vb(capsys, "call", "--to", CAROL, "--config", str(bad))
     assert rc == 2 and "compliance.window_end" in out
+
+
+def test_campaign_with_unregistered_caller_id_dials_nobody(config: Path, tmp_path: Path, api, capsys) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"number\n{CAROL}\n")
+    rc, out = vb(capsys, "campaign", "run", str(listing), "--from", "+911149999999", "--config", str(config))
+    assert rc == 2 and "caller_id_unregistered" in out and api.requests == []
