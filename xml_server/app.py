@@ -168,6 +168,17 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
             return xml(responses.voicemail_xml(plivo, url_for_path("/recording")))
         return xml(responses.apology_xml(plivo))
 
+    @app.route("/transfer", methods=["GET", "POST"])
+    @signed
+    def transfer() -> Response:
+        # The daemon points a live call here (REST transfer); "to" is in the signed URL.
+        target = request.args.get("to", "").strip()
+        if not target or len(target) > 256:
+            log.warning("transfer without a usable target", extra={"call_uuid": param("CallUUID")})
+            return xml(responses.apology_xml(plivo))
+        log.info("transfer", extra={"call_uuid": param("CallUUID"), "target": shown(target)})
+        return xml(responses.transfer_xml(plivo, target, url_for_path("/dial-action")))
+
     @app.route("/recording", methods=["GET", "POST"])
     @signed
     def recording() -> Response:

@@ -53,6 +53,19 @@ def stream_xml(settings: PlivoSettings, target: CallTarget, headers: str, status
     return str(response.to_string(pretty=False))
 
 
+def transfer_xml(settings: PlivoSettings, target: str, action_url: str) -> str:
+    """Dial a human: a SIP URI as <User>, anything else as a phone <Number>."""
+    response = plivoxml.ResponseElement()
+    dial = plivoxml.DialElement(action=action_url, method="POST", timeout=settings.dial_timeout_s,
+                                caller_id=settings.caller_id or None)
+    if target.startswith(("sip:", "sips:")):
+        dial.add_user(target)
+    else:
+        dial.add_number(target)
+    response.add(dial)
+    return str(response.to_string(pretty=False))
+
+
 def apology_xml(settings: PlivoSettings) -> str:
     response = plivoxml.ResponseElement()
     response.add(plivoxml.SpeakElement(settings.apology_text, voice=settings.voice))

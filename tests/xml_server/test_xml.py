@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from bridge.stream.callfacts import parse_extra_headers, token_valid
-from tests.xml_server.support import CALL, STREAM_SECRET, app, parse, signed_post
+from tests.xml_server.support import BASE, CALL, STREAM_SECRET, app, parse, signed_post
 
 
 def test_sip_mode_dials_the_bridge_with_call_facts() -> None:
@@ -108,3 +110,14 @@ def test_public_base_url_drives_callback_urls() -> None:
 def test_healthz_needs_no_signature() -> None:
     resp = app().test_client().get("/healthz")
     assert resp.status_code == 200 and resp.get_json()["status"] == "ok"
+
+
+def test_transfer_dials_a_number_or_a_sip_uri() -> None:
+    client = app().test_client()
+    for target, tag in (("+919812345678", "Number"), ("sip:human@pbx.example.com", "User")):
+        query = "?" + urlencode({"to": target})
+        root = parse(signed_post(client, "/transfer" + query, CALL, url=BASE + "/transfer" + query).data)
+        (dial,) = list(root)
+        assert dial.tag == "Dial" and dial[0].tag == tag and dial[0].text == target
+    root = parse(signed_post(client, "/transfer", CALL).data)
+    assert [el.tag for el in root] == ["Speak", "Hangup"]

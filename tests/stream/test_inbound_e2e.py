@@ -1,0 +1,47 @@
+"""The whole inbound stream path across processes: the simulator signs and POSTs the answer
+webhook to `voice-bridge xml-server` over real HTTP, follows the <Stream> it gets to the real
+daemon (`voice-bridge run` with daemon.stream_listen), the echo agent answers, the caller hears
+it; then the hangup callback. Also the refusal when the webhook is not signed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from pathlib import Path
+
+from bridge.devtools.plivo_sim.simulator import CallSpec, simulate_call
+from bridge.devtools.plivo_sim.xml_proc import run_xml_server
+from bridge.devtools.procs import free_port, run_daemon
+from tests.stream.support import best_correlation, tone
+
+AUTH_TOKEN = "ZmFrZS1wbGl2by1hdXRoLXRva2Vu"
+SECRET = "e2e-stream-secret"
+
+
+def test_inbound_stream_call_through_xml_server_and_daemon(tmp_path: Path) -> None:
+    stream_port = free_port()
+    env = {"VOICE_BRIDGE_STREAM_SECRET": SECRET, "PLIVO_AUTH_TOKEN": AUTH_TOKEN}
+    xml_cfg = tmp_path / "xml.toml"
+    xml_cfg.write_text(
+        f'[plivo]\nmode = "stream"\nstream_url = "ws://127.0.0.1:{stream_port}/stream"\n'
+    )
+    daemon_cfg = f'[daemon]\nstream_listen = "127.0.0.1:{stream_port}"\n'
+    lines: list[str] = []
+    with run_daemon(tmp_path, config=daemon_cfg, env=env, agent="echo") as daemon, \
+            run_xml_server(xml_cfg, env=env) as xml:
+        sent = tone(800)
+        spec = CallSpec(answer_url=f"{xml.base}/answer", caller_pcm=sent, auth_token=AUTH_TOKEN, tail_s=0.6)
+        call = asyncio.run(simulate_call(spec, printer=lines.append))
+        with urllib.request.urlopen(f"{daemon.http}/healthz", timeout=5) as resp:
+            health = json.loads(resp.read())
+        unsigned = asyncio.run(simulate_call(CallSpec(answer_url=f"{xml.base}/answer"), printer=lines.append))
+    assert call.ok, "\n".join(lines)
+    assert call.stream is not None and call.stream.ended_by == "caller"
+    corr, _ = best_correlation(sent, call.stream.heard)
+    assert corr > 0.95, corr
+    assert [status for _, status in call.followups] == [200, 200, 200]  # StartStream, StopStream, hangup
+    assert health["stream_calls"] == 0
+    assert unsigned.answer is not None and unsigned.answer.status == 403 and not unsigned.ok
+    assert "webhook rejected (403)" in xml.logs()
+    assert "stream call started" in daemon.logs() and "+919876543210" not in daemon.logs()

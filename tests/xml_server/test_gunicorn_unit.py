@@ -1,0 +1,68 @@
+"""systemd/voice-bridge-xml.service: verified by systemd-analyze (tests/daemon checks every unit)
+and its ExecStart really serves the app: gunicorn started with the unit's own arguments answers
+a signed webhook over HTTP and rejects an unsigned one."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bridge.devtools.plivo_sim.webhook import post_webhook_sync
+from bridge.devtools.procs import REPO, free_port
+from tests.xml_server.support import CALL, TOKEN
+
+UNIT = REPO / "systemd" / "voice-bridge-xml.service"
+
+
+def _exec_start() -> list[str]:
+    text = UNIT.read_text().replace("\\\n", " ")
+    line = next(ln for ln in text.splitlines() if ln.startswith("ExecStart="))
+    return shlex.split(line.removeprefix("ExecStart="))
+
+
+def test_unit_is_hardened_and_uses_gunicorn() -> None:
+    text = UNIT.read_text()
+    for directive in ("Type=notify", "EnvironmentFile=", "User=voice-bridge", "NoNewPrivileges=yes",
+                      "ProtectSystem=strict", "Restart=on-failure", "CapabilityBoundingSet="):
+        assert directive in text
+    argv = _exec_start()
+    assert argv[0] == "/opt/voice-bridge/.venv/bin/gunicorn" and argv[-1] == "xml_server.wsgi:app"
+
+
+def test_exec_start_serves_signed_webhooks(tmp_path: Path) -> None:
+    port = free_port()
+    argv = _exec_start()
+    argv[0] = str(Path(sys.executable).parent / "gunicorn")
+    argv[argv.index("--bind") + 1] = f"127.0.0.1:{port}"
+    config = tmp_path / "vb.toml"
+    config.write_text('[plivo]\nmode = "sip"\nsip_uri = "sip:agent@10.1.2.3:5060"\n')
+    env = {**os.environ, "VOICE_BRIDGE_CONFIG": str(config), "PLIVO_AUTH_TOKEN": TOKEN}
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/answer"
+        reply = None
+        for _ in range(100):  # until gunicorn's workers accept (bounded: 10 s)
+            try:
+                reply = post_webhook_sync(url, CALL, TOKEN, timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+        assert reply is not None, proc.stdout.read() if proc.stdout else ""
+        assert reply.status == 200 and "<User>sip:agent@10.1.2.3:5060</User>" in reply.body
+        assert post_webhook_sync(url, CALL, None).status == 403
+        assert post_webhook_sync(url, CALL, "wrong-token").status == 403
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
