@@ -50,3 +50,8 @@ PROVIDER_FAILURES = Counter(
     "voice_bridge_provider_failures_total", "Provider failures, by kind, provider and reason",
     ["kind", "provider", "reason"], registry=REGISTRY,
 )
+OUTBOUND_DECISIONS = Counter(
+    "voice_bridge_outbound_decisions_total",
+    "Outbound compliance decisions and placements: decision (allowed/refused/placed/...), rule",
+    ["via", "decision", "rule"], registry=REGISTRY,
+)

@@ -10,6 +10,8 @@ DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def _hhmm(text: str) -> time:
+    if text == "24:00":
+        return time.max  # end of day (the end is exclusive)
     hours, minutes = text.split(":")
     return time(int(hours), int(minutes))
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bridge.outbound.db import OUTBOUND_FILE, connect, outbound_dir
+from bridge.metrics import OUTBOUND_DECISIONS
 from bridge.outbound.numbers import e164_to_int
 from bridge.privacy import mask_number
 
@@ -116,6 +117,8 @@ class OutboundStore:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (row.ts, row.decision, row.rules, row.subject, row.masked, row.via, row.call_id, row.detail),
         )
+        for rule in rules or [""]:  # labels never carry numbers (privacy, cardinality)
+            OUTBOUND_DECISIONS.labels(via=via, decision=decision, rule=rule).inc()
         log.info(
             "outbound %s to %s via %s%s",
             decision,

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from bridge.settings.base import Section
 
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_HHMM = re.compile(r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")  # 24:00 = end of day
 
 
 class TrunkSettings(Section):
@@ -25,7 +25,7 @@ class ComplianceSettings(Section):
     default_region: str = "IN"
     timezone: str = "Asia/Kolkata"
     window_start: str = "09:00"
-    window_end: str = "21:00"
+    window_end: str = "21:00"  # exclusive; "24:00" = until midnight
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
         ["mon", "tue", "wed", "thu", "fri", "sat"]
     )

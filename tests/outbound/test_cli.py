@@ -52,7 +52,7 @@ log_phone_numbers = true
 registered_caller_ids = ["{CALLER_ID}"]
 days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 window_start = "00:00"
-window_end = "23:59"
+window_end = "24:00"
 [outbound]
 via = "plivo-api"
 answer_url = "https://vb.example.com/plivo/answer"

@@ -101,11 +101,11 @@ def test_window_follows_the_injected_clock(env) -> None:
 
 def test_settings_validation_names_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('[compliance]\nwindow_start = "9am"\ntimezone = "Mars/Base"\n')
+    bad.write_text('[compliance]\nwindow_start = "24:00"\nwindow_end = "9pm"\ntimezone = "Mars/Base"\n')
     with pytest.raises(SettingsError) as info:
         load_settings(bad, environ={})
     keys = [k for k, _ in info.value.errors]
-    assert "compliance.window_start" in keys and "compliance.timezone" in keys
+    assert "compliance.window_end" in keys and "compliance.timezone" in keys
     swapped = tmp_path / "swapped.toml"
     swapped.write_text('[compliance]\nwindow_start = "21:00"\nwindow_end = "09:00"\n')
     with pytest.raises(SettingsError, match="window_start must be before"):

@@ -42,6 +42,13 @@ def test_utc_clock_is_converted_to_india_time() -> None:
     assert nxt == datetime(2025, 1, 7, 9, 0, tzinfo=IST)
 
 
+def test_window_until_midnight() -> None:
+    all_day = CallingWindow("Asia/Kolkata", "00:00", "24:00", list(("mon", "tue")))
+    assert all_day.is_open(at(0, 23, 59)) and all_day.is_open(at(1, 0, 0))
+    assert not all_day.is_open(at(2, 0, 0))
+    assert all_day.describe().startswith("00:00-23:59")
+
+
 def test_configurable_window_and_naive_clock_rejected() -> None:
     evening = CallingWindow("Asia/Kolkata", "10:30", "18:00", ["sun"])
     assert evening.is_open(at(6, 10, 30))

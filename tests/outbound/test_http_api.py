@@ -57,6 +57,9 @@ async def test_refusal_answers_403_with_every_rule(server) -> None:
     assert [r["rule"] for r in body["refusals"]] == ["caller_id_unregistered", "dnd", "outside_hours"]
     assert body["next_allowed"].startswith("2025-01-07T09:00")
     assert api.requests == []
+    metrics = await (await session.get("/metrics")).text()
+    assert 'voice_bridge_outbound_decisions_total{decision="refused",rule="dnd",via="plivo-api"}' in metrics
+    assert "9876543210" not in metrics
 
 
 async def test_token_and_input_errors(server) -> None:
