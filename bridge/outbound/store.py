@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bridge.outbound.db import OUTBOUND_FILE, connect, outbound_dir
 from bridge.metrics import OUTBOUND_DECISIONS
+from bridge.outbound.db import OUTBOUND_FILE, connect, outbound_dir
 from bridge.outbound.numbers import e164_to_int
 from bridge.privacy import mask_number
 
