@@ -86,9 +86,19 @@ class _Session:
         self.awaiting_utterance_end = False
         self.bytes_in = 0
         self.sent = 0
-        self.closed_by_client = False
+        self.swallowed: list[str] = []  # final transcripts not delivered (stall)
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            # words the client never received (cut mid-utterance, or finals swallowed by a
+            # stall) are recognised again when it replays the audio on a new socket
+            unheard = [*self.swallowed, self.text] if self.speech_start is not None else self.swallowed
+            for text in reversed([t for t in unheard if t]):
+                self.fake.script.appendleft(text)
+
+    async def _run(self) -> None:
         journal = self.fake.journal
         async for msg in self.ws:
             if msg.type == WSMsgType.BINARY:
@@ -234,6 +244,8 @@ class _Session:
             if self.sent == self.stall_after:
                 self.fake.journal.add("stalled")
                 self.sent += 1
+            if message.get("is_final") and _transcript(message):
+                self.swallowed.append(_transcript(message))
             return  # silently swallowed: the client must notice the stall
         if self.sent == 0 and self.fake.faults.first_byte_delay_s:
             await asyncio.sleep(self.fake.faults.first_byte_delay_s)

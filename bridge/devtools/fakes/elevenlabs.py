@@ -43,7 +43,7 @@ class FakeElevenLabs:
         refused = self._refuse(request, Faults())
         if refused is not None:
             return refused
-        self.journal.add("warmup")
+        self.journal.add("warmup", peer=_peer(request))
         return web.json_response([])
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
@@ -54,6 +54,7 @@ class FakeElevenLabs:
         fmt = request.query.get("output_format", "mp3_44100_128")
         self.journal.add(
             "request",
+            peer=_peer(request),
             voice=request.match_info["voice"],
             text=body.get("text", ""),
             output_format=fmt,
@@ -98,6 +99,7 @@ class FakeElevenLabs:
         fmt = request.query.get("output_format", "mp3_44100_128")
         self.journal.add(
             "request",
+            peer=_peer(request),
             voice=request.match_info["voice"],
             output_format=fmt,
             model_id=request.query.get("model_id"),
@@ -150,7 +152,7 @@ class _InputSession:
                 if text == "":
                     self._generate()
                     self.jobs.put_nowait(None)
-                    break
+                    continue  # keep reading: a client close during the audio is an abort
                 self.buffer += text or ""
                 if (
                     data.get("flush")
@@ -158,11 +160,11 @@ class _InputSession:
                     or len(self.buffer) >= self.schedule
                 ):
                     self._generate()
-            with contextlib.suppress(ConnectionResetError):
-                await sender
+            # the socket is closed (by us after isFinal, or by the client): stop generating
         finally:
-            if not sender.done():
-                sender.cancel()
+            sender.cancel()
+            with contextlib.suppress(BaseException):  # a send to a closed socket: expected here
+                await sender
             if not self.finished:
                 journal.add("aborted")
 
@@ -218,3 +220,9 @@ def _split(source: ToneSource, audio: bytes) -> list[bytes]:
     else:
         size = source.rate * CHUNK_MS // 1000 * (2 if source.codec == "pcm" else 1)
     return [audio[i : i + size] for i in range(0, len(audio), size)]
+
+
+def _peer(request: web.Request) -> int:
+    """The client's TCP port: the same port on two requests means a reused connection."""
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    return int(peer[1]) if peer else 0

@@ -28,7 +28,9 @@ class FakeCloud:
         self.app.router.add_get("/v1/models", self.elevenlabs.models)
         # handler_cancellation: a client that hangs up mid-reply cancels the handler, so the
         # fakes can record the abort even while stalled
-        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        self._runner = web.AppRunner(
+            self.app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5
+        )
         self.port = 0
 
     @property
@@ -37,7 +39,7 @@ class FakeCloud:
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, shutdown_timeout=0.5)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         server = site._server
         assert server is not None and server.sockets  # type: ignore[attr-defined]

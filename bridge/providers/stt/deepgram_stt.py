@@ -123,6 +123,7 @@ class DeepgramStream:
         self._utterance_open = False  # finals with words since the last end of utterance
         self._failed: ProviderError | None = None
         self._got_result = False  # the current socket delivered at least one Results
+        self._reply_due = False  # audio/Finalize sent since the last message received
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self.reconnects = 0
@@ -194,6 +195,7 @@ class DeepgramStream:
 
     def _arm(self) -> None:
         """Audio or Finalize went out: some message must come back within the stall timeout."""
+        self._reply_due = True
         watch = self._watch
         if watch is not None and watch.when() is None:
             watch.reschedule(asyncio.get_running_loop().time() + self._stt.stall_timeout_s)
@@ -230,8 +232,11 @@ class DeepgramStream:
         try:
             async with asyncio.timeout(None) as watch:
                 self._watch = watch
+                if self._reply_due:  # audio went out before this loop started
+                    self._arm()
                 while True:
                     message = await conn.recv()
+                    self._reply_due = False
                     watch.reschedule(None)
                     if isinstance(message, ListenV1Error):
                         return "error message from Deepgram"
@@ -283,6 +288,7 @@ class DeepgramStream:
             self._lock.release()
         if replay:
             self._last_audio = time.monotonic()
+            self._reply_due = True
 
     async def _disconnect(self) -> None:
         async with self._lock:

@@ -1,0 +1,174 @@
+"""ElevenLabs stream-input WebSocket: the bridge's client against the fake server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bridge.devtools.fakes import FakeCloud
+from bridge.devtools.fakes.server import ELEVENLABS_KEY
+from bridge.devtools.fakes.tone import ToneSource
+from bridge.providers.base import AudioChunk, ProviderError
+from bridge.providers.tts.elevenlabs_ws import ElevenLabsWsTTS
+
+from .conftest import assert_clean, clauses
+
+
+def make(url: str, **kw: object) -> ElevenLabsWsTTS:
+    opts: dict[str, object] = {
+        "api_key": ELEVENLABS_KEY,
+        "voice_id": "voice1",
+        "url": url,
+        "first_byte_timeout_s": 2.0,
+        "stall_timeout_s": 2.0,
+        "keep_warm": False,
+    }
+    opts.update(kw)
+    return ElevenLabsWsTTS(**opts)  # type: ignore[arg-type]
+
+
+async def synth(tts: ElevenLabsWsTTS, text: AsyncIterator[str]) -> list[AudioChunk]:
+    async with asyncio.timeout(10):
+        return [c async for c in tts.synthesize(text)]
+
+
+async def test_speaks_while_the_text_is_still_being_written(cloud: FakeCloud) -> None:
+    """The second clause is only released after audio of the first one came back."""
+    tts = make(cloud.http_url)
+    first_audio = asyncio.Event()
+
+    async def llm() -> AsyncIterator[str]:
+        yield "Hello there."
+        async with asyncio.timeout(5):
+            await first_audio.wait()
+        yield "How are you?"
+
+    chunks: list[AudioChunk] = []
+    async with asyncio.timeout(10):
+        async for c in tts.synthesize(llm()):
+            chunks.append(c)
+            first_audio.set()
+    await tts.aclose()
+    source = ToneSource("ulaw_8000")
+    assert b"".join(c.data for c in chunks) == source.encode("Hello there. ") + source.encode("How are you? ")
+    assert {(c.encoding, c.sample_rate) for c in chunks} == {("ulaw", 8000)}
+    journal = cloud.elevenlabs.journal
+    init = journal.of("init")[0].data["message"]
+    assert init["text"] == " " and init["generation_config"] == {"chunk_length_schedule": [50]}
+    assert [e.data["text"] for e in journal.of("text")] == ["Hello there. ", "How are you? ", ""]
+    assert journal.of("request")[0].data["output_format"] == "ulaw_8000"
+    await journal.wait_for(lambda j: j.count("completed") == 1)
+
+
+async def test_pcm_output_is_resampled_to_8k(cloud: FakeCloud) -> None:
+    tts = make(cloud.http_url, output_format="pcm_16000")
+    chunks = await synth(tts, clauses("Resample me please."))
+    await tts.aclose()
+    assert {(c.encoding, c.sample_rate) for c in chunks} == {("pcm_s16le", 8000)}
+    samples = sum(len(c.data) for c in chunks) // 2
+    assert abs(samples - len("Resample me please. ") * 30 * 8) <= 16
+
+
+async def test_warm_spare_socket_is_used_and_refilled(cloud: FakeCloud) -> None:
+    tts = make(cloud.http_url, keep_warm=True)
+    await tts.warmup()
+    assert cloud.elevenlabs.journal.count("request") == 1  # the spare, opened before any turn
+    await synth(tts, clauses("One."))
+    await cloud.elevenlabs.journal.wait_for(lambda j: j.count("request") == 2)  # refilled in the background
+    await synth(tts, clauses("Two."))
+    await cloud.elevenlabs.journal.wait_for(lambda j: j.count("request") == 3)
+    assert cloud.elevenlabs.journal.count("completed") == 2
+    await tts.aclose()
+    await cloud.elevenlabs.journal.wait_for(lambda j: j.count("aborted") == 1)  # the last spare, closed
+
+
+async def test_cancel_mid_stream_closes_the_socket(cloud: FakeCloud) -> None:
+    cloud.elevenlabs.ws_faults.chunk_delay_s = 0.02
+    tts = make(cloud.http_url)
+    async with contextlib.aclosing(tts.synthesize(clauses("A long sentence that takes a while."))) as out:
+        await anext(out)
+    await cloud.elevenlabs.journal.wait_for(lambda j: j.count("aborted") == 1)
+    assert cloud.elevenlabs.journal.count("completed") == 0
+    await tts.aclose()
+
+
+async def test_text_source_failure_propagates_unchanged(cloud: FakeCloud) -> None:
+    async def broken() -> AsyncIterator[str]:
+        yield "Hello."
+        raise RuntimeError("llm died")
+
+    tts = make(cloud.http_url)
+    with pytest.raises(RuntimeError, match="llm died"):
+        await synth(tts, broken())
+    await cloud.elevenlabs.journal.wait_for(lambda j: j.count("aborted") == 1)
+    await tts.aclose()
+
+
+@pytest.mark.parametrize(("status", "retryable"), [(401, False), (429, True), (503, True)])
+async def test_handshake_rejections(cloud: FakeCloud, status: int, retryable: bool) -> None:
+    cloud.elevenlabs.ws_faults.status = status
+    tts = make(cloud.http_url)
+    with pytest.raises(ProviderError) as info:
+        await synth(tts, clauses("Hi."))
+    assert info.value.retryable is retryable and str(status) in str(info.value)
+    assert_clean(info.value)
+    await tts.aclose()
+
+
+async def test_bad_key_is_rejected(cloud: FakeCloud) -> None:
+    tts = make(cloud.http_url, api_key="el-wrong-key-should-not-leak")
+    with pytest.raises(ProviderError) as info:
+        await tts.warmup()
+    assert not info.value.retryable
+    assert "el-wrong-key-should-not-leak" not in str(info.value)
+    await tts.aclose()
+
+
+async def test_connection_refused(refused_url: str) -> None:
+    tts = make(refused_url)
+    with pytest.raises(ProviderError) as info:
+        await synth(tts, clauses("Hi."))
+    assert info.value.retryable
+    await tts.aclose()
+
+
+async def test_slow_first_byte_times_out(cloud: FakeCloud) -> None:
+    cloud.elevenlabs.ws_faults.first_byte_delay_s = 5.0
+    tts = make(cloud.http_url, first_byte_timeout_s=0.3)
+    with pytest.raises(ProviderError, match="first audio"):
+        await synth(tts, clauses("Hi."))
+    await tts.aclose()
+
+
+async def test_slow_llm_is_not_a_tts_stall(cloud: FakeCloud) -> None:
+    """Between clauses the server is silent because no text came: that must not time out."""
+
+    async def slow_llm() -> AsyncIterator[str]:
+        yield "First."
+        await asyncio.sleep(0.5)
+        yield "Second."
+
+    tts = make(cloud.http_url, stall_timeout_s=0.2)
+    chunks = await synth(tts, slow_llm())
+    assert sum(len(c.data) for c in chunks) == len(ToneSource("ulaw_8000").encode("First. Second. "))
+    await tts.aclose()
+
+
+async def test_stall_after_text_ended_times_out(cloud: FakeCloud) -> None:
+    cloud.elevenlabs.ws_faults.stall_after = 2
+    tts = make(cloud.http_url, stall_timeout_s=0.3)
+    with pytest.raises(ProviderError, match="stalled"):
+        await synth(tts, clauses("A sentence long enough for several chunks."))
+    await tts.aclose()
+
+
+async def test_dropped_socket(cloud: FakeCloud) -> None:
+    cloud.elevenlabs.ws_faults.drop_after = 2
+    tts = make(cloud.http_url)
+    with pytest.raises(ProviderError, match="dropped") as info:
+        await synth(tts, clauses("A sentence long enough for several chunks."))
+    assert info.value.retryable
+    await tts.aclose()
