@@ -29,6 +29,11 @@ class SttSettings(Section):
     max_reconnects: int = Field(2, ge=0, le=10)
     # pocketsphinx: optional JSGF grammar or keyphrase list for closed questions
     pocketsphinx_grammar: str = ""
+    # warm decoder processes kept for the next calls (each ~100 MiB; loading one takes ~0.4 s
+    # of CPU); with 2 or more, back-to-back calls reuse decoders instead of loading one each
+    pocketsphinx_idle_decoders: int = Field(2, ge=0, le=64)
+    # an utterance never finalized (e.g. endless noise) is cut as a final after this long
+    pocketsphinx_max_utterance_s: float = Field(30.0, gt=0, le=600)
 
 
 class LlmSettings(Section):
