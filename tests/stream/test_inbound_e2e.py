@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import urllib.request
 from pathlib import Path
 
+from bridge.audio.wavfile import read_wav_8k_mono, write_wav
 from bridge.devtools.plivo_sim.simulator import CallSpec, simulate_call
 from bridge.devtools.plivo_sim.xml_proc import run_xml_server
-from bridge.devtools.procs import free_port, run_daemon
+from bridge.devtools.procs import VOICE_BRIDGE, free_port, run_daemon
 from tests.stream.support import best_correlation, tone
 
 AUTH_TOKEN = "ZmFrZS1wbGl2by1hdXRoLXRva2Vu"
@@ -35,6 +38,12 @@ def test_inbound_stream_call_through_xml_server_and_daemon(tmp_path: Path) -> No
         call = asyncio.run(simulate_call(spec, printer=lines.append))
         with urllib.request.urlopen(f"{daemon.http}/healthz", timeout=5) as resp:
             health = json.loads(resp.read())
+        caller_wav = write_wav(tmp_path / "caller.wav", tone(400))
+        cli = subprocess.run(
+            [str(VOICE_BRIDGE), "simulate-call", "--answer-url", f"{xml.base}/answer", "--audio",
+             str(caller_wav), "--record", str(tmp_path / "heard.wav"), "--tail", "0.4", "--json"],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "PLIVO_AUTH_TOKEN": AUTH_TOKEN},
+        )
         unsigned = asyncio.run(simulate_call(CallSpec(answer_url=f"{xml.base}/answer"), printer=lines.append))
     assert call.ok, "\n".join(lines)
     assert call.stream is not None and call.stream.ended_by == "caller"
@@ -44,4 +53,11 @@ def test_inbound_stream_call_through_xml_server_and_daemon(tmp_path: Path) -> No
     assert health["stream_calls"] == 0
     assert unsigned.answer is not None and unsigned.answer.status == 403 and not unsigned.ok
     assert "webhook rejected (403)" in xml.logs()
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    summary = json.loads(cli.stdout.strip().splitlines()[-1])
+    assert summary["ok"] and summary["plan"] == "StreamPlan" and summary["agent_audio_ms"] >= 400
+    assert "opening audio stream" in cli.stdout
+    heard = read_wav_8k_mono(tmp_path / "heard.wav")
+    corr, _ = best_correlation(tone(400), heard)
+    assert corr > 0.95
     assert "stream call started" in daemon.logs() and "+919876543210" not in daemon.logs()
