@@ -54,7 +54,7 @@ class TrustSettings(Section):
 
 class SipSettings(Section):
     listen_host: str = "0.0.0.0"
-    listen_port: int = Field(5060, ge=1, le=65535)
+    listen_port: int = Field(5060, ge=0, le=65535)  # 0: any free port (tests)
     transports: list[Literal["udp", "tcp"]] = Field(["udp", "tcp"])
     # Address advertised in SDP c=, Via and Contact when behind NAT (empty: the bound address).
     public_address: str = ""
@@ -65,6 +65,8 @@ class SipSettings(Section):
     retry_after_s: int = Field(5, ge=1)
     # Tear the call down if no ACK arrives for our 2xx within this time (RFC 3261: 64*T1).
     ack_timeout_s: float = Field(32.0, gt=0)
+    # Ring (180) this long before answering with 200; 0 answers at once. A caller may CANCEL meanwhile.
+    answer_delay_ms: int = Field(0, ge=0, le=60_000)
     t1_ms: int = Field(500, ge=50)
     registration: RegistrationSettings = Field(default_factory=RegistrationSettings)  # type: ignore[arg-type]
     trust: TrustSettings = Field(default_factory=TrustSettings)  # type: ignore[arg-type]

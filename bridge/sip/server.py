@@ -48,8 +48,9 @@ KNOWN_METHODS = {"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE", 
                  "REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "PRACK"}
 REASONS = {100: "Trying", 180: "Ringing", 200: "OK", 202: "Accepted", 400: "Bad Request",
            401: "Unauthorized", 403: "Forbidden", 405: "Method Not Allowed", 415: "Unsupported Media Type",
-           481: "Call/Transaction Does Not Exist", 483: "Too Many Hops", 487: "Request Terminated",
-           488: "Not Acceptable Here", 500: "Server Internal Error", 501: "Not Implemented",
+           481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
+           487: "Request Terminated", 488: "Not Acceptable Here", 500: "Server Internal Error",
+           501: "Not Implemented",
            503: "Service Unavailable", 505: "Version Not Supported"}
 _DTMF_DIGITS = set("0123456789*#ABCD")
 
@@ -73,6 +74,33 @@ class SipServer:
         self._local_ips: dict[str, str] = {}
         self._draining = False
         self.bound_port = 0
+        # Outbound calls: the last ACK per Call-ID, resent when the far end repeats its final.
+        self._uac_acks: dict[str, tuple[bytes, Peer, tuple[str, int]]] = {}
+
+    @property
+    def app(self) -> CallApp:
+        return self._app
+
+    @property
+    def settings(self) -> SipSettings:
+        return self._s
+
+    # -- outbound (UAC) support: bridge/sip/uac.py ---------------------------------------
+    def adopt(self, call: SipCall) -> None:
+        """An answered outbound call joins the dialog table (in-dialog requests find it)."""
+        self._calls[call.key] = call
+
+    def remember_uac_ack(self, call_id: str, data: bytes, peer: Peer, dest: tuple[str, int]) -> None:
+        self._uac_acks[call_id] = (data, peer, dest)
+
+    def forget_uac(self, call_id: str) -> None:
+        self._uac_acks.pop(call_id, None)
+
+    def send_raw(self, data: bytes, peer: Peer, dest: tuple[str, int]) -> None:
+        self._transport.send(data, peer, dest)
+
+    async def destination(self, call: SipCall) -> tuple[str, int]:
+        return await self._destination(call)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -192,6 +220,9 @@ class SipServer:
                 self._respond(tx, req, 503, headers={"Retry-After": str(self._s.retry_after_s)})
                 return
         if method == "INVITE":
+            if self._merged(req):
+                self._respond(tx, req, 482)
+                return
             self._on_invite(req, peer, tx)
         elif method == "OPTIONS":
             self._respond(tx, req, 200, headers=self._capabilities(peer))
@@ -203,6 +234,14 @@ class SipServer:
             self._respond(tx, req, 405, headers={"Allow": ALLOW})
         else:
             self._respond(tx, req, 501, headers={"Allow": ALLOW})
+
+    def _merged(self, req: SipRequest) -> bool:
+        """An INVITE for a call we already have, on a new branch (RFC 3261 §8.2.2.2: a merged
+        request, e.g. forked twice upstream or re-sent by a confused UA). A second call on the same
+        Call-ID would clash with the first, so it gets 482; true retransmissions (same branch)
+        never get here, the transaction layer absorbed them."""
+        call_id, from_tag = req.call_id or "", tag_of(req.get_header("from")) or ""
+        return any(c.info.call_id == call_id and c.remote_tag == from_tag for c in self._calls.values())
 
     def _capabilities(self, peer: Peer) -> dict[str, str]:
         return {"Allow": ALLOW, "Accept": "application/sdp, application/dtmf-relay, application/dtmf",
@@ -226,8 +265,13 @@ class SipServer:
         except (BadMessage, IndexError, ValueError):
             SIP_DROPPED.labels("malformed").inc()
             return
-        if not self.tx.response_received(resp, branch, method):
-            SIP_DROPPED.labels("stray-response").inc()
+        if self.tx.response_received(resp, branch, method):
+            return
+        ack = self._uac_acks.get(resp.call_id or "")
+        if ack is not None and method == "INVITE" and resp.status_code >= 200:
+            self._transport.send(ack[0], ack[1], ack[2])  # the far end missed our ACK
+            return
+        SIP_DROPPED.labels("stray-response").inc()
 
     # -- new calls -----------------------------------------------------------------------
     def _on_invite(self, req: SipRequest, peer: Peer, tx: ServerTx) -> None:
@@ -330,6 +374,10 @@ class SipServer:
             body = call.sdp.offer(list(self._s.codecs), 101)
         contact = {"Contact": self.contact_for(call.peer)}
         self._respond(tx, req, 180, to_tag=call.local_tag, headers=contact)
+        if self._s.answer_delay_ms:
+            await asyncio.sleep(self._s.answer_delay_ms / 1000)
+            if call.state == "ended":  # CANCELed (487 sent, app told) or shut down while ringing
+                return
         ok_headers = {**contact, "Allow": ALLOW, "Supported": "replaces"}
         self._respond(tx, req, 200, to_tag=call.local_tag, headers=ok_headers, body=body)
         self._await_ack(call, tx, initial=True)
@@ -400,8 +448,9 @@ class SipServer:
         if invite_tx is None:
             self._respond(tx, req, 481)
             return
-        self._respond(tx, req, 200)
         call = invite_tx.data.get("call")
+        # §9.2: the 200 to the CANCEL SHOULD carry the same To tag as the 487 to the INVITE.
+        self._respond(tx, req, 200, to_tag=call.local_tag if isinstance(call, SipCall) else None)
         if invite_tx.final_code or not isinstance(call, SipCall):
             return  # already answered: CANCEL has no effect (RFC 3261 §9.2)
         invite_req = invite_tx.data.get("request")
@@ -499,6 +548,7 @@ class SipServer:
         call.awaiting_ack = False
         call.cancel_timers()
         self._calls.pop(call.key, None)
+        self._uac_acks.pop(call.info.call_id, None)
         if call.prepared:
             self._app.ended(call, reason)
         log.info("call ended", extra={"call_id": call.info.call_id, "reason": reason,

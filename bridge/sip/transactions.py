@@ -121,9 +121,14 @@ class TransactionLayer:
 
             tx.timer = loop.call_later(self.t1, fire, self.t1)
         try:
-            return await asyncio.wait_for(asyncio.shield(tx.future), 64 * self.t1)
-        except TimeoutError:
-            raise TransactionTimeout(f"{method}: no response in {64 * self.t1:.1f} s") from None
+            while True:
+                try:
+                    return await asyncio.wait_for(asyncio.shield(tx.future), 64 * self.t1)
+                except TimeoutError:
+                    # Timer B covers only the wait for a first response: a ringing INVITE waits
+                    # until the caller of request() gives up (ring timeout -> CANCEL).
+                    if not (method == "INVITE" and tx.provisional):
+                        raise TransactionTimeout(f"{method}: no response in {64 * self.t1:.1f} s") from None
         finally:
             if tx.timer is not None:
                 tx.timer.cancel()

@@ -1,0 +1,245 @@
+"""Outbound calls through a SIP trunk (Plivo Zentrunk or any BYOC trunk): the INVITE client.
+
+Handles 100/18x/2xx/3xx-6xx, a 401/407 digest challenge (answered once), CANCEL on ring
+timeout, ACK for every final response (and again for retransmitted 2xx), and hands the
+answered call to the same CallApp that serves inbound calls, so the agent runs unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Literal
+
+from aiosipua import SipRequest, SipResponse
+from aiosipua.auth import SipDigestAuth, build_credentials
+from aiosipua.headers import parse_auth, stringify_auth, stringify_uri
+
+from bridge.callmodel import CallInfo
+from bridge.privacy import mask_number
+from bridge.settings.outbound import TrunkSettings
+from bridge.sip.call import SipCall
+from bridge.sip.sdp_offer import SdpError, SessionDescription, negotiate, parse_offer
+from bridge.sip.server import ALLOW, SipServer
+from bridge.sip.transactions import TransactionTimeout
+from bridge.sip.transport import Peer
+from bridge.sip.wire import new_branch, new_call_id, new_tag, tag_of
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["answered", "busy", "no-answer", "rejected", "failed"]
+
+
+@dataclass
+class OutboundResult:
+    outcome: Outcome
+    code: int
+    detail: str
+    call: SipCall | None = None
+
+
+def _classify(code: int) -> Outcome:
+    if code in (486, 600):
+        return "busy"
+    if code in (408, 480, 487):
+        return "no-answer"
+    return "rejected" if 400 <= code < 700 else "failed"
+
+
+async def _resolve(hostport: str) -> tuple[str, int]:
+    host, _, port = hostport.partition(":")
+    port_n = int(port) if port else 5060
+    try:
+        ipaddress.ip_address(host)
+        return host, port_n
+    except ValueError:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port_n, type=socket.SOCK_DGRAM)
+        return str(infos[0][4][0]), port_n
+
+
+class TrunkCaller:
+    """Places calls through one trunk from the daemon's SIP socket."""
+
+    def __init__(self, server: SipServer, trunk: TrunkSettings, password: str | None,
+                 codecs: list[str], dtmf_pt: int = 101) -> None:
+        if not trunk.host:
+            raise ValueError("outbound.trunk.host: required for calls via the SIP trunk")
+        if trunk.transport != "udp":
+            raise ValueError("outbound.trunk.transport: only udp is implemented for outbound calls")
+        self._server = server
+        self._trunk = trunk
+        self._auth = SipDigestAuth(trunk.user, password or "") if trunk.user else None
+        self._codecs = codecs
+        self._dtmf_pt = dtmf_pt
+
+    async def call(self, to_e164: str, from_e164: str, headers: dict[str, str] | None = None,
+                   ring_timeout_s: float | None = None) -> OutboundResult:
+        server, app = self._server, self._server.app
+        domain = self._trunk.host.split(":", 1)[0]
+        dest = await _resolve(self._trunk.outbound_proxy or self._trunk.host)
+        peer = Peer("udp", dest)
+        local_ip = server.local_ip_for(dest[0])
+        call_id = new_call_id(local_ip)
+        to_uri = f"sip:{to_e164}@{domain}"
+        from_uri = f"sip:{from_e164}@{domain}"
+        info = CallInfo(call_id=call_id, from_uri=from_uri, to_uri=to_uri, source=dest, direction="outbound")
+        refusal = app.admit(info)
+        if refusal is not None:
+            return OutboundResult("failed", refusal[0], refusal[1])
+        call = SipCall(info=info, server=server, peer=peer, local_tag=new_tag(), remote_tag="",
+                       local_uri=f"<{from_uri}>", remote_uri=f"<{to_uri}>", remote_target=to_uri)
+        try:
+            host, port = await app.prepare(call)
+        except Exception as exc:  # no RTP port: refuse before any signalling
+            app.ended(call, "error")
+            return OutboundResult("failed", 503, f"media setup failed: {exc}")
+        call.prepared = True
+        if host in ("", "0.0.0.0"):
+            host = local_ip
+        advertised = server.settings.public_address or host
+        call.sdp = SessionDescription(advertised, port, server.settings.user_agent)
+        offer = call.sdp.offer(self._codecs, self._dtmf_pt)
+        log.info("outbound INVITE", extra={"call_id": call_id, "to": mask_number(to_e164)})
+        try:
+            ring = ring_timeout_s or self._trunk.ring_timeout_s
+            result = await self._invite(call, offer, headers or {}, ring)
+        except (TransactionTimeout, OSError) as exc:
+            result = OutboundResult("failed", 408, f"trunk did not answer: {exc}")
+        if result.outcome != "answered":
+            server.forget_uac(call_id)
+            call.state = "ended"
+            app.ended(call, result.outcome if result.outcome in ("busy", "no-answer") else "error")
+        return result
+
+    def _request(self, call: SipCall, cseq: int, branch: str, body: bytes,
+                 headers: dict[str, str], auth: tuple[str, str] | None) -> SipRequest:
+        server = self._server
+        local_ip = server.local_ip_for(call.peer.addr[0])
+        req = SipRequest(method="INVITE", uri=call.remote_target)
+        req.add_header("Via", f"SIP/2.0/UDP {local_ip}:{server.bound_port};branch={branch};rport")
+        req.set_header("Max-Forwards", "70")
+        req.set_header("From", f"{call.local_uri};tag={call.local_tag}")
+        req.set_header("To", call.remote_uri)
+        req.set_header("Call-ID", call.info.call_id)
+        req.set_header("CSeq", f"{cseq} INVITE")
+        req.set_header("Contact", server.contact_for(call.peer))
+        req.set_header("Allow", ALLOW)
+        req.set_header("User-Agent", server.settings.user_agent)
+        for name, value in headers.items():
+            req.set_header(name, value)
+        if auth is not None:
+            req.set_header(auth[0], auth[1])
+        req.set_header("Content-Type", "application/sdp")
+        req.body = body
+        return req
+
+    async def _invite(self, call: SipCall, offer: bytes, headers: dict[str, str],
+                      ring_timeout_s: float) -> OutboundResult:
+        auth: tuple[str, str] | None = None
+        cseq = 1
+        for _attempt in range(2):
+            branch = new_branch()
+            req = self._request(call, cseq, branch, offer, headers, auth)
+            resp = await self._ring(call, req, branch, ring_timeout_s)
+            code = resp.status_code
+            if code >= 300:
+                self._ack_failure(call, req, resp, branch)
+            if code in (401, 407) and auth is None and self._auth is not None:
+                auth = self._answer(resp, code, req.uri)
+                if auth is not None:
+                    cseq += 1
+                    continue
+            if 200 <= code < 300:
+                call.local_cseq = cseq
+                return await self._answered(call, resp)
+            outcome = _classify(code)
+            return OutboundResult(outcome, code, f"{code} {resp.reason_phrase}")
+        return OutboundResult("rejected", 403, "trunk refused our credentials")
+
+    async def _ring(self, call: SipCall, req: SipRequest, branch: str, ring_timeout_s: float) -> SipResponse:
+        """Send the INVITE; CANCEL it if nobody answers in time (the 487 then comes back here)."""
+        tx = asyncio.ensure_future(
+            self._server.tx.request(bytes(req), branch, "INVITE", call.peer, call.peer.addr)
+        )
+        done, _ = await asyncio.wait({tx}, timeout=ring_timeout_s)
+        if tx in done:
+            return tx.result()
+        log.info("ring timeout: CANCEL", extra={"call_id": call.info.call_id})
+        cancel = SipRequest(method="CANCEL", uri=req.uri)
+        cancel.add_header("Via", req.get_header_values("via")[0])
+        for name in ("Max-Forwards", "From", "To", "Call-ID"):
+            cancel.set_header(name, req.get_header(name) or "")
+        cancel.set_header("CSeq", f"{req.cseq.seq if req.cseq else 1} CANCEL")
+        with contextlib.suppress(TransactionTimeout, OSError):
+            await self._server.tx.request(bytes(cancel), branch, "CANCEL", call.peer, call.peer.addr)
+        try:
+            return await asyncio.wait_for(tx, 64 * self._server.tx.t1)
+        except (TimeoutError, TransactionTimeout):
+            tx.cancel()
+            resp = SipResponse(status_code=487, reason_phrase="Request Terminated (no answer)")
+            return resp
+
+    def _ack_failure(self, call: SipCall, req: SipRequest, resp: SipResponse, branch: str) -> None:
+        """ACK for a non-2xx final belongs to the INVITE transaction: same branch (§17.1.1.3)."""
+        ack = SipRequest(method="ACK", uri=req.uri)
+        ack.add_header("Via", req.get_header_values("via")[0])
+        ack.set_header("Max-Forwards", "70")
+        ack.set_header("From", req.get_header("from") or "")
+        ack.set_header("To", resp.get_header("to") or req.get_header("to") or "")
+        ack.set_header("Call-ID", call.info.call_id)
+        ack.set_header("CSeq", f"{req.cseq.seq if req.cseq else 1} ACK")
+        data = bytes(ack)
+        self._server.remember_uac_ack(call.info.call_id, data, call.peer, call.peer.addr)
+        self._server.send_raw(data, call.peer, call.peer.addr)
+
+    async def _answered(self, call: SipCall, resp: SipResponse) -> OutboundResult:
+        server = self._server
+        call.remote_tag = tag_of(resp.get_header("to")) or ""
+        contacts = resp.contact
+        if contacts and contacts[0].uri.host:
+            call.remote_target = stringify_uri(contacts[0].uri)
+        call.route_set = list(reversed(resp.get_header_values("record-route")))  # UAC: reversed (§12.1.2)
+        call.state = "confirmed"
+        server.adopt(call)
+        await self._send_ack(call)
+        try:
+            if not resp.body:
+                raise SdpError("200 without SDP")
+            call.media = negotiate(parse_offer(resp.body), self._codecs)
+        except SdpError as exc:
+            log.info("answer unusable: %s", exc, extra={"call_id": call.info.call_id})
+            await call.hangup("error")
+            return OutboundResult("failed", 488, str(exc))
+        server.app.established(call)
+        return OutboundResult("answered", resp.status_code, "answered", call)
+
+    async def _send_ack(self, call: SipCall) -> None:
+        server = self._server
+        local_ip = server.local_ip_for(call.peer.addr[0])
+        ack = SipRequest(method="ACK", uri=call.remote_target)
+        ack.add_header("Via", f"SIP/2.0/UDP {local_ip}:{server.bound_port};branch={new_branch()};rport")
+        ack.set_header("Max-Forwards", "70")
+        ack.set_header("From", f"{call.local_uri};tag={call.local_tag}")
+        ack.set_header("To", f"{call.remote_uri};tag={call.remote_tag}")
+        ack.set_header("Call-ID", call.info.call_id)
+        ack.set_header("CSeq", f"{call.local_cseq} ACK")
+        for route in call.route_set:
+            ack.add_header("Route", route)
+        data = bytes(ack)
+        dest = await server.destination(call)
+        server.remember_uac_ack(call.info.call_id, data, call.peer, dest)
+        server.send_raw(data, call.peer, dest)
+
+    def _answer(self, resp: SipResponse, code: int, uri: str) -> tuple[str, str] | None:
+        assert self._auth is not None
+        name = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
+        for value in resp.get_header_values(name):
+            cred = build_credentials(self._auth, parse_auth(value), "INVITE", uri)
+            if cred is not None:
+                return ("Authorization" if code == 401 else "Proxy-Authorization", stringify_auth(cred))
+        return None
+

@@ -1,0 +1,152 @@
+"""Outbound calls through a SIP trunk: our INVITE client against SIPp acting as the trunk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bridge.agents.echo import run_echo
+from bridge.callmodel import CallInfo
+from bridge.daemon.calls import DaemonCallApp
+from bridge.devtools.procs import free_rtp_range
+from bridge.devtools.sipp import free_udp_port, have_sipp
+from bridge.leg import AudioLeg
+from bridge.settings import Secrets, load_settings
+from bridge.settings.outbound import TrunkSettings
+from bridge.sip.server import SipServer
+from bridge.sip.uac import TrunkCaller
+from tests.trunk import scenarios
+
+pytestmark = [pytest.mark.sipp, pytest.mark.skipif(not have_sipp(), reason="needs SIPp")]
+
+
+@dataclass
+class Stack:
+    server: SipServer
+    app: DaemonCallApp
+
+
+@contextlib.asynccontextmanager
+async def sip_stack() -> AsyncIterator[Stack]:
+    lo, hi = free_rtp_range(20)
+    settings = load_settings(None, overrides={
+        "sip": {"listen_host": "127.0.0.1", "listen_port": 0, "transports": ["udp"], "t1_ms": 100},
+        "media": {"rtp_port_min": lo, "rtp_port_max": hi},
+    })
+
+    async def echo(leg: AudioLeg, info: CallInfo) -> None:
+        await run_echo(leg)
+
+    app = DaemonCallApp(settings, echo, bind_host="127.0.0.1")
+    server = SipServer(settings.sip, app, Secrets())
+    await server.start()
+    try:
+        yield Stack(server, app)
+    finally:
+        await app.hangup_all("test-end")
+        await app.wait_idle(3)
+        await server.stop()
+
+
+@contextlib.contextmanager
+def trunk(tmp_path: Path, scenario: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    path = tmp_path / "trunk.xml"
+    path.write_text(scenario)
+    port = free_udp_port()
+    proc = subprocess.Popen(
+        ["sipp", "-sf", str(path), "-i", "127.0.0.1", "-p", str(port), "-m", "1", "-nostdin",
+         "-timeout", "20s", "-timeout_error", "-mp", str(free_udp_port())],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        yield port, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(10)
+
+
+async def _until(predicate: Callable[[], bool], limit: float = 3.0) -> None:
+    """Teardown (closing the RTP socket, releasing its port) runs as its own task."""
+    for _ in range(int(limit * 20)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+async def _wait_exit(proc: subprocess.Popen[str], limit: float = 15.0) -> int:
+    for _ in range(int(limit * 20)):
+        rc = proc.poll()
+        if rc is not None:
+            return rc
+        await asyncio.sleep(0.05)
+    raise AssertionError("SIPp did not finish")
+
+
+async def test_answered_call_runs_the_agent_and_our_bye_ends_it(tmp_path: Path) -> None:
+    with trunk(tmp_path, scenarios.ANSWER) as (port, proc):
+        await asyncio.sleep(0.3)  # SIPp binds its socket
+        async with sip_stack() as stack:
+            trunk_settings = TrunkSettings(host=f"127.0.0.1:{port}")
+            caller = TrunkCaller(stack.server, trunk_settings, None, ["PCMU", "PCMA"])
+            result = await caller.call("+919876543210", "+911140001234")
+            assert result.outcome == "answered", result
+            assert result.call is not None and result.call.media is not None
+            assert result.call.media.codec == "PCMA"  # the trunk answered with PCMA only
+            assert result.call.media.dtmf_payload_type == 101
+            assert stack.app.active_calls == 1
+            await asyncio.sleep(0.5)
+            await result.call.hangup("normal")
+            assert await stack.app.wait_idle(3)
+            assert stack.app.ports_in_use == 0
+        out = proc.communicate(timeout=10)
+        assert await _wait_exit(proc) == 0, out
+
+
+async def test_busy_is_reported_and_frees_the_media_port(tmp_path: Path) -> None:
+    with trunk(tmp_path, scenarios.BUSY) as (port, proc):
+        await asyncio.sleep(0.3)
+        async with sip_stack() as stack:
+            caller = TrunkCaller(stack.server, TrunkSettings(host=f"127.0.0.1:{port}"), None, ["PCMU"])
+            result = await caller.call("+919876543210", "+911140001234")
+            assert (result.outcome, result.code) == ("busy", 486)
+            await _until(lambda: stack.app.active_calls == 0 and stack.app.ports_in_use == 0)
+        assert await _wait_exit(proc) == 0, proc.communicate(timeout=10)
+
+
+async def test_no_answer_is_cancelled_at_the_ring_timeout(tmp_path: Path) -> None:
+    with trunk(tmp_path, scenarios.NO_ANSWER) as (port, proc):
+        await asyncio.sleep(0.3)
+        async with sip_stack() as stack:
+            caller = TrunkCaller(stack.server, TrunkSettings(host=f"127.0.0.1:{port}"), None, ["PCMU"])
+            result = await caller.call("+919876543210", "+911140001234", ring_timeout_s=1.0)
+            assert (result.outcome, result.code) == ("no-answer", 487), result
+            await _until(lambda: stack.app.ports_in_use == 0)
+        assert await _wait_exit(proc) == 0, proc.communicate(timeout=10)
+
+
+async def test_proxy_challenge_is_answered_with_digest(tmp_path: Path) -> None:
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()
+
+    uri = "sip:+919876543210@127.0.0.1"
+    expected = md5(f"{md5('acme:trunk:s3cret')}:4f1d2c9a:{md5('INVITE:' + uri)}")
+    with trunk(tmp_path, scenarios.challenge(expected)) as (port, proc):
+        await asyncio.sleep(0.3)
+        async with sip_stack() as stack:
+            settings = TrunkSettings(host=f"127.0.0.1:{port}", user="acme")
+            caller = TrunkCaller(stack.server, settings, "s3cret", ["PCMU", "PCMA"])
+            result = await caller.call("+919876543210", "+911140001234")
+            assert result.outcome == "answered", result
+            assert result.call is not None
+            await result.call.hangup("normal")
+            assert await stack.app.wait_idle(3)
+        assert await _wait_exit(proc) == 0, proc.communicate(timeout=10)
