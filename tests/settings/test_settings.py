@@ -27,7 +27,7 @@ def test_env_overrides_file_and_flags_override_env(tmp_path: Path) -> None:
 def test_errors_name_key_and_reason(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text(
-        '[sip]\nlisten_port = 0\nauth_token = "s3cret"\n[sip.trust]\ntrusted_cidrs=["10.0.0.0/33"]\n'
+        '[sip]\nlisten_port = 70000\nauth_token = "s3cret"\n[sip.trust]\ntrusted_cidrs=["10.0.0.0/33"]\n'
     )
     with pytest.raises(SettingsError) as err:
         load_settings(cfg, environ={})
