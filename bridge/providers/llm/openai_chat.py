@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import openai
@@ -130,7 +130,9 @@ class OpenAIChat:
             api_key=api_key, base_url=base_url or None, max_retries=max_retries, timeout=timeout
         )
 
-    async def stream(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> AsyncIterator[LlmEvent]:
+    async def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> AsyncGenerator[LlmEvent, None]:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": to_wire(messages),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
 import httpx
@@ -71,7 +71,7 @@ class ElevenLabsHttpTTS:
         except (TimeoutError, httpx.HTTPError) as exc:
             raise ProviderError(NAME, f"warm-up failed ({type(exc).__name__})") from None
 
-    async def synthesize(self, text: AsyncIterator[str]) -> AsyncIterator[AudioChunk]:
+    async def synthesize(self, text: AsyncIterator[str]) -> AsyncGenerator[AudioChunk, None]:
         async for clause in text:
             if clause.strip():
                 async for chunk in self._clause(clause):

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -127,7 +127,7 @@ class ElevenLabsWsTTS:
         else:
             self._spare = (ws, time.monotonic())
 
-    async def synthesize(self, text: AsyncIterator[str]) -> AsyncIterator[AudioChunk]:
+    async def synthesize(self, text: AsyncIterator[str]) -> AsyncGenerator[AudioChunk, None]:
         ws = await self._take()
         session = _Session(self, ws, text)
         try:
