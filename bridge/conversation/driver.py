@@ -97,7 +97,7 @@ class Conversation:
         self._stt: SttStream | None = None
         self._stt_ready = asyncio.Event()
         self._stt_reader: asyncio.Task[None] | None = None
-        self._ended_by_us = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
         self._extra = {"call_id": call_info.call_id}
 
     # -- running ---------------------------------------------------------------------------
@@ -110,10 +110,12 @@ class Conversation:
         self._spawn(self._switch_stt(0), "stt-open")
         self._spawn(self._stt_sender(), "stt-send")
         self._spawn(self._ticker(), "tick")
+        self._reader = asyncio.get_running_loop().create_task(self._read_leg(events, vad))
         self._feed(self.engine.start)
         try:
-            await self._read_leg(events, vad)
+            await asyncio.wait({self._reader})
         finally:
+            self._reader.cancel()
             await self._shutdown()
         return self.engine.end_reason or "ended"
 
@@ -122,7 +124,7 @@ class Conversation:
         iterator = events.__aiter__()
         while True:
             if engine.ended:
-                # Our hang-up or transfer: the leg should end now; do not wait for ever.
+                # Our hang-up: the leg should end now; do not wait for ever.
                 try:
                     event = await asyncio.wait_for(iterator.__anext__(), _END_WAIT_S)
                 except (TimeoutError, StopAsyncIteration):
@@ -188,6 +190,9 @@ class Conversation:
     def _apply(self) -> None:
         for action in self.engine.take_actions():
             self._do(action)
+        if self.engine.end_reason == "transferred" and self._reader is not None:
+            # The caller is with someone else now: stop reading; the daemon releases our side.
+            self._reader.cancel()
 
     def _do(self, a: act.Action) -> None:
         leg = self.leg

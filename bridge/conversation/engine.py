@@ -86,7 +86,8 @@ class _Candidate:
     """Caller speech while the agent talks, not yet confirmed as a barge-in."""
 
     started: float
-    speech_ms: int = 0
+    speech_ms: int = 0  # the current run of speech (gaps up to max_gap_ms do not break it)
+    total_ms: int = 0
     gap_ms: int = 0
     text: str = ""
 
@@ -276,16 +277,21 @@ class Engine:
         self._emit(SttAudio(pcm))
         if is_speech:
             cand.speech_ms += FRAME_MS
+            cand.total_ms += FRAME_MS
             cand.gap_ms = 0
             self._maybe_barge_in(now)
             return
         cand.gap_ms += FRAME_MS
-        if cand.gap_ms >= self.conv.barge_in.max_gap_ms:
-            # A cough, an "mm-hm", a door: not a turn. Its transcript is dropped.
+        max_gap = self.conv.barge_in.max_gap_ms
+        if cand.gap_ms >= max_gap:
+            cand.speech_ms = 0  # the run is over; a new one must reach min_speech_ms itself
+        if cand.gap_ms >= max(self.conv.endpointing_ms, 2 * max_gap):
+            # A cough, an "mm-hm", a door: not a turn. Its transcript is dropped. (Until now the
+            # audio stays with the STT, so "Wait, ... what about Sunday" keeps its first word.)
             self._candidate = None
             self._discard_finals += 1
             self._emit(SttFinalize())
-            self._emit(Record("backchannel", {"speech_ms": cand.speech_ms, "text": cand.text}))
+            self._emit(Record("backchannel", {"speech_ms": cand.total_ms, "text": cand.text}))
 
     def _maybe_barge_in(self, now: float) -> None:
         cand = self._candidate
