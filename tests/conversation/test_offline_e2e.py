@@ -1,0 +1,76 @@
+"""The real offline engines end to end through the in-memory leg, in real time:
+espeak-ng caller speech -> VAD -> pocketsphinx -> scripted agent -> espeak-ng TTS -> leg."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from bridge.callmodel import CallInfo
+from bridge.conversation import run_conversation
+from bridge.conversation.fallback import presynthesize
+from bridge.conversation.memory_leg import MemoryLeg
+from bridge.conversation.transcript import TranscriptWriter
+from bridge.providers.factory import build_providers
+from bridge.settings import Secrets, Settings
+
+from tests.support.audio import have_speech_tools, read_wav_pcm, speech_wav
+
+pytestmark = pytest.mark.slow
+
+
+async def _until(cond: object, limit_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit_s
+    while not cond():  # type: ignore[operator]
+        assert loop.time() < end, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_offline_engines_answer_a_spoken_question(tmp_path: Path) -> None:
+    if not have_speech_tools():
+        pytest.skip("espeak-ng and sox are needed to make caller speech")
+    question = read_wav_pcm(speech_wav("Where are you located?", tmp_path / "q.wav"))
+    settings = Settings.model_validate({
+        "conversation": {"greeting": "Hello.", "transcripts_dir": str(tmp_path / "t")},
+    })
+    providers = build_providers(settings, Secrets())
+    fallback = await presynthesize(providers.tts, settings.conversation.fallback_text)
+    assert len(fallback) > 16000  # espeak said the line (not the beeps)
+    info = CallInfo("offline-1", "sip:+919876543210@plivo", "sip:agent@bridge", ("127.0.0.1", 5060))
+    leg = MemoryLeg("offline-1")
+    writer = TranscriptWriter.for_call(settings, info)
+    task = asyncio.create_task(run_conversation(
+        leg, providers, settings, transcript=writer, call_info=info, fallback_audio=fallback,
+    ))
+    leg.start_realtime()
+    try:
+        await _until(lambda: len({f.utterance_id for f in leg.sent}) >= 1 and not leg.queued_ms(), 10)
+        await asyncio.sleep(0.3)
+        leg.say(question)
+        assert writer.path is not None
+        path = writer.path
+        await _until(lambda: '"latency"' in path.read_text(), 15)
+        await asyncio.sleep(1.0)
+        await leg.remote_hangup("bye")
+        assert await asyncio.wait_for(task, 10) == "bye"
+    finally:
+        writer.close()
+        await leg.aclose()
+        stt_close = getattr(providers.stt[0], "aclose", None)
+        if stt_close is not None:
+            await stt_close()
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    users = [x["text"] for x in lines if x["event"] == "user"]
+    agents = [x for x in lines if x["event"] == "agent" and x["purpose"] == "answer"]
+    assert users, lines
+    assert agents and "Market Street" in agents[0]["full_text"], lines
+    latency = next(x for x in lines if x["event"] == "latency")
+    assert set(latency) >= {"stt_final", "llm_first_token", "tts_first_byte", "first_audio_out",
+                            "voice_to_voice", "bridge_overhead"}
+    print("offline turn latency (ms):", latency)
+    answer_id = {f.utterance_id for f in leg.sent} - {leg.sent[0].utterance_id}
+    assert answer_id and len(leg.agent_audio(answer_id.pop())) > 16000  # >= 1 s of the answer heard
