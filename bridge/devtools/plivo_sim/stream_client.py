@@ -36,6 +36,7 @@ class StreamCallResult:
     played_checkpoints: list[str] = field(default_factory=list)
     clears: int = 0
     clear_ticks: list[int] = field(default_factory=list)
+    clear_audio_ms: list[int] = field(default_factory=list)  # agent audio heard when each clear came
     ended_by: str = ""  # "caller" | "bridge"
     close_code: int | None = None
     close_reason: str = ""
@@ -251,6 +252,7 @@ class PlivoStreamClient:
                     self._buffer.clear()
                     result.clears += 1
                     result.clear_ticks.append(self.tick)
+                    result.clear_audio_ms.append(result.agent_audio_ms)
                     self._print("clearAudio: playback buffer dropped")
                     await ws.send(json.dumps({"event": "clearedAudio", "sequenceNumber": self._next_seq(),
                                               "streamId": self.stream_id}))

@@ -1,0 +1,92 @@
+"""The conversation engine, unchanged, on the Plivo stream leg: the simulator (Plivo's side)
+plays real espeak caller speech over the WebSocket; the agent answers; the caller barges in;
+clearAudio goes out and the history keeps only what playedStream confirmed was heard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bridge.callmodel import CallInfo
+from bridge.conversation import run_conversation
+from bridge.conversation.transcript import TranscriptWriter
+from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient
+from bridge.leg import AudioLeg
+from bridge.providers.factory import ProviderSet
+from bridge.settings import Secrets, Settings
+from bridge.stream.server import StreamServer
+from tests.conversation.fakes import MS_PER_CHAR, FakeLLM, FakeSTT, FakeTTS, last_user
+from tests.conversation.harness import FALLBACK
+from tests.stream.support import SECRET, headers_for
+from tests.support.audio import have_speech_tools, read_wav_pcm, speech_wav
+
+ANSWER = "We are open from nine to one on Saturday, and closed on Sunday. Anything else?"
+GREETING = "Hello."
+CHUNK_MS = 60
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    if not have_speech_tools():
+        pytest.skip("espeak-ng and sox are needed to make caller speech")
+    folder = tmp_path_factory.mktemp("speech")
+    lines = {"open": "When are you open on Saturday?", "wait": "Wait, what about Sunday?"}
+    return {key: read_wav_pcm(speech_wav(text, folder / f"{key}.wav")) for key, text in lines.items()}
+
+
+def silence(s: float) -> bytes:
+    return bytes(int(16000 * s) & ~1)
+
+
+async def test_barge_in_over_the_stream_truncates_history_to_what_was_played(
+    tmp_path: Path, speech: dict[str, bytes]
+) -> None:
+    settings = Settings.model_validate({
+        "daemon": {"stream_listen": "127.0.0.1:0"},
+        "plivo": {"stream_chunk_ms": CHUNK_MS, "stream_lead_ms": 200},
+        "conversation": {"greeting": GREETING, "transcripts_dir": str(tmp_path / "t"),
+                         "system_prompt_file": "config/agent-prompt.txt",
+                         "barge_in": {"min_speech_ms": 200}},
+    })
+    llm = FakeLLM(lambda messages: [ANSWER] if last_user(messages) else None)
+    providers = ProviderSet([FakeSTT(["when are you open", "wait what about sunday"])], [llm], [FakeTTS()])
+    transcript_paths: list[Path] = []
+
+    async def converse(leg: AudioLeg, info: CallInfo) -> None:
+        writer = TranscriptWriter.for_call(settings, info)
+        try:
+            await run_conversation(leg, providers, settings, transcript=writer, call_info=info,
+                                   fallback_audio=FALLBACK)
+        finally:
+            writer.close()
+            if writer.path is not None:
+                transcript_paths.append(writer.path)
+
+    server = StreamServer(settings, Secrets(stream_secret=SECRET), converse)
+    await server.start()
+    try:
+        client = PlivoStreamClient(f"ws://127.0.0.1:{server.bound_port}/stream", call_uuid="conv-1",
+                                   extra_headers=headers_for("conv-1"))
+        caller = silence(1.0) + speech["open"] + silence(2.0) + speech["wait"] + silence(1.5)
+        result = await client.run(caller, tail_s=0.0)
+    finally:
+        await server.stop(drain_timeout_s=5.0)
+
+    assert result.clears >= 1 and result.received["clearAudio"] >= 1
+    lines = [json.loads(x) for x in transcript_paths[0].read_text().splitlines()]
+    agent = [e for e in lines if e["event"] == "agent"]
+    cut = [e for e in agent if e.get("interrupted")]
+    assert cut, lines
+    heard_ms = cut[0]["heard_ms"]
+    greeting_ms = len(GREETING) * MS_PER_CHAR
+    reply_played = result.clear_audio_ms[0] - greeting_ms  # what the simulated caller heard of it
+    assert 0 < heard_ms < len(ANSWER) * MS_PER_CHAR
+    # heard = the last playedStream before the barge-in: never more than was played, and at
+    # most one checkpoint chunk (plus the clearAudio's trip) behind it
+    assert reply_played - CHUNK_MS - 60 <= heard_ms <= reply_played, (heard_ms, reply_played)
+    history = llm.calls[-1]
+    assert history[-1].content == "wait what about sunday"
+    kept = history[-2]
+    assert kept.role == "assistant" and ANSWER.startswith(kept.content) and kept.content != ANSWER
