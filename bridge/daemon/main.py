@@ -17,6 +17,17 @@ from bridge.settings import Secrets, Settings
 log = logging.getLogger(__name__)
 
 
+def _open_outbound(settings: Settings, secrets: Secrets, sip: Any) -> Any:
+    """POST /calls is served only when an API token is set (it places real calls)."""
+    if secrets.api_token is None:
+        return None
+    from bridge.daemon.trunk_dialer import SipTrunkDialer
+    from bridge.outbound.wiring import open_outbound
+
+    trunk = SipTrunkDialer(sip, settings, secrets) if settings.outbound.trunk.host else None
+    return open_outbound(settings, secrets, agent=settings.daemon.agent, sip_trunk=trunk)
+
+
 async def serve(settings: Settings, secrets: Secrets) -> int:
     from bridge.sip.registration import RegistrationClient
     from bridge.sip.server import SipServer
@@ -47,8 +58,18 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
             "stream_calls": stream.active_calls if stream is not None else None,
         }
 
+    outbound = _open_outbound(settings, secrets, sip)
+    routes: list[Any] = []
+    if outbound is not None:
+        from bridge.outbound.http_api import calls_routes
+
+        token = secrets.require("api_token")
+        ids = settings.compliance.registered_caller_ids
+        routes = calls_routes(
+            outbound.service, token, settings.outbound.via, ids[0] if ids else "", outbound.unavailable
+        )
     runner, http_port = await start_http(
-        build_http_app(health), settings.http.listen_host, settings.http.listen_port
+        build_http_app(health, routes), settings.http.listen_host, settings.http.listen_port
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -95,6 +116,8 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
         await stream.stop(settings.daemon.drain_timeout_s)
     await sip.stop()
     await runner.cleanup()
+    if outbound is not None:
+        outbound.close()
     await notifier.stop()
     log.info("voice-bridge stopped")
     return 0

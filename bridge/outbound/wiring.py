@@ -16,8 +16,11 @@ from bridge.outbound.store import OutboundStore
 from bridge.settings import Secrets, Settings
 from bridge.settings.secrets import MissingSecretError
 
-# Honest gap: the SIP-trunk dialer needs the daemon's SIP UAC (bridge/sip), not written yet.
-SIP_TRUNK_UNAVAILABLE = "the sip-trunk path is not available yet (it needs the daemon's SIP UAC)"
+# The SIP stack lives in the daemon: outside it, sip-trunk calls go through its POST /calls.
+SIP_TRUNK_UNAVAILABLE = (
+    "the sip-trunk path places calls through the running daemon's POST /calls: "
+    "set VOICE_BRIDGE_API_TOKEN (the same value the daemon has) and outbound.trunk.host"
+)
 
 
 @dataclass
@@ -44,11 +47,22 @@ def data_dir(settings: Settings) -> Path:
 
 
 def build_dialers(
-    settings: Settings, secrets: Secrets, agent: str = ""
+    settings: Settings, secrets: Secrets, agent: str = "", sip_trunk: Dialer | None = None
 ) -> tuple[dict[str, Dialer], dict[str, str]]:
+    """sip_trunk: the daemon passes its own SIP dialer; elsewhere the daemon's API is used."""
     dialers: dict[str, Dialer] = {}
-    unavailable = {"sip-trunk": SIP_TRUNK_UNAVAILABLE}
+    unavailable: dict[str, str] = {}
     out = settings.outbound
+    token = secrets.api_token.get_secret_value() if secrets.api_token else ""
+    if sip_trunk is not None:
+        dialers["sip-trunk"] = sip_trunk
+    elif token and out.trunk.host:
+        from bridge.outbound.daemon_dialer import DaemonApiDialer
+
+        host = settings.http.listen_host if settings.http.listen_host not in ("", "0.0.0.0") else "127.0.0.1"
+        dialers["sip-trunk"] = DaemonApiDialer(f"http://{host}:{settings.http.listen_port}", token)
+    else:
+        unavailable["sip-trunk"] = SIP_TRUNK_UNAVAILABLE
     try:
         if not out.answer_url:
             raise ValueError("outbound.answer_url is not set")
@@ -77,6 +91,7 @@ def open_outbound(
     clock: Clock | None = None,
     dialers: dict[str, Dialer] | None = None,
     agent: str = "",
+    sip_trunk: Dialer | None = None,
 ) -> Outbound:
     """Open the stores and the gate; dialers from settings unless given (tests pass their own)."""
     clock = clock or SystemClock()
@@ -84,7 +99,7 @@ def open_outbound(
     store = OutboundStore.open(data_dir(settings))
     unavailable: dict[str, str] = {}
     if dialers is None:
-        dialers, unavailable = build_dialers(settings, secrets or Secrets.from_env(), agent)
+        dialers, unavailable = build_dialers(settings, secrets or Secrets.from_env(), agent, sip_trunk)
     gate = ComplianceGate(settings.compliance, registry, store, clock.wall)
     service = OutboundService(gate, store, dialers)
     return Outbound(settings, registry, store, gate, service, CampaignStore(store.conn), unavailable)
