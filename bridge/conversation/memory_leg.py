@@ -71,6 +71,7 @@ class MemoryLeg:
         self.dtmf_sent: list[str] = []
         self.transfers: list[str] = []
         self.hangup_reason: str | None = None
+        self.first_queued: dict[str, float] = {}  # utterance -> clock time of its first play()
         self._events: asyncio.Queue[LegEvent] = asyncio.Queue()
         self._caller = bytearray()
         self._digits: deque[str] = deque()
@@ -203,6 +204,7 @@ class MemoryLeg:
         utt = self._utt(utterance_id)
         if utt.cancelled or utt.ended or self._ended:
             return
+        self.first_queued.setdefault(utterance_id, self.clock.now())
         data = utt.carry + pcm
         full = len(data) // FRAME_BYTES * FRAME_BYTES
         for i in range(0, full, FRAME_BYTES):
