@@ -16,7 +16,6 @@ from bridge.conversation.memory_leg import MemoryLeg
 from bridge.conversation.transcript import TranscriptWriter
 from bridge.providers.factory import build_providers
 from bridge.settings import Secrets, Settings
-
 from tests.support.audio import have_speech_tools, read_wav_pcm, speech_wav
 
 pytestmark = pytest.mark.slow
