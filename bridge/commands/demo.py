@@ -20,9 +20,10 @@ from typing import Any
 
 HELP = "place one live demo call to the daemon (offline engines, SIPp caller) and print what happened"
 
-DEFAULT_LINES = ["Where are you located?", "Thank you, goodbye."]
+# Lines the offline recogniser (pocketsphinx on espeak-ng speech over G.711) gets right.
+DEFAULT_LINES = ["Where are you located?", "Nothing else."]
 LEAD_IN_S = 6.0  # the agent greets first
-GAP_S = 10.0  # room for the agent's answer between the caller's lines
+GAP_S = 12.0  # room for the agent's answer between the caller's lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +46,7 @@ def _conversation_available() -> bool:
 def _speak(text: str, path: Path) -> bytes:
     from bridge.audio.wavfile import read_wav_8k_mono
 
-    subprocess.run(["espeak-ng", "-v", "en-us+klatt", "-s", "150", "-w", str(path), text],
+    subprocess.run(["espeak-ng", "-v", "en-us+klatt", "-s", "165", "-w", str(path), text],
                    check=True, capture_output=True, timeout=30)
     return read_wav_8k_mono(path)
 
@@ -84,17 +85,19 @@ def run(args: argparse.Namespace) -> int:
     for i, text in enumerate(lines):
         pcm += _speak(text, workdir / f"caller_{i}.wav") + _silence(GAP_S if agent == "conversation" else 1.0)
     print(f"demo: caller says {lines} ({len(pcm) / 16000:.1f} s of audio)")
-    wait_ms = 25_000 if agent == "conversation" else 1_000  # the echo agent never hangs up
+    # The wait starts when playback starts; the echo agent never hangs up, the agent says goodbye.
+    wait_ms = int(len(pcm) / 16) + (15_000 if agent == "conversation" else 1_000)
     scenario = conversation_scenario(workdir, args.codec, pcm, wait_ms=wait_ms)
     env = {
         "VOICE_BRIDGE_MEDIA__RECORDINGS_DIR": str(recordings),
+        "VOICE_BRIDGE_CONVERSATION__TRANSCRIPTS_DIR": str(workdir / "transcripts"),
         "VOICE_BRIDGE_SIP__CODECS": json.dumps([args.codec]),
     }
     config = f'[daemon]\nagent = "{agent}"\n' if args.config is None else Path(args.config).read_text()
     started = time.monotonic()
     with run_daemon(workdir, agent=agent, env=env, config=config, ready_timeout=60) as daemon:
         print(f"demo: daemon ready (sip 127.0.0.1:{daemon.sip_port}, http {daemon.http}); calling...")
-        limit = len(pcm) / 16000 + 40
+        limit = len(pcm) / 16000 + 60
         result = run_sipp(scenario, f"127.0.0.1:{daemon.sip_port}", cwd=workdir, timeout=limit)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not _ended(daemon.log_lines):

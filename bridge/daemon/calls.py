@@ -17,6 +17,7 @@ from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL
 from bridge.privacy import mask_phone_numbers
 from bridge.settings import Settings
 from bridge.sip.call import SipCall
+from bridge.stream.callfacts import decode_value
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ class DaemonCallApp:
 
     # -- CallApp ---------------------------------------------------------------------------
     def admit(self, info: CallInfo) -> tuple[int, str] | None:
+        # The XML server hex-encodes header values Plivo would refuse (ZZ+hex): decode them here,
+        # once, so the agent sees the caller's number and Plivo's CallUUID as they were.
+        info.plivo_headers = {k: decode_value(v) for k, v in info.plivo_headers.items()}
         if self.draining:
             return (503, "Service Unavailable (draining)")
         if len(self._calls) >= self.max_calls:
@@ -157,5 +161,7 @@ class DaemonCallApp:
 
 def _outcome(reason: str) -> str:
     # A small fixed label set keeps metric cardinality bounded.
-    known = {"bye", "cancel", "ack-timeout", "rtp-timeout", "agent-finished", "normal", "drain", "error"}
+    known = {"bye", "cancel", "ack-timeout", "rtp-timeout", "agent-finished", "agent-ended", "transferred",
+             "silence", "max-duration", "provider-failure", "normal", "drain", "shutdown", "error",
+             "busy", "no-answer"}
     return reason if reason in known else "other"
