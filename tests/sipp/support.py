@@ -84,8 +84,9 @@ class RawSip:
             return None
         return SipMessage.parse(data)
 
-    def final(self, timeout: float = 5.0) -> tuple[SipResponse, list[SipMessage]]:
-        """Read until a final response arrives; returns it and everything read on the way."""
+    def final(self, timeout: float = 5.0, branch: str | None = None) -> tuple[SipResponse, list[SipMessage]]:
+        """Read until a final response arrives (to the request sent on `branch`, when given:
+        the daemon may be retransmitting an older one); returns it and everything read."""
         seen: list[SipMessage] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -93,6 +94,8 @@ class RawSip:
             if msg is None:
                 break
             seen.append(msg)
+            if branch is not None and f"branch={branch}" not in (msg.get_header("via") or ""):
+                continue
             if isinstance(msg, SipResponse) and msg.status_code >= 200:
                 return msg, seen
         raise AssertionError(f"no final response in {timeout} s; got {[_first_line(m) for m in seen]}")
