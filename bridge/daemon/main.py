@@ -94,8 +94,12 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
     print(f"READY sip_port={sip.bound_port} http_port={http_port}", flush=True)
     notifier.ready(f"sip on {sip.bound_port}, http on {http_port}")
     notifier.start_watchdog()
+    from bridge.daemon.retention import run_retention
+
+    retention = asyncio.get_running_loop().create_task(run_retention(settings), name="retention")
 
     await stop.wait()
+    retention.cancel()
     # Drain: refuse new calls, leave the registrar, let calls finish up to the drain timeout.
     log.info(
         "draining",
