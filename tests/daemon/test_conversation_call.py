@@ -55,6 +55,8 @@ def test_a_spoken_question_gets_a_spoken_answer_over_sip(tmp_path: Path) -> None
             result = run_sipp(scenario, f"127.0.0.1:{daemon.sip_port}", cwd=tmp_path, media_port=media_port,
                               timeout=len(pcm) / 16000 + 30)
         assert result.returncode == 0, result.stdout[-2000:] + result.errors + daemon.logs()
+    # DPDPA: across the whole call, no log line carries the caller's number unmasked.
+    assert "9876543210" not in daemon.logs()
 
     files = list(transcripts.glob("*.jsonl"))
     assert len(files) == 1, daemon.logs()
