@@ -1,0 +1,100 @@
+"""Who may call: trusted CIDRs, digest verification (MD5 and SHA-256, computed here by hand per
+RFC 7616), nonce expiry, lockout after repeated failures, and the per-source flood limit."""
+
+from __future__ import annotations
+
+import hashlib
+
+from aiosipua.headers import parse_auth
+
+from bridge.settings.sip import TrustSettings
+from bridge.sip.trust import NONCE_TTL_S, TrustPolicy
+
+USER, PASSWORD, REALM = "plivo-in", "hunter2", "voice-bridge"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _policy(**kw: object) -> tuple[TrustPolicy, Clock]:
+    settings = TrustSettings(trusted_cidrs=["10.1.0.0/16"], inbound_user=USER, realm=REALM, **kw)  # type: ignore[arg-type]
+    policy = TrustPolicy(settings, PASSWORD)
+    clock = Clock()
+    policy._now = clock  # the policy reads time through this seam
+    return policy, clock
+
+
+def _authorization(challenge: str, algorithm: str, password: str = PASSWORD, uri: str = "sip:agent@x") -> str:
+    params = parse_auth(challenge).params
+    hasher = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}[algorithm]
+
+    def h(s: str) -> str:
+        return hasher(s.encode()).hexdigest()
+
+    nonce, nc, cnonce = params["nonce"], "00000001", "0a4f113b"
+    ha1, ha2 = h(f"{USER}:{REALM}:{password}"), h(f"INVITE:{uri}")
+    response = h(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
+    return (f'Digest username="{USER}", realm="{REALM}", nonce="{nonce}", uri="{uri}", '
+            f'response="{response}", algorithm={algorithm}, qop=auth, nc={nc}, cnonce="{cnonce}"')
+
+
+def test_cidrs_and_added_hosts_are_trusted() -> None:
+    policy, _ = _policy()
+    assert policy.is_trusted("10.1.200.3")
+    assert not policy.is_trusted("10.2.0.1")
+    assert not policy.is_trusted("not-an-ip")
+    policy.trust_host("198.51.100.4")  # e.g. the registrar
+    assert policy.is_trusted("198.51.100.4")
+
+
+def test_challenges_offer_sha256_first_then_md5() -> None:
+    policy, _ = _policy()
+    first, second = policy.challenges()
+    assert "algorithm=SHA-256" in first and "algorithm=MD5" in second
+    assert 'qop="auth"' in first and f'realm="{REALM}"' in first
+
+
+def test_digest_md5_and_sha256_verify() -> None:
+    policy, _ = _policy()
+    sha, md5 = policy.challenges()
+    assert policy.verify("192.0.2.1", "INVITE", _authorization(sha, "SHA-256"))
+    assert policy.verify("192.0.2.1", "INVITE", _authorization(md5, "MD5"))
+    assert not policy.verify("192.0.2.1", "INVITE", _authorization(md5, "MD5", password="wrong"))
+    assert not policy.verify("192.0.2.1", "INVITE", None)
+    assert not policy.verify("192.0.2.1", "INVITE", "Basic Zm9vOmJhcg==")
+    assert not policy.verify("192.0.2.1", "INVITE", "Digest garbage")
+
+
+def test_forged_and_stale_nonces_fail() -> None:
+    policy, clock = _policy()
+    md5 = policy.challenges()[1]
+    forged = md5.replace('nonce="', 'nonce="1')
+    assert not policy.verify("192.0.2.1", "INVITE", _authorization(forged, "MD5"))
+    clock.t += NONCE_TTL_S + 1
+    assert not policy.verify("192.0.2.1", "INVITE", _authorization(md5, "MD5"))
+    assert policy.verify("192.0.2.1", "INVITE", _authorization(policy.challenges()[1], "MD5"))
+
+
+def test_repeated_failures_lock_the_source_out_for_a_while() -> None:
+    policy, clock = _policy(auth_fail_limit=3, auth_fail_window_s=60, lockout_s=30)
+    md5 = policy.challenges()[1]
+    for _ in range(3):
+        assert not policy.verify("192.0.2.66", "INVITE", _authorization(md5, "MD5", password="nope"))
+    assert policy.locked_out("192.0.2.66")
+    assert not policy.locked_out("192.0.2.67")  # per source
+    clock.t += 31
+    assert not policy.locked_out("192.0.2.66")
+
+
+def test_flood_limit_rejects_then_goes_silent_and_spares_trusted_sources() -> None:
+    policy, clock = _policy(rate_per_source=2.0, burst_per_source=3)
+    verdicts = [policy.rate("192.0.2.9") for _ in range(8)]
+    assert verdicts == ["ok"] * 3 + ["reject"] * 3 + ["drop"] * 2
+    assert all(policy.rate("10.1.0.5") == "ok" for _ in range(100))
+    clock.t += 10  # refilled: 2 per second, capped at the burst
+    assert [policy.rate("192.0.2.9") for _ in range(3)] == ["ok"] * 3
