@@ -34,6 +34,11 @@ class SttSettings(Section):
     pocketsphinx_idle_decoders: int = Field(2, ge=0, le=64)
     # an utterance never finalized (e.g. endless noise) is cut as a final after this long
     pocketsphinx_max_utterance_s: float = Field(30.0, gt=0, le=600)
+    # pocketsphinx: build the language model from these sentences instead of the general one:
+    # a text file (a sentence a line) or the scripted agent's TOML (its intents' phrases,
+    # examples and keywords). Far better on in-domain speech; anything else is heard as the
+    # nearest in-domain words. Not together with pocketsphinx_grammar.
+    pocketsphinx_corpus: str = ""
 
 
 class LlmSettings(Section):

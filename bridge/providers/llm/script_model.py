@@ -15,6 +15,8 @@ fallback = "Morning or afternoon?"
 name = "hours"
 keywords = ["open", "hours"]          # or weighted: { open = 2, when = 0.5 }
 phrases = ["what time do you open"]   # whole phrases, fuzzy, weight phrase_weight
+examples = ["are you open on saturday"]  # more things callers say: only for the STT's language
+                                      # model (stt.pocketsphinx_corpus = this file), not matched
 dtmf = ["1"]                          # keys that choose this intent outright
 states = []                           # where it applies; empty = every state
 reply = "We are open nine to five."
@@ -48,6 +50,7 @@ class Intent(_Strict):
     keywords: dict[str, float] = Field(default_factory=dict)
     phrases: list[str] = Field(default_factory=list)
     phrase_weight: float = Field(2.0, gt=0)
+    examples: list[str] = Field(default_factory=list)  # for stt.pocketsphinx_corpus only
     dtmf: list[str] = Field(default_factory=list)
     states: list[str] = Field(default_factory=list)
     reply: str = ""

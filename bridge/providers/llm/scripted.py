@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from bridge.providers.base import LlmEvent, Message, ProviderError, TextDelta, ToolCall, ToolSpec
 from bridge.providers.llm.script_agent import ScriptAgent
@@ -29,7 +29,9 @@ class ScriptedLLM:
     def __init__(self, script: Script) -> None:
         self.agent = ScriptAgent(script)
 
-    async def stream(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> AsyncIterator[LlmEvent]:
+    async def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> AsyncGenerator[LlmEvent, None]:
         reply = self.agent.respond(messages)
         if reply is None:
             return

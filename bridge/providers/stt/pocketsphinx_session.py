@@ -8,10 +8,15 @@ accurate enough come from reference/offline-speech.md: the en-us model wants 16 
 
 from __future__ import annotations
 
+import os
+import re
+import tempfile
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from pocketsphinx import Decoder, Jsgf
+from pocketsphinx.lm import ArpaBoLM
 
 from bridge.audio.resample import StreamResampler
 
@@ -61,9 +66,56 @@ def parse_grammar(spec: str) -> GrammarSpec | None:
     return GrammarSpec("keyphrases", str(path.resolve()))
 
 
-def build_decoder(grammar: GrammarSpec | None) -> Decoder:
-    """A decoder with the fast settings; ~0.4 s and ~91 MiB (the language model is most of it)."""
-    common = {
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def corpus_sentences(spec: str) -> list[str]:
+    """Read ``pocketsphinx_corpus``: a text file (one sentence a line) or an agent script
+    (``.toml``: its intents' ``phrases`` and ``examples``; not its keywords, which list
+    mishearings too). Lowercased, no punctuation. Raises GrammarError with the reason."""
+    path = Path(spec)
+    if not path.is_file():
+        raise GrammarError(f"pocketsphinx corpus {spec!r}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GrammarError(f"pocketsphinx corpus {spec!r}: cannot read it ({exc})") from exc
+    if path.suffix.lower() == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise GrammarError(f"pocketsphinx corpus {spec!r}: not valid TOML ({exc})") from exc
+        lines: list[str] = []
+        for intent in data.get("intents", []):
+            if isinstance(intent, dict):
+                lines += [str(x) for x in intent.get("phrases", []) + intent.get("examples", [])]
+    else:
+        lines = text.splitlines()
+    sentences = [" ".join(words) for line in lines if (words := _WORD.findall(line.lower()))]
+    if not sentences:
+        raise GrammarError(f"pocketsphinx corpus {spec!r} holds no sentences")
+    return sentences
+
+
+def _corpus_decoder(sentences: list[str], common: dict[str, object]) -> Decoder:
+    # A trigram model of just these sentences (built in milliseconds): in-domain speech is
+    # recognised far better (measured on espeak phone audio: 43% -> 63% of words on a call's
+    # first turn, 48% -> 77% later), and anything else is heard as the nearest in-domain words.
+    lm = ArpaBoLM(text="\n".join(sentences), add_start=True)
+    lm.compute()
+    fd, path = tempfile.mkstemp(suffix=".lm", prefix="voice-bridge-")
+    os.close(fd)
+    try:
+        lm.write_file(path)
+        return Decoder(lm=path, **common)  # loaded into memory: the file can go
+    finally:
+        os.unlink(path)
+
+
+def build_decoder(grammar: GrammarSpec | None, corpus: list[str] | None = None) -> Decoder:
+    """A decoder with the fast settings; ~0.4 s and ~91 MiB (the language model is most of it).
+    ``corpus``: sentences to build the language model from, instead of the general one."""
+    common: dict[str, object] = {
         "samprate": DECODER_RATE,
         "fwdflat": False,
         "bestpath": False,
@@ -71,7 +123,7 @@ def build_decoder(grammar: GrammarSpec | None) -> Decoder:
         "loglevel": "FATAL",
     }
     if grammar is None:
-        return Decoder(**common)
+        return _corpus_decoder(corpus, common) if corpus else Decoder(**common)
     if grammar.kind == "jsgf-file":
         return Decoder(jsgf=grammar.value, **common)
     if grammar.kind == "keyphrases":

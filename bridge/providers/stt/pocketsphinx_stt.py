@@ -15,11 +15,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from bridge.providers.base import ProviderError, Transcript
 from bridge.providers.stt import pocketsphinx_protocol as proto
 from bridge.providers.stt.pocketsphinx_pool import PROVIDER, DecoderPool, DecoderProcess
-from bridge.providers.stt.pocketsphinx_session import GrammarError, parse_grammar
+from bridge.providers.stt.pocketsphinx_session import GrammarError, corpus_sentences, parse_grammar
 from bridge.settings import Secrets, Settings
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,16 @@ class PocketsphinxStream:
 class PocketsphinxSTT:
     name = PROVIDER
 
-    def __init__(self, grammar: str = "", max_utterance_s: float = 30.0, idle_decoders: int = 1) -> None:
-        parse_grammar(grammar)  # raises GrammarError now rather than on the first call
-        args = ["--grammar", grammar, "--max-utterance-s", str(max_utterance_s)]
+    def __init__(
+        self, grammar: str = "", max_utterance_s: float = 30.0, idle_decoders: int = 2, corpus: str = ""
+    ) -> None:
+        # raise GrammarError now rather than on the first call
+        if parse_grammar(grammar) is not None and corpus:
+            raise GrammarError("set pocketsphinx_grammar or pocketsphinx_corpus, not both")
+        if corpus:
+            corpus_sentences(corpus)
+            corpus = str(Path(corpus).resolve())  # the worker may run elsewhere
+        args = ["--grammar", grammar, "--max-utterance-s", str(max_utterance_s), "--corpus", corpus]
         self._pool = DecoderPool(args, keep_idle=idle_decoders)
 
     async def open(self) -> PocketsphinxStream:
@@ -137,12 +145,24 @@ class PocketsphinxSTT:
         await self._pool.aclose()
 
 
+def _resolve(path: str) -> str:
+    """A relative path is tried from the working directory, then from the project root (as the
+    scripted agent finds its script), so the example config works from any directory."""
+    if Path(path).is_absolute() or Path(path).exists():
+        return path
+    root_relative = Path(__file__).resolve().parents[3] / path
+    return str(root_relative) if root_relative.exists() else path
+
+
 def create(settings: Settings, secrets: Secrets) -> PocketsphinxSTT:
     del secrets  # no keys
     stt = settings.stt
     try:
         return PocketsphinxSTT(
-            stt.pocketsphinx_grammar, stt.pocketsphinx_max_utterance_s, stt.pocketsphinx_idle_decoders
+            stt.pocketsphinx_grammar,
+            stt.pocketsphinx_max_utterance_s,
+            stt.pocketsphinx_idle_decoders,
+            _resolve(stt.pocketsphinx_corpus) if stt.pocketsphinx_corpus else "",
         )
     except GrammarError as exc:
         raise ProviderError(PROVIDER, str(exc), retryable=False) from exc

@@ -16,7 +16,12 @@ import os
 import sys
 
 from bridge.providers.stt import pocketsphinx_protocol as proto
-from bridge.providers.stt.pocketsphinx_session import DecoderSession, build_decoder, parse_grammar
+from bridge.providers.stt.pocketsphinx_session import (
+    DecoderSession,
+    build_decoder,
+    corpus_sentences,
+    parse_grammar,
+)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -31,9 +36,10 @@ def _append_interim(out: list[bytes], session: DecoderSession) -> None:
         out.append(proto.encode(proto.INTERIM, text.encode()))
 
 
-def serve(in_fd: int, out_fd: int, grammar: str, max_utterance_s: float) -> int:
+def serve(in_fd: int, out_fd: int, grammar: str, max_utterance_s: float, corpus: str = "") -> int:
     try:
-        session = DecoderSession(build_decoder(parse_grammar(grammar)), max_utterance_s)
+        sentences = corpus_sentences(corpus) if corpus else None
+        session = DecoderSession(build_decoder(parse_grammar(grammar), sentences), max_utterance_s)
     except Exception as exc:  # reported to the parent, which raises a ProviderError
         _write_all(out_fd, proto.encode(proto.ERROR, f"decoder failed to start: {exc}".encode()))
         return 1
@@ -72,11 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--grammar", default="")
     parser.add_argument("--max-utterance-s", type=float, default=30.0)
+    parser.add_argument("--corpus", default="")
     args = parser.parse_args(argv)
     out_fd = os.dup(1)
     os.dup2(2, 1)  # stray prints from C or Python now land on stderr
     sys.stdout = sys.stderr
-    return serve(0, out_fd, args.grammar, args.max_utterance_s)
+    return serve(0, out_fd, args.grammar, args.max_utterance_s, args.corpus)
 
 
 if __name__ == "__main__":

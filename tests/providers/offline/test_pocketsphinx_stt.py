@@ -159,3 +159,52 @@ def test_bad_grammar_fails_at_create(tmp_path: Path) -> None:
     settings = Settings.model_validate({"stt": {"pocketsphinx_grammar": str(tmp_path / "nope.gram")}})
     with pytest.raises(ProviderError, match="no such file"):
         pocketsphinx_stt.create(settings, Secrets())
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "error"),
+    [
+        (None, "missing.txt", "no such file"),
+        ("\n  \n!!\n", "empty.txt", "holds no sentences"),
+        ("[[intents]\n", "bad.toml", "not valid TOML"),
+        ('[[intents]]\nname = "x"\nkeywords = ["a"]\n', "nophrases.toml", "holds no sentences"),
+    ],
+)
+def test_bad_corpus_fails_at_create(tmp_path: Path, content: str | None, name: str, error: str) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    settings = Settings.model_validate({"stt": {"pocketsphinx_corpus": str(path)}})
+    with pytest.raises(ProviderError, match=error):
+        pocketsphinx_stt.create(settings, Secrets())
+
+
+def test_grammar_and_corpus_together_are_refused(tmp_path: Path) -> None:
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("hello there\n")
+    settings = Settings.model_validate(
+        {
+            "stt": {
+                "pocketsphinx_corpus": str(corpus),
+                "pocketsphinx_grammar": "#JSGF V1.0; grammar g; public <a> = hi;",
+            }
+        }
+    )
+    with pytest.raises(ProviderError, match="not both"):
+        pocketsphinx_stt.create(settings, Secrets())
+
+
+async def test_corpus_language_model_from_a_text_file(tmp_path: Path) -> None:
+    """Sentences in a text file become the language model: a question the general model
+    mangles ("what i'd do you open") comes through whole."""
+    corpus = tmp_path / "sentences.txt"
+    corpus.write_text("What time do you open?\nWhere are you located?\nGoodbye.\n")
+    settings = Settings.model_validate({"stt": {"pocketsphinx_corpus": str(corpus)}})
+    stt = pocketsphinx_stt.create(settings, Secrets())
+    stream = await stt.open()
+    try:
+        final, _ = await transcribe(stream, phone_line(await say("What time do you open?")))
+    finally:
+        await stream.close()
+        await stt.aclose()
+    assert final.text == "what time do you open"
