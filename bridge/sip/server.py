@@ -48,11 +48,13 @@ KNOWN_METHODS = {"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE", 
                  "REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "PRACK"}
 REASONS = {100: "Trying", 180: "Ringing", 200: "OK", 202: "Accepted", 400: "Bad Request",
            401: "Unauthorized", 403: "Forbidden", 405: "Method Not Allowed", 415: "Unsupported Media Type",
+           416: "Unsupported URI Scheme", 420: "Bad Extension",
            481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
            487: "Request Terminated", 488: "Not Acceptable Here", 500: "Server Internal Error",
            501: "Not Implemented",
            503: "Service Unavailable", 505: "Version Not Supported"}
 _DTMF_DIGITS = set("0123456789*#ABCD")
+SUPPORTED_OPTIONS = {"replaces"}  # what we put in Supported: the only Require tags we accept
 
 
 def _method_label(method: str) -> str:
@@ -208,7 +210,8 @@ class SipServer:
         tx = self.tx.new_server(key, method, peer, dest)
         to_tag = tag_of(req.get_header("to"))
         if to_tag:
-            self._in_dialog(req, peer, tx, to_tag)
+            if not self._refuse_extensions(tx, req):
+                self._in_dialog(req, peer, tx, to_tag)
             return
         ip = peer.addr[0]
         if method in ("INVITE", "OPTIONS", "CANCEL"):
@@ -219,6 +222,8 @@ class SipServer:
             if verdict == "reject":
                 self._respond(tx, req, 503, headers={"Retry-After": str(self._s.retry_after_s)})
                 return
+        if self._refuse_extensions(tx, req):
+            return
         if method == "INVITE":
             if self._merged(req):
                 self._respond(tx, req, 482)
@@ -234,6 +239,16 @@ class SipServer:
             self._respond(tx, req, 405, headers={"Allow": ALLOW})
         else:
             self._respond(tx, req, 501, headers={"Allow": ALLOW})
+
+    def _refuse_extensions(self, tx: ServerTx, req: SipRequest) -> bool:
+        """420 for a Require we do not support (§8.2.2.3; CANCEL never carries one)."""
+        if req.method.upper() == "CANCEL":
+            return False
+        tags = [t.strip() for v in req.get_header_values("require") for t in v.split(",") if t.strip()]
+        unsupported = [t for t in tags if t.lower() not in SUPPORTED_OPTIONS]
+        if unsupported:
+            self._respond(tx, req, 420, headers={"Unsupported": ", ".join(unsupported)})
+        return bool(unsupported)
 
     def _merged(self, req: SipRequest) -> bool:
         """An INVITE for a call we already have, on a new branch (RFC 3261 §8.2.2.2: a merged

@@ -72,6 +72,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> SipRequest | SipRespo
     if version != "SIP/2.0":
         raise BadMessage(f"version {version} not supported", 505, msg)
     _check_common(msg, msg)
+    _check_request_fields(msg)
     cl = msg.get_header("content-length")
     if cl is None and stream:
         raise BadMessage("no Content-Length on a stream transport", 400, msg)
@@ -87,11 +88,33 @@ def parse_message(data: bytes, *, stream: bool = False) -> SipRequest | SipRespo
         raise BadMessage("CSeq method does not match the request", 400, msg)
     mf = msg.get_header("max-forwards")
     if mf is not None:
-        if not mf.strip().isdigit():
+        if not mf.strip().isdigit() or int(mf) > 255:  # 1*DIGIT, at most 255 (RFC 4475 §3.1.2.4)
             raise BadMessage("bad Max-Forwards", 400, msg)
         if int(mf) == 0 and msg.method not in ("OPTIONS", "ACK"):
             raise BadMessage("Too Many Hops", 483, msg)
     return msg
+
+
+_SINGLE = ("call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type")
+_URI_SCHEMES = ("sip", "sips", "tel")
+
+
+def _check_request_fields(msg: SipRequest) -> None:
+    """What the lenient parser lets through but RFC 3261 (and RFC 4475's torture tests) want
+    refused: repeated single-value headers, an empty Call-ID, unbalanced quotes in From/To, and
+    a Request-URI scheme we cannot serve (416)."""
+    for name in _SINGLE:
+        if len(msg.get_header_values(name)) > 1:
+            raise BadMessage(f"more than one {name} header", 400, msg)
+    call_id = msg.get_header("call-id") or ""
+    if not call_id.strip() or any(c.isspace() for c in call_id.strip()):
+        raise BadMessage("bad Call-ID", 400, msg)
+    for name in ("from", "to"):
+        if (msg.get_header(name) or "").replace('\\"', "").count('"') % 2:
+            raise BadMessage(f"unterminated quoted string in {name.title()}", 400, msg)
+    scheme = msg.uri.split(":", 1)[0].lower() if ":" in msg.uri else ""
+    if scheme not in _URI_SCHEMES:
+        raise BadMessage(f"Request-URI scheme {scheme[:20]!r} not supported", 416, msg)
 
 
 def _check_common(msg: SipMessage, request: SipRequest | None) -> None:

@@ -98,6 +98,17 @@ MALFORMED: list[Case] = [
     Case("body-not-sdp", _req("INVITE", "Content-Type: text/plain", body="hi"), 415, "hi", wire=False),
     Case("invite-no-contact", _req("INVITE", *INVITE_SDP, skip=("contact",), body=SDP), 400, SDP, wire=False),
     Case("register-not-allowed", _req("REGISTER"), 405, wire=False),
+    Case("unterminated-quote", _req("OPTIONS", 'From: "Bob <sip:bob@127.0.0.1>;tag=f{n}', skip=("from",)),
+         400),
+    Case("empty-call-id", _req("OPTIONS", "Call-ID: ", skip=("call-id",)), 400),
+    Case("call-id-with-space", _req("OPTIONS", "Call-ID: two words{n}", skip=("call-id",)), 400),
+    Case("duplicate-call-id", _req("OPTIONS", "Call-ID: another-{n}"), 400),
+    Case("duplicate-to", _req("OPTIONS", "To: <sip:someone-else@127.0.0.1>"), 400),
+    Case("duplicate-cseq", _req("OPTIONS", "CSeq: 2 OPTIONS"), 400),
+    Case("max-forwards-300", _req("OPTIONS", "Max-Forwards: 300", skip=("max-forwards",)), 400),
+    Case("unknown-request-uri-scheme", _req("OPTIONS", uri="nobodyknows:totally-opaque"), 416),
+    Case("require-unknown-extension", _req("INVITE", *INVITE_SDP, "Require: 100rel, nothingweknow", body=SDP),
+         420, SDP, wire=False),
 ]
 
 # Valid but unusual: answered like their plain forms (OPTIONS -> 200, INVITE -> 200 with SDP).
@@ -128,6 +139,11 @@ UNUSUAL: list[Case] = [
     Case("body-longer-than-content-length", _req("OPTIONS", cl="0"), 200, "trailing junk ignored"),
     Case("max-forwards-zero-options", _req("OPTIONS", "Max-Forwards: 0", skip=("max-forwards",)), 200),
     Case("escaped-uri-and-params", _req("OPTIONS", uri="sip:ag%65nt@127.0.0.1:{port};lr;foo=bar?x=y"), 200),
+    Case("tel-request-uri", _req("OPTIONS", uri="tel:+15551234567;phone-context=example.com"), 200),
+    Case("require-what-we-support", _req("OPTIONS", "Require: replaces"), 200),
+    Case("proxy-require-ignored", _req("OPTIONS", "Proxy-Require: nobodyknows"), 200),
+    Case("escaped-quote-display-name",
+         _req("OPTIONS", 'From: "Bob \\"the\\" caller" <sip:c@127.0.0.1>;tag=f{n}', skip=("from",)), 200),
     Case("lf-only-line-ends", "OPTIONS sip:agent@127.0.0.1:{port} SIP/2.0\n"
          "Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK-l{n};rport\nFrom: <sip:c@127.0.0.1>;tag=f{n}\n"
          "To: <sip:agent@127.0.0.1>\nCall-ID: lf-{n}\nCSeq: 1 OPTIONS\nContent-Length: 0", 200, crlf=False),
