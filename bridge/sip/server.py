@@ -390,8 +390,15 @@ class SipServer:
         contact = {"Contact": self.contact_for(call.peer)}
         self._respond(tx, req, 180, to_tag=call.local_tag, headers=contact)
         if self._s.answer_delay_ms:
-            await asyncio.sleep(self._s.answer_delay_ms / 1000)
-            if call.state == "ended":  # CANCELed (487 sent, app told) or shut down while ringing
+            try:
+                await asyncio.sleep(self._s.answer_delay_ms / 1000)
+            finally:
+                # Hung up (drain, shutdown: the sleep is cancelled) while ringing: the INVITE still
+                # needs a final answer. After a CANCEL it already has one (487).
+                if call.state == "ended" and not tx.final_code:
+                    self._respond(tx, req, 503, to_tag=call.local_tag,
+                                  headers={"Retry-After": str(self._s.retry_after_s)})
+            if call.state == "ended":
                 return
         ok_headers = {**contact, "Allow": ALLOW, "Supported": "replaces"}
         self._respond(tx, req, 200, to_tag=call.local_tag, headers=ok_headers, body=body)

@@ -1,20 +1,23 @@
 """Call flows against the real daemon with SIPp as the caller: CANCEL before answer, OPTIONS,
 hold/resume by re-INVITE, 488 for no common codec, 503 + Retry-After at capacity, late offer
-(answer in the ACK) and a call over TCP."""
+(answer in the ACK), a call over TCP, and a daemon shut down while ringing."""
 
 from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosipua import SipResponse
 
 from bridge.devtools.procs import Daemon, run_daemon
 from bridge.devtools.sipp import SCENARIOS, SippResult, have_sipp, run_sipp
-from tests.sipp.support import health, idle, metric, sipp_background, wait_for
+from tests.sip.corpus import SDP
+from tests.sipp.support import RawSip, health, idle, metric, sipp_background, to_tag, wait_for
 
 pytestmark = [pytest.mark.sipp, pytest.mark.skipif(not have_sipp(), reason="sipp not installed")]
 
@@ -116,3 +119,16 @@ def test_call_over_tcp(tmp_path: Path) -> None:
         assert "(TCP)" in result.stdout
         assert wait_for(lambda: idle(daemon.http), 5)
         assert metric(daemon.http, CALLS_TOTAL, 'outcome="bye",transport="sip"') == 3
+
+
+def test_shutdown_while_ringing_answers_the_invite_with_503(tmp_path: Path) -> None:
+    env = {"VOICE_BRIDGE_SIP__ANSWER_DELAY_MS": "30000", "VOICE_BRIDGE_DAEMON__DRAIN_TIMEOUT_S": "0"}
+    with run_daemon(tmp_path, agent="echo", env=env) as daemon, RawSip(daemon.sip_port) as raw:
+        raw.send(raw.invite("ringing-1", SDP))
+        ringing = [raw.recv(5.0), raw.recv(5.0)]
+        assert [m.status_code for m in ringing if isinstance(m, SipResponse)] == [100, 180]
+        daemon.proc.send_signal(signal.SIGTERM)
+        final, _ = raw.final(10.0)
+        assert final.status_code == 503 and final.get_header("retry-after")
+        assert to_tag(final) == to_tag(ringing[1])  # the dialog the 180 started
+        assert daemon.proc.wait(20) == 0
