@@ -1,0 +1,139 @@
+"""One SIP call to the daemon: the caller's side as a timeline of espeak-ng lines, SIPp playing
+it, tcpdump capturing both RTP directions, and what came back (agent audio bursts, the
+transcript file of the call)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.audio.g711 import decoder
+from bridge.devtools.pcap import read_udp_payloads, rtp_payload
+from bridge.devtools.procs import Daemon, capture_udp, free_port
+from bridge.devtools.sipp import PAYLOAD_TYPES, SippResult, conversation_scenario, run_sipp
+from tests.support.audio import read_wav_pcm, speech_wav
+
+CODEC = "PCMU"
+LOUD_PEAK = 28000
+BURST_GAP_S = 0.1  # agent packets further apart than this belong to different utterances
+# tcpdump (without --immediate-mode) hands packets over in blocks, flushed after libpcap's 1 s
+# buffer timeout: stopping it right after the call loses the call's last few hundred ms.
+CAPTURE_SETTLE_S = 1.1
+
+
+def caller_line(text: str, folder: Path, name: str) -> bytes:
+    """espeak-ng speech, levelled like a phone's AGC does (soft compression): a caller who
+    talks over the agent is louder than the agent's echo would be, so the echo guard lets
+    the barge-in through (raw espeak has long quiet stretches inside words)."""
+    pcm = np.frombuffer(read_wav_pcm(speech_wav(text, folder / f"{name}.wav")), dtype="<i2")
+    x = pcm.astype(np.float64) / max(1, int(np.abs(pcm.astype(np.int32)).max()))
+    return (LOUD_PEAK * np.tanh(3 * x) / np.tanh(3)).astype("<i2").tobytes()
+
+
+def timeline(lines: list[tuple[float, bytes]], tail_s: float) -> bytes:
+    """Caller audio: each line starts at its offset (seconds from answer), silence elsewhere."""
+    end = max(at + len(pcm) / 16000 for at, pcm in lines) + tail_s
+    out = bytearray(int(end * 8000) * 2)
+    for at, pcm in lines:
+        start = int(at * 8000) * 2
+        out[start : start + len(pcm)] = pcm
+    return bytes(out)
+
+
+@dataclass
+class Burst:
+    start: float  # seconds from the caller's first RTP packet
+    end: float
+    packets: int
+    rms: float
+
+
+@dataclass
+class CallResult:
+    sipp: SippResult
+    to_caller: list[tuple[float, bytes]]  # (seconds from the caller's first packet, RTP payload)
+    from_caller: int
+    transcript: list[dict[str, Any]]
+    daemon_logs: str
+
+    def bursts(self) -> list[Burst]:
+        """The agent's audio on the wire, split into utterances at gaps (no silence is sent
+        between utterances: media.send_silence is off)."""
+        decode = decoder(CODEC)
+        out: list[Burst] = []
+        group: list[tuple[float, bytes]] = []
+        for item in [*self.to_caller, (float("inf"), b"")]:
+            if group and item[0] - group[-1][0] > BURST_GAP_S:
+                pcm = np.frombuffer(b"".join(decode(p) for _, p in group), dtype="<i2").astype(np.float64)
+                rms = float(np.sqrt(np.mean(pcm * pcm))) if len(pcm) else 0.0
+                out.append(Burst(group[0][0], group[-1][0] + 0.02, len(group), rms))
+                group = []
+            group.append(item)
+        return out
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.transcript if e.get("event") == kind]
+
+    def explain(self) -> str:
+        """Everything needed to see why an assertion failed."""
+        return (
+            f"\nsipp rc={self.sipp.returncode}\n{self.sipp.errors[-1500:]}\n"
+            f"bursts={self.bursts()}\ntranscript=\n"
+            + "\n".join(json.dumps(e) for e in self.transcript)
+            + "\ndaemon log tail:\n"
+            + self.daemon_logs[-6000:]
+        )
+
+
+def place_call(
+    daemon: Daemon, transcripts: Path, workdir: Path, caller_pcm: bytes, wait_ms: int
+) -> CallResult:
+    """Call the daemon once with SIPp; returns when SIPp is done (the agent's BYE or ours) and
+    the daemon has closed the call's transcript."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    before = set(transcripts.glob("*.jsonl"))
+    logs_before = len(daemon.log_lines)
+    scenario = conversation_scenario(workdir, CODEC, caller_pcm, wait_ms=wait_ms)
+    media_port = free_port()
+    pcap = workdir / "rtp.pcap"
+    limit = len(caller_pcm) / 16000 + wait_ms / 1000 + 10
+    with capture_udp(pcap, f"udp port {media_port}"):
+        result = run_sipp(
+            scenario, f"127.0.0.1:{daemon.sip_port}", cwd=workdir, media_port=media_port, timeout=limit
+        )
+        time.sleep(CAPTURE_SETTLE_S)
+    lo, hi = daemon.rtp_range
+    packets = read_udp_payloads(pcap)
+    from_caller = [p for p in packets if p[1] == media_port and lo <= p[2] <= hi]
+    to_caller = [p for p in packets if p[2] == media_port and lo <= p[1] <= hi]
+    t0 = from_caller[0][0] if from_caller else (to_caller[0][0] if to_caller else 0.0)
+    agent = []
+    for t, _sport, _dport, data in to_caller:
+        pt, _seq, _ts, payload = rtp_payload(data)
+        if pt == PAYLOAD_TYPES[CODEC]:
+            agent.append((t - t0, payload))
+    events = _transcript(transcripts, before)
+    return CallResult(result, agent, len(from_caller), events, "\n".join(daemon.log_lines[logs_before:]))
+
+
+def _transcript(folder: Path, before: set[Path], limit_s: float = 10.0) -> list[dict[str, Any]]:
+    """The events of the call's new transcript file, once it records the end of the call."""
+    deadline = time.monotonic() + limit_s
+    events: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        events = []
+        for path in sorted(set(folder.glob("*.jsonl")) - before):
+            for line in path.read_text().splitlines():
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    continue  # a line being written right now: read again on the next round
+        if any(e.get("event") == "call_end" for e in events):
+            break
+        time.sleep(0.1)
+    return events
