@@ -15,7 +15,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pocketsphinx import Decoder, Jsgf
+from pocketsphinx import Config, Decoder, Jsgf
 from pocketsphinx.lm import ArpaBoLM
 
 from bridge.audio.resample import StreamResampler
@@ -103,13 +103,17 @@ def _corpus_decoder(sentences: list[str], common: dict[str, object]) -> Decoder:
     # first turn, 48% -> 77% later), and anything else is heard as the nearest in-domain words.
     lm = ArpaBoLM(text="\n".join(sentences), add_start=True)
     lm.compute()
-    fd, path = tempfile.mkstemp(suffix=".lm", prefix="voice-bridge-")
-    os.close(fd)
-    try:
-        lm.write_file(path)
-        return Decoder(lm=path, **common)  # loaded into memory: the file can go
-    finally:
-        os.unlink(path)
+    # Only the corpus's words can be recognised, so the dictionary is cut down to them: with
+    # the whole 130k-word one, the decoder takes 2.2 s to load instead of 10 ms.
+    vocab = {word for sentence in sentences for word in sentence.split()}
+    with open(str(Config()["dict"]), encoding="utf-8") as full:
+        entries = [line for line in full if line.split(" ", 1)[0].split("(", 1)[0] in vocab]
+    with tempfile.TemporaryDirectory(prefix="voice-bridge-") as tmp:
+        lm_path, dict_path = os.path.join(tmp, "corpus.lm"), os.path.join(tmp, "corpus.dict")
+        lm.write_file(lm_path)
+        with open(dict_path, "w", encoding="utf-8") as small:
+            small.writelines(entries)
+        return Decoder(lm=lm_path, dict=dict_path, **common)  # loaded into memory: the files can go
 
 
 def build_decoder(grammar: GrammarSpec | None, corpus: list[str] | None = None) -> Decoder:

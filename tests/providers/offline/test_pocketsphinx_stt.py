@@ -198,7 +198,8 @@ async def test_corpus_language_model_from_a_text_file(tmp_path: Path) -> None:
     """Sentences in a text file become the language model: a question the general model
     mangles ("what i'd do you open") comes through whole."""
     corpus = tmp_path / "sentences.txt"
-    corpus.write_text("What time do you open?\nWhere are you located?\nGoodbye.\n")
+    # "zorblax" is in no dictionary: left out, not an error
+    corpus.write_text("What time do you open?\nWhere are you located?\nAsk for Zorblax.\nGoodbye.\n")
     settings = Settings.model_validate({"stt": {"pocketsphinx_corpus": str(corpus)}})
     stt = pocketsphinx_stt.create(settings, Secrets())
     stream = await stt.open()
