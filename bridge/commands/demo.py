@@ -20,8 +20,9 @@ from typing import Any
 
 HELP = "place one live demo call to the daemon (offline engines, SIPp caller) and print what happened"
 
-# Lines the offline recogniser (pocketsphinx on espeak-ng speech over G.711) gets right.
-DEFAULT_LINES = ["Where are you located?", "Nothing else."]
+DEFAULT_LINES = ["Where are you located?", "Thank you, goodbye."]
+# The example config: offline engines, pocketsphinx's language model built from the agent script.
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "config" / "voice-bridge.example.toml"
 LEAD_IN_S = 6.0  # the agent greets first
 GAP_S = 12.0  # room for the agent's answer between the caller's lines
 
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         "VOICE_BRIDGE_CONVERSATION__TRANSCRIPTS_DIR": str(workdir / "transcripts"),
         "VOICE_BRIDGE_SIP__CODECS": json.dumps([args.codec]),
     }
-    config = f'[daemon]\nagent = "{agent}"\n' if args.config is None else Path(args.config).read_text()
+    config = Path(args.config or EXAMPLE_CONFIG).read_text()
     started = time.monotonic()
     with run_daemon(workdir, agent=agent, env=env, config=config, ready_timeout=60) as daemon:
         print(f"demo: daemon ready (sip 127.0.0.1:{daemon.sip_port}, http {daemon.http}); calling...")
