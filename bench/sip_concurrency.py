@@ -109,8 +109,10 @@ def main() -> int:
                 sampler.join()
             stats = (tmp / "stat.csv").read_text().splitlines() if (tmp / "stat.csv").exists() else []
         by_stream: dict[int, list[float]] = defaultdict(list)
-        for ts, sport, _dport, _payload in read_udp_payloads(tmp / "out.pcap"):
-            by_stream[sport].append(ts)
+        for ts, sport, _dport, payload in read_udp_payloads(tmp / "out.pcap"):
+            # RTP only: RTCP (packet types 200-204 in byte 1) shares the port range.
+            if len(payload) >= 12 and not 200 <= payload[1] <= 204:
+                by_stream[sport].append(ts)
 
     ok = failed = 0
     if len(stats) >= 2:
