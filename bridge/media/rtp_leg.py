@@ -101,6 +101,7 @@ class RtpLeg:
         self._seq = random.getrandbits(16)
         self._ts = random.getrandbits(32)
         self._talking = False
+        self._early_pcm: bytes | None = None  # a talkspurt's first frame, sent ahead of its tick
         self._agent_pcm: bytes | None = None  # what this tick sent (for the recording)
         self._reports = ReportBuilder(self._ssrc)
         # receive state
@@ -201,8 +202,27 @@ class RtpLeg:
         return self._channel.stream()
 
     def play(self, utterance_id: str, pcm: bytes) -> None:
-        if not self._ending:
-            self._queue.play(utterance_id, pcm)
+        if self._ending:
+            return
+        idle = not self._talking and self._early_pcm is None and self._queue.queued_ms == 0
+        self._queue.play(utterance_id, pcm)
+        if idle:
+            self._start_talkspurt()
+
+    def _start_talkspurt(self) -> None:
+        """Send the first frame of a talkspurt now instead of at the next tick (up to 20 ms
+        later: that wait was most of the bridge's share of the reply latency). It takes the
+        next tick's slot (RTP timestamp), and that tick sends nothing, so the timestamps stay
+        on the wall clock and the pacing after it is unchanged."""
+        if not (self._started and self._tx_on and self._remote is not None) or self._dtmf_tx.busy:
+            return
+        pcm = self._queue.next_frame(self._loop.time(), True)
+        if pcm is None:
+            return
+        self._send(self._pt, self._ts, self._encode(pcm), True)
+        self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
+        self._talking = True
+        self._early_pcm = pcm
 
     def end_utterance(self, utterance_id: str) -> None:
         if not self._ending:
@@ -424,6 +444,10 @@ class RtpLeg:
 
     def _send_tick(self, now: float) -> bytes | None:
         """Send this tick's frame (DTMF first, then agent audio); returns the agent PCM."""
+        early = self._early_pcm
+        if early is not None:  # this tick's frame already left in _start_talkspurt
+            self._early_pcm = None
+            return early
         ts = self._ts
         self._ts = (ts + FRAME_SAMPLES) & 0xFFFFFFFF
         audible = self._tx_on and self._remote is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -357,3 +358,36 @@ async def test_send_silence_keeps_packets_flowing_between_utterances() -> None:
     peer.close()
     assert all(set(r.pkt.payload) == {0xFF} for r in peer.packets)  # mu-law silence
     assert [r.pkt.marker for r in peer.packets[:3]] == [True, False, False]
+
+
+async def test_a_talkspurt_starts_at_once_and_timestamps_stay_on_the_wall_clock() -> None:
+    ports = allocator(2)
+    peer = await RawPeer.open()
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, SETTINGS)
+    leg.start(media(peer.port, "PCMU"))
+    await asyncio.sleep(0.1)
+    sent_at: list[float] = []
+    for i in range(5):  # five short replies with pauses between them
+        await asyncio.sleep(0.013 * (i + 1))  # somewhere between two ticks
+        sent_at.append(time.monotonic())
+        before = len(peer.packets)
+        leg.play(f"u{i}", sine(0.06))
+        leg.end_utterance(f"u{i}")
+        await wait_until(lambda before=before: len(peer.packets) >= before + 3)
+        await asyncio.sleep(0.05)
+    await leg.close()
+    peer.close()
+    starts = [r for r in peer.packets if r.pkt.marker]
+    assert len(starts) == 5
+    # The first packet left when play() was called, not at the next 20 ms tick.
+    for t0, r in zip(sent_at, starts, strict=True):
+        assert r.t - t0 < 0.010
+    # No drift: RTP time between talkspurt starts matches the wall clock to within a frame.
+    for a, b in itertools.pairwise(starts):
+        rtp_s = ((b.pkt.timestamp - a.pkt.timestamp) % (1 << 32)) / 8000
+        assert abs(rtp_s - (b.t - a.t)) <= 0.021
+    # Within a talkspurt, consecutive timestamps step by one frame.
+    pk = [r.pkt for r in peer.packets]
+    for a, b in itertools.pairwise(pk):
+        if not b.marker:
+            assert (b.timestamp - a.timestamp) % (1 << 32) == 160
