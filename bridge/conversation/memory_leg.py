@@ -81,6 +81,10 @@ class MemoryLeg:
         self._progress_every = progress_every
         self._ended = False
         self._task: asyncio.Task[None] | None = None
+        # As the RTP leg: a talkspurt's first frame goes out when play() is called, taking the
+        # next tick's slot (that tick sends nothing).
+        self._talking = False
+        self._early: bytes | None = None
 
     # -- the scripted caller ----------------------------------------------------------------
     def say(self, pcm: bytes) -> None:
@@ -106,7 +110,11 @@ class MemoryLeg:
         if self._ended:
             return
         t = self.clock.now()
-        played = self._send_frame(t)
+        if self._early is not None:
+            played, self._early = self._early, None
+        else:
+            played = self._send_frame(t)
+            self._talking = played is not _SILENCE
         self._echo.append(played)
         frame = bytes(self._caller[:FRAME_BYTES])
         del self._caller[:FRAME_BYTES]
@@ -205,11 +213,15 @@ class MemoryLeg:
         if utt.cancelled or utt.ended or self._ended:
             return
         self.first_queued.setdefault(utterance_id, self.clock.now())
+        idle = not self._talking and self._early is None and not self._items
         data = utt.carry + pcm
         full = len(data) // FRAME_BYTES * FRAME_BYTES
         for i in range(0, full, FRAME_BYTES):
             self._items.append((utt, data[i : i + FRAME_BYTES]))
         utt.carry = data[full:]
+        if idle and self._items:
+            self._early = self._send_frame(self.clock.now())
+            self._talking = True
 
     def end_utterance(self, utterance_id: str) -> None:
         utt = self._utt(utterance_id)
