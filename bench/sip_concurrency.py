@@ -108,11 +108,17 @@ def main() -> int:
                 stop.set()
                 sampler.join()
             stats = (tmp / "stat.csv").read_text().splitlines() if (tmp / "stat.csv").exists() else []
-        by_stream: dict[int, list[float]] = defaultdict(list)
+        # Packet times per talkspurt: the marker bit starts a new one, and the pause before it
+        # (the caller was silent, so the echo was too) is not a pacing gap.
+        by_stream: dict[int, list[list[float]]] = defaultdict(list)
         for ts, sport, _dport, payload in read_udp_payloads(tmp / "out.pcap"):
             # RTP only: RTCP (packet types 200-204 in byte 1) shares the port range.
-            if len(payload) >= 12 and not 200 <= payload[1] <= 204:
-                by_stream[sport].append(ts)
+            if len(payload) < 12 or 200 <= payload[1] <= 204:
+                continue
+            spurts = by_stream[sport]
+            if payload[1] & 0x80 or not spurts:
+                spurts.append([])
+            spurts[-1].append(ts)
 
     ok = failed = 0
     if len(stats) >= 2:
@@ -132,7 +138,7 @@ def main() -> int:
         cpu_pct = 100 * (steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0])
 
     gaps = (
-        np.concatenate([np.diff(v) for v in by_stream.values() if len(v) > 1]) * 1000
+        np.concatenate([np.diff(v) for spurts in by_stream.values() for v in spurts if len(v) > 1]) * 1000
         if by_stream
         else np.array([])
     )
@@ -147,7 +153,7 @@ def main() -> int:
                 "sipp_rc": sipp.returncode,
                 "daemon_cpu_pct_of_one_core": round(cpu_pct, 1),
                 "daemon_rss_peak_mib": round(rss_peak, 1),
-                "rtp_out_packets": int(sum(len(v) for v in by_stream.values())),
+                "rtp_out_packets": int(sum(len(v) for spurts in by_stream.values() for v in spurts)),
                 "rtp_out_interval_ms": {
                     "p50": round(float(np.percentile(gaps, 50)), 2) if gaps.size else None,
                     "p99": round(float(np.percentile(gaps, 99)), 2) if gaps.size else None,
