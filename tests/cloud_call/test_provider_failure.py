@@ -125,3 +125,57 @@ def test_llm_down_plays_the_fallback_line_and_hangs_up(cd: CloudDaemon, tmp_path
     assert llm_failures(after) - llm_failures(before) == 2, after
     assert health(after, "llm", "openai") == 0, after
     assert health(after, "stt", "deepgram") == 1, after
+
+
+def test_tts_socket_drop_fails_over_to_the_http_stream(cd: CloudDaemon, tmp_path: Path) -> None:
+    """The stream-input WebSocket dies before its first audio: the fallback line (synthesised
+    at start-up) covers the gap, the reply starts over and the ElevenLabs HTTP stream speaks it.
+
+    The greeting still goes out on the spare socket the client opened before the fault was
+    injected (keep-warm); the answer needs a new socket, which the fake cuts."""
+    line = caller_line(Q1, tmp_path, "q1")
+    answer = "We are at twelve Main Street. Goodbye!"
+
+    def script(cloud: FakeCloud) -> None:
+        cloud.deepgram.script.append(Q1)
+        # the reply starts over after the failure: the LLM is asked a second time
+        cloud.openai.script.extend([ToolReply("end_call", {}, text_before=answer)] * 2)
+        cloud.elevenlabs.ws_faults.drop_after = 0  # every new WebSocket: cut before any audio
+
+    cd.cloud.do(script)
+    before = cd.metrics()
+    pcm = timeline([(2.0, line)], tail_s=2.0)
+    call = place_call(cd.daemon, cd.transcripts, tmp_path, pcm, wait_ms=12_000)
+    after = cd.metrics()
+    why = call.explain()
+    assert call.sipp.returncode == 0, why
+
+    failures = [(f["kind"], f["provider"]) for f in call.events("provider_failure")]
+    assert failures == [("tts", "elevenlabs-ws")], why
+    assert [f["then"] for f in call.events("fallback")] == ["continue"], why
+    agent = [(a["text"], a["interrupted"]) for a in call.events("agent")]
+    assert agent == [(GREETING, False), (answer, False)], why
+    assert call.events("call_end")[-1]["reason"] == "agent-ended", why
+
+    journal = cd.cloud.do(lambda c: [(e.kind, dict(e.data)) for e in c.elevenlabs.journal.events])
+    assert any(kind == "dropped" for kind, _ in journal), journal
+    http = [d["text"] for kind, d in journal if kind == "request" and not d.get("ws")]
+    assert " ".join(http) == answer, journal  # one request per clause
+    assert cd.cloud.do(lambda c: c.openai.journal.count("request")) == 2, why
+
+    # The caller heard the greeting, then the fallback line with the answer right behind it.
+    q1_end = 2.0 + len(line) / 16000
+    bursts = call.bursts()
+    assert len(bursts) == 2, why
+    assert bursts[0].packets == pytest.approx(packets_for(GREETING), abs=4), why
+    assert first_answer(call, q1_end) < FALLBACK_WITHIN_S, why
+    assert bursts[1].packets == pytest.approx(packets_for(FALLBACK) + packets_for(answer), abs=6), why
+
+    def ws_failures(metrics: str) -> float:
+        found = samples(metrics, "voice_bridge_provider_failures_total")
+        return sum(v for k, v in found.items() if dict(k)["provider"] == "elevenlabs-ws")
+
+    assert ws_failures(after) - ws_failures(before) == 1, after
+    # the turn completed on the HTTP stream: that one is healthy, the WebSocket client is not
+    assert health(after, "tts", "elevenlabs") == 1, after
+    assert health(after, "tts", "elevenlabs-ws") == 0, after

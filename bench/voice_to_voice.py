@@ -1,0 +1,300 @@
+"""Voice-to-voice latency on the cloud providers: the REAL Deepgram, OpenAI and ElevenLabs SDK
+clients against the local fakes set to a realistic latency profile, at 1 and 100 concurrent
+calls.
+
+Profile (issue 4): the STT final comes 150 ms after the bridge asks for it at the end of the
+caller's turn (Deepgram Finalize; the fake's own endpointing answers no sooner), the LLM's
+first token 350 ms after the request, then a token every ``--token-ms``; the TTS's first
+audio 120 ms after the request (HTTP stream) or after the first text (stream-input WebSocket).
+Target: p50 voice_to_voice <= conversation.endpointing_ms + 650 ms.
+
+The fakes run in a child process (they stand for remote services: their CPU must not be
+charged to the bridge's event loop). The bridge side is the conversation engine on in-memory
+legs paced in real time (20 ms ticks, like the RTP leg), with the real VAD on espeak-ng
+caller speech, the providers built once and shared by all calls as in the daemon.
+voice_to_voice = first_audio_out - user_speech_end (DESIGN.md latency marks).
+
+Usage: .venv/bin/python bench/voice_to_voice.py [--calls 1 100] [--turns 3] [--tts elevenlabs-ws elevenlabs]
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bridge.audio.wavfile import read_wav_8k_mono
+from bridge.callmodel import CallInfo
+from bridge.conversation import run_conversation
+from bridge.conversation.fallback import presynthesize
+from bridge.conversation.memory_leg import MemoryLeg
+from bridge.conversation.transcript import TranscriptWriter
+from bridge.devtools.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
+from bridge.providers.factory import ProviderSet, build_providers
+from bridge.settings import Secrets, Settings
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)  # the Deepgram SDK's websockets.legacy
+
+QUESTIONS = ["Where are you located?", "Are you open on Saturday?", "I would like to make an appointment."]
+# The first clause goes to the TTS once complete (the engine's clause splitter), so its length
+# is part of the LLM wait: both shapes a voice LLM produces are measured.
+ANSWERS = {
+    "short_first_clause": "Sure! We are open from nine to six on weekdays. Is there anything else?",
+    "long_first_clause": "We are open from nine to six on weekdays. Is there anything else?",
+}
+PROFILE = {"stt_final_s": 0.150, "llm_first_token_s": 0.350, "tts_first_byte_s": 0.120}
+
+
+# -- the fakes, in their own process --------------------------------------------------------------
+def serve_fakes(conn: Connection, token_s: float, answer: str) -> None:
+    """Child process: FakeCloud with the latency profile until the parent closes the pipe."""
+    from bridge.devtools.fakes import FakeCloud
+
+    async def main() -> None:
+        async with FakeCloud() as cloud:
+            cloud.deepgram.final_delay_s = PROFILE["stt_final_s"]
+            # chunk 0 carries only the role; the first token follows one token time later
+            cloud.openai.faults.first_byte_delay_s = max(0.0, PROFILE["llm_first_token_s"] - token_s)
+            cloud.openai.faults.chunk_delay_s = token_s
+            cloud.elevenlabs.faults.first_byte_delay_s = PROFILE["tts_first_byte_s"]
+            cloud.elevenlabs.ws_faults.first_byte_delay_s = PROFILE["tts_first_byte_s"]
+            replies = cloud.openai.script
+            loop = asyncio.get_running_loop()
+
+            def keep_scripted() -> None:
+                # every request gets the same answer (the queue would run dry otherwise)
+                while len(replies) < 1000:
+                    replies.append(answer)
+                loop.call_later(0.5, keep_scripted)
+
+            keep_scripted()
+            conn.send(cloud.http_url)
+            await loop.run_in_executor(None, _wait_closed, conn)
+
+    asyncio.run(main())
+
+
+def _wait_closed(conn: Connection) -> None:
+    try:
+        conn.recv()
+    except EOFError:
+        pass
+
+
+# -- the bridge side ---------------------------------------------------------------------------
+class Capture(TranscriptWriter):
+    """Keeps each turn's latency marks instead of writing a file."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.latency: list[dict[str, float]] = []
+        self.failures: list[str] = []
+
+    def write(self, event: str, **data: Any) -> None:
+        if event == "latency":
+            self.latency.append(data)
+        elif event == "provider_failure":
+            self.failures.append(f"{data.get('kind')}/{data.get('provider')}: {data.get('reason')}")
+
+
+def speak(text: str, folder: Path, name: str) -> bytes:
+    path = folder / f"{name}.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us+klatt", "-s", "165", "-w", str(path), text],
+                   check=True, capture_output=True, timeout=30)
+    return read_wav_8k_mono(path)
+
+
+async def one_call(n: int, start_at: float, providers: ProviderSet, settings: Settings,
+                   questions: list[bytes], fallback: bytes, turns: int) -> Capture:
+    await asyncio.sleep(max(0.0, start_at))  # calls arrive over the ramp, not all in one tick
+    leg = MemoryLeg(f"v2v-{n}")
+    capture = Capture()
+    info = CallInfo(leg.call_id, "sip:caller@bench", "sip:agent@bench", ("127.0.0.1", 5060))
+    task = asyncio.create_task(run_conversation(
+        leg, providers, settings, transcript=capture, call_info=info, fallback_audio=fallback,
+    ))
+    leg.start_realtime()
+    over = lambda: leg.ended or bool(capture.failures)  # noqa: E731
+    try:
+        await _wait(lambda: over() or (bool(leg.sent) and not leg.queued_ms()), 20)  # greeting heard
+        for i in range(turns):
+            if over():
+                break
+            await asyncio.sleep(0.3 + (n % 7) / 10)  # callers do not all talk at once
+            before = len(capture.latency)
+            leg.say(questions[(n + i) % len(questions)])
+            await _wait(lambda b=before: over() or len(capture.latency) > b, 30)
+            await _wait(lambda: over() or not leg.queued_ms(), 30)  # the whole answer is heard
+        await leg.remote_hangup("bye")
+        await asyncio.wait_for(task, 10)
+    finally:
+        await leg.aclose()
+    return capture
+
+
+async def _wait(cond: Any, limit_s: float) -> None:
+    end = time.monotonic() + limit_s
+    while not cond():
+        if time.monotonic() > end:
+            raise TimeoutError("bench call stalled")
+        await asyncio.sleep(0.01)
+
+
+async def loop_lag(samples: list[float], period_s: float = 0.01) -> None:
+    """How late the event loop wakes a 10 ms sleeper: the queueing every call's work sees."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + period_s
+        await asyncio.sleep(period_s)
+        samples.append((loop.time() - due) * 1000)
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def figures(latency: list[dict[str, float]], key: str) -> dict[str, float | None]:
+    values = [m[key] for m in latency if key in m]
+    return {"p50": pct(values, 0.5), "p95": pct(values, 0.95), "max": pct(values, 1.0)}
+
+
+async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: list[bytes],
+                   turns: int, ramp_s: float) -> dict[str, Any]:
+    providers = build_providers(settings, secrets)
+    try:
+        for tts in providers.tts:
+            warmup = getattr(tts, "warmup", None)
+            if warmup is not None:
+                await warmup()
+        fallback = await presynthesize(providers.tts, settings.conversation.fallback_text)
+        cpu, wall = time.process_time(), time.monotonic()
+        lag: list[float] = []
+        monitor = asyncio.create_task(loop_lag(lag))
+        try:
+            captures = await asyncio.gather(*(
+                one_call(n, ramp_s * n / calls, providers, settings, questions, fallback, turns)
+                for n in range(calls)
+            ))
+        finally:
+            monitor.cancel()
+        busy = (time.process_time() - cpu) / max(1e-9, time.monotonic() - wall)
+    finally:
+        for kind in (providers.stt, providers.llm, providers.tts):
+            for p in kind:
+                aclose = getattr(p, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+    latency = [m for c in captures for m in c.latency]
+    failures = [f for c in captures for f in c.failures]
+    target = settings.conversation.endpointing_ms + 650
+    v2v = figures(latency, "voice_to_voice")
+    return {
+        "calls": calls,
+        "turns": len(latency),
+        "voice_to_voice_ms": v2v,
+        "target_p50_ms": target,
+        "meets_target": v2v["p50"] is not None and v2v["p50"] <= target,
+        # each mark measured from user_speech_end, as the engine records them
+        "stt_final_ms": figures(latency, "stt_final"),
+        "llm_first_token_ms": figures(latency, "llm_first_token"),
+        "tts_first_byte_ms": figures(latency, "tts_first_byte"),
+        "bridge_overhead_ms": figures(latency, "bridge_overhead"),
+        "calls_with_provider_failure": sum(1 for c in captures if c.failures),
+        "provider_failures": sorted(set(failures))[:5],
+        "loop_lag_ms": {"p50": pct(lag, 0.5), "p95": pct(lag, 0.95), "max": pct(lag, 1.0)},
+        "cpu_cores_busy": round(busy, 3),
+    }
+
+
+def cloud_settings(url: str, tts: str) -> Settings:
+    return Settings.model_validate({
+        "conversation": {"greeting": "Hi, how can I help?", "transcripts_dir": ""},
+        "stt": {"providers": ["deepgram"], "deepgram_url": url},
+        "llm": {"providers": ["openai"], "base_url": f"{url}/v1", "model": "gpt-4o"},
+        "tts": {"providers": [tts], "elevenlabs_url": url},
+    })
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc), to see how busy the fakes were."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(args: argparse.Namespace, url: str, questions: list[bytes], fakes_pid: int) -> dict[str, Any]:
+    secrets = Secrets.from_env(
+        {"DEEPGRAM_API_KEY": DEEPGRAM_KEY, "OPENAI_API_KEY": OPENAI_KEY, "ELEVENLABS_API_KEY": ELEVENLABS_KEY}
+    )
+    out: dict[str, Any] = {}
+    for tts in args.tts:
+        settings = cloud_settings(url, tts)
+        for calls in args.calls:
+            cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
+            ramp = args.ramp_s if calls > 1 else 0.0
+            result = await scenario(calls, settings, secrets, questions, args.turns, ramp)
+            result["fakes_cores_busy"] = round((cpu_seconds(fakes_pid) - cpu) / (time.monotonic() - wall), 3)
+            out[f"{tts}/{calls}"] = result
+    return out
+
+
+def with_fakes(args: argparse.Namespace, answer: str, questions: list[bytes]) -> dict[str, Any]:
+    """Run the scenarios against a fresh fakes process that always gives ``answer``."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    fakes = ctx.Process(target=serve_fakes, args=(child, args.token_ms / 1000, answer), daemon=True)
+    fakes.start()
+    try:
+        if not parent.poll(30):
+            raise SystemExit("the fakes did not start")
+        assert fakes.pid is not None
+        return asyncio.run(run(args, parent.recv(), questions, fakes.pid))
+    finally:
+        parent.close()
+        fakes.join(10)
+        if fakes.is_alive():
+            fakes.terminate()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--calls", type=int, nargs="+", default=[1, 100])
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--tts", nargs="+", default=["elevenlabs-ws", "elevenlabs"],
+                        choices=["elevenlabs-ws", "elevenlabs"])
+    parser.add_argument("--token-ms", type=float, default=20.0, help="LLM time per token after the first")
+    parser.add_argument("--ramp-s", type=float, default=3.0, help="calls start spread over this long")
+    parser.add_argument("--answers", nargs="+", default=list(ANSWERS), choices=list(ANSWERS))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
+    out: dict[str, Any] = {
+        "profile_ms": {k.removesuffix("_s"): v * 1000 for k, v in PROFILE.items()},
+        "llm_token_ms": args.token_ms,
+        "endpointing_ms": Settings().conversation.endpointing_ms,
+        "answers": {name: ANSWERS[name] for name in args.answers},
+        "results": {name: with_fakes(args, ANSWERS[name], questions) for name in args.answers},
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
