@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 PRODUCTION_URL = "wss://api.deepgram.com"
 CLOSE_WAIT_S = 1.0  # CloseStream -> Metadata -> close normally takes one round trip
+# Deepgram answers audio with Results about once per second of audio; a few frames of audio
+# (the silence after a final, when the caller then goes quiet) are owed no reply at all.
+REPLY_OWED_AFTER_S = 1.0
 
 
 def environment(url: str) -> DeepgramClientEnvironment:
@@ -123,7 +126,9 @@ class DeepgramStream:
         self._utterance_open = False  # finals with words since the last end of utterance
         self._failed: ProviderError | None = None
         self._got_result = False  # the current socket delivered at least one Results
-        self._reply_due = False  # audio/Finalize sent since the last message received
+        self._reply_due = False  # a reply is owed: Finalize, or enough audio, since the last message
+        self._unanswered = 0  # audio bytes sent since the last message received
+        self._reply_after = int(REPLY_OWED_AFTER_S * 8000) * (1 if mulaw else 2)
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self.reconnects = 0
@@ -156,7 +161,9 @@ class DeepgramStream:
             except Exception:
                 return  # the read loop sees the dead socket and reconnects; audio is in the replay
         self._last_audio = time.monotonic()
-        self._arm()
+        self._unanswered += len(audio)
+        if self._unanswered >= self._reply_after:
+            self._arm()
 
     async def finalize(self) -> None:
         if self._failed is not None:
@@ -194,7 +201,8 @@ class DeepgramStream:
     # ---- internals --------------------------------------------------------------------
 
     def _arm(self) -> None:
-        """Audio or Finalize went out: some message must come back within the stall timeout."""
+        """Finalize, or a second of audio, went out: some message must come back within the
+        stall timeout."""
         self._reply_due = True
         watch = self._watch
         if watch is not None and watch.when() is None:
@@ -237,6 +245,7 @@ class DeepgramStream:
                 while True:
                     message = await conn.recv()
                     self._reply_due = False
+                    self._unanswered = 0
                     watch.reschedule(None)
                     if isinstance(message, ListenV1Error):
                         return "error message from Deepgram"
@@ -288,7 +297,8 @@ class DeepgramStream:
             self._lock.release()
         if replay:
             self._last_audio = time.monotonic()
-            self._reply_due = True
+            self._unanswered = len(replay)
+            self._reply_due = self._unanswered >= self._reply_after
 
     async def _disconnect(self) -> None:
         async with self._lock:
