@@ -75,6 +75,10 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # No live reload: a stray SIGHUP (a closed terminal, `kill -HUP`) must not end the calls.
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: log.warning("SIGHUP ignored: restart the daemon to apply new settings")
+    )
 
     await sip.start()
     state.update(sip_bound=True, sip_port=sip.bound_port)

@@ -131,3 +131,12 @@ def test_a_thousand_short_calls_leak_nothing(tmp_path: Path) -> None:
         health = _health(daemon.http)
         assert health["rtp_ports_in_use"] == 0
         assert _metric(daemon.http, "voice_bridge_calls_total", 'outcome="bye",transport="sip"') == 1000
+
+
+def test_sighup_does_not_end_the_daemon(tmp_path: Path) -> None:
+    with run_daemon(tmp_path, agent="echo") as daemon:
+        daemon.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert daemon.proc.poll() is None
+        assert _health(daemon.http)["sip_bound"] is True
+        assert _wait_for(lambda: "SIGHUP ignored" in daemon.logs(), 5)
