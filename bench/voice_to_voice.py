@@ -2,19 +2,24 @@
 clients against the local fakes set to a realistic latency profile, at 1 and 100 concurrent
 calls.
 
-Profile (issue 4): the STT final comes 150 ms after the bridge asks for it at the end of the
-caller's turn (Deepgram Finalize; the fake's own endpointing answers no sooner), the LLM's
-first token 350 ms after the request, then a token every ``--token-ms``; the TTS's first
-audio 120 ms after the request (HTTP stream) or after the first text (stream-input WebSocket).
-Target: p50 voice_to_voice <= conversation.endpointing_ms + 650 ms.
+Profile (issue 4): the fake Deepgram sends a final 150 ms after it sees the end of speech (its
+own endpointing) or after a Finalize; the LLM's first token comes 350 ms after the request,
+then a token every ``--token-ms``; the TTS's first audio 120 ms after the request (HTTP
+stream) or after the first text (stream-input WebSocket). Target: p50 voice_to_voice <=
+conversation.endpointing_ms + 650 ms.
 
 The fakes run in a child process (they stand for remote services: their CPU must not be
 charged to the bridge's event loop). The bridge side is the conversation engine on in-memory
 legs paced in real time (20 ms ticks, like the RTP leg), with the real VAD on espeak-ng
-caller speech, the providers built once and shared by all calls as in the daemon.
-voice_to_voice = first_audio_out - user_speech_end (DESIGN.md latency marks).
+caller speech, the providers built once and shared by all calls as in the daemon. Calls
+arrive spread over ``--ramp-s``. Two answer shapes are measured, since the first clause must
+be complete before it goes to the TTS.
 
-Usage: .venv/bin/python bench/voice_to_voice.py [--calls 1 100] [--turns 3] [--tts elevenlabs-ws elevenlabs]
+Per scenario: voice_to_voice = first_audio_out - user_speech_end (DESIGN.md latency marks),
+each provider mark from user_speech_end, the bridge overhead, the event loop's lag, CPU.
+
+Usage: .venv/bin/python bench/voice_to_voice.py [--calls 1 100] [--turns 3]
+       [--tts elevenlabs-ws elevenlabs] [--answers short_first_clause long_first_clause]
 Prints one JSON object.
 """
 
@@ -30,6 +35,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -102,10 +108,17 @@ class Capture(TranscriptWriter):
         super().__init__(None)
         self.latency: list[dict[str, float]] = []
         self.failures: list[str] = []
+        self.end_reason = ""
+        self.replies = 0  # agent utterances finished (heard in full or cut)
+        self.underruns: list[float] = []
 
     def write(self, event: str, **data: Any) -> None:
         if event == "latency":
             self.latency.append(data)
+        elif event == "agent":
+            self.replies += 1
+        elif event == "call_end":
+            self.end_reason = str(data.get("reason", ""))
         elif event == "provider_failure":
             self.failures.append(f"{data.get('kind')}/{data.get('provider')}: {data.get('reason')}")
 
@@ -129,20 +142,35 @@ async def one_call(n: int, start_at: float, providers: ProviderSet, settings: Se
     leg.start_realtime()
     over = lambda: leg.ended or bool(capture.failures)  # noqa: E731
     try:
-        await _wait(lambda: over() or (bool(leg.sent) and not leg.queued_ms()), 20)  # greeting heard
+        # The engine records each reply once the caller has heard all of it (an empty leg
+        # queue is not enough: the next clause's audio may still be on its way).
+        await _wait(lambda: over() or capture.replies >= 1, 20)  # the greeting
         for i in range(turns):
             if over():
                 break
             await asyncio.sleep(0.3 + (n % 7) / 10)  # callers do not all talk at once
-            before = len(capture.latency)
+            before, heard = len(capture.latency), capture.replies
             leg.say(questions[(n + i) % len(questions)])
             await _wait(lambda b=before: over() or len(capture.latency) > b, 30)
-            await _wait(lambda: over() or not leg.queued_ms(), 30)  # the whole answer is heard
+            await _wait(lambda h=heard: over() or capture.replies > h, 30)
         await leg.remote_hangup("bye")
         await asyncio.wait_for(task, 10)
     finally:
         await leg.aclose()
+    capture.underruns = underruns(leg)
     return capture
+
+
+def underruns(leg: MemoryLeg) -> list[float]:
+    """Silences inside the agent's utterances (ms): the next audio was not there in time."""
+    gaps: list[float] = []
+    last: dict[str, float] = {}
+    for frame in leg.sent:
+        prev = last.get(frame.utterance_id)
+        if prev is not None and frame.t - prev > 0.03:
+            gaps.append((frame.t - prev) * 1000 - 20)
+        last[frame.utterance_id] = frame.t
+    return gaps
 
 
 async def _wait(cond: Any, limit_s: float) -> None:
@@ -216,6 +244,12 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         "tts_first_byte_ms": figures(latency, "tts_first_byte"),
         "bridge_overhead_ms": figures(latency, "bridge_overhead"),
         "calls_with_provider_failure": sum(1 for c in captures if c.failures),
+        "call_ends": dict(Counter(c.end_reason for c in captures)),
+        # audible gaps inside replies (TTS audio late for its slot): count and longest
+        "playback_underruns": {
+            "count": sum(len(c.underruns) for c in captures),
+            "max_ms": round(max((g for c in captures for g in c.underruns), default=0.0), 1),
+        },
         "provider_failures": sorted(set(failures))[:5],
         "loop_lag_ms": {"p50": pct(lag, 0.5), "p95": pct(lag, 0.95), "max": pct(lag, 1.0)},
         "cpu_cores_busy": round(busy, 3),
@@ -281,7 +315,8 @@ def main() -> None:
     parser.add_argument("--tts", nargs="+", default=["elevenlabs-ws", "elevenlabs"],
                         choices=["elevenlabs-ws", "elevenlabs"])
     parser.add_argument("--token-ms", type=float, default=20.0, help="LLM time per token after the first")
-    parser.add_argument("--ramp-s", type=float, default=3.0, help="calls start spread over this long")
+    parser.add_argument("--ramp-s", type=float, default=10.0,
+                        help="calls start spread over this long (setup costs ~35 ms CPU each: VAD model)")
     parser.add_argument("--answers", nargs="+", default=list(ANSWERS), choices=list(ANSWERS))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
