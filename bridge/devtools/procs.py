@@ -157,7 +157,7 @@ def run_daemon(
 def capture_udp(path: Path, bpf_filter: str) -> Iterator[Path]:
     """tcpdump on loopback with a capture filter, e.g. "udp port 4000" (root needed; CI is root)."""
     proc = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "-U", "-n", "-s", "0", "-w", str(path), bpf_filter],
+        ["tcpdump", "-i", "lo", "--immediate-mode", "-U", "-n", "-s", "0", "-w", str(path), bpf_filter],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
