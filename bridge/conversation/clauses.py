@@ -15,12 +15,19 @@ class ClauseSplitter:
     Sentence ends always cut; a comma or semicolon cuts once the clause has ``min_clause_chars``
     (so "Well, ..." does not become a one-word TTS request); a clause with no punctuation is
     cut at a word boundary after ``max_clause_chars`` (an LLM that never punctuates).
+
+    The reply's first clause is also cut after ``first_clause_words`` words when no
+    punctuation came by then: the caller waits for exactly that text, and at LLM speed (tens
+    of ms a token) a long opening sentence would hold the first audio back by 100-200 ms.
     """
 
-    def __init__(self, min_clause_chars: int = 12, max_clause_chars: int = 160) -> None:
+    def __init__(self, min_clause_chars: int = 12, max_clause_chars: int = 160,
+                 first_clause_words: int = 0) -> None:
         self._buf = ""
         self._min = min_clause_chars
         self._max = max_clause_chars
+        self._first_words = first_clause_words
+        self._emitted = False
 
     def push(self, text: str) -> list[str]:
         self._buf += text
@@ -32,6 +39,7 @@ class ClauseSplitter:
             clause, self._buf = self._buf[:cut], self._buf[cut:]
             if clause.strip():
                 out.append(clause.strip())
+                self._emitted = True
         return out
 
     def flush(self) -> list[str]:
@@ -50,6 +58,10 @@ class ClauseSplitter:
                 break
         if best is not None:
             return best
+        if not self._emitted and self._first_words > 0:
+            words = list(re.finditer(r"\S+\s", buf))
+            if len(words) >= self._first_words:
+                return words[self._first_words - 1].end()
         if len(buf) > self._max:
             space = buf.rfind(" ", 0, self._max)
             return space + 1 if space > 0 else self._max

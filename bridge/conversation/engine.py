@@ -38,6 +38,7 @@ from bridge.conversation.actions import (
     TurnDone,
     UseProvider,
 )
+from bridge.conversation.clauses import ClauseSplitter
 from bridge.conversation.echo import EchoGuard, frame_rms
 from bridge.conversation.marks import TurnMarks
 from bridge.conversation.reply import After, Reply, ReplyKind, truncate_history
@@ -393,7 +394,7 @@ class Engine:
     def _new_reply(self, now: float, kind: ReplyKind, purpose: str, interruptible: bool,
                    marks: TurnMarks | None = None, then: After = "listen", reason: str = "") -> Reply:
         reply = Reply(self._next_id("r"), kind, purpose, interruptible, now, then=then, end_reason=reason,
-                      marks=marks)
+                      marks=marks, splitter=ClauseSplitter(first_clause_words=self.conv.first_clause_words))
         self._reply = reply
         self.state = State.THINKING
         self._emit(StartTts(reply.id))

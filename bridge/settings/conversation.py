@@ -71,3 +71,7 @@ class ConversationSettings(Section):
     dtmf_collect_ms: int = Field(800, ge=0)
     # LLM rounds per reply (tool call -> result -> LLM again) before the reply is cut short.
     max_tool_rounds: int = Field(4, ge=1, le=20)
+    # Cut a reply's first clause after this many words if no punctuation came yet (0: off).
+    # Speech starts 50-200 ms sooner when replies open with long sentences, at some cost in
+    # prosody; the TTS gets the rest of the sentence as the next clause.
+    first_clause_words: int = Field(0, ge=0, le=50)
