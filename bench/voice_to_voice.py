@@ -256,9 +256,10 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
     }
 
 
-def cloud_settings(url: str, tts: str) -> Settings:
+def cloud_settings(url: str, tts: str, first_clause_words: int = 0) -> Settings:
     return Settings.model_validate({
-        "conversation": {"greeting": "Hi, how can I help?", "transcripts_dir": ""},
+        "conversation": {"greeting": "Hi, how can I help?", "transcripts_dir": "",
+                         "first_clause_words": first_clause_words},
         "stt": {"providers": ["deepgram"], "deepgram_url": url},
         "llm": {"providers": ["openai"], "base_url": f"{url}/v1", "model": "gpt-4o"},
         "tts": {"providers": [tts], "elevenlabs_url": url},
@@ -280,7 +281,7 @@ async def run(args: argparse.Namespace, url: str, questions: list[bytes], fakes_
     )
     out: dict[str, Any] = {}
     for tts in args.tts:
-        settings = cloud_settings(url, tts)
+        settings = cloud_settings(url, tts, args.first_clause_words)
         for calls in args.calls:
             cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
             ramp = args.ramp_s if calls > 1 else 0.0
@@ -318,12 +319,15 @@ def main() -> None:
     parser.add_argument("--ramp-s", type=float, default=10.0,
                         help="calls start spread over this long (setup costs ~35 ms CPU each: VAD model)")
     parser.add_argument("--answers", nargs="+", default=list(ANSWERS), choices=list(ANSWERS))
+    parser.add_argument("--first-clause-words", type=int, default=0,
+                        help="conversation.first_clause_words (0: off, the default)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
     out: dict[str, Any] = {
         "profile_ms": {k.removesuffix("_s"): v * 1000 for k, v in PROFILE.items()},
         "llm_token_ms": args.token_ms,
+        "first_clause_words": args.first_clause_words,
         "endpointing_ms": Settings().conversation.endpointing_ms,
         "answers": {name: ANSWERS[name] for name in args.answers},
         "results": {name: with_fakes(args, ANSWERS[name], questions) for name in args.answers},
