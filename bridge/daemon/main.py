@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from typing import Any
@@ -101,6 +102,9 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
     from bridge.daemon.retention import run_retention
 
     retention = asyncio.get_running_loop().create_task(run_retention(settings), name="retention")
+    # Everything built so far lives as long as the process: keep it out of the cyclic GC's
+    # scans, which otherwise walk the SDKs' and models' objects during calls.
+    gc.freeze()
 
     await stop.wait()
     retention.cancel()
