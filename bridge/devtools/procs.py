@@ -60,6 +60,57 @@ def free_rtp_range(size: int = 40) -> tuple[int, int]:
 
 
 @dataclass
+class Started:
+    """A process started by ``started_process``: its READY line and everything it printed."""
+
+    proc: subprocess.Popen[str]
+    ready_line: str
+    log_lines: list[str]
+
+
+@contextlib.contextmanager
+def started_process(
+    cmd: list[str], env: dict[str, str], ready_prefix: str, ready_timeout: float, what: str
+) -> Iterator[Started]:
+    """Run ``cmd`` until it prints a line starting with ``ready_prefix``; on exit SIGTERM it
+    (then SIGKILL) and join the pipe readers. Output is collected line by line."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    lines: list[str] = []
+    ready_line: list[str] = []
+    ready = threading.Event()
+
+    def pump(stream: object, watch: bool) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            lines.append(line.rstrip())
+            if watch and line.startswith(ready_prefix):
+                ready_line.append(line.strip())
+                ready.set()
+
+    threads = [
+        threading.Thread(target=pump, args=(proc.stdout, True), daemon=True),
+        threading.Thread(target=pump, args=(proc.stderr, False), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while not ready.wait(0.1):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not become ready (rc={proc.poll()}):\n" + "\n".join(lines))
+        yield Started(proc, ready_line[0], lines)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for t in threads:
+            t.join(2)
+
+
+@dataclass
 class Daemon:
     proc: subprocess.Popen[str]
     sip_port: int
@@ -111,46 +162,8 @@ def run_daemon(
         "VOICE_BRIDGE_DAEMON__DATA_DIR": str(tmp / "data"),
         **(env or {}),
     }
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=REPO
-    )
-    daemon = Daemon(proc, sip_port, http_port, (lo, hi))
-    ready = threading.Event()
-
-    def pump_stdout() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            daemon.log_lines.append(line.rstrip())
-            if line.startswith("READY "):
-                ready.set()
-
-    def pump_stderr() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            daemon.log_lines.append(line.rstrip())
-
-    threads = [
-        threading.Thread(target=pump_stdout, daemon=True),
-        threading.Thread(target=pump_stderr, daemon=True),
-    ]
-    for t in threads:
-        t.start()
-    try:
-        deadline = time.monotonic() + ready_timeout
-        while not ready.wait(0.1):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"daemon did not become ready (rc={proc.poll()}):\n{daemon.logs()}")
-        yield daemon
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        for t in threads:
-            t.join(2)
+    with started_process(cmd, full_env, "READY ", ready_timeout, "daemon") as started:
+        yield Daemon(started.proc, sip_port, http_port, (lo, hi), started.log_lines)
 
 
 @contextlib.contextmanager

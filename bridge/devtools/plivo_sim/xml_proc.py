@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.devtools.procs import REPO, VOICE_BRIDGE
+from bridge.devtools.procs import VOICE_BRIDGE, started_process
 
 
 @dataclass
@@ -34,36 +31,7 @@ def run_xml_server(
     config: Path, env: dict[str, str] | None = None, ready_timeout: float = 20.0
 ) -> Iterator[XmlServer]:
     cmd = [str(VOICE_BRIDGE), "xml-server", "--config", str(config), "--listen", "127.0.0.1:0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})}, cwd=REPO)
-    lines: list[str] = []
-    port: list[int] = []
-    ready = threading.Event()
-
-    def pump(stream: object, watch: bool) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            lines.append(line.rstrip())
-            if watch and line.startswith("READY xml_port="):
-                port.append(int(line.split("=", 1)[1]))
-                ready.set()
-
-    threads = [threading.Thread(target=pump, args=(proc.stdout, True), daemon=True),
-               threading.Thread(target=pump, args=(proc.stderr, False), daemon=True)]
-    for t in threads:
-        t.start()
-    try:
-        deadline = time.monotonic() + ready_timeout
-        while not ready.wait(0.1):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"xml-server did not start (rc={proc.poll()}):\n" + "\n".join(lines))
-        yield XmlServer(proc, port[0], lines)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        for t in threads:
-            t.join(2)
+    with started_process(cmd, {**os.environ, **(env or {})}, "READY xml_port=", ready_timeout,
+                         "xml-server") as started:
+        port = int(started.ready_line.split("=", 1)[1])
+        yield XmlServer(started.proc, port, started.log_lines)
