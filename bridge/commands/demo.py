@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -99,12 +100,39 @@ def run(args: argparse.Namespace) -> int:
     with run_daemon(workdir, agent=agent, env=env, config=config, ready_timeout=60) as daemon:
         print(f"demo: daemon ready (sip 127.0.0.1:{daemon.sip_port}, http {daemon.http}); calling...")
         limit = len(pcm) / 16000 + 60
-        result = run_sipp(scenario, f"127.0.0.1:{daemon.sip_port}", cwd=workdir, timeout=limit)
+        with ThreadPoolExecutor(1) as pool:
+            call = pool.submit(run_sipp, scenario, f"127.0.0.1:{daemon.sip_port}", cwd=workdir, timeout=limit)
+            follower = _TranscriptFollower(workdir / "transcripts", call_started=time.monotonic())
+            print("\n=== the conversation, as it happens ===")
+            while not call.done():
+                follower.poll()
+                time.sleep(0.1)
+            result = call.result()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not _ended(daemon.log_lines):
             time.sleep(0.1)
+        follower.poll()
         records = _log_records(daemon.log_lines)
     return _report(result.returncode, result.errors, records, workdir, recordings, time.monotonic() - started)
+
+
+class _TranscriptFollower:
+    """Prints the call's transcript lines as the daemon writes them."""
+
+    def __init__(self, folder: Path, call_started: float) -> None:
+        self._folder = folder
+        self._t0 = call_started
+        self._done = 0
+
+    def poll(self) -> None:
+        files = sorted(self._folder.glob("*.jsonl")) if self._folder.exists() else []
+        if not files:
+            return
+        lines = files[0].read_text().splitlines()
+        complete = lines if files[0].read_text().endswith("\n") else lines[:-1]
+        for line in complete[self._done :]:
+            print(f"  {time.monotonic() - self._t0:5.1f}s  {_transcript_line(line)}", flush=True)
+        self._done = max(self._done, len(complete))
 
 
 def _ended(lines: list[str]) -> bool:
@@ -134,10 +162,7 @@ def _report(rc: int, errors: str, records: list[dict[str, Any]], workdir: Path, 
         for r in turns:
             print(f"  {r.get('msg')}: {r.get('text', '')}  {_latency(r)}")
     for path in sorted(workdir.rglob("*.jsonl")):
-        print()
-        print(f"=== transcript file {path} ===")
-        for line in path.read_text().splitlines():
-            print("  " + _transcript_line(line))
+        print(f"transcript: {path}")
     wavs = sorted(recordings.glob("*.wav")) if recordings.exists() else []
     print()
     for wav in wavs:
