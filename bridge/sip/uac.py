@@ -111,8 +111,9 @@ class TrunkCaller:
             result = OutboundResult("failed", 408, f"trunk did not answer: {exc}")
         if result.outcome != "answered":
             server.forget_uac(call_id)
-            call.state = "ended"
-            app.ended(call, result.outcome if result.outcome in ("busy", "no-answer") else "error")
+            if call.state != "ended":  # an unusable answer was already hung up (and ended)
+                call.state = "ended"
+                app.ended(call, result.outcome if result.outcome in ("busy", "no-answer") else "error")
         return result
 
     def _request(self, call: SipCall, cseq: int, branch: str, body: bytes,
