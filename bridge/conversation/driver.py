@@ -33,7 +33,7 @@ from bridge.leg import (
     PlaybackStarted,
 )
 from bridge.metrics import BARGE_INS, PROVIDER_FAILURES, PROVIDER_HEALTHY, TURN_LATENCY
-from bridge.providers.base import LLM, TTS, Message, SttStream, TextDelta, ToolCall, ToolSpec
+from bridge.providers.base import LLM, TTS, Message, ProviderError, SttStream, TextDelta, ToolCall, ToolSpec
 from bridge.providers.factory import ProviderSet
 from bridge.settings import Settings
 
@@ -418,8 +418,18 @@ class Conversation:
 
 
 def _reason(exc: BaseException) -> str:
+    """'<kind>: <text>'; the kind (before the colon) is the failure metric's label, so it is
+    one of a few words: a provider's own error says whether a retry could help."""
     text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:200]
+    if isinstance(exc, ProviderError):
+        kind = "retryable" if exc.retryable else "fatal"
+    elif isinstance(exc, TimeoutError):
+        kind = "timeout"
+    elif isinstance(exc, OSError):
+        kind = "network"
+    else:
+        kind = "error"
+    return f"{kind}: {text}"[:200]
 
 
 async def run_conversation(

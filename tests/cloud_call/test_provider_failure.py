@@ -88,6 +88,11 @@ def test_llm_500_plays_the_fallback_line_then_the_next_llm_answers(cd: CloudDaem
     assert bursts[0].packets == pytest.approx(packets_for(FALLBACK) + packets_for(A1), abs=6), why
 
     assert llm_failures(after) - llm_failures(before) == 1, after
+    # A 500 is a failure a retry may cure: the reason label says so (a small, fixed set).
+    reasons = {dict(k)["reason"] for k in samples(after, "voice_bridge_provider_failures_total")}
+    known = {"retryable", "fatal", "timeout", "network", "error", "first-token-timeout", "stall",
+             "first-byte-timeout"}
+    assert "retryable" in reasons and reasons <= known, reasons
     # The turn that followed succeeded: the provider is marked healthy again.
     assert health(after, "llm", "openai") == 1, after
 
