@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import re
-import socket
 from typing import TYPE_CHECKING
 
-from aiosipua import SipRequest, SipResponse
-from aiosipua.auth import SipDigestAuth, build_credentials
-from aiosipua.headers import parse_auth, stringify_auth
+from aiosipua import SipResponse
+from aiosipua.auth import SipDigestAuth
 
 from bridge.metrics import REGISTRATION_STATE
 from bridge.settings import Secrets
 from bridge.settings.sip import SipSettings
+from bridge.sip.credentials import answer_challenge
 from bridge.sip.transactions import TransactionTimeout
-from bridge.sip.transport import Peer
-from bridge.sip.wire import new_branch, new_call_id, new_tag
+from bridge.sip.transport import Peer, resolve
+from bridge.sip.wire import ALLOW, new_branch, new_call_id, new_request, new_tag
 
 if TYPE_CHECKING:
     from bridge.sip.server import SipServer
@@ -98,15 +96,9 @@ class RegistrationClient:
 
     async def _destination(self) -> tuple[str, int]:
         host, _, port = self._r.registrar.partition(":")
-        port_n = int(port) if port else 5060
-        try:
-            ipaddress.ip_address(host)
-            ip = host
-        except ValueError:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port_n, type=socket.SOCK_DGRAM)
-            ip = str(infos[0][4][0])
-        self._server.trust.trust_host(ip)  # the registrar's INVITEs are trusted
-        return ip, port_n
+        dest = await resolve(host, int(port) if port else 5060)
+        self._server.trust.trust_host(dest[0])  # the registrar's INVITEs are trusted
+        return dest
 
     async def _register(self, expires: int) -> int:
         """One REGISTER exchange (answering one challenge); returns the granted expiry."""
@@ -119,7 +111,7 @@ class RegistrationClient:
             if 200 <= code < 300:
                 return _granted(resp, expires)
             if code in (401, 407) and auth_header is None:
-                auth_header = self._answer(resp, code)
+                auth_header = answer_challenge(self._auth, resp, "REGISTER", self._req_uri)
                 if auth_header is None:
                     raise RegistrationRefused(f"{code}: challenge we cannot answer")
                 continue
@@ -137,32 +129,18 @@ class RegistrationClient:
         local_ip = self._server.local_ip_for(dest[0])
         branch = new_branch()
         self._cseq += 1
-        req = SipRequest(method="REGISTER", uri=f"sip:{domain}")
-        req.add_header("Via", f"SIP/2.0/UDP {local_ip}:{self._server.bound_port};branch={branch};rport")
-        req.set_header("Max-Forwards", "70")
-        req.set_header("From", f"<sip:{self._r.user}@{domain}>;tag={self._tag}")
-        req.set_header("To", f"<sip:{self._r.user}@{domain}>")
-        req.set_header("Call-ID", self._call_id)
-        req.set_header("CSeq", f"{self._cseq} REGISTER")
+        aor = f"<sip:{self._r.user}@{domain}>"
+        req = new_request("REGISTER", f"sip:{domain}", transport="udp", host=local_ip,
+                          port=self._server.bound_port, branch=branch, from_=f"{aor};tag={self._tag}",
+                          to=aor, call_id=self._call_id, cseq=self._cseq)
         req.set_header("Contact", f"<sip:{self._r.user}@{local_ip}:{self._server.bound_port};transport=udp>")
         req.set_header("Expires", str(expires))
         req.set_header("User-Agent", self._s.user_agent)
-        req.set_header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY")
+        req.set_header("Allow", ALLOW)
         if auth is not None:
             req.set_header(auth[0], auth[1])
         self._req_uri = req.uri
         return await self._server.tx.request(bytes(req), branch, "REGISTER", peer, dest)
-
-    def _answer(self, resp: SipResponse, code: int) -> tuple[str, str] | None:
-        name = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
-        # Prefer the strongest algorithm offered (RFC 8760: SHA-256 before MD5).
-        challenges = [parse_auth(v) for v in resp.get_header_values(name)]
-        challenges.sort(key=lambda c: 0 if c.params.get("algorithm", "MD5").upper() == "SHA-256" else 1)
-        for challenge in challenges:
-            cred = build_credentials(self._auth, challenge, "REGISTER", self._req_uri)
-            if cred is not None:
-                return ("Authorization" if code == 401 else "Proxy-Authorization", stringify_auth(cred))
-        return None
 
 
 class RegistrationRefused(RuntimeError):

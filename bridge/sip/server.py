@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 from collections.abc import Coroutine
@@ -28,12 +27,14 @@ from bridge.sip.app import CallApp
 from bridge.sip.call import SipCall
 from bridge.sip.sdp_offer import SdpError, SessionDescription, negotiate, parse_offer
 from bridge.sip.transactions import T2_S, ServerTx, TransactionLayer, TransactionTimeout
-from bridge.sip.transport import Peer, SipTransport
+from bridge.sip.transport import Peer, SipTransport, resolve
 from bridge.sip.wire import (
+    ALLOW,
     BadMessage,
     build_response,
     cseq_of,
     new_branch,
+    new_request,
     new_tag,
     parse_message,
     response_destination,
@@ -43,7 +44,6 @@ from bridge.sip.wire import (
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY"
 KNOWN_METHODS = {"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE", "NOTIFY", "REFER",
                  "REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "PRACK"}
 REASONS = {100: "Trying", 180: "Ringing", 200: "OK", 202: "Accepted", 400: "Bad Request",
@@ -610,15 +610,10 @@ class SipServer:
         call.local_cseq += 1
         branch = new_branch()
         local_ip = self.local_ip_for(call.peer.addr[0])
-        req = SipRequest(method=method, uri=call.remote_target)
-        req.add_header("Via", f"SIP/2.0/{call.peer.transport.upper()} {local_ip}:{self.bound_port}"
-                              f";branch={branch};rport")
-        req.set_header("Max-Forwards", "70")
-        req.set_header("From", f"{call.local_uri};tag={call.local_tag}")
         to = f"{call.remote_uri};tag={call.remote_tag}" if call.remote_tag else call.remote_uri
-        req.set_header("To", to)
-        req.set_header("Call-ID", call.info.call_id)
-        req.set_header("CSeq", f"{call.local_cseq} {method}")
+        req = new_request(method, call.remote_target, transport=call.peer.transport, host=local_ip,
+                          port=self.bound_port, branch=branch, from_=f"{call.local_uri};tag={call.local_tag}",
+                          to=to, call_id=call.info.call_id, cseq=call.local_cseq)
         for route in call.route_set:  # UAS: Record-Route order as received (§12.1.1)
             req.add_header("Route", route)
         req.set_header("Contact", self.contact_for(call.peer))
@@ -635,13 +630,7 @@ class SipServer:
         if call.route_set:
             target = call.route_set[0].strip().lstrip("<").split(">", 1)[0]
         uri = parse_uri(target)
-        host, port = uri.host, uri.port or 5060
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-            host = str(infos[0][4][0])
-        return host, port
+        return await resolve(uri.host, uri.port or 5060)
 
 
 def _without_tag(value: str) -> str:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -108,6 +110,16 @@ class TcpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._on_close(self)
+
+
+async def resolve(host: str, port: int) -> tuple[str, int]:
+    """An IP literal as is, else the first address DNS gives for it."""
+    try:
+        ipaddress.ip_address(host)
+        return host, port
+    except ValueError:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        return str(infos[0][4][0]), port
 
 
 class SipTransport:

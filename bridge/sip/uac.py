@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
-import socket
 from dataclasses import dataclass
 from typing import Literal
 
 from aiosipua import SipRequest, SipResponse
-from aiosipua.auth import SipDigestAuth, build_credentials
-from aiosipua.headers import parse_auth, stringify_auth, stringify_uri
+from aiosipua.auth import SipDigestAuth
+from aiosipua.headers import stringify_uri
 
 from bridge.callmodel import CallInfo
 from bridge.privacy import mask_number
 from bridge.settings.outbound import TrunkSettings
 from bridge.sip.call import SipCall
+from bridge.sip.credentials import answer_challenge
 from bridge.sip.sdp_offer import SdpError, SessionDescription, negotiate, parse_offer
-from bridge.sip.server import ALLOW, SipServer
+from bridge.sip.server import SipServer
 from bridge.sip.transactions import TransactionTimeout
-from bridge.sip.transport import Peer
-from bridge.sip.wire import new_branch, new_call_id, new_tag, tag_of
+from bridge.sip.transport import Peer, resolve
+from bridge.sip.wire import ALLOW, new_branch, new_call_id, new_request, new_tag, tag_of
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +51,7 @@ def _classify(code: int) -> Outcome:
 
 async def _resolve(hostport: str) -> tuple[str, int]:
     host, _, port = hostport.partition(":")
-    port_n = int(port) if port else 5060
-    try:
-        ipaddress.ip_address(host)
-        return host, port_n
-    except ValueError:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port_n, type=socket.SOCK_DGRAM)
-        return str(infos[0][4][0]), port_n
+    return await resolve(host, int(port) if port else 5060)
 
 
 class TrunkCaller:
@@ -119,14 +112,10 @@ class TrunkCaller:
     def _request(self, call: SipCall, cseq: int, branch: str, body: bytes,
                  headers: dict[str, str], auth: tuple[str, str] | None) -> SipRequest:
         server = self._server
-        local_ip = server.local_ip_for(call.peer.addr[0])
-        req = SipRequest(method="INVITE", uri=call.remote_target)
-        req.add_header("Via", f"SIP/2.0/UDP {local_ip}:{server.bound_port};branch={branch};rport")
-        req.set_header("Max-Forwards", "70")
-        req.set_header("From", f"{call.local_uri};tag={call.local_tag}")
-        req.set_header("To", call.remote_uri)
-        req.set_header("Call-ID", call.info.call_id)
-        req.set_header("CSeq", f"{cseq} INVITE")
+        req = new_request("INVITE", call.remote_target, transport="udp",
+                          host=server.local_ip_for(call.peer.addr[0]), port=server.bound_port, branch=branch,
+                          from_=f"{call.local_uri};tag={call.local_tag}", to=call.remote_uri,
+                          call_id=call.info.call_id, cseq=cseq)
         req.set_header("Contact", server.contact_for(call.peer))
         req.set_header("Allow", ALLOW)
         req.set_header("User-Agent", server.settings.user_agent)
@@ -150,7 +139,7 @@ class TrunkCaller:
             if code >= 300:
                 self._ack_failure(call, req, resp, branch)
             if code in (401, 407) and auth is None and self._auth is not None:
-                auth = self._answer(resp, code, req.uri)
+                auth = answer_challenge(self._auth, resp, "INVITE", req.uri)
                 if auth is not None:
                     cseq += 1
                     continue
@@ -170,11 +159,7 @@ class TrunkCaller:
         if tx in done:
             return tx.result()
         log.info("ring timeout: CANCEL", extra={"call_id": call.info.call_id})
-        cancel = SipRequest(method="CANCEL", uri=req.uri)
-        cancel.add_header("Via", req.get_header_values("via")[0])
-        for name in ("Max-Forwards", "From", "To", "Call-ID"):
-            cancel.set_header(name, req.get_header(name) or "")
-        cancel.set_header("CSeq", f"{req.cseq.seq if req.cseq else 1} CANCEL")
+        cancel = _in_invite_transaction(req, "CANCEL", req.get_header("to") or "")
         with contextlib.suppress(TransactionTimeout, OSError):
             await self._server.tx.request(bytes(cancel), branch, "CANCEL", call.peer, call.peer.addr)
         try:
@@ -186,13 +171,7 @@ class TrunkCaller:
 
     def _ack_failure(self, call: SipCall, req: SipRequest, resp: SipResponse, branch: str) -> None:
         """ACK for a non-2xx final belongs to the INVITE transaction: same branch (§17.1.1.3)."""
-        ack = SipRequest(method="ACK", uri=req.uri)
-        ack.add_header("Via", req.get_header_values("via")[0])
-        ack.set_header("Max-Forwards", "70")
-        ack.set_header("From", req.get_header("from") or "")
-        ack.set_header("To", resp.get_header("to") or req.get_header("to") or "")
-        ack.set_header("Call-ID", call.info.call_id)
-        ack.set_header("CSeq", f"{req.cseq.seq if req.cseq else 1} ACK")
+        ack = _in_invite_transaction(req, "ACK", resp.get_header("to") or req.get_header("to") or "")
         data = bytes(ack)
         self._server.remember_uac_ack(call.info.call_id, data, call.peer, call.peer.addr)
         self._server.send_raw(data, call.peer, call.peer.addr)
@@ -220,14 +199,12 @@ class TrunkCaller:
 
     async def _send_ack(self, call: SipCall) -> None:
         server = self._server
-        local_ip = server.local_ip_for(call.peer.addr[0])
-        ack = SipRequest(method="ACK", uri=call.remote_target)
-        ack.add_header("Via", f"SIP/2.0/UDP {local_ip}:{server.bound_port};branch={new_branch()};rport")
-        ack.set_header("Max-Forwards", "70")
-        ack.set_header("From", f"{call.local_uri};tag={call.local_tag}")
-        ack.set_header("To", f"{call.remote_uri};tag={call.remote_tag}")
-        ack.set_header("Call-ID", call.info.call_id)
-        ack.set_header("CSeq", f"{call.local_cseq} ACK")
+        ack = new_request("ACK", call.remote_target, transport="udp",
+                          host=server.local_ip_for(call.peer.addr[0]), port=server.bound_port,
+                          branch=new_branch(),
+                          from_=f"{call.local_uri};tag={call.local_tag}",
+                          to=f"{call.remote_uri};tag={call.remote_tag}", call_id=call.info.call_id,
+                          cseq=call.local_cseq)
         for route in call.route_set:
             ack.add_header("Route", route)
         data = bytes(ack)
@@ -235,12 +212,15 @@ class TrunkCaller:
         server.remember_uac_ack(call.info.call_id, data, call.peer, dest)
         server.send_raw(data, call.peer, dest)
 
-    def _answer(self, resp: SipResponse, code: int, uri: str) -> tuple[str, str] | None:
-        assert self._auth is not None
-        name = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
-        for value in resp.get_header_values(name):
-            cred = build_credentials(self._auth, parse_auth(value), "INVITE", uri)
-            if cred is not None:
-                return ("Authorization" if code == 401 else "Proxy-Authorization", stringify_auth(cred))
-        return None
 
+def _in_invite_transaction(invite: SipRequest, method: str, to: str) -> SipRequest:
+    """CANCEL, or the ACK of a non-2xx final: same Request-URI, top Via (branch), From,
+    Call-ID and CSeq number as the INVITE (RFC 3261 §9.1, §17.1.1.3)."""
+    req = SipRequest(method=method, uri=invite.uri)
+    req.add_header("Via", invite.get_header_values("via")[0])
+    req.set_header("Max-Forwards", "70")
+    req.set_header("From", invite.get_header("from") or "")
+    req.set_header("To", to)
+    req.set_header("Call-ID", invite.get_header("call-id") or "")
+    req.set_header("CSeq", f"{invite.cseq.seq if invite.cseq else 1} {method}")
+    return req

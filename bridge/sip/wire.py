@@ -11,6 +11,7 @@ from aiosipua.headers import Via, parse_via
 from aiosipua.message import SipMessage, missing_required_headers
 
 MAX_MESSAGE_BYTES = 65_535
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY"  # the methods we accept
 _REQUEST_LINE = re.compile(r"^([A-Za-z]+) (\S+) (SIP/\d+\.\d+)$")
 _STATUS_LINE = re.compile(r"^SIP/2\.0 (\d{3})(?: (.*))?$")
 _CSEQ = re.compile(r"^\s*(\d{1,10})\s+([A-Za-z]+)\s*$")
@@ -155,6 +156,31 @@ def tag_of(header_value: str | None) -> str | None:
     m = re.search(r";\s*tag\s*=\s*([^;>\s,]+)", header_value.split(">", 1)[-1] if ">" in header_value
                   else header_value)
     return m.group(1) if m else None
+
+
+def new_request(
+    method: str,
+    uri: str,
+    *,
+    transport: str,
+    host: str,
+    port: int,
+    branch: str,
+    from_: str,
+    to: str,
+    call_id: str,
+    cseq: int,
+) -> SipRequest:
+    """A request of ours with the headers every request carries (RFC 3261 §8.1.1); Via asks
+    for rport so answers come back through NATs."""
+    req = SipRequest(method=method, uri=uri)
+    req.add_header("Via", f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch};rport")
+    req.set_header("Max-Forwards", "70")
+    req.set_header("From", from_)
+    req.set_header("To", to)
+    req.set_header("Call-ID", call_id)
+    req.set_header("CSeq", f"{cseq} {method}")
+    return req
 
 
 def build_response(
