@@ -109,10 +109,11 @@ def run(args: argparse.Namespace) -> int:
                 time.sleep(0.1)
             result = call.result()
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not _ended(daemon.log_lines):
-            time.sleep(0.1)
-        follower.poll()
         records = _log_records(daemon.log_lines)
+        while time.monotonic() < deadline and _call_record(records) is None:
+            time.sleep(0.1)
+            records = _log_records(daemon.log_lines)
+        follower.poll()
     return _report(result.returncode, result.errors, records, workdir, recordings, time.monotonic() - started)
 
 
@@ -128,20 +129,22 @@ class _TranscriptFollower:
         files = sorted(self._folder.glob("*.jsonl")) if self._folder.exists() else []
         if not files:
             return
-        lines = files[0].read_text().splitlines()
-        complete = lines if files[0].read_text().endswith("\n") else lines[:-1]
+        text = files[0].read_text()
+        lines = text.splitlines()
+        complete = lines if text.endswith("\n") else lines[:-1]
         for line in complete[self._done :]:
             print(f"  {time.monotonic() - self._t0:5.1f}s  {_transcript_line(line)}", flush=True)
         self._done = max(self._done, len(complete))
 
 
-def _ended(lines: list[str]) -> bool:
-    return any(r.get("msg") == "call ended" and "codec" in r for r in _log_records(lines))
+def _call_record(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The daemon's end-of-call line (the one with codec and packet counts)."""
+    return next((r for r in records if r.get("msg") == "call ended" and "codec" in r), None)
 
 
 def _report(rc: int, errors: str, records: list[dict[str, Any]], workdir: Path, recordings: Path,
             elapsed: float) -> int:
-    ended = next((r for r in records if r.get("msg") == "call ended" and "codec" in r), None)
+    ended = _call_record(records)
     print()
     print("=== the call ===")
     print(f"SIPp: {'completed' if rc == 0 else f'FAILED (rc={rc})'}")

@@ -15,6 +15,14 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8}
 
 
+def _caller_pcap(pcap: Path, codec: str, pcm: bytes) -> Path:
+    """`pcm` (8 kHz s16le) as 20 ms RTP packets of `codec` in a pcap SIPp can play."""
+    encode = encoder(codec)
+    payloads = [encode(pcm[i : i + 320]) for i in range(0, len(pcm) - 319, 320)]
+    write_rtp_pcap(pcap, payloads, PAYLOAD_TYPES[codec])
+    return pcap
+
+
 def media_scenario(
     workdir: Path, codec: str, pcm: bytes, pause_ms: int, per_call_ports: bool = False
 ) -> Path:
@@ -23,10 +31,7 @@ def media_scenario(
 
     per_call_ports: each call gets its own media port ([auto_media_port], for load runs);
     otherwise every call uses SIPp's -mp port (one call at a time, easy to capture)."""
-    encode = encoder(codec)
-    payloads = [encode(pcm[i : i + 320]) for i in range(0, len(pcm) - 319, 320)]
-    pcap = workdir / f"caller_{codec}.pcap"
-    write_rtp_pcap(pcap, payloads, PAYLOAD_TYPES[codec])
+    pcap = _caller_pcap(workdir / f"caller_{codec}.pcap", codec, pcm)
     text = (
         (SCENARIOS / "uac_media.xml")
         .read_text()
@@ -46,10 +51,7 @@ def media_scenario(
 def conversation_scenario(workdir: Path, codec: str, pcm: bytes, wait_ms: int) -> Path:
     """A UAC scenario that plays `pcm` as the caller's side of a conversation, then waits up to
     wait_ms for the agent's BYE (hanging up itself if none comes)."""
-    encode = encoder(codec)
-    payloads = [encode(pcm[i : i + 320]) for i in range(0, len(pcm) - 319, 320)]
-    pcap = workdir / f"caller_talk_{codec}.pcap"
-    write_rtp_pcap(pcap, payloads, PAYLOAD_TYPES[codec])
+    pcap = _caller_pcap(workdir / f"caller_talk_{codec}.pcap", codec, pcm)
     text = (SCENARIOS / "uac_converse.xml").read_text()
     text = text.format(codec=codec, pt=PAYLOAD_TYPES[codec], pcap=pcap, wait_ms=wait_ms)
     scenario = workdir / f"uac_converse_{codec}.xml"

@@ -4,11 +4,13 @@ compliance gate again before dialing: a second check costs nothing and no path s
 
 from __future__ import annotations
 
+from typing import get_args
+
 import aiohttp
 
 from bridge.outbound.dialer import PlacementResult, PlacementStatus
 
-_KNOWN: set[str] = {"queued", "answered", "completed", "busy", "no-answer", "rejected", "failed"}
+_KNOWN: frozenset[str] = frozenset(get_args(PlacementStatus))
 
 
 class DaemonApiDialer:
