@@ -9,10 +9,10 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
+from bridge.callfacts import encode_headers, stream_token
 from bridge.privacy import mask_number
 from bridge.settings import Settings
 from xml_server import responses
-from xml_server.callfacts import encode_headers, stream_token
 from xml_server.routing import call_target, find_route
 from xml_server.signature import NonceCache, public_url, verify
 

@@ -9,6 +9,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from bridge.callfacts import decode_value
 from bridge.callmodel import CallInfo
 from bridge.daemon.agents import AgentRunner
 from bridge.media.ports import PortAllocator
@@ -17,7 +18,6 @@ from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL
 from bridge.privacy import mask_phone_numbers
 from bridge.settings import Settings
 from bridge.sip.call import SipCall
-from bridge.stream.callfacts import decode_value
 
 log = logging.getLogger(__name__)
 

@@ -1,26 +1,12 @@
-"""Decode the call facts the XML server put in Plivo's extraHeaders/sipHeaders, and verify the
-stream token (same scheme as xml_server.callfacts, which this package must not import)."""
+"""Read the call facts Plivo hands back in a stream's start.extra_headers (the encoding and
+the token are bridge.callfacts, shared with the XML server)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
 
-MARKER = "ZZ"
-TOKEN_CONTEXT = b"voice-bridge-stream:"
-_HEX = re.compile(r"(?:[0-9A-F]{2})+")
-
-
-def decode_value(value: str) -> str:
-    """"ZZ2B3931" -> "+91"; plain alnum values pass through; a malformed marker stays as is."""
-    if value.startswith(MARKER) and _HEX.fullmatch(value[len(MARKER) :]):
-        try:
-            return bytes.fromhex(value[len(MARKER) :]).decode("utf-8")
-        except UnicodeDecodeError:
-            return value
-    return value
+from bridge.callfacts import decode_value
 
 
 def parse_extra_headers(raw: object) -> dict[str, str]:
@@ -50,14 +36,3 @@ def parse_extra_headers(raw: object) -> dict[str, str]:
         if key:
             pairs[key] = decode_value(value)
     return pairs
-
-
-def expected_token(secret: str, call_uuid: str) -> str:
-    message = TOKEN_CONTEXT + call_uuid.encode("utf-8")
-    return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
-
-
-def token_valid(secret: str, call_uuid: str, token: str) -> bool:
-    if not call_uuid or not token:
-        return False
-    return hmac.compare_digest(expected_token(secret, call_uuid), token)

@@ -17,13 +17,14 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from bridge.callfacts import token_valid
 from bridge.callmodel import CallInfo
 from bridge.leg import AudioLeg
 from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL
 from bridge.privacy import mask_number
 from bridge.settings import Secrets, Settings
 from bridge.stream import protocol
-from bridge.stream.callfacts import parse_extra_headers, token_valid
+from bridge.stream.callfacts import parse_extra_headers
 from bridge.stream.leg import CallControl, StreamLeg
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from bridge.callfacts import stream_token as expected_token
 from bridge.settings import Secrets, Settings
-from bridge.stream.callfacts import expected_token
 from bridge.stream.server import Agent, StreamServer
 
 SECRET = "test-stream-secret"

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from bridge.callfacts import decode_value, encode_headers, encode_value, stream_token, token_valid
 from bridge.stream import protocol
-from bridge.stream.callfacts import decode_value, parse_extra_headers, token_valid
-from xml_server.callfacts import encode_headers, encode_value, stream_token
+from bridge.stream.callfacts import parse_extra_headers
 
 
 def test_start_parsed() -> None:

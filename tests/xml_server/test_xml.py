@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from bridge.stream.callfacts import parse_extra_headers, token_valid
+from bridge.callfacts import token_valid
+from bridge.stream.callfacts import parse_extra_headers
 from tests.xml_server.support import BASE, CALL, STREAM_SECRET, app, parse, signed_post
 
 

@@ -1,8 +1,10 @@
-"""Call facts carried from the answer webhook to the daemon: Plivo's sipHeaders (SIP leg) and
-the stream's extraHeaders accept only [A-Za-z0-9] in names and values, so anything else is
-hex-encoded behind a marker; and the HMAC token that lets the daemon trust a stream's start.
+"""Call facts carried from the answer webhook to the daemon, shared by both processes.
 
-The daemon decodes with ``bridge.stream.callfacts`` (same scheme; tests check both agree).
+Plivo's sipHeaders (SIP leg) and the stream's extraHeaders accept only [A-Za-z0-9] in names
+and values, so anything else travels hex-encoded behind a marker; and an HMAC token lets the
+daemon trust a stream's start. The XML server encodes and signs (xml_server/app.py), the
+daemon decodes and verifies (bridge/daemon/calls.py, bridge/stream/server.py). Pure
+functions: xml_server may import this module.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import re
 # A value that is not plain alnum (or that starts with the marker itself) travels as
 # "ZZ" + uppercase hex of its UTF-8 bytes: "+9198..." -> "ZZ2B3931...". Unambiguous both ways.
 MARKER = "ZZ"
+TOKEN_CONTEXT = b"voice-bridge-stream:"
 _ALNUM = re.compile(r"[A-Za-z0-9]+")
+_HEX = re.compile(r"(?:[0-9A-F]{2})+")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 # Plivo drops headers whose names start with these.
 _RESERVED_PREFIXES = ("ph", "plivo", "fs", "sipauth", "zt", "twilio")
-TOKEN_CONTEXT = b"voice-bridge-stream:"
 
 
 def encode_value(value: str) -> str:
@@ -27,6 +30,16 @@ def encode_value(value: str) -> str:
     if _ALNUM.fullmatch(value) and not value.startswith(MARKER):
         return value
     return MARKER + value.encode("utf-8").hex().upper()
+
+
+def decode_value(value: str) -> str:
+    """"ZZ2B3931" -> "+91"; plain alnum values pass through; a malformed marker stays as is."""
+    if value.startswith(MARKER) and _HEX.fullmatch(value[len(MARKER) :]):
+        try:
+            return bytes.fromhex(value[len(MARKER) :]).decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    return value
 
 
 def encode_headers(facts: dict[str, str]) -> str:
@@ -44,3 +57,9 @@ def stream_token(secret: str, call_uuid: str) -> str:
     """HMAC-SHA256 over the call's UUID: valid for that call only, alnum (hex)."""
     message = TOKEN_CONTEXT + call_uuid.encode("utf-8")
     return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+
+
+def token_valid(secret: str, call_uuid: str, token: str) -> bool:
+    if not call_uuid or not token:
+        return False
+    return hmac.compare_digest(stream_token(secret, call_uuid), token)
