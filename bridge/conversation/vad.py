@@ -84,7 +84,7 @@ class SileroVad:
                 self._speaking = prob >= self._threshold - _SILERO_RELEASE
             else:
                 self._speaking = prob >= self._threshold
-        self._pending = np.array(buf, dtype=np.float32)
+        self._pending = buf  # already float32 (a view of this frame's samples): no copy
 
     def is_speech(self, pcm: bytes) -> bool:
         self.feed(pcm)

@@ -255,7 +255,10 @@ class StreamServer:
                 log.warning("no media on the stream: ending the call", extra={"call_id": leg.call_id})
                 return "media timeout"
             try:
-                raw = await asyncio.wait_for(ws.recv(), remaining)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for makes a Task per call, and
+                # this runs for every 20 ms media message.
+                async with asyncio.timeout(remaining):
+                    raw = await ws.recv()
             except TimeoutError:
                 continue
             except ConnectionClosed as exc:
