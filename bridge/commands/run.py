@@ -9,16 +9,17 @@ from typing import Any
 
 from bridge.logs import setup_logging
 from bridge.settings import Secrets, SettingsError, load_settings
+from bridge.settings.addresses import parse_host_port
 from bridge.settings.secrets import MissingSecretError
 
 HELP = "run the daemon (SIP user agent, RTP, agents, /healthz and /metrics)"
 
 
 def _host_port(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    return host or "0.0.0.0", int(port)
+    try:
+        return parse_host_port(value, "0.0.0.0")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _port_range(value: str) -> tuple[int, int]:

@@ -9,15 +9,16 @@ import argparse
 import sys
 
 from bridge.settings import Secrets, SettingsError, load_settings
+from bridge.settings.addresses import parse_host_port
 
 HELP = "serve Plivo's answer/hangup/status/fallback webhooks (development server; gunicorn in production)"
 
 
 def _host_port(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    return host or "127.0.0.1", int(port)
+    try:
+        return parse_host_port(value, "127.0.0.1")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from bridge.settings.addresses import parse_host_port
 from bridge.settings.base import Section
 
 
@@ -32,3 +33,11 @@ class DaemonSettings(Section):
     data_dir: str = "var"
     # Plivo audio-stream WebSocket server (HOST:PORT); empty = not served.
     stream_listen: str = ""
+
+    @field_validator("stream_listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        # Checked when the settings load, so `voice-bridge check` names it, not the start-up.
+        if value:
+            parse_host_port(value, "0.0.0.0")
+        return value

@@ -23,6 +23,7 @@ from bridge.leg import AudioLeg
 from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL
 from bridge.privacy import mask_number
 from bridge.settings import Secrets, Settings
+from bridge.settings.addresses import parse_host_port
 from bridge.stream import protocol
 from bridge.stream.callfacts import parse_extra_headers
 from bridge.stream.leg import CallControl, StreamLeg
@@ -43,10 +44,10 @@ class _Refused(Exception):
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"daemon.stream_listen: expected HOST:PORT, got {value!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    try:
+        return parse_host_port(value, "0.0.0.0")
+    except ValueError as exc:
+        raise ValueError(f"daemon.stream_listen: {exc}") from None
 
 
 class StreamServer:

@@ -61,3 +61,12 @@ def test_secrets_only_from_environment() -> None:
     assert "sk-test" not in repr(secrets)
     with pytest.raises(MissingSecretError, match="DEEPGRAM_API_KEY"):
         secrets.require("deepgram_api_key")
+
+
+def test_a_bad_listen_address_is_named_when_the_settings_load() -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(None, environ={}, overrides={"daemon": {"stream_listen": "127.0.0.1"}})
+    assert [key for key, _ in err.value.errors] == ["daemon.stream_listen"]
+    assert "HOST:PORT" in err.value.errors[0][1]
+    ok = load_settings(None, environ={}, overrides={"daemon": {"stream_listen": "[::1]:8081"}})
+    assert ok.daemon.stream_listen == "[::1]:8081"

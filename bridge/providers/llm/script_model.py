@@ -34,6 +34,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bridge.settings.paths import resolve_path
+
 _DTMF_KEYS = set("0123456789*#ABCD")
 
 
@@ -141,15 +143,6 @@ def parse_script(text: str, source: str = "<script>") -> Script:
         raise ScriptError(f"{source}: not valid TOML ({exc})") from exc
     except ValidationError as exc:
         raise ScriptError(f"{source}: {exc}") from exc
-
-
-def resolve_path(path: str | Path) -> Path:
-    """A relative path is tried from the working directory, then from the project root."""
-    candidate = Path(path)
-    if candidate.is_absolute() or candidate.exists():
-        return candidate
-    root_relative = Path(__file__).resolve().parents[3] / candidate
-    return root_relative if root_relative.exists() else candidate
 
 
 def load_script(path: str | Path) -> Script:

@@ -22,6 +22,7 @@ from bridge.providers.stt import pocketsphinx_protocol as proto
 from bridge.providers.stt.pocketsphinx_pool import PROVIDER, DecoderPool, DecoderProcess
 from bridge.providers.stt.pocketsphinx_session import GrammarError, corpus_sentences, parse_grammar
 from bridge.settings import Secrets, Settings
+from bridge.settings.paths import resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -145,15 +146,6 @@ class PocketsphinxSTT:
         await self._pool.aclose()
 
 
-def _resolve(path: str) -> str:
-    """A relative path is tried from the working directory, then from the project root (as the
-    scripted agent finds its script), so the example config works from any directory."""
-    if Path(path).is_absolute() or Path(path).exists():
-        return path
-    root_relative = Path(__file__).resolve().parents[3] / path
-    return str(root_relative) if root_relative.exists() else path
-
-
 def create(settings: Settings, secrets: Secrets) -> PocketsphinxSTT:
     del secrets  # no keys
     stt = settings.stt
@@ -162,7 +154,7 @@ def create(settings: Settings, secrets: Secrets) -> PocketsphinxSTT:
             stt.pocketsphinx_grammar,
             stt.pocketsphinx_max_utterance_s,
             stt.pocketsphinx_idle_decoders,
-            _resolve(stt.pocketsphinx_corpus) if stt.pocketsphinx_corpus else "",
+            str(resolve_path(stt.pocketsphinx_corpus)) if stt.pocketsphinx_corpus else "",
         )
     except GrammarError as exc:
         raise ProviderError(PROVIDER, str(exc), retryable=False) from exc
