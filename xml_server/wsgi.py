@@ -15,9 +15,4 @@ setup_logging(_settings.logging.level, _settings.logging.log_phone_numbers)
 _secrets = Secrets.from_env()
 
 
-def _secret(name: str) -> str | None:
-    value = getattr(_secrets, name)
-    return None if value is None else str(value.get_secret_value())
-
-
-app = create_app(_settings, _secret("plivo_auth_token"), _secret("stream_secret"))
+app = create_app(_settings, _secrets.optional("plivo_auth_token"), _secrets.optional("stream_secret"))

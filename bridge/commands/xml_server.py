@@ -26,11 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to serve on (default 127.0.0.1:5000; port 0 = any free port)")
 
 
-def _secret(secrets: Secrets, name: str) -> str | None:
-    value = getattr(secrets, name)
-    return None if value is None else str(value.get_secret_value())
-
-
 def run(args: argparse.Namespace) -> int:
     from werkzeug.serving import make_server
 
@@ -45,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(settings.logging.level, settings.logging.log_phone_numbers)
     secrets = Secrets.from_env()
     try:
-        app = create_app(settings, _secret(secrets, "plivo_auth_token"), _secret(secrets, "stream_secret"))
+        app = create_app(settings, secrets.optional("plivo_auth_token"), secrets.optional("stream_secret"))
     except ConfigError as exc:
         print(f"voice-bridge xml-server: {exc}", file=sys.stderr)
         return 2

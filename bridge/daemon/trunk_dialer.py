@@ -15,11 +15,10 @@ class SipTrunkDialer:
     name = "sip-trunk"
 
     def __init__(self, server: SipServer, settings: Settings, secrets: Secrets) -> None:
-        password = secrets.trunk_password
         self._caller = TrunkCaller(
             server,
             settings.outbound.trunk,
-            password.get_secret_value() if password else None,
+            secrets.optional("trunk_password"),
             [str(c) for c in settings.sip.codecs],
             settings.media.dtmf_payload_type,
         )

@@ -53,7 +53,7 @@ def build_dialers(
     dialers: dict[str, Dialer] = {}
     unavailable: dict[str, str] = {}
     out = settings.outbound
-    token = secrets.api_token.get_secret_value() if secrets.api_token else ""
+    token = secrets.optional("api_token") or ""
     if sip_trunk is not None:
         dialers["sip-trunk"] = sip_trunk
     elif token and out.trunk.host:

@@ -48,12 +48,17 @@ class Secrets(BaseModel):
         values = {field: env[var] for field, var in ENV_NAMES.items() if env.get(var)}
         return cls.model_validate(values)
 
+    def optional(self, field: str) -> str | None:
+        """The secret's value, or None when it is not set."""
+        value = getattr(self, field)
+        return None if value is None else str(value.get_secret_value())
+
     def require(self, field: str) -> str:
         """The secret's value, or a clear error naming the environment variable to set."""
-        value = getattr(self, field)
+        value = self.optional(field)
         if value is None:
             raise MissingSecretError(ENV_NAMES[field])
-        return str(value.get_secret_value())
+        return value
 
 
 class MissingSecretError(RuntimeError):

@@ -34,8 +34,7 @@ class RegistrationClient:
         self._s = settings
         self._r = settings.registration
         self._server = server
-        password = secrets.sip_password
-        self._auth = SipDigestAuth(self._r.user, password.get_secret_value() if password else "")
+        self._auth = SipDigestAuth(self._r.user, secrets.optional("sip_password") or "")
         self._call_id = ""
         self._tag = new_tag()
         self._cseq = 0

@@ -69,8 +69,7 @@ class SipServer:
         self._app = app
         self._transport = SipTransport(self._on_message)
         self.tx = TransactionLayer(self._transport.send, settings.t1_ms / 1000.0)
-        password = secrets.sip_inbound_password
-        self.trust = TrustPolicy(settings.trust, password.get_secret_value() if password else None)
+        self.trust = TrustPolicy(settings.trust, secrets.optional("sip_inbound_password"))
         self._calls: dict[tuple[str, str], SipCall] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._local_ips: dict[str, str] = {}

@@ -58,13 +58,12 @@ class StreamServer:
         self._plivo = settings.plivo
         self._agent = agent
         self._host, self._port = parse_listen(settings.daemon.stream_listen or "127.0.0.1:0")
-        secret = secrets.stream_secret
-        if self._plivo.stream_require_token and secret is None:
+        self._secret = secrets.optional("stream_secret")
+        if self._plivo.stream_require_token and self._secret is None:
             raise ValueError(
                 "VOICE_BRIDGE_STREAM_SECRET is not set: the stream server checks a token the XML "
                 "server signs with it (plivo.stream_require_token = false only for development)"
             )
-        self._secret = None if secret is None else secret.get_secret_value()
         if not self._plivo.stream_require_token:
             log.warning("stream token check is OFF (plivo.stream_require_token = false): development only")
         if control is None and secrets.plivo_auth_id is not None and secrets.plivo_auth_token is not None:
