@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bridge.outbound.db import transaction
 from bridge.outbound.dialer import PlacementResult
 from bridge.outbound.numbers import InvalidNumber, e164_to_int, int_to_e164, normalise
 from bridge.privacy import mask_number
@@ -124,21 +125,16 @@ class CampaignStore:
                 continue
             seen.add(key)
             records.append((line_no, key, mask_number(int_to_e164(key)), "pending", "", ""))
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            self.conn.execute(
+        with transaction(self.conn) as conn:
+            conn.execute(
                 "INSERT INTO campaign (id, label, content_hash, created) VALUES (?, ?, ?, ?)",
                 (campaign_id, path.name, digest, datetime.now(UTC).isoformat(timespec="seconds")),
             )
-            self.conn.executemany(
+            conn.executemany(
                 "INSERT INTO campaign_row (campaign_id, row_no, number, masked, state, outcome, detail)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(campaign_id, *r) for r in records],
             )
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         return campaign_id, True
 
     def exists(self, campaign_id: str) -> bool:

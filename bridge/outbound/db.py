@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REGISTRY_FILE = "dnd-registry.sqlite"  # the operator's NDNC/DND scrub data (large, re-imported)
@@ -24,3 +26,16 @@ def connect(path: Path) -> sqlite3.Connection:
     # Erased rows are overwritten, not left in free pages (forget must really forget).
     conn.execute("PRAGMA secure_delete=ON")
     return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (the write lock is taken at
+    once, so two writers never both read before either writes)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -12,6 +12,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 
+from bridge.outbound.db import transaction
 from bridge.outbound.wiring import Outbound
 
 
@@ -29,20 +30,15 @@ def forget(outbound: Outbound, e164: str, include_optout: bool = False) -> Erasu
     report = ErasureReport()
     store = outbound.store
     paths = outbound.campaigns.transcripts_of(e164)
-    store.conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(store.conn) as conn:
         report.consent = int(store.revoke_consent(e164))
         report.campaign_rows = outbound.campaigns.forget(e164)
-        cur = store.conn.execute("DELETE FROM audit WHERE subject=?", (store.subject(e164),))
+        cur = conn.execute("DELETE FROM audit WHERE subject=?", (store.subject(e164),))
         report.audit_rows = cur.rowcount
         if include_optout:
             report.optout_removed = store.remove_optout(e164)
         else:
             report.optout_kept = store.is_opted_out(e164)
-        store.conn.execute("COMMIT")
-    except BaseException:
-        store.conn.execute("ROLLBACK")
-        raise
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.outbound.db import REGISTRY_FILE, connect, outbound_dir
+from bridge.outbound.db import REGISTRY_FILE, connect, outbound_dir, transaction
 from bridge.outbound.numbers import InvalidNumber, e164_to_int, normalise_fast
 
 _NUMBER_COLUMNS = ("number", "phone", "msisdn", "mobile", "phone_number", "to")
@@ -123,10 +123,8 @@ class DndRegistry:
 
     def import_rows(self, rows: Iterable[tuple[int, int]], replace: bool = False) -> int:
         """Insert in one transaction (readers keep the old list until it commits)."""
-        conn = self._conn
         imported = 0
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self._conn) as conn:
             if replace:
                 conn.execute("DELETE FROM dnd")
             batch: list[tuple[int, int]] = []
@@ -139,10 +137,6 @@ class DndRegistry:
             if batch:
                 conn.executemany("INSERT OR REPLACE INTO dnd (number, accepts) VALUES (?, ?)", batch)
                 imported += len(batch)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return imported
 
     def import_file(self, path: Path, region: str = "IN", replace: bool = False) -> ImportReport:
