@@ -203,10 +203,14 @@ class Engine:
         self.state = State.USER_SPEAKING
         self._silence_since = now
         self._reprompted = False
+        self._flush_preroll()
+        self._emit(SttAudio(pcm))
+
+    def _flush_preroll(self) -> None:
+        """The audio from just before speech was detected goes to the STT first."""
         for old in self._preroll:
             self._emit(SttAudio(old))
         self._preroll.clear()
-        self._emit(SttAudio(pcm))
 
     def _turn_frame(self, now: float, pcm: bytes, is_speech: bool) -> None:
         turn = self._turn
@@ -218,9 +222,7 @@ class Engine:
             # The caller went on talking while the STT finalised: the turn continues.
             turn.awaiting_final = False
             self.state = State.USER_SPEAKING
-            for old in self._preroll:
-                self._emit(SttAudio(old))
-            self._preroll.clear()
+            self._flush_preroll()
         self._emit(SttAudio(pcm))
         if is_speech:
             turn.speech_end = now + FRAME_MS / 1000
@@ -272,9 +274,7 @@ class Engine:
                 self._preroll.append(pcm)
                 return
             cand = self._candidate = _Candidate(started=now)
-            for old in self._preroll:
-                self._emit(SttAudio(old))
-            self._preroll.clear()
+            self._flush_preroll()
         self._emit(SttAudio(pcm))
         if is_speech:
             cand.speech_ms += FRAME_MS
