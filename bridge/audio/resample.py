@@ -44,14 +44,14 @@ class StreamResampler:
         samples = np.frombuffer(data, dtype="<i2", count=usable // 2)
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self.in_rate
-        return _join(self._resampler.resample(frame))
+        return frames_to_pcm(self._resampler.resample(frame))
 
     def flush(self) -> bytes:
         """End of stream: the held-back tail. The resampler is then fresh for a new stream."""
         self._carry = b""  # half a sample is not audio
         if self._resampler is None:
             return b""
-        tail = _join(self._resampler.resample(None))
+        tail = frames_to_pcm(self._resampler.resample(None))
         self._resampler = self._new()
         return tail
 
@@ -61,7 +61,8 @@ class StreamResampler:
         self._resampler = self._new()
 
 
-def _join(frames: list[av.AudioFrame]) -> bytes:
+def frames_to_pcm(frames: list[av.AudioFrame]) -> bytes:
+    """Resampler output (packed s16 mono frames) as one PCM byte string."""
     if not frames:
         return b""
     # Packed s16 mono: one plane, shape (1, samples); to_ndarray trims the alignment padding.

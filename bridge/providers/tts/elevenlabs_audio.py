@@ -11,7 +11,7 @@ from typing import Literal
 
 import av
 
-from bridge.audio.resample import StreamResampler
+from bridge.audio.resample import StreamResampler, frames_to_pcm
 from bridge.providers.base import AudioChunk
 
 OUT_RATE = 8000
@@ -79,11 +79,9 @@ class AudioNormalizer:
         except av.FFmpegError as exc:
             raise ValueError(f"undecodable mp3 from the provider: {exc}") from exc
         for frame in frames:
-            for out_frame in self._mp3_resampler.resample(frame):
-                out += out_frame.to_ndarray().tobytes()
+            out += frames_to_pcm(self._mp3_resampler.resample(frame))
         if data is None:
-            for out_frame in self._mp3_resampler.resample(None):
-                out += out_frame.to_ndarray().tobytes()
+            out += frames_to_pcm(self._mp3_resampler.resample(None))
         return bytes(out)
 
 
