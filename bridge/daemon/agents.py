@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from bridge.callmodel import CallInfo
 from bridge.leg import AudioLeg
 from bridge.settings import Secrets, Settings
+
+if TYPE_CHECKING:
+    from bridge.providers.factory import ProviderSet
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +50,31 @@ async def build_agent(settings: Settings, secrets: Secrets) -> AgentRunner:
     raise ValueError(f"daemon.agent: unknown agent {name!r} (one of {', '.join(BUILTIN_AGENTS)})")
 
 
-async def _conversation_agent(settings: Settings, secrets: Secrets) -> AgentRunner:
-    from bridge.conversation import run_conversation
+async def prepare_conversation(settings: Settings, secrets: Secrets) -> tuple[ProviderSet, bytes]:
+    """Build the providers, warm them up and synthesise the fallback line, before any call.
+
+    Warm-up matters for the offline STT: a pocketsphinx decoder takes 0.4 s of CPU to load
+    (3-4 s measured on a busy 2-core box). Loaded on the first call instead, it was still
+    loading when the caller finished the first question, the engine's STT-final timeout
+    fired with nothing heard, and the turn was dropped (the flaky offline e2e test).
+    """
     from bridge.conversation.fallback import presynthesize
-    from bridge.conversation.transcript import TranscriptWriter
     from bridge.providers.factory import build_providers
 
     providers = build_providers(settings, secrets)
+    for stt in providers.stt:
+        prewarm = getattr(stt, "prewarm", None)  # optional: only engines with a load cost have it
+        if prewarm is not None:
+            await prewarm()
     fallback_audio = await presynthesize(providers.tts, settings.conversation.fallback_text)
+    return providers, fallback_audio
+
+
+async def _conversation_agent(settings: Settings, secrets: Secrets) -> AgentRunner:
+    from bridge.conversation import run_conversation
+    from bridge.conversation.transcript import TranscriptWriter
+
+    providers, fallback_audio = await prepare_conversation(settings, secrets)
 
     async def converse(leg: AudioLeg, info: CallInfo) -> None:
         transcript = TranscriptWriter.for_call(settings, info)
