@@ -1,13 +1,14 @@
-"""`voice-bridge check`: validate a configuration file; each error printed as `key: reason`."""
+"""`voice-bridge check`: validate a configuration as `run` would; each problem printed as
+`key: reason`, all at once (the same path `run` takes before it starts: daemon.preflight)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from bridge.settings import SettingsError, load_settings
+from bridge.settings import SettingsError
 
-HELP = "validate the configuration and print each error as `key: reason` (exit 2 on errors)"
+HELP = "validate the configuration as `run` would; print each problem as `key: reason` (exit 2)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,15 +16,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bridge.daemon.preflight import load_checked
+
     try:
-        settings = load_settings(args.config)
+        settings, _ = load_checked(args.config)
     except SettingsError as exc:
-        source = f" ({exc.source})" if exc.source else ""
-        print(f"configuration invalid{source}:", file=sys.stderr)
-        for key, reason in exc.errors:
-            print(f"{key}: {reason}", file=sys.stderr)
+        print(exc, file=sys.stderr)
         return 2
-    print(f"configuration ok: agent={settings.daemon.agent} sip={settings.sip.listen_host}:"
+    profiles = f" profiles={sorted(settings.agents)}" if settings.agents else ""
+    print(f"configuration ok: agent={settings.daemon.agent}{profiles} sip={settings.sip.listen_host}:"
           f"{settings.sip.listen_port} stt={settings.stt.providers} llm={settings.llm.providers} "
           f"tts={settings.tts.providers}")
     return 0

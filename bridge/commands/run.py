@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from bridge.logs import setup_logging
-from bridge.settings import Secrets, SettingsError, load_settings
+from bridge.settings import SettingsError
 from bridge.settings.addresses import parse_host_port
 from bridge.settings.secrets import MissingSecretError
 
@@ -53,19 +53,22 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bridge.daemon.preflight import load_checked
+
     try:
-        settings = load_settings(args.config, overrides=overrides_from_args(args))
+        # The same checks as `voice-bridge check`: any problem and the daemon does not start.
+        settings, secrets = load_checked(args.config, overrides=overrides_from_args(args))
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
     setup_logging(settings.logging.level, settings.logging.format, settings.logging.log_phone_numbers)
-    from bridge.daemon.main import serve
+    from bridge.daemon.main import StartupError, serve
 
     try:
-        return asyncio.run(serve(settings, Secrets.from_env()))
-    except MissingSecretError as exc:
+        return asyncio.run(serve(settings, secrets))
+    except StartupError as exc:  # a port taken, an address not on this machine
         print(f"voice-bridge: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:
+    except (MissingSecretError, ValueError) as exc:  # what preflight cannot see (should not happen)
         print(f"voice-bridge: {exc}", file=sys.stderr)
         return 2

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 from bridge.callmodel import CallInfo
@@ -36,6 +35,7 @@ from bridge.metrics import BARGE_INS, PROVIDER_FAILURES, PROVIDER_HEALTHY, TURN_
 from bridge.providers.base import LLM, TTS, Message, ProviderError, SttStream, TextDelta, ToolCall, ToolSpec
 from bridge.providers.factory import ProviderSet
 from bridge.settings import Settings
+from bridge.settings.paths import resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,11 @@ def load_system_prompt(path: str) -> str:
     if not path:
         return ""
     try:
-        mtime = Path(path).stat().st_mtime
+        file = resolve_path(path)  # as `check` finds it, from any working directory
+        mtime = file.stat().st_mtime
         key = (path, mtime)
         if key not in _prompts:
-            _prompts[key] = Path(path).read_text(encoding="utf-8").strip()
+            _prompts[key] = file.read_text(encoding="utf-8").strip()
         return _prompts[key]
     except OSError as exc:
         log.warning("system prompt %s unreadable (%s); the agent runs without one", path, exc)

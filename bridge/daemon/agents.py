@@ -1,4 +1,5 @@
-"""Which agent runs on a call: `echo`, `prompt`, or the configured conversation agent."""
+"""Which agent runs on a call: `echo`, `prompt`, the configured conversation agent, or a named
+profile ([agents.NAME]) chosen by the call's route."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 from bridge.callmodel import CallInfo
 from bridge.leg import AudioLeg
 from bridge.settings import Secrets, Settings
+from bridge.settings.agents import BUILTIN_AGENTS
 
 if TYPE_CHECKING:
     from bridge.providers.factory import ProviderSet
@@ -17,16 +19,35 @@ log = logging.getLogger(__name__)
 
 AgentRunner = Callable[[AudioLeg, CallInfo], Awaitable[None]]
 
-BUILTIN_AGENTS = ("echo", "prompt", "conversation")
+__all__ = ["BUILTIN_AGENTS", "AgentRunner", "build_agent", "prepare_conversation"]
 
 
 async def build_agent(settings: Settings, secrets: Secrets) -> AgentRunner:
-    """Resolve settings.daemon.agent into a coroutine run once per established call.
+    """One runner for every call: it runs the agent the call names (the route's agent, carried
+    as the Agent call fact: X-PH-Agent on SIP, extra_headers on the stream), else daemon.agent.
 
-    Providers are built (and the fallback line synthesised) once at start-up, so a call never
-    pays for SDK imports or the fallback synthesis, and a missing key fails the start, not a call.
+    Every agent that can be named is built at start-up (providers, fallback line, decoders),
+    so a call never pays for SDK imports or synthesis, and a missing key fails the start.
     """
-    name = settings.daemon.agent
+    from bridge.daemon.profiles import profile_settings
+
+    default = settings.daemon.agent
+    names = dict.fromkeys([default, *settings.agents, "echo"])
+    runners = {name: await _build_one(profile_settings(settings, name), secrets, name) for name in names}
+
+    async def run(leg: AudioLeg, info: CallInfo) -> None:
+        wanted = info.plivo_headers.get("Agent", "")
+        runner = runners.get(wanted or default)
+        if runner is None:
+            log.warning("the call names agent %r, which this daemon does not have: running %r",
+                        wanted, default, extra={"call_id": info.call_id})
+            runner = runners[default]
+        await runner(leg, info)
+
+    return run
+
+
+async def _build_one(settings: Settings, secrets: Secrets, name: str) -> AgentRunner:
     if name == "echo":
         from bridge.agents.echo import run_echo
 
@@ -45,9 +66,10 @@ async def build_agent(settings: Settings, secrets: Secrets) -> AgentRunner:
             await run_prompt(leg, prompt_file, listen_s=settings.daemon.prompt_listen_s)
 
         return prompt
-    if name == "conversation":
+    if name == "conversation" or name in settings.agents:
         return await _conversation_agent(settings, secrets)
-    raise ValueError(f"daemon.agent: unknown agent {name!r} (one of {', '.join(BUILTIN_AGENTS)})")
+    known = ", ".join([*BUILTIN_AGENTS, *settings.agents])
+    raise ValueError(f"daemon.agent: unknown agent {name!r} (one of {known})")
 
 
 async def prepare_conversation(settings: Settings, secrets: Secrets) -> tuple[ProviderSet, bytes]:

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import signal
+from collections.abc import Awaitable
 from typing import Any
 
 from bridge.daemon.agents import build_agent
@@ -16,6 +17,22 @@ from bridge.daemon.notify import Notifier
 from bridge.settings import Secrets, Settings
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The daemon cannot start: ``key: reason`` as `check` prints problems."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+
+
+async def _bind(key: str, where: str, start: Awaitable[Any]) -> Any:
+    """Run one listener's start; a port in use or an address not on this machine becomes a
+    StartupError naming the setting, not a traceback."""
+    try:
+        return await start
+    except OSError as exc:
+        raise StartupError(key, f"cannot listen on {where}: {exc.strerror or exc}") from None
 
 
 def _open_outbound(settings: Settings, secrets: Secrets, sip: Any) -> Any:
@@ -69,8 +86,10 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
         routes = calls_routes(
             outbound.service, token, settings.outbound.via, ids[0] if ids else "", outbound.unavailable
         )
-    runner, http_port = await start_http(
-        build_http_app(health, routes), settings.http.listen_host, settings.http.listen_port
+    http = settings.http
+    runner, http_port = await _bind(
+        "http.listen_host/listen_port", f"{http.listen_host}:{http.listen_port}",
+        start_http(build_http_app(health, routes), http.listen_host, http.listen_port),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -81,11 +100,18 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
         signal.SIGHUP, lambda: log.warning("SIGHUP ignored: restart the daemon to apply new settings")
     )
 
-    await sip.start()
-    state.update(sip_bound=True, sip_port=sip.bound_port)
-    await registration.start()
-    if stream is not None:
-        await stream.start()
+    try:
+        await _bind("sip.listen_host/listen_port", f"{bind_host}:{settings.sip.listen_port}", sip.start())
+        state.update(sip_bound=True, sip_port=sip.bound_port)
+        await registration.start()
+        if stream is not None:
+            await _bind("daemon.stream_listen", settings.daemon.stream_listen, stream.start())
+    except StartupError:
+        with contextlib.suppress(Exception):  # undo what did start; the error is what matters
+            await registration.stop()
+            await sip.stop()
+        await runner.cleanup()
+        raise
     log.info(
         "voice-bridge ready",
         extra={

@@ -37,7 +37,7 @@ class ProviderSet:
 
 
 def _create(modules: dict[str, str], name: str, settings: Settings, secrets: Secrets) -> Any:
-    if name not in modules:  # e.g. "anthropic": accepted by the schema, not implemented yet
+    if name not in modules:  # the schema lists only these; a direct caller may not
         raise ValueError(f"provider {name!r} is not available; choose from {sorted(modules)}")
     module = importlib.import_module(modules[name])
     return module.create(settings, secrets)

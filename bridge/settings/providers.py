@@ -42,7 +42,7 @@ class SttSettings(Section):
 
 
 class LlmSettings(Section):
-    providers: list[Literal["openai", "anthropic", "scripted"]] = Field(["scripted"], min_length=1
+    providers: list[Literal["openai", "scripted"]] = Field(["scripted"], min_length=1
     )
     model: str = "gpt-4o"
     base_url: str = ""  # any OpenAI-compatible server (vLLM, Ollama, Groq)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from bridge.settings.agents import BUILTIN_AGENTS, NAME, AgentProfile
 from bridge.settings.base import Section
 from bridge.settings.conversation import ConversationSettings
 from bridge.settings.daemon import DaemonSettings, HttpSettings, LoggingSettings
@@ -28,3 +29,18 @@ class Settings(Section):
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)  # type: ignore[arg-type]
     compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)  # type: ignore[arg-type]
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)  # type: ignore[arg-type]
+    # Named agent profiles ([agents.NAME]), chosen per call by plivo.routes[].agent.
+    agents: dict[str, AgentProfile] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _profiles(self) -> Settings:
+        tools = {t.name for t in self.conversation.http_tools}
+        for name, profile in self.agents.items():
+            if name in BUILTIN_AGENTS:
+                raise ValueError(f"agents.{name}: {name!r} is a built-in agent; pick another name")
+            if not NAME.fullmatch(name):
+                raise ValueError(f"agents.{name}: a name is letters, digits, '_' and '-' (up to 64)")
+            unknown = sorted(set(profile.tools or ()) - tools)
+            if unknown:
+                raise ValueError(f"agents.{name}.tools: {', '.join(unknown)} not in conversation.http_tools")
+        return self

@@ -22,7 +22,6 @@ ENV_NAMES: dict[str, str] = {
     "plivo_auth_token": "PLIVO_AUTH_TOKEN",
     "deepgram_api_key": "DEEPGRAM_API_KEY",
     "openai_api_key": "OPENAI_API_KEY",
-    "anthropic_api_key": "ANTHROPIC_API_KEY",
     "elevenlabs_api_key": "ELEVENLABS_API_KEY",
 }
 
@@ -39,7 +38,6 @@ class Secrets(BaseModel):
     plivo_auth_token: SecretStr | None = None
     deepgram_api_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None
-    anthropic_api_key: SecretStr | None = None
     elevenlabs_api_key: SecretStr | None = None
 
     @classmethod

@@ -17,7 +17,10 @@ def _keys(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for name, field in model.model_fields.items():
         ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
+        args = getattr(ann, "__args__", ())
+        if getattr(ann, "__origin__", None) is dict and issubclass(args[1], BaseModel):
+            out += _keys(args[1], f"{prefix}{name}.NAME.")  # [agents.NAME]: one table per profile
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
             out += _keys(ann, f"{prefix}{name}.")
         else:
             out.append((prefix.rstrip("."), name))
