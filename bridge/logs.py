@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from bridge.callcontext import CallContextFilter
 from bridge.privacy import mask_phone_numbers
 
 _STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -71,6 +72,7 @@ def setup_logging(level: str = "INFO", fmt: str = "auto", log_phone_numbers: boo
         fmt = "json" if under_systemd or not sys.stderr.isatty() else "text"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(CallContextFilter())  # call_uuid: Plivo's CallUUID on a call's lines
     if not log_phone_numbers:
         handler.addFilter(MaskingFilter())
     root = logging.getLogger()

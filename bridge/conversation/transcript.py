@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bridge.callmodel import CallInfo
+from bridge.endreason import end_reason
 from bridge.privacy import mask_phone_numbers, redact
 from bridge.settings import Settings
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _TEXT_KEYS = {"text", "full_text", "result"}
+_ID_KEYS = {"call_id", "call_uuid"}
 
 
 class TranscriptWriter:
@@ -52,6 +54,7 @@ class TranscriptWriter:
         writer.write(
             "call",
             call_id=info.call_id,
+            call_uuid=info.plivo_headers.get("CallUUID", ""),  # Plivo's id: joins the XML server's lines
             direction=info.direction,
             from_uri=writer._number(info.from_uri),
             to_uri=writer._number(info.to_uri),
@@ -62,6 +65,8 @@ class TranscriptWriter:
         return mask_phone_numbers(text) if self._mask else text
 
     def _clean(self, key: str, value: Any) -> Any:
+        if key in _ID_KEYS:
+            return value  # ids, not numbers: a UUID's digit run must not be masked
         if isinstance(value, str):
             if key in _TEXT_KEYS and self._redact:
                 return redact(value)
@@ -75,6 +80,13 @@ class TranscriptWriter:
     def write(self, event: str, **data: Any) -> None:
         if self._file is None:
             return
+        if event == "call_end" and "reason" in data:
+            # The shared vocabulary (bridge.endreason), as in the calls metric; the words of
+            # the transport or engine, when different, stay as the detail.
+            reason = end_reason(str(data["reason"])).value
+            if reason != data["reason"]:
+                data["detail"] = data["reason"]
+            data["reason"] = reason
         line = {"ts": round(time.time(), 3), "event": event}
         line.update({k: self._clean(k, v) for k, v in data.items()})
         try:

@@ -9,9 +9,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from bridge import callcontext
+from bridge.admission import Admission
 from bridge.callfacts import decode_value
 from bridge.callmodel import CallInfo
 from bridge.daemon.agents import AgentRunner
+from bridge.endreason import EndReason, end_reason
 from bridge.media.ports import PortAllocator
 from bridge.media.rtp_leg import RtpLeg
 from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL
@@ -33,18 +36,28 @@ class _Call:
 class DaemonCallApp:
     """Implements bridge.sip.app.CallApp for the daemon."""
 
-    def __init__(self, settings: Settings, agent: AgentRunner, bind_host: str) -> None:
+    def __init__(
+        self, settings: Settings, agent: AgentRunner, bind_host: str, admission: Admission | None = None
+    ) -> None:
         self._settings = settings
+        # Shared with the stream server when both run: one capacity for the process.
+        self.admission = admission or Admission(settings.sip.max_calls)
         self._agent = agent
         self._bind_host = bind_host
         self._ports = PortAllocator(settings.media.rtp_port_min, settings.media.rtp_port_max)
         self._calls: dict[str, _Call] = {}
         self._idle = asyncio.Event()
         self._idle.set()
-        self.draining = False
-        self.max_calls = settings.sip.max_calls
 
     # -- what the daemon reads ----------------------------------------------------------
+    @property
+    def draining(self) -> bool:
+        return self.admission.draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self.admission.draining = value
+
     @property
     def active_calls(self) -> int:
         return len(self._calls)
@@ -70,14 +83,20 @@ class DaemonCallApp:
         # The XML server hex-encodes header values Plivo would refuse (ZZ+hex): decode them here,
         # once, so the agent sees the caller's number and Plivo's CallUUID as they were.
         info.plivo_headers = {k: decode_value(v) for k, v in info.plivo_headers.items()}
-        if self.draining:
-            return (503, "Service Unavailable (draining)")
-        if len(self._calls) >= self.max_calls:
-            return (503, "Service Unavailable (at capacity)")
-        return None
+        refusal = self.admission.refusal()
+        return (503, f"Service Unavailable ({refusal})") if refusal else None
 
     async def prepare(self, call: SipCall) -> tuple[str, int]:
-        leg = await RtpLeg.open(call.info.call_id, self._bind_host, self._ports, self._settings.media)
+        # The slot is taken here, not in admit(): an INVITE refused later (488, 415) never
+        # reaches ended(), a prepared call always does.
+        if not self.admission.take():
+            raise RuntimeError(f"no capacity ({self.admission.refusal()})")
+        try:
+            leg = await RtpLeg.open(call.info.call_id, self._bind_host, self._ports, self._settings.media)
+        except BaseException:
+            self.admission.release()
+            raise
+        callcontext.bind(call.info.call_id, call.info.plivo_headers.get("CallUUID", ""))
         leg.on_hangup = call.hangup
         leg.on_transfer = call.refer
         self._calls[call.info.call_id] = _Call(sip=call, leg=leg)
@@ -117,10 +136,11 @@ class DaemonCallApp:
         rec = self._calls.pop(call.info.call_id, None)
         if rec is None:
             return
+        self.admission.release()
         if not self._calls:
             self._idle.set()
         CALLS_ACTIVE.labels("sip").dec()
-        CALLS_TOTAL.labels("sip", _outcome(reason)).inc()
+        CALLS_TOTAL.labels("sip", end_reason(reason).value).inc()
         stats = rec.leg.stats()
         log.info(
             "call ended",
@@ -137,6 +157,7 @@ class DaemonCallApp:
 
     # -- internals ---------------------------------------------------------------------------
     async def _run_agent(self, rec: _Call) -> None:
+        callcontext.enter(rec.sip.info.call_id)  # this task and its children log the CallUUID
         try:
             await self._agent(rec.leg, rec.sip.info)
         except asyncio.CancelledError:
@@ -145,7 +166,7 @@ class DaemonCallApp:
             # An agent bug must not leave the caller in dead air: end the call cleanly.
             log.exception("agent failed", extra={"call_id": rec.sip.info.call_id})
         if rec.sip.info.call_id in self._calls:
-            await rec.sip.hangup("agent-finished")
+            await rec.sip.hangup(EndReason.AGENT_FINISHED.value)
 
     async def _teardown(self, rec: _Call) -> None:
         await rec.leg.close()  # emits LegEnded, so the agent finishes on its own
@@ -157,11 +178,5 @@ class DaemonCallApp:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+        callcontext.unbind(rec.sip.info.call_id)
 
-
-def _outcome(reason: str) -> str:
-    # A small fixed label set keeps metric cardinality bounded.
-    known = {"bye", "cancel", "ack-timeout", "rtp-timeout", "agent-finished", "agent-ended", "transferred",
-             "silence", "max-duration", "provider-failure", "normal", "drain", "shutdown", "error",
-             "busy", "no-answer"}
-    return reason if reason in known else "other"

@@ -10,6 +10,7 @@ import signal
 from collections.abc import Awaitable
 from typing import Any
 
+from bridge.admission import Admission
 from bridge.daemon.agents import build_agent
 from bridge.daemon.calls import DaemonCallApp
 from bridge.daemon.http_api import build_http_app, start_http
@@ -46,6 +47,21 @@ def _open_outbound(settings: Settings, secrets: Secrets, sip: Any) -> Any:
     return open_outbound(settings, secrets, agent=settings.daemon.agent, sip_trunk=trunk)
 
 
+async def _until_idle_or(idle: Awaitable[bool], hurry: asyncio.Event) -> bool:
+    """The drain's wait: True once the calls are over, False at its timeout or when ``hurry``
+    is set (a second SIGTERM: the operator does not want to wait)."""
+    idle_task = asyncio.ensure_future(idle)
+    hurry_task = asyncio.ensure_future(hurry.wait())
+    try:
+        await asyncio.wait({idle_task, hurry_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hurry_task.cancel()
+    if idle_task.done():
+        return bool(idle_task.result())
+    idle_task.cancel()
+    return False
+
+
 async def serve(settings: Settings, secrets: Secrets) -> int:
     from bridge.sip.registration import RegistrationClient
     from bridge.sip.server import SipServer
@@ -53,14 +69,16 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
     notifier = Notifier()
     agent = await build_agent(settings, secrets)
     bind_host = settings.sip.listen_host
-    app = DaemonCallApp(settings, agent, bind_host="0.0.0.0" if bind_host in ("", "0.0.0.0") else bind_host)
+    admission = Admission(settings.sip.max_calls)  # SIP and stream calls share the capacity
+    app = DaemonCallApp(settings, agent, bind_host="0.0.0.0" if bind_host in ("", "0.0.0.0") else bind_host,
+                        admission=admission)
     sip = SipServer(settings.sip, app, secrets)
     registration = RegistrationClient(settings.sip, secrets, sip)
     stream = None
     if settings.daemon.stream_listen:  # Plivo audio-stream WebSocket server
         from bridge.stream.server import StreamServer
 
-        stream = StreamServer(settings, secrets, agent)
+        stream = StreamServer(settings, secrets, agent, admission=admission)
     state: dict[str, Any] = {"sip_bound": False}
 
     def health() -> dict[str, Any]:
@@ -133,6 +151,7 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
     gc.freeze()
 
     await stop.wait()
+    stop.clear()  # from here a second SIGTERM/SIGINT ends the drain at once
     retention.cancel()
     # Drain: refuse new calls, leave the registrar, let calls finish up to the drain timeout.
     log.info(
@@ -146,12 +165,16 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
         stream.begin_drain()
     with contextlib.suppress(Exception):
         await registration.stop()
-    if not await app.wait_idle(settings.daemon.drain_timeout_s):
-        log.info("drain timeout: hanging up remaining calls", extra={"active_calls": app.active_calls})
+    drain_ends = loop.time() + settings.daemon.drain_timeout_s
+    drained = await _until_idle_or(app.wait_idle(settings.daemon.drain_timeout_s), stop)
+    if not drained:
+        why = "second signal" if stop.is_set() else "drain timeout"
+        log.info("%s: hanging up remaining calls", why, extra={"active_calls": app.active_calls})
         await app.hangup_all("drain")
         await app.wait_idle(5.0)
     if stream is not None:
-        await stream.stop(settings.daemon.drain_timeout_s)
+        # One drain time for both transports (it used to be one each, one after the other).
+        await stream.stop(0.0 if stop.is_set() else max(0.0, drain_ends - loop.time()))
     await sip.stop()
     await runner.cleanup()
     if outbound is not None:

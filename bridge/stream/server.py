@@ -17,8 +17,11 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from bridge import callcontext
+from bridge.admission import Admission
 from bridge.callfacts import token_valid
 from bridge.callmodel import CallInfo
+from bridge.endreason import end_reason
 from bridge.leg import AudioLeg
 from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL
 from bridge.privacy import mask_number
@@ -52,9 +55,12 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 class StreamServer:
     def __init__(
-        self, settings: Settings, secrets: Secrets, agent: Agent, control: CallControl | None = None
+        self, settings: Settings, secrets: Secrets, agent: Agent, control: CallControl | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self._settings = settings
+        # The daemon passes the SIP side's: one capacity for both transports.
+        self._admission = admission or Admission(settings.sip.max_calls)
         self._plivo = settings.plivo
         self._agent = agent
         self._host, self._port = parse_listen(settings.daemon.stream_listen or "127.0.0.1:0")
@@ -129,7 +135,7 @@ class StreamServer:
             return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
         if self._draining:
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
-        if len(self._calls) >= self._settings.sip.max_calls:
+        if self._admission.refusal():
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy\n")
         return None
 
@@ -160,6 +166,12 @@ class StreamServer:
         except ConnectionClosed:
             return
         facts.pop("Token", None)
+        if not self._admission.take():  # filled up (or began draining) since the upgrade
+            with contextlib.suppress(Exception):
+                await ws.close(1013, "busy")
+            return
+        callcontext.bind(start.call_id, facts.get("CallUUID") or start.call_id)
+        callcontext.enter(start.call_id)  # this connection's task and the agent's: call_uuid on lines
         leg = StreamLeg(ws, start, chunk_ms=self._plivo.stream_chunk_ms, lead_ms=self._plivo.stream_lead_ms,
                         control=self._control)
         info = CallInfo(
@@ -201,9 +213,9 @@ class StreamServer:
         finally:
             leg.end(reason)
             del self._calls[key]
+            self._admission.release()
             CALLS_ACTIVE.labels("stream").dec()
-            outcome = "normal" if reason in ("socket closed", "stop", "hangup") else reason
-            CALLS_TOTAL.labels("stream", outcome).inc()
+            CALLS_TOTAL.labels("stream", end_reason(reason).value).inc()
             if not self._calls:
                 self._idle.set()
             log.info(
@@ -211,6 +223,7 @@ class StreamServer:
                 extra={"call_id": leg.call_id, "reason": reason, "frames_in": leg.frames_in,
                        "chunks_out": leg.chunks_out, "clears": leg.clears_sent},
             )
+            callcontext.unbind(start.call_id)
 
     def _shown(self, number: str) -> str:
         return number if self._settings.logging.log_phone_numbers else mask_number(number)

@@ -90,6 +90,21 @@ def test_sigterm_drains_then_hangs_up_and_exits_zero(tmp_path: Path) -> None:
     assert "draining" in daemon.logs()
 
 
+def test_a_second_sigterm_ends_the_drain_at_once(tmp_path: Path) -> None:
+    env = {"VOICE_BRIDGE_DAEMON__DRAIN_TIMEOUT_S": "600"}  # the test would time out waiting for it
+    with run_daemon(tmp_path, agent="echo", env=env) as daemon:
+        target = f"127.0.0.1:{daemon.sip_port}"
+        caller = _sipp_background(SCENARIOS / "uac_wait_bye.xml", target, tmp_path)
+        assert _wait_for(lambda: _health(daemon.http)["active_calls"] == 1), daemon.logs()
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert _wait_for(lambda: _health(daemon.http)["draining"] is True, 5)
+        daemon.proc.send_signal(signal.SIGTERM)  # the operator does not want to wait
+        out, _ = caller.communicate(timeout=30)
+        assert caller.returncode == 0, out[-1500:]  # the call got our BYE
+        assert daemon.proc.wait(20) == 0
+    assert "second signal: hanging up remaining calls" in daemon.logs()
+
+
 def test_prompt_agent_plays_then_hangs_up(tmp_path: Path) -> None:
     import wave
 
