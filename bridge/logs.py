@@ -80,5 +80,5 @@ def setup_logging(level: str = "INFO", fmt: str = "auto", log_phone_numbers: boo
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # aiosipua on 3.11 logs a harmless AssertionError at UDP start (reference/sip-stack.md #11)
+    # aiosipua on 3.11 logs a harmless AssertionError at UDP start (DESIGN.md, Wire notes: SIP stack, 11)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL if level != "DEBUG" else logging.DEBUG)

@@ -4,7 +4,7 @@ One instance per audio stream: it keeps the filter history between chunks, so a 
 into 20 ms pieces comes out as if resampled in one pass (chunk-by-chunk resampling without
 state clicks at every edge). It holds back only the filter's look-ahead: a couple of
 milliseconds, never whole chunks (soxr's stream mode holds 40-100 ms; see
-reference/offline-speech.md).
+DESIGN.md, Wire notes: Offline speech).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The conversation engine: turn-taking, barge-in, tools and latency marks (DESIGN.md).
+"""The conversation engine: turn-taking, barge-in, tools and latency marks (DESIGN.md, Turn contract).
 
 ``engine.Engine`` is the sans-I/O state machine; ``driver.run_conversation`` runs it on an
 AudioLeg with the configured providers; ``memory_leg.MemoryLeg`` is an AudioLeg for tests

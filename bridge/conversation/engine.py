@@ -1,4 +1,4 @@
-"""The turn-taking engine (DESIGN.md, turn-taking contract), sans-I/O.
+"""The turn-taking engine (DESIGN.md, Turn contract), sans-I/O.
 
 LISTENING -> USER_SPEAKING -> THINKING -> AGENT_SPEAKING -> LISTENING. Every input is a
 method call carrying the current clock time (caller frame with its VAD decision, transcript,

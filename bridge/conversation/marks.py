@@ -1,4 +1,4 @@
-"""Per-turn latency marks (DESIGN.md) and the bridge overhead derived from them."""
+"""Per-turn latency marks (DESIGN.md, Turn contract) and the bridge overhead derived from them."""
 
 from __future__ import annotations
 

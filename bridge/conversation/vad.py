@@ -2,7 +2,7 @@
 
 webrtc modes 0-2 false-alarm badly on line noise and even mode 3 fires on ~2 % of noisy
 frames; silero is far better in noise but costs ~90 us per 32 ms window
-(reference/offline-speech.md). The default pairs them: webrtc is the cheap pre-filter, and
+(DESIGN.md, Wire notes: Offline speech). The default pairs them: webrtc is the cheap pre-filter, and
 silero runs only around webrtc's detections and has the final word.
 """
 

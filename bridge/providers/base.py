@@ -1,4 +1,4 @@
-"""The provider seams: STT, LLM and TTS, each one small interface (DESIGN.md).
+"""The provider seams: STT, LLM and TTS, each one small interface (DESIGN.md, Seams).
 
 Cloud and offline implementations live beside this module; the engine sees only these types.
 Audio between engine and providers is s16le PCM unless a chunk says otherwise.

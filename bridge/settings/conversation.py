@@ -1,4 +1,4 @@
-"""[conversation] turn-taking settings (see DESIGN.md, turn-taking contract)."""
+"""[conversation] turn-taking settings (DESIGN.md, Turn contract)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """RFC 3261 §17 transactions over UDP: server transactions absorb retransmitted requests
 (resending our last response), client transactions retransmit our requests (timers A/B/E/F).
 
-aiosipua leaves both out (reference/sip-stack.md gaps 1 and 2); the state kept here is a
+aiosipua leaves both out (DESIGN.md, Wire notes: SIP stack, gaps 1 and 2); the state kept here is a
 small table swept once a second, so nothing lingers past 64*T1.
 """
 

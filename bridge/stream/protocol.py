@@ -1,7 +1,7 @@
 """Plivo's audio-stream messages, parsed and built (sans-I/O).
 
 Plivo -> us: start, media, dtmf, playedStream, clearedAudio (and possibly stop).
-Us -> Plivo: playAudio, checkpoint, clearAudio. See reference/plivo.md.
+Us -> Plivo: playAudio, checkpoint, clearAudio. See DESIGN.md, Wire notes: Plivo audio stream.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 Deepgram's live WebSocket, OpenAI's chat-completions SSE and ElevenLabs' HTTP stream and
 stream-input WebSocket, with injectable latency, HTTP errors, stalls and dropped sockets.
 
-The real vendor SDKs are pointed at it (see reference/providers.md); nothing here is mocked
+The real vendor SDKs are pointed at it (see DESIGN.md, Wire notes: Cloud providers); nothing here is mocked
 on the client side.
 """
 

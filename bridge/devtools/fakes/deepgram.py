@@ -1,4 +1,4 @@
-"""Fake Deepgram live STT: GET /v1/listen upgraded to a WebSocket (reference/providers.md).
+"""Fake Deepgram live STT: GET /v1/listen upgraded to a WebSocket (DESIGN.md, Wire notes: Cloud providers).
 
 "Recognition" is an energy detector on the received audio: each burst of loud audio is one
 utterance, transcribed as the next line of `script`. Times are in audio time (samples

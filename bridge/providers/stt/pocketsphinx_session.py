@@ -1,7 +1,7 @@
 """One pocketsphinx decoder driven as a stream: 8 kHz audio in, interim and final text out.
 
 Runs inside the decoder process (pocketsphinx_worker). The settings that make it fast and
-accurate enough come from reference/offline-speech.md: the en-us model wants 16 kHz (fed
+accurate enough come from DESIGN.md, Wire notes: Offline speech: the en-us model wants 16 kHz (fed
 8 kHz it recognises nothing), so caller audio goes through a streaming 8k -> 16k resampler;
 ``fwdflat=False, bestpath=False`` keep the final result to a few milliseconds.
 """

@@ -2,7 +2,7 @@
 comes back while later clauses are still being written (the lowest-latency path).
 
 The async SDK does not expose this socket, so a small client on ``websockets`` speaks it
-(reference/providers.md). One socket serves one utterance (the server closes after isFinal);
+(DESIGN.md, Wire notes: Cloud providers). One socket serves one utterance (the server closes after isFinal);
 a spare socket is kept open (``keep_warm``) so a turn skips the TCP/TLS/WebSocket handshake.
 
 Timeouts: the first audio must arrive within ``first_byte_timeout_s`` of the first text, and
