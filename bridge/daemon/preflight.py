@@ -164,7 +164,9 @@ def _providers(settings: Settings, secrets: Secrets) -> list[Problem]:
 
 def _writable(key: str, directory: str) -> list[Problem]:
     """The directory, or the nearest existing folder above it (it is created at start), must
-    be a directory this user can write to."""
+    be a directory this user can write to. Empty: the feature is off, nothing to check."""
+    if not directory:
+        return []
     path = Path(directory).absolute()
     probe = path
     while not probe.exists() and probe != probe.parent:

@@ -78,6 +78,7 @@ def test_unwritable_directories_are_named(tmp_path: Path) -> None:
     assert set(found) >= {"daemon.data_dir", "conversation.transcripts_dir", "media.recordings_dir"}
     assert "not a directory" in found["daemon.data_dir"]
     assert _problems({"daemon": {"data_dir": str(tmp_path / "new" / "data")}}) == {}  # created at start
+    assert _problems({"conversation": {"transcripts_dir": ""}}) == {}  # off: nothing to write
 
 
 def test_region_and_caller_ids_are_checked() -> None:
