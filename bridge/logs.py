@@ -34,7 +34,7 @@ class MaskingFilter(logging.Filter):
         record.msg = mask_phone_numbers(message)
         record.args = None
         for key, value in _fields(record).items():
-            if isinstance(value, str):
+            if isinstance(value, str) and key != "call_uuid":  # an id: its digit runs are no number
                 setattr(record, key, mask_phone_numbers(value))
         return True
 

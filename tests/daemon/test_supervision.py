@@ -143,3 +143,14 @@ def test_the_transcript_names_the_call_uuid_and_the_shared_end_reason(tmp_path: 
     lines = [json.loads(x) for x in writer.path.read_text().splitlines()]
     assert lines[0]["call_uuid"] == "8f3c1a2e-1234-4b5c-9d0e-123456789012"  # not masked as a number
     assert lines[-1]["reason"] == "bye" and lines[-1]["detail"] == "socket closed"
+
+
+def test_the_call_uuid_log_field_is_not_masked_as_a_phone_number() -> None:
+    from bridge.logs import MaskingFilter
+
+    uuid = "8f3c1a2e-1234-4b5c-9d0e-123456789012"
+    number = "+919876543210"
+    record = logging.makeLogRecord({"msg": f"call from {number}", "call_uuid": uuid, "caller": number})
+    MaskingFilter().filter(record)
+    assert record.call_uuid == uuid  # joins the XML server's lines
+    assert "9876543210" not in record.getMessage() and "9876543210" not in record.caller

@@ -5,6 +5,7 @@ callback -> hangup callback."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -28,12 +29,18 @@ def test_inbound_sip_call_through_xml_server_and_daemon(tmp_path: Path) -> None:
         xml_cfg.write_text(f'[plivo]\nmode = "sip"\nsip_uri = "sip:agent@127.0.0.1:{daemon.sip_port}"\n')
         with run_xml_server(xml_cfg, env=env) as xml:
             spec = CallSpec(answer_url=f"{xml.base}/answer", caller_pcm=tone(500), auth_token=AUTH_TOKEN,
-                            tail_s=0.5)
+                            tail_s=0.5, call_uuid="c0ffee00-aaaa-bbbb-cccc-dddddddddddd")
             call = asyncio.run(simulate_call(spec, printer=lines.append))
     log = "\n".join(lines)
     assert call.ok and call.sip_answered, log + "\n" + daemon.logs()
     assert [status for _, status in call.followups] == [200, 200], log  # dial action, hangup
     assert "dial action completed" in log and "<Hangup" in log
+    # The daemon's lines of the call carry Plivo's CallUUID (from X-PH-CallUUID), the field the
+    # XML server logs, so the two processes' lines of one call join.
+    records = [json.loads(x) for x in daemon.logs().splitlines() if x.startswith("{")]
+    of_call = [r for r in records if r.get("msg") in ("call setup", "call ended")]
+    assert len(of_call) >= 2, daemon.logs()
+    assert {r.get("call_uuid") for r in of_call} == {spec.call_uuid}, of_call
 
 
 def test_dial_scenario_carries_call_facts_as_x_ph_headers(tmp_path: Path) -> None:
