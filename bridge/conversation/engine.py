@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 TRANSFER_LINE = "Please hold while I transfer you."
 TRANSFER_FAILED_LINE = "Sorry, I couldn't transfer you right now."
+CANCELLED_TOOL_RESULT = "cancelled: the caller interrupted before this finished"
 
 
 class State(enum.Enum):
@@ -336,6 +337,7 @@ class Engine:
         self._emit(CancelReply(reply.id))
         self._cancel_fallbacks()
         heard = reply.spoken.heard(heard_ms, reply.audio_ms, reply.tts_done)
+        self._answer_cancelled_tools(reply)
         # Text not yet in the history: a say-line, or the LLM round still streaming.
         unfinished = reply.round_text if (reply.kind == "say" or reply.llm_active) else ""
         self.history = truncate_history(self.history, reply, heard, unfinished)
@@ -503,6 +505,13 @@ class Engine:
             else:
                 self._tool_result(call, f"error: no tool named {call.name!r}")
 
+    def _answer_cancelled_tools(self, reply: Reply) -> None:
+        """Tools still running when their reply is cancelled get a result anyway: OpenAI
+        rejects (HTTP 400) any history where a tool_call id has no tool message after it."""
+        for call in reply.pending_tools.values():
+            self._tool_result(call, CANCELLED_TOOL_RESULT)
+        reply.pending_tools.clear()
+
     def _tool_result(self, call: ToolCall, result: str) -> None:
         self.history.append(Message("tool", result, tool_call_id=call.id))
 
@@ -537,6 +546,7 @@ class Engine:
         reply.cancelled = True
         self._emit(ClearPlayback())
         self._emit(CancelReply(reply.id))
+        self._answer_cancelled_tools(reply)
         # The unfinished round never reached the caller in full: the history drops it.
         self.history = truncate_history(self.history, reply, "", "")
         if not self._failover(kind):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bridge.settings.base import Section
 
@@ -49,10 +49,26 @@ class LlmSettings(Section):
     temperature: float = Field(0.6, ge=0, le=2)
     max_tokens: int = Field(300, ge=1)
     first_token_timeout_s: float = Field(2.5, gt=0)
+    # reasoning models think before the first content token (o-series silently, others
+    # streaming reasoning_content): a model named here gets this first-token timeout instead
+    first_token_timeout_by_model: dict[str, float] = Field(default_factory=dict)
     stall_timeout_s: float = Field(3.0, gt=0)
     max_retries: int = Field(0, ge=0)
     connect_timeout_s: float = Field(2.0, gt=0)
     script_file: str = "config/agent-script.toml"
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_first_token_timeout(cls, data: Any) -> Any:
+        """Resolve the per-model first-token timeout once, so the engine's timer and the
+        client's deadline (both read first_token_timeout_s) agree."""
+        if isinstance(data, dict):
+            by_model = data.get("first_token_timeout_by_model") or {}
+            model = data.get("model", "gpt-4o")
+            if isinstance(by_model, dict) and model in by_model:
+                data = {**data, "first_token_timeout_s": by_model[model]}
+        return data
 
 
 class TtsSettings(Section):
