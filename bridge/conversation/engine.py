@@ -366,6 +366,7 @@ class Engine:
         if not tr.is_final:
             turn.interim = tr.text
             return
+        words_pending = bool(turn.interim.strip()) and not tr.text.strip()
         turn.finals.append(tr.text)
         turn.interim = ""
         if not tr.end_of_utterance:
@@ -374,8 +375,11 @@ class Engine:
             turn.pending_finals -= 1  # the answer to one of our finalize requests
             if turn.awaiting_final and not turn.pending_finals:
                 self._complete_turn(now)
-        else:
-            turn.eou_after_speech = True  # the STT's own end of utterance (speech_final)
+        elif tr.text.strip() or (any(f.strip() for f in turn.finals) and not words_pending):
+            # the STT's own end of utterance (speech_final). An EMPTY one (noise, or the gap
+            # before the words' final) counts only when finalized words are pending and no
+            # interim words still await their final: else "yes" would end up outside the turn
+            turn.eou_after_speech = True
 
     def on_stt_failed(self, now: float, reason: str) -> None:
         if self.ended:

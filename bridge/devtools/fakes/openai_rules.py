@@ -49,7 +49,7 @@ def check_request(body: dict[str, Any]) -> Refusal | None:
             )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        return Refusal("'messages' must be a non-empty array.", "messages", "invalid_type")
+        return Refusal("[] is too short - 'messages'", "messages", "empty_array")
     return _check_messages(messages)
 
 
