@@ -30,6 +30,14 @@ class Transcript:
     # speech_final / from_finalize: the provider thinks the utterance is complete
     end_of_utterance: bool = False
     confidence: float = 0.0
+    # turn-taking hints from STTs that detect turns (Deepgram Flux), on non-final transcripts:
+    # EAGER_END_OF_TURN (probably done: a reply may be prepared speculatively) and
+    # TURN_RESUMED (the caller went on: drop that speculative reply). "" otherwise.
+    event: str = ""
+
+
+EAGER_END_OF_TURN = "eager_end_of_turn"
+TURN_RESUMED = "turn_resumed"
 
 
 class SttStream(Protocol):

@@ -231,3 +231,23 @@ def test_empty_speech_final_after_finalized_words_still_ends_the_turn_early() ->
     h.frames(h.settings.conversation.endpointing_ms // 20, False)
     assert len(h.of(act.SttFinalize)) == before  # no Finalize round trip needed
     assert h.last(act.StartLlm).messages[-1] == Message("user", "I need an appointment")
+
+
+def test_flux_end_of_turn_ends_the_turn_and_eager_hints_are_only_interims() -> None:
+    """Flux: EagerEndOfTurn / TurnResumed arrive as non-final transcripts with an event (for an
+    engine that prepares replies early); EndOfTurn is a final end of utterance."""
+    from bridge.providers.base import EAGER_END_OF_TURN, TURN_RESUMED, Transcript
+
+    h = Harness()
+    h.greet()
+    before = len(h.log)
+    h.frames(20, True)
+    h.engine.on_transcript(h.t, Transcript("Book a table", False, False, 0.0, EAGER_END_OF_TURN))
+    h.frames(10, True)
+    h.engine.on_transcript(h.t, Transcript("Book a table for two", False, False, 0.0, TURN_RESUMED))
+    h.collect()
+    h.frames(5, False)
+    assert not h.of(act.StartLlm, before)  # hints alone start nothing (yet: issue 12)
+    h.engine.on_transcript(h.t, Transcript("Book a table for two", True, True, 0.9))
+    h.frames(h.settings.conversation.endpointing_ms // 20, False)
+    assert h.last(act.StartLlm).messages[-1] == Message("user", "Book a table for two")
