@@ -53,11 +53,18 @@ class FakeOpenAI:
         self.reasoning_s: dict[str, float] = {}
         # after this many chunks, an in-stream error event ends the stream (once per request)
         self.stream_error_after: int | None = None
+        self.quota_exhausted = False  # 429 insufficient_quota: out of credit, not a rate limit
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             self.journal.add("rejected", status=401)
             return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+        if self.quota_exhausted:
+            self.journal.add("rejected", status=429)
+            return _error(
+                429, "You exceeded your current quota, please check your plan and billing details.",
+                "insufficient_quota", "insufficient_quota",
+            )
         status = self.faults.take_status()
         if status:
             self.journal.add("rejected", status=status)

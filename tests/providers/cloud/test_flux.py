@@ -157,3 +157,25 @@ async def test_selected_by_the_settings(cloud: FakeCloud) -> None:
     providers = build_providers(settings, Secrets(deepgram_api_key=DEEPGRAM_KEY))  # type: ignore[arg-type]
     stt = providers.stt[0]
     assert isinstance(stt, FluxSTT) and stt.options["eager_eot_threshold"] == 0.4
+
+
+async def test_configure_is_answered_with_success_or_failure(cloud: FakeCloud) -> None:
+    """Mid-stream Configure (the SDK's send_configure): thresholds accepted or refused."""
+    from deepgram import AsyncDeepgramClient
+    from deepgram.listen.v2.types import ListenV2ConfigureFailure, ListenV2ConfigureSuccess, ListenV2Connected
+
+    from bridge.providers.stt.deepgram_stt import environment
+
+    client = AsyncDeepgramClient(api_key=DEEPGRAM_KEY, environment=environment(cloud.http_url))
+    async with client.listen.v2.connect(model="flux-general-en", encoding="mulaw", sample_rate=8000) as conn:
+        async with asyncio.timeout(5):
+            assert isinstance(await conn.recv(), ListenV2Connected)
+            await conn.send_configure({"type": "Configure", "thresholds": {"eager_eot_threshold": 0.4}})
+            ok = await conn.recv()
+            await conn.send_configure(
+                {"type": "Configure", "thresholds": {"eager_eot_threshold": 0.9, "eot_threshold": 0.6}}
+            )
+            refused = await conn.recv()
+        await conn.send_close_stream()
+    assert isinstance(ok, ListenV2ConfigureSuccess) and ok.sequence_id == 1
+    assert isinstance(refused, ListenV2ConfigureFailure) and refused.sequence_id == 2

@@ -143,3 +143,12 @@ async def test_reasoning_model_needs_its_own_first_token_timeout(cloud: FakeClou
     timeout = settings.llm.first_token_timeout_s
     events = await run(make(cloud.http_url, model="deepseek-reasoner", first_token_timeout_s=timeout))
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Here it is."
+
+
+async def test_insufficient_quota_429_is_not_retryable(cloud: FakeCloud) -> None:
+    """A 429 is retryable when it is a rate limit, not when the account is out of credit."""
+    cloud.openai.quota_exhausted = True
+    with pytest.raises(ProviderError) as info:
+        await run(make(cloud.http_url))
+    assert not info.value.retryable and "quota" in str(info.value)
+    assert_clean(info.value)
