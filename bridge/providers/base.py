@@ -46,7 +46,9 @@ class SttStream(Protocol):
         ...
 
     async def finalize(self) -> None:
-        """Ask for a final transcript of everything sent so far (end of turn)."""
+        """Ask for a final transcript of everything sent so far (end of turn). Exactly one
+        end_of_utterance transcript follows each call, even where the service does not
+        promise a reply (Deepgram answers Finalize only when audio is pending)."""
         ...
 
     def transcripts(self) -> AsyncIterator[Transcript]: ...
