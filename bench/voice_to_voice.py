@@ -2,10 +2,12 @@
 clients against the local fakes set to a realistic latency profile, at 1 and 100 concurrent
 calls.
 
-Profile (issue 4): the fake Deepgram sends a final 150 ms after it sees the end of speech (its
-own endpointing) or after a Finalize; the LLM's first token comes 350 ms after the request,
-then a token every ``--token-ms``; the TTS's first audio 120 ms after the request (HTTP
-stream) or after the first text (stream-input WebSocket). Target: p50 voice_to_voice <=
+Profile (issue 4, issue 15): the fake Deepgram sends a final 150-300 ms (its default processing
+delay, drawn per final) after it sees the end of speech (its own endpointing) or after a
+Finalize, with the empty speech_finals and unanswered Finalize the real service has; the
+LLM's first token comes 350 ms after the request, then a token every ``--token-ms``; the
+TTS's first audio 120 ms after the request (HTTP stream) or after the first text
+(stream-input WebSocket). Target: p50 voice_to_voice <=
 conversation.endpointing_ms + 650 ms.
 
 The fakes run in a child process (they stand for remote services: their CPU must not be
@@ -48,6 +50,7 @@ from bridge.conversation import run_conversation
 from bridge.conversation.fallback import presynthesize
 from bridge.conversation.memory_leg import MemoryLeg
 from bridge.conversation.transcript import TranscriptWriter
+from bridge.devtools.fakes.deepgram import DEFAULT_FINAL_DELAY_S
 from bridge.devtools.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
 from bridge.providers.factory import ProviderSet, build_providers
 from bridge.settings import Secrets, Settings
@@ -61,7 +64,11 @@ ANSWERS = {
     "short_first_clause": "Sure! We are open from nine to six on weekdays. Is there anything else?",
     "long_first_clause": "We are open from nine to six on weekdays. Is there anything else?",
 }
-PROFILE = {"stt_final_s": 0.150, "llm_first_token_s": 0.350, "tts_first_byte_s": 0.120}
+PROFILE: dict[str, float | tuple[float, float]] = {
+    "stt_final_s": DEFAULT_FINAL_DELAY_S,  # a range: the fake draws each final's delay from it
+    "llm_first_token_s": 0.350,
+    "tts_first_byte_s": 0.120,
+}
 
 
 # -- the fakes, in their own process --------------------------------------------------------------
@@ -73,10 +80,10 @@ def serve_fakes(conn: Connection, token_s: float, answer: str) -> None:
         async with FakeCloud() as cloud:
             cloud.deepgram.final_delay_s = PROFILE["stt_final_s"]
             # chunk 0 carries only the role; the first token follows one token time later
-            cloud.openai.faults.first_byte_delay_s = max(0.0, PROFILE["llm_first_token_s"] - token_s)
+            cloud.openai.faults.first_byte_delay_s = max(0.0, _seconds("llm_first_token_s") - token_s)
             cloud.openai.faults.chunk_delay_s = token_s
-            cloud.elevenlabs.faults.first_byte_delay_s = PROFILE["tts_first_byte_s"]
-            cloud.elevenlabs.ws_faults.first_byte_delay_s = PROFILE["tts_first_byte_s"]
+            cloud.elevenlabs.faults.first_byte_delay_s = _seconds("tts_first_byte_s")
+            cloud.elevenlabs.ws_faults.first_byte_delay_s = _seconds("tts_first_byte_s")
             replies = cloud.openai.script
             loop = asyncio.get_running_loop()
 
@@ -91,6 +98,16 @@ def serve_fakes(conn: Connection, token_s: float, answer: str) -> None:
             await loop.run_in_executor(None, _wait_closed, conn)
 
     asyncio.run(main())
+
+
+def _seconds(key: str) -> float:
+    value = PROFILE[key]
+    assert isinstance(value, float)
+    return value
+
+
+def _ms(value: float | tuple[float, float]) -> float | list[float]:
+    return [round(v * 1000) for v in value] if isinstance(value, tuple) else value * 1000
 
 
 def _wait_closed(conn: Connection) -> None:
@@ -325,7 +342,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
     out: dict[str, Any] = {
-        "profile_ms": {k.removesuffix("_s"): v * 1000 for k, v in PROFILE.items()},
+        "profile_ms": {k.removesuffix("_s"): _ms(v) for k, v in PROFILE.items()},
         "llm_token_ms": args.token_ms,
         "first_clause_words": args.first_clause_words,
         "endpointing_ms": Settings().conversation.endpointing_ms,

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 TRANSFER_LINE = "Please hold while I transfer you."
 TRANSFER_FAILED_LINE = "Sorry, I couldn't transfer you right now."
+CANCELLED_TOOL_RESULT = "cancelled: the caller interrupted before this finished"
 
 
 class State(enum.Enum):
@@ -336,6 +337,7 @@ class Engine:
         self._emit(CancelReply(reply.id))
         self._cancel_fallbacks()
         heard = reply.spoken.heard(heard_ms, reply.audio_ms, reply.tts_done)
+        self._answer_cancelled_tools(reply)
         # Text not yet in the history: a say-line, or the LLM round still streaming.
         unfinished = reply.round_text if (reply.kind == "say" or reply.llm_active) else ""
         self.history = truncate_history(self.history, reply, heard, unfinished)
@@ -364,6 +366,7 @@ class Engine:
         if not tr.is_final:
             turn.interim = tr.text
             return
+        words_pending = bool(turn.interim.strip()) and not tr.text.strip()
         turn.finals.append(tr.text)
         turn.interim = ""
         if not tr.end_of_utterance:
@@ -372,8 +375,11 @@ class Engine:
             turn.pending_finals -= 1  # the answer to one of our finalize requests
             if turn.awaiting_final and not turn.pending_finals:
                 self._complete_turn(now)
-        else:
-            turn.eou_after_speech = True  # the STT's own end of utterance (speech_final)
+        elif tr.text.strip() or (any(f.strip() for f in turn.finals) and not words_pending):
+            # the STT's own end of utterance (speech_final). An EMPTY one (noise, or the gap
+            # before the words' final) counts only when finalized words are pending and no
+            # interim words still await their final: else "yes" would end up outside the turn
+            turn.eou_after_speech = True
 
     def on_stt_failed(self, now: float, reason: str) -> None:
         if self.ended:
@@ -503,6 +509,13 @@ class Engine:
             else:
                 self._tool_result(call, f"error: no tool named {call.name!r}")
 
+    def _answer_cancelled_tools(self, reply: Reply) -> None:
+        """Tools still running when their reply is cancelled get a result anyway: OpenAI
+        rejects (HTTP 400) any history where a tool_call id has no tool message after it."""
+        for call in reply.pending_tools.values():
+            self._tool_result(call, CANCELLED_TOOL_RESULT)
+        reply.pending_tools.clear()
+
     def _tool_result(self, call: ToolCall, result: str) -> None:
         self.history.append(Message("tool", result, tool_call_id=call.id))
 
@@ -537,6 +550,7 @@ class Engine:
         reply.cancelled = True
         self._emit(ClearPlayback())
         self._emit(CancelReply(reply.id))
+        self._answer_cancelled_tools(reply)
         # The unfinished round never reached the caller in full: the history drops it.
         self.history = truncate_history(self.history, reply, "", "")
         if not self._failover(kind):

@@ -30,6 +30,14 @@ class Transcript:
     # speech_final / from_finalize: the provider thinks the utterance is complete
     end_of_utterance: bool = False
     confidence: float = 0.0
+    # turn-taking hints from STTs that detect turns (Deepgram Flux), on non-final transcripts:
+    # EAGER_END_OF_TURN (probably done: a reply may be prepared speculatively) and
+    # TURN_RESUMED (the caller went on: drop that speculative reply). "" otherwise.
+    event: str = ""
+
+
+EAGER_END_OF_TURN = "eager_end_of_turn"
+TURN_RESUMED = "turn_resumed"
 
 
 class SttStream(Protocol):
@@ -38,7 +46,9 @@ class SttStream(Protocol):
         ...
 
     async def finalize(self) -> None:
-        """Ask for a final transcript of everything sent so far (end of turn)."""
+        """Ask for a final transcript of everything sent so far (end of turn). Exactly one
+        end_of_utterance transcript follows each call, even where the service does not
+        promise a reply (Deepgram answers Finalize only when audio is pending)."""
         ...
 
     def transcripts(self) -> AsyncIterator[Transcript]: ...

@@ -15,6 +15,7 @@ from bridge.settings import Secrets, Settings
 STT_MODULES = {
     "pocketsphinx": "bridge.providers.stt.pocketsphinx_stt",
     "deepgram": "bridge.providers.stt.deepgram_stt",
+    "deepgram-flux": "bridge.providers.stt.flux_stt",
 }
 LLM_MODULES = {
     "scripted": "bridge.providers.llm.scripted",

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bridge.settings.base import Section
 
 
 class SttSettings(Section):
     # Tried in order: on failure the engine moves to the next.
-    providers: list[Literal["deepgram", "pocketsphinx"]] = Field(["pocketsphinx"], min_length=1
+    providers: list[Literal["deepgram", "deepgram-flux", "pocketsphinx"]] = Field(
+        ["pocketsphinx"], min_length=1
     )
     deepgram_url: str = ""  # empty: Deepgram's production endpoint
     deepgram_model: str = "nova-3"
@@ -25,6 +26,14 @@ class SttSettings(Section):
     deepgram_keepalive_s: float = Field(4.0, gt=0, lt=10)
     # audio sent but no message back for this long: the socket is dead, reconnect and replay
     stall_timeout_s: float = Field(6.0, gt=0)
+    # deepgram-flux (listen v2): turn detection by the STT; EndOfTurn ends the caller's turn
+    flux_model: Literal["flux-general-en", "flux-general-multi"] = "flux-general-en"
+    # end-of-turn confidence needed for EndOfTurn (Deepgram's default when unset)
+    flux_eot_threshold: float | None = Field(None, ge=0.5, le=0.9)
+    # set to turn on EagerEndOfTurn / TurnResumed (a reply prepared before the turn surely ended)
+    flux_eager_eot_threshold: float | None = Field(None, ge=0.3, le=0.9)
+    # silence after speech that ends a turn even without a confident end
+    flux_eot_timeout_ms: int = Field(5000, ge=500, le=10000)
     # reconnects per stream (unfinalized audio is replayed) before the engine is told to fail over
     max_reconnects: int = Field(2, ge=0, le=10)
     # pocketsphinx: optional JSGF grammar or keyphrase list for closed questions
@@ -49,10 +58,26 @@ class LlmSettings(Section):
     temperature: float = Field(0.6, ge=0, le=2)
     max_tokens: int = Field(300, ge=1)
     first_token_timeout_s: float = Field(2.5, gt=0)
+    # reasoning models think before the first content token (o-series silently, others
+    # streaming reasoning_content): a model named here gets this first-token timeout instead
+    first_token_timeout_by_model: dict[str, float] = Field(default_factory=dict)
     stall_timeout_s: float = Field(3.0, gt=0)
     max_retries: int = Field(0, ge=0)
     connect_timeout_s: float = Field(2.0, gt=0)
     script_file: str = "config/agent-script.toml"
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_first_token_timeout(cls, data: Any) -> Any:
+        """Resolve the per-model first-token timeout once, so the engine's timer and the
+        client's deadline (both read first_token_timeout_s) agree."""
+        if isinstance(data, dict):
+            by_model = data.get("first_token_timeout_by_model") or {}
+            model = data.get("model", "gpt-4o")
+            if isinstance(by_model, dict) and model in by_model:
+                data = {**data, "first_token_timeout_s": by_model[model]}
+        return data
 
 
 class TtsSettings(Section):

@@ -204,3 +204,50 @@ def test_caller_hangup_ends_the_engine() -> None:
     h.collect()
     assert h.engine.ended and h.engine.end_reason == "bye"
     assert h.of(act.CancelReply)
+
+
+def test_empty_speech_final_before_the_words_final_does_not_drop_a_short_answer() -> None:
+    """Issue 15, defect 3: Deepgram sends an empty speech_final in the gap after the last
+    speech frame, before the final carrying "Yes."; the turn must wait for the words."""
+    h = Harness()
+    h.greet()
+    h.frames(15, True)  # "yes"
+    h.frames(3, False)
+    h.transcript("", final=True, eou=True)  # the empty speech_final, words still unfinalized
+    h.frames(h.settings.conversation.endpointing_ms // 20, False)
+    assert h.of(act.SttFinalize), "the endpoint asks for the final instead of ending the turn"
+    h.transcript("Yes.")
+    assert h.last(act.StartLlm).messages[-1] == Message("user", "Yes.")
+
+
+def test_empty_speech_final_after_finalized_words_still_ends_the_turn_early() -> None:
+    h = Harness()
+    h.greet()
+    h.frames(30, True)
+    h.transcript("I need an appointment", final=True, eou=False)
+    h.frames(3, False)
+    h.transcript("", final=True, eou=True)  # everything was finalized: a real end of utterance
+    before = len(h.of(act.SttFinalize))
+    h.frames(h.settings.conversation.endpointing_ms // 20, False)
+    assert len(h.of(act.SttFinalize)) == before  # no Finalize round trip needed
+    assert h.last(act.StartLlm).messages[-1] == Message("user", "I need an appointment")
+
+
+def test_flux_end_of_turn_ends_the_turn_and_eager_hints_are_only_interims() -> None:
+    """Flux: EagerEndOfTurn / TurnResumed arrive as non-final transcripts with an event (for an
+    engine that prepares replies early); EndOfTurn is a final end of utterance."""
+    from bridge.providers.base import EAGER_END_OF_TURN, TURN_RESUMED, Transcript
+
+    h = Harness()
+    h.greet()
+    before = len(h.log)
+    h.frames(20, True)
+    h.engine.on_transcript(h.t, Transcript("Book a table", False, False, 0.0, EAGER_END_OF_TURN))
+    h.frames(10, True)
+    h.engine.on_transcript(h.t, Transcript("Book a table for two", False, False, 0.0, TURN_RESUMED))
+    h.collect()
+    h.frames(5, False)
+    assert not h.of(act.StartLlm, before)  # hints alone start nothing (yet: issue 12)
+    h.engine.on_transcript(h.t, Transcript("Book a table for two", True, True, 0.9))
+    h.frames(h.settings.conversation.endpointing_ms // 20, False)
+    assert h.last(act.StartLlm).messages[-1] == Message("user", "Book a table for two")

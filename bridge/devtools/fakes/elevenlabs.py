@@ -1,6 +1,16 @@
 """Fake ElevenLabs TTS: the HTTP stream (POST /v1/text-to-speech/{voice}/stream), the
 stream-input WebSocket (/v1/text-to-speech/{voice}/stream-input) and GET /v1/models (used
 for connection warm-up). The "voice" is a phase-continuous tone, MS_PER_CHAR per character.
+
+As unkind as the service (reference/providers-documented.md):
+- output formats above the account's `tier` are refused with 403 output_format_not_allowed
+  (pcm_44100 needs Pro, mp3_44100_192 Creator); the default tier is "free";
+- `quota_exceeded` refuses requests with a 401 whose status is quota_exceeded (not a bad key);
+- the stream-input socket closes after its idle timeout (20 s, or the `inactivity_timeout`
+  query parameter; times `timeout_scale` so tests need not wait) with the documented
+  ``{"message", "error": "input_timeout_exceeded", "code": 1008}`` frame, then close 1008;
+- `ws_error` sends such an error frame (e.g. invalid_input_message) after the first text,
+  then closes 1008.
 """
 
 from __future__ import annotations
@@ -18,6 +28,10 @@ from bridge.devtools.fakes.tone import MS_PER_CHAR, ToneSource
 
 CHUNK_MS = 100  # pcm/ulaw/alaw reply chunk length
 MP3_CHUNK_BYTES = 800
+TIERS = ("free", "starter", "creator", "pro")
+FORMAT_TIER = {"pcm_44100": "pro", "mp3_44100_192": "creator"}  # documented minimum plans
+INACTIVITY_DEFAULT_S = 20
+INACTIVITY_MAX_S = 180
 
 
 class FakeElevenLabs:
@@ -26,12 +40,31 @@ class FakeElevenLabs:
         self.faults = Faults()  # HTTP stream
         self.ws_faults = Faults()  # stream-input WebSocket
         self.journal = Journal()
+        self.tier = "free"
+        self.quota_exceeded = False
+        self.timeout_scale = 1.0  # stream-input idle timeout multiplier (tests: << 1)
+        self.ws_error: tuple[str, str] | None = None  # (error, message) for the next socket
 
     def _refuse(self, request: web.Request, faults: Faults) -> web.Response | None:
         if request.headers.get("xi-api-key") != self.api_key:
             self.journal.add("rejected", status=401)
             return web.json_response(
                 {"detail": {"status": "invalid_api_key", "message": "Invalid API key"}}, status=401
+            )
+        if self.quota_exceeded and request.path != "/v1/models":
+            self.journal.add("rejected", status=401, reason="quota_exceeded")
+            message = (
+                "This request exceeds your quota of 10000. You have 0 credits remaining, "
+                "while 35 credits are required for this request."
+            )
+            return web.json_response({"detail": {"status": "quota_exceeded", "message": message}}, status=401)
+        fmt = request.query.get("output_format", "")
+        needs = FORMAT_TIER.get(fmt)
+        if needs is not None and TIERS.index(self.tier) < TIERS.index(needs):
+            self.journal.add("rejected", status=403, reason="output_format_not_allowed")
+            message = f"Requested output format {fmt} is only allowed for {needs.title()} tier and above."
+            return web.json_response(
+                {"detail": {"status": "output_format_not_allowed", "message": message}}, status=403
             )
         status = faults.take_status()
         if status:
@@ -105,7 +138,9 @@ class FakeElevenLabs:
             model_id=request.query.get("model_id"),
             ws=True,
         )
-        await _InputSession(self, ws, request, ToneSource(fmt)).run()
+        idle = min(INACTIVITY_MAX_S, int(request.query.get("inactivity_timeout", INACTIVITY_DEFAULT_S)))
+        error, self.ws_error = self.ws_error, None
+        await _InputSession(self, ws, request, ToneSource(fmt), idle * self.timeout_scale, error).run()
         return ws
 
 
@@ -113,8 +148,16 @@ class _InputSession:
     """One stream-input WebSocket: text in, base64 audio out, generation in a sender task."""
 
     def __init__(
-        self, fake: FakeElevenLabs, ws: web.WebSocketResponse, request: web.Request, source: ToneSource
+        self,
+        fake: FakeElevenLabs,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        source: ToneSource,
+        idle_s: float,
+        error: tuple[str, str] | None,
     ) -> None:
+        self.idle_s = idle_s
+        self.error = error
         self.fake = fake
         self.ws = ws
         self.request = request
@@ -131,7 +174,18 @@ class _InputSession:
         sender = asyncio.create_task(self._sender())
         try:
             first = True
-            async for msg in self.ws:
+            while True:
+                try:
+                    msg = await asyncio.wait_for(self.ws.receive(), self.idle_s)
+                except TimeoutError:
+                    await self._fail(
+                        "input_timeout_exceeded",
+                        f"Have not received a new text input within the timeout of {self.idle_s:g} "
+                        "seconds. Streaming input will be closed.",
+                    )
+                    return
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                    break
                 if msg.type != WSMsgType.TEXT:
                     continue
                 data = json.loads(msg.data)
@@ -143,6 +197,9 @@ class _InputSession:
                     if schedule:
                         self.schedule = int(schedule[0])
                     continue
+                if self.error is not None:
+                    await self._fail(*self.error)
+                    return
                 journal.add(
                     "text",
                     text=text,
@@ -167,6 +224,13 @@ class _InputSession:
                 await sender
             if not self.finished:
                 journal.add("aborted")
+
+    async def _fail(self, error: str, message: str) -> None:
+        """The documented error shape, then close 1008 (policy violation)."""
+        self.fake.journal.add("ws_error", error=error)
+        await self.ws.send_str(json.dumps({"message": message, "error": error, "code": 1008}))
+        await self.ws.close(code=1008, message=error.encode()[:120])
+        self.finished = True  # the server ended it: not a client abort
 
     def _generate(self) -> None:
         if self.buffer.strip():

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from bridge.devtools.fakes.deepgram import FakeDeepgram
 from bridge.devtools.fakes.elevenlabs import FakeElevenLabs
+from bridge.devtools.fakes.flux import FakeFlux
 from bridge.devtools.fakes.openai import FakeOpenAI
 
 DEEPGRAM_KEY = "dg-test-key-0123456789"
@@ -18,10 +19,12 @@ class FakeCloud:
 
     def __init__(self) -> None:
         self.deepgram = FakeDeepgram(DEEPGRAM_KEY)
+        self.flux = FakeFlux(DEEPGRAM_KEY)
         self.openai = FakeOpenAI(OPENAI_KEY)
         self.elevenlabs = FakeElevenLabs(ELEVENLABS_KEY)
         self.app = web.Application()
         self.app.router.add_get("/v1/listen", self.deepgram.handle)
+        self.app.router.add_get("/v2/listen", self.flux.handle)
         self.app.router.add_post("/v1/chat/completions", self.openai.handle)
         self.app.router.add_post("/v1/text-to-speech/{voice}/stream", self.elevenlabs.stream)
         self.app.router.add_get("/v1/text-to-speech/{voice}/stream-input", self.elevenlabs.stream_input)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -21,6 +22,12 @@ from bridge.providers.base import LlmEvent, Message, ProviderError, TextDelta, T
 from bridge.settings import Secrets, Settings
 
 NAME = "openai"
+_O_SERIES = re.compile(r"^o\d")  # o1, o3-mini, o4-mini: OpenAI's reasoning models
+
+
+def is_reasoning_model(model: str) -> bool:
+    """OpenAI's o-series, which take max_completion_tokens and no temperature."""
+    return bool(_O_SERIES.match(model))
 
 
 def to_wire(messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -60,6 +67,13 @@ def map_error(exc: BaseException) -> ProviderError:
         status = exc.status_code
         retryable = status in (408, 409, 429) or status >= 500
         hint = ": check OPENAI_API_KEY" if status in (401, 403) else ""
+        if status == 429 and _error_code(exc) == "insufficient_quota":
+            # out of credit: no retry helps (the SDK's own retry logic agrees)
+            return ProviderError(
+                NAME, "HTTP 429: insufficient quota (check the OpenAI billing)", retryable=False
+            )
+        if status == 400:
+            hint = ": the request was refused (check llm.model and its parameters)"
         return ProviderError(NAME, f"HTTP {status} ({type(exc).__name__}){hint}", retryable=retryable)
     if isinstance(exc, openai.APITimeoutError):
         return ProviderError(NAME, "request timed out")
@@ -68,6 +82,15 @@ def map_error(exc: BaseException) -> ProviderError:
     if isinstance(exc, openai.APIError):
         return ProviderError(NAME, f"stream error ({type(exc).__name__})")
     return ProviderError(NAME, f"unexpected failure ({type(exc).__name__})")
+
+
+def _error_code(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return str(inner.get("code") or "")
+    return ""
 
 
 class _ToolCallAssembler:
@@ -133,13 +156,13 @@ class OpenAIChat:
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
     ) -> AsyncGenerator[LlmEvent, None]:
-        kwargs: dict[str, Any] = {
-            "model": self.model,
-            "messages": to_wire(messages),
-            "stream": True,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
+        kwargs: dict[str, Any] = {"model": self.model, "messages": to_wire(messages), "stream": True}
+        if is_reasoning_model(self.model):
+            # o-series: max_tokens is refused (HTTP 400) and so is any temperature but 1
+            kwargs["max_completion_tokens"] = self.max_tokens
+        else:
+            kwargs["temperature"] = self.temperature
+            kwargs["max_tokens"] = self.max_tokens
         if tools:
             kwargs["tools"] = tools_to_wire(tools)
         loop = asyncio.get_running_loop()
@@ -170,6 +193,9 @@ class OpenAIChat:
                     raise map_error(exc) from None
                 choice = chunk.choices[0] if chunk.choices else None
                 delta = choice.delta if choice is not None else None
+                # reasoning_content (DeepSeek, vLLM reasoning parsers) is not an answer: the
+                # first-token deadline still runs; a slow thinker needs its own timeout
+                # (llm.first_token_timeout_by_model)
                 if delta is not None and (delta.content or delta.tool_calls):
                     waiting_for = "next token"
                     deadline = loop.time() + self.stall_timeout_s

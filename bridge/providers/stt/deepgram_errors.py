@@ -32,3 +32,12 @@ def connect_error(exc: BaseException) -> ProviderError:
     if isinstance(exc, OSError):
         return ProviderError(NAME, f"connect failed ({type(exc).__name__})", retryable=True)
     return ProviderError(NAME, f"connect failed ({type(exc).__name__})", retryable=True)
+
+
+def close_details(exc: BaseException) -> tuple[int | None, str]:
+    """(code, reason) of a WebSocket close frame Deepgram sent, e.g. (1011, "NET-0001") for
+    the 10 s idle close or (1008, "DATA-0000") for undecodable audio."""
+    rcvd = getattr(exc, "rcvd", None)
+    if rcvd is None:
+        return None, ""
+    return getattr(rcvd, "code", None), str(getattr(rcvd, "reason", ""))[:60]

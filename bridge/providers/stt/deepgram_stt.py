@@ -20,10 +20,11 @@ from typing import Any
 from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
 from deepgram.listen.v1.socket_client import AsyncV1SocketClient
 from deepgram.listen.v1.types import ListenV1Error, ListenV1Results, ListenV1UtteranceEnd
+from websockets.exceptions import ConnectionClosed
 
 from bridge.audio.g711 import pcm_to_ulaw
 from bridge.providers.base import ProviderError, Transcript
-from bridge.providers.stt.deepgram_errors import NAME, connect_error
+from bridge.providers.stt.deepgram_errors import NAME, close_details, connect_error
 from bridge.providers.stt.deepgram_replay import ReplayBuffer
 from bridge.settings import Secrets, Settings
 
@@ -34,6 +35,10 @@ CLOSE_WAIT_S = 1.0  # CloseStream -> Metadata -> close normally takes one round 
 # Deepgram answers audio with Results about once per second of audio; a few frames of audio
 # (the silence after a final, when the caller then goes quiet) are owed no reply at all.
 REPLY_OWED_AFTER_S = 1.0
+# Deepgram does not promise a from_finalize reply "if there is no significant amount of audio
+# data to process" (developers.deepgram.com/docs/finalize). With less unfinalized audio than
+# this, finalize() answers itself instead of waiting for a reply that may never come.
+FINALIZE_MIN_PENDING_S = 0.25
 
 
 def environment(url: str) -> DeepgramClientEnvironment:
@@ -124,9 +129,12 @@ class DeepgramStream:
         self._watch: asyncio.Timeout | None = None  # stall watchdog of the current read loop
         self._last_audio = time.monotonic()
         self._utterance_open = False  # finals with words since the last end of utterance
+        self._finalize_owed = 0  # Finalize messages whose reply (an end of utterance) is expected
+        self._answered_locally = 0  # Finalize messages answered here; a late reply is not an end
         self._failed: ProviderError | None = None
+        self._refused: ProviderError | None = None  # closed with a code no reconnect can fix
         self._got_result = False  # the current socket delivered at least one Results
-        self._reply_due = False  # a reply is owed: Finalize, or enough audio, since the last message
+        self._reply_due = False  # a reply is owed: enough audio since the last message
         self._unanswered = 0  # audio bytes sent since the last message received
         self._reply_after = int(REPLY_OWED_AFTER_S * 8000) * (1 if mulaw else 2)
         self._closing = False
@@ -166,13 +174,21 @@ class DeepgramStream:
             self._arm()
 
     async def finalize(self) -> None:
+        """Exactly one end-of-utterance transcript follows each call: Deepgram's from_finalize
+        reply, or, when too little audio is pending for Deepgram to owe one, our own. The stall
+        watchdog is not armed: an unanswered Finalize is normal, not a dead socket."""
         if self._failed is not None:
             raise self._failed
         conn = self._conn
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.send_finalize()
-                self._arm()
+        if self._replay.pending_s < FINALIZE_MIN_PENDING_S and not self._finalize_owed:
+            self._answered_locally += 1
+            self._utterance_open = False
+            self._queue.put_nowait(Transcript("", True, True, 0.0))
+        else:
+            self._finalize_owed += 1
 
     async def transcripts(self) -> AsyncIterator[Transcript]:
         while (item := await self._queue.get()) is not None:
@@ -201,8 +217,7 @@ class DeepgramStream:
     # ---- internals --------------------------------------------------------------------
 
     def _arm(self) -> None:
-        """Finalize, or a second of audio, went out: some message must come back within the
-        stall timeout."""
+        """A second of audio went out: some message must come back within the stall timeout."""
         self._reply_due = True
         watch = self._watch
         if watch is not None and watch.when() is None:
@@ -214,6 +229,10 @@ class DeepgramStream:
         while True:
             reason = await self._read()
             if self._closing:
+                return
+            if self._refused is not None:
+                await self._disconnect()
+                self._fail(self._refused)
                 return
             # a socket that produced results earns back the whole retry budget
             failures = 1 if self._got_result else failures + 1
@@ -252,7 +271,16 @@ class DeepgramStream:
                     self._handle(message)
         except TimeoutError:
             return f"no reply for {self._stt.stall_timeout_s:g} s"
-        except Exception as exc:  # ConnectionClosed and friends: the socket is gone
+        except ConnectionClosed as exc:
+            code, reason = close_details(exc)
+            if code == 1008:
+                # DATA-0000: the audio cannot be decoded; replaying it cannot help
+                self._refused = ProviderError(
+                    NAME, f"audio refused (close 1008 {reason}): check stt.deepgram_encoding",
+                    retryable=False,
+                )
+            return f"closed {code} {reason}".strip()
+        except Exception as exc:  # the socket is gone
             return type(exc).__name__
         finally:
             self._watch = None
@@ -268,10 +296,18 @@ class DeepgramStream:
             if is_final:
                 self._replay.finalized(message.start, message.duration)
                 self._utterance_open = self._utterance_open or bool(text)
+            if end and message.from_finalize and not self._finalize_owed and self._answered_locally:
+                self._answered_locally -= 1  # that Finalize was answered here already
+                end = False
+            elif end and not text and not message.from_finalize and not self._utterance_open:
+                # an empty speech_final (noise, or the gap before the words' final) with no
+                # words pending ends nothing: "yes" would otherwise be cut off
+                end = False
             if text or end:
                 self._queue.put_nowait(Transcript(text, is_final, end, confidence))
             if end:
                 self._utterance_open = False
+                self._finalize_owed = max(0, self._finalize_owed - 1)
         elif isinstance(message, ListenV1UtteranceEnd) and self._utterance_open:
             # words were finalized but no speech_final came (noise): this closes the turn
             self._utterance_open = False
@@ -291,6 +327,8 @@ class DeepgramStream:
             try:
                 if replay:
                     await conn.send_media(replay)
+                if self._finalize_owed:
+                    await conn.send_finalize()  # the lost socket's Finalize, for the same audio
             finally:
                 self._conn = conn  # even if the replay failed: the read loop will notice
         finally:

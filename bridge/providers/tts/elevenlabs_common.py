@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from bridge.providers.base import ProviderError
 
 PRODUCTION_URL = "https://api.elevenlabs.io"
@@ -20,7 +23,31 @@ def ws_url(url: str) -> str:
     return "ws" + base[len("http") :]
 
 
-def status_error(name: str, status: int) -> ProviderError:
+def detail_status(body: Any) -> str:
+    """ElevenLabs' machine-readable reason, ``{"detail": {"status": ...}}``, from an error body
+    (a parsed dict, or the raw bytes of a refused WebSocket handshake); "" if there is none."""
+    if isinstance(body, bytes | bytearray | str):
+        try:
+            body = json.loads(body or b"null")
+        except ValueError:
+            return ""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    status = detail.get("status") if isinstance(detail, dict) else None
+    return status if isinstance(status, str) else ""
+
+
+def status_error(name: str, status: int, detail: str = "") -> ProviderError:
+    # the same HTTP status means different things: a 401 is also "out of credits"
+    if detail == "quota_exceeded":
+        return ProviderError(
+            name, f"quota exceeded (HTTP {status}): the ElevenLabs account has no credits left",
+            retryable=False,
+        )
+    if detail == "output_format_not_allowed":
+        return ProviderError(
+            name, f"output format not allowed on this ElevenLabs plan (HTTP {status}): "
+            "use tts.output_format = ulaw_8000", retryable=False,
+        )
     if status in (401, 403):
         return ProviderError(
             name, f"authentication rejected (HTTP {status}): check ELEVENLABS_API_KEY", retryable=False

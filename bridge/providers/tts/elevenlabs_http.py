@@ -19,7 +19,7 @@ from elevenlabs.core.api_error import ApiError
 
 from bridge.providers.base import AudioChunk, ProviderError
 from bridge.providers.tts.elevenlabs_audio import AudioNormalizer, check_output_format
-from bridge.providers.tts.elevenlabs_common import http_url, status_error
+from bridge.providers.tts.elevenlabs_common import detail_status, http_url, status_error
 from bridge.settings import Secrets, Settings
 
 NAME = "elevenlabs"
@@ -67,7 +67,7 @@ class ElevenLabsHttpTTS:
             async with asyncio.timeout(self.first_byte_timeout_s):
                 await self._client.models.list(request_options=self._options)
         except ApiError as exc:
-            raise status_error(NAME, exc.status_code or 0) from None
+            raise status_error(NAME, exc.status_code or 0, detail_status(exc.body)) from None
         except (TimeoutError, httpx.HTTPError) as exc:
             raise ProviderError(NAME, f"warm-up failed ({type(exc).__name__})") from None
 
@@ -99,7 +99,7 @@ class ElevenLabsHttpTTS:
                 except TimeoutError:
                     raise ProviderError(NAME, f"no {waiting_for} within {limit:g} s") from None
                 except ApiError as exc:
-                    raise status_error(NAME, exc.status_code or 0) from None
+                    raise status_error(NAME, exc.status_code or 0, detail_status(exc.body)) from None
                 except httpx.HTTPError as exc:
                     raise ProviderError(NAME, f"stream failed ({type(exc).__name__})") from None
                 except ValueError as exc:  # undecodable audio

@@ -28,7 +28,7 @@ from websockets.protocol import State
 
 from bridge.providers.base import AudioChunk, ProviderError
 from bridge.providers.tts.elevenlabs_audio import AudioNormalizer, check_output_format
-from bridge.providers.tts.elevenlabs_common import status_error, ws_url
+from bridge.providers.tts.elevenlabs_common import detail_status, status_error, ws_url
 from bridge.settings import Secrets, Settings
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class ElevenLabsWsTTS:
                 compression=None,
             )
         except InvalidStatus as exc:
-            raise status_error(NAME, exc.response.status_code) from None
+            raise status_error(NAME, exc.response.status_code, detail_status(exc.response.body)) from None
         except TimeoutError:
             raise ProviderError(NAME, f"connect timed out after {self.connect_timeout_s:g} s") from None
         except (OSError, WebSocketException) as exc:

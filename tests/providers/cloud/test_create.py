@@ -10,7 +10,7 @@ import pytest
 
 from bridge.devtools.fakes import FakeCloud
 from bridge.devtools.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
-from bridge.providers.base import TextDelta
+from bridge.providers.base import Message, TextDelta
 from bridge.providers.factory import build_providers
 from bridge.providers.llm.openai_chat import OpenAIChat
 from bridge.providers.stt.deepgram_stt import DeepgramSTT
@@ -51,7 +51,8 @@ async def test_configured_providers_work_end_to_end(cloud: FakeCloud) -> None:
             break
     await stream.close()
     assert t.text == "What time is it?"
-    reply = "".join([e.text async for e in llm.stream([], []) if isinstance(e, TextDelta)])
+    events = [e async for e in llm.stream([Message("user", "hi")], [])]
+    reply = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert reply == "It is noon."
     audio_out = [c async for c in tts.synthesize(clauses(reply))]
     assert audio_out and audio_out[0].encoding == "ulaw"

@@ -77,21 +77,28 @@ async def test_finalize_ends_the_turn_before_endpointing(cloud: FakeCloud) -> No
     assert cloud.deepgram.journal.of("control")[0].data["type"] == "Finalize"
 
 
-async def test_finalize_with_nothing_said_still_answers(cloud: FakeCloud) -> None:
+async def test_finalize_with_nothing_said_is_not_answered_but_still_ends(cloud: FakeCloud) -> None:
+    """Documented: no from_finalize reply without significant audio. The fake stays silent;
+    the client answers that Finalize itself (exactly one end per finalize())."""
     stream = await make(cloud.http_url).open()
     await push(stream, silence(200))
     await stream.finalize()
     got = await collect_until(stream, 1)
+    await cloud.deepgram.journal.wait_for(lambda j: j.count("finalize_unanswered") == 1)
     await stream.close()
     assert got == [Transcript("", True, True, 0.0)]
+    assert not [e for e in cloud.deepgram.journal.of("sent") if e.data.get("from_finalize")]
 
 
 async def test_keepalive_while_no_audio_flows(cloud: FakeCloud) -> None:
+    cloud.deepgram.idle_timeout_s = 0.5
     stream = await make(cloud.http_url, keepalive_s=0.1).open()
     await cloud.deepgram.journal.wait_for(
-        lambda j: sum(1 for e in j.of("control") if e.data["type"] == "KeepAlive") >= 2
-    )
+        lambda j: sum(1 for e in j.of("control") if e.data["type"] == "KeepAlive") >= 12
+    )  # well past the idle timeout
     await stream.close()
+    assert cloud.deepgram.journal.count("idle_closed") == 0
+    assert stream.reconnects == 0
 
 
 async def test_dropped_socket_reconnects_and_keeps_the_words(cloud: FakeCloud) -> None:

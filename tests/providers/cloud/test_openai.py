@@ -153,7 +153,7 @@ async def test_slow_first_token_times_out(cloud: FakeCloud) -> None:
 
 async def test_stall_mid_stream_times_out(cloud: FakeCloud) -> None:
     cloud.openai.script.append("one two three four five six")
-    cloud.openai.faults.stall_after = 3
+    cloud.openai.faults.stall_after = 4  # the filter chunk, the role chunk, two tokens
     llm = make(cloud.http_url, stall_timeout_s=0.3)
     got: list[LlmEvent] = []
     with pytest.raises(ProviderError) as info:

@@ -1,0 +1,243 @@
+"""Fake Deepgram Flux: GET /v2/listen upgraded to a WebSocket (deepgram-sdk 7.x listen.v2).
+
+Flux detects turns itself. Server messages (deepgram/listen/v2/types): ``Connected`` first,
+then ``TurnInfo`` events, each with a ``sequence_id`` counting every server message:
+StartOfTurn when speech begins, Update with the turn's CUMULATIVE transcript while it goes on,
+EagerEndOfTurn after a short pause when ``eager_eot_threshold`` is set (then TurnResumed if
+speech comes back), EndOfTurn with ``trigger`` model (the pause was long enough), manual (the
+client sent ForceEndTurn) or timeout (``eot_timeout_ms`` of silence without a confident end).
+``Configure`` is answered with ConfigureSuccess or ConfigureFailure; `error` sends an
+``Error`` frame and closes 1011.
+
+Recognition is the same energy detector as the v1 fake: each burst is the next `script`
+line. A line ending in "..." trails off: the model is never confident, so only the timeout
+(or ForceEndTurn) ends that turn. Not established from the documentation, so assumed here:
+ForceEndTurn with no turn open gets no reply, and a socket idle for 10 s closes 1011 as v1
+does (v2 has no KeepAlive message; the client sends silence instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import deque
+from typing import Any
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from bridge.audio.g711 import ulaw_to_pcm
+from bridge.devtools.fakes.control import Journal
+
+BLOCK_MS = 10
+VOICE_RMS = 500.0
+NOISE_MS = 80  # less voiced audio than this opens no turn
+UPDATE_EVERY_MS = 240  # Flux sends a TurnInfo about every 240 ms of audio
+MS_PER_WORD = 250
+EAGER_AFTER_MS = 200  # pause before EagerEndOfTurn (when eager_eot_threshold is set)
+EOT_AFTER_MS = 400  # pause before a confident EndOfTurn
+IDLE_TIMEOUT_S = 10.0
+MODELS = frozenset({"flux-general-en", "flux-general-multi"})
+
+
+class FakeFlux:
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
+        self.journal = Journal()
+        self.script: deque[str] = deque()
+        self.idle_timeout_s = IDLE_TIMEOUT_S
+        self.error: tuple[str, str] | None = None  # (code, description) once audio arrives
+
+    def next_text(self) -> str:
+        return self.script.popleft() if self.script else "hello"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != f"Token {self.api_key}":
+            self.journal.add("rejected", status=401)
+            body = {"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials."}
+            return web.json_response(body, status=401)
+        query = dict(request.query)
+        problem = _check_query(query)
+        if problem:
+            self.journal.add("rejected", status=400, reason=problem)
+            return web.json_response({"err_code": "Bad Request", "err_msg": problem}, status=400,
+                                     headers={"dg-error": problem})
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self.journal.add("request", query=query)
+        await _FluxSession(self, ws, query).run()
+        return ws
+
+
+def _check_query(query: dict[str, str]) -> str:
+    if query.get("model") not in MODELS:
+        return f"Invalid model {query.get('model')!r}: Flux needs flux-general-en or flux-general-multi."
+    eager = _float(query.get("eager_eot_threshold"))
+    eot = _float(query.get("eot_threshold"))
+    if eager is not None and not 0.3 <= eager <= 0.9:
+        return "eager_eot_threshold must be between 0.3 and 0.9."
+    if eot is not None and not 0.5 <= eot <= 0.9:
+        return "eot_threshold must be between 0.5 and 0.9."
+    if eager is not None and eot is not None and eager > eot:
+        return "eager_eot_threshold must not exceed eot_threshold."
+    return ""
+
+
+def _float(value: str | None) -> float | None:
+    return None if value is None else float(value)
+
+
+class _FluxSession:
+    def __init__(self, fake: FakeFlux, ws: web.WebSocketResponse, query: dict[str, str]) -> None:
+        self.fake = fake
+        self.ws = ws
+        self.request_id = str(uuid.uuid4())
+        self.encoding = query.get("encoding", "linear16")
+        self.rate = int(query.get("sample_rate", "16000"))
+        self.eager = _float(query.get("eager_eot_threshold")) is not None
+        self.eot_timeout_ms = int(query.get("eot_timeout_ms", "5000"))
+        self.error = fake.error
+        self.block = self.rate * BLOCK_MS // 1000
+        self.pending = np.zeros(0, dtype=np.int16)
+        self.cursor = 0
+        self.seq = 0
+        self.turn_index = -1
+        self.in_turn = False
+        self.turn_start = 0
+        self.text = ""
+        self.voiced_ms = 0
+        self.candidate_start = 0
+        self.spoken_ms = 0  # voiced audio in the current turn
+        self.silence_run = 0
+        self.since_update = 0
+        self.eager_sent = False
+
+    async def run(self) -> None:
+        await self._send({"type": "Connected", "request_id": self.request_id})
+        journal = self.fake.journal
+        while True:
+            try:
+                msg = await asyncio.wait_for(self.ws.receive(), self.fake.idle_timeout_s)
+            except TimeoutError:
+                journal.add("idle_closed")
+                await self.ws.close(code=1011, message=b"NET-0001")
+                return
+            if msg.type == WSMsgType.BINARY:
+                if self.error is not None:
+                    code, description = self.error
+                    self.fake.error = None
+                    journal.add("error", code=code)
+                    await self._send({"type": "Error", "code": code, "description": description})
+                    await self.ws.close(code=1011, message=code.encode()[:120])
+                    return
+                await self._audio(msg.data)
+            elif msg.type == WSMsgType.TEXT:
+                data = json.loads(msg.data)
+                kind = data.get("type", "")
+                journal.add("control", type=kind)
+                if kind == "ForceEndTurn":
+                    if self.in_turn:
+                        await self._end_turn("manual")
+                    else:
+                        journal.add("force_end_unanswered")
+                elif kind == "Configure":
+                    await self._configure(data)
+                elif kind == "CloseStream":
+                    if self.in_turn:
+                        await self._end_turn("manual")
+                    await self.ws.close()
+                    journal.add("completed")
+                    return
+            else:
+                break
+        journal.add("aborted")
+
+    async def _configure(self, data: dict[str, Any]) -> None:
+        thresholds = data.get("thresholds") or {}
+        eager, eot = thresholds.get("eager_eot_threshold"), thresholds.get("eot_threshold")
+        if eager is not None and eot is not None and eager > eot:
+            await self._send({"type": "ConfigureFailure", "request_id": self.request_id,
+                              "code": "INVALID_THRESHOLDS",
+                              "description": "eager_eot_threshold must not exceed eot_threshold"})
+            return
+        if eager is not None:
+            self.eager = True
+        await self._send({"type": "ConfigureSuccess", "request_id": self.request_id,
+                          "thresholds": thresholds, "keyterms": data.get("keyterms") or []})
+
+    async def _audio(self, data: bytes) -> None:
+        if self.encoding == "mulaw":
+            data = ulaw_to_pcm(data)
+        self.pending = np.concatenate([self.pending, np.frombuffer(data[: len(data) & ~1], dtype="<i2")])
+        while len(self.pending) >= self.block:
+            block, self.pending = self.pending[: self.block], self.pending[self.block :]
+            await self._block(float(np.sqrt(np.mean(block.astype(np.float64) ** 2))) > VOICE_RMS)
+            self.cursor += self.block
+
+    async def _block(self, voiced: bool) -> None:
+        if voiced:
+            if self.voiced_ms == 0:
+                self.candidate_start = self.cursor
+            self.voiced_ms += BLOCK_MS
+            self.silence_run = 0
+            if not self.in_turn and self.voiced_ms >= NOISE_MS:
+                self.in_turn, self.turn_index = True, self.turn_index + 1
+                self.turn_start, self.text, self.spoken_ms = self.candidate_start, self.fake.next_text(), 0
+                self.eager_sent, self.since_update = False, 0
+                await self._turn_info("StartOfTurn", 0.1)
+            if self.in_turn:
+                if self.eager_sent:
+                    self.eager_sent = False
+                    await self._turn_info("TurnResumed", 0.2)
+                self.spoken_ms += BLOCK_MS
+                self.since_update += BLOCK_MS
+                if self.since_update >= UPDATE_EVERY_MS:
+                    self.since_update = 0
+                    await self._turn_info("Update", 0.1)
+            return
+        self.voiced_ms = 0
+        self.silence_run += BLOCK_MS
+        if not self.in_turn:
+            return
+        confident = not self.text.endswith("...")
+        if self.eager and confident and not self.eager_sent and self.silence_run == EAGER_AFTER_MS:
+            self.eager_sent = True
+            await self._turn_info("EagerEndOfTurn", 0.6)
+        if confident and self.silence_run >= EOT_AFTER_MS:
+            await self._end_turn("model")
+        elif self.silence_run >= self.eot_timeout_ms:
+            await self._end_turn("timeout")
+
+    async def _end_turn(self, trigger: str) -> None:
+        self.spoken_ms = max(self.spoken_ms, len(self.text.split()) * MS_PER_WORD)  # all heard
+        await self._turn_info("EndOfTurn", 0.9, trigger=trigger)
+        self.in_turn, self.text, self.eager_sent = False, "", False
+
+    def _words(self) -> list[str]:
+        words = self.text.split()
+        return words[: max(1, min(len(words), self.spoken_ms // MS_PER_WORD))]
+
+    async def _turn_info(self, event: str, confidence: float, trigger: str | None = None) -> None:
+        words = self._words() if event != "StartOfTurn" else []
+        message: dict[str, Any] = {
+            "type": "TurnInfo",
+            "request_id": self.request_id,
+            "event": event,
+            "turn_index": self.turn_index,
+            "audio_window_start": self.turn_start / self.rate,
+            "audio_window_end": (self.cursor + self.block) / self.rate,
+            "transcript": " ".join(words),
+            "words": [{"word": w, "confidence": 0.97} for w in words],
+            "end_of_turn_confidence": confidence,
+        }
+        if trigger is not None:
+            message["trigger"] = trigger
+        await self._send(message)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        message["sequence_id"] = self.seq
+        self.seq += 1
+        self.fake.journal.add("sent", type=message["type"], event=message.get("event"),
+                              text=message.get("transcript"), trigger=message.get("trigger"))
+        await self.ws.send_str(json.dumps(message))

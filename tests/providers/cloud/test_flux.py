@@ -1,0 +1,181 @@
+"""Deepgram Flux (listen v2): the real deepgram-sdk against the fake /v2/listen."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bridge.devtools.fakes import FakeCloud
+from bridge.devtools.fakes.server import DEEPGRAM_KEY
+from bridge.providers.base import EAGER_END_OF_TURN, TURN_RESUMED, ProviderError, Transcript
+from bridge.providers.factory import build_providers
+from bridge.providers.stt.flux_stt import FluxStream, FluxSTT
+from bridge.settings import Secrets, Settings
+
+from .conftest import assert_clean, silence, speech
+
+
+def make(url: str, **kw: object) -> FluxSTT:
+    opts: dict[str, object] = {"api_key": DEEPGRAM_KEY, "url": url, "connect_timeout_s": 2.0}
+    opts.update(kw)
+    return FluxSTT(**opts)  # type: ignore[arg-type]
+
+
+async def push(stream: FluxStream, audio: bytes) -> None:
+    for i in range(0, len(audio), 320):
+        await stream.send(audio[i : i + 320])
+
+
+async def until_end(stream: FluxStream, limit_s: float = 5.0) -> list[Transcript]:
+    got: list[Transcript] = []
+    async with asyncio.timeout(limit_s):
+        async for t in stream.transcripts():
+            got.append(t)
+            if t.end_of_utterance:
+                break
+    return got
+
+
+def _sent(cloud: FakeCloud, **match: object) -> list[dict[str, object]]:
+    sent = cloud.flux.journal.of("sent")
+    return [e.data for e in sent if all(e.data.get(k) == v for k, v in match.items())]
+
+
+async def test_turn_ends_on_end_of_turn_with_the_whole_transcript(cloud: FakeCloud) -> None:
+    cloud.flux.script.append("I would like to book a table")
+    stream = await make(cloud.http_url).open()
+    await push(stream, speech(1600) + silence(500))
+    got = await until_end(stream)
+    await stream.close()
+    assert got[-1] == Transcript("I would like to book a table", True, True, 0.9)
+    interims = [t.text for t in got[:-1]]
+    assert interims and all("I would like to book a table".startswith(t) for t in interims)
+    assert [e["type"] for e in _sent(cloud)][:2] == ["Connected", "TurnInfo"]
+    assert _sent(cloud, event="EndOfTurn")[0]["trigger"] == "model"
+    query = cloud.flux.journal.of("request")[0].data["query"]
+    assert query["model"] == "flux-general-en" and query["encoding"] == "mulaw"
+    assert query["sample_rate"] == "8000" and "eager_eot_threshold" not in query
+
+
+async def test_eager_end_of_turn_then_turn_resumed(cloud: FakeCloud) -> None:
+    cloud.flux.script.append("Wait let me check my calendar")
+    stream = await make(cloud.http_url, eager_eot_threshold=0.5, eot_threshold=0.8).open()
+    await push(stream, speech(800) + silence(250) + speech(900) + silence(500))
+    got = await until_end(stream)
+    await stream.close()
+    events = [t.event for t in got if t.event]
+    assert events == [EAGER_END_OF_TURN, TURN_RESUMED, EAGER_END_OF_TURN]
+    assert got[-1].end_of_utterance and got[-1].text == "Wait let me check my calendar"
+    query = cloud.flux.journal.of("request")[0].data["query"]
+    assert query["eager_eot_threshold"] == "0.5" and query["eot_threshold"] == "0.8"
+
+
+async def test_force_end_turn_ends_the_turn_manually(cloud: FakeCloud) -> None:
+    cloud.flux.script.append("Yes")
+    stream = await make(cloud.http_url).open()
+    await push(stream, speech(400) + silence(100))
+    await until_first(stream)
+    await stream.finalize()
+    got = await until_end(stream)
+    await stream.close()
+    assert got[-1] == Transcript("Yes", True, True, 0.9)
+    assert _sent(cloud, event="EndOfTurn")[0]["trigger"] == "manual"
+
+
+async def until_first(stream: FluxStream) -> Transcript:
+    async with asyncio.timeout(5):
+        async for t in stream.transcripts():
+            return t
+    raise AssertionError("no transcript")
+
+
+async def test_force_end_turn_without_a_turn_is_answered_by_the_client(cloud: FakeCloud) -> None:
+    stream = await make(cloud.http_url).open()
+    await push(stream, silence(300))
+    await stream.finalize()
+    got = await until_end(stream)
+    await cloud.flux.journal.wait_for(lambda j: j.count("force_end_unanswered") == 1)
+    await stream.close()
+    assert got == [Transcript("", True, True, 0.0)]
+
+
+async def test_trailing_off_turn_ends_by_timeout(cloud: FakeCloud) -> None:
+    cloud.flux.script.append("Well I was thinking maybe...")
+    stream = await make(cloud.http_url, eot_timeout_ms=900).open()
+    await push(stream, speech(1200) + silence(1000))
+    got = await until_end(stream)
+    await stream.close()
+    assert got[-1].end_of_utterance and got[-1].text == "Well I was thinking maybe..."
+    assert _sent(cloud, event="EndOfTurn")[0]["trigger"] == "timeout"
+
+
+async def test_error_frame_fails_the_stream(cloud: FakeCloud) -> None:
+    cloud.flux.error = ("INTERNAL_SERVER_ERROR", "Something went wrong.")
+    stream = await make(cloud.http_url).open()
+    await push(stream, speech(100))
+    with pytest.raises(ProviderError) as info:
+        await until_end(stream)
+    await stream.close()
+    assert "INTERNAL_SERVER_ERROR" in str(info.value)
+    assert_clean(info.value)
+
+
+async def test_silence_keeps_an_idle_socket_open(cloud: FakeCloud) -> None:
+    cloud.flux.idle_timeout_s = 0.4
+    stream = await make(cloud.http_url, keepalive_s=0.1).open()
+    await asyncio.sleep(1.2)
+    assert cloud.flux.journal.count("idle_closed") == 0 and stream.reconnects == 0
+    await stream.close()
+
+
+async def test_idle_close_reconnects_and_replays(cloud: FakeCloud) -> None:
+    cloud.flux.idle_timeout_s = 0.3
+    cloud.flux.script.append("After the idle close")
+    stream = await make(cloud.http_url, keepalive_s=5.0).open()
+    await cloud.flux.journal.wait_for(lambda j: j.count("request") >= 2)
+    cloud.flux.idle_timeout_s = 10.0
+    await push(stream, speech(1200) + silence(500))
+    got = await until_end(stream)
+    await stream.close()
+    assert got[-1].text == "After the idle close" and stream.reconnects >= 1
+
+
+async def test_bad_model_and_thresholds_are_refused(cloud: FakeCloud) -> None:
+    for kw in ({"model": "nova-3"}, {"eager_eot_threshold": 0.9, "eot_threshold": 0.6}):
+        with pytest.raises(ProviderError) as info:
+            await make(cloud.http_url, **kw).open()
+        assert not info.value.retryable and "400" in str(info.value)
+        assert_clean(info.value)
+
+
+async def test_selected_by_the_settings(cloud: FakeCloud) -> None:
+    stt_settings = {
+        "providers": ["deepgram-flux"], "deepgram_url": cloud.http_url, "flux_eager_eot_threshold": 0.4
+    }
+    settings = Settings.model_validate({"stt": stt_settings})
+    providers = build_providers(settings, Secrets(deepgram_api_key=DEEPGRAM_KEY))  # type: ignore[arg-type]
+    stt = providers.stt[0]
+    assert isinstance(stt, FluxSTT) and stt.options["eager_eot_threshold"] == 0.4
+
+
+async def test_configure_is_answered_with_success_or_failure(cloud: FakeCloud) -> None:
+    """Mid-stream Configure (the SDK's send_configure): thresholds accepted or refused."""
+    from deepgram import AsyncDeepgramClient
+    from deepgram.listen.v2.types import ListenV2ConfigureFailure, ListenV2ConfigureSuccess, ListenV2Connected
+
+    from bridge.providers.stt.deepgram_stt import environment
+
+    client = AsyncDeepgramClient(api_key=DEEPGRAM_KEY, environment=environment(cloud.http_url))
+    async with client.listen.v2.connect(model="flux-general-en", encoding="mulaw", sample_rate=8000) as conn:
+        async with asyncio.timeout(5):
+            assert isinstance(await conn.recv(), ListenV2Connected)
+            await conn.send_configure({"type": "Configure", "thresholds": {"eager_eot_threshold": 0.4}})
+            ok = await conn.recv()
+            await conn.send_configure(
+                {"type": "Configure", "thresholds": {"eager_eot_threshold": 0.9, "eot_threshold": 0.6}}
+            )
+            refused = await conn.recv()
+        await conn.send_close_stream()
+    assert isinstance(ok, ListenV2ConfigureSuccess) and ok.sequence_id == 1
+    assert isinstance(refused, ListenV2ConfigureFailure) and refused.sequence_id == 2
