@@ -30,6 +30,11 @@ REGISTRATION_STATE = Gauge(
 RTP_PACKETS = Counter(
     "voice_bridge_rtp_packets_total", "RTP packets, by direction (in/out)", ["direction"], registry=REGISTRY
 )
+RTP_REJECTED = Counter(
+    "voice_bridge_rtp_rejected_total",
+    "RTP packets refused, by reason (foreign-source: not the caller's latched/SDP address)",
+    ["reason"], registry=REGISTRY,
+)
 RTP_LOST = Counter("voice_bridge_rtp_lost_total", "RTP packets lost on receive", registry=REGISTRY)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)

@@ -81,7 +81,8 @@ class DaemonCallApp:
         return None
 
     async def prepare(self, call: SipCall) -> tuple[str, int]:
-        leg = await RtpLeg.open(call.info.call_id, self._bind_host, self._ports, self._settings.media)
+        leg = await RtpLeg.open(call.info.call_id, self._bind_host, self._ports, self._settings.media,
+                                signalling_ip=call.info.source[0] if call.info.source else None)
         leg.on_hangup = call.hangup
         leg.on_transfer = call.refer
         self._calls[call.info.call_id] = _Call(sip=call, leg=leg)
