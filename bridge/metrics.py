@@ -24,6 +24,11 @@ SIP_DROPPED = Counter(
     "voice_bridge_sip_dropped_total", "SIP datagrams/messages dropped, by reason", ["reason"],
     registry=REGISTRY,
 )
+SIP_SEND_FAILURES = Counter(
+    "voice_bridge_sip_send_failures_total",
+    "SIP messages of ours that could not be sent (e.g. no TCP connection to the next hop), by method",
+    ["method", "transport"], registry=REGISTRY,
+)
 REGISTRATION_STATE = Gauge(
     "voice_bridge_registration_registered", "1 when registered to the SIP registrar", registry=REGISTRY
 )

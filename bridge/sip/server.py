@@ -19,7 +19,7 @@ from aiosipua import SipRequest, SipResponse
 from aiosipua.headers import parse_uri, stringify_uri
 
 from bridge.callmodel import CallInfo
-from bridge.metrics import SIP_DROPPED, SIP_REQUESTS, SIP_RESPONSES
+from bridge.metrics import SIP_DROPPED, SIP_REQUESTS, SIP_RESPONSES, SIP_SEND_FAILURES
 from bridge.privacy import mask_phone_numbers
 from bridge.settings import Secrets
 from bridge.settings.sip import SipSettings
@@ -504,6 +504,9 @@ class SipServer:
         if call is None or call.state == "ended":
             self._respond(tx, req, 481)
             return
+        if peer.transport == "tcp" and call.peer.transport == "tcp" and not (
+                call.peer.conn is not None and call.peer.conn.is_open):
+            call.peer = peer  # the proxy reconnected: our requests follow its new connection
         seq = cseq_of(req)[0]
         if method != "CANCEL":
             if seq <= call.remote_cseq and method != "PRACK":
@@ -631,17 +634,36 @@ class SipServer:
         req.set_header("User-Agent", self._s.user_agent)
         for name, value in (headers or {}).items():
             req.set_header(name, value)
-        dest = await self._destination(call)
+        try:
+            dest = await self._destination(call)
+        except (OSError, TimeoutError) as exc:
+            SIP_SEND_FAILURES.labels(method, call.peer.transport).inc()
+            log.warning("SIP %s not sent: no way to the next hop (%s)", method, exc,
+                        extra={"call_id": call.info.call_id})
+            raise OSError(f"{method} not sent: {exc}") from exc
         return await self.tx.request(bytes(req), branch, method, call.peer, dest)
 
-    async def _destination(self, call: SipCall) -> tuple[str, int]:
-        if call.peer.transport == "tcp":
-            return call.peer.addr
+    def _next_hop(self, call: SipCall) -> tuple[str, int]:
+        """The first Route (the proxy nearest us), else the remote target (§12.2.1.1)."""
         target = call.remote_target
         if call.route_set:
             target = call.route_set[0].strip().lstrip("<").split(">", 1)[0]
         uri = parse_uri(target)
-        return await resolve(uri.host, uri.port or 5060)
+        return uri.host.strip("[]"), uri.port or 5060
+
+    async def _destination(self, call: SipCall) -> tuple[str, int]:
+        """Where our in-dialog request goes. Over TCP: the connection the dialog came on while
+        it is open; once it is gone (the proxy restarted or closed it), a new connection to
+        the next hop, which later requests of the call then use too (RFC 3261 §18.1.1)."""
+        host, port = self._next_hop(call)
+        if call.peer.transport == "tcp":
+            if call.peer.conn is not None and call.peer.conn.is_open:
+                return call.peer.addr
+            addr = await resolve(host, port)
+            conn = await self._transport.connect(addr)
+            call.peer = Peer("tcp", conn.addr, conn)
+            return conn.addr
+        return await resolve(host, port)
 
 
 def _without_tag(value: str) -> str:
