@@ -205,22 +205,24 @@ class SipServer:
         if existing is not None:
             self.tx.resend_last(existing)  # a retransmission: same answer, never a second call
             return
+        to_tag = tag_of(req.get_header("to"))
+        # Every request from an untrusted source counts against its flood limit (REGISTER,
+        # MESSAGE, SUBSCRIBE, BYE to made-up dialogs... not only INVITE), except requests in
+        # a dialog we have: a flood must not get an answer per request (amplification).
+        ongoing = bool(to_tag) and (req.call_id or "", to_tag or "") in self._calls
+        verdict = "ok" if ongoing else self.trust.rate(peer.addr[0])
+        if verdict == "drop":
+            SIP_DROPPED.labels("rate-limit").inc()
+            return
         dest = response_destination(req, peer.addr) if peer.transport == "udp" else peer.addr
         tx = self.tx.new_server(key, method, peer, dest)
-        to_tag = tag_of(req.get_header("to"))
+        if verdict == "reject":
+            self._respond(tx, req, 503, headers={"Retry-After": str(self._s.retry_after_s)})
+            return
         if to_tag:
             if not self._refuse_extensions(tx, req):
                 self._in_dialog(req, peer, tx, to_tag)
             return
-        ip = peer.addr[0]
-        if method in ("INVITE", "OPTIONS", "CANCEL"):
-            verdict = self.trust.rate(ip)
-            if verdict == "drop":
-                SIP_DROPPED.labels("rate-limit").inc()
-                return
-            if verdict == "reject":
-                self._respond(tx, req, 503, headers={"Retry-After": str(self._s.retry_after_s)})
-                return
         if self._refuse_extensions(tx, req):
             return
         if method == "INVITE":
@@ -313,8 +315,9 @@ class SipServer:
                 log.info("INVITE from an untrusted source refused", extra={"peer": ip})
                 self._respond(tx, req, 403)
                 return
-            if not self.trust.verify(ip, "INVITE", req.get_header("authorization")):
-                self._challenge(tx, req)
+            auth = self.trust.verify(ip, "INVITE", req.get_header("authorization"))
+            if not auth:
+                self._challenge(tx, req, stale=auth.stale)
                 return
         from_addr, to_addr = req.from_addr, req.to_addr
         assert from_addr is not None and to_addr is not None  # checked by parse_message
@@ -363,11 +366,11 @@ class SipServer:
         self._respond(tx, req, 100)
         self._spawn(self._answer(call, req, tx, media), f"answer-{info.call_id}")
 
-    def _challenge(self, tx: ServerTx, req: SipRequest) -> None:
+    def _challenge(self, tx: ServerTx, req: SipRequest, *, stale: bool = False) -> None:
         to_tag = str(tx.data.setdefault("to_tag", new_tag()))
         resp = build_response(req, 401, "Unauthorized", to_tag=to_tag, source=tx.peer.addr,
                               headers={"User-Agent": self._s.user_agent})
-        for value in self.trust.challenges():
+        for value in self.trust.challenges(tx.peer.addr[0], stale=stale):
             resp.add_header("WWW-Authenticate", value)
         self.tx.respond(tx, resp)
         SIP_RESPONSES.labels("INVITE", "401").inc()
