@@ -40,6 +40,14 @@ RTP_REJECTED = Counter(
     "RTP packets refused, by reason (foreign-source: not the caller's latched/SDP address)",
     ["reason"], registry=REGISTRY,
 )
+DTMF_EVENTS = Counter(
+    "voice_bridge_dtmf_events_total", "DTMF digits, by direction (in/out) and method (rfc4733, sip-info)",
+    ["direction", "method"], registry=REGISTRY,
+)
+DTMF_PER_CALL = Histogram(
+    "voice_bridge_dtmf_digits_per_call", "DTMF digits received per call, observed when the call ends",
+    buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128), registry=REGISTRY,
+)
 RTP_LOST = Counter("voice_bridge_rtp_lost_total", "RTP packets lost on receive", registry=REGISTRY)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)

@@ -14,7 +14,7 @@ from bridge.callmodel import CallInfo
 from bridge.daemon.agents import AgentRunner
 from bridge.media.ports import PortAllocator
 from bridge.media.rtp_leg import RtpLeg
-from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL
+from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL, DTMF_PER_CALL
 from bridge.privacy import mask_phone_numbers
 from bridge.settings import Settings
 from bridge.sip.call import SipCall
@@ -136,8 +136,12 @@ class DaemonCallApp:
                 "codec": stats.get("codec"),
                 "packets_in": stats.get("packets_in"),
                 "packets_out": stats.get("packets_out"),
+                "rtp_rejected": stats.get("foreign"),
+                "dtmf_in": stats.get("dtmf_in"),
+                "dtmf_out": stats.get("dtmf_out"),
             },
         )
+        DTMF_PER_CALL.observe(stats.get("dtmf_in") or 0)
         asyncio.get_running_loop().create_task(self._teardown(rec), name=f"teardown-{call.info.call_id}")
 
     # -- internals ---------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from bridge.media.recording import CallRecorder, recording_path
 from bridge.media.rtcp import ReportBuilder
 from bridge.media.rtp_packet import RtpParseError, build_rtp, is_rtcp, parse_rtp
 from bridge.media.rx_stats import ReceiveStats
-from bridge.metrics import RTP_LOST, RTP_PACKETS, RTP_REJECTED
+from bridge.metrics import DTMF_EVENTS, RTP_LOST, RTP_PACKETS, RTP_REJECTED
 from bridge.settings.media import MediaSettings
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _RTP_IN = RTP_PACKETS.labels("in")
 _RTP_OUT = RTP_PACKETS.labels("out")
 _RTP_FOREIGN = RTP_REJECTED.labels("foreign-source")
+_DTMF_OUT = DTMF_EVENTS.labels("out", "rfc4733")
 _SILENCE = bytes(FRAME_BYTES)
 _HOUSEKEEPING_TICKS = 50  # once a second
 _RTCP_TICKS = 250  # every 5 s
@@ -201,8 +202,7 @@ class RtpLeg:
         if len(digit) != 1:
             log.warning("SIP INFO DTMF ignored: expected one digit", extra={"call_id": self.call_id})
             return
-        self._n["dtmf_in"] += 1
-        self._channel.put(DtmfDigit(digit, max(0, int(duration_ms)), self._loop.time()))
+        self._dtmf_in(digit, max(0, int(duration_ms)), self._loop.time(), "sip-info")
 
     # -- AudioLeg --------------------------------------------------------------------------
     def events(self) -> AsyncIterator[LegEvent]:
@@ -429,11 +429,20 @@ class RtpLeg:
             self._playout.reset()
         if is_dtmf:
             for digit, duration_ms in self._dtmf_rx.on_packet(ssrc, ts, payload, now):
-                n["dtmf_in"] += 1
-                self._channel.put(DtmfDigit(digit, duration_ms, now))
+                self._dtmf_in(digit, duration_ms, now, "rfc4733")
         elif self._rx_on and decode is not None:
             self._playout.put(ts, decode(payload))
             self._rx_flowing = True
+
+    def _dtmf_in(self, digit: str, duration_ms: int, now: float, method: str) -> None:
+        """Every digit the caller sends is counted (per call in stats(), in total in
+        voice_bridge_dtmf_events_total) and logged, the digit itself masked: DTMF carries PINs
+        and card numbers."""
+        self._n["dtmf_in"] += 1
+        DTMF_EVENTS.labels("in", method).inc()
+        log.info("DTMF received", extra={"call_id": self.call_id, "dtmf_method": method, "digit": "x",
+                                         "duration_ms": duration_ms, "dtmf_count": self._n["dtmf_in"]})
+        self._channel.put(DtmfDigit(digit, duration_ms, now))
 
     def _accept_source(self, addr: tuple[str, int], now: float) -> bool:
         """Whose packets are the caller's (a packet from anyone else is counted and dropped).
@@ -492,6 +501,7 @@ class RtpLeg:
                     self._send(self._dtmf_pt, event_ts, payload, marker)
                 if step.packets[0][1]:
                     self._n["dtmf_out"] += 1
+                    _DTMF_OUT.inc()
             pcm = step.tone
             if step.busy and pcm is None:
                 self._talking = False
@@ -522,8 +532,7 @@ class RtpLeg:
 
     def _housekeeping(self, now: float) -> None:
         for digit, duration_ms in self._dtmf_rx.expire(now):
-            self._n["dtmf_in"] += 1
-            self._channel.put(DtmfDigit(digit, duration_ms, now))
+            self._dtmf_in(digit, duration_ms, now, "rfc4733")
         for _data, addr in udp.drain(self._pair.rtcp, _MAX_RTCP_PER_SECOND):
             self._n["rtcp_in"] += 1
             # RTCP follows the caller's RTP host only: anyone else's reports cannot redirect ours.
