@@ -35,9 +35,10 @@ class TrustSettings(Section):
     inbound_user: str = ""
     realm: str = "voice-bridge"
     # Digest algorithms offered in the 401, in this order (one WWW-Authenticate each); only
-    # these are accepted. MD5 first: Plivo and common PBXs/phones answer MD5, and some UAs
-    # (baresip 1.0) give up when SHA-256 is offered first.
-    digest_algorithms: list[DigestAlgorithm] = Field(["MD5", "SHA-256"], min_length=1)
+    # these are accepted. Default MD5 alone: Plivo and common PBXs/phones answer MD5, and some
+    # UAs (baresip 1.0) give up on a 401 that offers SHA-256 at all, even after MD5.
+    # ["SHA-256", "MD5"] offers both, the stronger first (RFC 8760), for UAs that cope.
+    digest_algorithms: list[DigestAlgorithm] = Field(["MD5"], min_length=1)
     # Per-source flood limit (token bucket) on every request from an untrusted source that is
     # not in one of our dialogs (INVITE, OPTIONS, REGISTER, MESSAGE, BYE, ...).
     rate_per_source: float = Field(10.0, gt=0, description="new requests per second per source IP")

@@ -105,8 +105,8 @@ class TrustPolicy:
     # -- digest ------------------------------------------------------------------------
     def challenges(self, ip: str, *, stale: bool = False) -> list[str]:
         """WWW-Authenticate values, one per configured algorithm in the configured order (MD5
-        first by default: some UAs, baresip 1.0 among them, give up when SHA-256 comes
-        first). The nonce is bound to the source address and lives NONCE_TTL_S; stale=true
+        alone by default: some UAs, baresip 1.0 among them, give up when SHA-256 is offered
+        at all). The nonce is bound to the source address and lives NONCE_TTL_S; stale=true
         tells a UA whose nonce expired to retry without asking its user (RFC 7616 §3.3)."""
         nonce = self._nonce(ip)
         base = f'realm="{self._s.realm}", nonce="{nonce}", qop="auth"'

@@ -62,21 +62,20 @@ def test_cidrs_and_added_hosts_are_trusted() -> None:
     assert policy.is_trusted("198.51.100.4")
 
 
-def test_challenges_offer_md5_first_then_sha256_by_default_or_as_configured() -> None:
+def test_challenges_offer_md5_alone_by_default_or_the_configured_list_in_order() -> None:
     policy, _ = _policy()
-    first, second = policy.challenges(IP)
-    assert "algorithm=MD5" in first and "algorithm=SHA-256" in second
-    assert 'qop="auth"' in first and f'realm="{REALM}"' in first and "stale" not in first
-    policy, _ = _policy(digest_algorithms=["SHA-256"])
     (only,) = policy.challenges(IP)
-    assert "algorithm=SHA-256" in only
+    assert "algorithm=MD5" in only
+    assert 'qop="auth"' in only and f'realm="{REALM}"' in only and "stale" not in only
     # An algorithm not offered is not accepted either.
-    assert not policy.verify(IP, "INVITE", _authorization(only.replace("SHA-256", "MD5"), "MD5"))
-    assert policy.verify(IP, "INVITE", _authorization(only, "SHA-256"))
+    assert not policy.verify(IP, "INVITE", _authorization(only.replace("MD5", "SHA-256"), "SHA-256"))
+    policy, _ = _policy(digest_algorithms=["SHA-256", "MD5"])
+    first, second = policy.challenges(IP)
+    assert "algorithm=SHA-256" in first and "algorithm=MD5" in second
 
 
 def test_digest_md5_and_sha256_verify() -> None:
-    policy, _ = _policy()
+    policy, _ = _policy(digest_algorithms=["MD5", "SHA-256"])
     md5, sha = policy.challenges(IP)
     assert policy.verify(IP, "INVITE", _authorization(sha, "SHA-256"))
     assert policy.verify(IP, "INVITE", _authorization(md5, "MD5", nc=2))  # same nonce: next count

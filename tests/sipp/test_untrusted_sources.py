@@ -1,7 +1,7 @@
 """Requests from untrusted sources against the real daemon (127.0.0.1 taken out of the trusted
-networks): digest auth for INVITE with MD5 offered first, a replayed Authorization header
-refused, and floods of non-INVITE requests (REGISTER, MESSAGE, SUBSCRIBE, BYE) limited like
-INVITE floods: answers for the burst, 503s, then silence."""
+networks): digest auth for INVITE with both algorithms offered in the configured order, a
+replayed Authorization header refused, and floods of non-INVITE requests (REGISTER, MESSAGE,
+SUBSCRIBE, BYE) limited like INVITE floods: answers for the burst, 503s, then silence."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ CONFIG = f"""
 trusted_cidrs = ["192.0.2.0/24"]
 inbound_user = "{USER}"
 realm = "{REALM}"
+digest_algorithms = ["MD5", "SHA-256"]
 rate_per_source = 1.0
 burst_per_source = 10
 """
