@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import signal
 import socket
+import wave
 from pathlib import Path
 
 import pytest
 
 from bridge.devtools.procs import free_port, run_daemon
 from tests.sip.corpus import SDP
-from tests.sipp.support import wait_for
+from tests.sipp.support import health, metric, wait_for
 
 pytestmark = pytest.mark.sipp
 
@@ -29,18 +30,29 @@ def _invite(daemon_port: int, proxy_port: int, local: tuple[str, int], call_id: 
             f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-def _read_message(sock: socket.socket) -> bytes:
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed; got {buf!r}"
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
-    while len(rest) < length:
-        rest += sock.recv(65536)
-    return head + b"\r\n\r\n" + rest[:length]
+class _Stream:
+    """SIP messages off a TCP socket, framed by Content-Length (several may come in one read)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def message(self) -> bytes:
+        while b"\r\n\r\n" not in self.buf:
+            self._more()
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(rest) < length:
+            self._more()
+            head, _, rest = self.buf.partition(b"\r\n\r\n")
+        self.buf = rest[length:]
+        return head + b"\r\n\r\n" + rest[:length]
+
+    def _more(self) -> None:
+        chunk = self.sock.recv(65536)
+        assert chunk, f"connection closed; got {self.buf!r}"
+        self.buf += chunk
 
 
 def _header(msg: bytes, name: str) -> str:
@@ -54,8 +66,9 @@ def _answered_call(daemon_port: int, proxy_port: int, call_id: str) -> None:
     """An INVITE over TCP through our 'proxy', answered and ACKed; then the connection closes."""
     with socket.create_connection(("127.0.0.1", daemon_port), timeout=10) as conn:
         conn.sendall(_invite(daemon_port, proxy_port, conn.getsockname(), call_id))
+        stream = _Stream(conn)
         while True:
-            resp = _read_message(conn)
+            resp = stream.message()
             if resp.startswith(b"SIP/2.0 200"):
                 break
             assert resp.startswith(b"SIP/2.0 1"), resp[:200]
@@ -79,7 +92,7 @@ def test_bye_opens_a_new_tcp_connection_to_the_record_route_hop(tmp_path: Path) 
         conn, _ = proxy.accept()
         with conn:
             conn.settimeout(10)
-            bye = _read_message(conn)
+            bye = _Stream(conn).message()
             assert bye.startswith(b"BYE sip:caller@127.0.0.1:"), bye[:200]
             assert _header(bye, "route") == f"<sip:127.0.0.1:{proxy_port};transport=tcp;lr>"
             assert _header(bye, "call-id") == "tcp-reconnect-1"
@@ -93,9 +106,18 @@ def test_bye_opens_a_new_tcp_connection_to_the_record_route_hop(tmp_path: Path) 
 
 def test_a_bye_that_cannot_be_sent_is_logged_and_counted(tmp_path: Path) -> None:
     dead_port = free_port(socket.SOCK_STREAM)  # nothing listens there
-    env = {"VOICE_BRIDGE_DAEMON__DRAIN_TIMEOUT_S": "1"}
-    with run_daemon(tmp_path, agent="echo", env=env) as daemon:
+    prompt = tmp_path / "prompt.wav"
+    with wave.open(str(prompt), "wb") as w:  # the prompt agent plays it, then hangs up: our BYE
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(bytes(8000))
+    env = {"VOICE_BRIDGE_DAEMON__PROMPT_FILE": str(prompt), "VOICE_BRIDGE_DAEMON__PROMPT_LISTEN_S": "0.2"}
+    with run_daemon(tmp_path, agent="prompt", env=env) as daemon:
         _answered_call(daemon.sip_port, dead_port, "tcp-unsendable-1")
-        daemon.proc.send_signal(signal.SIGTERM)
-        assert daemon.proc.wait(20) == 0
-    assert wait_for(lambda: "SIP BYE not sent: no way to the next hop" in daemon.logs(), 2), daemon.logs()
+        failures = 'method="BYE",transport="tcp"'
+        assert wait_for(lambda: metric(daemon.http, "voice_bridge_sip_send_failures_total", failures) == 1,
+                        10), daemon.logs()
+        assert wait_for(lambda: health(daemon.http)["active_calls"] == 0, 5)
+        assert "SIP BYE not sent: no way to the next hop" in daemon.logs()
+        assert daemon.proc.poll() is None
