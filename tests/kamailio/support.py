@@ -29,6 +29,12 @@ def _binary() -> str:
     return shutil.which("kamailio") or "/usr/sbin/kamailio"
 
 
+def _modules_dir() -> str:
+    """Debian's multiarch module directory (x86_64-linux-gnu, aarch64-linux-gnu, ...)."""
+    found = [*sorted(Path("/usr/lib").glob("*/kamailio/modules")), Path("/usr/lib/kamailio/modules")]
+    return f"{next((d for d in found if (d / 'tm.so').exists()), found[0])}/"
+
+
 class Kamailio:
     """One proxy instance: `port` (UDP and TCP), `logs()`, `stop()`, `start()` again."""
 
@@ -39,7 +45,7 @@ class Kamailio:
         self.config = workdir / "kamailio.cfg"
         text = CONFIG.read_text()
         for key, value in (("PORT", self.port), ("DAEMON_PORT", daemon_port),
-                           ("DAEMON_TRANSPORT", daemon_transport)):
+                           ("DAEMON_TRANSPORT", daemon_transport), ("MODULES", _modules_dir())):
             text = text.replace(f"@@{key}@@", str(value))
         self.config.write_text(text)
         self.proc: subprocess.Popen[str] | None = None

@@ -103,7 +103,8 @@ def test_calls_through_a_record_routing_proxy_hung_up_from_either_side(
         logs = proxy.logs()
         assert "without a Route to us" not in logs  # nothing bypassed the proxy
         # Both ACKs and the caller's BYE came through the proxy, as did the daemon's BYE.
-        assert logs.count("request ACK from") == 2 and logs.count("request BYE from") == 2
+        # (At least: a slow answer may draw a retransmission.)
+        assert logs.count("request ACK from") >= 2 and logs.count("request BYE from") >= 2
         # The 200s the caller got carry the proxy's Record-Route: two values (r2=on) where the
         # transport changes at the proxy, one otherwise.
         oks = [m for t in traces for m in t.read_text().split("\n\n----")
