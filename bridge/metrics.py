@@ -24,11 +24,29 @@ SIP_DROPPED = Counter(
     "voice_bridge_sip_dropped_total", "SIP datagrams/messages dropped, by reason", ["reason"],
     registry=REGISTRY,
 )
+SIP_SEND_FAILURES = Counter(
+    "voice_bridge_sip_send_failures_total",
+    "SIP messages of ours that could not be sent (e.g. no TCP connection to the next hop), by method",
+    ["method", "transport"], registry=REGISTRY,
+)
 REGISTRATION_STATE = Gauge(
     "voice_bridge_registration_registered", "1 when registered to the SIP registrar", registry=REGISTRY
 )
 RTP_PACKETS = Counter(
     "voice_bridge_rtp_packets_total", "RTP packets, by direction (in/out)", ["direction"], registry=REGISTRY
+)
+RTP_REJECTED = Counter(
+    "voice_bridge_rtp_rejected_total",
+    "RTP packets refused, by reason (foreign-source: not the caller's latched/SDP address)",
+    ["reason"], registry=REGISTRY,
+)
+DTMF_EVENTS = Counter(
+    "voice_bridge_dtmf_events_total", "DTMF digits, by direction (in/out) and method (rfc4733, sip-info)",
+    ["direction", "method"], registry=REGISTRY,
+)
+DTMF_PER_CALL = Histogram(
+    "voice_bridge_dtmf_digits_per_call", "DTMF digits received per call, observed when the call ends",
+    buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128), registry=REGISTRY,
 )
 RTP_LOST = Counter("voice_bridge_rtp_lost_total", "RTP packets lost on receive", registry=REGISTRY)
 

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(sip-tester espeak-ng sox tcpdump systemd python3-venv)
+# kamailio, baresip-core: real SIP peers in the tests (a record-routing proxy, a softphone)
+DEB_PACKAGES=(sip-tester espeak-ng sox tcpdump systemd python3-venv kamailio baresip-core)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

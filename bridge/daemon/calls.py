@@ -17,7 +17,7 @@ from bridge.daemon.agents import AgentRunner
 from bridge.endreason import EndReason, end_reason
 from bridge.media.ports import PortAllocator
 from bridge.media.rtp_leg import RtpLeg
-from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL
+from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL, DTMF_PER_CALL
 from bridge.privacy import mask_phone_numbers
 from bridge.settings import Settings
 from bridge.sip.call import SipCall
@@ -83,8 +83,12 @@ class DaemonCallApp:
         # The XML server hex-encodes header values Plivo would refuse (ZZ+hex): decode them here,
         # once, so the agent sees the caller's number and Plivo's CallUUID as they were.
         info.plivo_headers = {k: decode_value(v) for k, v in info.plivo_headers.items()}
-        refusal = self.admission.refusal()
-        return (503, f"Service Unavailable ({refusal})") if refusal else None
+        why = self.unavailable()
+        return None if why is None else (503, f"Service Unavailable ({why})")
+
+    def unavailable(self) -> str | None:
+        # Also asked by OPTIONS, so a dispatcher stops sending calls here while draining/full.
+        return self.admission.refusal() or None
 
     async def prepare(self, call: SipCall) -> tuple[str, int]:
         # The slot is taken here, not in admit(): an INVITE refused later (488, 415) never
@@ -92,7 +96,10 @@ class DaemonCallApp:
         if not self.admission.take():
             raise RuntimeError(f"no capacity ({self.admission.refusal()})")
         try:
-            leg = await RtpLeg.open(call.info.call_id, self._bind_host, self._ports, self._settings.media)
+            leg = await RtpLeg.open(
+                call.info.call_id, self._bind_host, self._ports, self._settings.media,
+                signalling_ip=call.info.source[0] if call.info.source else None,
+            )
         except BaseException:
             self.admission.release()
             raise
@@ -151,8 +158,12 @@ class DaemonCallApp:
                 "codec": stats.get("codec"),
                 "packets_in": stats.get("packets_in"),
                 "packets_out": stats.get("packets_out"),
+                "rtp_rejected": stats.get("foreign"),
+                "dtmf_in": stats.get("dtmf_in"),
+                "dtmf_out": stats.get("dtmf_out"),
             },
         )
+        DTMF_PER_CALL.observe(stats.get("dtmf_in") or 0)
         asyncio.get_running_loop().create_task(self._teardown(rec), name=f"teardown-{call.info.call_id}")
 
     # -- internals ---------------------------------------------------------------------------

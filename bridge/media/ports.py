@@ -2,13 +2,17 @@
 
 The allocator hands out sockets already bound, so "in use" is decided by the kernel (another
 process holding a port is skipped) and there is no window between choosing and binding.
-Ports are taken round-robin so a port just released is not reused at once: stray packets of
-the previous call then cannot land in the next one.
+Ports are picked at random (a third party cannot guess the next call's port and spray it
+before the caller's first packet), and the last few released are not reused while others are
+free: stray packets of the previous call then cannot land in the next one.
 """
 
 from __future__ import annotations
 
+import secrets
 import socket
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -48,8 +52,9 @@ class PortAllocator:
         if first + 1 > hi:
             raise ValueError(f"RTP port range {lo}-{hi} holds no even/odd pair")
         self._ports = list(range(first, hi, 2))
-        self._next = 0
         self._used: set[int] = set()
+        self._recent: deque[int] = deque(maxlen=max(1, min(64, len(self._ports) // 2)))
+        self._rng = secrets.SystemRandom()
 
     @property
     def capacity(self) -> int:
@@ -60,12 +65,8 @@ class PortAllocator:
         return len(self._used)
 
     def allocate(self, host: str) -> PortPair:
-        """Bind the next free pair on ``host``; raises PortsExhausted when none is left."""
-        count = len(self._ports)
-        for step in range(count):
-            port = self._ports[(self._next + step) % count]
-            if port in self._used:
-                continue
+        """Bind a random free pair on ``host``; raises PortsExhausted when none is left."""
+        for port in self._candidates():
             try:
                 rtp = _bind_udp(host, port)
             except OSError:
@@ -76,10 +77,25 @@ class PortAllocator:
                 rtp.close()
                 continue
             self._used.add(port)
-            self._next = (self._next + step + 1) % count
             return PortPair(port, rtp, rtcp)
         raise PortsExhausted(f"no free RTP port pair in {self._ports[0]}-{self._ports[-1] + 1}")
 
+    def _candidates(self) -> Iterator[int]:
+        """Free ports in random order: a few random picks (the common case: a mostly idle
+        range, no full shuffle per call), then a scan from a random offset, ports released
+        lately last."""
+        count, used, recent = len(self._ports), self._used, set(self._recent)
+        for _ in range(min(count, 16)):
+            port = self._ports[self._rng.randrange(count)]
+            if port not in used and port not in recent:
+                yield port
+        start = self._rng.randrange(count)
+        ring = [self._ports[(start + i) % count] for i in range(count)]
+        yield from (p for p in ring if p not in used and p not in recent)
+        yield from (p for p in ring if p not in used and p in recent)
+
     def release(self, port: int) -> None:
         """Give a pair back (idempotent; the sockets must already be closed)."""
-        self._used.discard(port)
+        if port in self._used:
+            self._used.discard(port)
+            self._recent.append(port)

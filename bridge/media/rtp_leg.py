@@ -33,19 +33,20 @@ from bridge.media.recording import CallRecorder, recording_path
 from bridge.media.rtcp import ReportBuilder
 from bridge.media.rtp_packet import RtpParseError, build_rtp, is_rtcp, parse_rtp
 from bridge.media.rx_stats import ReceiveStats
-from bridge.metrics import RTP_LOST, RTP_PACKETS
+from bridge.metrics import DTMF_EVENTS, RTP_LOST, RTP_PACKETS, RTP_REJECTED
 from bridge.settings.media import MediaSettings
 
 log = logging.getLogger(__name__)
 
 _RTP_IN = RTP_PACKETS.labels("in")
 _RTP_OUT = RTP_PACKETS.labels("out")
+_RTP_FOREIGN = RTP_REJECTED.labels("foreign-source")
+_DTMF_OUT = DTMF_EVENTS.labels("out", "rfc4733")
 _SILENCE = bytes(FRAME_BYTES)
 _HOUSEKEEPING_TICKS = 50  # once a second
 _RTCP_TICKS = 250  # every 5 s
 _MAX_RTCP_PER_SECOND = 32
 _SEQ_TS_SSRC = struct.Struct("!HII")
-_LATCH_QUIET_S = 0.5  # another source is followed only after the current one fell silent this long
 _NO_ADDRESS = ("0.0.0.0", "::", "")
 
 HangupCallback = Callable[[str], Awaitable[None]]
@@ -67,6 +68,7 @@ class RtpLeg:
         ports: PortAllocator,
         settings: MediaSettings,
         loop: asyncio.AbstractEventLoop,
+        signalling_ip: str | None = None,
     ) -> None:
         self.call_id = call_id
         self.local_port = pair.port
@@ -109,6 +111,8 @@ class RtpLeg:
         self._rx_flowing = False  # caller audio seen since start/resume: keep the frame cadence
         self._last_rx = 0.0
         self._source: tuple[str, int] | None = None  # where the caller's packets come from
+        self._signalling_ip = signalling_ip  # the INVITE's source: a NATed caller's public IP
+        self._latch_until = 0.0  # symmetric RTP may latch onto a new source until then
         # lifecycle
         self._started = False
         self._ticking = False
@@ -118,17 +122,20 @@ class RtpLeg:
         self._tick_no = random.randrange(_RTCP_TICKS)  # spreads housekeeping over the ticks
         # counters (stats()); the Prometheus ones are flushed once a second
         self._n: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
-        self._flushed = {"in": 0, "out": 0, "lost": 0}
+        self._flushed = {"in": 0, "out": 0, "lost": 0, "foreign": 0}
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
     async def open(
-        cls, call_id: str, bind_host: str, ports: PortAllocator, settings: MediaSettings
+        cls, call_id: str, bind_host: str, ports: PortAllocator, settings: MediaSettings,
+        signalling_ip: str | None = None,
     ) -> RtpLeg:
         """Bind a port pair from ``ports`` on ``bind_host``. Raises PortsExhausted when none is
         free. Packets that arrive before ``start`` wait in the socket (the caller's first
-        words after our 200 OK are not lost)."""
-        return cls(call_id, ports.allocate(bind_host), ports, settings, asyncio.get_running_loop())
+        words after our 200 OK are not lost). ``signalling_ip``: where the call's SIP came
+        from, the other address a NATed caller's RTP may come from."""
+        return cls(call_id, ports.allocate(bind_host), ports, settings, asyncio.get_running_loop(),
+                   signalling_ip)
 
     # -- control from the daemon -----------------------------------------------------------
     def start(self, media: MediaParams) -> None:
@@ -166,10 +173,11 @@ class RtpLeg:
         remote: tuple[str, int] | None = (media.remote_host, media.remote_port)
         if media.remote_host in _NO_ADDRESS or media.remote_port == 0:
             remote = None  # RFC 2543 style hold: nowhere to send
-        if remote != self._sdp_remote:
+        if remote != self._sdp_remote or old is None:
             self._sdp_remote = self._remote = remote
             self._remote_rtcp = (remote[0], remote[1] + 1) if remote else None
-            self._source = None  # a new remote: latch afresh
+            self._source = None  # a new remote (answer or re-INVITE): latch afresh, briefly
+            self._latch_until = self._loop.time() + self._settings.rtp_latch_window_s
         self._tx_on = media.direction in ("sendrecv", "sendonly")
         rx_on = media.direction in ("sendrecv", "recvonly")
         if rx_on != self._rx_on or old is None:
@@ -194,8 +202,7 @@ class RtpLeg:
         if len(digit) != 1:
             log.warning("SIP INFO DTMF ignored: expected one digit", extra={"call_id": self.call_id})
             return
-        self._n["dtmf_in"] += 1
-        self._channel.put(DtmfDigit(digit, max(0, int(duration_ms)), self._loop.time()))
+        self._dtmf_in(digit, max(0, int(duration_ms)), self._loop.time(), "sip-info")
 
     # -- AudioLeg --------------------------------------------------------------------------
     def events(self) -> AsyncIterator[LegEvent]:
@@ -351,6 +358,9 @@ class RtpLeg:
         if n["packets_out"] > done["out"]:
             _RTP_OUT.inc(n["packets_out"] - done["out"])
             done["out"] = n["packets_out"]
+        if n["foreign"] > done["foreign"]:
+            _RTP_FOREIGN.inc(n["foreign"] - done["foreign"])
+            done["foreign"] = n["foreign"]
         lost = self._rx.lost
         if lost > done["lost"]:
             RTP_LOST.inc(lost - done["lost"])
@@ -409,7 +419,6 @@ class RtpLeg:
             n["ignored"] += 1  # comfort noise, unknown payloads
             return
         if addr != self._source and not self._accept_source(addr, now):
-            n["foreign"] += 1
             return
         self._last_rx = now
         n["packets_in"] += 1
@@ -420,27 +429,57 @@ class RtpLeg:
             self._playout.reset()
         if is_dtmf:
             for digit, duration_ms in self._dtmf_rx.on_packet(ssrc, ts, payload, now):
-                n["dtmf_in"] += 1
-                self._channel.put(DtmfDigit(digit, duration_ms, now))
+                self._dtmf_in(digit, duration_ms, now, "rfc4733")
         elif self._rx_on and decode is not None:
             self._playout.put(ts, decode(payload))
             self._rx_flowing = True
 
+    def _dtmf_in(self, digit: str, duration_ms: int, now: float, method: str) -> None:
+        """Every digit the caller sends is counted (per call in stats(), in total in
+        voice_bridge_dtmf_events_total) and logged, the digit itself masked: DTMF carries PINs
+        and card numbers."""
+        self._n["dtmf_in"] += 1
+        DTMF_EVENTS.labels("in", method).inc()
+        log.info("DTMF received", extra={"call_id": self.call_id, "dtmf_method": method, "digit": "x",
+                                         "duration_ms": duration_ms, "dtmf_count": self._n["dtmf_in"]})
+        self._channel.put(DtmfDigit(digit, duration_ms, now))
+
     def _accept_source(self, addr: tuple[str, int], now: float) -> bool:
-        """Symmetric RTP: latch onto the first source, follow a new one only after the
-        current one went quiet (so stray or injected packets cannot steal the stream)."""
-        if self._source is not None and now - self._last_rx < _LATCH_QUIET_S:
+        """Whose packets are the caller's (a packet from anyone else is counted and dropped).
+
+        The address the SDP names always is. Behind NAT (symmetric_rtp) the caller's packets
+        come from elsewhere: the first source within the latch window whose IP is the SDP's
+        or the signalling source's is taken, once. After that nothing re-latches until a
+        re-INVITE names a new address: a third party spraying packets at our port, at call
+        start or later, never gets the call's audio."""
+        sdp = self._sdp_remote
+        if addr == sdp:
+            self._latch(addr, "the SDP address")
+            return True
+        if self._source is not None or not self._settings.symmetric_rtp or now > self._latch_until:
+            self._reject(addr)
             return False
-        self._source = addr
-        if self._settings.symmetric_rtp and addr != self._remote:
-            self._n["latches"] += 1
-            log.info(
-                "RTP latched to the caller's source",
-                extra={"call_id": self.call_id, "rtp_from": f"{addr[0]}:{addr[1]}"},
-            )
-            self._remote = addr
-            self._remote_rtcp = (addr[0], addr[1] + 1)
+        if addr[0] not in ((sdp[0] if sdp else None), self._signalling_ip):
+            self._reject(addr)
+            return False
+        self._latch(addr, "the caller's NAT source")
         return True
+
+    def _latch(self, addr: tuple[str, int], why: str) -> None:
+        self._source = addr
+        if addr == self._remote:
+            return
+        self._n["latches"] += 1
+        log.info("RTP latched to %s", why,
+                 extra={"call_id": self.call_id, "rtp_from": f"{addr[0]}:{addr[1]}"})
+        self._remote = addr
+        self._remote_rtcp = (addr[0], addr[1] + 1)
+
+    def _reject(self, addr: tuple[str, int]) -> None:
+        if self._n["foreign"] == 0:  # one line per call; the rest is counted
+            log.warning("RTP from an unexpected source refused",
+                        extra={"call_id": self.call_id, "rtp_from": f"{addr[0]}:{addr[1]}"})
+        self._n["foreign"] += 1
 
     def _send_tick(self, now: float) -> bytes | None:
         """Send this tick's frame (DTMF first, then agent audio); returns the agent PCM."""
@@ -462,6 +501,7 @@ class RtpLeg:
                     self._send(self._dtmf_pt, event_ts, payload, marker)
                 if step.packets[0][1]:
                     self._n["dtmf_out"] += 1
+                    _DTMF_OUT.inc()
             pcm = step.tone
             if step.busy and pcm is None:
                 self._talking = False
@@ -492,11 +532,11 @@ class RtpLeg:
 
     def _housekeeping(self, now: float) -> None:
         for digit, duration_ms in self._dtmf_rx.expire(now):
-            self._n["dtmf_in"] += 1
-            self._channel.put(DtmfDigit(digit, duration_ms, now))
+            self._dtmf_in(digit, duration_ms, now, "rfc4733")
         for _data, addr in udp.drain(self._pair.rtcp, _MAX_RTCP_PER_SECOND):
             self._n["rtcp_in"] += 1
-            if self._settings.symmetric_rtp:
+            # RTCP follows the caller's RTP host only: anyone else's reports cannot redirect ours.
+            if self._settings.symmetric_rtp and self._source is not None and addr[0] == self._source[0]:
                 self._remote_rtcp = addr
         self._flush_metrics()
         if self._tick_no % _RTCP_TICKS == 0 and self._remote_rtcp is not None:

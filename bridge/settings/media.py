@@ -17,8 +17,13 @@ class MediaSettings(Section):
     rtp_timeout_s: float = Field(30.0, gt=0)
     # Save each call's audio as a stereo WAV here (left caller, right agent); empty = none.
     recordings_dir: str = ""
-    # Send to where the caller's RTP really comes from (NAT), not only to the SDP address.
+    # Send to where the caller's RTP really comes from (NAT), not only to the SDP address:
+    # the first source from the SDP's IP (or the SIP signalling source's IP) within
+    # rtp_latch_window_s of the answer is followed, once; later sources are refused until a
+    # re-INVITE names a new address. Off: only the exact SDP address is accepted.
     symmetric_rtp: bool = True
+    # How long after the answer (or a re-INVITE) symmetric RTP may latch onto a NAT source.
+    rtp_latch_window_s: float = Field(5.0, gt=0, le=60)
     # Send G.711 silence while the agent is quiet (for SBCs that time out one-way RTP);
     # off = packets pause between utterances (timestamps keep running, marker bit on resume).
     send_silence: bool = False

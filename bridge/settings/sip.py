@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from bridge.settings.base import Section
 
 Codec = Literal["PCMU", "PCMA"]
+DigestAlgorithm = Literal["MD5", "SHA-256"]
 
 
 class RegistrationSettings(Section):
@@ -33,13 +34,26 @@ class TrustSettings(Section):
     # VOICE_BRIDGE_SIP_INBOUND_PASSWORD. Empty user = untrusted sources get 403.
     inbound_user: str = ""
     realm: str = "voice-bridge"
-    # Per-source flood limit (token bucket) on requests that are not in an existing dialog.
+    # Digest algorithms offered in the 401, in this order (one WWW-Authenticate each); only
+    # these are accepted. Default MD5 alone: Plivo and common PBXs/phones answer MD5, and some
+    # UAs (baresip 1.0) give up on a 401 that offers SHA-256 at all, even after MD5.
+    # ["SHA-256", "MD5"] offers both, the stronger first (RFC 8760), for UAs that cope.
+    digest_algorithms: list[DigestAlgorithm] = Field(["MD5"], min_length=1)
+    # Per-source flood limit (token bucket) on every request from an untrusted source that is
+    # not in one of our dialogs (INVITE, OPTIONS, REGISTER, MESSAGE, BYE, ...).
     rate_per_source: float = Field(10.0, gt=0, description="new requests per second per source IP")
     burst_per_source: int = Field(20, ge=1)
     # Failed digest attempts before a source is locked out (Plivo: 10 in 60 s -> 60 s).
     auth_fail_limit: int = Field(10, ge=1)
     auth_fail_window_s: float = Field(60.0, gt=0)
     lockout_s: float = Field(60.0, gt=0)
+
+    @field_validator("digest_algorithms")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each algorithm at most once")
+        return value
 
     @field_validator("trusted_cidrs")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import time
 from dataclasses import dataclass
 
@@ -10,6 +12,7 @@ from aiosipua import parse_sdp
 from bridge.callmodel import Direction, MediaParams
 
 STATIC_PT = {"PCMU": 0, "PCMA": 8}
+_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # SDP text allows none (RFC 4566 §9)
 _FLIP: dict[str, Direction] = {
     "sendrecv": "sendrecv",
     "sendonly": "recvonly",
@@ -33,10 +36,17 @@ class Offer:
 
 
 def parse_offer(body: bytes) -> Offer:
+    """The audio stream of an SDP offer (or answer). Refused (SdpError) besides the obvious:
+    control characters, a media port outside 0-65535 (RFC 4566 §5.14; 0 = stream declined),
+    a c= address that is no IP address of its type, RTP payload types outside 0-127."""
+    if _CTL.search(body):
+        raise SdpError("control character in the SDP")
     try:
         sdp = parse_sdp(body.decode("utf-8"))
     except (ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
         raise SdpError(f"unparseable SDP: {exc}") from exc
+    if any(not 0 <= m.port <= 65535 for m in sdp.media):
+        raise SdpError("media port out of range")
     audio = next((m for m in sdp.media if m.media == "audio" and m.port != 0), None)
     if audio is None:
         raise SdpError("no active audio stream in the SDP")
@@ -45,12 +55,13 @@ def parse_offer(body: bytes) -> Offer:
     conn = audio.connection or sdp.connection
     if conn is None or not conn.address:
         raise SdpError("no c= line")
+    _check_address(conn.net_type, conn.addr_type, conn.address)
     codecs: dict[str, int] = {}
     dtmf_pt: int | None = None
     rtpmap = {c.payload_type: c for c in audio.codecs}
     for fmt in audio.formats:
-        if not fmt.isdigit():
-            continue
+        if not fmt.isdigit() or int(fmt) > 127:
+            raise SdpError(f"bad RTP payload type {fmt[:10]!r}")
         pt = int(fmt)
         c = rtpmap.get(pt)
         name = (c.encoding_name.upper() if c else {0: "PCMU", 8: "PCMA"}.get(pt, "")) or ""
@@ -72,6 +83,18 @@ def parse_offer(body: bytes) -> Offer:
         if value and value.strip().isdigit():
             ptime = int(value)
     return Offer(host, audio.port, codecs, dtmf_pt, direction, ptime)  # type: ignore[arg-type]
+
+
+def _check_address(net_type: str, addr_type: str, address: str) -> None:
+    """c=IN IP4 <IPv4> or c=IN IP6 <IPv6>: we send RTP to literal addresses only (a host
+    name would need a DNS lookup on the media path)."""
+    host = address.split("/", 1)[0]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise SdpError(f"c= address {host[:40]!r} is not an IP address") from None
+    if net_type.upper() != "IN" or addr_type.upper() != f"IP{ip.version}":
+        raise SdpError(f"c= {net_type[:8]} {addr_type[:8]} does not match {host[:40]!r}")
 
 
 def negotiate(offer: Offer, preference: list[str]) -> MediaParams:

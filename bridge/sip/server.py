@@ -19,7 +19,7 @@ from aiosipua import SipRequest, SipResponse
 from aiosipua.headers import parse_uri, stringify_uri
 
 from bridge.callmodel import CallInfo
-from bridge.metrics import SIP_DROPPED, SIP_REQUESTS, SIP_RESPONSES
+from bridge.metrics import SIP_DROPPED, SIP_REQUESTS, SIP_RESPONSES, SIP_SEND_FAILURES
 from bridge.privacy import mask_phone_numbers
 from bridge.settings import Secrets
 from bridge.settings.sip import SipSettings
@@ -205,22 +205,24 @@ class SipServer:
         if existing is not None:
             self.tx.resend_last(existing)  # a retransmission: same answer, never a second call
             return
+        to_tag = tag_of(req.get_header("to"))
+        # Every request from an untrusted source counts against its flood limit (REGISTER,
+        # MESSAGE, SUBSCRIBE, BYE to made-up dialogs... not only INVITE), except requests in
+        # a dialog we have: a flood must not get an answer per request (amplification).
+        ongoing = bool(to_tag) and (req.call_id or "", to_tag or "") in self._calls
+        verdict = "ok" if ongoing else self.trust.rate(peer.addr[0])
+        if verdict == "drop":
+            SIP_DROPPED.labels("rate-limit").inc()
+            return
         dest = response_destination(req, peer.addr) if peer.transport == "udp" else peer.addr
         tx = self.tx.new_server(key, method, peer, dest)
-        to_tag = tag_of(req.get_header("to"))
+        if verdict == "reject":
+            self._respond(tx, req, 503, headers={"Retry-After": str(self._s.retry_after_s)})
+            return
         if to_tag:
             if not self._refuse_extensions(tx, req):
                 self._in_dialog(req, peer, tx, to_tag)
             return
-        ip = peer.addr[0]
-        if method in ("INVITE", "OPTIONS", "CANCEL"):
-            verdict = self.trust.rate(ip)
-            if verdict == "drop":
-                SIP_DROPPED.labels("rate-limit").inc()
-                return
-            if verdict == "reject":
-                self._respond(tx, req, 503, headers={"Retry-After": str(self._s.retry_after_s)})
-                return
         if self._refuse_extensions(tx, req):
             return
         if method == "INVITE":
@@ -229,7 +231,7 @@ class SipServer:
                 return
             self._on_invite(req, peer, tx)
         elif method == "OPTIONS":
-            self._respond(tx, req, 200, headers=self._capabilities(peer))
+            self._on_options(req, peer, tx)
         elif method == "CANCEL":
             self._on_cancel(req, tx)
         elif method in ("BYE", "INFO", "UPDATE", "NOTIFY", "PRACK"):
@@ -256,6 +258,18 @@ class SipServer:
         never get here, the transaction layer absorbed them."""
         call_id, from_tag = req.call_id or "", tag_of(req.get_header("from")) or ""
         return any(c.info.call_id == call_id and c.remote_tag == from_tag for c in self._calls.values())
+
+    def _on_options(self, req: SipRequest, peer: Peer, tx: ServerTx) -> None:
+        """200 with our capabilities, or 503 + Retry-After while we would refuse an INVITE
+        (draining, at capacity): dispatchers (Kamailio's ds_ping) probe with OPTIONS and stop
+        routing new calls to a node that answers 503 (RFC 3261 §11.2: the answer to OPTIONS is
+        the one an INVITE would get)."""
+        why = "draining" if self._draining else self._app.unavailable()
+        if why is None:
+            self._respond(tx, req, 200, headers=self._capabilities(peer))
+            return
+        log.debug("OPTIONS answered 503: %s", why, extra={"peer": peer.addr[0]})
+        self._respond(tx, req, 503, headers={"Retry-After": str(self._s.retry_after_s)})
 
     def _capabilities(self, peer: Peer) -> dict[str, str]:
         return {"Allow": ALLOW, "Accept": "application/sdp, application/dtmf-relay, application/dtmf",
@@ -301,8 +315,9 @@ class SipServer:
                 log.info("INVITE from an untrusted source refused", extra={"peer": ip})
                 self._respond(tx, req, 403)
                 return
-            if not self.trust.verify(ip, "INVITE", req.get_header("authorization")):
-                self._challenge(tx, req)
+            auth = self.trust.verify(ip, "INVITE", req.get_header("authorization"))
+            if not auth:
+                self._challenge(tx, req, stale=auth.stale)
                 return
         from_addr, to_addr = req.from_addr, req.to_addr
         assert from_addr is not None and to_addr is not None  # checked by parse_message
@@ -351,11 +366,11 @@ class SipServer:
         self._respond(tx, req, 100)
         self._spawn(self._answer(call, req, tx, media), f"answer-{info.call_id}")
 
-    def _challenge(self, tx: ServerTx, req: SipRequest) -> None:
+    def _challenge(self, tx: ServerTx, req: SipRequest, *, stale: bool = False) -> None:
         to_tag = str(tx.data.setdefault("to_tag", new_tag()))
         resp = build_response(req, 401, "Unauthorized", to_tag=to_tag, source=tx.peer.addr,
                               headers={"User-Agent": self._s.user_agent})
-        for value in self.trust.challenges():
+        for value in self.trust.challenges(tx.peer.addr[0], stale=stale):
             resp.add_header("WWW-Authenticate", value)
         self.tx.respond(tx, resp)
         SIP_RESPONSES.labels("INVITE", "401").inc()
@@ -492,6 +507,9 @@ class SipServer:
         if call is None or call.state == "ended":
             self._respond(tx, req, 481)
             return
+        if peer.transport == "tcp" and call.peer.transport == "tcp" and not (
+                call.peer.conn is not None and call.peer.conn.is_open):
+            call.peer = peer  # the proxy reconnected: our requests follow its new connection
         seq = cseq_of(req)[0]
         if method != "CANCEL":
             if seq <= call.remote_cseq and method != "PRACK":
@@ -619,17 +637,36 @@ class SipServer:
         req.set_header("User-Agent", self._s.user_agent)
         for name, value in (headers or {}).items():
             req.set_header(name, value)
-        dest = await self._destination(call)
+        try:
+            dest = await self._destination(call)
+        except (OSError, TimeoutError) as exc:
+            SIP_SEND_FAILURES.labels(method, call.peer.transport).inc()
+            log.warning("SIP %s not sent: no way to the next hop (%s)", method, exc,
+                        extra={"call_id": call.info.call_id})
+            raise OSError(f"{method} not sent: {exc}") from exc
         return await self.tx.request(bytes(req), branch, method, call.peer, dest)
 
-    async def _destination(self, call: SipCall) -> tuple[str, int]:
-        if call.peer.transport == "tcp":
-            return call.peer.addr
+    def _next_hop(self, call: SipCall) -> tuple[str, int]:
+        """The first Route (the proxy nearest us), else the remote target (§12.2.1.1)."""
         target = call.remote_target
         if call.route_set:
             target = call.route_set[0].strip().lstrip("<").split(">", 1)[0]
         uri = parse_uri(target)
-        return await resolve(uri.host, uri.port or 5060)
+        return uri.host.strip("[]"), uri.port or 5060
+
+    async def _destination(self, call: SipCall) -> tuple[str, int]:
+        """Where our in-dialog request goes. Over TCP: the connection the dialog came on while
+        it is open; once it is gone (the proxy restarted or closed it), a new connection to
+        the next hop, which later requests of the call then use too (RFC 3261 §18.1.1)."""
+        host, port = self._next_hop(call)
+        if call.peer.transport == "tcp":
+            if call.peer.conn is not None and call.peer.conn.is_open:
+                return call.peer.addr
+            addr = await resolve(host, port)
+            conn = await self._transport.connect(addr)
+            call.peer = Peer("tcp", conn.addr, conn)
+            return conn.addr
+        return await resolve(host, port)
 
 
 def _without_tag(value: str) -> str:

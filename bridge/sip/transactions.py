@@ -17,7 +17,7 @@ from aiosipua import SipResponse
 from bridge.sip.transport import Peer
 
 T2_S = 4.0
-Send = Callable[[bytes, Peer, tuple[str, int] | None], None]
+Send = Callable[[bytes, Peer, tuple[str, int] | None], object]
 
 
 @dataclass(slots=True)

@@ -1,8 +1,10 @@
 """SIP over UDP and TCP: datagrams and Content-Length framed streams in, bytes out.
 
-A message is handed up with a `Reply` that knows how to answer it on the right path: the
+A message is handed up with a `Peer` that knows how to answer it on the right path: the
 same TCP connection it came on (aiosipua sends TCP responses to the Via address instead),
-or UDP from our bound socket.
+or UDP from our bound socket. Requests of ours over TCP whose connection is gone (a proxy
+restarted mid-call) get a new connection to the next hop (`connect`), and a message that
+cannot be sent is logged and counted, never lost silently.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bridge.metrics import SIP_DROPPED
+from bridge.metrics import SIP_DROPPED, SIP_SEND_FAILURES
 
 log = logging.getLogger(__name__)
 
 MAX_STREAM_MESSAGE = 65_535
+CONNECT_TIMEOUT_S = 5.0
 _CL = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -66,6 +69,7 @@ class TcpConnection(asyncio.Protocol):
         self._buf = bytearray()
         self.transport: asyncio.Transport | None = None
         self.addr: tuple[str, int] = ("", 0)
+        self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -104,12 +108,32 @@ class TcpConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def send(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+    @property
+    def is_open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing() and not self.closed
+
+    def send(self, data: bytes) -> bool:
+        if not self.is_open:
+            return False
+        assert self.transport is not None
+        self.transport.write(data)
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
         self._on_close(self)
+
+
+def _unsent(data: bytes, peer: Peer) -> None:
+    first = data.split(b"\r\n", 1)[0].decode("utf-8", "replace")
+    if first.startswith("SIP/"):
+        method = "response"
+    else:
+        method = first.split(" ", 1)[0] if first.split(" ", 1)[0].isalpha() else "other"
+    method = method[:12]  # the rest of the line may hold a phone number: never logged
+    SIP_SEND_FAILURES.labels(method, peer.transport).inc()
+    log.warning("SIP %s not sent: the %s connection is gone", method, peer.transport.upper(),
+                extra={"peer": f"{peer.addr[0]}:{peer.addr[1]}"})
 
 
 async def resolve(host: str, port: int) -> tuple[str, int]:
@@ -151,14 +175,32 @@ class SipTransport:
         self._conns.add(conn)
         return conn
 
-    def send(self, data: bytes, peer: Peer, addr: tuple[str, int] | None = None) -> None:
-        """Send on the peer's path: its TCP connection, or UDP to `addr` (default its source)."""
+    async def connect(self, addr: tuple[str, int]) -> TcpConnection:
+        """A TCP connection to `addr` (a next hop): an open one we already have, else a new
+        one, read like an accepted one. Raises OSError (or TimeoutError) when it cannot be
+        opened."""
+        for conn in self._conns:
+            if conn.addr == addr and conn.is_open:
+                return conn
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(self._new_conn, addr[0], addr[1]), CONNECT_TIMEOUT_S)
+        log.info("opened a SIP TCP connection", extra={"peer": f"{addr[0]}:{addr[1]}"})
+        return conn
+
+    def send(self, data: bytes, peer: Peer, addr: tuple[str, int] | None = None) -> bool:
+        """Send on the peer's path: its TCP connection, or UDP to `addr` (default its source).
+        False (logged and counted) when it could not go out: the TCP connection is gone."""
         if peer.transport == "tcp":
-            if peer.conn is not None:
-                peer.conn.send(data)
-            return
+            if peer.conn is not None and peer.conn.send(data):
+                return True
+            _unsent(data, peer)
+            return False
         if self._udp is not None and self._udp.transport is not None:
             self._udp.transport.sendto(data, addr or peer.addr)
+            return True
+        _unsent(data, peer)
+        return False
 
     async def stop(self) -> None:
         if self._udp is not None and self._udp.transport is not None:

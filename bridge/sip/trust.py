@@ -1,12 +1,14 @@
 """Who may call us: trusted networks (Plivo's edge, the registrar, your PBX), digest auth
-for everyone else (RFC 7616, MD5 and SHA-256), a per-source flood limit and a lockout after
-repeated failed authentications."""
+for everyone else (RFC 7616, MD5 and SHA-256 in a configured order; nonces bound to the
+source address, every nonce count accepted once so a captured header cannot be replayed), a
+per-source flood limit and a lockout after repeated failed authentications."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import ipaddress
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,6 +19,17 @@ from bridge.settings.sip import TrustSettings
 
 NONCE_TTL_S = 300.0
 _HASH = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """The outcome of checking an Authorization header; true only when it is accepted."""
+
+    ok: bool
+    stale: bool = False  # right credentials, expired nonce: challenge again with stale=true
+
+    def __bool__(self) -> bool:
+        return self.ok
 
 
 @dataclass(slots=True)
@@ -35,6 +48,7 @@ class TrustPolicy:
         self._buckets: dict[str, _Bucket] = {}
         self._fails: dict[str, list[float]] = {}
         self._locked: dict[str, float] = {}
+        self._seen_nc: dict[str, tuple[int, int]] = {}  # nonce -> (issued, highest nc), oldest first
         self._now = time.monotonic
 
     def trust_host(self, ip: str) -> None:
@@ -89,62 +103,93 @@ class TrustPolicy:
         return True
 
     # -- digest ------------------------------------------------------------------------
-    def challenges(self) -> list[str]:
-        """WWW-Authenticate values, SHA-256 first (RFC 8760), MD5 for older UAs."""
-        nonce = self._nonce()
+    def challenges(self, ip: str, *, stale: bool = False) -> list[str]:
+        """WWW-Authenticate values, one per configured algorithm in the configured order (MD5
+        alone by default: some UAs, baresip 1.0 among them, give up when SHA-256 is offered
+        at all). The nonce is bound to the source address and lives NONCE_TTL_S; stale=true
+        tells a UA whose nonce expired to retry without asking its user (RFC 7616 §3.3)."""
+        nonce = self._nonce(ip)
         base = f'realm="{self._s.realm}", nonce="{nonce}", qop="auth"'
-        return [f"Digest {base}, algorithm=SHA-256", f"Digest {base}, algorithm=MD5"]
+        if stale:
+            base += ", stale=true"
+        return [f"Digest {base}, algorithm={alg}" for alg in self._s.digest_algorithms]
 
-    def _nonce(self, stamp: int | None = None) -> str:
+    def _nonce(self, ip: str, stamp: int | None = None) -> str:
         stamp = int(self._now()) if stamp is None else stamp
-        mac = hmac.new(self._key, str(stamp).encode(), hashlib.sha256).hexdigest()[:24]
+        mac = hmac.new(self._key, f"{stamp}|{ip}".encode(), hashlib.sha256).hexdigest()[:24]
         return f"{stamp:x}.{mac}"
 
-    def _nonce_ok(self, nonce: str) -> bool:
+    def _nonce_stamp(self, ip: str, nonce: str) -> int | None:
+        """The nonce's issue time if we issued it to this source, else None."""
         stamp_hex, _, _ = nonce.partition(".")
         try:
             stamp = int(stamp_hex, 16)
         except ValueError:
-            return False
-        if not hmac.compare_digest(self._nonce(stamp), nonce):
-            return False
-        return self._now() - stamp <= NONCE_TTL_S
+            return None
+        return stamp if hmac.compare_digest(self._nonce(ip, stamp), nonce) else None
 
-    def verify(self, ip: str, method: str, authorization: str | None) -> bool:
-        """Check an Authorization header; failures count towards the lockout."""
+    def verify(self, ip: str, method: str, authorization: str | None) -> AuthResult:
+        """Check an Authorization header; failures (replays included) count towards the
+        lockout. A correct answer to an expired nonce is `stale`, not a failure."""
         if not authorization or not self.can_challenge:
-            return False
-        ok = self._check(method, authorization)
-        if not ok:
+            return AuthResult(False)
+        result = self._check(ip, method, authorization)
+        if not result and not result.stale:
             self._fail(ip)
-        return ok
+        return result
 
-    def _check(self, method: str, authorization: str) -> bool:
+    def _check(self, ip: str, method: str, authorization: str) -> AuthResult:
         try:
             cred = parse_auth(authorization)
         except (ValueError, IndexError, KeyError):
-            return False
+            return AuthResult(False)
         p = cred.params
         if cred.scheme.lower() != "digest" or p.get("username") != self._s.inbound_user:
-            return False
-        if p.get("realm") != self._s.realm or not self._nonce_ok(p.get("nonce", "")):
-            return False
-        hasher = _HASH.get(p.get("algorithm", "MD5").upper())
-        if hasher is None:
-            return False
+            return AuthResult(False)
+        algorithm = p.get("algorithm", "MD5").upper()
+        if p.get("realm") != self._s.realm or algorithm not in self._s.digest_algorithms:
+            return AuthResult(False)
+        nonce = p.get("nonce", "")
+        stamp = self._nonce_stamp(ip, nonce)  # another source's nonce fails here
+        if stamp is None:
+            return AuthResult(False)
+        hasher = _HASH[algorithm]
 
         def h(s: str) -> str:
             return hasher(s.encode()).hexdigest()
 
         ha1 = h(f"{self._s.inbound_user}:{self._s.realm}:{self._password}")
         ha2 = h(f"{method}:{p.get('uri', '')}")
-        if p.get("qop"):
-            if p.get("qop") != "auth":
-                return False
-            expected = h(f"{ha1}:{p['nonce']}:{p.get('nc', '')}:{p.get('cnonce', '')}:auth:{ha2}")
-        else:
-            expected = h(f"{ha1}:{p['nonce']}:{ha2}")
-        return hmac.compare_digest(expected, p.get("response", ""))
+        qop = p.get("qop")
+        if qop:
+            nc_text = p.get("nc", "")
+            if qop != "auth" or not re.fullmatch(r"[0-9a-fA-F]{8}", nc_text):
+                return AuthResult(False)
+            nc = int(nc_text, 16)
+            expected = h(f"{ha1}:{nonce}:{nc_text}:{p.get('cnonce', '')}:auth:{ha2}")
+        else:  # RFC 2069 style: no nonce count, so the nonce itself is single-use
+            nc = 1
+            expected = h(f"{ha1}:{nonce}:{ha2}")
+        if not hmac.compare_digest(expected, p.get("response", "")):
+            return AuthResult(False)
+        if self._now() - stamp > NONCE_TTL_S:
+            return AuthResult(False, stale=True)
+        return AuthResult(self._count(nonce, stamp, nc))
+
+    def _count(self, nonce: str, stamp: int, nc: int) -> bool:
+        """Each nonce count is good once, counting up (RFC 7616 §3.4.5): a captured header
+        replayed (same nc) or rewound is refused."""
+        cutoff = self._now() - NONCE_TTL_S
+        while self._seen_nc:  # oldest first: forget the nonces that expired
+            oldest = next(iter(self._seen_nc))
+            if self._seen_nc[oldest][0] >= cutoff:
+                break
+            del self._seen_nc[oldest]
+        _, last = self._seen_nc.get(nonce, (stamp, 0))
+        if nc <= last:
+            return False
+        self._seen_nc[nonce] = (stamp, nc)
+        return True
 
     def _fail(self, ip: str) -> None:
         now = self._now()

@@ -7,7 +7,7 @@ import re
 import secrets
 
 from aiosipua import SipRequest, SipResponse
-from aiosipua.headers import Via, parse_via
+from aiosipua.headers import Via, parse_uri, parse_via
 from aiosipua.message import SipMessage, missing_required_headers
 
 MAX_MESSAGE_BYTES = 65_535
@@ -16,6 +16,10 @@ _REQUEST_LINE = re.compile(r"^([A-Za-z]+) (\S+) (SIP/\d+\.\d+)$")
 _STATUS_LINE = re.compile(r"^SIP/2\.0 (\d{3})(?: (.*))?$")
 _CSEQ = re.compile(r"^\s*(\d{1,10})\s+([A-Za-z]+)\s*$")
 MAX_CSEQ = 2**31 - 1
+# Control characters a header section may not hold: TEXT-UTF8 and LWS (RFC 3261 §25.1) allow
+# HTAB and line ends only; a CR must end a line.
+_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
+_TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")  # a header name (RFC 3261 §25.1 token)
 
 
 class BadMessage(ValueError):
@@ -62,11 +66,14 @@ def parse_message(data: bytes, *, stream: bool = False) -> SipRequest | SipRespo
     except (ValueError, IndexError, KeyError) as exc:
         raise BadMessage(f"unparseable: {exc}", 0) from exc
     if isinstance(msg, SipResponse):
+        if _CTL.search(head):
+            raise BadMessage("control character in the header section", 0)
         _check_common(msg, None)
         return msg
     version = first.rsplit(" ", 1)[-1]
     if not msg.get_header("via"):
         raise BadMessage("no Via", 0)  # nowhere to send a response
+    _check_header_lines(head, msg)
     missing = missing_required_headers(msg)
     if missing:
         raise BadMessage(f"missing header(s): {', '.join(missing)}", 400, msg)
@@ -74,6 +81,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> SipRequest | SipRespo
         raise BadMessage(f"version {version} not supported", 505, msg)
     _check_common(msg, msg)
     _check_request_fields(msg)
+    _check_ports(msg)
     cl = msg.get_header("content-length")
     if cl is None and stream:
         raise BadMessage("no Content-Length on a stream transport", 400, msg)
@@ -116,6 +124,42 @@ def _check_request_fields(msg: SipRequest) -> None:
     scheme = msg.uri.split(":", 1)[0].lower() if ":" in msg.uri else ""
     if scheme not in _URI_SCHEMES:
         raise BadMessage(f"Request-URI scheme {scheme[:20]!r} not supported", 416, msg)
+
+
+def _check_header_lines(head: bytes, msg: SipRequest) -> None:
+    """What the lenient parser reads past: a control character anywhere in the header section
+    (a NUL, ESC or bare CR inside a value: RFC 3261 §25.1 allows none), a header line without
+    a colon, a header name that is no token (e.g. with a space in it)."""
+    if _CTL.search(head):
+        raise BadMessage("control character in the header section", 400, msg)
+    for raw in head.split(b"\n")[1:]:
+        line = raw.rstrip(b"\r").decode("utf-8", "replace")
+        if not line or line[0] in " \t":
+            continue  # a folded continuation of the previous header
+        name, colon, _ = line.partition(":")
+        if not colon or not _TOKEN.match(name.rstrip(" \t")):
+            raise BadMessage(f"malformed header line {line[:40]!r}", 400, msg)
+
+
+def _port_ok(port: int | None) -> bool:
+    return port is None or 0 < port <= 65535
+
+
+def _check_ports(msg: SipRequest) -> None:
+    """Ports in the Request-URI, Via and Contact must be 1-65535 (RFC 3261 §25.1 allows any
+    digits): we would answer, or send our requests, to an address that cannot exist."""
+    try:
+        vias = msg.via
+        contacts = msg.contact
+        uri_port = parse_uri(msg.uri).port if msg.uri.lower().startswith(("sip:", "sips:")) else None
+    except (ValueError, IndexError, KeyError) as exc:
+        raise BadMessage(f"unparseable address: {exc}", 400, msg) from exc
+    if not _port_ok(uri_port):
+        raise BadMessage("Request-URI port out of range", 400, msg)
+    if not all(_port_ok(v.port) for v in vias):
+        raise BadMessage("Via port out of range", 400, msg)
+    if not all(_port_ok(c.uri.port) for c in contacts):
+        raise BadMessage("Contact port out of range", 400, msg)
 
 
 def _check_common(msg: SipMessage, request: SipRequest | None) -> None:
@@ -195,7 +239,8 @@ def build_response(
     source: tuple[str, int] | None = None,
 ) -> SipResponse:
     """A response copying Via/From/To/Call-ID/CSeq from the request (RFC 3261 §8.2.6); with
-    `source`, the top Via gets received= and a filled-in rport (RFC 3581)."""
+    `source`, the top Via gets received= and a filled-in rport (RFC 3581). A response that
+    creates a dialog also carries the request's Record-Route values (see _creates_dialog)."""
     resp = SipResponse(status_code=code, reason_phrase=reason)
     for i, value in enumerate(request.get_header_values("via")):
         if i == 0 and source is not None:
@@ -208,12 +253,23 @@ def build_response(
     resp.set_header("To", to)
     resp.set_header("Call-ID", request.get_header("call-id") or "")
     resp.set_header("CSeq", request.get_header("cseq") or "")
+    if _creates_dialog(request, code):
+        for value in request.get_header_values("record-route"):
+            resp.add_header("Record-Route", value)
     for name, value in (headers or {}).items():
         resp.set_header(name, value)
     if body:
         resp.set_header("Content-Type", content_type or "application/sdp")
     resp.body = body
     return resp
+
+
+def _creates_dialog(request: SipRequest, code: int) -> bool:
+    """18x/2xx to an INVITE outside a dialog (no To tag) establishes one: RFC 3261 §12.1.1 says
+    the UAS MUST copy every Record-Route value, in order, so the caller's ACK, BYE and re-INVITE
+    go through the proxies that asked to stay on the path (otherwise they bypass them)."""
+    return (request.method.upper() == "INVITE" and 100 < code < 300
+            and tag_of(request.get_header("to")) is None)
 
 
 def _stamp_via(value: str, source: tuple[str, int]) -> str:
@@ -233,6 +289,6 @@ def response_destination(request: SipRequest, source: tuple[str, int]) -> tuple[
     """Where a UDP response goes (RFC 3261 §18.2.2 with RFC 3581 rport): the source address,
     at the source port when rport was asked for, else at the Via port."""
     via = top_via(request)
-    if "rport" in via.params:
+    if "rport" in via.params or not _port_ok(via.port):  # no such port: the source's instead
         return source
     return source[0], via.port or 5060

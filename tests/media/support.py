@@ -79,11 +79,12 @@ class RawPeer:
         self.ssrc = random.getrandbits(32)
 
     @classmethod
-    async def open(cls) -> RawPeer:
+    async def open(cls, host: str = "127.0.0.1") -> RawPeer:
+        """Bound on ``host`` (any 127.0.0.0/8 address works on Linux: a 'third address')."""
         peer = cls()
         loop = asyncio.get_running_loop()
         peer.transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Proto(peer), local_addr=("127.0.0.1", 0)
+            lambda: _Proto(peer), local_addr=(host, 0)
         )
         return peer
 

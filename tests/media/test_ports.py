@@ -45,17 +45,40 @@ def test_exhaustion_then_reuse_after_release() -> None:
         s.close()
 
 
-def test_round_robin_does_not_reuse_a_just_released_port() -> None:
+def test_a_just_released_port_is_not_reused_while_others_are_free() -> None:
     lo, hi = free_even_range(3)
+    for _ in range(20):  # random picks: try it many times
+        ports = PortAllocator(lo, hi)
+        first = ports.allocate("127.0.0.1")
+        first.rtp.close()
+        first.rtcp.close()
+        ports.release(first.port)
+        second = ports.allocate("127.0.0.1")
+        assert second.port != first.port
+        second.rtp.close()
+        second.rtcp.close()
+
+
+def test_ports_are_not_handed_out_in_a_predictable_order() -> None:
+    """Sequential ports let a third party spray the next call's port before the caller's first
+    packet (issue 10). 20 allocations from 40 pairs come out in ascending order with chance
+    1/20!, and 20 fresh allocators all starting on the same port with chance 40**-19."""
+    lo, hi = free_even_range(40)
     ports = PortAllocator(lo, hi)
-    first = ports.allocate("127.0.0.1")
-    first.rtp.close()
-    first.rtcp.close()
-    ports.release(first.port)
-    second = ports.allocate("127.0.0.1")
-    assert second.port != first.port
-    second.rtp.close()
-    second.rtcp.close()
+    pairs = [ports.allocate("127.0.0.1") for _ in range(20)]
+    order = [p.port for p in pairs]
+    assert order != sorted(order) and len(set(order)) == 20
+    for p in pairs:
+        p.rtp.close()
+        p.rtcp.close()
+        ports.release(p.port)
+    firsts = set()
+    for _ in range(20):
+        pair = PortAllocator(lo, hi).allocate("127.0.0.1")
+        firsts.add(pair.port)
+        pair.rtp.close()
+        pair.rtcp.close()
+    assert len(firsts) > 1
 
 
 def test_a_port_held_by_someone_else_is_skipped() -> None:

@@ -391,3 +391,79 @@ async def test_a_talkspurt_starts_at_once_and_timestamps_stay_on_the_wall_clock(
     for a, b in itertools.pairwise(pk):
         if not b.marker:
             assert (b.timestamp - a.timestamp) % (1 << 32) == 160
+
+
+async def _spray(sprayer: RawPeer, port: int, packets: int) -> None:
+    """A third party's flood: PCMU packets at our port, 1 ms apart (1000 packets/s)."""
+    for _ in range(packets):
+        sprayer.send(port, 0, bytes(160))
+        await asyncio.sleep(0.001)
+
+
+async def test_spray_from_a_third_address_at_call_start_and_mid_call_never_takes_the_audio() -> None:
+    ports = allocator(2)
+    caller = await RawPeer.open()
+    sprayer = await RawPeer.open("127.0.0.2")
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, SETTINGS, signalling_ip="127.0.0.1")
+    await _spray(sprayer, leg.local_port, 50)  # waiting in the socket before the answer
+    leg.start(media(caller.port, "PCMU"))
+    leg.play("u", sine(1.5))
+    await _spray(sprayer, leg.local_port, 100)  # ahead of the caller's first packet
+    await caller.send_audio(leg.local_port, sine(0.3))
+    await asyncio.sleep(0.7)  # the caller pauses (silence suppression): the old latch gave way here
+    await _spray(sprayer, leg.local_port, 100)
+    assert await wait_until(lambda: leg.stats()["foreign"] == 250)  # all read, all refused
+    await leg.close()
+    assert sprayer.packets == []  # not one packet of the agent's audio went to the third party
+    assert len(caller.packets) >= 50
+    stats = leg.stats()
+    assert stats["remote"] == f"127.0.0.1:{caller.port}" and stats["latches"] == 0
+    assert stats["foreign"] == 250 and stats["packets_in"] == 15
+    caller.close()
+    sprayer.close()
+
+
+async def test_nat_latches_once_to_the_signalling_ip_and_never_again_mid_call() -> None:
+    ports = allocator(2)
+    nat = await RawPeer.open("127.0.0.3")  # the caller's public address (its SIP came from here)
+    same_host = await RawPeer.open("127.0.0.3")  # another port on that host, later in the call
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, SETTINGS, signalling_ip="127.0.0.3")
+    leg.start(media(40000, "PCMU", host="127.0.0.4"))  # SDP: a private address we cannot reach
+    leg.play("u", sine(2.0))
+    await nat.send_audio(leg.local_port, sine(0.3))
+    assert await wait_until(lambda: len(nat.packets) >= 5)
+    await asyncio.sleep(0.6)
+    await same_host.send_audio(leg.local_port, sine(0.2))
+    assert await wait_until(lambda: leg.stats()["foreign"] == 10)
+    await leg.close()
+    assert same_host.packets == []
+    stats = leg.stats()
+    assert stats["remote"] == f"127.0.0.3:{nat.port}" and stats["latches"] == 1
+    assert stats["foreign"] == 10
+    nat.close()
+    same_host.close()
+
+
+async def test_no_latch_after_the_window_or_without_symmetric_rtp_but_a_reinvite_reopens_it() -> None:
+    ports = allocator(2)
+    late = await RawPeer.open()
+    settings = MediaSettings(jitter_buffer_ms=40, rtp_latch_window_s=1.0)
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, settings, signalling_ip="127.0.0.1")
+    leg.start(media(40000, "PCMU"))
+    await asyncio.sleep(1.2)  # the window closed before any packet came
+    await late.send_audio(leg.local_port, sine(0.1))
+    assert await wait_until(lambda: leg.stats()["foreign"] == 5)
+    leg.update(media(late.port + 2, "PCMU"))  # a re-INVITE names a new address: latch afresh
+    leg.play("u", sine(1.0))
+    await late.send_audio(leg.local_port, sine(0.1))
+    assert await wait_until(lambda: len(late.packets) >= 3)
+    assert leg.stats()["latches"] == 1 and leg.stats()["packets_in"] == 5
+    await leg.close()
+
+    strict = await RtpLeg.open("s", "127.0.0.1", ports, MediaSettings(symmetric_rtp=False))
+    strict.start(media(40000, "PCMU"))
+    await late.send_audio(strict.local_port, sine(0.1))
+    assert await wait_until(lambda: strict.stats()["foreign"] == 5)
+    assert strict.stats()["packets_in"] == 0
+    await strict.close()
+    late.close()
