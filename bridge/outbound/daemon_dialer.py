@@ -29,8 +29,16 @@ class DaemonApiDialer:
                 self._url, json=body, headers=headers
             ) as resp:
                 data = await resp.json(content_type=None)
+        except aiohttp.ClientConnectorError as exc:
+            # Nothing reached the daemon: safe to retry later.
+            return PlacementResult("unavailable", detail=f"daemon API unreachable at {self._url}: {exc}")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            return PlacementResult("failed", detail=f"daemon API unreachable at {self._url}: {exc}")
+            # The daemon got the request and may be placing the call.
+            return PlacementResult("unavailable", maybe_sent=True,
+                                   detail=f"daemon API failed at {self._url}: {type(exc).__name__}")
+        if resp.status == 503 or (resp.status >= 500 and not isinstance(data, dict)):
+            return PlacementResult("unavailable", maybe_sent=resp.status != 503,
+                                   detail=f"daemon API answered {resp.status}")
         if not isinstance(data, dict):
             return PlacementResult("failed", detail=f"daemon API answered {resp.status}")
         status = str(data.get("status", ""))

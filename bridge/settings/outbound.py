@@ -84,4 +84,18 @@ class OutboundSettings(Section):
     calls_per_second: float = Field(2.0, gt=0)
     max_attempts: int = Field(2, ge=1)
     retry_delay_s: float = Field(600.0, ge=0)
+    # Outcomes retried (after retry_delay_s, up to max_attempts); the others are final.
+    retry_on: list[Literal["busy", "no-answer", "failed", "machine"]] = Field(["busy", "no-answer"])
+    # A person contacted (answered, machine, refused) by any campaign within this many days is
+    # not dialed by another campaign without --force. 0 turns the check off.
+    recontact_window_days: float = Field(30.0, ge=0)
+    # Provider unreachable / 5xx: retried after backoff_s, doubling up to backoff_max_s; after
+    # max_consecutive_failures in a row the campaign pauses itself (nobody is used up).
+    backoff_s: float = Field(2.0, ge=0)
+    backoff_max_s: float = Field(60.0, ge=0)
+    max_consecutive_failures: int = Field(5, ge=1)
+    # Answering machine (plivo-api, machine_detection = "true"): "hangup", or "message" (say
+    # machine_message after the beep, then hang up).
+    on_machine: Literal["hangup", "message"] = "hangup"
+    machine_message: str = ""
     trunk: TrunkSettings = Field(default_factory=TrunkSettings)  # type: ignore[arg-type]

@@ -32,10 +32,10 @@ async def test_forget_erases_consent_campaign_rows_transcripts_and_audit(tmp_pat
         await ob.service.call(BOB, CALLER_ID, "test-dialer")
         csv_path = tmp_path / "list.csv"
         csv_path.write_text(f"number\n{ALICE}\n{BOB}\n")
-        cid, _ = ob.campaigns.load(csv_path, "IN")
+        cid = ob.campaigns.load(csv_path, "IN").name
         transcript = tmp_path / "alice-transcript.txt"
         transcript.write_text("hello")
-        ob.store.conn.execute("UPDATE campaign_row SET transcript=? WHERE row_no=2", (str(transcript),))
+        ob.store.conn.execute("UPDATE campaign_person SET transcript=? WHERE line_no=2", (str(transcript),))
         assert traces(tmp_path / "outbound", ALICE)  # the check can see a number when it is there
 
         report = forget(ob, ALICE)
@@ -45,8 +45,8 @@ async def test_forget_erases_consent_campaign_rows_transcripts_and_audit(tmp_pat
         assert not ob.store.has_consent(ALICE) and ob.store.audit_rows(ALICE) == []
         # others are untouched
         assert ob.store.has_consent(BOB) and len(ob.store.audit_rows(BOB)) == 2
-        rows = {r.row_no: r for r in ob.campaigns.results(cid)}
-        assert rows[2].masked == "[erased]" and rows[2].state == "refused" and rows[3].state == "pending"
+        rows = {r.line_no: r for r in ob.campaigns.results(cid)}
+        assert 2 not in rows and rows[3].state == "queued"
     finally:
         ob.close()
     assert traces(tmp_path / "outbound", ALICE) == []
