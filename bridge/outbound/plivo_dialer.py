@@ -77,6 +77,11 @@ class PlivoApiDialer:
         else:
             self._client = plivo.RestClient(auth_id, auth_token, timeout=timeout_s)
         self.answer_url = answer_url
+        # Plivo posts the hangup to answer_url when no hangup_url is given; our XML server
+        # takes outcomes on /hangup, next to /answer.
+        if not hangup_url and urlsplit(answer_url).path.endswith("/answer"):
+            parts = urlsplit(answer_url)
+            hangup_url = urlunsplit(parts._replace(path=parts.path[: -len("answer")] + "hangup"))
         self.hangup_url = hangup_url
         self.ring_timeout_s = ring_timeout_s
         self.time_limit_s = time_limit_s

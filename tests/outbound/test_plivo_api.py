@@ -51,7 +51,9 @@ async def test_machine_detection_off_by_default(api: FakePlivoApi) -> None:
     await d.place(CAROL, CALLER_ID, "h1")
     d.close()
     body = api.call_creates()[0].body
-    assert "machine_detection" not in body and "hangup_url" not in body
+    assert "machine_detection" not in body
+    # Without outbound.hangup_url the outcomes still reach the XML server's /hangup.
+    assert body["hangup_url"] == "https://vb.example.com/plivo/hangup?vb_call=h1"
 
 
 async def test_api_errors_become_results_not_exceptions(api: FakePlivoApi) -> None:
