@@ -2,35 +2,64 @@
 
 The daemon mounts these routes with ``build_http_app(..., extra_routes=calls_routes(...))``.
 Answers: 202 placed, 403 refused (every blocking rule, next allowed time), 400 bad input,
-401 bad token, 502 the provider refused/failed, 503 no dialer for the requested path.
+401 bad token, 429 too many calls to this number (rule ``rate_limited``) or this source is
+locked out after repeated bad tokens (``locked_out``; Retry-After says for how long), 502 the
+provider refused/failed, 503 no dialer for the requested path.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
+import math
+import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from bridge.outbound.api_limits import ApiLimits, SlidingCounter
+from bridge.outbound.numbers import InvalidNumber, normalise
 from bridge.outbound.service import DialerUnavailable, OutboundService
 from bridge.privacy import mask_number
 
+log = logging.getLogger(__name__)
 _MAX_BODY = 4096
+
+
+def _too_many(rule: str, detail: str, retry_after: float) -> web.Response:
+    wait = max(1, math.ceil(retry_after))
+    return web.json_response(
+        {"error": rule, "refusals": [{"rule": rule, "detail": detail}], "retry_after_s": wait},
+        status=429, headers={"Retry-After": str(wait)},
+    )
 
 
 def calls_routes(
     service: OutboundService, token: str, default_via: str, default_from: str,
-    unavailable: dict[str, str] | None = None,
+    unavailable: dict[str, str] | None = None, limits: ApiLimits | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[web.RouteDef]:
     if not token:
         raise ValueError("POST /calls needs an API token (VOICE_BRIDGE_API_TOKEN)")
     expected = f"Bearer {token}".encode()
     missing = dict(unavailable or {})
+    limits = limits or ApiLimits()
+    bad_tokens = SlidingCounter(limits.bad_tokens, limits.lockout_s, clock)
+    per_number = SlidingCounter(limits.calls_per_number, limits.number_window_s, clock)
+    region = service.gate.settings.default_region
 
     async def create_call(request: web.Request) -> web.Response:
+        source = request.remote or "unknown"
+        locked = bad_tokens.retry_after(source)
+        if locked:  # even a right token waits: the source was guessing
+            return _too_many("locked_out", f"too many bad tokens from this source; locked out for "
+                             f"{limits.lockout_s:.0f} s", locked)
         given = request.headers.get("Authorization", "").encode()
         if not hmac.compare_digest(given, expected):
+            bad_tokens.add(source)
+            log.warning("POST /calls: bad token", extra={"remote": source})
             return web.json_response({"error": "unauthorized"}, status=401)
         if request.content_length is not None and request.content_length > _MAX_BODY:
             return web.json_response({"error": "body too large"}, status=400)
@@ -47,6 +76,16 @@ def calls_routes(
             return web.json_response({"error": "via and from must be strings"}, status=400)
         if via in missing:
             return web.json_response({"error": missing[via]}, status=503)
+        try:
+            key = normalise(body["to"], region)
+        except InvalidNumber:
+            key = ""  # the gate names it (number_invalid); nothing to count
+        if key:
+            wait = per_number.retry_after(key)
+            if wait:
+                return _too_many("rate_limited", f"at most {limits.calls_per_number} calls to one number per "
+                                 f"{limits.number_window_s:.0f} s", wait)
+            per_number.add(key)
         try:
             attempt = await service.call(body["to"], from_number, via)
         except DialerUnavailable as exc:

@@ -67,3 +67,11 @@ def int_to_e164(value: int) -> str:
 def is_e164(value: str) -> bool:
     return bool(re.fullmatch(r"\+[1-9]\d{6,14}", value))
 
+
+
+def region_of(e164: str) -> str:
+    """The ISO region code of a valid E.164 number ("IN"), or "" when it has none (e.g. +800)."""
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(e164)) or ""
+    except phonenumbers.NumberParseException:
+        return ""

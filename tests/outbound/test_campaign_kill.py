@@ -15,7 +15,7 @@ from typing import Any
 
 from bridge.devtools.fake_plivo_api import FakePlivoApi
 
-from .support import CALLER_ID
+from .support import CALLER_ID, TOML_NOT_THE_GATE
 
 PEOPLE = [f"+9198{i:08d}" for i in range(40)]
 RUNS = 20
@@ -31,7 +31,7 @@ level = "WARNING"
 format = "json"
 [compliance]
 registered_caller_ids = ["{CALLER_ID}"]
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+{TOML_NOT_THE_GATE}days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 window_start = "00:00"
 window_end = "24:00"
 [outbound]

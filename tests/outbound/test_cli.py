@@ -10,7 +10,7 @@ import pytest
 from bridge import cli
 from bridge.devtools.fake_plivo_api import FakePlivoApi
 
-from .support import ALICE, BOB, CALLER_ID, CAROL
+from .support import ALICE, BOB, CALLER_ID, CAROL, TOML_NOT_THE_GATE
 
 # Every form of the test numbers that would identify a person.
 PII = [n for e164 in (ALICE, BOB, CAROL) for n in (e164, e164[1:], e164[3:], f"{e164[3:8]} {e164[8:]}")]
@@ -50,7 +50,7 @@ format = "json"
 log_phone_numbers = true
 [compliance]
 registered_caller_ids = ["{CALLER_ID}"]
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+{TOML_NOT_THE_GATE}days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 window_start = "00:00"
 window_end = "24:00"
 [outbound]

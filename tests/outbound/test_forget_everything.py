@@ -17,7 +17,7 @@ from bridge.privacy import mask_number
 from bridge.pseudonym import call_subject, load_key, subject_of
 from bridge.settings import load_settings
 
-from .support import ALICE, BOB, CALLER_ID, FakeClock, RecordingDialer
+from .support import ALICE, BOB, CALLER_ID, TOML_NOT_THE_GATE, FakeClock, RecordingDialer
 
 BRIDGE_NUMBER = "+918035735100"
 
@@ -71,7 +71,7 @@ transcripts_dir = "{data / 'transcripts'}"
 recordings_dir = "{data / 'recordings'}"
 [compliance]
 registered_caller_ids = ["{CALLER_ID}"]
-""")
+{TOML_NOT_THE_GATE}""")
     settings = load_settings(config, environ={})
     src = ("192.0.2.1", 5060)
     # Inbound calls from Alice and Bob straight over SIP, each recorded.

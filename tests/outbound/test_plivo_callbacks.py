@@ -17,7 +17,7 @@ from bridge.outbound.wiring import open_outbound
 from bridge.settings import Settings
 from xml_server import create_app
 
-from .support import ALICE, BOB, CALLER_ID, CAROL, FakeClock
+from .support import ALICE, BOB, CALLER_ID, CAROL, NOT_THE_GATE, FakeClock
 
 TOKEN = "MjQ0NjY1YjIxNDc2ZWI0ZTRkZWJhY2Rm"
 ANSWER = "http://localhost/answer"
@@ -27,7 +27,8 @@ def _settings(tmp_path: Path, **outbound: Any) -> Settings:
     return Settings.model_validate({
         "daemon": {"data_dir": str(tmp_path / "data")},
         # Open all day: the XML server stamps retries with the real time, so the test clock does too.
-        "compliance": {"registered_caller_ids": [CALLER_ID], "window_start": "00:00", "window_end": "24:00",
+        "compliance": {"registered_caller_ids": [CALLER_ID], **NOT_THE_GATE,
+                       "window_start": "00:00", "window_end": "24:00",
                        "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
         "outbound": {"retry_delay_s": 0, "max_attempts": 2, **outbound},
         "plivo": {"stream_require_token": False},
