@@ -385,9 +385,15 @@ class CampaignStore:
 
     def forget(self, e164: str) -> int:
         """Delete the person from every campaign (and the unusable-line records that name them)."""
-        cur = self.conn.execute("DELETE FROM campaign_person WHERE number=?", (e164_to_int(e164),))
-        self.conn.execute("DELETE FROM campaign_line WHERE number=?", (e164_to_int(e164),))
-        return cur.rowcount
+        key = e164_to_int(e164)
+        cur = self.conn.execute("DELETE FROM campaign_person WHERE number=?", (key,))
+        erased = cur.rowcount
+        self.conn.execute("DELETE FROM campaign_line WHERE number=?", (key,))
+        legacy = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='campaign_row'").fetchone()
+        if legacy is not None:  # rows of campaigns from before the per-person model
+            erased += self.conn.execute("DELETE FROM campaign_row WHERE number=?", (key,)).rowcount
+        return erased
 
 
 def _q(values: tuple[str, ...]) -> str:

@@ -64,3 +64,17 @@ def test_opt_out_is_kept_unless_asked(tmp_path: Path) -> None:
         assert removed.optout_removed and not ob.store.is_opted_out(ALICE)
     finally:
         ob.close()
+
+
+def test_rows_of_campaigns_from_before_the_per_person_model_are_erased(tmp_path: Path) -> None:
+    ob = open_outbound(make_settings(tmp_path), clock=FakeClock(), dialers={})
+    try:
+        ob.store.conn.executescript(
+            "CREATE TABLE campaign_row (campaign_id TEXT, row_no INTEGER, number INTEGER, masked TEXT);"
+            f"INSERT INTO campaign_row VALUES ('old', 2, {ALICE[1:]}, '+91********10');"
+            f"INSERT INTO campaign_row VALUES ('old', 3, {BOB[1:]}, '+91********78');")
+        assert forget(ob, ALICE).campaign_rows == 1
+        left = ob.store.conn.execute("SELECT number FROM campaign_row").fetchall()
+        assert left == [(int(BOB[1:]),)]
+    finally:
+        ob.close()

@@ -29,11 +29,14 @@ def forms(e164: str, key: bytes) -> list[str]:
 
 
 def grep(folder: Path, needles: list[str]) -> list[tuple[str, str]]:
+    """Files holding any of the forms as text, or the number as SQLite stores an INTEGER."""
     hits = []
     for path in folder.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
             hits += [(path.name, n) for n in needles if n.encode() in data]
+            hits += [(path.name, f"int:{n}") for n in needles
+                     if n[1:].isdigit() and n.startswith("+") and int(n[1:]).to_bytes(6, "big") in data]
     return hits
 
 
@@ -102,7 +105,8 @@ registered_caller_ids = ["{CALLER_ID}"]
     key = load_key(data)
     alice, bob = forms(ALICE, key), forms(BOB, key)
     # the grep does see the masked and pseudonymous forms while they are there
-    assert {n for _, n in grep(data, alice)} >= {mask_number(ALICE), subject_of(key, ALICE)}
+    seen = {n for _, n in grep(data, alice)}
+    assert seen >= {mask_number(ALICE), subject_of(key, ALICE), f"int:{ALICE}"}
 
     rc = cli.main(["forget", ALICE, "--config", str(config)])
     out = capsys.readouterr().out
