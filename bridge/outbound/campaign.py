@@ -18,7 +18,7 @@ from datetime import datetime
 from bridge.outbound.campaign_store import CampaignRow, CampaignStore
 from bridge.outbound.clock import Clock
 from bridge.outbound.compliance import Decision
-from bridge.outbound.dialer import OUTCOME_OF, CallFinder, Dialer, PlacementResult
+from bridge.outbound.dialer import OUTCOME_OF, CallFinder, Dialer, PlacementResult, Sought
 from bridge.outbound.pacing import Pacer
 from bridge.outbound.service import OutboundService, new_call_id
 
@@ -213,7 +213,7 @@ class CampaignRunner:
             return
         try:
             found_all = await self.dialer.find_calls(
-                [(row.e164, row.sending_at - RECONCILE_SLACK_S) for row in maybe_sent])
+                [Sought(row.e164, row.sending_at - RECONCILE_SLACK_S, row.hint) for row in maybe_sent])
         except Exception as exc:
             log.warning("cannot ask %s about %d interrupted call(s): %s", self.dialer.name, len(maybe_sent),
                         exc)

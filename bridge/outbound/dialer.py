@@ -47,13 +47,21 @@ class Dialer(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Sought:
+    """A request that may have left: to whom, since when (epoch), with which call id of ours."""
+
+    to_e164: str
+    since_epoch: float
+    hint: str
+
+
 @runtime_checkable
 class CallFinder(Protocol):
     """A dialer whose provider can list calls: used after a crash to learn whether a request
     that may have left created a call (then the call is not placed again)."""
 
-    async def find_calls(self, wanted: list[tuple[str, float]]) -> list[PlacementResult | None]:
-        """For each (number, since epoch): the provider's call to it created at or after
-        ``since`` (its outcome when it ended, else ``queued``), or None when there is none.
-        Raises when the provider cannot be asked."""
+    async def find_calls(self, wanted: list[Sought]) -> list[PlacementResult | None]:
+        """For each request: the provider's call it created (its outcome when it ended, else
+        ``queued``), or None when there is none. Raises when the provider cannot be asked."""
         ...

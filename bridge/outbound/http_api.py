@@ -1,6 +1,9 @@
 """`POST /calls` for applications: JSON in, bearer-token protected, every compliance rule first.
 
 The daemon mounts these routes with ``build_http_app(..., extra_routes=calls_routes(...))``.
+``GET /calls/{call_id}`` (same token) says what became of a call requested with that
+``call_id`` (the campaign runner asks after a crash): 404 never seen, else its decisions.
+
 Answers: 202 placed, 403 refused (every blocking rule, next allowed time), 400 bad input,
 401 bad token, 429 too many calls to this number (rule ``rate_limited``) or this source is
 locked out after repeated bad tokens (``locked_out``; Retry-After says for how long), 502 the
@@ -13,6 +16,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +30,7 @@ from bridge.privacy import mask_number
 
 log = logging.getLogger(__name__)
 _MAX_BODY = 4096
+_CALL_ID = re.compile(r"[A-Za-z0-9]{1,64}")
 
 
 def _too_many(rule: str, detail: str, retry_after: float) -> web.Response:
@@ -50,7 +55,7 @@ def calls_routes(
     per_number = SlidingCounter(limits.calls_per_number, limits.number_window_s, clock)
     region = service.gate.settings.default_region
 
-    async def create_call(request: web.Request) -> web.Response:
+    def refused_access(request: web.Request) -> web.Response | None:
         source = request.remote or "unknown"
         locked = bad_tokens.retry_after(source)
         if locked:  # even a right token waits: the source was guessing
@@ -59,8 +64,27 @@ def calls_routes(
         given = request.headers.get("Authorization", "").encode()
         if not hmac.compare_digest(given, expected):
             bad_tokens.add(source)
-            log.warning("POST /calls: bad token", extra={"remote": source})
+            log.warning("%s %s: bad token", request.method, request.path, extra={"remote": source})
             return web.json_response({"error": "unauthorized"}, status=401)
+        return None
+
+    async def call_status(request: web.Request) -> web.Response:
+        refused = refused_access(request)
+        if refused is not None:
+            return refused
+        call_id = request.match_info["call_id"]
+        if not _CALL_ID.fullmatch(call_id):
+            return web.json_response({"error": "call_id must be 1-64 letters and digits"}, status=400)
+        rows = service.store.decisions_for_call(call_id)
+        if not rows:
+            return web.json_response({"call_id": call_id, "found": False}, status=404)
+        return web.json_response({"call_id": call_id, "found": True,
+                                  "decisions": [{"decision": r.decision, "detail": r.detail} for r in rows]})
+
+    async def create_call(request: web.Request) -> web.Response:
+        refused = refused_access(request)
+        if refused is not None:
+            return refused
         if request.content_length is not None and request.content_length > _MAX_BODY:
             return web.json_response({"error": "body too large"}, status=400)
         try:
@@ -72,6 +96,9 @@ def calls_routes(
                                      status=400)
         via = body.get("via") or default_via
         from_number = body.get("from") or default_from
+        hint = body.get("call_id") or ""
+        if not isinstance(hint, str) or (hint and not _CALL_ID.fullmatch(hint)):
+            return web.json_response({"error": "call_id must be 1-64 letters and digits"}, status=400)
         if not isinstance(via, str) or not isinstance(from_number, str):
             return web.json_response({"error": "via and from must be strings"}, status=400)
         if via in missing:
@@ -87,7 +114,7 @@ def calls_routes(
                                  f"{limits.number_window_s:.0f} s", wait)
             per_number.add(key)
         try:
-            attempt = await service.call(body["to"], from_number, via)
+            attempt = await service.call(body["to"], from_number, via, call_id_hint=hint)
         except DialerUnavailable as exc:
             return web.json_response({"error": str(exc)}, status=503)
         decision = attempt.decision
@@ -108,4 +135,4 @@ def calls_routes(
                "detail": placement.detail}
         return web.json_response(out, status=202 if placement.ok else 502)
 
-    return [web.post("/calls", create_call)]
+    return [web.post("/calls", create_call), web.get("/calls/{call_id}", call_status)]

@@ -20,7 +20,7 @@ import requests
 from plivo import exceptions as plivo_errors
 from plivo.rest import client as plivo_client
 
-from bridge.outbound.dialer import PlacementResult, PlacementStatus
+from bridge.outbound.dialer import PlacementResult, PlacementStatus, Sought
 from bridge.outbound.outcomes import outcome_from_plivo
 from bridge.privacy import mask_phone_numbers
 
@@ -141,7 +141,7 @@ class PlivoApiDialer:
         return PlacementResult("queued", call_id=request_uuid, detail=_clean(message))
 
     # reconciliation ---------------------------------------------------------------------------
-    def _find(self, wanted: list[tuple[str, float]]) -> list[PlacementResult | None]:
+    def _find(self, wanted: list[Sought]) -> list[PlacementResult | None]:
         client = self._client
         out: list[PlacementResult | None] = []
         with self._lock:
@@ -155,9 +155,9 @@ class PlivoApiDialer:
                     found = str(getattr(detail, "request_uuid", "") or call_id)
                     pending.setdefault(_digits(getattr(detail, "to", "")),
                                        PlacementResult("queued", call_id=found, detail=f"{status} at Plivo"))
-            for to_e164, since_epoch in wanted:
-                digits = to_e164.lstrip("+")
-                out.append(pending.get(digits) or self._ended_call(digits, since_epoch))
+            for sought in wanted:  # Plivo's lists do not show our call id: by number and time
+                digits = sought.to_e164.lstrip("+")
+                out.append(pending.get(digits) or self._ended_call(digits, sought.since_epoch))
         return out
 
     def _ended_call(self, digits: str, since_epoch: float) -> PlacementResult | None:
@@ -181,7 +181,7 @@ class PlivoApiDialer:
                 return None
             offset += _PAGE
 
-    async def find_calls(self, wanted: list[tuple[str, float]]) -> list[PlacementResult | None]:
+    async def find_calls(self, wanted: list[Sought]) -> list[PlacementResult | None]:
         return await asyncio.to_thread(self._find, wanted)
 
 

@@ -112,6 +112,14 @@ class OutboundStore:
             extra={"subject": row.subject, "call_id": call_id, "detail": detail},
         )
 
+    def decisions_for_call(self, call_id: str) -> list[AuditRow]:
+        """The audit rows of one call id of ours (allowed, then placed/busy/... when it ended)."""
+        cur = self.conn.execute(
+            "SELECT ts, decision, rules, subject, masked, via, call_id, detail FROM audit"
+            " WHERE call_id=? ORDER BY id", (call_id,),
+        )
+        return [AuditRow(*row) for row in cur.fetchall()]
+
     def audit_rows(self, number: str | None = None) -> list[AuditRow]:
         if number is None:
             cur = self.conn.execute(

@@ -145,3 +145,20 @@ async def test_bad_tokens_lock_the_source_out(limited) -> None:
     async with session.post("/calls", json={"to": CAROL}, headers=auth()) as resp:
         assert resp.status == 202
     assert len(api.call_creates()) == 1
+
+
+async def test_a_call_id_given_with_the_request_can_be_looked_up(server) -> None:
+    session, api, _ = server
+    async with session.post("/calls", json={"to": CAROL, "call_id": "abc123"}, headers=auth()) as resp:
+        assert resp.status == 202
+    async with session.get("/calls/abc123", headers=auth()) as resp:
+        body = await resp.json()
+        assert resp.status == 200 and [d["decision"] for d in body["decisions"]] == ["allowed", "placed"]
+        assert "provider call" in body["decisions"][1]["detail"]
+    async with session.get("/calls/neverseen1", headers=auth()) as resp:
+        assert resp.status == 404 and (await resp.json())["found"] is False
+    async with session.get("/calls/abc123", headers=auth("wrong")) as resp:
+        assert resp.status == 401
+    async with session.post("/calls", json={"to": CAROL, "call_id": "not/ok"}, headers=auth()) as resp:
+        assert resp.status == 400
+    assert len(api.call_creates()) == 1
