@@ -66,7 +66,9 @@ def main() -> None:
         lookup_s = time.perf_counter() - t0
 
         store = OutboundStore.open(tmp)
-        settings = ComplianceSettings.model_validate({"registered_caller_ids": ["+911140000000"]})
+        # The scrub is measured: consent and caller-ID series (on by default) would refuse all.
+        settings = ComplianceSettings.model_validate(
+            {"registered_caller_ids": ["+911140000000"], "consent_required": [], "caller_id_series": {}})
         now = datetime(2025, 1, 6, 10, 0, tzinfo=ZoneInfo("Asia/Kolkata"))
         gate = ComplianceGate(settings, registry, store, lambda: now)
         subset = probes[: min(len(probes), 50_000)]

@@ -1,7 +1,10 @@
-"""Logging: JSON lines under systemd, readable text in a terminal; phone numbers masked.
+"""Logging for both processes (the daemon and the XML server): JSON lines under systemd,
+readable text in a terminal; phone numbers masked.
 
-Call ``setup_logging`` once per process. Structured fields go in ``extra={...}``; every string
-field and the message pass through the masking filter unless numbers are allowed by settings.
+Call ``setup_logging`` once per process. Structured fields go in ``extra={...}``; the message,
+every string field, the traceback (``exc``) and stack info pass through the masking filter
+unless numbers are allowed by settings. Libraries that log through their own handlers (the
+access logs of gunicorn and werkzeug) get the same filter on their loggers.
 """
 
 from __future__ import annotations
@@ -23,8 +26,15 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STD_ATTRS and not k.startswith("_")}
 
 
+# Loggers whose records reach their own handlers (propagate = False) or may be set up before
+# ours: the filter goes on the logger itself.
+ACCESS_LOGGERS = ("gunicorn.access", "gunicorn.error", "werkzeug")
+_FORMATTER = logging.Formatter()
+
+
 class MaskingFilter(logging.Filter):
-    """Masks phone numbers in the rendered message and in string extra fields."""
+    """Masks phone numbers in the rendered message, string extra fields, the traceback and
+    the stack info (rendered here, so every formatter prints the masked text)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -36,7 +46,20 @@ class MaskingFilter(logging.Filter):
         for key, value in _fields(record).items():
             if isinstance(value, str) and key != "call_uuid":  # an id: its digit runs are no number
                 setattr(record, key, mask_phone_numbers(value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _FORMATTER.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_phone_numbers(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_phone_numbers(record.stack_info)
         return True
+
+
+def _exc(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    """The traceback as the filter left it (masked), else rendered now."""
+    if record.exc_text:
+        return record.exc_text
+    return formatter.formatException(record.exc_info) if record.exc_info else ""
 
 
 class JsonFormatter(logging.Formatter):
@@ -49,8 +72,11 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in _fields(record).items():
             out[key] = value if isinstance(value, (int, float, bool, type(None))) else str(value)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+        exc = _exc(self, record)
+        if exc:
+            out["exc"] = exc
+        if record.stack_info:
+            out["stack"] = record.stack_info
         return json.dumps(out, ensure_ascii=False)
 
 
@@ -61,8 +87,11 @@ class TextFormatter(logging.Formatter):
         line = f"{ts}.{int(record.msecs):03d} {record.levelname:<7} {record.name}: {record.getMessage()}"
         if extras:
             line += f"  [{extras}]"
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        exc = _exc(self, record)
+        if exc:
+            line += "\n" + exc
+        if record.stack_info:
+            line += "\n" + record.stack_info
         return line
 
 
@@ -73,8 +102,14 @@ def setup_logging(level: str = "INFO", fmt: str = "auto", log_phone_numbers: boo
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(CallContextFilter())  # call_uuid: Plivo's CallUUID on a call's lines
+    for name in ACCESS_LOGGERS:
+        lib = logging.getLogger(name)
+        for old_filter in [f for f in lib.filters if isinstance(f, MaskingFilter)]:
+            lib.removeFilter(old_filter)
     if not log_phone_numbers:
         handler.addFilter(MaskingFilter())
+        for name in ACCESS_LOGGERS:
+            logging.getLogger(name).addFilter(MaskingFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

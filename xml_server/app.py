@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 
 from bridge.callfacts import encode_headers, stream_token
+from bridge.outbound.callbacks import record_plivo_outcome
 from bridge.privacy import mask_number
 from bridge.settings import Settings
 from xml_server import responses
@@ -79,11 +80,31 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
     def xml(body: str) -> Response:
         return Response(body, status=200, mimetype=XML)
 
+    def campaign_outcome(outcome: str | None = None) -> None:
+        """A campaign call's outcome into the store (vb_call is in the signed URL)."""
+        hint = request.args.get("vb_call", "")
+        if not hint:
+            return
+        params = {k: param(k) for k in ("CallUUID", "CallStatus", "HangupCause", "Duration",
+                                        "BillDuration", "Machine")}
+        try:
+            record_plivo_outcome(settings, hint, params, outcome)
+        except Exception:  # the store must not turn Plivo's callback into a 500 (it would retry)
+            log.exception("campaign outcome not stored", extra={"vb_call": hint})
+
     @app.route("/answer", methods=["GET", "POST"])
     @signed
     def answer() -> Response:
         call_uuid, direction = param("CallUUID"), param("Direction") or "inbound"
         caller, called = param("From"), param("To")
+        if direction == "outbound" and param("Machine").lower() == "true":
+            # Plivo's machine detection found an answering machine: act per outbound.on_machine.
+            campaign_outcome("machine")
+            out = settings.outbound
+            log.info("answering machine", extra={"call_uuid": call_uuid, "action": out.on_machine})
+            if out.on_machine == "message" and out.machine_message:
+                return xml(responses.machine_message_xml(plivo, out.machine_message))
+            return xml(responses.hangup_xml())
         route = find_route(plivo, called if direction == "inbound" else caller)
         target = call_target(plivo, route)
         facts = {"CallUUID": call_uuid, "From": caller, "To": called, "Direction": direction}
@@ -120,6 +141,7 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
                 "duration_s": param("Duration"),
             },
         )
+        campaign_outcome()
         return xml(responses.empty_xml())
 
     @app.route("/status", methods=["GET", "POST"])
@@ -133,6 +155,7 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
                 "event": param("Event"),
             },
         )
+        campaign_outcome()
         return xml(responses.empty_xml())
 
     @app.route("/stream-status", methods=["GET", "POST"])

@@ -89,6 +89,15 @@ def voicemail_xml(settings: PlivoSettings, recording_url: str) -> str:
     return str(response.to_string(pretty=False))
 
 
+def machine_message_xml(settings: PlivoSettings, message: str) -> str:
+    """An answering machine answered: leave the message (Plivo answers after the beep with
+    machine detection), then hang up."""
+    response = plivoxml.ResponseElement()
+    response.add(plivoxml.SpeakElement(message, voice=settings.voice))
+    response.add(plivoxml.HangupElement())
+    return str(response.to_string(pretty=False))
+
+
 def hangup_xml() -> str:
     response = plivoxml.ResponseElement()
     response.add(plivoxml.HangupElement())

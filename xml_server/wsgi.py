@@ -6,12 +6,14 @@ environment (PLIVO_AUTH_TOKEN, VOICE_BRIDGE_STREAM_SECRET).
 
 from __future__ import annotations
 
+from bridge.logs import setup_logging
 from bridge.settings import Secrets, load_settings
 from xml_server.app import create_app
-from xml_server.logsetup import setup_logging
 
 _settings = load_settings()
-setup_logging(_settings.logging.level, _settings.logging.log_phone_numbers)
+# The daemon's logging setup: one JSON line per record under systemd, numbers masked, and the
+# same filter on gunicorn's access/error loggers (their request lines carry query strings).
+setup_logging(_settings.logging.level, _settings.logging.format, _settings.logging.log_phone_numbers)
 _secrets = Secrets.from_env()
 
 

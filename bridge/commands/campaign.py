@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from bridge.outbound.campaign import CallerIdRefused, CampaignOptions, CampaignRunner, CampaignSummary
-from bridge.outbound.campaign_store import CampaignFileError
+from bridge.outbound.campaign_lock import CampaignBusy, CampaignLock
+from bridge.outbound.campaign_store import CampaignFileError, LoadReport, campaign_name
 from bridge.outbound.cli_support import (
     EXIT_FAILED,
     EXIT_OK,
@@ -19,18 +20,22 @@ from bridge.outbound.cli_support import (
     settings_for,
 )
 from bridge.outbound.clock import SystemClock
+from bridge.outbound.db import outbound_dir
 from bridge.outbound.wiring import open_outbound
 from bridge.settings import Settings
 
-HELP = "run a calling campaign from a CSV (number column), resumable; or show its status/results"
+HELP = "run a calling campaign (a named list of people) from a CSV, resumable; or show its status/results"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="campaign_command", required=True)
-    p = sub.add_parser("run", help="dial FILE.csv (run it again to resume: nobody is called twice)")
+    p = sub.add_parser("run", help="dial FILE.csv (run it again, edited or not, to resume: nobody is "
+                                   "called twice; new numbers are added)")
     nested_config_option(p)
     p.add_argument("file", type=Path)
-    p.add_argument("--name", default="", help="campaign id (default: file name + content hash)")
+    p.add_argument("--name", default="", help="campaign name (default: the file name without .csv)")
+    p.add_argument("--force", action="store_true",
+                   help="also dial people another campaign contacted within outbound.recontact_window_days")
     p.add_argument("--via", choices=["plivo-api", "sip-trunk"], help="default: outbound.via")
     p.add_argument("--from", dest="from_", metavar="NUMBER", help="registered caller ID")
     p.add_argument("--agent", default="", metavar="NAME")
@@ -46,12 +51,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True)
 
 
+def _print_load(report: LoadReport) -> None:
+    verb = "created" if report.created else "resuming"
+    print(f"campaign {report.name}: {verb}; {report.added} new, {report.known} already in it"
+          f"{f', {report.invalid} invalid' if report.invalid else ''}"
+          f"{f', {report.duplicate} duplicate' if report.duplicate else ''}")
+    for problem in report.problems[:10]:
+        print(f"  {problem}")
+
+
 def _print_summary(summary: CampaignSummary) -> None:
     counts = " ".join(f"{k}={v}" for k, v in sorted(summary.counts.items()))
     print(f"campaign {summary.campaign_id}: dialed {summary.dialed} this run; {counts}")
-    if summary.recovered:
-        print(f"{summary.recovered} row(s) interrupted while dialing were marked unknown (not redialed)")
-    if summary.paused_until is not None:
+    if summary.requeued:
+        print(f"{summary.requeued} row(s) an interrupted run had not placed were queued again")
+    if summary.reconciled:
+        print(f"{summary.reconciled} row(s) an interrupted run placed were found at the provider "
+              "(not redialed)")
+    if summary.unreconciled:
+        print(f"{summary.unreconciled} row(s) an interrupted run may have placed could not be checked with "
+              "the provider; they are not dialed until a run can ask it")
+    if summary.unknown:
+        print(f"{summary.unknown} row(s) interrupted while placing were marked unknown (this path cannot ask "
+              "the provider; not redialed)")
+    if summary.counts.get("skipped"):
+        print("skipped: contacted by another campaign within outbound.recontact_window_days "
+              "(--force dials them)")
+    if summary.paused_reason:
+        print(summary.paused_reason)
+    elif summary.paused_until is not None:
         print(f"paused: outside the calling window; run again after {summary.paused_until.isoformat()}")
     elif summary.stopped:
         print("stopped on request; run the same command again to resume")
@@ -70,8 +98,7 @@ async def _run_with_signals(runner: CampaignRunner, campaign_id: str) -> Campaig
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    out = settings.outbound
-    via = args.via or out.via
+    via = args.via or settings.outbound.via
     from_number = args.from_ or default_caller_id(settings)
     if not from_number:
         print("no caller ID: pass --from or set compliance.registered_caller_ids", file=sys.stderr)
@@ -82,25 +109,49 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if (args.concurrency is not None and args.concurrency < 1) or (args.cps is not None and args.cps <= 0):
         print("--concurrency must be >= 1 and --cps > 0", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        name = campaign_name(args.file, args.name)
+    except CampaignFileError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    lock = CampaignLock(outbound_dir(settings.daemon.data_dir), name)
+    try:
+        lock.acquire()
+    except CampaignBusy as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _run_locked(args, settings, via, from_number)
+    finally:
+        lock.release()
+
+
+def _run_locked(args: argparse.Namespace, settings: Settings, via: str, from_number: str) -> int:
+    out = settings.outbound
     outbound = open_outbound(settings, agent=args.agent)
     try:
         if via in outbound.unavailable:
             print(outbound.unavailable[via], file=sys.stderr)
             return EXIT_USAGE
         try:
-            campaign_id, created = outbound.campaigns.load(
-                args.file, settings.compliance.default_region, args.name
-            )
+            report = outbound.campaigns.load(args.file, settings.compliance.default_region, args.name)
         except CampaignFileError as exc:
             print(f"{args.file}: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        print(f"campaign {campaign_id}: {'loaded' if created else 'resuming'}")
+        _print_load(report)
+        campaign_id = report.name
         options = CampaignOptions(
             from_number=from_number,
             concurrency=args.concurrency or out.concurrency,
             calls_per_second=args.cps or out.calls_per_second,
             max_attempts=out.max_attempts,
             retry_delay_s=out.retry_delay_s,
+            retry_on=frozenset(out.retry_on),
+            recontact_window_s=out.recontact_window_days * 86400.0,
+            force=args.force,
+            max_consecutive_failures=out.max_consecutive_failures,
+            backoff_s=out.backoff_s,
+            backoff_max_s=out.backoff_max_s,
         )
         runner = CampaignRunner(outbound.campaigns, outbound.service, outbound.service.dialer(via),
                                 SystemClock(), options)
@@ -115,7 +166,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         outbound.close()
     _print_summary(summary)
-    return EXIT_OK if not summary.counts.get("done:failed") else EXIT_FAILED
+    return EXIT_FAILED if summary.paused_reason or summary.counts.get("failed") else EXIT_OK
 
 
 def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
@@ -132,6 +183,9 @@ def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
         if args.campaign_command == "status":
             counts = outbound.campaigns.counts(args.name)
             print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+            reason = outbound.campaigns.pause_reason(args.name)
+            if reason:
+                print(reason)
         else:
             n = outbound.campaigns.write_results(args.name, args.out)
             print(f"wrote {n} rows to {args.out}")

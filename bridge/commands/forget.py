@@ -12,7 +12,8 @@ from bridge.outbound.wiring import open_outbound
 from bridge.privacy import mask_number
 from bridge.settings import Settings
 
-HELP = "erase a person's stored data: consent, campaign rows, transcripts they point to, audit rows"
+HELP = ("erase a person's stored data: transcripts and recordings (inbound and outbound), consent, "
+        "campaign rows, audit rows; reports counts per kind")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,9 +36,8 @@ def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
         report = forget(outbound, e164, include_optout=args.include_optout)
     finally:
         outbound.close()
-    print(f"{mask_number(e164)}: erased consent={report.consent} campaign_rows={report.campaign_rows} "
-          f"audit_rows={report.audit_rows} files={report.files}"
-          f"{' opt-out removed' if report.optout_removed else ''}")
+    print(f"{mask_number(e164)}: erased {report.describe()}"
+          f"{' optout=1' if report.optout_removed else ''}")
     if report.optout_kept:
         print("kept: the opt-out entry (so this person is never called); --include-optout erases it")
     return EXIT_OK

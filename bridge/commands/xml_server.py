@@ -29,15 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from werkzeug.serving import make_server
 
+    from bridge.logs import setup_logging
     from xml_server.app import ConfigError, create_app
-    from xml_server.logsetup import setup_logging
 
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    setup_logging(settings.logging.level, settings.logging.log_phone_numbers)
+    setup_logging(settings.logging.level, settings.logging.format, settings.logging.log_phone_numbers)
     secrets = Secrets.from_env()
     try:
         app = create_app(settings, secrets.optional("plivo_auth_token"), secrets.optional("stream_secret"))

@@ -1,6 +1,8 @@
 """A JSON-lines transcript per call: turns, interruptions, tool calls, latency marks.
 
-Phone numbers are masked (unless logging.log_phone_numbers is set) and, with
+The first line (event "call") carries ``subject``, the keyed pseudonymous id of the person on
+the other end (bridge.pseudonym): `forget` finds the file by it. Phone numbers are masked
+(unless logging.log_phone_numbers is set) and, with
 privacy.redact_transcripts, what was said is redacted (emails, Aadhaar, PAN, numbers). A
 transcript that cannot be written is logged once and dropped: it never fails the call.
 """
@@ -17,6 +19,7 @@ from typing import IO, Any
 from bridge.callmodel import CallInfo
 from bridge.endreason import end_reason
 from bridge.privacy import mask_phone_numbers, redact
+from bridge.pseudonym import call_subject
 from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,10 +54,17 @@ class TranscriptWriter:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         name = f"{stamp}-{_UNSAFE.sub('_', info.call_id)[:80] or 'call'}.jsonl"
         writer = cls(Path(folder) / name, mask_numbers=mask, redact_text=redact_text)
+        try:  # the person's pseudonymous id: how `forget` finds this file
+            subject = call_subject(settings.daemon.data_dir, settings.compliance.default_region,
+                                   info.direction, info.from_uri, info.to_uri, info.plivo_headers)
+        except OSError as exc:
+            log.error("transcript subject id unavailable (key file): %s", exc)
+            subject = ""
         writer.write(
             "call",
             call_id=info.call_id,
             call_uuid=info.plivo_headers.get("CallUUID", ""),  # Plivo's id: joins the XML server's lines
+            subject=subject,
             direction=info.direction,
             from_uri=writer._number(info.from_uri),
             to_uri=writer._number(info.to_uri),

@@ -19,6 +19,7 @@ from bridge.media.ports import PortAllocator
 from bridge.media.rtp_leg import RtpLeg
 from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL, DTMF_PER_CALL
 from bridge.privacy import mask_phone_numbers
+from bridge.pseudonym import call_subject
 from bridge.settings import Settings
 from bridge.sip.call import SipCall
 
@@ -106,6 +107,13 @@ class DaemonCallApp:
         callcontext.bind(call.info.call_id, call.info.plivo_headers.get("CallUUID", ""))
         leg.on_hangup = call.hangup
         leg.on_transfer = call.refer
+        if self._settings.media.recordings_dir:
+            info, s = call.info, self._settings
+            try:  # the recording's sidecar names the person by pseudonym (forget, retention)
+                leg.subject = call_subject(s.daemon.data_dir, s.compliance.default_region,
+                                           info.direction, info.from_uri, info.to_uri, info.plivo_headers)
+            except OSError as exc:
+                log.error("recording subject id unavailable (key file): %s", exc)
         self._calls[call.info.call_id] = _Call(sip=call, leg=leg)
         self._idle.clear()
         CALLS_ACTIVE.labels("sip").inc()

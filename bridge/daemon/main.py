@@ -97,12 +97,16 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
     outbound = _open_outbound(settings, secrets, sip)
     routes: list[Any] = []
     if outbound is not None:
+        from bridge.outbound.api_limits import ApiLimits
         from bridge.outbound.http_api import calls_routes
 
         token = secrets.require("api_token")
         ids = settings.compliance.registered_caller_ids
+        out = settings.outbound
+        limits = ApiLimits(out.api_calls_per_number, out.api_number_window_s, out.api_bad_tokens,
+                           out.api_lockout_s)
         routes = calls_routes(
-            outbound.service, token, settings.outbound.via, ids[0] if ids else "", outbound.unavailable
+            outbound.service, token, out.via, ids[0] if ids else "", outbound.unavailable, limits
         )
     http = settings.http
     runner, http_port = await _bind(

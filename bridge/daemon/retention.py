@@ -15,7 +15,8 @@ from bridge.settings import Settings
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY_S = 3600.0
-_SUFFIXES = {".jsonl", ".wav"}
+# .subject: a recording's pseudonym sidecar (bridge.media.recording), same age as its .wav
+_SUFFIXES = {".jsonl", ".wav", ".subject"}
 
 
 def retention_dirs(settings: Settings) -> list[Path]:

@@ -3,8 +3,19 @@
 Speaks the wire protocol the SDK uses: HTTP Basic auth with auth_id/auth_token, JSON bodies,
 ``POST /v1/Account/{auth_id}/Call/`` -> 201 {"api_id", "message": "call fired", "request_uuid"},
 ``GET  /v1/Account/{auth_id}/Call/{uuid}/`` -> the call record, ``DELETE`` -> 204.
-Every request is recorded (method, path, headers, parsed JSON body) for tests to assert on.
-Failures can be queued with :meth:`FakePlivoApi.fail_next`. Binds 127.0.0.1 on an ephemeral port.
+Listing, as Plivo documents it (https://www.plivo.com/docs/voice/api/call/ "List all calls",
+"List all queued calls", "List all live calls"; SDK ``calls.list``, ``queued_calls.list_ids``,
+``live_calls.list_ids``):
+``GET /Call/?status=queued`` / ``?status=live`` -> {"api_id", "calls": [ids]}, and
+``GET /Call/{id}/?status=queued|live`` -> that call's details ({"to", "from", "call_status",
+"request_uuid", ...}); ``GET /Call/`` without status -> the call records (CDRs) of ended calls,
+{"api_id", "meta": {"count", "limit", "offset", "next", "previous"}, "objects": [...]}, filtered
+by ``to_number`` / ``from_number``, numbers without "+" as Plivo writes them.
+A created call stays queued until a test moves it on (:meth:`FakePlivoApi.go_live`,
+:meth:`FakePlivoApi.end_call`). Every request is recorded (method, path, headers, parsed JSON
+body) for tests to assert on. Failures can be queued with :meth:`FakePlivoApi.fail_next`.
+Binds 127.0.0.1 on an ephemeral port (kept across stop()/start(), so tests can take it down
+and bring it back).
 """
 
 from __future__ import annotations
@@ -16,8 +27,10 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 _CALL_PATH = re.compile(r"^/v1/Account/(?P<account>[A-Z0-9]+)/Call/(?:(?P<uuid>[0-9a-f-]+)/)?$")
 _REQUIRED = ("from", "to", "answer_url")
@@ -37,6 +50,7 @@ class FakePlivoApi:
     auth_id: str = "MAXXXXXXXXXXXXXXXXXX"
     auth_token: str = "fake-auth-token"
     host: str = "127.0.0.1"
+    port: int = 0  # 0: an ephemeral port, remembered after the first start()
     # Called (in the server thread) with each accepted call-create body and its request_uuid.
     on_call: Callable[[dict[str, Any], str], None] | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -90,7 +104,8 @@ class FakePlivoApi:
 
             do_GET = do_POST = do_DELETE = _handle
 
-        self._server = ThreadingHTTPServer((self.host, 0), Handler)
+        self._server = _QuietServer((self.host, self.port), Handler)
+        self.port = self._server.server_address[1]
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-plivo-api",
@@ -133,20 +148,72 @@ class FakePlivoApi:
             failure = self._failures.pop(0) if self._failures else None
         if failure is not None:
             return failure
-        match = _CALL_PATH.match(req.path.split("?")[0])
+        path, _, query = req.path.partition("?")
+        params = {k: v[0] for k, v in parse_qs(query).items()}
+        match = _CALL_PATH.match(path)
         if match is None or match["account"] != self.auth_id:
             return 404, {"api_id": api_id, "error": "not found"}
         if req.method == "POST" and match["uuid"] is None:
             return self._create(req, api_id)
-        call = self.calls.get(match["uuid"] or "")
+        if req.method == "GET" and match["uuid"] is None:
+            return self._list(params, api_id)
+        with self._lock:
+            call = self._lookup(match["uuid"] or "")
         if call is None:
             return 404, {"api_id": api_id, "error": "call not found"}
         if req.method == "GET":
-            return 200, {"api_id": api_id, **call}
+            wanted = params.get("status")
+            if wanted is not None and _kind(call) != wanted:
+                return 404, {"api_id": api_id, "error": "call not found"}
+            return 200, {"api_id": api_id, **_public(call)}
         if req.method == "DELETE":
-            call["call_status"] = "completed"
+            with self._lock:
+                call.update(call_status="completed", hangup_cause_name="Normal Hangup", end_time=_stamp())
             return 204, None
         return 405, {"api_id": api_id, "error": "method not allowed"}
+
+    def _lookup(self, some_id: str) -> dict[str, Any] | None:
+        call = self.calls.get(some_id)
+        if call is None:
+            call = next((c for c in self.calls.values() if c.get("call_uuid") == some_id), None)
+        return call
+
+    def _list(self, params: dict[str, str], api_id: str) -> tuple[int, dict[str, Any]]:
+        limit = int(params.get("limit") or 20)
+        offset = int(params.get("offset") or 0)
+        status = params.get("status")
+        with self._lock:
+            calls = list(self.calls.values())
+        if status in ("queued", "live"):
+            key = "request_uuid" if status == "queued" else "call_uuid"
+            ids = [c[key] for c in calls if _kind(c) == status]
+            return 200, {"api_id": api_id, "calls": ids[offset:offset + limit]}
+        ended = [c for c in calls if _kind(c) == "ended"]
+        for name, field_ in (("to_number", "to_number"), ("from_number", "from_number")):
+            if params.get(name):
+                ended = [c for c in ended if _digits(c[field_]) == _digits(params[name])]
+        ended.sort(key=lambda c: c["initiation_time"], reverse=True)  # newest first, as Plivo lists
+        page = ended[offset:offset + limit]
+        meta = {"count": len(ended), "limit": limit, "offset": offset, "previous": None,
+                "next": None if offset + limit >= len(ended) else f"offset={offset + limit}"}
+        return 200, {"api_id": api_id, "meta": meta, "objects": [_cdr(c) for c in page]}
+
+    # test controls: move a call along its life ----------------------------------------------
+    def go_live(self, request_uuid: str) -> str:
+        """The call is ringing/answered: it leaves the queued list for the live list."""
+        with self._lock:
+            call = self.calls[request_uuid]
+            call["call_status"] = "in-progress"
+            return str(call["call_uuid"])
+
+    def end_call(self, request_uuid: str, call_status: str, hangup_cause_name: str,
+                 bill_duration: int = 0) -> dict[str, Any]:
+        """The call ended: it becomes a call record (what the hangup callback would report)."""
+        with self._lock:
+            call = self.calls[request_uuid]
+            call.update(call_status=call_status, hangup_cause_name=hangup_cause_name,
+                        bill_duration=bill_duration, end_time=_stamp())
+            return dict(call)
 
     def _create(self, req: RecordedRequest, api_id: str) -> tuple[int, dict[str, Any]]:
         body = req.body if isinstance(req.body, dict) else {}
@@ -156,9 +223,51 @@ class FakePlivoApi:
         request_uuid = str(uuid.uuid4())
         with self._lock:
             self.calls[request_uuid] = {
-                "request_uuid": request_uuid, "from_number": body["from"], "to_number": body["to"],
+                "request_uuid": request_uuid, "call_uuid": str(uuid.uuid4()),
+                "from_number": body["from"], "to_number": body["to"],
                 "call_direction": "outbound", "call_status": "queued", "answer_url": body["answer_url"],
+                "hangup_url": body.get("hangup_url", ""), "initiation_time": _stamp(), "end_time": None,
+                "hangup_cause_name": "", "bill_duration": 0,
             }
         if self.on_call is not None:
             self.on_call(dict(body), request_uuid)
         return 201, {"api_id": api_id, "message": "call fired", "request_uuid": request_uuid}
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hangs up mid-request (tests kill them) is not an error here
+
+
+_LIVE = ("ringing", "in-progress")
+
+
+def _kind(call: dict[str, Any]) -> str:
+    status = call["call_status"]
+    return "queued" if status == "queued" else "live" if status in _LIVE else "ended"
+
+
+def _public(call: dict[str, Any]) -> dict[str, Any]:
+    """A call's details as the GET answers them (queued/live details name it to/from)."""
+    return {**call, "to": _digits(call.get("to_number", "")), "from": _digits(call.get("from_number", "")),
+            "direction": "outbound"}
+
+
+def _cdr(call: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "call_uuid": call["call_uuid"], "call_direction": "outbound",
+        "from_number": _digits(call["from_number"]), "to_number": _digits(call["to_number"]),
+        "initiation_time": call["initiation_time"], "end_time": call["end_time"],
+        "bill_duration": call["bill_duration"], "hangup_cause_name": call["hangup_cause_name"],
+        "call_state": call["call_status"].upper(), "resource_uri": "",
+    }
+
+
+def _digits(text: str) -> str:
+    return "".join(c for c in str(text) if c.isdigit())
+
+
+def _stamp() -> str:
+    """Plivo's record time format, "2026-12-01 16:40:00.123456+00:00" (sub-second kept so a
+    test run in one second still orders its calls)."""
+    return datetime.now(UTC).isoformat(sep=" ")

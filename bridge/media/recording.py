@@ -20,6 +20,22 @@ log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+SUBJECT_SUFFIX = ".subject"
+
+
+def subject_sidecar(wav: Path) -> Path:
+    """``<name>.subject`` beside ``<name>.wav``: the person's pseudonymous id (what `forget`
+    and retention look for)."""
+    return wav.with_suffix(SUBJECT_SUFFIX)
+
+
+def write_subject(wav: Path, subject: str) -> None:
+    if subject:
+        sidecar = subject_sidecar(wav)
+        sidecar.write_text(subject + "\n", encoding="ascii")
+        sidecar.chmod(0o600)
+
+
 def recording_path(directory: str | Path, call_id: str, now: dt.datetime | None = None) -> Path:
     stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
     safe = _UNSAFE.sub("_", call_id)[:80] or "call"

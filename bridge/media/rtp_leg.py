@@ -29,7 +29,7 @@ from bridge.media.events import EventChannel
 from bridge.media.playback import PlaybackQueue
 from bridge.media.playout import PlayoutBuffer
 from bridge.media.ports import PortAllocator, PortPair
-from bridge.media.recording import CallRecorder, recording_path
+from bridge.media.recording import CallRecorder, recording_path, write_subject
 from bridge.media.rtcp import ReportBuilder
 from bridge.media.rtp_packet import RtpParseError, build_rtp, is_rtcp, parse_rtp
 from bridge.media.rx_stats import ReceiveStats
@@ -71,6 +71,7 @@ class RtpLeg:
         signalling_ip: str | None = None,
     ) -> None:
         self.call_id = call_id
+        self.subject = ""  # the person's pseudonymous id, written beside the recording
         self.local_port = pair.port
         self.on_hangup: HangupCallback | None = None
         self.on_transfer: TransferCallback | None = None
@@ -149,7 +150,9 @@ class RtpLeg:
         self._last_rx = self._loop.time()
         if self._settings.recordings_dir:
             try:
-                self._recorder = CallRecorder(recording_path(self._settings.recordings_dir, self.call_id))
+                path = recording_path(self._settings.recordings_dir, self.call_id)
+                self._recorder = CallRecorder(path)
+                write_subject(path, self.subject)
             except OSError as exc:
                 log.error("recording disabled for this call: %s", exc, extra={"call_id": self.call_id})
         self._ticking = True

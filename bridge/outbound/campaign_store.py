@@ -1,42 +1,66 @@
-"""Campaign state in SQLite (outbound.sqlite): one row per number, so a stopped campaign resumes
-without calling anyone twice.
+"""Campaign state in SQLite (outbound.sqlite): a campaign is a named list of people keyed by
+their E.164 number, so re-running it with an edited file only adds the new numbers and nobody
+is called twice.
 
-A row is marked ``dialing`` (committed) before its dialer is called. A campaign interrupted with
-rows in ``dialing`` (a crash mid-placement) marks them ``unknown`` on resume and never redials
-them: a second call to the same person is worse than a missed one.
+States of a person (``campaign_person.state``)::
+
+    queued -> claimed -> sending -> placed -> answered | busy | no-answer | failed | machine
+       ^         |          |          |
+       |         |          +----------+--> queued again (retry policy, or provider unreachable)
+       +---------+ (crash before the request left)
+
+* ``claimed``: reserved by the one running run (atomic UPDATE ... WHERE state='queued'); the
+  request has not left. A crash puts it back to ``queued``.
+* ``sending``: committed right before the request leaves. After a crash it *may* have left:
+  the run that finds it asks the provider (:meth:`Dialer.find_call`) before dialing again.
+* ``placed``: the provider took the call (its id is stored); the outcome comes from the
+  provider's callbacks (plivo-api) or from SIP (sip-trunk).
+* Final: answered, busy, no-answer, failed, machine (outcomes), refused (compliance gate),
+  skipped (reached by another campaign within the window), unknown (may have been placed and
+  the provider cannot be asked: never redialed).
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import sqlite3
-from collections.abc import Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bridge.outbound.db import transaction
-from bridge.outbound.dialer import PlacementResult
 from bridge.outbound.numbers import InvalidNumber, e164_to_int, int_to_e164, normalise
 from bridge.privacy import mask_number
 
 _NUMBER_COLUMNS = ("number", "phone", "to", "msisdn", "mobile", "phone_number")
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS campaign (
-    id TEXT PRIMARY KEY, label TEXT NOT NULL, content_hash TEXT NOT NULL, created TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS campaign_row (
-    campaign_id TEXT NOT NULL REFERENCES campaign(id) ON DELETE CASCADE,
-    row_no INTEGER NOT NULL, number INTEGER, masked TEXT NOT NULL,
-    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0,
-    outcome TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '', call_id TEXT NOT NULL DEFAULT '',
-    duration_s REAL, transcript TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (campaign_id, row_no));
-CREATE INDEX IF NOT EXISTS campaign_row_due ON campaign_row (campaign_id, state, next_at);
-CREATE INDEX IF NOT EXISTS campaign_row_number ON campaign_row (number);
+CREATE TABLE IF NOT EXISTS campaign_list (
+    name TEXT PRIMARY KEY, created TEXT NOT NULL, source TEXT NOT NULL DEFAULT '',
+    pause_reason TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS campaign_person (
+    campaign TEXT NOT NULL REFERENCES campaign_list(name) ON DELETE CASCADE,
+    number INTEGER NOT NULL, masked TEXT NOT NULL, line_no INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued', attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL DEFAULT 0, hint TEXT NOT NULL DEFAULT '', call_id TEXT NOT NULL DEFAULT '',
+    sending_at REAL NOT NULL DEFAULT 0, updated_at REAL NOT NULL DEFAULT 0,
+    outcome TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '', duration_s REAL,
+    transcript TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (campaign, number));
+CREATE INDEX IF NOT EXISTS campaign_person_due ON campaign_person (campaign, state, next_at, line_no);
+CREATE INDEX IF NOT EXISTS campaign_person_number ON campaign_person (number, state, updated_at);
+CREATE INDEX IF NOT EXISTS campaign_person_hint ON campaign_person (hint);
+CREATE TABLE IF NOT EXISTS campaign_line (
+    campaign TEXT NOT NULL REFERENCES campaign_list(name) ON DELETE CASCADE,
+    line_no INTEGER NOT NULL, number INTEGER, masked TEXT NOT NULL, problem TEXT NOT NULL,
+    PRIMARY KEY (campaign, line_no));
 """
-# pending -> dialing -> done | pending (retry); refused/invalid/duplicate/unknown are final.
-FINAL_STATES = ("done", "refused", "invalid", "duplicate", "unknown")
+OUTCOMES = ("answered", "busy", "no-answer", "failed", "machine")
+FINAL_STATES = (*OUTCOMES, "refused", "skipped", "unknown")
+IN_FLIGHT = ("claimed", "sending", "placed")
+# A person in one of these states in another campaign within the window is not dialed again.
+CONTACTED = ("answered", "machine", "refused")
 
 
 class CampaignFileError(ValueError):
@@ -46,14 +70,16 @@ class CampaignFileError(ValueError):
 @dataclass(frozen=True)
 class CampaignRow:
     campaign_id: str
-    row_no: int
     e164: str
-    attempts: int
+    line_no: int
+    attempts: int  # attempts made before this one
+    hint: str = ""  # our call id for this attempt (in the answer/hangup URLs)
+    sending_at: float = 0.0
 
 
 @dataclass(frozen=True)
 class ResultRow:
-    row_no: int
+    line_no: int
     masked: str
     state: str
     outcome: str
@@ -62,6 +88,17 @@ class ResultRow:
     duration_s: float | None
     transcript: str
     detail: str
+
+
+@dataclass
+class LoadReport:
+    name: str
+    created: bool
+    added: int = 0  # new people queued by this load
+    known: int = 0  # already in the campaign: left as they are
+    invalid: int = 0
+    duplicate: int = 0
+    problems: list[str] = field(default_factory=list)  # "line N: why" (never the number)
 
 
 def _rows(path: Path) -> Iterator[tuple[int, str]]:
@@ -87,152 +124,281 @@ def _rows(path: Path) -> Iterator[tuple[int, str]]:
         raise CampaignFileError(f"not a readable CSV: {exc}") from None
 
 
-def content_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 16), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def campaign_name(path: Path, name: str = "") -> str:
+    """The campaign's identity: --name, or the file's stem (editing the file keeps it)."""
+    chosen = (name or path.stem).strip()
+    if not chosen or len(chosen) > 100 or any(c in chosen for c in "/\\\0"):
+        raise CampaignFileError("the campaign name must be 1-100 characters without slashes")
+    return chosen
 
 
 class CampaignStore:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, wall: Callable[[], float] = time.time) -> None:
         self.conn = conn
+        self.wall = wall  # epoch seconds (tests inject their clock)
         conn.executescript(_SCHEMA)
 
-    def load(self, path: Path, region: str, name: str = "") -> tuple[str, bool]:
-        """Create the campaign from ``path`` (or find it again: resume). Returns (id, created)."""
-        digest = content_hash(path)
-        campaign_id = name or f"{path.stem}-{digest[:12]}"
-        row = self.conn.execute("SELECT content_hash FROM campaign WHERE id=?", (campaign_id,)).fetchone()
-        if row is not None:
-            if row[0] != digest:
-                raise CampaignFileError(f"campaign {campaign_id!r} exists with a different file; "
-                                        "use another --name")
-            return campaign_id, False
+    # loading ---------------------------------------------------------------------------------
+    def load(self, path: Path, region: str, name: str = "") -> LoadReport:
+        """Add the file's people to campaign ``name`` (created on first use). People already in
+        it keep their state: the edited file of a running campaign adds only the new numbers."""
+        campaign = campaign_name(path, name)
+        report = LoadReport(campaign, created=False)
         seen: set[int] = set()
-        records: list[tuple[int, int | None, str, str, str, str]] = []
+        people: list[tuple[int, str, int]] = []
+        lines: list[tuple[int, int | None, str, str]] = []
         for line_no, raw in _rows(path):
             try:
                 key = e164_to_int(normalise(raw, region))
             except InvalidNumber as exc:
-                masked = mask_number(raw.strip())
-                records.append((line_no, None, masked, "invalid", "number_invalid", str(exc)))
+                lines.append((line_no, None, mask_number(raw.strip()), f"number_invalid: {exc}"))
+                report.invalid += 1
+                report.problems.append(f"line {line_no}: {exc}")
                 continue
             if key in seen:
-                records.append((line_no, None, mask_number(int_to_e164(key)), "duplicate", "duplicate",
-                                "number listed earlier in the file"))
+                masked = mask_number(int_to_e164(key))
+                lines.append((line_no, key, masked, "duplicate: listed earlier in the file"))
+                report.duplicate += 1
                 continue
             seen.add(key)
-            records.append((line_no, key, mask_number(int_to_e164(key)), "pending", "", ""))
+            people.append((key, mask_number(int_to_e164(key)), line_no))
         with transaction(self.conn) as conn:
-            conn.execute(
-                "INSERT INTO campaign (id, label, content_hash, created) VALUES (?, ?, ?, ?)",
-                (campaign_id, path.name, digest, datetime.now(UTC).isoformat(timespec="seconds")),
-            )
-            conn.executemany(
-                "INSERT INTO campaign_row (campaign_id, row_no, number, masked, state, outcome, detail)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(campaign_id, *r) for r in records],
-            )
-        return campaign_id, True
+            if conn.execute("SELECT 1 FROM campaign_list WHERE name=?", (campaign,)).fetchone() is None:
+                conn.execute("INSERT INTO campaign_list (name, created, source) VALUES (?, ?, ?)",
+                             (campaign, _iso_now(), path.name))
+                report.created = True
+            for key, masked, line_no in people:
+                cur = conn.execute(
+                    "INSERT INTO campaign_person (campaign, number, masked, line_no, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (campaign, number) DO NOTHING",
+                    (campaign, key, masked, line_no, self.wall()),
+                )
+                if cur.rowcount:
+                    report.added += 1
+                else:
+                    report.known += 1
+            conn.execute("DELETE FROM campaign_line WHERE campaign=?", (campaign,))
+            conn.executemany("INSERT INTO campaign_line (campaign, line_no, number, masked, problem)"
+                             " VALUES (?, ?, ?, ?, ?)",
+                             [(campaign, *line) for line in lines])
+        return report
 
     def exists(self, campaign_id: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM campaign WHERE id=?", (campaign_id,)).fetchone() is not None
+        found = self.conn.execute("SELECT 1 FROM campaign_list WHERE name=?", (campaign_id,)).fetchone()
+        return found is not None
 
-    def recover_interrupted(self, campaign_id: str) -> int:
-        cur = self.conn.execute(
-            "UPDATE campaign_row SET state='unknown', outcome='unknown',"
-            " detail='interrupted while dialing; not redialed' WHERE campaign_id=? AND state='dialing'",
-            (campaign_id,),
-        )
-        return cur.rowcount
+    # claiming and recording ------------------------------------------------------------------
+    def claim(
+        self, campaign_id: str, now: float, hint: str, window_s: float, force: bool
+    ) -> CampaignRow | None:
+        """Reserve the next due person for this run: one UPDATE that only takes a 'queued' row.
+        A person contacted by another campaign within ``window_s`` becomes 'skipped' instead
+        (unless ``force``); then the next one is tried."""
+        while True:
+            with transaction(self.conn) as conn:
+                got = conn.execute(
+                    "UPDATE campaign_person SET state='claimed', hint=?, updated_at=?"
+                    " WHERE campaign=? AND state='queued' AND number=("
+                    "  SELECT number FROM campaign_person WHERE campaign=? AND state='queued' AND next_at<=?"
+                    "  ORDER BY next_at, line_no LIMIT 1)"
+                    " RETURNING number, line_no, attempts",
+                    (hint, now, campaign_id, campaign_id, now),
+                ).fetchone()
+                if got is None:
+                    return None
+                number, line_no, attempts = got
+                other = None if force else conn.execute(
+                    "SELECT campaign, state, updated_at FROM campaign_person WHERE number=? AND campaign!=?"
+                    f" AND (state IN ({_q(IN_FLIGHT)}) OR (state IN ({_q(CONTACTED)}) AND updated_at>=?))"
+                    " ORDER BY updated_at DESC LIMIT 1",
+                    (number, campaign_id, *IN_FLIGHT, *CONTACTED, now - window_s),
+                ).fetchone()
+                if other is None:
+                    return CampaignRow(campaign_id, int_to_e164(number), line_no, attempts, hint)
+                when = datetime.fromtimestamp(other[2], UTC).isoformat(timespec="minutes")
+                conn.execute(
+                    "UPDATE campaign_person SET state='skipped', outcome='already_contacted', detail=?,"
+                    " updated_at=? WHERE campaign=? AND number=? AND state='claimed'",
+                    (f"already contacted by campaign {other[0]!r} ({other[1]}, {when}); --force dials anyway",
+                     now, campaign_id, number),
+                )
 
-    def next_due(self, campaign_id: str, now_epoch: float) -> CampaignRow | None:
-        row = self.conn.execute(
-            "SELECT row_no, number, attempts FROM campaign_row WHERE campaign_id=? AND state='pending'"
-            " AND next_at<=? ORDER BY next_at, row_no LIMIT 1",
-            (campaign_id, now_epoch),
-        ).fetchone()
-        return None if row is None else CampaignRow(campaign_id, row[0], int_to_e164(row[1]), row[2])
-
-    def next_scheduled(self, campaign_id: str) -> float | None:
-        row = self.conn.execute(
-            "SELECT min(next_at) FROM campaign_row WHERE campaign_id=? AND state='pending'", (campaign_id,)
-        ).fetchone()
-        return None if row[0] is None else float(row[0])
-
-    def mark_dialing(self, row: CampaignRow) -> None:
+    def mark_sending(self, row: CampaignRow, now: float) -> CampaignRow:
+        """Committed before the request leaves: after a crash this row may have been placed."""
         self.conn.execute(
-            "UPDATE campaign_row SET state='dialing', attempts=attempts+1 WHERE campaign_id=? AND row_no=?",
-            (row.campaign_id, row.row_no),
+            "UPDATE campaign_person SET state='sending', attempts=attempts+1, sending_at=?, updated_at=?"
+            " WHERE campaign=? AND number=? AND state='claimed'",
+            (now, now, row.campaign_id, e164_to_int(row.e164)),
+        )
+        return CampaignRow(row.campaign_id, row.e164, row.line_no, row.attempts, row.hint, now)
+
+    def release(self, row: CampaignRow, next_at: float, detail: str = "") -> None:
+        """Back to 'queued' (the request did not leave): the attempt does not count."""
+        self.conn.execute(
+            "UPDATE campaign_person SET state='queued', next_at=?, detail=?, updated_at=?,"
+            " attempts=CASE WHEN state='sending' THEN attempts-1 ELSE attempts END"
+            " WHERE campaign=? AND number=? AND state IN ('claimed', 'sending')",
+            (next_at, detail, self.wall(), row.campaign_id, e164_to_int(row.e164)),
         )
 
     def mark_refused(self, row: CampaignRow, rules: list[str], detail: str) -> None:
         self.conn.execute(
-            "UPDATE campaign_row SET state='refused', outcome=?, detail=? WHERE campaign_id=? AND row_no=?",
-            (",".join(rules), detail, row.campaign_id, row.row_no),
+            "UPDATE campaign_person SET state='refused', outcome=?, detail=?, updated_at=?"
+            " WHERE campaign=? AND number=? AND state='claimed'",
+            (",".join(rules), detail, self.wall(), row.campaign_id, e164_to_int(row.e164)),
         )
 
-    def record(self, row: CampaignRow, result: PlacementResult, max_attempts: int, retry_at: float) -> str:
-        """Store a placement's result; schedule a retry for busy/no-answer. Returns the new state."""
-        attempts = row.attempts + 1
-        state = "pending" if result.retryable and attempts < max_attempts else "done"
+    def mark_placed(self, row: CampaignRow, call_id: str, detail: str) -> None:
+        """The provider took the call; a callback that already wrote the outcome is kept."""
         self.conn.execute(
-            "UPDATE campaign_row SET state=?, outcome=?, detail=?, call_id=?, duration_s=?, transcript=?,"
-            " next_at=? WHERE campaign_id=? AND row_no=?",
-            (state, result.status, result.detail, result.call_id, result.duration_s, result.transcript_path,
-             retry_at if state == "pending" else 0, row.campaign_id, row.row_no),
+            "UPDATE campaign_person SET state='placed', call_id=?, detail=?, updated_at=?"
+            " WHERE campaign=? AND number=? AND state='sending'",
+            (call_id, detail, self.wall(), row.campaign_id, e164_to_int(row.e164)),
         )
-        return state
 
+    def mark_unknown(self, row: CampaignRow, detail: str) -> None:
+        self.conn.execute(
+            "UPDATE campaign_person SET state='unknown', outcome='unknown', detail=?, updated_at=?"
+            " WHERE campaign=? AND number=? AND state IN ('sending', 'claimed')",
+            (detail, self.wall(), row.campaign_id, e164_to_int(row.e164)),
+        )
+
+    def record_outcome(
+        self, where: tuple[str, object], outcome: str, *, retry: bool, max_attempts: int, retry_at: float,
+        call_id: str = "", detail: str = "", duration_s: float | None = None, transcript: str = "",
+    ) -> str | None:
+        """Write a call's outcome, found by ``where`` = ("hint", value) or ("row", CampaignRow).
+        A retryable outcome with attempts left goes back to 'queued' at ``retry_at``. Returns
+        the new state (None: no such in-flight row, e.g. a repeated callback)."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}")
+        args: tuple[object, ...]
+        if where[0] == "hint":
+            cond, args = "hint=?", (where[1],)
+        else:
+            row = where[1]
+            assert isinstance(row, CampaignRow)
+            cond, args = "campaign=? AND number=?", (row.campaign_id, e164_to_int(row.e164))
+        with transaction(self.conn) as conn:
+            found = conn.execute(
+                f"SELECT campaign, number, attempts FROM campaign_person WHERE {cond}"
+                " AND state IN ('sending', 'placed')", args,
+            ).fetchone()
+            if found is None:
+                return None
+            campaign, number, attempts = found
+            state = "queued" if retry and attempts < max_attempts else outcome
+            conn.execute(
+                "UPDATE campaign_person SET state=?, outcome=?, detail=?, duration_s=?, next_at=?,"
+                " updated_at=?,"
+                " call_id=CASE WHEN ?!='' THEN ? ELSE call_id END,"
+                " transcript=CASE WHEN ?!='' THEN ? ELSE transcript END"
+                " WHERE campaign=? AND number=?",
+                (state, outcome, detail, duration_s, retry_at if state == "queued" else 0, self.wall(),
+                 call_id, call_id, transcript, transcript, campaign, number),
+            )
+            return state
+
+    # recovery --------------------------------------------------------------------------------
+    def interrupted(self, campaign_id: str) -> tuple[int, list[CampaignRow]]:
+        """Start of a run (the campaign lock is held): 'claimed' rows never left and are queued
+        again (returned count); 'sending' rows may have left and are returned to reconcile."""
+        cur = self.conn.execute(
+            "UPDATE campaign_person SET state='queued', detail='requeued: the run stopped before dialing'"
+            " WHERE campaign=? AND state='claimed'", (campaign_id,),
+        )
+        rows = self.conn.execute(
+            "SELECT number, line_no, attempts, hint, sending_at FROM campaign_person"
+            " WHERE campaign=? AND state='sending' ORDER BY line_no", (campaign_id,),
+        ).fetchall()
+        return cur.rowcount, [
+            CampaignRow(campaign_id, int_to_e164(n), ln, a - 1, h, s) for n, ln, a, h, s in rows
+        ]
+
+    def next_scheduled(self, campaign_id: str) -> float | None:
+        row = self.conn.execute(
+            "SELECT min(next_at) FROM campaign_person WHERE campaign=? AND state='queued'", (campaign_id,)
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def set_pause_reason(self, campaign_id: str, reason: str) -> None:
+        self.conn.execute("UPDATE campaign_list SET pause_reason=? WHERE name=?", (reason, campaign_id))
+
+    def pause_reason(self, campaign_id: str) -> str:
+        row = self.conn.execute(
+            "SELECT pause_reason FROM campaign_list WHERE name=?", (campaign_id,)
+        ).fetchone()
+        return "" if row is None else str(row[0])
+
+    # reporting -------------------------------------------------------------------------------
     def counts(self, campaign_id: str) -> dict[str, int]:
         cur = self.conn.execute(
-            "SELECT state, outcome, count(*) FROM campaign_row WHERE campaign_id=? GROUP BY state, outcome",
-            (campaign_id,),
+            "SELECT state, count(*) FROM campaign_person WHERE campaign=? GROUP BY state", (campaign_id,)
         )
-        out: dict[str, int] = {}
-        for state, outcome, n in cur.fetchall():
-            key = f"{state}:{outcome}" if outcome else state
-            out[key] = out.get(key, 0) + int(n)
+        out = {state: int(n) for state, n in cur.fetchall()}
+        lines = self.conn.execute(
+            "SELECT count(*) FROM campaign_line WHERE campaign=?", (campaign_id,)
+        ).fetchone()[0]
+        if lines:
+            out["bad_line"] = int(lines)
         return out
 
     def results(self, campaign_id: str) -> list[ResultRow]:
         cur = self.conn.execute(
-            "SELECT row_no, masked, state, outcome, attempts, call_id, duration_s, transcript, detail"
-            " FROM campaign_row WHERE campaign_id=? ORDER BY row_no",
-            (campaign_id,),
+            "SELECT line_no, masked, state, outcome, attempts, call_id, duration_s, transcript, detail"
+            " FROM campaign_person WHERE campaign=?"
+            " UNION ALL SELECT line_no, masked, 'invalid', problem, 0, '', NULL, '', ''"
+            " FROM campaign_line WHERE campaign=? ORDER BY 1",
+            (campaign_id, campaign_id),
         )
         return [ResultRow(*r) for r in cur.fetchall()]
 
     def write_results(self, campaign_id: str, out: Path) -> int:
-        """One row per input line; numbers masked (join on `line` with your own file)."""
+        """One row per person (and per unusable line); numbers masked (join on `line`)."""
         rows = self.results(campaign_id)
-        with open(out, "w", encoding="utf-8", newline="") as fh:
+        tmp = out.with_name(out.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["line", "number_masked", "state", "outcome", "attempts", "call_id",
                              "duration_s", "transcript_path", "detail"])
             for r in rows:
                 duration = "" if r.duration_s is None else f"{r.duration_s:.1f}"
-                writer.writerow([r.row_no, r.masked, r.state, r.outcome, r.attempts, r.call_id,
+                writer.writerow([r.line_no, r.masked, r.state, r.outcome, r.attempts, r.call_id,
                                  duration, r.transcript, r.detail])
+        tmp.replace(out)  # never a half-written results file
         return len(rows)
 
     # erasure (forget) -------------------------------------------------------------------------
     def transcripts_of(self, e164: str) -> list[str]:
         cur = self.conn.execute(
-            "SELECT transcript FROM campaign_row WHERE number=? AND transcript!=''", (e164_to_int(e164),)
+            "SELECT transcript FROM campaign_person WHERE number=? AND transcript!=''", (e164_to_int(e164),)
+        )
+        return [r[0] for r in cur.fetchall()]
+
+    def call_ids_of(self, e164: str) -> list[str]:
+        cur = self.conn.execute(
+            "SELECT call_id FROM campaign_person WHERE number=? AND call_id!='' UNION "
+            "SELECT hint FROM campaign_person WHERE number=? AND hint!=''",
+            (e164_to_int(e164), e164_to_int(e164)),
         )
         return [r[0] for r in cur.fetchall()]
 
     def forget(self, e164: str) -> int:
-        """Erase the number from every campaign: the row stays (counts) with no number in it."""
-        cur = self.conn.execute(
-            "UPDATE campaign_row SET number=NULL, masked='[erased]', call_id='', transcript='',"
-            " detail='erased',"
-            " state=CASE WHEN state IN ('pending', 'dialing') THEN 'refused' ELSE state END,"
-            " outcome=CASE WHEN state IN ('pending', 'dialing') THEN 'erased' ELSE outcome END"
-            " WHERE number=?",
-            (e164_to_int(e164),),
-        )
-        return cur.rowcount
+        """Delete the person from every campaign (and the unusable-line records that name them)."""
+        key = e164_to_int(e164)
+        cur = self.conn.execute("DELETE FROM campaign_person WHERE number=?", (key,))
+        erased = cur.rowcount
+        self.conn.execute("DELETE FROM campaign_line WHERE number=?", (key,))
+        legacy = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='campaign_row'").fetchone()
+        if legacy is not None:  # rows of campaigns from before the per-person model
+            erased += self.conn.execute("DELETE FROM campaign_row WHERE number=?", (key,)).rowcount
+        return erased
+
+
+def _q(values: tuple[str, ...]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _iso_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,7 +1,21 @@
 """The compliance gate: every rule that blocks a call, checked before anything is dialed.
 
-Rules (names are stable, used in audit rows, CLI output and HTTP 403 bodies):
-number_invalid, caller_id_invalid, caller_id_unregistered, opted_out, dnd, outside_hours.
+Rules (names are stable, used in audit rows, CLI output and HTTP 403 bodies); every rule that
+blocks a call is named, not only the first:
+
+* number_invalid: the destination is not a valid number;
+* country_not_allowed: its country is not in compliance.allowed_countries (default: the
+  default region only);
+* caller_id_invalid, caller_id_unregistered: the caller ID is malformed or not in
+  compliance.registered_caller_ids;
+* caller_id_series: the caller ID is not in the number series the call category requires
+  (compliance.caller_id_series; TRAI: 140 series for promotional calls);
+* opted_out: the person asked not to be called;
+* dnd: on the NDNC/DND registry (promotional: unless the subscriber accepts the category;
+  transactional/service: unless there is recorded consent);
+* no_consent: the category needs recorded consent (compliance.consent_required; by default
+  promotional, per Plivo's India guidance);
+* outside_hours: outside the calling window.
 """
 
 from __future__ import annotations
@@ -11,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.outbound.hours import CallingWindow
-from bridge.outbound.numbers import InvalidNumber, normalise
+from bridge.outbound.numbers import InvalidNumber, normalise, region_of
 from bridge.outbound.registry import DndRegistry
 from bridge.outbound.store import OutboundStore
 from bridge.settings.outbound import ComplianceSettings
@@ -94,11 +108,18 @@ class ComplianceGate:
             from_e164 = normalise(from_raw, self.settings.default_region)
         except InvalidNumber as exc:
             return None, [Refusal("caller_id_invalid", f"caller ID: {exc}")]
+        problems = []
         if from_e164 not in self._registered:
-            return from_e164, [
-                Refusal("caller_id_unregistered", "caller ID is not in compliance.registered_caller_ids")
-            ]
-        return from_e164, []
+            problems.append(
+                Refusal("caller_id_unregistered", "caller ID is not in compliance.registered_caller_ids"))
+        category = self.settings.call_category
+        series = self.settings.caller_id_series.get(category) or []
+        if series and not from_e164.startswith(tuple(series)):
+            problems.append(Refusal(
+                "caller_id_series",
+                f"{category} calls must come from a number in the {', '.join(series)} series "
+                "(compliance.caller_id_series)"))
+        return from_e164, problems
 
     def check(self, to_raw: str, from_raw: str) -> Decision:
         refusals: list[Refusal] = []
@@ -110,6 +131,13 @@ class ComplianceGate:
         from_e164, caller_refusals = self.check_caller_id(from_raw)
         refusals.extend(caller_refusals)
         if to_e164 is not None:
+            allowed = self.settings.allowed_countries or [self.settings.default_region.upper()]
+            region = region_of(to_e164)
+            if region not in allowed:
+                refusals.append(Refusal(
+                    "country_not_allowed",
+                    f"destination country {region or 'unknown'} is not in compliance.allowed_countries "
+                    f"({', '.join(allowed)})"))
             refusals.extend(self._scrub(to_e164))
         next_allowed = None
         now = self.wall_clock()
@@ -125,20 +153,24 @@ class ComplianceGate:
         return Decision(to_e164, from_e164, tuple(refusals), next_allowed)
 
     def _scrub(self, e164: str) -> list[Refusal]:
+        refusals = []
         if self.store.is_opted_out(e164):
-            return [Refusal("opted_out", "the person asked not to be called")]
-        entry = self.registry.lookup(e164)
-        if entry is None:
-            return []
+            refusals.append(Refusal("opted_out", "the person asked not to be called"))
         category = self.settings.call_category
-        if category == "promotional":
-            wanted = self.settings.commercial_category
-            if entry.blocks(wanted):
-                what = "fully blocked" if entry.fully_blocked else "does not accept " + (
-                    CATEGORY_NAMES.get(wanted, "unspecified-category") + " calls"
-                )
-                return [Refusal("dnd", f"on the NDNC/DND registry ({what})")]
-            return []
-        if self.store.has_consent(e164):
-            return []
-        return [Refusal("dnd", f"on the NDNC/DND registry and no recorded consent for {category} calls")]
+        consent = self.store.has_consent(e164)
+        entry = self.registry.lookup(e164)
+        if entry is not None:
+            if category == "promotional":
+                wanted = self.settings.commercial_category
+                if entry.blocks(wanted):
+                    what = "fully blocked" if entry.fully_blocked else "does not accept " + (
+                        CATEGORY_NAMES.get(wanted, "unspecified-category") + " calls"
+                    )
+                    refusals.append(Refusal("dnd", f"on the NDNC/DND registry ({what})"))
+            elif not consent:
+                refusals.append(
+                    Refusal("dnd", f"on the NDNC/DND registry and no recorded consent for {category} calls"))
+        if category in self.settings.consent_required and not consent:
+            refusals.append(Refusal(
+                "no_consent", f"no recorded consent for {category} calls (compliance.consent_required)"))
+        return refusals

@@ -67,3 +67,17 @@ def int_to_e164(value: int) -> str:
 def is_e164(value: str) -> bool:
     return bool(re.fullmatch(r"\+[1-9]\d{6,14}", value))
 
+
+
+def region_of(e164: str) -> str:
+    """The ISO region code of a valid E.164 number ("IN"), or "" when it has none (e.g. +800)."""
+    for length in (1, 2, 3):  # a country code that is one region (+91) needs no parse
+        regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(e164[1:1 + length] or 0))
+        if regions:
+            if len(regions) == 1 and regions[0] != "001":
+                return str(regions[0])
+            break
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(e164)) or ""
+    except phonenumbers.NumberParseException:
+        return ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -19,7 +20,8 @@ import requests
 from plivo import exceptions as plivo_errors
 from plivo.rest import client as plivo_client
 
-from bridge.outbound.dialer import PlacementResult
+from bridge.outbound.dialer import PlacementResult, PlacementStatus, Sought
+from bridge.outbound.outcomes import outcome_from_plivo
 from bridge.privacy import mask_phone_numbers
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,11 @@ class PlivoApiDialer:
         else:
             self._client = plivo.RestClient(auth_id, auth_token, timeout=timeout_s)
         self.answer_url = answer_url
+        # Plivo posts the hangup to answer_url when no hangup_url is given; our XML server
+        # takes outcomes on /hangup, next to /answer.
+        if not hangup_url and urlsplit(answer_url).path.endswith("/answer"):
+            parts = urlsplit(answer_url)
+            hangup_url = urlunsplit(parts._replace(path=parts.path[: -len("answer")] + "hangup"))
         self.hangup_url = hangup_url
         self.ring_timeout_s = ring_timeout_s
         self.time_limit_s = time_limit_s
@@ -105,6 +112,8 @@ class PlivoApiDialer:
         if call_id_hint.isalnum():
             kwargs["sip_headers"] = f"vbcall={call_id_hint}"
         with self._lock:
+            # The SDK never resets its 5xx fallback counter; one bad minute would stick.
+            self._client.voice_retry_count = 0
             return self._client.calls.create(**kwargs)
 
     async def place(self, to_e164: str, from_e164: str, call_id_hint: str) -> PlacementResult:
@@ -114,14 +123,91 @@ class PlivoApiDialer:
                 plivo_errors.GeoPermissionError, plivo_errors.ForbiddenError) as exc:
             return PlacementResult("rejected", detail=_clean(f"Plivo refused the call: {exc}"))
         except plivo_errors.AuthenticationError as exc:
-            return PlacementResult("failed", detail=_clean(f"Plivo authentication failed: {exc}"))
+            # Nothing was placed and nothing will be until the credentials are fixed.
+            return PlacementResult("unavailable", detail=_clean(f"Plivo authentication failed: {exc}"))
+        except requests.ConnectionError as exc:
+            # Refused/unreachable: the request did not get to Plivo (a read timeout is not this).
+            return PlacementResult("unavailable",
+                                   detail=_clean(f"Plivo API unreachable: {type(exc).__name__}"))
         except (plivo_errors.PlivoRestError, requests.RequestException) as exc:
-            return PlacementResult("failed", detail=_clean(f"Plivo API error: {type(exc).__name__}: {exc}"))
+            # 5xx or a timeout after sending: Plivo may have created the call.
+            return PlacementResult("unavailable", maybe_sent=True,
+                                   detail=_clean(f"Plivo API error: {type(exc).__name__}: {exc}"))
         request_uuid = str(getattr(response, "request_uuid", "") or "")
         message = str(getattr(response, "message", "") or "")
         if not request_uuid:
-            return PlacementResult("failed", detail=_clean(f"Plivo answered without request_uuid: {message}"))
+            return PlacementResult("unavailable", maybe_sent=True,
+                                   detail=_clean(f"Plivo answered without request_uuid: {message}"))
         return PlacementResult("queued", call_id=request_uuid, detail=_clean(message))
+
+    # reconciliation ---------------------------------------------------------------------------
+    def _find(self, wanted: list[Sought]) -> list[PlacementResult | None]:
+        client = self._client
+        out: list[PlacementResult | None] = []
+        with self._lock:
+            client.voice_retry_count = 0
+            # Queued and live calls are not in the call records yet (Plivo lists them apart):
+            # one listing for every row asked about.
+            pending: dict[str, PlacementResult] = {}
+            for kind, status in ((client.queued_calls, "queued"), (client.live_calls, "live")):
+                for call_id in _all_ids(kind):
+                    detail = kind.get(call_id)
+                    found = str(getattr(detail, "request_uuid", "") or call_id)
+                    pending.setdefault(_digits(getattr(detail, "to", "")),
+                                       PlacementResult("queued", call_id=found, detail=f"{status} at Plivo"))
+            for sought in wanted:  # Plivo's lists do not show our call id: by number and time
+                digits = sought.to_e164.lstrip("+")
+                out.append(pending.get(digits) or self._ended_call(digits, sought.since_epoch))
+        return out
+
+    def _ended_call(self, digits: str, since_epoch: float) -> PlacementResult | None:
+        offset = 0
+        while True:  # call records, newest first: stop at the first page older than since
+            page = list(self._client.calls.list(to_number=digits, limit=_PAGE, offset=offset))
+            for cdr in page:
+                started = _when(str(getattr(cdr, "initiation_time", "") or ""))
+                if started is None or started < since_epoch:
+                    continue
+                outcome = outcome_from_plivo(
+                    "", str(getattr(cdr, "hangup_cause_name", "") or ""),
+                    str(getattr(cdr, "bill_duration", "") or "0"),
+                )
+                status: PlacementStatus = outcome  # type: ignore[assignment]
+                return PlacementResult(status, call_id=str(getattr(cdr, "call_uuid", "")),
+                                       detail="Plivo call record")
+            oldest = min((_when(str(getattr(c, "initiation_time", "") or "")) or 0.0 for c in page),
+                         default=0.0)
+            if len(page) < _PAGE or oldest < since_epoch:
+                return None
+            offset += _PAGE
+
+    async def find_calls(self, wanted: list[Sought]) -> list[PlacementResult | None]:
+        return await asyncio.to_thread(self._find, wanted)
+
+
+_PAGE = 20  # Plivo's largest page
+
+
+def _all_ids(kind: Any) -> list[str]:
+    """Every id of a queued/live call listing, page by page."""
+    ids: list[str] = []
+    while True:
+        page = [str(i) for i in (getattr(kind.list_ids(limit=_PAGE, offset=len(ids)), "calls", None) or [])]
+        ids.extend(page)
+        if len(page) < _PAGE:
+            return ids
+
+
+def _digits(text: object) -> str:
+    return "".join(c for c in str(text) if c.isdigit())
+
+
+def _when(text: str) -> float | None:
+    """Plivo's record times ("2026-12-01 16:40:00+05:30") as epoch seconds."""
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
 
 
 def _clean(text: str) -> str:

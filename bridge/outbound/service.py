@@ -68,8 +68,11 @@ class OutboundService:
             raise ValueError("dial_checked needs an allowed decision")
         self.store.audit(decision.to_e164, "allowed", [], dialer.name, call_id=hint)
         result = await dialer.place(decision.to_e164, decision.from_e164, hint)
+        # Both rows carry our call id (how a restarted campaign asks what became of it); the
+        # provider's own id goes into the detail.
+        provider_id = f"provider call {result.call_id}" if result.call_id and result.call_id != hint else ""
         self.store.audit(
             decision.to_e164, "placed" if result.ok else result.status, [], dialer.name,
-            call_id=result.call_id or hint, detail=result.detail,
+            call_id=hint, detail="; ".join(p for p in (result.detail, provider_id) if p),
         )
         return result

@@ -6,11 +6,7 @@ per-install key) so `forget` can find a person's rows without the number being s
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import os
-import secrets
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,10 +16,10 @@ from bridge.metrics import OUTBOUND_DECISIONS
 from bridge.outbound.db import OUTBOUND_FILE, connect, outbound_dir
 from bridge.outbound.numbers import e164_to_int
 from bridge.privacy import mask_number
+from bridge.pseudonym import load_key, subject_of
 
 log = logging.getLogger("bridge.outbound.audit")
 
-_KEY_FILE = "pseudonym.key"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS consent (
     number INTEGER PRIMARY KEY, purpose TEXT NOT NULL, recorded_at TEXT NOT NULL);
@@ -34,18 +30,6 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_subject ON audit (subject);
 """
-
-
-def _load_key(directory: Path) -> bytes:
-    path = directory / _KEY_FILE
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        key = secrets.token_bytes(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
-        return key
 
 
 @dataclass(frozen=True)
@@ -63,7 +47,7 @@ class AuditRow:
 class OutboundStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._key = _load_key(directory)
+        self._key = load_key(directory.parent)  # data_dir/outbound/pseudonym.key
         self.conn: sqlite3.Connection = connect(directory / OUTBOUND_FILE)
         self.conn.executescript(_SCHEMA)
 
@@ -76,7 +60,7 @@ class OutboundStore:
 
     def subject(self, number: str) -> str:
         """Pseudonym of a number (E.164, or the raw text when it is not a valid number)."""
-        return hmac.new(self._key, number.encode(), hashlib.sha256).hexdigest()[:24]
+        return subject_of(self._key, number)
 
     # consent and opt-out ------------------------------------------------------------------
     def add_consent(self, e164: str, purpose: str) -> None:
@@ -127,6 +111,14 @@ class OutboundStore:
             f" ({row.rules})" if row.rules else "",
             extra={"subject": row.subject, "call_id": call_id, "detail": detail},
         )
+
+    def decisions_for_call(self, call_id: str) -> list[AuditRow]:
+        """The audit rows of one call id of ours (allowed, then placed/busy/... when it ended)."""
+        cur = self.conn.execute(
+            "SELECT ts, decision, rules, subject, masked, via, call_id, detail FROM audit"
+            " WHERE call_id=? ORDER BY id", (call_id,),
+        )
+        return [AuditRow(*row) for row in cur.fetchall()]
 
     def audit_rows(self, number: str | None = None) -> list[AuditRow]:
         if number is None:

@@ -102,4 +102,5 @@ def open_outbound(
         dialers, unavailable = build_dialers(settings, secrets or Secrets.from_env(), agent, sip_trunk)
     gate = ComplianceGate(settings.compliance, registry, store, clock.wall)
     service = OutboundService(gate, store, dialers)
-    return Outbound(settings, registry, store, gate, service, CampaignStore(store.conn), unavailable)
+    campaigns = CampaignStore(store.conn, lambda: clock.wall().timestamp())
+    return Outbound(settings, registry, store, gate, service, campaigns, unavailable)

@@ -35,6 +35,17 @@ class ComplianceSettings(Section):
     call_category: Literal["promotional", "transactional", "service"] = "promotional"
     # TRAI preference category (1-8) of promotional calls; 0 = unspecified (every DND entry blocks).
     commercial_category: int = Field(0, ge=0, le=8)
+    # Destination countries (ISO 3166 region codes) that may be called; empty = default_region only.
+    allowed_countries: list[str] = Field(default_factory=list)
+    # Call categories that need recorded consent for every number (not only DND-listed ones).
+    # Plivo's India guidance: "Cold calling is prohibited. You must have explicit digital consent
+    # before commercial calls" (https://plivo.com/docs/voice/concepts/india-calling).
+    consent_required: list[Literal["promotional", "transactional", "service"]] = Field(["promotional"])
+    # Caller-ID number series per category (E.164 prefixes); a category not listed, or with an
+    # empty list, accepts any registered caller ID. TRAI defaults: promotional voice calls from
+    # the 140 series (TCCCPR 2018); 160 series for service/transactional calls of BFSI and
+    # government senders (TRAI/DoT 2025): add "transactional" = ["+91160"] if that applies to you.
+    caller_id_series: dict[str, list[str]] = Field(default_factory=lambda: {"promotional": ["+91140"]})
 
     @field_validator("window_start", "window_end")
     @classmethod
@@ -50,6 +61,25 @@ class ComplianceSettings(Section):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("allowed_countries")
+    @classmethod
+    def _regions(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not re.fullmatch(r"[A-Za-z]{2}", v)]
+        if bad:
+            raise ValueError(f"expected two-letter region codes (IN, US, ...), got {bad}")
+        return [v.upper() for v in value]
+
+    @field_validator("caller_id_series")
+    @classmethod
+    def _series(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for category, prefixes in value.items():
+            if category not in ("promotional", "transactional", "service"):
+                raise ValueError(f"unknown call category {category!r} (promotional, transactional, service)")
+            bad = [p for p in prefixes if not re.fullmatch(r"\+\d{1,14}", p)]
+            if bad:
+                raise ValueError(f"{category}: prefixes must be '+' and digits, got {bad}")
         return value
 
     @field_validator("days")
@@ -84,4 +114,26 @@ class OutboundSettings(Section):
     calls_per_second: float = Field(2.0, gt=0)
     max_attempts: int = Field(2, ge=1)
     retry_delay_s: float = Field(600.0, ge=0)
+    # Outcomes retried (after retry_delay_s, up to max_attempts); the others are final.
+    retry_on: list[Literal["busy", "no-answer", "failed", "machine"]] = Field(["busy", "no-answer"])
+    # A person contacted (answered, machine, refused) by any campaign within this many days is
+    # not dialed by another campaign without --force. 0 turns the check off.
+    recontact_window_days: float = Field(30.0, ge=0)
+    # Provider unreachable / 5xx: retried after backoff_s, doubling up to backoff_max_s; after
+    # max_consecutive_failures in a row the campaign pauses itself (nobody is used up).
+    backoff_s: float = Field(2.0, ge=0)
+    backoff_max_s: float = Field(60.0, ge=0)
+    max_consecutive_failures: int = Field(5, ge=1)
+    # Answering machine (plivo-api, machine_detection = "true"): "hangup", or "message" (say
+    # machine_message after the beep, then hang up).
+    on_machine: Literal["hangup", "message"] = "hangup"
+    machine_message: str = ""
+    # POST /calls: at most api_calls_per_number requests naming one number per
+    # api_number_window_s (429 rate_limited) ...
+    api_calls_per_number: int = Field(3, ge=1)
+    api_number_window_s: float = Field(3600.0, gt=0)
+    # ... and a source that sent api_bad_tokens bad tokens within api_lockout_s is refused
+    # (429 locked_out) for api_lockout_s.
+    api_bad_tokens: int = Field(10, ge=1)
+    api_lockout_s: float = Field(600.0, gt=0)
     trunk: TrunkSettings = Field(default_factory=TrunkSettings)  # type: ignore[arg-type]

@@ -15,6 +15,11 @@ from bridge.settings import Settings
 IST = ZoneInfo("Asia/Kolkata")
 MONDAY_10AM = datetime(2025, 1, 6, 10, 0, tzinfo=IST)  # 2025-01-06 is a Monday
 CALLER_ID = "+911140000000"
+# Tests of campaigns, erasure and logging are not about the consent and caller-ID series rules
+# (test_compliance.py is): they turn those two off explicitly.
+NOT_THE_GATE = {"consent_required": [], "caller_id_series": {}}
+TOML_NOT_THE_GATE = 'consent_required = []\ncaller_id_series = {}\n'
+
 # Valid Indian mobile numbers (phonenumbers accepts them).
 ALICE = "+919876543210"
 BOB = "+919812345678"
@@ -86,7 +91,7 @@ class RecordingDialer:
 def make_settings(data_dir: Path, **sections: dict[str, Any]) -> Settings:
     data: dict[str, Any] = {
         "daemon": {"data_dir": str(data_dir)},
-        "compliance": {"registered_caller_ids": [CALLER_ID]},
+        "compliance": {"registered_caller_ids": [CALLER_ID], **NOT_THE_GATE},
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}

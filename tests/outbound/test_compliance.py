@@ -9,7 +9,7 @@ from bridge.outbound.store import OutboundStore
 from bridge.settings import SettingsError, load_settings
 from bridge.settings.outbound import ComplianceSettings
 
-from .support import ALICE, BOB, CALLER_ID, CAROL, MONDAY_10AM, FakeClock
+from .support import ALICE, BOB, CALLER_ID, CAROL, MONDAY_10AM, NOT_THE_GATE, FakeClock
 
 
 @pytest.fixture
@@ -23,7 +23,8 @@ def env(tmp_path: Path):
 
 
 def gate(env, clock: FakeClock | None = None, **values) -> ComplianceGate:
-    settings = ComplianceSettings.model_validate({"registered_caller_ids": ["011 4000 0000"], **values})
+    settings = ComplianceSettings.model_validate(
+        {"registered_caller_ids": ["011 4000 0000"], **NOT_THE_GATE, **values})
     registry, store = env
     return ComplianceGate(settings, registry, store, (clock or FakeClock()).wall)
 
@@ -110,3 +111,62 @@ def test_settings_validation_names_the_key(tmp_path: Path) -> None:
     swapped.write_text('[compliance]\nwindow_start = "21:00"\nwindow_end = "09:00"\n')
     with pytest.raises(SettingsError, match="window_start must be before"):
         load_settings(swapped, environ={})
+
+
+# The gate's rules that are on by default (issue 9) -------------------------------------------
+PROMO_ID = "+911409876500"  # a 140-series number (TRAI: promotional voice calls)
+US = "+14155552671"
+
+
+def defaults(env, clock: FakeClock | None = None, **values) -> ComplianceGate:
+    """A gate with the shipped defaults (consent for promotional, 140 series, own country)."""
+    settings = ComplianceSettings.model_validate({"registered_caller_ids": [PROMO_ID, CALLER_ID], **values})
+    registry, store = env
+    return ComplianceGate(settings, registry, store, (clock or FakeClock()).wall)
+
+
+def test_opt_out_and_dnd_are_both_named(env) -> None:
+    _, store = env
+    store.add_optout(ALICE)  # ALICE is also fully blocked on the DND registry
+    decision = gate(env).check(ALICE, CALLER_ID)
+    assert decision.rules == ["opted_out", "dnd"]
+
+
+def test_only_the_default_region_is_called_unless_allowed(env) -> None:
+    decision = gate(env).check(US, CALLER_ID)
+    assert decision.rules == ["country_not_allowed"]
+    assert "US" in decision.refusals[0].detail and "(IN)" in decision.refusals[0].detail
+    assert gate(env, allowed_countries=["in", "US"]).check(US, CALLER_ID).allowed
+
+
+def test_promotional_calls_need_consent_by_default(env) -> None:
+    _, store = env
+    decision = defaults(env).check(CAROL, PROMO_ID)
+    assert decision.rules == ["no_consent"] and "compliance.consent_required" in decision.refusals[0].detail
+    store.add_consent(CAROL, "offers")
+    assert defaults(env).check(CAROL, PROMO_ID).allowed
+    # transactional calls to a number not on DND need none (unless configured)
+    store.revoke_consent(CAROL)
+    assert defaults(env, call_category="transactional").check(CAROL, CALLER_ID).allowed
+    assert defaults(env, call_category="transactional",
+                    consent_required=["transactional"]).check(CAROL, CALLER_ID).rules == ["no_consent"]
+
+
+def test_caller_id_must_be_in_the_series_of_the_category(env) -> None:
+    _, store = env
+    store.add_consent(CAROL, "offers")
+    landline = defaults(env).check(CAROL, CALLER_ID)  # a Delhi landline for a promotional call
+    assert landline.rules == ["caller_id_series"] and "+91140" in landline.refusals[0].detail
+    assert defaults(env).check(CAROL, PROMO_ID).allowed
+    bfsi = defaults(env, call_category="service", caller_id_series={"service": ["+91160"]})
+    assert bfsi.check(CAROL, CALLER_ID).rules == ["caller_id_series"]
+    assert bfsi.check_caller_id(CALLER_ID)[1][0].rule == "caller_id_series"  # campaigns check it once
+
+
+def test_caller_id_series_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="unknown call category"):
+        ComplianceSettings.model_validate({"caller_id_series": {"marketing": ["+91140"]}})
+    with pytest.raises(ValueError, match="prefixes"):
+        ComplianceSettings.model_validate({"caller_id_series": {"promotional": ["140"]}})
+    with pytest.raises(ValueError, match="two-letter"):
+        ComplianceSettings.model_validate({"allowed_countries": ["India"]})

@@ -32,10 +32,10 @@ async def test_forget_erases_consent_campaign_rows_transcripts_and_audit(tmp_pat
         await ob.service.call(BOB, CALLER_ID, "test-dialer")
         csv_path = tmp_path / "list.csv"
         csv_path.write_text(f"number\n{ALICE}\n{BOB}\n")
-        cid, _ = ob.campaigns.load(csv_path, "IN")
+        cid = ob.campaigns.load(csv_path, "IN").name
         transcript = tmp_path / "alice-transcript.txt"
         transcript.write_text("hello")
-        ob.store.conn.execute("UPDATE campaign_row SET transcript=? WHERE row_no=2", (str(transcript),))
+        ob.store.conn.execute("UPDATE campaign_person SET transcript=? WHERE line_no=2", (str(transcript),))
         assert traces(tmp_path / "outbound", ALICE)  # the check can see a number when it is there
 
         report = forget(ob, ALICE)
@@ -45,8 +45,8 @@ async def test_forget_erases_consent_campaign_rows_transcripts_and_audit(tmp_pat
         assert not ob.store.has_consent(ALICE) and ob.store.audit_rows(ALICE) == []
         # others are untouched
         assert ob.store.has_consent(BOB) and len(ob.store.audit_rows(BOB)) == 2
-        rows = {r.row_no: r for r in ob.campaigns.results(cid)}
-        assert rows[2].masked == "[erased]" and rows[2].state == "refused" and rows[3].state == "pending"
+        rows = {r.line_no: r for r in ob.campaigns.results(cid)}
+        assert 2 not in rows and rows[3].state == "queued"
     finally:
         ob.close()
     assert traces(tmp_path / "outbound", ALICE) == []
@@ -62,5 +62,19 @@ def test_opt_out_is_kept_unless_asked(tmp_path: Path) -> None:
         assert ob.gate.check(ALICE, CALLER_ID).rules == ["opted_out"]
         removed = forget(ob, ALICE, include_optout=True)
         assert removed.optout_removed and not ob.store.is_opted_out(ALICE)
+    finally:
+        ob.close()
+
+
+def test_rows_of_campaigns_from_before_the_per_person_model_are_erased(tmp_path: Path) -> None:
+    ob = open_outbound(make_settings(tmp_path), clock=FakeClock(), dialers={})
+    try:
+        ob.store.conn.executescript(
+            "CREATE TABLE campaign_row (campaign_id TEXT, row_no INTEGER, number INTEGER, masked TEXT);"
+            f"INSERT INTO campaign_row VALUES ('old', 2, {ALICE[1:]}, '+91********10');"
+            f"INSERT INTO campaign_row VALUES ('old', 3, {BOB[1:]}, '+91********78');")
+        assert forget(ob, ALICE).campaign_rows == 1
+        left = ob.store.conn.execute("SELECT number FROM campaign_row").fetchall()
+        assert left == [(int(BOB[1:]),)]
     finally:
         ob.close()

@@ -37,7 +37,7 @@ async def test_no_number_in_any_log_record(tmp_path: Path, caplog: pytest.LogCap
             assert failed.placement is not None and failed.placement.status == "rejected"
             listing = tmp_path / "list.csv"
             listing.write_text(f"number\n{BOB}\n{CAROL}\n")
-            cid, _ = ob.campaigns.load(listing, "IN")
+            cid = ob.campaigns.load(listing, "IN").name
             options = CampaignOptions(from_number=CALLER_ID, retry_delay_s=60)
             await CampaignRunner(ob.campaigns, ob.service, flaky, clock, options).run(cid)
             forget(ob, BOB)

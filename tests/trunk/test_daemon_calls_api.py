@@ -25,6 +25,8 @@ window_start = "00:00"
 window_end = "24:00"
 days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 registered_caller_ids = ["+911140001234"]
+consent_required = []  # not what these tests are about (tests/outbound/test_compliance.py)
+caller_id_series = {{}}
 [outbound]
 via = "sip-trunk"
 [outbound.trunk]
