@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from bridge.callfacts import encode_headers, stream_token
+from bridge import callfacts
 from bridge.privacy import mask_number
 from bridge.settings import Settings
 from xml_server import responses
@@ -40,6 +40,10 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
             "VOICE_BRIDGE_STREAM_SECRET is not set: stream mode signs a token the daemon checks "
             "(or set plivo.stream_require_token = false for local development)"
         )
+    for route in plivo.routes:
+        problem = callfacts.configured_value_problem("agent", route.agent) if route.agent else ""
+        if problem:
+            raise ConfigError(f"plivo.routes (to {route.to}): {problem}; use a shorter agent name")
     if not plivo.validate_signatures:
         log.warning("webhook signature checks are OFF (plivo.validate_signatures = false): development only")
     show_numbers = settings.logging.log_phone_numbers
@@ -86,12 +90,19 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
         caller, called = param("From"), param("To")
         route = find_route(plivo, called if direction == "inbound" else caller)
         target = call_target(plivo, route)
-        facts = {"CallUUID": call_uuid, "From": caller, "To": called, "Direction": direction}
+        facts = {callfacts.FROM: caller, callfacts.TO: called, callfacts.DIRECTION: direction}
+        if target.mode != "stream":  # a stream's start carries the CallUUID itself
+            facts = {callfacts.CALL_UUID: call_uuid, **facts}
         if route and route.agent:
-            facts["Agent"] = route.agent
+            facts[callfacts.AGENT] = route.agent
+        fitted = callfacts.fit(facts)
+        if fitted.dropped:
+            log.warning("call facts too long for Plivo's header rules: not sent",
+                        extra={"call_uuid": call_uuid, "dropped": ",".join(fitted.dropped)})
         if target.mode == "stream" and stream_secret and call_uuid:
-            facts["Token"] = stream_token(stream_secret, call_uuid)
-        headers = encode_headers(facts)
+            kept = {k: v for k, v in facts.items() if k in fitted.encoded}
+            fitted.encoded[callfacts.TOKEN] = callfacts.stream_token(stream_secret, call_uuid, kept)
+        headers = fitted.header_text()
         log.info(
             "answer",
             extra={

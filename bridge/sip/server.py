@@ -18,6 +18,7 @@ from typing import Any
 from aiosipua import SipRequest, SipResponse
 from aiosipua.headers import parse_uri, stringify_uri
 
+from bridge.callfacts import facts_from_sip_headers
 from bridge.callmodel import CallInfo
 from bridge.metrics import SIP_DROPPED, SIP_REQUESTS, SIP_RESPONSES
 from bridge.privacy import mask_phone_numbers
@@ -314,8 +315,7 @@ class SipServer:
             from_uri=stringify_uri(from_addr.uri),
             to_uri=stringify_uri(to_addr.uri),
             source=peer.addr,
-            plivo_headers={name[5:]: values[0] for name, values in req.headers.items()
-                           if name.lower().startswith("x-ph-") and values},
+            plivo_headers=facts_from_sip_headers(req.headers.items()),  # X-PH-* and raw-mode X-*
         )
         refusal = self._app.admit(info)
         if refusal is not None:

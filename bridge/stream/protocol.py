@@ -1,7 +1,8 @@
 """Plivo's audio-stream messages, parsed and built (sans-I/O).
 
 Plivo -> us: start, media, dtmf, playedStream, clearedAudio (and possibly stop).
-Us -> Plivo: playAudio, checkpoint, clearAudio. See reference/plivo.md.
+Us -> Plivo: playAudio, checkpoint, clearAudio, sendDTMF (Plivo's audio-streaming page, "Messages
+to Plivo"; the sendDTMF body follows plivo-labs/agent-transport).
 """
 
 from __future__ import annotations
@@ -182,6 +183,19 @@ def play_audio(media_format: MediaFormat, payload: bytes) -> str:
 
 def checkpoint(stream_id: str, name: str) -> str:
     return json.dumps({"event": "checkpoint", "streamId": stream_id, "name": name})
+
+
+def dtmf_digits(digits: str) -> list[str]:
+    """"12#" -> ["1", "2", "#"]; ValueError on anything Plivo cannot play."""
+    out = [d.upper() for d in digits if not d.isspace()]
+    bad = [d for d in out if d not in _DTMF_DIGITS]
+    if bad or not out:
+        raise ValueError(f"not DTMF digits: {digits!r}")
+    return out
+
+
+def send_dtmf(digit: str) -> str:
+    return json.dumps({"event": "sendDTMF", "dtmf": digit})
 
 
 def clear_audio(stream_id: str) -> str:

@@ -17,7 +17,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from bridge.callfacts import token_valid
+from bridge.callfacts import CALL_UUID, TOKEN, token_valid
 from bridge.callmodel import CallInfo
 from bridge.leg import AudioLeg
 from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL
@@ -27,6 +27,7 @@ from bridge.settings.addresses import parse_host_port
 from bridge.stream import protocol
 from bridge.stream.callfacts import parse_extra_headers
 from bridge.stream.leg import CallControl, StreamLeg
+from bridge.stream.tokens import UsedTokens
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class StreamServer:
 
             control = PlivoRestControl(settings.plivo, secrets)
         self._control = control
+        # A token admits one stream: a copy (leaked, or replayed) is refused while it could be valid.
+        self._tokens = UsedTokens(self._plivo.stream_timeout_s + 3600)
         self._server: Server | None = None
         self._calls: dict[int, StreamLeg] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -148,9 +151,14 @@ class StreamServer:
         try:
             start = await self._await_start(ws)
             facts = parse_extra_headers(start.extra_headers)
-            token = facts.get("Token", "")
-            if self._secret is not None and not token_valid(self._secret, start.call_id, token):
-                raise _Refused(1008, "bad or missing stream token")
+            token = facts.pop(TOKEN, "")
+            if self._secret is not None:
+                if facts.get(CALL_UUID, start.call_id) != start.call_id:
+                    raise _Refused(1008, "stream facts name another call")
+                if not token_valid(self._secret, start.call_id, token, facts):
+                    raise _Refused(1008, "bad or missing stream token")
+                if not self._tokens.claim(token):
+                    raise _Refused(1008, "stream token already used")
         except _Refused as exc:
             self.refused += 1
             log.warning("stream refused: %s", exc.reason, extra={"remote": source[0]})
@@ -159,7 +167,6 @@ class StreamServer:
             return
         except ConnectionClosed:
             return
-        facts.pop("Token", None)
         leg = StreamLeg(ws, start, chunk_ms=self._plivo.stream_chunk_ms, lead_ms=self._plivo.stream_lead_ms,
                         control=self._control)
         info = CallInfo(
@@ -195,7 +202,7 @@ class StreamServer:
                 agent_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await agent_task
-            code = 1000 if reason in ("socket closed", "stop", "hangup", "shutdown") else 1008
+            code = 1000 if reason in ("socket closed", "stop", "hangup", "shutdown", "transferred") else 1008
             with contextlib.suppress(Exception):
                 await ws.close(code, reason)
         finally:
@@ -203,6 +210,8 @@ class StreamServer:
             del self._calls[key]
             CALLS_ACTIVE.labels("stream").dec()
             outcome = "normal" if reason in ("socket closed", "stop", "hangup") else reason
+            if leg.transferred:
+                outcome = "transferred"
             CALLS_TOTAL.labels("stream", outcome).inc()
             if not self._calls:
                 self._idle.set()

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.callfacts import encode_headers
 from bridge.callfacts import stream_token as expected_token
 from bridge.settings import Secrets, Settings
 from bridge.stream.server import Agent, StreamServer
@@ -35,8 +36,9 @@ def url(server: StreamServer) -> str:
 
 
 def headers_for(call_uuid: str, **extra: str) -> str:
-    pairs = {"Token": expected_token(SECRET, call_uuid), **extra}
-    return ",".join(f"{k}={v}" for k, v in pairs.items())
+    """extraHeaders as the XML server writes them: the facts, %-encoded, and the token over them."""
+    text = encode_headers({**extra, "Token": expected_token(SECRET, call_uuid, extra)})
+    return text
 
 
 def tone(ms: int, freq: float = 440.0, amp: int = 8000) -> bytes:

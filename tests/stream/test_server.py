@@ -47,7 +47,7 @@ async def test_call_facts_reach_the_agent_and_dtmf() -> None:
                 events.append(ev)
 
     async with running_server(agent) as server:
-        headers = headers_for("call-facts", From="ZZ2B393139383736353433323130", To="918035735100",
+        headers = headers_for("call-facts", From="+919876543210", To="918035735100",
                               Direction="inbound", Agent="sales")
         client = PlivoStreamClient(url(server), call_uuid="call-facts", extra_headers=headers)
 

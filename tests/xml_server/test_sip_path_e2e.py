@@ -42,6 +42,6 @@ def test_dial_scenario_carries_call_facts_as_x_ph_headers(tmp_path: Path) -> Non
     assert parse_sip_uri("sip:agent@10.0.0.5:5070") == ("agent", "10.0.0.5", 5070)
     assert parse_sip_uri("sip:user1234@phone.plivo.com") == ("user1234", "phone.plivo.com", 5060)
     text = render_scenario(tmp_path, bytes(3200), 500, "sales", "+14155550100",
-                           {"CallUUID": "ZZ2D", "From": "ZZ2B31"}).read_text()
-    assert "X-PH-CallUUID: ZZ2D" in text and "X-PH-From: ZZ2B31" in text
+                           {"Calluuid": "ab%2D1", "From": "%2B31"}).read_text()
+    assert "X-PH-Calluuid: ab%2D1" in text and "X-PH-From: %2B31" in text
     assert "INVITE sip:sales@" in text and "sip:+14155550100@" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from bridge.callfacts import token_valid
+from bridge.devtools.plivo_sim.rules import extra_headers_as_delivered, sip_headers_as_sent
 from bridge.stream.callfacts import parse_extra_headers
 from tests.xml_server.support import BASE, CALL, STREAM_SECRET, app, parse, signed_post
 
@@ -25,12 +26,11 @@ def test_sip_mode_dials_the_bridge_with_call_facts() -> None:
     (user,) = list(dial)
     assert user.tag == "User" and user.text == "sip:agent@10.0.0.5:5070"
     raw = dial.attrib["sipHeaders"]
-    # Plivo's rule: names and values [A-Za-z0-9] only.
-    for pair in raw.split(","):
-        name, value = pair.split("=")
-        assert name.isalnum() and value.isalnum(), pair
+    # Plivo's rules (names X-PH-Capital+lowercase <= 24, values alnum+% <= 48): nothing dropped.
+    sent = sip_headers_as_sent(raw)
+    assert sent.dropped == () and len(sent.sent) == 4
     facts = parse_extra_headers(raw)
-    assert facts == {"CallUUID": CALL["CallUUID"], "From": CALL["From"], "To": CALL["To"],
+    assert facts == {"Calluuid": CALL["CallUUID"], "From": CALL["From"], "To": CALL["To"],
                      "Direction": "inbound"}
 
 
@@ -46,11 +46,14 @@ def test_stream_mode_bidirectional_stream_with_token() -> None:
     assert stream.attrib["contentType"] == "audio/x-mulaw;rate=8000"
     assert stream.attrib["statusCallbackUrl"] == "http://localhost/stream-status"
     raw = stream.attrib["extraHeaders"]
-    assert len(raw) <= 512 and all(p.replace("=", "").isalnum() for p in raw.split(","))
-    facts = parse_extra_headers(raw)
-    assert facts["CallUUID"] == CALL["CallUUID"] and facts["From"] == CALL["From"]
-    assert token_valid(STREAM_SECRET, CALL["CallUUID"], facts["Token"])
-    assert not token_valid(STREAM_SECRET, "another-call", facts["Token"])
+    delivered = extra_headers_as_delivered(raw)  # <= 512 bytes, or this raises
+    assert sip_headers_as_sent(raw).dropped == ()
+    facts = parse_extra_headers(delivered)
+    token = facts.pop("Token")
+    assert facts == {"From": CALL["From"], "To": CALL["To"], "Direction": "inbound"}
+    assert token_valid(STREAM_SECRET, CALL["CallUUID"], token, facts)
+    assert not token_valid(STREAM_SECRET, "another-call", token, facts)
+    assert not token_valid(STREAM_SECRET, CALL["CallUUID"], token, {**facts, "From": "+14155550100"})
 
 
 def test_routes_by_called_number() -> None:
