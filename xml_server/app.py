@@ -10,11 +10,13 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 
 from bridge import callfacts
+from bridge.plivo_signature import NonceStore
 from bridge.privacy import mask_number
 from bridge.settings import Settings
+from bridge.settings.plivo import nonce_path
 from xml_server import responses
 from xml_server.routing import call_target, find_route
-from xml_server.signature import NonceCache, public_url, verify
+from xml_server.signature import networks, public_url, verify
 
 log = logging.getLogger("xml_server")
 
@@ -46,8 +48,15 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
             raise ConfigError(f"plivo.routes (to {route.to}): {problem}; use a shorter agent name")
     if not plivo.validate_signatures:
         log.warning("webhook signature checks are OFF (plivo.validate_signatures = false): development only")
+    if plivo.validate_signatures and not plivo.public_base_url and not plivo.trusted_proxies:
+        raise ConfigError(
+            "plivo.public_base_url is empty: set it to the URL Plivo calls (signatures are computed "
+            "over it), or list the reverse proxies whose X-Forwarded-* headers to believe in "
+            "plivo.trusted_proxies"
+        )
+    proxies = networks(plivo.trusted_proxies)
     show_numbers = settings.logging.log_phone_numbers
-    nonces = NonceCache(plivo.replay_window_s)
+    nonces = NonceStore(plivo.replay_window_s, nonce_path(settings))
     app = Flask("xml_server")
 
     def shown(number: str) -> str:
@@ -58,7 +67,7 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
         def wrapper() -> Any:
             if plivo.validate_signatures:
                 assert auth_token is not None
-                verdict = verify(request, auth_token, plivo.public_base_url, nonces)
+                verdict = verify(request, auth_token, plivo.public_base_url, nonces, proxies)
                 if not verdict.ok:
                     log.warning(
                         "webhook rejected (403): %s",
@@ -76,7 +85,7 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
 
     def url_for_path(path: str) -> str:
         # Callback URLs must be what Plivo can reach: the same public base the answer came to.
-        here = public_url(request, plivo.public_base_url)
+        here = public_url(request, plivo.public_base_url, proxies)
         base = here.split("?", 1)[0][: -len(request.path)] if request.path != "/" else here
         return base.rstrip("/") + path
 

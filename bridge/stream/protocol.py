@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.audio.g711 import pcm_to_ulaw, ulaw_to_pcm
+from bridge.audio.resample import StreamResampler
 
 
 class ProtocolError(ValueError):
@@ -31,14 +32,20 @@ class MediaFormat:
         return self.encoding
 
     def decoder(self) -> Callable[[bytes], bytes]:
-        """Payload bytes -> s16le PCM at 8 kHz."""
+        """Payload bytes -> s16le PCM at 8 kHz (the bridge's internal rate). A new callable per
+        stream: the 16 kHz one keeps resampler state between chunks."""
         if self.encoding == "audio/x-mulaw":
             return ulaw_to_pcm
+        if self.sample_rate != 8000:
+            return StreamResampler(self.sample_rate, 8000).push
         return _even
 
     def encoder(self) -> Callable[[bytes], bytes]:
+        """s16le PCM at 8 kHz -> payload bytes in this format."""
         if self.encoding == "audio/x-mulaw":
             return pcm_to_ulaw
+        if self.sample_rate != 8000:
+            return StreamResampler(8000, self.sample_rate).push
         return _even
 
 
@@ -46,7 +53,9 @@ def _even(data: bytes) -> bytes:
     return data[: len(data) & ~1]
 
 
-SUPPORTED_FORMATS = (MediaFormat("audio/x-mulaw", 8000), MediaFormat("audio/x-l16", 8000))
+# Plivo's three documented contentTypes (the <Stream> XML reference).
+SUPPORTED_FORMATS = (MediaFormat("audio/x-mulaw", 8000), MediaFormat("audio/x-l16", 8000),
+                     MediaFormat("audio/x-l16", 16000))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """The daemon's Plivo audio-stream endpoint: a ``websockets`` server on ``daemon.stream_listen``,
-path /stream. Each stream must open with a ``start`` whose extra headers carry the HMAC token
-the XML server issued for that call (Plivo streams carry no signature); then the configured
-agent runs on a StreamLeg until the socket closes.
+path /stream. The upgrade request must carry Plivo's V3 signature (as Plivo's stream SDKs check
+it: GET over https://<host><path>, nonce remembered), and the stream must open with a ``start``
+whose extra headers carry the HMAC token the XML server issued for that call and its facts
+(one stream per token); then the configured agent runs on a StreamLeg until the socket closes.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from bridge.callfacts import CALL_UUID, TOKEN, token_valid
 from bridge.callmodel import CallInfo
 from bridge.leg import AudioLeg
 from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL
+from bridge.plivo_signature import NonceStore
+from bridge.plivo_signature import verify as verify_signature
 from bridge.privacy import mask_number
 from bridge.settings import Secrets, Settings
 from bridge.settings.addresses import parse_host_port
+from bridge.settings.plivo import nonce_path
 from bridge.stream import protocol
 from bridge.stream.callfacts import parse_extra_headers
 from bridge.stream.leg import CallControl, StreamLeg
@@ -67,6 +71,16 @@ class StreamServer:
             )
         if not self._plivo.stream_require_token:
             log.warning("stream token check is OFF (plivo.stream_require_token = false): development only")
+        self._auth_token = secrets.optional("plivo_auth_token")
+        if self._plivo.stream_check_signature and self._auth_token is None:
+            raise ValueError(
+                "PLIVO_AUTH_TOKEN is not set: the stream server checks the V3 signature Plivo puts on "
+                "the WebSocket upgrade (plivo.stream_check_signature = false only for development)"
+            )
+        if not self._plivo.stream_check_signature:
+            log.warning("stream signature check is OFF (plivo.stream_check_signature = false): "
+                        "development only")
+        self._nonces = NonceStore(self._plivo.replay_window_s, nonce_path(settings))
         if control is None and secrets.plivo_auth_id is not None and secrets.plivo_auth_token is not None:
             from bridge.stream.rest import PlivoRestControl
 
@@ -132,9 +146,25 @@ class StreamServer:
             return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
         if self._draining:
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
+        if self._plivo.stream_check_signature and self._auth_token is not None:
+            verdict = verify_signature("GET", self._signed_urls(request), request.headers.get,
+                                       self._auth_token, None, self._nonces)
+            if not verdict.ok:
+                self.refused += 1
+                remote = conn.remote_address[0] if conn.remote_address else ""
+                log.warning("stream upgrade refused (403): %s", verdict.reason, extra={"remote": remote})
+                return conn.respond(HTTPStatus.FORBIDDEN, "forbidden\n")
         if len(self._calls) >= self._settings.sip.max_calls:
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy\n")
         return None
+
+    def _signed_urls(self, request: Request) -> list[str]:
+        """What Plivo may have signed: https://<Host header><path>, and the configured public
+        stream URLs' hosts with this path (a TLS proxy may rewrite Host)."""
+        hosts = [request.headers.get("Host", "")]
+        configured = [self._plivo.stream_url, *(r.stream_url for r in self._plivo.routes)]
+        hosts += [urlsplit(u).netloc for u in configured if u]
+        return [f"https://{host}{request.path}" for host in hosts if host]
 
     async def _handle(self, ws: ServerConnection) -> None:
         task = asyncio.current_task()

@@ -24,7 +24,8 @@ SECRET = "outbound-stream-secret"
 def test_plivo_api_call_is_followed_through_the_simulator_to_the_agent(tmp_path: Path) -> None:
     stream_port = free_port()
     xml_cfg = tmp_path / "xml.toml"
-    xml_cfg.write_text(f'[plivo]\nmode = "stream"\nstream_url = "ws://127.0.0.1:{stream_port}/stream"\n')
+    xml_cfg.write_text(f'[plivo]\nmode = "stream"\nstream_url = "ws://127.0.0.1:{stream_port}/stream"\n'
+                       f'trusted_proxies = ["127.0.0.1/32"]\nnonce_db = "{tmp_path / "n.sqlite"}"\n')
     daemon_cfg = f'[daemon]\nstream_listen = "127.0.0.1:{stream_port}"\n'
     with FakePlivoApi() as api:
         env = {"VOICE_BRIDGE_STREAM_SECRET": SECRET, "PLIVO_AUTH_TOKEN": api.auth_token}

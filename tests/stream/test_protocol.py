@@ -54,7 +54,7 @@ def test_media_dtmf_played_cleared() -> None:
         '{"event":"media"}',
         '{"event":"media","media":{"payload":"@@@"}}',
         '{"event":"start","start":{}}',
-        '{"event":"start","start":{"callId":"c","mediaFormat":{"encoding":"audio/x-l16","sampleRate":16000}}}',
+        '{"event":"start","start":{"callId":"c","mediaFormat":{"encoding":"audio/x-l16","sampleRate":44100}}}',
         '{"event":"dtmf","dtmf":{"digit":"55"}}',
         '{"event":"playedStream"}',
         b"\xff\xfe",

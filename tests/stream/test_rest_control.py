@@ -32,10 +32,12 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePlivoApi]:
 async def _call(api: FakePlivoApi, agent: Agent, call_uuid: str, **plivo: object) -> StreamCallResult:
     api.calls[call_uuid] = {"call_uuid": call_uuid, "call_status": "in-progress"}
     secrets = Secrets(stream_secret=SECRET, plivo_auth_id=api.auth_id, plivo_auth_token=api.auth_token)
+    # The same PLIVO_AUTH_TOKEN signs the REST calls and (in the simulator) the stream upgrade.
     server = StreamServer(settings(**plivo), secrets, agent)
     await server.start()
     try:
         client = PlivoStreamClient(f"ws://127.0.0.1:{server.bound_port}/stream", call_uuid=call_uuid,
+                                   auth_token=api.auth_token,
                                    extra_headers=headers_for(call_uuid))
         return await client.run(b"", tail_s=5.0)
     finally:

@@ -7,32 +7,51 @@ import asyncio
 import json
 import logging
 
+import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge.agents.echo import run_echo
 from bridge.callmodel import CallInfo
+from bridge.devtools.plivo_sim.network import NetworkProfile
 from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient
 from bridge.leg import AudioFrame, AudioLeg, DtmfDigit, LegEnded, LegEvent, PlaybackDone
-from tests.stream.support import best_correlation, headers_for, rms, running_server, tone, url
+from bridge.stream.leg import StreamLeg
+from tests.stream.support import (
+    best_correlation,
+    headers_for,
+    rms,
+    running_server,
+    signed_connect,
+    sim_client,
+    tone,
+)
 
 
 async def echo(leg: AudioLeg, info: CallInfo) -> None:
     await run_echo(leg)
 
 
+STEADY = NetworkProfile(jitter_ms=0)
+
+
 async def test_echo_agent_over_plivo_stream() -> None:
     async with running_server(echo) as server:
-        client = PlivoStreamClient(url(server), call_uuid="call-echo", extra_headers=headers_for("call-echo"))
+        # An echo cannot keep audio queued ahead, so jitter would put gaps in what comes back:
+        # latency without jitter here (the playout tests keep the jitter).
+        client = sim_client(server, call_uuid="call-echo", extra_headers=headers_for("call-echo"),
+                            network=STEADY)
         sent = tone(600)
-        result = await client.run(sent, tail_s=0.4)
+        result = await client.run(sent, tail_s=0.8)  # the echo crosses the network twice
     assert result.ended_by == "caller" and result.close_code == 1000
     assert result.bad_messages == 0
-    assert result.received["playAudio"] == result.received["checkpoint"] > 0
+    # one checkpoint per playAudio (the caller may hang up with the last one still in flight)
+    assert result.received["playAudio"] > 0
+    assert result.received["playAudio"] - 1 <= result.received["checkpoint"] <= result.received["playAudio"]
     corr, lag = best_correlation(sent, result.heard)
     assert corr > 0.95, corr  # the caller hears their own tone back (mu-law both ways)
-    assert lag < 8 * 200  # within 200 ms
+    assert 0 < result.network_rtt_ms and lag < 8 * (200 + result.network_rtt_ms + 40)  # lead + network
     assert result.played_checkpoints  # playedStream went back for what was played
 
 
@@ -49,7 +68,7 @@ async def test_call_facts_reach_the_agent_and_dtmf() -> None:
     async with running_server(agent) as server:
         headers = headers_for("call-facts", From="+919876543210", To="918035735100",
                               Direction="inbound", Agent="sales")
-        client = PlivoStreamClient(url(server), call_uuid="call-facts", extra_headers=headers)
+        client = sim_client(server, call_uuid="call-facts", extra_headers=headers)
 
         def press(c: PlivoStreamClient, tick: int) -> None:
             if tick == 3:
@@ -77,7 +96,7 @@ async def test_agent_playback_heard_exactly_then_agent_hangs_up() -> None:
                 return
 
     async with running_server(agent) as server:
-        client = PlivoStreamClient(url(server), call_uuid="call-play", extra_headers=headers_for("call-play"))
+        client = sim_client(server, call_uuid="call-play", extra_headers=headers_for("call-play"))
         result = await client.run(b"", tail_s=5.0)
     done = result_holder["done"]
     assert isinstance(done, PlaybackDone) and done.heard_ms == 500
@@ -105,7 +124,7 @@ async def test_barge_in_sends_clear_audio_and_heard_matches_what_was_played() ->
                 return
 
     async with running_server(agent, stream_chunk_ms=100, stream_lead_ms=200) as server:
-        client = PlivoStreamClient(url(server), call_uuid="barge", extra_headers=headers_for("barge"))
+        client = sim_client(server, call_uuid="barge", extra_headers=headers_for("barge"))
         caller = bytes(16 * 800) + tone(400, freq=300)  # silent 0.8 s, then the caller talks
         result = await client.run(caller, tail_s=0.5)
     assert result.clears == 1
@@ -124,7 +143,7 @@ async def test_missing_or_wrong_token_refused(caplog: pytest.LogCaptureFixture) 
 
     async with running_server(agent) as server:
         for headers in ("", headers_for("another-call"), "Token=abc"):
-            client = PlivoStreamClient(url(server), call_uuid="call-x", extra_headers=headers)
+            client = sim_client(server, call_uuid="call-x", extra_headers=headers)
             with caplog.at_level(logging.WARNING):
                 result = await client.run(b"", tail_s=0.5)
             assert result.ended_by == "bridge" and result.close_code == 1008
@@ -141,9 +160,9 @@ async def test_bad_input_is_logged_and_the_call_goes_on(caplog: pytest.LogCaptur
             events.append(ev)
 
     async with running_server(agent) as server:
-        sim = PlivoStreamClient(url(server), call_uuid="call-bad", extra_headers=headers_for("call-bad"))
+        sim = sim_client(server, call_uuid="call-bad", extra_headers=headers_for("call-bad"))
         with caplog.at_level(logging.INFO):
-            async with connect(url(server)) as ws:
+            async with signed_connect(server) as ws:
                 await ws.send(sim.media_message(bytes(320), 1))  # media before start
                 await ws.send("{not json")
                 await ws.send(sim.start_message())
@@ -171,8 +190,8 @@ async def test_huge_frame_closes_that_stream_only() -> None:
         await run_echo(leg)
 
     async with running_server(agent, stream_max_message_bytes=4096) as server:
-        sim = PlivoStreamClient(url(server), call_uuid="call-big", extra_headers=headers_for("call-big"))
-        async with connect(url(server)) as ws:
+        sim = sim_client(server, call_uuid="call-big", extra_headers=headers_for("call-big"))
+        async with signed_connect(server) as ws:
             await ws.send(sim.start_message())
             await ws.send(json.dumps({"event": "media", "media": {"payload": "A" * 10000}}))
             with pytest.raises(ConnectionClosed) as info:
@@ -180,7 +199,7 @@ async def test_huge_frame_closes_that_stream_only() -> None:
                     await ws.recv()
             assert info.value.rcvd is not None and info.value.rcvd.code == 1009
         # the server is fine: the next call works
-        client = PlivoStreamClient(url(server), call_uuid="call-ok", extra_headers=headers_for("call-ok"))
+        client = sim_client(server, call_uuid="call-ok", extra_headers=headers_for("call-ok"))
         result = await client.run(tone(200), tail_s=0.2)
         assert result.agent_audio_ms > 0
 
@@ -194,12 +213,12 @@ async def test_silent_clients_are_timed_out() -> None:
                 reasons.append(ev.reason)
 
     async with running_server(agent, stream_start_timeout_s=0.3, stream_media_timeout_s=0.3) as server:
-        async with connect(url(server)) as ws:  # never sends start
+        async with signed_connect(server) as ws:  # never sends start
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 5)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
-        sim = PlivoStreamClient(url(server), call_uuid="call-quiet", extra_headers=headers_for("call-quiet"))
-        async with connect(url(server)) as ws:  # starts, then goes quiet
+        sim = sim_client(server, call_uuid="call-quiet", extra_headers=headers_for("call-quiet"))
+        async with signed_connect(server) as ws:  # starts, then goes quiet
             await ws.send(sim.start_message())
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 5)
@@ -212,29 +231,52 @@ async def test_wrong_path_unsupported_format_and_draining() -> None:
             async with connect(f"ws://127.0.0.1:{server.bound_port}/other"):
                 pass
         assert status.value.response.status_code == 404
-        sim = PlivoStreamClient(url(server), call_uuid="c16", extra_headers=headers_for("c16"))
+        sim = sim_client(server, call_uuid="c16", extra_headers=headers_for("c16"))
         start = json.loads(sim.start_message())
-        start["start"]["mediaFormat"] = {"encoding": "audio/x-l16", "sampleRate": 16000}
-        async with connect(url(server)) as ws:
+        start["start"]["mediaFormat"] = {"encoding": "audio/x-l16", "sampleRate": 44100}  # not Plivo's
+        async with signed_connect(server) as ws:
             await ws.send(json.dumps(start))
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 5)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
         server.begin_drain()
         with pytest.raises(InvalidStatus) as status:
-            async with connect(url(server)):
+            async with signed_connect(server):
                 pass
         assert status.value.response.status_code == 503
 
 
 async def test_l16_stream() -> None:
     async with running_server(echo) as server:
-        client = PlivoStreamClient(url(server), call_uuid="call-l16", extra_headers=headers_for("call-l16"),
-                                   encoding="audio/x-l16")
+        client = sim_client(server, call_uuid="call-l16", extra_headers=headers_for("call-l16"),
+                            encoding="audio/x-l16", network=STEADY)
         sent = tone(400)
-        result = await client.run(sent, tail_s=0.3)
+        result = await client.run(sent, tail_s=0.8)
     corr, _ = best_correlation(sent, result.heard)
     assert corr > 0.99 and result.bad_messages == 0
+
+
+async def test_wideband_l16_16k_stream_in_and_out() -> None:
+    formats: list[str] = []
+
+    async def agent(leg: AudioLeg, info: CallInfo) -> None:
+        assert isinstance(leg, StreamLeg)
+        formats.append(f"{leg.media_format.encoding};rate={leg.media_format.sample_rate}")
+        await run_echo(leg)
+
+    async with running_server(agent) as server:
+        client = sim_client(server, call_uuid="call-wb", extra_headers=headers_for("call-wb"),
+                            encoding="audio/x-l16", sample_rate=16000)
+        sent = tone(400)
+        result = await client.run(sent, tail_s=0.8)
+    assert formats == ["audio/x-l16;rate=16000"]
+    # playAudio carried sampleRate 16000 (anything else counts as a bad message)
+    assert result.bad_messages == 0 and result.received["playAudio"] > 0
+    # Resampled twice each way, so compare what matters: the tone came back, at its pitch.
+    assert result.agent_audio_ms >= 350
+    heard = np.frombuffer(result.heard, dtype="<i2").astype(np.float64)
+    peak_hz = np.argmax(np.abs(np.fft.rfft(heard))) * 8000 / len(heard)
+    assert abs(peak_hz - 440) < 10, peak_hz
 
 
 async def test_stop_ends_calls_in_progress() -> None:
@@ -246,7 +288,7 @@ async def test_stop_ends_calls_in_progress() -> None:
                 ended.append(ev.reason)
 
     async with running_server(agent) as server:
-        client = PlivoStreamClient(url(server), call_uuid="call-stop", extra_headers=headers_for("call-stop"))
+        client = sim_client(server, call_uuid="call-stop", extra_headers=headers_for("call-stop"))
         task = asyncio.create_task(client.run(b"", tail_s=10.0))
         for _ in range(100):
             if server.active_calls:

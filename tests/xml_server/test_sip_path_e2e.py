@@ -25,7 +25,8 @@ def test_inbound_sip_call_through_xml_server_and_daemon(tmp_path: Path) -> None:
     lines: list[str] = []
     with run_daemon(tmp_path, agent="echo") as daemon:
         xml_cfg = tmp_path / "xml.toml"
-        xml_cfg.write_text(f'[plivo]\nmode = "sip"\nsip_uri = "sip:agent@127.0.0.1:{daemon.sip_port}"\n')
+        xml_cfg.write_text(f'[plivo]\nmode = "sip"\nsip_uri = "sip:agent@127.0.0.1:{daemon.sip_port}"\n'
+                           f'trusted_proxies = ["127.0.0.1/32"]\nnonce_db = "{tmp_path / "n.sqlite"}"\n')
         with run_xml_server(xml_cfg, env=env) as xml:
             spec = CallSpec(answer_url=f"{xml.base}/answer", caller_pcm=tone(500), auth_token=AUTH_TOKEN,
                             tail_s=0.5)
