@@ -158,10 +158,17 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
     @app.route("/stream-status", methods=["GET", "POST"])
     @signed
     def stream_status() -> Response:
-        log.info(
-            "stream status",
-            extra={"call_uuid": param("CallUUID"), "event": param("Event"), "stream_id": param("StreamID")},
-        )
+        # Plivo's stream events: StartStream, StopStream, DroppedStream (the socket failed or was
+        # refused: the caller hears the fallback after <Stream>), DegradedStream (the app is not
+        # keeping up). The stream id's casing is not settled in Plivo's docs: read both.
+        event = param("Event")
+        extra = {"call_uuid": param("CallUUID"), "event": event,
+                 "stream_id": param("StreamID") or param("StreamId") or param("stream_id"),
+                 "error": (param("Error") or param("ErrorMessage"))[:200]}
+        if event in ("DroppedStream", "DegradedStream"):
+            log.warning("stream %s", "dropped" if event == "DroppedStream" else "degraded", extra=extra)
+        else:
+            log.info("stream status", extra=extra)
         return xml(responses.empty_xml())
 
     @app.route("/fallback", methods=["GET", "POST"])

@@ -35,7 +35,8 @@ def dial_xml(settings: PlivoSettings, target: CallTarget, headers: str, action_u
 
 
 def stream_xml(settings: PlivoSettings, target: CallTarget, headers: str, status_url: str) -> str:
-    """A bidirectional <Stream> that keeps the call up for as long as the socket lives."""
+    """A bidirectional <Stream> that keeps the call up for as long as the socket lives, then (if
+    configured) the apology: Plivo runs it only when the stream ends without the call ending."""
     response = plivoxml.ResponseElement()
     response.add(
         plivoxml.StreamElement(
@@ -50,6 +51,9 @@ def stream_xml(settings: PlivoSettings, target: CallTarget, headers: str, status
             keepCallAlive=True,
         )
     )
+    if settings.stream_fallback:
+        response.add(plivoxml.SpeakElement(settings.apology_text, voice=settings.voice))
+        response.add(plivoxml.HangupElement())
     return str(response.to_string(pretty=False))
 
 

@@ -57,6 +57,11 @@ class PlivoSettings(Section):
     stream_content_type: Literal["audio/x-mulaw;rate=8000", "audio/x-l16;rate=8000",
                                  "audio/x-l16;rate=16000"] = "audio/x-mulaw;rate=8000"
     stream_timeout_s: int = Field(86400, ge=60)
+    # Speak apology_text after <Stream>: Plivo runs the next element when the stream ends, so a
+    # refused, dropped or unreachable stream ends with words, not silence. The daemon then ends
+    # normal calls through the REST API (PLIVO_AUTH_ID/PLIVO_AUTH_TOKEN), or the caller would
+    # hear it after every call.
+    stream_fallback: bool = True
     # The stream's start must carry an HMAC token (VOICE_BRIDGE_STREAM_SECRET) bound to the call.
     stream_require_token: bool = True
     # The WebSocket upgrade must carry Plivo's V3 signature (PLIVO_AUTH_TOKEN), as Plivo's stream

@@ -86,6 +86,9 @@ class StreamServer:
 
             control = PlivoRestControl(settings.plivo, secrets)
         self._control = control
+        if control is None and self._plivo.stream_fallback:
+            log.warning("no Plivo REST credentials (PLIVO_AUTH_ID/PLIVO_AUTH_TOKEN): calls end by closing "
+                        "the stream, so Plivo speaks the <Stream> fallback line after every call")
         # A token admits one stream: a copy (leaked, or replayed) is refused while it could be valid.
         self._tokens = UsedTokens(self._plivo.stream_timeout_s + 3600)
         self._server: Server | None = None
@@ -304,6 +307,10 @@ class StreamServer:
                 if exc.rcvd is None and exc.sent is not None and exc.sent.code == 1009:
                     log.warning("stream message too big: closed", extra={"call_id": leg.call_id})
                     return "message too big"
+                if exc.rcvd is None and exc.sent is None and not leg.ended:
+                    # No close frame either way: the connection died (Plivo: DroppedStream).
+                    log.warning("stream dropped (no close frame)", extra={"call_id": leg.call_id})
+                    return "dropped"
                 return "socket closed" if not leg.ended else "hangup"
             try:
                 msg = protocol.parse(raw)

@@ -68,3 +68,24 @@ def test_inbound_stream_call_through_xml_server_and_daemon(tmp_path: Path) -> No
     corr, _ = best_correlation(tone(400), heard)
     assert corr > 0.95
     assert "stream call started" in daemon.logs() and "+919876543210" not in daemon.logs()
+
+
+def test_a_stream_that_cannot_open_ends_in_the_spoken_fallback(tmp_path: Path) -> None:
+    """No daemon listening: Plivo reports DroppedStream and runs the element after <Stream>."""
+    dead_port = free_port()
+    xml_cfg = tmp_path / "xml.toml"
+    xml_cfg.write_text(
+        f'[plivo]\nmode = "stream"\nstream_url = "ws://127.0.0.1:{dead_port}/stream"\n'
+        f'trusted_proxies = ["127.0.0.1/32"]\nnonce_db = "{tmp_path / "n.sqlite"}"\n'
+        'apology_text = "Sorry, the assistant is unavailable."\n'
+    )
+    env = {"VOICE_BRIDGE_STREAM_SECRET": SECRET, "PLIVO_AUTH_TOKEN": AUTH_TOKEN}
+    lines: list[str] = []
+    with run_xml_server(xml_cfg, env=env) as xml:
+        spec = CallSpec(answer_url=f"{xml.base}/answer", caller_pcm=tone(200), auth_token=AUTH_TOKEN)
+        call = asyncio.run(simulate_call(spec, printer=lines.append))
+        logs = xml.logs()
+    assert call.ok, "\n".join(lines)
+    assert call.stream_events == ["DroppedStream"]
+    assert call.after_stream is not None and "unavailable" in getattr(call.after_stream, "text", "")
+    assert "stream dropped" in logs

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from bridge.callfacts import token_valid
+from bridge.devtools.plivo_sim import xmlplan
 from bridge.devtools.plivo_sim.rules import extra_headers_as_delivered, sip_headers_as_sent
 from bridge.stream.callfacts import parse_extra_headers
 from tests.xml_server.support import BASE, CALL, STREAM_SECRET, app, parse, signed_post
@@ -36,8 +37,14 @@ def test_sip_mode_dials_the_bridge_with_call_facts() -> None:
 
 def test_stream_mode_bidirectional_stream_with_token() -> None:
     client = app(mode="stream", stream_url="wss://vb.example.com/stream").test_client()
-    root = parse(signed_post(client, "/answer", CALL).data)
-    (stream,) = list(root)
+    body = signed_post(client, "/answer", CALL).data
+    root = parse(body)
+    stream, speak, hangup = list(root)
+    # Plivo runs what follows <Stream> once the stream ends: a failed stream ends in words.
+    assert (speak.tag, hangup.tag) == ("Speak", "Hangup") and speak.text
+    after = xmlplan.plan(body.decode())
+    assert isinstance(after, xmlplan.StreamPlan) and isinstance(after.after, xmlplan.SpeakPlan)
+    assert after.after.hangup
     assert stream.tag == "Stream"
     assert stream.text == "wss://vb.example.com/stream"
     assert stream.attrib["bidirectional"] == "true"
@@ -125,3 +132,8 @@ def test_transfer_dials_a_number_or_a_sip_uri() -> None:
         assert dial.tag == "Dial" and dial[0].tag == tag and dial[0].text == target
     root = parse(signed_post(client, "/transfer", CALL).data)
     assert [el.tag for el in root] == ["Speak", "Hangup"]
+
+
+def test_stream_fallback_can_be_turned_off() -> None:
+    client = app(mode="stream", stream_fallback=False).test_client()
+    assert [el.tag for el in parse(signed_post(client, "/answer", CALL).data)] == ["Stream"]
