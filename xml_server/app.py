@@ -28,9 +28,12 @@ class ConfigError(ValueError):
     """The XML server cannot run with this configuration (message says what to set)."""
 
 
-def create_app(settings: Settings, auth_token: str | None, stream_secret: str | None = None) -> Flask:
+def create_app(settings: Settings, auth_token: str | None, stream_secret: str | None = None,
+               sip_auth_password: str | None = None) -> Flask:
     """The WSGI app. ``auth_token`` is PLIVO_AUTH_TOKEN (required while signatures are checked);
-    ``stream_secret`` (VOICE_BRIDGE_STREAM_SECRET) signs the stream token in stream mode."""
+    ``stream_secret`` (VOICE_BRIDGE_STREAM_SECRET) signs the stream token in stream mode;
+    ``sip_auth_password`` (VOICE_BRIDGE_SIP_INBOUND_PASSWORD) with sip.trust.inbound_user goes
+    into <User sipAuthUsername/sipAuthPassword> so Plivo can answer the bridge's challenge."""
     plivo = settings.plivo
     if plivo.validate_signatures and not auth_token:
         raise ConfigError(
@@ -55,6 +58,13 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
             "plivo.trusted_proxies"
         )
     proxies = networks(plivo.trusted_proxies)
+    inbound_user = settings.sip.trust.inbound_user
+    sip_auth = None
+    if inbound_user and sip_auth_password:
+        sip_auth = responses.SipAuth(inbound_user, sip_auth_password)
+    if plivo.mode == "sip" and inbound_user and sip_auth is None:
+        log.warning("sip.trust.inbound_user is set but VOICE_BRIDGE_SIP_INBOUND_PASSWORD is not: <User> "
+                    "carries no sipAuth credentials, so Plivo cannot answer the bridge's challenge")
     show_numbers = settings.logging.log_phone_numbers
     nonces = NonceStore(plivo.replay_window_s, nonce_path(settings))
     app = Flask("xml_server")
@@ -125,7 +135,7 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
         )
         if target.mode == "stream":
             return xml(responses.stream_xml(plivo, target, headers, url_for_path("/stream-status")))
-        return xml(responses.dial_xml(plivo, target, headers, url_for_path("/dial-action")))
+        return xml(responses.dial_xml(plivo, target, headers, url_for_path("/dial-action"), sip_auth))
 
     @app.route("/hangup", methods=["GET", "POST"])
     @signed

@@ -7,8 +7,10 @@ from urllib.parse import urlencode
 from bridge.callfacts import token_valid
 from bridge.devtools.plivo_sim import xmlplan
 from bridge.devtools.plivo_sim.rules import extra_headers_as_delivered, sip_headers_as_sent
+from bridge.settings import Settings
 from bridge.stream.callfacts import parse_extra_headers
-from tests.xml_server.support import BASE, CALL, STREAM_SECRET, app, parse, signed_post
+from tests.xml_server.support import BASE, CALL, STREAM_SECRET, TOKEN, app, parse, signed_post
+from xml_server import create_app
 
 
 def test_sip_mode_dials_the_bridge_with_call_facts() -> None:
@@ -137,3 +139,20 @@ def test_transfer_dials_a_number_or_a_sip_uri() -> None:
 def test_stream_fallback_can_be_turned_off() -> None:
     client = app(mode="stream", stream_fallback=False).test_client()
     assert [el.tag for el in parse(signed_post(client, "/answer", CALL).data)] == ["Stream"]
+
+
+def test_user_carries_sip_auth_credentials_for_the_bridges_challenge() -> None:
+    settings_ = Settings.model_validate({"plivo": {"mode": "sip", "trusted_proxies": ["127.0.0.1/32"],
+                                                   "nonce_db": ":memory:"},
+                                         "sip": {"trust": {"inbound_user": "plivo"}}})
+    client = create_app(settings_, TOKEN, STREAM_SECRET, "digest-pass").test_client()
+    body = signed_post(client, "/answer", CALL).data
+    user = parse(body)[0][0]
+    assert user.tag == "User" and user.text == "sip:agent@127.0.0.1:5060"
+    assert user.attrib["sipAuthUsername"] == "plivo" and user.attrib["sipAuthPassword"] == "digest-pass"
+    dial = xmlplan.plan(body.decode())  # and the simulator reads them as Plivo would
+    assert isinstance(dial, xmlplan.DialPlan)
+    assert (dial.sip_auth_username, dial.sip_auth_password) == ("plivo", "digest-pass")
+    # without the password nothing is emitted (and a warning says why)
+    client = create_app(settings_, TOKEN, STREAM_SECRET, None).test_client()
+    assert "sipAuthUsername" not in parse(signed_post(client, "/answer", CALL).data)[0][0].attrib
