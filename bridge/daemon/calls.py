@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from bridge.callfacts import decode_value
 from bridge.callmodel import CallInfo
 from bridge.daemon.agents import AgentRunner
+from bridge.daemon.transfer import TRANSFERRED_BYE_GRACE_S, RestTransfer, transfer_for
 from bridge.media.ports import PortAllocator
 from bridge.media.rtp_leg import RtpLeg
 from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL
@@ -33,8 +34,10 @@ class _Call:
 class DaemonCallApp:
     """Implements bridge.sip.app.CallApp for the daemon."""
 
-    def __init__(self, settings: Settings, agent: AgentRunner, bind_host: str) -> None:
+    def __init__(self, settings: Settings, agent: AgentRunner, bind_host: str,
+                 rest: RestTransfer | None = None) -> None:
         self._settings = settings
+        self._rest = rest  # Plivo's REST API: transfers of calls from Plivo's XML application
         self._agent = agent
         self._bind_host = bind_host
         self._ports = PortAllocator(settings.media.rtp_port_min, settings.media.rtp_port_max)
@@ -67,7 +70,7 @@ class DaemonCallApp:
 
     # -- CallApp ---------------------------------------------------------------------------
     def admit(self, info: CallInfo) -> tuple[int, str] | None:
-        # The XML server hex-encodes header values Plivo would refuse (ZZ+hex): decode them here,
+        # The XML server %-encodes header values (Plivo's documented escape): decode them here,
         # once, so the agent sees the caller's number and Plivo's CallUUID as they were.
         info.plivo_headers = {k: decode_value(v) for k, v in info.plivo_headers.items()}
         if self.draining:
@@ -79,7 +82,7 @@ class DaemonCallApp:
     async def prepare(self, call: SipCall) -> tuple[str, int]:
         leg = await RtpLeg.open(call.info.call_id, self._bind_host, self._ports, self._settings.media)
         leg.on_hangup = call.hangup
-        leg.on_transfer = call.refer
+        leg.on_transfer = transfer_for(call, self._rest)
         self._calls[call.info.call_id] = _Call(sip=call, leg=leg)
         self._idle.clear()
         CALLS_ACTIVE.labels("sip").inc()
@@ -144,6 +147,16 @@ class DaemonCallApp:
         except Exception:
             # An agent bug must not leave the caller in dead air: end the call cleanly.
             log.exception("agent failed", extra={"call_id": rec.sip.info.call_id})
+        if rec.sip.transferred:
+            # Plivo (REST transfer) or the trunk (REFER) ends this leg itself: a BYE of ours
+            # could race its own; only if it does not come do we hang up.
+            for _ in range(int(TRANSFERRED_BYE_GRACE_S * 10)):
+                if rec.sip.info.call_id not in self._calls:
+                    return
+                await asyncio.sleep(0.1)
+            if rec.sip.info.call_id in self._calls:
+                await rec.sip.hangup("transferred")
+            return
         if rec.sip.info.call_id in self._calls:
             await rec.sip.hangup("agent-finished")
 
