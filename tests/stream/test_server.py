@@ -15,10 +15,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from bridge.agents.echo import run_echo
 from bridge.callmodel import CallInfo
 from bridge.devtools.plivo_sim.network import NetworkProfile
+from bridge.devtools.plivo_sim.signing import sign_v3
 from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient
 from bridge.leg import AudioFrame, AudioLeg, DtmfDigit, LegEnded, LegEvent, PlaybackDone
 from bridge.stream.leg import StreamLeg
 from tests.stream.support import (
+    AUTH_TOKEN,
     best_correlation,
     headers_for,
     rms,
@@ -26,6 +28,7 @@ from tests.stream.support import (
     signed_connect,
     sim_client,
     tone,
+    url,
 )
 
 
@@ -297,3 +300,60 @@ async def test_stop_ends_calls_in_progress() -> None:
         await server.stop(drain_timeout_s=0.1)
         result = await asyncio.wait_for(task, 10)
     assert ended == ["shutdown"] and result.ended_by == "bridge"
+
+
+async def test_upgrade_must_carry_plivos_signature_once() -> None:
+    async with running_server(echo) as server:
+        with pytest.raises(InvalidStatus) as status:
+            async with connect(url(server)):  # unsigned
+                pass
+        assert status.value.response.status_code == 403
+        forged = sign_v3("not-the-auth-token", "GET", f"https://127.0.0.1:{server.bound_port}/stream")
+        with pytest.raises(InvalidStatus) as status:
+            async with connect(url(server), additional_headers=forged):
+                pass
+        assert status.value.response.status_code == 403
+        signed = sign_v3(AUTH_TOKEN, "GET", f"https://127.0.0.1:{server.bound_port}/stream")
+        async with connect(url(server), additional_headers=signed):
+            pass
+        with pytest.raises(InvalidStatus) as status:  # the same upgrade replayed
+            async with connect(url(server), additional_headers=signed):
+                pass
+        assert status.value.response.status_code == 403
+        ma = sign_v3(AUTH_TOKEN, "GET", f"https://127.0.0.1:{server.bound_port}/stream")
+        ma = {"X-Plivo-Signature-Ma-V3": ma["X-Plivo-Signature-V3"],
+              "X-Plivo-Signature-V3-Nonce": ma["X-Plivo-Signature-V3-Nonce"]}
+        async with connect(url(server), additional_headers=ma):  # subaccount app, main token
+            pass
+
+
+async def test_a_token_admits_one_stream_and_only_with_its_facts() -> None:
+    async def agent(leg: AudioLeg, info: CallInfo) -> None:
+        await run_echo(leg)
+
+    async with running_server(agent) as server:
+        headers = headers_for("call-once", From="+919876543210")
+        first = await sim_client(server, call_uuid="call-once", extra_headers=headers).run(tone(100),
+                                                                                          tail_s=0.1)
+        assert first.ended_by == "caller"
+        again = await sim_client(server, call_uuid="call-once", extra_headers=headers).run(tone(100),
+                                                                                          tail_s=2)
+        assert again.ended_by == "bridge" and again.close_code == 1008 and again.close_reason.endswith("used")
+        swapped = headers.replace("%2B919876543210", "%2B14155550100")  # another caller, same token
+        forged = await sim_client(server, call_uuid="call-other", extra_headers=swapped).run(b"", tail_s=2)
+        assert forged.ended_by == "bridge" and forged.close_code == 1008
+        assert server.refused == 2
+
+
+async def test_dtmf_goes_out_on_the_stream_as_send_dtmf() -> None:
+    async def agent(leg: AudioLeg, info: CallInfo) -> None:
+        await leg.send_dtmf("12#")
+        await leg.send_dtmf("x")  # not a DTMF digit: logged, nothing sent
+        async for ev in leg.events():
+            if isinstance(ev, LegEnded):
+                return
+
+    async with running_server(agent) as server:
+        result = await sim_client(server, call_uuid="call-dtmf", extra_headers=headers_for("call-dtmf")).run(
+            b"", tail_s=0.6)
+    assert result.dtmf_received == ["1", "2", "#"] and result.bad_messages == 0
