@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bridge.devtools.fake_plivo_api import FakePlivoApi
 from bridge.devtools.plivo_sim.simulator import CallSpec, simulate_call
+from bridge.devtools.plivo_sim.network import NetworkProfile
 from bridge.devtools.plivo_sim.xml_proc import run_xml_server
 from bridge.devtools.procs import free_port, run_daemon
 from bridge.outbound.clock import SystemClock
@@ -52,8 +53,14 @@ def test_plivo_api_call_is_followed_through_the_simulator_to_the_agent(tmp_path:
             # Plivo connects the callee and fetches the answer URL it was given.
             lines: list[str] = []
             sent = tone(600)
+            [request_uuid] = api.calls
+            # As Plivo does on an outbound call: Direction outbound, the request_uuid calls.create
+            # returned as ALegRequestUUID, and the machine-detection result; the echo crosses a
+            # delayed network (no jitter: an echo cannot keep audio ahead of it).
             spec = CallSpec(answer_url=answer_url, from_number=CALLER_ID, to_number=CAROL,
-                            caller_pcm=sent, auth_token=api.auth_token, tail_s=0.6)
+                            caller_pcm=sent, auth_token=api.auth_token, tail_s=1.0, direction="outbound",
+                            request_uuid=request_uuid,
+                            machine_detection="human", network=NetworkProfile(jitter_ms=0))
             call = asyncio.run(simulate_call(spec, printer=lines.append))
     assert call.ok, "\n".join(lines) + xml.logs()
     assert call.stream is not None
