@@ -8,8 +8,8 @@ import asyncio
 from pathlib import Path
 
 from bridge.devtools.fake_plivo_api import FakePlivoApi
-from bridge.devtools.plivo_sim.simulator import CallSpec, simulate_call
 from bridge.devtools.plivo_sim.network import NetworkProfile
+from bridge.devtools.plivo_sim.simulator import CallSpec, simulate_call
 from bridge.devtools.plivo_sim.xml_proc import run_xml_server
 from bridge.devtools.procs import free_port, run_daemon
 from bridge.outbound.clock import SystemClock
