@@ -131,6 +131,8 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
                 "direction": direction,
                 "mode": target.mode,
                 "route": route.to if route else "",
+                # outbound calls with machine_detection: Plivo's verdict (not acted on yet)
+                "machine": param("Machine"),
             },
         )
         if target.mode == "stream":

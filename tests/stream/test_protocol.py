@@ -8,6 +8,7 @@ import json
 import pytest
 
 from bridge.callfacts import (
+    MAX_EXTRA_HEADERS,
     MAX_VALUE,
     decode_value,
     encode_headers,
@@ -125,3 +126,13 @@ def test_headers_and_token_agree_between_xml_server_and_daemon() -> None:
 def test_raw_mode_sip_header_names_are_read_too() -> None:
     headers = {"X-PH-From": ["%2B91"], "X-CallUUID": ["ab%2D1"], "X-Other": ["x"], "Via": ["v"]}
     assert facts_from_sip_headers(headers.items()) == {"From": "%2B91", "Calluuid": "ab%2D1"}
+
+
+def test_the_largest_possible_extra_headers_fit_plivos_512_bytes() -> None:
+    # Every fact at the longest value the rules let through, plus the token: the guard on
+    # extraHeaders holds by construction, whatever the caller's number or the route's agent.
+    worst = {name: "+" * 16 for name in ("From", "To", "Direction", "Agent", "Calluuid")}
+    facts = fit(worst)
+    assert not facts.dropped
+    facts.encoded["Token"] = stream_token("k", "c" * 36, worst)
+    assert len(facts.header_text().encode()) <= MAX_EXTRA_HEADERS
