@@ -14,6 +14,7 @@ early.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -56,8 +57,11 @@ class NonceStore:
                 self._shared = self._open()
             return self._shared
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+        # One connection per thread and per process: an SQLite handle must not cross a fork
+        # (gunicorn --preload would create the app in the master).
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
             conn = self._local.conn = self._open()
+            self._local.pid = os.getpid()
         return conn
 
     def _open(self) -> sqlite3.Connection:
