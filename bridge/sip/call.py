@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from bridge.callmodel import CallInfo, MediaParams
+from bridge.sip.refer import sipfrag_status
 from bridge.sip.sdp_offer import SessionDescription
 from bridge.sip.transport import Peer
 
@@ -63,8 +64,6 @@ class SipCall:
 
     def on_notify(self, event: str | None, body: bytes | str | None) -> None:
         """An in-dialog NOTIFY: a final sipfrag status of our REFER settles refer_outcome."""
-        from bridge.sip.refer import sipfrag_status
-
         status = sipfrag_status(body)
         if (event or "").split(";")[0].strip().lower() != "refer" or status is None or status < 200:
             return
