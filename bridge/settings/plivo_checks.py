@@ -6,6 +6,8 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING
 
+from bridge.callfacts import configured_value_problem
+
 if TYPE_CHECKING:
     from bridge.settings import Secrets, Settings
 
@@ -32,6 +34,10 @@ def plivo_warnings(settings: Settings, secrets: Secrets) -> list[str]:
             "plivo.public_base_url: empty and plivo.trusted_proxies is empty: the XML server will "
             "refuse to start (set the public URL Plivo calls, or the proxies to believe)"
         )
+    for route in plivo.routes:
+        problem = configured_value_problem("agent", route.agent) if route.agent else ""
+        if problem:
+            warnings.append(f"plivo.routes (to {route.to}): {problem}: the XML server will refuse to start")
     if plivo.validate_signatures and secrets.optional("plivo_auth_token") is None:
         warnings.append("PLIVO_AUTH_TOKEN is not set: webhook and stream signatures cannot be checked")
     if plivo.mode == "stream":

@@ -93,3 +93,5 @@ def test_check_warns_when_plivo_could_neither_be_trusted_nor_authenticate(
     assert not [w for w in plivo_warnings(auth, with_password) if w.startswith("sip.trust")]
     no_url = Settings.model_validate({})
     assert any(w.startswith("plivo.public_base_url") for w in plivo_warnings(no_url, Secrets()))
+    long_agent = Settings.model_validate({"plivo": {"routes": [{"to": "+1415", "agent": "x y" * 20}]}})
+    assert any(w.startswith("plivo.routes") for w in plivo_warnings(long_agent, Secrets()))
