@@ -26,6 +26,7 @@ class EndReason(StrEnum):
     SHUTDOWN = "shutdown"
     ERROR = "error"
     PROTOCOL_ERROR = "protocol-error"  # the peer kept sending what we cannot parse
+    DROPPED = "dropped"  # the stream's socket died without a close frame (Plivo's DroppedStream)
     BUSY = "busy"
     NO_ANSWER = "no-answer"
     NORMAL = "normal"

@@ -9,13 +9,15 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from bridge.callfacts import encode_headers, stream_token
+from bridge import callfacts
 from bridge.outbound.callbacks import record_plivo_outcome
+from bridge.plivo_signature import NonceStore
 from bridge.privacy import mask_number
 from bridge.settings import Settings
+from bridge.settings.plivo import nonce_path
 from xml_server import responses
 from xml_server.routing import call_target, find_route
-from xml_server.signature import NonceCache, public_url, verify
+from xml_server.signature import networks, public_url, verify
 
 log = logging.getLogger("xml_server")
 
@@ -27,9 +29,12 @@ class ConfigError(ValueError):
     """The XML server cannot run with this configuration (message says what to set)."""
 
 
-def create_app(settings: Settings, auth_token: str | None, stream_secret: str | None = None) -> Flask:
+def create_app(settings: Settings, auth_token: str | None, stream_secret: str | None = None,
+               sip_auth_password: str | None = None) -> Flask:
     """The WSGI app. ``auth_token`` is PLIVO_AUTH_TOKEN (required while signatures are checked);
-    ``stream_secret`` (VOICE_BRIDGE_STREAM_SECRET) signs the stream token in stream mode."""
+    ``stream_secret`` (VOICE_BRIDGE_STREAM_SECRET) signs the stream token in stream mode;
+    ``sip_auth_password`` (VOICE_BRIDGE_SIP_INBOUND_PASSWORD) with sip.trust.inbound_user goes
+    into <User sipAuthUsername/sipAuthPassword> so Plivo can answer the bridge's challenge."""
     plivo = settings.plivo
     if plivo.validate_signatures and not auth_token:
         raise ConfigError(
@@ -41,10 +46,28 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
             "VOICE_BRIDGE_STREAM_SECRET is not set: stream mode signs a token the daemon checks "
             "(or set plivo.stream_require_token = false for local development)"
         )
+    for route in plivo.routes:
+        problem = callfacts.configured_value_problem("agent", route.agent) if route.agent else ""
+        if problem:
+            raise ConfigError(f"plivo.routes (to {route.to}): {problem}; use a shorter agent name")
     if not plivo.validate_signatures:
         log.warning("webhook signature checks are OFF (plivo.validate_signatures = false): development only")
+    if plivo.validate_signatures and not plivo.public_base_url and not plivo.trusted_proxies:
+        raise ConfigError(
+            "plivo.public_base_url is empty: set it to the URL Plivo calls (signatures are computed "
+            "over it), or list the reverse proxies whose X-Forwarded-* headers to believe in "
+            "plivo.trusted_proxies"
+        )
+    proxies = networks(plivo.trusted_proxies)
+    inbound_user = settings.sip.trust.inbound_user
+    sip_auth = None
+    if inbound_user and sip_auth_password:
+        sip_auth = responses.SipAuth(inbound_user, sip_auth_password)
+    if plivo.mode == "sip" and inbound_user and sip_auth is None:
+        log.warning("sip.trust.inbound_user is set but VOICE_BRIDGE_SIP_INBOUND_PASSWORD is not: <User> "
+                    "carries no sipAuth credentials, so Plivo cannot answer the bridge's challenge")
     show_numbers = settings.logging.log_phone_numbers
-    nonces = NonceCache(plivo.replay_window_s)
+    nonces = NonceStore(plivo.replay_window_s, nonce_path(settings))
     app = Flask("xml_server")
 
     def shown(number: str) -> str:
@@ -55,7 +78,7 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
         def wrapper() -> Any:
             if plivo.validate_signatures:
                 assert auth_token is not None
-                verdict = verify(request, auth_token, plivo.public_base_url, nonces)
+                verdict = verify(request, auth_token, plivo.public_base_url, nonces, proxies)
                 if not verdict.ok:
                     log.warning(
                         "webhook rejected (403): %s",
@@ -73,7 +96,7 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
 
     def url_for_path(path: str) -> str:
         # Callback URLs must be what Plivo can reach: the same public base the answer came to.
-        here = public_url(request, plivo.public_base_url)
+        here = public_url(request, plivo.public_base_url, proxies)
         base = here.split("?", 1)[0][: -len(request.path)] if request.path != "/" else here
         return base.rstrip("/") + path
 
@@ -107,12 +130,19 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
             return xml(responses.hangup_xml())
         route = find_route(plivo, called if direction == "inbound" else caller)
         target = call_target(plivo, route)
-        facts = {"CallUUID": call_uuid, "From": caller, "To": called, "Direction": direction}
+        facts = {callfacts.FROM: caller, callfacts.TO: called, callfacts.DIRECTION: direction}
+        if target.mode != "stream":  # a stream's start carries the CallUUID itself
+            facts = {callfacts.CALL_UUID: call_uuid, **facts}
         if route and route.agent:
-            facts["Agent"] = route.agent
+            facts[callfacts.AGENT] = route.agent
+        fitted = callfacts.fit(facts)
+        if fitted.dropped:
+            log.warning("call facts too long for Plivo's header rules: not sent",
+                        extra={"call_uuid": call_uuid, "dropped": ",".join(fitted.dropped)})
         if target.mode == "stream" and stream_secret and call_uuid:
-            facts["Token"] = stream_token(stream_secret, call_uuid)
-        headers = encode_headers(facts)
+            kept = {k: v for k, v in facts.items() if k in fitted.encoded}
+            fitted.encoded[callfacts.TOKEN] = callfacts.stream_token(stream_secret, call_uuid, kept)
+        headers = fitted.header_text()
         log.info(
             "answer",
             extra={
@@ -122,11 +152,13 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
                 "direction": direction,
                 "mode": target.mode,
                 "route": route.to if route else "",
+                # outbound calls with machine_detection: Plivo's verdict (not acted on yet)
+                "machine": param("Machine"),
             },
         )
         if target.mode == "stream":
             return xml(responses.stream_xml(plivo, target, headers, url_for_path("/stream-status")))
-        return xml(responses.dial_xml(plivo, target, headers, url_for_path("/dial-action")))
+        return xml(responses.dial_xml(plivo, target, headers, url_for_path("/dial-action"), sip_auth))
 
     @app.route("/hangup", methods=["GET", "POST"])
     @signed
@@ -161,10 +193,17 @@ def create_app(settings: Settings, auth_token: str | None, stream_secret: str | 
     @app.route("/stream-status", methods=["GET", "POST"])
     @signed
     def stream_status() -> Response:
-        log.info(
-            "stream status",
-            extra={"call_uuid": param("CallUUID"), "event": param("Event"), "stream_id": param("StreamID")},
-        )
+        # Plivo's stream events: StartStream, StopStream, DroppedStream (the socket failed or was
+        # refused: the caller hears the fallback after <Stream>), DegradedStream (the app is not
+        # keeping up). The stream id's casing is not settled in Plivo's docs: read both.
+        event = param("Event")
+        extra = {"call_uuid": param("CallUUID"), "event": event,
+                 "stream_id": param("StreamID") or param("StreamId") or param("stream_id"),
+                 "error": (param("Error") or param("ErrorMessage"))[:200]}
+        if event in ("DroppedStream", "DegradedStream"):
+            log.warning("stream %s", "dropped" if event == "DroppedStream" else "degraded", extra=extra)
+        else:
+            log.info("stream status", extra=extra)
         return xml(responses.empty_xml())
 
     @app.route("/fallback", methods=["GET", "POST"])

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from plivo import plivoxml
 
 from bridge.settings.plivo import PlivoSettings
+
+
+class _UserWithAuth(plivoxml.UserElement):  # type: ignore[misc]
+    """<User> with sipAuthUsername/sipAuthPassword (Plivo's Dial reference documents them for
+    SIP targets that challenge with 401/407; the SDK's UserElement does not have them yet)."""
+
+    _name = "User"
+
+    def __init__(self, content: str, username: str, password: str) -> None:
+        super().__init__(content)
+        self._auth = {"sipAuthUsername": username, "sipAuthPassword": password}
+
+    def to_dict(self) -> dict[str, str]:
+        return {**super().to_dict(), **self._auth}
+
+
+@dataclass(frozen=True, slots=True)
+class SipAuth:
+    """The credentials the bridge's digest challenge asks for (sip.trust.inbound_user and
+    VOICE_BRIDGE_SIP_INBOUND_PASSWORD), given to Plivo so it can answer the 401/407."""
+
+    username: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,8 +41,10 @@ class CallTarget:
     stream_url: str
 
 
-def dial_xml(settings: PlivoSettings, target: CallTarget, headers: str, action_url: str) -> str:
-    """<Dial> to the bridge's SIP URI; call facts ride along as X-PH-* headers."""
+def dial_xml(settings: PlivoSettings, target: CallTarget, headers: str, action_url: str,
+             auth: SipAuth | None = None) -> str:
+    """<Dial> to the bridge's SIP URI; call facts ride along as X-PH-* headers; with ``auth``,
+    Plivo answers the bridge's digest challenge with it."""
     response = plivoxml.ResponseElement()
     dial = plivoxml.DialElement(
         action=action_url,
@@ -29,13 +54,17 @@ def dial_xml(settings: PlivoSettings, target: CallTarget, headers: str, action_u
         caller_id=settings.caller_id or None,
         sip_headers=headers or None,
     )
-    dial.add_user(target.sip_uri)
+    if auth is not None:
+        dial.add(_UserWithAuth(target.sip_uri, auth.username, auth.password))
+    else:
+        dial.add_user(target.sip_uri)
     response.add(dial)
     return str(response.to_string(pretty=False))
 
 
 def stream_xml(settings: PlivoSettings, target: CallTarget, headers: str, status_url: str) -> str:
-    """A bidirectional <Stream> that keeps the call up for as long as the socket lives."""
+    """A bidirectional <Stream> that keeps the call up for as long as the socket lives, then (if
+    configured) the apology: Plivo runs it only when the stream ends without the call ending."""
     response = plivoxml.ResponseElement()
     response.add(
         plivoxml.StreamElement(
@@ -50,6 +79,9 @@ def stream_xml(settings: PlivoSettings, target: CallTarget, headers: str, status
             keepCallAlive=True,
         )
     )
+    if settings.stream_fallback:
+        response.add(plivoxml.SpeakElement(settings.apology_text, voice=settings.voice))
+        response.add(plivoxml.HangupElement())
     return str(response.to_string(pretty=False))
 
 

@@ -1,31 +1,48 @@
-"""X-Plivo-Signature-V3 verification with the plivo SDK, against the URL Plivo really called.
+"""Plivo's V3 signature on webhooks (bridge.plivo_signature), checked against the URL Plivo
+really called.
 
 Behind a reverse proxy the request's own URL is not what Plivo signed: the configured public
-base URL wins, else X-Forwarded-Proto/Host/Prefix, else the request's host URL.
+base URL wins; else X-Forwarded-Proto/Host/Prefix, but only from a configured trusted proxy
+(otherwise any client could choose the URL its signature is checked against); else the
+request's own host URL.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass
+import ipaddress
+from collections.abc import Sequence
 
 from flask import Request
-from plivo.utils import validate_v3_signature
 
-SIGNATURE_HEADER = "X-Plivo-Signature-V3"
-NONCE_HEADER = "X-Plivo-Signature-V3-Nonce"
+from bridge.plivo_signature import NonceStore, Verdict
+from bridge.plivo_signature import verify as verify_signature
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def public_url(request: Request, public_base_url: str) -> str:
+def networks(items: Sequence[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+
+
+def _trusted(remote: str | None, proxies: Sequence[Network]) -> bool:
+    try:
+        addr = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return False
+    return any(addr in net for net in proxies)
+
+
+def public_url(request: Request, public_base_url: str, proxies: Sequence[Network] = ()) -> str:
     """The full URL (with query) that the caller of this request used."""
     if public_base_url:
         base = public_base_url.rstrip("/")
-    else:
+    elif _trusted(request.remote_addr, proxies):
         proto = _first(request.headers.get("X-Forwarded-Proto")) or request.scheme
         host = _first(request.headers.get("X-Forwarded-Host")) or request.host
         prefix = _first(request.headers.get("X-Forwarded-Prefix")).rstrip("/")
         base = f"{proto}://{host}{prefix}"
+    else:
+        base = f"{request.scheme}://{request.host}"
     query = request.query_string.decode("latin-1")
     return f"{base}{request.path}" + (f"?{query}" if query else "")
 
@@ -34,55 +51,8 @@ def _first(value: str | None) -> str:
     return (value or "").split(",")[0].strip()
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    ok: bool
-    reason: str = ""
-
-
-class NonceCache:
-    """Nonces seen in the last ``window_s`` seconds (per process): a repeat is a replay."""
-
-    def __init__(self, window_s: float, max_entries: int = 100_000) -> None:
-        self._window = window_s
-        self._max = max_entries
-        self._seen: dict[str, float] = {}
-        self._inserts = 0
-        self._lock = threading.Lock()
-
-    def seen_before(self, nonce: str, now: float | None = None) -> bool:
-        if self._window <= 0:
-            return False
-        t = time.monotonic() if now is None else now
-        with self._lock:
-            expiry = self._seen.get(nonce)
-            if expiry is not None and expiry > t:
-                return True
-            self._inserts += 1
-            if len(self._seen) >= self._max or self._inserts % 1024 == 0:
-                self._seen = {n: exp for n, exp in self._seen.items() if exp > t}
-            if len(self._seen) < self._max:  # full of live nonces: fail open, not with an error
-                self._seen[nonce] = t + self._window
-            return False
-
-
-def verify(request: Request, auth_token: str, public_base_url: str, nonces: NonceCache) -> Verdict:
-    signature = request.headers.get(SIGNATURE_HEADER, "")
-    nonce = request.headers.get(NONCE_HEADER, "")
-    if not signature or not nonce:
-        return Verdict(False, "missing signature headers")
-    method = request.method.upper()
-    if method not in ("GET", "POST"):
-        return Verdict(False, f"method {method} not signed by Plivo")
-    url = public_url(request, public_base_url)
-    params = request.form.to_dict(flat=False) if method == "POST" else None
-    try:
-        valid = validate_v3_signature(method, url, nonce, auth_token, signature, params)
-    except Exception as exc:  # the SDK's argument validators raise on odd URLs/values
-        return Verdict(False, f"signature check failed: {type(exc).__name__}")
-    if not valid:
-        return Verdict(False, "signature mismatch")
-    # Checked after the signature, so a forger cannot burn a genuine request's nonce.
-    if nonces.seen_before(nonce):
-        return Verdict(False, "replayed nonce")
-    return Verdict(True)
+def verify(request: Request, auth_token: str, public_base_url: str, nonces: NonceStore | None,
+           proxies: Sequence[Network] = ()) -> Verdict:
+    url = public_url(request, public_base_url, proxies)
+    params = request.form.to_dict(flat=False) if request.method.upper() == "POST" else None
+    return verify_signature(request.method, [url], request.headers.get, auth_token, params, nonces)

@@ -1,7 +1,7 @@
 """Gunicorn entry point: ``gunicorn xml_server.wsgi:app``.
 
 Settings come from $VOICE_BRIDGE_CONFIG (+ VOICE_BRIDGE_* overrides), secrets from the
-environment (PLIVO_AUTH_TOKEN, VOICE_BRIDGE_STREAM_SECRET).
+environment (PLIVO_AUTH_TOKEN, VOICE_BRIDGE_STREAM_SECRET, VOICE_BRIDGE_SIP_INBOUND_PASSWORD).
 """
 
 from __future__ import annotations
@@ -17,4 +17,5 @@ setup_logging(_settings.logging.level, _settings.logging.format, _settings.loggi
 _secrets = Secrets.from_env()
 
 
-app = create_app(_settings, _secrets.optional("plivo_auth_token"), _secrets.optional("stream_secret"))
+app = create_app(_settings, _secrets.optional("plivo_auth_token"), _secrets.optional("stream_secret"),
+                 _secrets.optional("sip_inbound_password"))

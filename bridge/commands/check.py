@@ -23,6 +23,11 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
+    from bridge.settings import Secrets
+    from bridge.settings.plivo_checks import plivo_warnings
+
+    for warning in plivo_warnings(settings, Secrets.from_env()):
+        print(f"warning: {warning}", file=sys.stderr)
     profiles = f" profiles={sorted(settings.agents)}" if settings.agents else ""
     print(f"configuration ok: agent={settings.daemon.agent}{profiles} sip={settings.sip.listen_host}:"
           f"{settings.sip.listen_port} stt={settings.stt.providers} llm={settings.llm.providers} "

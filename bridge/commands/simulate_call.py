@@ -30,11 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seconds", type=float, default=120.0, metavar="S")
     parser.add_argument("--unsigned", action="store_true",
                         help="send no signature even if PLIVO_AUTH_TOKEN is set")
+    parser.add_argument("--latency-ms", default="40-150", metavar="MIN-MAX",
+                        help="one-way stream delay, drawn once per call from this range (default 40-150)")
+    parser.add_argument("--jitter-ms", type=float, default=20.0, metavar="MS",
+                        help="extra random delay per stream message (default 20)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the network delays (default 1)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary at the end")
 
 
 def run(args: argparse.Namespace) -> int:
     from bridge.audio.wavfile import WavError, read_wav_8k_mono, write_wav
+    from bridge.devtools.plivo_sim.network import NetworkProfile
     from bridge.devtools.plivo_sim.simulator import CallSpec, simulate_call
 
     token = None if args.unsigned else os.environ.get("PLIVO_AUTH_TOKEN") or None
@@ -44,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
         pcm = read_wav_8k_mono(args.audio) if args.audio else b""
     except WavError as exc:
         print(f"simulate-call: cannot read {args.audio}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        low, _, high = args.latency_ms.partition("-")
+        network = NetworkProfile(float(low), float(high or low), args.jitter_ms, args.seed)
+    except ValueError:
+        print(f"simulate-call: --latency-ms wants MIN-MAX in ms, got {args.latency_ms!r}", file=sys.stderr)
         return 2
     spec = CallSpec(
         answer_url=args.answer_url,
@@ -55,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         hangup_url=args.hangup_url,
         tail_s=args.tail,
         max_s=args.max_seconds,
+        network=network,
     )
     call = asyncio.run(simulate_call(spec, printer=lambda line: print(line, flush=True)))
     if args.record and call.stream is not None:
@@ -72,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
                                if call.stream and call.stream.first_audio_tick is not None else None),
             "clears": call.stream.clears if call.stream else None,
             "sip_answered": call.sip_answered,
+            "stream_events": call.stream_events,
+            "network_rtt_ms": call.stream.network_rtt_ms if call.stream else None,
         }
         print(json.dumps(summary))
     return 0 if call.ok else 1

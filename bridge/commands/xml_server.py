@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(settings.logging.level, settings.logging.format, settings.logging.log_phone_numbers)
     secrets = Secrets.from_env()
     try:
-        app = create_app(settings, secrets.optional("plivo_auth_token"), secrets.optional("stream_secret"))
+        app = create_app(settings, secrets.optional("plivo_auth_token"), secrets.optional("stream_secret"),
+                         secrets.optional("sip_inbound_password"))
     except ConfigError as exc:
         print(f"voice-bridge xml-server: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from bridge.callfacts import CALL_UUID
 from bridge.callmodel import CallInfo
 from bridge.endreason import end_reason
 from bridge.privacy import mask_phone_numbers, redact
@@ -63,7 +64,7 @@ class TranscriptWriter:
         writer.write(
             "call",
             call_id=info.call_id,
-            call_uuid=info.plivo_headers.get("CallUUID", ""),  # Plivo's id: joins the XML server's lines
+            call_uuid=info.plivo_headers.get(CALL_UUID, ""),  # Plivo's id: joins the XML server's lines
             subject=subject,
             direction=info.direction,
             from_uri=writer._number(info.from_uri),

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 from bridge import callcontext
 from bridge.admission import Admission
-from bridge.callfacts import decode_value
+from bridge.callfacts import CALL_UUID, decode_value
 from bridge.callmodel import CallInfo
 from bridge.daemon.agents import AgentRunner
+from bridge.daemon.transfer import TRANSFERRED_BYE_GRACE_S, RestTransfer, transfer_for
 from bridge.endreason import EndReason, end_reason
 from bridge.media.ports import PortAllocator
 from bridge.media.rtp_leg import RtpLeg
@@ -38,11 +39,13 @@ class DaemonCallApp:
     """Implements bridge.sip.app.CallApp for the daemon."""
 
     def __init__(
-        self, settings: Settings, agent: AgentRunner, bind_host: str, admission: Admission | None = None
+        self, settings: Settings, agent: AgentRunner, bind_host: str, admission: Admission | None = None,
+        rest: RestTransfer | None = None,
     ) -> None:
         self._settings = settings
         # Shared with the stream server when both run: one capacity for the process.
         self.admission = admission or Admission(settings.sip.max_calls)
+        self._rest = rest  # Plivo's REST API: transfers of calls from Plivo's XML application
         self._agent = agent
         self._bind_host = bind_host
         self._ports = PortAllocator(settings.media.rtp_port_min, settings.media.rtp_port_max)
@@ -81,7 +84,7 @@ class DaemonCallApp:
 
     # -- CallApp ---------------------------------------------------------------------------
     def admit(self, info: CallInfo) -> tuple[int, str] | None:
-        # The XML server hex-encodes header values Plivo would refuse (ZZ+hex): decode them here,
+        # The XML server %-encodes header values (Plivo's documented escape): decode them here,
         # once, so the agent sees the caller's number and Plivo's CallUUID as they were.
         info.plivo_headers = {k: decode_value(v) for k, v in info.plivo_headers.items()}
         why = self.unavailable()
@@ -104,9 +107,9 @@ class DaemonCallApp:
         except BaseException:
             self.admission.release()
             raise
-        callcontext.bind(call.info.call_id, call.info.plivo_headers.get("CallUUID", ""))
+        callcontext.bind(call.info.call_id, call.info.plivo_headers.get(CALL_UUID, ""))
         leg.on_hangup = call.hangup
-        leg.on_transfer = call.refer
+        leg.on_transfer = transfer_for(call, self._rest)
         if self._settings.media.recordings_dir:
             info, s = call.info, self._settings
             try:  # the recording's sidecar names the person by pseudonym (forget, retention)
@@ -184,6 +187,16 @@ class DaemonCallApp:
         except Exception:
             # An agent bug must not leave the caller in dead air: end the call cleanly.
             log.exception("agent failed", extra={"call_id": rec.sip.info.call_id})
+        if rec.sip.transferred:
+            # Plivo (REST transfer) or the trunk (REFER) ends this leg itself: a BYE of ours
+            # could race its own; only if it does not come do we hang up.
+            for _ in range(int(TRANSFERRED_BYE_GRACE_S * 10)):
+                if rec.sip.info.call_id not in self._calls:
+                    return
+                await asyncio.sleep(0.1)
+            if rec.sip.info.call_id in self._calls:
+                await rec.sip.hangup(EndReason.TRANSFERRED.value)
+            return
         if rec.sip.info.call_id in self._calls:
             await rec.sip.hangup(EndReason.AGENT_FINISHED.value)
 

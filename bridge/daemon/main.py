@@ -70,8 +70,13 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
     agent = await build_agent(settings, secrets)
     bind_host = settings.sip.listen_host
     admission = Admission(settings.sip.max_calls)  # SIP and stream calls share the capacity
+    rest = None
+    if secrets.plivo_auth_id is not None and secrets.plivo_auth_token is not None:
+        from bridge.stream.rest import PlivoRestControl
+
+        rest = PlivoRestControl(settings.plivo, secrets)  # transfers of Plivo XML-app calls
     app = DaemonCallApp(settings, agent, bind_host="0.0.0.0" if bind_host in ("", "0.0.0.0") else bind_host,
-                        admission=admission)
+                        admission=admission, rest=rest)
     sip = SipServer(settings.sip, app, secrets)
     registration = RegistrationClient(settings.sip, secrets, sip)
     stream = None

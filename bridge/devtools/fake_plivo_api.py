@@ -2,7 +2,12 @@
 
 Speaks the wire protocol the SDK uses: HTTP Basic auth with auth_id/auth_token, JSON bodies,
 ``POST /v1/Account/{auth_id}/Call/`` -> 201 {"api_id", "message": "call fired", "request_uuid"},
-``GET  /v1/Account/{auth_id}/Call/{uuid}/`` -> the call record, ``DELETE`` -> 204.
+``GET  /v1/Account/{auth_id}/Call/{uuid}/`` -> the call record, ``DELETE`` -> 204,
+``POST /v1/Account/{auth_id}/Call/{uuid}/`` (transfer: ``legs``, ``aleg_url``) -> 202
+{"message": "call transferred"}, ``POST .../Call/{uuid}/DTMF/`` (``digits``, ``leg``) -> 202
+{"message": "digits sent"}; an unknown or finished call -> 404 (Plivo's "Transfer a call" and
+"Send digits" pages). A transfer moves the call to its new URL: the call record keeps running
+(``call_status`` stays in-progress) and :attr:`FakePlivoApi.on_transfer` is told.
 Listing, as Plivo documents it (https://www.plivo.com/docs/voice/api/call/ "List all calls",
 "List all queued calls", "List all live calls"; SDK ``calls.list``, ``queued_calls.list_ids``,
 ``live_calls.list_ids``):
@@ -32,7 +37,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-_CALL_PATH = re.compile(r"^/v1/Account/(?P<account>[A-Z0-9]+)/Call/(?:(?P<uuid>[0-9a-f-]+)/)?$")
+_CALL_PATH = re.compile(
+    r"^/v1/Account/(?P<account>[A-Z0-9]+)/Call/(?:(?P<uuid>[0-9a-f-]+)/(?P<dtmf>DTMF/)?)?$"
+)
+_LEGS = ("aleg", "bleg", "both")
+_DIGITS = re.compile(r"[0-9*#A-Dw W]+")  # Plivo: 0-9, *, #, A-D; w/W wait half a second / one second
 _REQUIRED = ("from", "to", "answer_url")
 
 
@@ -53,6 +62,8 @@ class FakePlivoApi:
     port: int = 0  # 0: an ephemeral port, remembered after the first start()
     # Called (in the server thread) with each accepted call-create body and its request_uuid.
     on_call: Callable[[dict[str, Any], str], None] | None = None
+    # Called (in the server thread) with each accepted transfer's call UUID and body.
+    on_transfer: Callable[[str, dict[str, Any]], None] | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     _failures: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
@@ -161,15 +172,21 @@ class FakePlivoApi:
             call = self._lookup(match["uuid"] or "")
         if call is None:
             return 404, {"api_id": api_id, "error": "call not found"}
-        if req.method == "GET":
+        if req.method == "GET" and not match["dtmf"]:
             wanted = params.get("status")
             if wanted is not None and _kind(call) != wanted:
                 return 404, {"api_id": api_id, "error": "call not found"}
             return 200, {"api_id": api_id, **_public(call)}
-        if req.method == "DELETE":
+        if call.get("call_status") in ("completed", "failed", "busy", "no-answer", "cancel"):
+            return 404, {"api_id": api_id, "error": "call not found"}  # only live calls are controlled
+        if req.method == "POST" and match["dtmf"]:
+            return self._digits(req, api_id)
+        if req.method == "DELETE" and not match["dtmf"]:
             with self._lock:
                 call.update(call_status="completed", hangup_cause_name="Normal Hangup", end_time=_stamp())
             return 204, None
+        if req.method == "POST":
+            return self._transfer(req, api_id, match["uuid"], call)
         return 405, {"api_id": api_id, "error": "method not allowed"}
 
     def _lookup(self, some_id: str) -> dict[str, Any] | None:
@@ -214,6 +231,33 @@ class FakePlivoApi:
             call.update(call_status=call_status, hangup_cause_name=hangup_cause_name,
                         bill_duration=bill_duration, end_time=_stamp())
             return dict(call)
+
+    def _transfer(self, req: RecordedRequest, api_id: str, call_uuid: str,
+                  call: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body = req.body if isinstance(req.body, dict) else {}
+        legs = body.get("legs", "aleg")
+        if legs not in _LEGS:
+            return 400, {"api_id": api_id, "error": "legs must be aleg, bleg or both"}
+        for leg in ("aleg", "bleg"):
+            if legs in (leg, "both") and not body.get(f"{leg}_url"):
+                return 400, {"api_id": api_id, "error": f"{leg}_url is required when legs is {legs}"}
+            method = body.get(f"{leg}_method", "POST")
+            if method not in ("GET", "POST"):
+                return 400, {"api_id": api_id, "error": f"{leg}_method must be GET or POST"}
+        with self._lock:
+            call["transferred_to"] = body.get("aleg_url", "")
+        if self.on_transfer is not None:
+            self.on_transfer(call_uuid, dict(body))
+        return 202, {"api_id": api_id, "message": "call transferred"}
+
+    def _digits(self, req: RecordedRequest, api_id: str) -> tuple[int, dict[str, Any]]:
+        body = req.body if isinstance(req.body, dict) else {}
+        digits = body.get("digits", "")
+        if not isinstance(digits, str) or not _DIGITS.fullmatch(digits):
+            return 400, {"api_id": api_id, "error": "digits: only 0-9, *, #, A-D, w, W"}
+        if body.get("leg", "aleg") not in ("aleg", "bleg"):
+            return 400, {"api_id": api_id, "error": "leg must be aleg or bleg"}
+        return 202, {"api_id": api_id, "message": "digits sent"}
 
     def _create(self, req: RecordedRequest, api_id: str) -> tuple[int, dict[str, Any]]:
         body = req.body if isinstance(req.body, dict) else {}

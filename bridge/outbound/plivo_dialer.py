@@ -20,6 +20,7 @@ import requests
 from plivo import exceptions as plivo_errors
 from plivo.rest import client as plivo_client
 
+from bridge.callfacts import MAX_VALUE
 from bridge.outbound.dialer import PlacementResult, PlacementStatus, Sought
 from bridge.outbound.outcomes import outcome_from_plivo
 from bridge.privacy import mask_phone_numbers
@@ -109,8 +110,9 @@ class PlivoApiDialer:
             kwargs["hangup_method"] = "POST"
         if self.machine_detection:
             kwargs["machine_detection"] = self.machine_detection
-        if call_id_hint.isalnum():
-            kwargs["sip_headers"] = f"vbcall={call_id_hint}"
+        if call_id_hint.isalnum() and len(call_id_hint) <= MAX_VALUE:
+            # Plivo sends only X-PH-<Capital><lowercase/digits> names (support article 360041883871).
+            kwargs["sip_headers"] = f"Vbcall={call_id_hint}"
         with self._lock:
             # The SDK never resets its 5xx fallback counter; one bad minute would stick.
             self._client.voice_retry_count = 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from bridge.callmodel import CallInfo, MediaParams
+from bridge.sip.refer import sipfrag_status
 from bridge.sip.sdp_offer import SessionDescription
 from bridge.sip.transport import Peer
 
@@ -40,6 +41,9 @@ class SipCall:
     awaiting_ack: bool = False
     late_offer_pending: bool = False  # re-INVITE without SDP: the answer comes in the ACK
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    # REFER: the final status the peer's NOTIFYs report for the transferred call
+    refer_outcome: asyncio.Future[int] | None = None
+    transferred: bool = False  # the peer accepted a transfer: it ends this leg, not us
 
     @property
     def key(self) -> tuple[str, str]:
@@ -55,5 +59,13 @@ class SipCall:
         await self.server.hangup(self, reason)
 
     async def refer(self, target: str) -> bool:
-        """Blind transfer (RFC 3515): True when the peer accepted the REFER."""
+        """Blind transfer (RFC 3515): True once the peer's NOTIFY reports the new call answered."""
         return await self.server.refer(self, target)
+
+    def on_notify(self, event: str | None, body: bytes | str | None) -> None:
+        """An in-dialog NOTIFY: a final sipfrag status of our REFER settles refer_outcome."""
+        status = sipfrag_status(body)
+        if (event or "").split(";")[0].strip().lower() != "refer" or status is None or status < 200:
+            return
+        if self.refer_outcome is not None and not self.refer_outcome.done():
+            self.refer_outcome.set_result(status)

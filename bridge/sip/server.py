@@ -18,6 +18,7 @@ from typing import Any
 from aiosipua import SipRequest, SipResponse
 from aiosipua.headers import parse_uri, stringify_uri
 
+from bridge.callfacts import facts_from_sip_headers
 from bridge.callmodel import CallInfo
 from bridge.metrics import SIP_DROPPED, SIP_REQUESTS, SIP_RESPONSES, SIP_SEND_FAILURES
 from bridge.privacy import mask_phone_numbers
@@ -25,6 +26,7 @@ from bridge.settings import Secrets
 from bridge.settings.sip import SipSettings
 from bridge.sip.app import CallApp
 from bridge.sip.call import SipCall
+from bridge.sip.refer import REFER_OUTCOME_TIMEOUT_S, refer_to, uri_host
 from bridge.sip.sdp_offer import SdpError, SessionDescription, negotiate, parse_offer
 from bridge.sip.transactions import T2_S, ServerTx, TransactionLayer, TransactionTimeout
 from bridge.sip.transport import Peer, SipTransport, resolve
@@ -329,8 +331,7 @@ class SipServer:
             from_uri=stringify_uri(from_addr.uri),
             to_uri=stringify_uri(to_addr.uri),
             source=peer.addr,
-            plivo_headers={name[5:]: values[0] for name, values in req.headers.items()
-                           if name.lower().startswith("x-ph-") and values},
+            plivo_headers=facts_from_sip_headers(req.headers.items()),  # X-PH-* and raw-mode X-*
         )
         refusal = self._app.admit(info)
         if refusal is not None:
@@ -525,6 +526,8 @@ class SipServer:
             self._on_info(call, req, tx)
         elif method in ("OPTIONS", "NOTIFY"):
             self._respond(tx, req, 200, headers={"Allow": ALLOW} if method == "OPTIONS" else None)
+            if method == "NOTIFY":
+                call.on_notify(req.get_header("event"), req.body)  # a REFER's progress
         elif method in KNOWN_METHODS:
             self._respond(tx, req, 405, headers={"Allow": ALLOW})
         else:
@@ -611,16 +614,32 @@ class SipServer:
             log.debug("BYE answered %s", resp.status_code, extra={"call_id": call.info.call_id})
 
     async def refer(self, call: SipCall, target: str) -> bool:
+        """Blind transfer as Plivo documents it for trunk calls (bridge/sip/refer.py): a number
+        goes to the trunk's domain; success is the NOTIFY's final 2xx, then the peer BYEs us."""
         if call.state != "confirmed":
             return False
-        uri = target if target.startswith(("sip:", "sips:", "tel:")) else f"sip:{target}"
+        try:
+            uri = refer_to(target, uri_host(call.remote_uri))
+        except ValueError as exc:
+            log.warning("REFER not sent: %s", exc, extra={"call_id": call.info.call_id})
+            return False
+        call.refer_outcome = asyncio.get_running_loop().create_future()
         try:
             resp = await self.request_in_dialog(call, "REFER", {"Refer-To": f"<{uri}>",
                                                                 "Referred-By": self.contact_for(call.peer)})
         except (TransactionTimeout, OSError):
             return False
         log.info("REFER answered %s", resp.status_code, extra={"call_id": call.info.call_id})
-        return 200 <= resp.status_code < 300
+        if not 200 <= resp.status_code < 300:
+            return False
+        try:
+            status = await asyncio.wait_for(asyncio.shield(call.refer_outcome), REFER_OUTCOME_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("REFER: no final NOTIFY in time", extra={"call_id": call.info.call_id})
+            return False
+        log.info("REFER outcome %s", status, extra={"call_id": call.info.call_id})
+        call.transferred = 200 <= status < 300
+        return call.transferred
 
     async def request_in_dialog(self, call: SipCall, method: str,
                                 headers: dict[str, str] | None = None) -> SipResponse:

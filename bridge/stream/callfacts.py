@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import re
 
-from bridge.callfacts import decode_value
+from bridge.callfacts import decode_value, fact_key
 
 
 def parse_extra_headers(raw: object) -> dict[str, str]:
-    """Plivo's start.extra_headers: "k1=v1,k2=v2" (as configured), or a JSON object; values
-    decoded. Anything else gives an empty dict (the token check then refuses the stream)."""
+    """Plivo's start.extra_headers: "k1=v1;k2=v2" (the documented form), "k1=v1,k2=v2" (as
+    configured), or a JSON object; values decoded. Anything else gives an empty dict (the token
+    check then refuses the stream)."""
     pairs: dict[str, str] = {}
     if isinstance(raw, dict):
         items = [(str(k), str(v)) for k, v in raw.items()]
@@ -31,8 +32,8 @@ def parse_extra_headers(raw: object) -> dict[str, str]:
     else:
         return {}
     for name, value in items:
-        # Plivo may hand them back with its X-PH- prefix.
-        key = name[5:] if name.lower().startswith("x-ph-") else name
+        # Plivo may hand them back with its X-PH- prefix, or in another case.
+        key = (fact_key(name) or fact_key(f"X-PH-{name}")) if name else None
         if key:
             pairs[key] = decode_value(value)
     return pairs

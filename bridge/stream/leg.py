@@ -3,7 +3,9 @@
 Caller audio (mu-law or L16 at 8 kHz, any chunk size) is re-cut into 20 ms frames; agent audio
 leaves as paced playAudio + checkpoint pairs (see playout.py); clear() sends clearAudio at once.
 Hang-up closes the socket (and ends the call through Plivo's REST API when credentials are
-configured); transfer and DTMF need the REST API.
+configured). DTMF goes out on the stream itself (sendDTMF). Transfer needs the REST API; once
+Plivo accepted it the call runs the transfer XML, so ending the leg afterwards only closes the
+socket and never hangs the transferred caller up.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class StreamLeg:
         self._wake = asyncio.Event()
         self._clear_pending = False
         self._ended = False
+        self._transferred = False
         self._sender: asyncio.Task[None] | None = None
         self.frames_in = 0
         self.chunks_out = 0
@@ -88,19 +91,39 @@ class StreamLeg:
         return self._playout.heard_ms(utterance_id)
 
     async def send_dtmf(self, digits: str) -> None:
-        if self._control is None or not await self._control.send_digits(self.call_id, digits):
-            log.warning("DTMF not sent: needs Plivo REST credentials", extra={"call_id": self.call_id})
+        # Plivo's "Messages to Plivo" include sendDTMF: no REST round trip, no credentials.
+        if self._ended:
+            return
+        try:
+            for digit in protocol.dtmf_digits(digits):
+                await self._ws.send(protocol.send_dtmf(digit))
+        except ValueError as exc:
+            log.warning("DTMF not sent: %s", exc, extra={"call_id": self.call_id})
+        except ConnectionClosed:
+            pass
 
     async def transfer(self, target: str) -> bool:
         if self._control is None or self._ended:
             log.warning("transfer not possible: no Plivo REST credentials", extra={"call_id": self.call_id})
             return False
-        return await self._control.transfer(self.call_id, target)
+        ok = await self._control.transfer(self.call_id, target)
+        self._transferred = self._transferred or ok
+        return ok
+
+    @property
+    def transferred(self) -> bool:
+        return self._transferred
 
     async def hangup(self, reason: str = "normal") -> None:
         if self._ended:
             return
-        self.end(reason)
+        self.end("transferred" if self._transferred else reason)
+        if self._transferred:
+            # The call now runs the transfer XML: a REST hang-up would cut the caller off from
+            # the human. Closing our stream is all that is left to do.
+            with contextlib.suppress(Exception):
+                await self._ws.close(1000, "transferred")
+            return
         if self._control is not None:
             with contextlib.suppress(Exception):
                 await self._control.hangup(self.call_id)

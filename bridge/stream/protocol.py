@@ -1,7 +1,9 @@
 """Plivo's audio-stream messages, parsed and built (sans-I/O).
 
 Plivo -> us: start, media, dtmf, playedStream, clearedAudio (and possibly stop).
-Us -> Plivo: playAudio, checkpoint, clearAudio. See DESIGN.md, Wire notes: Plivo audio stream.
+Us -> Plivo: playAudio, checkpoint, clearAudio, sendDTMF (Plivo's audio-streaming page, "Messages
+to Plivo"; the sendDTMF body follows plivo-labs/agent-transport). See DESIGN.md, Wire notes:
+Plivo audio stream.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.audio.g711 import pcm_to_ulaw, ulaw_to_pcm
+from bridge.audio.resample import StreamResampler
 
 
 class ProtocolError(ValueError):
@@ -30,14 +33,20 @@ class MediaFormat:
         return self.encoding
 
     def decoder(self) -> Callable[[bytes], bytes]:
-        """Payload bytes -> s16le PCM at 8 kHz."""
+        """Payload bytes -> s16le PCM at 8 kHz (the bridge's internal rate). A new callable per
+        stream: the 16 kHz one keeps resampler state between chunks."""
         if self.encoding == "audio/x-mulaw":
             return ulaw_to_pcm
+        if self.sample_rate != 8000:
+            return StreamResampler(self.sample_rate, 8000).push
         return _even
 
     def encoder(self) -> Callable[[bytes], bytes]:
+        """s16le PCM at 8 kHz -> payload bytes in this format."""
         if self.encoding == "audio/x-mulaw":
             return pcm_to_ulaw
+        if self.sample_rate != 8000:
+            return StreamResampler(8000, self.sample_rate).push
         return _even
 
 
@@ -45,7 +54,9 @@ def _even(data: bytes) -> bytes:
     return data[: len(data) & ~1]
 
 
-SUPPORTED_FORMATS = (MediaFormat("audio/x-mulaw", 8000), MediaFormat("audio/x-l16", 8000))
+# Plivo's three documented contentTypes (the <Stream> XML reference).
+SUPPORTED_FORMATS = (MediaFormat("audio/x-mulaw", 8000), MediaFormat("audio/x-l16", 8000),
+                     MediaFormat("audio/x-l16", 16000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +193,19 @@ def play_audio(media_format: MediaFormat, payload: bytes) -> str:
 
 def checkpoint(stream_id: str, name: str) -> str:
     return json.dumps({"event": "checkpoint", "streamId": stream_id, "name": name})
+
+
+def dtmf_digits(digits: str) -> list[str]:
+    """"12#" -> ["1", "2", "#"]; ValueError on anything Plivo cannot play."""
+    out = [d.upper() for d in digits if not d.isspace()]
+    bad = [d for d in out if d not in _DTMF_DIGITS]
+    if bad or not out:
+        raise ValueError(f"not DTMF digits: {digits!r}")
+    return out
+
+
+def send_dtmf(digit: str) -> str:
+    return json.dumps({"event": "sendDTMF", "dtmf": digit})
 
 
 def clear_audio(stream_id: str) -> str:

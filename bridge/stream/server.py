@@ -1,7 +1,8 @@
 """The daemon's Plivo audio-stream endpoint: a ``websockets`` server on ``daemon.stream_listen``,
-path /stream. Each stream must open with a ``start`` whose extra headers carry the HMAC token
-the XML server issued for that call (Plivo streams carry no signature); then the configured
-agent runs on a StreamLeg until the socket closes.
+path /stream. The upgrade request must carry Plivo's V3 signature (as Plivo's stream SDKs check
+it: GET over https://<host><path>, nonce remembered), and the stream must open with a ``start``
+whose extra headers carry the HMAC token the XML server issued for that call and its facts
+(one stream per token); then the configured agent runs on a StreamLeg until the socket closes.
 """
 
 from __future__ import annotations
@@ -19,17 +20,21 @@ from websockets.http11 import Request, Response
 
 from bridge import callcontext
 from bridge.admission import Admission
-from bridge.callfacts import token_valid
+from bridge.callfacts import CALL_UUID, TOKEN, token_valid
 from bridge.callmodel import CallInfo
-from bridge.endreason import end_reason
+from bridge.endreason import EndReason, end_reason
 from bridge.leg import AudioLeg
 from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL
+from bridge.plivo_signature import NonceStore
+from bridge.plivo_signature import verify as verify_signature
 from bridge.privacy import mask_number
 from bridge.settings import Secrets, Settings
 from bridge.settings.addresses import parse_host_port
+from bridge.settings.plivo import nonce_path
 from bridge.stream import protocol
 from bridge.stream.callfacts import parse_extra_headers
 from bridge.stream.leg import CallControl, StreamLeg
+from bridge.stream.tokens import UsedTokens
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +77,26 @@ class StreamServer:
             )
         if not self._plivo.stream_require_token:
             log.warning("stream token check is OFF (plivo.stream_require_token = false): development only")
+        self._auth_token = secrets.optional("plivo_auth_token")
+        if self._plivo.stream_check_signature and self._auth_token is None:
+            raise ValueError(
+                "PLIVO_AUTH_TOKEN is not set: the stream server checks the V3 signature Plivo puts on "
+                "the WebSocket upgrade (plivo.stream_check_signature = false only for development)"
+            )
+        if not self._plivo.stream_check_signature:
+            log.warning("stream signature check is OFF (plivo.stream_check_signature = false): "
+                        "development only")
+        self._nonces = NonceStore(self._plivo.replay_window_s, nonce_path(settings))
         if control is None and secrets.plivo_auth_id is not None and secrets.plivo_auth_token is not None:
             from bridge.stream.rest import PlivoRestControl
 
             control = PlivoRestControl(settings.plivo, secrets)
         self._control = control
+        if control is None and self._plivo.stream_fallback:
+            log.warning("no Plivo REST credentials (PLIVO_AUTH_ID/PLIVO_AUTH_TOKEN): calls end by closing "
+                        "the stream, so Plivo speaks the <Stream> fallback line after every call")
+        # A token admits one stream: a copy (leaked, or replayed) is refused while it could be valid.
+        self._tokens = UsedTokens(self._plivo.stream_timeout_s + 3600)
         self._server: Server | None = None
         self._calls: dict[int, StreamLeg] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -135,9 +155,25 @@ class StreamServer:
             return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
         if self._draining:
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
+        if self._plivo.stream_check_signature and self._auth_token is not None:
+            verdict = verify_signature("GET", self._signed_urls(request), request.headers.get,
+                                       self._auth_token, None, self._nonces)
+            if not verdict.ok:
+                self.refused += 1
+                remote = conn.remote_address[0] if conn.remote_address else ""
+                log.warning("stream upgrade refused (403): %s", verdict.reason, extra={"remote": remote})
+                return conn.respond(HTTPStatus.FORBIDDEN, "forbidden\n")
         if self._admission.refusal():
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy\n")
         return None
+
+    def _signed_urls(self, request: Request) -> list[str]:
+        """What Plivo may have signed: https://<Host header><path>, and the configured public
+        stream URLs' hosts with this path (a TLS proxy may rewrite Host)."""
+        hosts = [request.headers.get("Host", "")]
+        configured = [self._plivo.stream_url, *(r.stream_url for r in self._plivo.routes)]
+        hosts += [urlsplit(u).netloc for u in configured if u]
+        return [f"https://{host}{request.path}" for host in hosts if host]
 
     async def _handle(self, ws: ServerConnection) -> None:
         task = asyncio.current_task()
@@ -154,9 +190,14 @@ class StreamServer:
         try:
             start = await self._await_start(ws)
             facts = parse_extra_headers(start.extra_headers)
-            token = facts.get("Token", "")
-            if self._secret is not None and not token_valid(self._secret, start.call_id, token):
-                raise _Refused(1008, "bad or missing stream token")
+            token = facts.pop(TOKEN, "")
+            if self._secret is not None:
+                if facts.get(CALL_UUID, start.call_id) != start.call_id:
+                    raise _Refused(1008, "stream facts name another call")
+                if not token_valid(self._secret, start.call_id, token, facts):
+                    raise _Refused(1008, "bad or missing stream token")
+                if not self._tokens.claim(token):
+                    raise _Refused(1008, "stream token already used")
         except _Refused as exc:
             self.refused += 1
             log.warning("stream refused: %s", exc.reason, extra={"remote": source[0]})
@@ -165,12 +206,11 @@ class StreamServer:
             return
         except ConnectionClosed:
             return
-        facts.pop("Token", None)
         if not self._admission.take():  # filled up (or began draining) since the upgrade
             with contextlib.suppress(Exception):
                 await ws.close(1013, "busy")
             return
-        callcontext.bind(start.call_id, facts.get("CallUUID") or start.call_id)
+        callcontext.bind(start.call_id, facts.get(CALL_UUID) or start.call_id)
         callcontext.enter(start.call_id)  # this connection's task and the agent's: call_uuid on lines
         leg = StreamLeg(ws, start, chunk_ms=self._plivo.stream_chunk_ms, lead_ms=self._plivo.stream_lead_ms,
                         control=self._control)
@@ -207,7 +247,7 @@ class StreamServer:
                 agent_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await agent_task
-            code = 1000 if reason in ("socket closed", "stop", "hangup", "shutdown") else 1008
+            code = 1000 if reason in ("socket closed", "stop", "hangup", "shutdown", "transferred") else 1008
             with contextlib.suppress(Exception):
                 await ws.close(code, reason)
         finally:
@@ -215,7 +255,8 @@ class StreamServer:
             del self._calls[key]
             self._admission.release()
             CALLS_ACTIVE.labels("stream").dec()
-            CALLS_TOTAL.labels("stream", end_reason(reason).value).inc()
+            outcome = EndReason.TRANSFERRED if leg.transferred else end_reason(reason)
+            CALLS_TOTAL.labels("stream", outcome.value).inc()
             if not self._calls:
                 self._idle.set()
             log.info(
@@ -278,6 +319,10 @@ class StreamServer:
                 if exc.rcvd is None and exc.sent is not None and exc.sent.code == 1009:
                     log.warning("stream message too big: closed", extra={"call_id": leg.call_id})
                     return "message too big"
+                if exc.rcvd is None and exc.sent is None and not leg.ended:
+                    # No close frame either way: the connection died (Plivo: DroppedStream).
+                    log.warning("stream dropped (no close frame)", extra={"call_id": leg.call_id})
+                    return "dropped"
                 return "socket closed" if not leg.ended else "hangup"
             try:
                 msg = protocol.parse(raw)

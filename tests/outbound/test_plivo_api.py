@@ -42,7 +42,7 @@ async def test_create_call_request_body(api: FakePlivoApi) -> None:
     assert body["hangup_url"] == "https://vb.example.com/plivo/hangup?vb_call=abc123"
     assert body["machine_detection"] == "hangup"
     assert body["ring_timeout"] == 30 and body["time_limit"] == 600
-    assert body["sip_headers"] == "vbcall=abc123"
+    assert body["sip_headers"] == "Vbcall=abc123"
     assert result.call_id in api.calls and api.calls[result.call_id]["to_number"] == CAROL
 
 

@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 from bridge.devtools.fake_plivo_api import FakePlivoApi
+from bridge.devtools.plivo_sim.network import NetworkProfile
 from bridge.devtools.plivo_sim.simulator import CallSpec, simulate_call
 from bridge.devtools.plivo_sim.xml_proc import run_xml_server
 from bridge.devtools.procs import free_port, run_daemon
@@ -24,7 +25,8 @@ SECRET = "outbound-stream-secret"
 def test_plivo_api_call_is_followed_through_the_simulator_to_the_agent(tmp_path: Path) -> None:
     stream_port = free_port()
     xml_cfg = tmp_path / "xml.toml"
-    xml_cfg.write_text(f'[plivo]\nmode = "stream"\nstream_url = "ws://127.0.0.1:{stream_port}/stream"\n')
+    xml_cfg.write_text(f'[plivo]\nmode = "stream"\nstream_url = "ws://127.0.0.1:{stream_port}/stream"\n'
+                       f'trusted_proxies = ["127.0.0.1/32"]\nnonce_db = "{tmp_path / "n.sqlite"}"\n')
     daemon_cfg = f'[daemon]\nstream_listen = "127.0.0.1:{stream_port}"\n'
     with FakePlivoApi() as api:
         env = {"VOICE_BRIDGE_STREAM_SECRET": SECRET, "PLIVO_AUTH_TOKEN": api.auth_token}
@@ -51,8 +53,14 @@ def test_plivo_api_call_is_followed_through_the_simulator_to_the_agent(tmp_path:
             # Plivo connects the callee and fetches the answer URL it was given.
             lines: list[str] = []
             sent = tone(600)
+            [request_uuid] = api.calls
+            # As Plivo does on an outbound call: Direction outbound, the request_uuid calls.create
+            # returned as ALegRequestUUID, and the machine-detection result; the echo crosses a
+            # delayed network (no jitter: an echo cannot keep audio ahead of it).
             spec = CallSpec(answer_url=answer_url, from_number=CALLER_ID, to_number=CAROL,
-                            caller_pcm=sent, auth_token=api.auth_token, tail_s=0.6)
+                            caller_pcm=sent, auth_token=api.auth_token, tail_s=1.0, direction="outbound",
+                            request_uuid=request_uuid,
+                            machine_detection="human", network=NetworkProfile(jitter_ms=0))
             call = asyncio.run(simulate_call(spec, printer=lines.append))
     assert call.ok, "\n".join(lines) + xml.logs()
     assert call.stream is not None

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import main
-from bridge.settings import Secrets, SettingsError, load_settings
+from bridge.settings import Secrets, Settings, SettingsError, load_settings
 from bridge.settings.secrets import MissingSecretError
 
 
@@ -70,3 +70,28 @@ def test_a_bad_listen_address_is_named_when_the_settings_load() -> None:
     assert "HOST:PORT" in err.value.errors[0][1]
     ok = load_settings(None, environ={}, overrides={"daemon": {"stream_listen": "[::1]:8081"}})
     assert ok.daemon.stream_listen == "[::1]:8081"
+
+
+def test_check_warns_when_plivo_could_neither_be_trusted_nor_authenticate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.settings.plivo_checks import plivo_warnings
+
+    for var in ("VOICE_BRIDGE_SIP_INBOUND_PASSWORD", "PLIVO_AUTH_TOKEN", "PLIVO_AUTH_ID"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = tmp_path / "vb.toml"
+    cfg.write_text('[plivo]\nmode = "sip"\npublic_base_url = "https://vb.example.com"\n')
+    assert main(["check", "--config", str(cfg)]) == 0  # valid, but warned
+    assert "sip.trust" in capsys.readouterr().err
+    trusted = Settings.model_validate({"sip": {"trust": {"trusted_cidrs": ["127.0.0.0/8", "203.0.113.0/24"]}},
+                                       "plivo": {"public_base_url": "https://x"}})
+    assert not [w for w in plivo_warnings(trusted, Secrets()) if w.startswith("sip.trust")]
+    auth = Settings.model_validate({"sip": {"trust": {"inbound_user": "plivo"}},
+                                    "plivo": {"public_base_url": "https://x"}})
+    assert [w for w in plivo_warnings(auth, Secrets()) if w.startswith("sip.trust")]  # no password
+    with_password = Secrets(sip_inbound_password="pw")
+    assert not [w for w in plivo_warnings(auth, with_password) if w.startswith("sip.trust")]
+    no_url = Settings.model_validate({})
+    assert any(w.startswith("plivo.public_base_url") for w in plivo_warnings(no_url, Secrets()))
+    long_agent = Settings.model_validate({"plivo": {"routes": [{"to": "+1415", "agent": "x y" * 20}]}})
+    assert any(w.startswith("plivo.routes") for w in plivo_warnings(long_agent, Secrets()))

@@ -8,21 +8,28 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
+from websockets.asyncio.client import connect
 
+from bridge.callfacts import encode_headers
 from bridge.callfacts import stream_token as expected_token
+from bridge.devtools.plivo_sim.signing import sign_v3
+from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient
 from bridge.settings import Secrets, Settings
 from bridge.stream.server import Agent, StreamServer
 
 SECRET = "test-stream-secret"
+AUTH_TOKEN = "dGVzdC1wbGl2by1hdXRoLXRva2Vu"  # PLIVO_AUTH_TOKEN: the simulator signs upgrades with it
 
 
 def settings(**plivo: Any) -> Settings:
-    return Settings.model_validate({"daemon": {"stream_listen": "127.0.0.1:0"}, "plivo": plivo})
+    return Settings.model_validate({"daemon": {"stream_listen": "127.0.0.1:0"},
+                                    "plivo": {"nonce_db": ":memory:", **plivo}})
 
 
 @contextlib.asynccontextmanager
 async def running_server(agent: Agent, **plivo: Any) -> AsyncIterator[StreamServer]:
-    server = StreamServer(settings(**plivo), Secrets(stream_secret=SECRET), agent)
+    server = StreamServer(settings(**plivo), Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN),
+                          agent)
     await server.start()
     try:
         yield server
@@ -34,9 +41,21 @@ def url(server: StreamServer) -> str:
     return f"ws://127.0.0.1:{server.bound_port}/stream"
 
 
+def sim_client(server: StreamServer, **kwargs: Any) -> PlivoStreamClient:
+    """Plivo's side of a stream to ``server``: upgrade signed, network latency and jitter on."""
+    return PlivoStreamClient(url(server), auth_token=AUTH_TOKEN, **kwargs)
+
+
+def signed_connect(server: StreamServer) -> connect:
+    """A raw WebSocket to ``server`` with the upgrade signed as Plivo signs it (fresh nonce)."""
+    address = f"127.0.0.1:{server.bound_port}"
+    return connect(url(server), additional_headers=sign_v3(AUTH_TOKEN, "GET", f"https://{address}/stream"))
+
+
 def headers_for(call_uuid: str, **extra: str) -> str:
-    pairs = {"Token": expected_token(SECRET, call_uuid), **extra}
-    return ",".join(f"{k}={v}" for k, v in pairs.items())
+    """extraHeaders as the XML server writes them: the facts, %-encoded, and the token over them."""
+    text = encode_headers({**extra, "Token": expected_token(SECRET, call_uuid, extra)})
+    return text
 
 
 def tone(ms: int, freq: float = 440.0, amp: int = 8000) -> bytes:
@@ -51,15 +70,25 @@ def rms(pcm: bytes) -> float:
 
 
 def best_correlation(sent: bytes, heard: bytes) -> tuple[float, int]:
-    """Max normalised cross-correlation of ``sent`` within ``heard`` and its lag (samples)."""
+    """Max normalised cross-correlation of ``sent`` within ``heard`` and its lag (samples):
+    searched every 8 samples, then sample by sample around the best (network delays put the
+    echo at any offset, and a few samples off halves the correlation of a 440 Hz tone)."""
     x = np.frombuffer(sent, dtype="<i2").astype(np.float64)
     y = np.frombuffer(heard, dtype="<i2").astype(np.float64)
-    best, lag = 0.0, 0
-    for k in range(0, len(y) - len(x) + 1, 8):
+
+    def corr(k: int) -> float:
         seg = y[k : k + len(x)]
         denom = np.linalg.norm(x) * np.linalg.norm(seg)
-        if denom:
-            c = float(np.dot(x, seg) / denom)
-            if c > best:
-                best, lag = c, k
+        return float(np.dot(x, seg) / denom) if denom and len(seg) == len(x) else 0.0
+
+    last = len(y) - len(x)
+    best, lag = 0.0, 0
+    for k in range(0, last + 1, 8):
+        c = corr(k)
+        if c > best:
+            best, lag = c, k
+    for k in range(max(0, lag - 7), min(last, lag + 7) + 1):
+        c = corr(k)
+        if c > best:
+            best, lag = c, k
     return best, lag

@@ -19,7 +19,7 @@ from bridge.settings import Secrets, Settings
 from bridge.stream.server import StreamServer
 from tests.conversation.fakes import MS_PER_CHAR, FakeLLM, FakeSTT, FakeTTS, last_user
 from tests.conversation.harness import FALLBACK
-from tests.stream.support import SECRET, headers_for
+from tests.stream.support import AUTH_TOKEN, SECRET, headers_for
 from tests.support.audio import have_speech_tools, read_wav_pcm, speech_wav
 
 ANSWER = "We are open from nine to one on Saturday, and closed on Sunday. Anything else?"
@@ -45,7 +45,7 @@ async def test_barge_in_over_the_stream_truncates_history_to_what_was_played(
 ) -> None:
     settings = Settings.model_validate({
         "daemon": {"stream_listen": "127.0.0.1:0"},
-        "plivo": {"stream_chunk_ms": CHUNK_MS, "stream_lead_ms": 200},
+        "plivo": {"stream_chunk_ms": CHUNK_MS, "stream_lead_ms": 200, "nonce_db": ":memory:"},
         "conversation": {"greeting": GREETING, "transcripts_dir": str(tmp_path / "t"),
                          "system_prompt_file": "config/agent-prompt.txt",
                          "barge_in": {"min_speech_ms": 200}},
@@ -64,12 +64,14 @@ async def test_barge_in_over_the_stream_truncates_history_to_what_was_played(
             if writer.path is not None:
                 transcript_paths.append(writer.path)
 
-    server = StreamServer(settings, Secrets(stream_secret=SECRET), converse)
+    server = StreamServer(settings, Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN), converse)
     await server.start()
     try:
-        client = PlivoStreamClient(f"ws://127.0.0.1:{server.bound_port}/stream", call_uuid="conv-1",
+        client = PlivoStreamClient(f"ws://127.0.0.1:{server.bound_port}/stream",
+                                   auth_token=AUTH_TOKEN, call_uuid="conv-1",
                                    extra_headers=headers_for("conv-1"))
-        caller = silence(1.0) + speech["open"] + silence(2.0) + speech["wait"] + silence(1.5)
+        # 2 s before speaking: the greeting has played out even after the network's delays
+        caller = silence(2.0) + speech["open"] + silence(2.0) + speech["wait"] + silence(1.5)
         result = await client.run(caller, tail_s=0.0)
     finally:
         await server.stop(drain_timeout_s=5.0)
@@ -84,8 +86,11 @@ async def test_barge_in_over_the_stream_truncates_history_to_what_was_played(
     reply_played = result.clear_audio_ms[0] - greeting_ms  # what the simulated caller heard of it
     assert 0 < heard_ms < len(ANSWER) * MS_PER_CHAR
     # heard = the last playedStream before the barge-in: never more than was played, and at
-    # most one checkpoint chunk (plus the clearAudio's trip) behind it
-    assert reply_played - CHUNK_MS - 60 <= heard_ms <= reply_played, (heard_ms, reply_played)
+    # most one checkpoint chunk plus the network's round trip (playedStream up, clearAudio down,
+    # each with up to 20 ms jitter) behind it
+    lag = CHUNK_MS + result.network_rtt_ms + 40 + 60
+    assert result.network_rtt_ms > 0
+    assert reply_played - lag <= heard_ms <= reply_played, (heard_ms, reply_played, result.network_rtt_ms)
     history = llm.calls[-1]
     assert history[-1].content == "wait what about sunday"
     kept = history[-2]

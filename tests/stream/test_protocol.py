@@ -7,7 +7,19 @@ import json
 
 import pytest
 
-from bridge.callfacts import decode_value, encode_headers, encode_value, stream_token, token_valid
+from bridge.callfacts import (
+    MAX_EXTRA_HEADERS,
+    MAX_VALUE,
+    decode_value,
+    encode_headers,
+    encode_value,
+    facts_from_sip_headers,
+    fit,
+    name_problem,
+    stream_token,
+    token_valid,
+    value_problem,
+)
 from bridge.stream import protocol
 from bridge.stream.callfacts import parse_extra_headers
 
@@ -17,11 +29,11 @@ def test_start_parsed() -> None:
         "event": "start", "sequenceNumber": 1,
         "start": {"callId": "c1", "streamId": "s1", "accountId": "MA1", "tracks": ["inbound"],
                   "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}},
-        "extra_headers": "From=ZZ2B3931",
+        "extra_headers": "From=%2B91;Agent=sales",
     }))
     assert isinstance(msg, protocol.Start)
     assert (msg.call_id, msg.stream_id, msg.media_format.encoding) == ("c1", "s1", "audio/x-mulaw")
-    assert parse_extra_headers(msg.extra_headers) == {"From": "+91"}
+    assert parse_extra_headers(msg.extra_headers) == {"From": "+91", "Agent": "sales"}
 
 
 def test_media_dtmf_played_cleared() -> None:
@@ -43,7 +55,7 @@ def test_media_dtmf_played_cleared() -> None:
         '{"event":"media"}',
         '{"event":"media","media":{"payload":"@@@"}}',
         '{"event":"start","start":{}}',
-        '{"event":"start","start":{"callId":"c","mediaFormat":{"encoding":"audio/x-l16","sampleRate":16000}}}',
+        '{"event":"start","start":{"callId":"c","mediaFormat":{"encoding":"audio/x-l16","sampleRate":44100}}}',
         '{"event":"dtmf","dtmf":{"digit":"55"}}',
         '{"event":"playedStream"}',
         b"\xff\xfe",
@@ -63,20 +75,64 @@ def test_outgoing_messages() -> None:
     assert json.loads(protocol.clear_audio("s")) == {"event": "clearAudio", "streamId": "s"}
 
 
-@pytest.mark.parametrize("value", ["abc123", "+919876543210", "3b5a1a64-8e3e-11ee", "ZZ41", "", "émile x"])
+@pytest.mark.parametrize("value", ["abc123", "+919876543210", "3b5a1a64-8e3e-11ee", "ZZ41", "", "é x", "5%"])
 def test_header_values_round_trip_between_processes(value: str) -> None:
     encoded = encode_value(value)
-    assert encoded.isalnum() or encoded == ""
+    assert value_problem(encoded, 10_000) == ""  # letters, digits and % only: what Plivo carries
     assert decode_value(encoded) == value
 
 
-def test_headers_and_token_agree_between_xml_server_and_daemon() -> None:
-    raw = encode_headers({"CallUUID": "a-b", "From": "+9198", "Token": stream_token("k", "a-b")})
-    facts = parse_extra_headers(raw)
-    assert facts["CallUUID"] == "a-b" and facts["From"] == "+9198"
-    assert token_valid("k", "a-b", facts["Token"])
-    assert not token_valid("other", "a-b", facts["Token"])
-    assert parse_extra_headers('{"X-PH-From": "ZZ2B"}') == {"From": "+"}
-    assert parse_extra_headers(None) == {}
+def test_values_are_percent_encoded_as_plivo_documents_and_a_call_uuid_fits_48() -> None:
+    call_uuid = "3b5a1a64-8e3e-11ee-a2f1-0242ac120002"
+    assert encode_value(call_uuid) == "3b5a1a64%2D8e3e%2D11ee%2Da2f1%2D0242ac120002"
+    assert len(encode_value(call_uuid)) == 44 <= MAX_VALUE
+    assert encode_value("+919876543210") == "%2B919876543210"
+
+
+@pytest.mark.parametrize("name", ["Calluuid", "From", "To", "Direction", "Agent", "Token", "Vbcall"])
+def test_the_names_the_bridge_sends_follow_plivos_rule(name: str) -> None:
+    assert name_problem(name) == ""
+
+
+@pytest.mark.parametrize("name", ["CallUUID", "vbcall", "From1X", "Plivoid", "Sipauthx", "Clientregion",
+                                  "Averyveryverylongname"])
+def test_names_plivo_would_drop_are_refused(name: str) -> None:
+    assert name_problem(name) != ""
     with pytest.raises(ValueError):
-        encode_headers({"PlivoThing": "x"})
+        encode_headers({name: "x"})
+
+
+def test_a_value_too_long_once_encoded_is_dropped_not_sent() -> None:
+    fitted = fit({"From": "+91" * 20, "To": "+9180"})
+    assert fitted.dropped == ("From",) and fitted.header_text() == "To=%2B9180"
+    with pytest.raises(ValueError):
+        encode_headers({"From": "+91" * 20})
+
+
+def test_headers_and_token_agree_between_xml_server_and_daemon() -> None:
+    facts = {"From": "+9198", "Agent": "sales"}
+    raw = encode_headers({**facts, "Token": stream_token("k", "a-b", facts)})
+    got = parse_extra_headers(raw.replace(",", ";"))  # as Plivo delivers them
+    token = got.pop("Token")
+    assert got == facts
+    assert token_valid("k", "a-b", token, got)
+    assert not token_valid("other", "a-b", token, got)
+    assert not token_valid("k", "a-c", token, got)  # another call
+    assert not token_valid("k", "a-b", token, {**got, "From": "+9199"})  # facts swapped
+    assert parse_extra_headers('{"X-PH-From": "%2B"}') == {"From": "+"}
+    assert parse_extra_headers(None) == {}
+
+
+def test_raw_mode_sip_header_names_are_read_too() -> None:
+    headers = {"X-PH-From": ["%2B91"], "X-CallUUID": ["ab%2D1"], "X-Other": ["x"], "Via": ["v"]}
+    assert facts_from_sip_headers(headers.items()) == {"From": "%2B91", "Calluuid": "ab%2D1"}
+
+
+def test_the_largest_possible_extra_headers_fit_plivos_512_bytes() -> None:
+    # Every fact at the longest value the rules let through, plus the token: the guard on
+    # extraHeaders holds by construction, whatever the caller's number or the route's agent.
+    worst = {name: "+" * 16 for name in ("From", "To", "Direction", "Agent", "Calluuid")}
+    facts = fit(worst)
+    assert not facts.dropped
+    facts.encoded["Token"] = stream_token("k", "c" * 36, worst)
+    assert len(facts.header_text().encode()) <= MAX_EXTRA_HEADERS

@@ -137,3 +137,80 @@ def challenge(expected_response: str) -> str:
 """
         + _OK,
     )
+
+
+def _notify(cseq: int, frag: str) -> str:
+    """A NOTIFY from the trunk (UAS side of the dialog) reporting the REFER's progress."""
+    return f"""
+  <send retrans="500">
+    <![CDATA[
+      NOTIFY [$contact] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From:[$local]
+      To:[$remote]
+      [last_Call-ID:]
+      CSeq: {cseq} NOTIFY
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      Event: refer
+      Subscription-State: {"terminated;reason=noresource" if frag.startswith("200") else "active;expires=60"}
+      Content-Type: message/sipfrag;version=2.0
+      Content-Length: [len]
+
+      SIP/2.0 {frag}
+    ]]>
+  </send>
+  <recv response="200"/>
+"""
+
+
+# Plivo's documented REFER flow on a trunk call: 202, NOTIFY 100 then 200 (sipfrag), then the
+# trunk BYEs our leg. The Refer-To must name the trunk's domain (here the trunk is 127.0.0.1).
+# An early BYE from us is an unexpected message: SIPp fails.
+REFER_ACCEPTED = _wrap(
+    "trunk accepts REFER",
+    '  <recv request="INVITE"/>'
+    + _RINGING
+    + _OK.split('  <recv request="BYE"/>')[0]
+    + """
+  <recv request="REFER">
+    <action>
+      <ereg regexp="sip:\\+919812345678@127\\.0\\.0\\.1>" search_in="hdr" header="Refer-To:"
+            check_it="true" assign_to="referto"/>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="local"/>
+      <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="contact"/>
+    </action>
+  </recv>
+  <Reference variables="referto"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 202 Accepted
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+"""
+    + _notify(1, "100 Trying")
+    + _notify(2, "200 OK")
+    + """
+  <pause milliseconds="200"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [$contact] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From:[$local]
+      To:[$remote]
+      [last_Call-ID:]
+      CSeq: 3 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>
+""",
+)

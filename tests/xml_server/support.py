@@ -26,7 +26,9 @@ CALL = {
 
 
 def settings(**plivo: Any) -> Settings:
-    return Settings.model_validate({"plivo": plivo})
+    # The test client connects from 127.0.0.1: trusted as a proxy unless a test says otherwise.
+    defaults = {"trusted_proxies": ["127.0.0.1/32"], "nonce_db": ":memory:"}
+    return Settings.model_validate({"plivo": {**defaults, **plivo}})
 
 
 def app(**plivo: Any) -> Flask:

@@ -1,6 +1,6 @@
 """systemd/voice-bridge-xml.service: verified by systemd-analyze (tests/daemon checks every unit)
 and its ExecStart really serves the app: gunicorn started with the unit's own arguments answers
-a signed webhook over HTTP and rejects an unsigned one."""
+a signed webhook over HTTP, rejects an unsigned one, and refuses a replay in either worker."""
 
 from __future__ import annotations
 
@@ -10,13 +10,26 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlencode
 
+from bridge.devtools.plivo_sim.signing import sign_v3
 from bridge.devtools.plivo_sim.webhook import post_webhook_sync
 from bridge.devtools.procs import REPO, free_port
 from tests.xml_server.support import CALL, TOKEN
 
 UNIT = REPO / "systemd" / "voice-bridge-xml.service"
+
+
+def _post(url: str, params: dict[str, str], headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, data=urlencode(params).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
 
 
 def _exec_start() -> list[str]:
@@ -40,7 +53,9 @@ def test_exec_start_serves_signed_webhooks(tmp_path: Path) -> None:
     argv[0] = str(Path(sys.executable).parent / "gunicorn")
     argv[argv.index("--bind") + 1] = f"127.0.0.1:{port}"
     config = tmp_path / "vb.toml"
-    config.write_text('[plivo]\nmode = "sip"\nsip_uri = "sip:agent@10.1.2.3:5060"\n')
+    config.write_text('[plivo]\nmode = "sip"\nsip_uri = "sip:agent@10.1.2.3:5060"\n'
+                      'trusted_proxies = ["127.0.0.1/32"]\n'
+                      f'nonce_db = "{tmp_path / "nonces.sqlite"}"\n')
     env = {**os.environ, "VOICE_BRIDGE_CONFIG": str(config), "PLIVO_AUTH_TOKEN": TOKEN}
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -59,6 +74,11 @@ def test_exec_start_serves_signed_webhooks(tmp_path: Path) -> None:
         assert reply.status == 200 and "<User>sip:agent@10.1.2.3:5060</User>" in reply.body
         assert post_webhook_sync(url, CALL, None).status == 403
         assert post_webhook_sync(url, CALL, "wrong-token").status == 403
+        # One signed request replayed: the unit runs 2 workers, and the nonce memory they share
+        # refuses every copy, whichever worker takes it.
+        headers = {**sign_v3(TOKEN, "POST", url, CALL), "Content-Type": "application/x-www-form-urlencoded"}
+        statuses = [_post(url, CALL, headers) for _ in range(12)]
+        assert statuses == [200] + [403] * 11
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

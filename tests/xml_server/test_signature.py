@@ -4,10 +4,12 @@ runs nothing."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
 from bridge.devtools.plivo_sim.signing import sign_v3
+from bridge.plivo_signature import NonceStore
 from tests.xml_server.support import BASE, CALL, TOKEN, app, parse, settings, signed_post
 from xml_server import create_app
 from xml_server.app import ConfigError
@@ -125,3 +127,54 @@ def test_numbers_masked_in_logs(caplog: pytest.LogCaptureFixture) -> None:
         signed_post(app().test_client(), "/answer", CALL)
     record = next(r for r in caplog.records if r.getMessage() == "answer")
     assert "9876543210" not in str(record.__dict__["from"])
+
+
+def test_subaccount_apps_signed_with_the_main_accounts_token_are_accepted() -> None:
+    sig = sign_v3(TOKEN, "POST", BASE + "/answer", CALL)
+    headers = {"X-Plivo-Signature-Ma-V3": sig["X-Plivo-Signature-V3"],
+               "X-Plivo-Signature-V3": "c3ViYWNjb3VudC1zaWduYXR1cmU=",  # signed with the other token
+               "X-Plivo-Signature-V3-Nonce": sig["X-Plivo-Signature-V3-Nonce"]}
+    assert app().test_client().post("/answer", data=CALL, headers=headers).status_code == 200
+
+
+def test_forwarded_headers_are_believed_only_from_trusted_proxies() -> None:
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}
+    forged_url = "https://evil.example/answer"
+    untrusted = app(trusted_proxies=["10.9.9.9/32"]).test_client()  # the test client is 127.0.0.1
+    assert signed_post(untrusted, "/answer", CALL, url=forged_url, headers=headers).status_code == 403
+    trusted = app(trusted_proxies=["127.0.0.0/8"]).test_client()
+    assert signed_post(trusted, "/answer", CALL, url=forged_url, headers=headers).status_code == 200
+
+
+def test_no_public_url_and_no_trusted_proxies_refuses_to_start() -> None:
+    with pytest.raises(ConfigError, match="public_base_url"):
+        create_app(settings(trusted_proxies=[]), TOKEN)
+    create_app(settings(trusted_proxies=[], public_base_url="https://vb.example.com"), TOKEN)
+    create_app(settings(trusted_proxies=[], validate_signatures=False), None)
+
+
+def test_nonces_are_shared_between_workers_and_kept_for_the_window(tmp_path: Path) -> None:
+    path = tmp_path / "nonces.sqlite"
+    worker1, worker2 = NonceStore(300, path), NonceStore(300, path)  # two gunicorn workers
+    assert not worker1.seen_before("n1", now=1000.0)
+    assert worker2.seen_before("n1", now=1001.0)  # the replay reaches the other worker
+    assert worker2.seen_before("n1", now=1299.0)  # still inside the window
+    assert not worker2.seen_before("n1", now=1300.5)  # expired: remembered again from now
+    assert worker1.seen_before("n1", now=1301.0)
+
+
+def test_a_route_agent_too_long_for_plivos_header_rules_refuses_to_start() -> None:
+    with pytest.raises(ConfigError, match="agent"):
+        create_app(settings(routes=[{"to": "+14155550100", "agent": "a very long agent name, with spaces"}]),
+                   TOKEN)
+
+
+def test_dropped_and_degraded_streams_are_warned(caplog: pytest.LogCaptureFixture) -> None:
+    client = app(mode="stream").test_client()
+    with caplog.at_level(logging.INFO, logger="xml_server"):
+        for event in ("StartStream", "DroppedStream", "DegradedStream"):
+            data = {"CallUUID": CALL["CallUUID"], "Event": event, "StreamID": "s-1"}
+            assert signed_post(client, "/stream-status", data).status_code == 200
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in warnings] == ["stream dropped", "stream degraded"]
+    assert all(r.__dict__["stream_id"] == "s-1" for r in warnings)

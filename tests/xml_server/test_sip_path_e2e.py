@@ -26,7 +26,8 @@ def test_inbound_sip_call_through_xml_server_and_daemon(tmp_path: Path) -> None:
     lines: list[str] = []
     with run_daemon(tmp_path, agent="echo") as daemon:
         xml_cfg = tmp_path / "xml.toml"
-        xml_cfg.write_text(f'[plivo]\nmode = "sip"\nsip_uri = "sip:agent@127.0.0.1:{daemon.sip_port}"\n')
+        xml_cfg.write_text(f'[plivo]\nmode = "sip"\nsip_uri = "sip:agent@127.0.0.1:{daemon.sip_port}"\n'
+                           f'trusted_proxies = ["127.0.0.1/32"]\nnonce_db = "{tmp_path / "n.sqlite"}"\n')
         with run_xml_server(xml_cfg, env=env) as xml:
             spec = CallSpec(answer_url=f"{xml.base}/answer", caller_pcm=tone(500), auth_token=AUTH_TOKEN,
                             tail_s=0.5, call_uuid="c0ffee00-aaaa-bbbb-cccc-dddddddddddd")
@@ -49,6 +50,6 @@ def test_dial_scenario_carries_call_facts_as_x_ph_headers(tmp_path: Path) -> Non
     assert parse_sip_uri("sip:agent@10.0.0.5:5070") == ("agent", "10.0.0.5", 5070)
     assert parse_sip_uri("sip:user1234@phone.plivo.com") == ("user1234", "phone.plivo.com", 5060)
     text = render_scenario(tmp_path, bytes(3200), 500, "sales", "+14155550100",
-                           {"CallUUID": "ZZ2D", "From": "ZZ2B31"}).read_text()
-    assert "X-PH-CallUUID: ZZ2D" in text and "X-PH-From: ZZ2B31" in text
+                           {"Calluuid": "ab%2D1", "From": "%2B31"}).read_text()
+    assert "X-PH-Calluuid: ab%2D1" in text and "X-PH-From: %2B31" in text
     assert "INVITE sip:sales@" in text and "sip:+14155550100@" in text

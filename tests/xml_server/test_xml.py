@@ -5,8 +5,12 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from bridge.callfacts import token_valid
+from bridge.devtools.plivo_sim import xmlplan
+from bridge.devtools.plivo_sim.rules import extra_headers_as_delivered, sip_headers_as_sent
+from bridge.settings import Settings
 from bridge.stream.callfacts import parse_extra_headers
-from tests.xml_server.support import BASE, CALL, STREAM_SECRET, app, parse, signed_post
+from tests.xml_server.support import BASE, CALL, STREAM_SECRET, TOKEN, app, parse, signed_post
+from xml_server import create_app
 
 
 def test_sip_mode_dials_the_bridge_with_call_facts() -> None:
@@ -25,19 +29,24 @@ def test_sip_mode_dials_the_bridge_with_call_facts() -> None:
     (user,) = list(dial)
     assert user.tag == "User" and user.text == "sip:agent@10.0.0.5:5070"
     raw = dial.attrib["sipHeaders"]
-    # Plivo's rule: names and values [A-Za-z0-9] only.
-    for pair in raw.split(","):
-        name, value = pair.split("=")
-        assert name.isalnum() and value.isalnum(), pair
+    # Plivo's rules (names X-PH-Capital+lowercase <= 24, values alnum+% <= 48): nothing dropped.
+    sent = sip_headers_as_sent(raw)
+    assert sent.dropped == () and len(sent.sent) == 4
     facts = parse_extra_headers(raw)
-    assert facts == {"CallUUID": CALL["CallUUID"], "From": CALL["From"], "To": CALL["To"],
+    assert facts == {"Calluuid": CALL["CallUUID"], "From": CALL["From"], "To": CALL["To"],
                      "Direction": "inbound"}
 
 
 def test_stream_mode_bidirectional_stream_with_token() -> None:
     client = app(mode="stream", stream_url="wss://vb.example.com/stream").test_client()
-    root = parse(signed_post(client, "/answer", CALL).data)
-    (stream,) = list(root)
+    body = signed_post(client, "/answer", CALL).data
+    root = parse(body)
+    stream, speak, hangup = list(root)
+    # Plivo runs what follows <Stream> once the stream ends: a failed stream ends in words.
+    assert (speak.tag, hangup.tag) == ("Speak", "Hangup") and speak.text
+    after = xmlplan.plan(body.decode())
+    assert isinstance(after, xmlplan.StreamPlan) and isinstance(after.after, xmlplan.SpeakPlan)
+    assert after.after.hangup
     assert stream.tag == "Stream"
     assert stream.text == "wss://vb.example.com/stream"
     assert stream.attrib["bidirectional"] == "true"
@@ -46,11 +55,14 @@ def test_stream_mode_bidirectional_stream_with_token() -> None:
     assert stream.attrib["contentType"] == "audio/x-mulaw;rate=8000"
     assert stream.attrib["statusCallbackUrl"] == "http://localhost/stream-status"
     raw = stream.attrib["extraHeaders"]
-    assert len(raw) <= 512 and all(p.replace("=", "").isalnum() for p in raw.split(","))
-    facts = parse_extra_headers(raw)
-    assert facts["CallUUID"] == CALL["CallUUID"] and facts["From"] == CALL["From"]
-    assert token_valid(STREAM_SECRET, CALL["CallUUID"], facts["Token"])
-    assert not token_valid(STREAM_SECRET, "another-call", facts["Token"])
+    delivered = extra_headers_as_delivered(raw)  # <= 512 bytes, or this raises
+    assert sip_headers_as_sent(raw).dropped == ()
+    facts = parse_extra_headers(delivered)
+    token = facts.pop("Token")
+    assert facts == {"From": CALL["From"], "To": CALL["To"], "Direction": "inbound"}
+    assert token_valid(STREAM_SECRET, CALL["CallUUID"], token, facts)
+    assert not token_valid(STREAM_SECRET, "another-call", token, facts)
+    assert not token_valid(STREAM_SECRET, CALL["CallUUID"], token, {**facts, "From": "+14155550100"})
 
 
 def test_routes_by_called_number() -> None:
@@ -122,3 +134,25 @@ def test_transfer_dials_a_number_or_a_sip_uri() -> None:
         assert dial.tag == "Dial" and dial[0].tag == tag and dial[0].text == target
     root = parse(signed_post(client, "/transfer", CALL).data)
     assert [el.tag for el in root] == ["Speak", "Hangup"]
+
+
+def test_stream_fallback_can_be_turned_off() -> None:
+    client = app(mode="stream", stream_fallback=False).test_client()
+    assert [el.tag for el in parse(signed_post(client, "/answer", CALL).data)] == ["Stream"]
+
+
+def test_user_carries_sip_auth_credentials_for_the_bridges_challenge() -> None:
+    settings_ = Settings.model_validate({"plivo": {"mode": "sip", "trusted_proxies": ["127.0.0.1/32"],
+                                                   "nonce_db": ":memory:"},
+                                         "sip": {"trust": {"inbound_user": "plivo"}}})
+    client = create_app(settings_, TOKEN, STREAM_SECRET, "digest-pass").test_client()
+    body = signed_post(client, "/answer", CALL).data
+    user = parse(body)[0][0]
+    assert user.tag == "User" and user.text == "sip:agent@127.0.0.1:5060"
+    assert user.attrib["sipAuthUsername"] == "plivo" and user.attrib["sipAuthPassword"] == "digest-pass"
+    dial = xmlplan.plan(body.decode())  # and the simulator reads them as Plivo would
+    assert isinstance(dial, xmlplan.DialPlan)
+    assert (dial.sip_auth_username, dial.sip_auth_password) == ("plivo", "digest-pass")
+    # without the password nothing is emitted (and a warning says why)
+    client = create_app(settings_, TOKEN, STREAM_SECRET, None).test_client()
+    assert "sipAuthUsername" not in parse(signed_post(client, "/answer", CALL).data)[0][0].attrib

@@ -1,4 +1,8 @@
-"""The simulated call: answer webhook -> XML -> stream or SIP call -> hangup webhook."""
+"""The simulated call: answer webhook -> XML -> stream or SIP call -> hangup webhook, with
+Plivo's documented behaviour on by default: the answer webhook carries the parameters Plivo
+sends (ALegUUID, ALegRequestUUID, Direction, machine-detection fields on outbound calls), the
+stream upgrade is signed, StartStream is posted once audio flows and DroppedStream when the
+socket dies or is refused, and the elements after <Stream> run once the stream ends."""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge.devtools.plivo_sim import xmlplan
+from bridge.devtools.plivo_sim import rules, xmlplan
+from bridge.devtools.plivo_sim.network import NetworkProfile
 from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient, StreamCallResult
 from bridge.devtools.plivo_sim.webhook import WebhookReply, post_webhook, sibling_url
 from bridge.privacy import mask_number
@@ -25,6 +30,9 @@ class SimulatedCall:
     sip_answered: bool | None = None
     sip_detail: str = ""
     followups: list[tuple[str, int]] = field(default_factory=list)  # (url, status)
+    stream_events: list[str] = field(default_factory=list)  # StartStream, StopStream, DroppedStream
+    stream_error: str = ""  # the stream could not be opened or was refused
+    after_stream: xmlplan.SpeakPlan | xmlplan.HangupPlan | None = None  # what Plivo ran next
     error: str = ""
 
     @property
@@ -45,19 +53,16 @@ class CallSpec:
     max_s: float = 120.0
     call_uuid: str = ""
     on_stream_tick: Callable[[PlivoStreamClient, int], None] | None = None
+    direction: str = "inbound"  # "outbound": a call placed through the REST API
+    request_uuid: str = ""  # outbound: the request_uuid calls.create returned
+    machine_detection: str = ""  # outbound: "human" | "machine" (Plivo's Machine parameter)
+    network: NetworkProfile | None = None  # stream latency/jitter (None: Plivo-like default)
+    header_value_limit: int = rules.STRICT_VALUE_LIMIT  # X-PH- value limit Plivo applies
 
 
 async def simulate_call(spec: CallSpec, printer: Printer = print) -> SimulatedCall:
     call = SimulatedCall(spec.call_uuid or str(uuid.uuid4()))
-    params = {
-        "CallUUID": call.call_uuid,
-        "From": spec.from_number,
-        "To": spec.to_number,
-        "Direction": "inbound",
-        "CallStatus": "ringing",
-        "Event": "StartApp",
-        "CallerName": "Simulated Caller",
-    }
+    params = answer_params(spec, call.call_uuid)
     started = time.monotonic()
     printer(f"call {call.call_uuid}: {mask_number(spec.from_number)} -> {spec.to_number}")
     reply = await post_webhook(spec.answer_url, params, spec.auth_token, spec.method)
@@ -69,7 +74,7 @@ async def simulate_call(spec: CallSpec, printer: Printer = print) -> SimulatedCa
         return call
     printer(f"XML: {reply.body.strip()}")
     try:
-        call.plan = plan = xmlplan.plan(reply.body)
+        call.plan = plan = xmlplan.plan(reply.body, spec.header_value_limit)
     except xmlplan.XmlError as exc:
         call.error = str(exc)
         printer(f"call failed: {exc}")
@@ -92,36 +97,92 @@ async def simulate_call(spec: CallSpec, printer: Printer = print) -> SimulatedCa
     return call
 
 
+def answer_params(spec: CallSpec, call_uuid: str) -> dict[str, str]:
+    """What Plivo POSTs to the answer URL (https://docs.plivo.com/docs/voice/xml/request)."""
+    params = {
+        "CallUUID": call_uuid,
+        "From": spec.from_number,
+        "To": spec.to_number,
+        "Direction": spec.direction,
+        "CallStatus": "ringing" if spec.direction == "inbound" else "in-progress",
+        "Event": "StartApp",
+        "CallerName": "Simulated Caller",
+        "ForwardedFrom": "",
+        # On a call with no other leg the A leg is the call itself.
+        "ALegUUID": call_uuid,
+        "ALegRequestUUID": spec.request_uuid or call_uuid,
+        "BillRate": "0.0035",
+        "STIRVerification": "Not Applicable",
+    }
+    if spec.direction == "outbound":
+        params["RequestUUID"] = spec.request_uuid or call_uuid
+        if spec.machine_detection:
+            params["Machine"] = "true" if spec.machine_detection == "machine" else "false"
+    return params
+
+
 async def _follow_stream(spec: CallSpec, call: SimulatedCall, plan: xmlplan.StreamPlan,
                          printer: Printer) -> None:
     if not plan.bidirectional:
         printer("note: stream is not bidirectional; the agent cannot be heard")
-    printer(f"opening audio stream {plan.url} ({plan.encoding})")
+    printer(f"opening audio stream {plan.url} ({plan.content_type})")
     client = PlivoStreamClient(plan.url, call_uuid=call.call_uuid, extra_headers=plan.extra_headers,
-                               encoding=plan.encoding, printer=printer)
-    if plan.status_url:
-        await _status(spec, call, plan.status_url, "StartStream", client.stream_id, printer)
+                               encoding=plan.encoding, sample_rate=plan.sample_rate, printer=printer,
+                               auth_token=spec.auth_token, network=spec.network)
+    posts: list[asyncio.Task[None]] = []
+
+    def tick(c: PlivoStreamClient, n: int) -> None:
+        if n == 0 and plan.status_url:  # audio flows from the first media frame: StartStream
+            posts.append(asyncio.get_running_loop().create_task(
+                _status(spec, call, plan.status_url, "StartStream", client.stream_id, printer)))
+        if spec.on_stream_tick is not None:
+            spec.on_stream_tick(c, n)
+
     try:
-        call.stream = await client.run(spec.caller_pcm, tail_s=spec.tail_s, max_s=spec.max_s,
-                                       on_tick=spec.on_stream_tick)
-    except Exception as exc:  # refused, bad handshake, timeout: any failure ends the call
-        call.error = f"stream failed: {type(exc).__name__}: {exc}"
-        printer(call.error)
+        call.stream = await client.run(spec.caller_pcm, tail_s=spec.tail_s, max_s=spec.max_s, on_tick=tick)
+    except Exception as exc:  # refused, bad handshake, timeout: Plivo reports a dropped stream
+        call.stream_error = f"{type(exc).__name__}: {exc}"
+        printer(f"stream failed: {call.stream_error}")
+        if plan.status_url:
+            await _status(spec, call, plan.status_url, "DroppedStream", client.stream_id, printer)
+        _after_stream(call, plan, printer)
         return
+    for post in posts:
+        await post
     s = call.stream
     first = f"{s.first_audio_tick * 20} ms" if s.first_audio_tick is not None else "never"
     printer(f"caller heard {s.agent_audio_ms} ms of agent audio (first at {first}); "
             f"playAudio={s.received['playAudio']} checkpoints={s.received['checkpoint']} "
-            f"clearAudio={s.clears}")
+            f"clearAudio={s.clears} sendDTMF={len(s.dtmf_received)}")
     if plan.status_url:
-        await _status(spec, call, plan.status_url, "StopStream", client.stream_id, printer)
+        # A socket the bridge closed abnormally is a dropped stream; otherwise it stopped.
+        dropped = s.ended_by == "bridge" and s.close_code not in (1000, None)
+        await _status(spec, call, plan.status_url, "DroppedStream" if dropped else "StopStream",
+                      client.stream_id, printer)
+    if s.ended_by == "bridge":
+        _after_stream(call, plan, printer)
+
+
+def _after_stream(call: SimulatedCall, plan: xmlplan.StreamPlan, printer: Printer) -> None:
+    """Plivo runs the next element once the stream ends (keepCallAlive)."""
+    call.after_stream = plan.after
+    if isinstance(plan.after, xmlplan.SpeakPlan):
+        printer(f"after the stream Plivo speaks: {plan.after.text!r}"
+                + (" and hangs up" if plan.after.hangup else ""))
+    elif plan.after is None and call.stream_error:
+        call.error = f"stream failed: {call.stream_error}"  # nothing after: the caller hears silence
 
 
 async def _status(spec: CallSpec, call: SimulatedCall, url: str, event: str, stream_id: str,
                   printer: Printer) -> None:
-    params = {"CallUUID": call.call_uuid, "Event": event, "StreamID": stream_id}
+    # Plivo's stream status callback: Event plus the call and stream identifiers.
+    params = {"CallUUID": call.call_uuid, "Event": event, "StreamID": stream_id,
+              "From": spec.from_number, "To": spec.to_number, "Direction": spec.direction}
+    if event == "DroppedStream" and call.stream_error:
+        params["Error"] = call.stream_error[:200]
     reply = await post_webhook(url, params, spec.auth_token, "POST")
     call.followups.append((url, reply.status))
+    call.stream_events.append(event)
     printer(f"POST {url} ({event}) -> {reply.status}")
 
 
@@ -129,6 +190,8 @@ async def _follow_dial(spec: CallSpec, call: SimulatedCall, plan: xmlplan.DialPl
     from bridge.devtools.plivo_sim.sip_call import place_sip_call
 
     printer(f"dialling {plan.user} with X-PH headers {sorted(plan.sip_headers)}")
+    for pair in plan.dropped_headers:
+        printer(f"Plivo would not send sipHeaders pair {pair}")
     pause_ms = int(len(spec.caller_pcm) / 16 + spec.tail_s * 1000)
     try:
         result = await asyncio.to_thread(place_sip_call, plan.user, plan.sip_headers, spec.from_number,
