@@ -31,7 +31,7 @@ def _settings(tmp_path: Path, **outbound: Any) -> Settings:
                        "window_start": "00:00", "window_end": "24:00",
                        "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
         "outbound": {"retry_delay_s": 0, "max_attempts": 2, **outbound},
-        "plivo": {"stream_require_token": False},
+        "plivo": {"stream_require_token": False, "trusted_proxies": ["127.0.0.1/32"]},
     })
 
 

@@ -80,7 +80,7 @@ def test_dates_and_file_names_are_not_mangled() -> None:
 def test_werkzeug_access_log_of_the_xml_server_is_masked(tmp_path: Path) -> None:
     config = tmp_path / "xml.toml"
     config.write_text('[plivo]\nmode = "sip"\nsip_uri = "sip:agent@10.1.2.3:5060"\n'
-                      '[logging]\nformat = "json"\n')
+                      'trusted_proxies = ["127.0.0.1/32"]\n[logging]\nformat = "json"\n')
     with run_xml_server(config, env={"PLIVO_AUTH_TOKEN": TOKEN}) as xml:
         reply = post_webhook_sync(f"{xml.base}/answer", CALL, TOKEN, method="GET")  # From=%2B91... in the URL
         assert reply.status == 200
@@ -102,7 +102,8 @@ def test_gunicorn_access_log_as_the_unit_runs_it_is_masked(tmp_path: Path) -> No
     argv[0] = str(Path(sys.executable).parent / "gunicorn")
     argv[argv.index("--bind") + 1] = f"127.0.0.1:{port}"
     config = tmp_path / "vb.toml"
-    config.write_text('[plivo]\nmode = "sip"\nsip_uri = "sip:agent@10.1.2.3:5060"\n')
+    config.write_text('[plivo]\nmode = "sip"\nsip_uri = "sip:agent@10.1.2.3:5060"\n'
+                      'trusted_proxies = ["127.0.0.1/32"]\n')
     env = {**os.environ, "VOICE_BRIDGE_CONFIG": str(config), "PLIVO_AUTH_TOKEN": TOKEN}
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
