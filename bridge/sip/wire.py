@@ -195,7 +195,8 @@ def build_response(
     source: tuple[str, int] | None = None,
 ) -> SipResponse:
     """A response copying Via/From/To/Call-ID/CSeq from the request (RFC 3261 §8.2.6); with
-    `source`, the top Via gets received= and a filled-in rport (RFC 3581)."""
+    `source`, the top Via gets received= and a filled-in rport (RFC 3581). A response that
+    creates a dialog also carries the request's Record-Route values (see _creates_dialog)."""
     resp = SipResponse(status_code=code, reason_phrase=reason)
     for i, value in enumerate(request.get_header_values("via")):
         if i == 0 and source is not None:
@@ -208,12 +209,23 @@ def build_response(
     resp.set_header("To", to)
     resp.set_header("Call-ID", request.get_header("call-id") or "")
     resp.set_header("CSeq", request.get_header("cseq") or "")
+    if _creates_dialog(request, code):
+        for value in request.get_header_values("record-route"):
+            resp.add_header("Record-Route", value)
     for name, value in (headers or {}).items():
         resp.set_header(name, value)
     if body:
         resp.set_header("Content-Type", content_type or "application/sdp")
     resp.body = body
     return resp
+
+
+def _creates_dialog(request: SipRequest, code: int) -> bool:
+    """18x/2xx to an INVITE outside a dialog (no To tag) establishes one: RFC 3261 §12.1.1 says
+    the UAS MUST copy every Record-Route value, in order, so the caller's ACK, BYE and re-INVITE
+    go through the proxies that asked to stay on the path (otherwise they bypass them)."""
+    return (request.method.upper() == "INVITE" and 100 < code < 300
+            and tag_of(request.get_header("to")) is None)
 
 
 def _stamp_via(value: str, source: tuple[str, int]) -> str:

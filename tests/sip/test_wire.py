@@ -119,3 +119,43 @@ def test_response_destination_honours_rport() -> None:
 )
 def test_tag_of(value: str | None, tag: str | None) -> None:
     assert tag_of(value) == tag
+
+
+def _invite_via_proxies(to: str = "<sip:agent@y>") -> SipRequest:
+    """An INVITE as two record-routing proxies deliver it: one header with two values (the
+    second proxy double-record-routes across transports) and a separate one, in path order."""
+    text = ("INVITE sip:agent@127.0.0.1 SIP/2.0\r\n"
+            "Record-Route: <sip:10.0.0.9;transport=tcp;r2=on;lr>, <sip:10.0.0.9;r2=on;lr;ftag=x>\r\n"
+            "Record-Route: <sip:10.0.0.8;lr>\r\n"
+            "Via: SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bK-p2\r\n"
+            "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-1\r\n"
+            f"From: <sip:a@x>;tag=abc\r\nTo: {to}\r\nCall-ID: c2\r\nCSeq: 1 INVITE\r\n"
+            "Contact: <sip:a@10.0.0.1:5070>\r\nContent-Length: 0\r\n\r\n")
+    msg = parse_message(text.encode())
+    assert isinstance(msg, SipRequest)
+    return msg
+
+
+def _record_routes(data: bytes) -> list[str]:
+    return [line.split(b":", 1)[1].strip().decode() for line in data.split(b"\r\n")
+            if line.lower().startswith(b"record-route:")]
+
+
+@pytest.mark.parametrize("code", [180, 183, 200])
+def test_dialog_creating_response_copies_record_route_in_order(code: int) -> None:
+    resp = build_response(_invite_via_proxies(), code, "X", to_tag="ours")
+    # RFC 3261 §12.1.1: every value with its parameters, in order (a comma list may come back
+    # as separate headers: §7.3.1 makes the two forms equivalent).
+    assert _record_routes(bytes(resp)) == [
+        "<sip:10.0.0.9;transport=tcp;r2=on;lr>", "<sip:10.0.0.9;r2=on;lr;ftag=x>", "<sip:10.0.0.8;lr>"]
+
+
+@pytest.mark.parametrize("code", [100, 401, 486, 503])
+def test_responses_that_create_no_dialog_carry_no_record_route(code: int) -> None:
+    assert _record_routes(bytes(build_response(_invite_via_proxies(), code, "X", to_tag="t"))) == []
+
+
+def test_record_route_not_copied_outside_dialog_creation() -> None:
+    reinvite = _invite_via_proxies("<sip:agent@y>;tag=ours")  # in-dialog: the route set is fixed
+    assert _record_routes(bytes(build_response(reinvite, 200, "OK"))) == []
+    assert _record_routes(bytes(build_response(_options(), 200, "OK", to_tag="t"))) == []
