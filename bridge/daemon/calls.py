@@ -70,10 +70,14 @@ class DaemonCallApp:
         # The XML server hex-encodes header values Plivo would refuse (ZZ+hex): decode them here,
         # once, so the agent sees the caller's number and Plivo's CallUUID as they were.
         info.plivo_headers = {k: decode_value(v) for k, v in info.plivo_headers.items()}
+        why = self.unavailable()
+        return None if why is None else (503, f"Service Unavailable ({why})")
+
+    def unavailable(self) -> str | None:
         if self.draining:
-            return (503, "Service Unavailable (draining)")
+            return "draining"
         if len(self._calls) >= self.max_calls:
-            return (503, "Service Unavailable (at capacity)")
+            return "at capacity"
         return None
 
     async def prepare(self, call: SipCall) -> tuple[str, int]:

@@ -14,6 +14,10 @@ class CallApp(Protocol):
     def admit(self, info: CallInfo) -> tuple[int, str] | None:
         """None to take the call, or (code, reason) to refuse it (e.g. 503 at capacity)."""
 
+    def unavailable(self) -> str | None:
+        """Why no new call would be taken now ('draining', 'at capacity'), or None. OPTIONS
+        pings answer 503 meanwhile, so a dispatcher stops choosing us before an INVITE."""
+
     async def prepare(self, call: SipCall) -> tuple[str, int]:
         """Bind media for the call; return the (host, port) to put in our SDP."""
 

@@ -229,7 +229,7 @@ class SipServer:
                 return
             self._on_invite(req, peer, tx)
         elif method == "OPTIONS":
-            self._respond(tx, req, 200, headers=self._capabilities(peer))
+            self._on_options(req, peer, tx)
         elif method == "CANCEL":
             self._on_cancel(req, tx)
         elif method in ("BYE", "INFO", "UPDATE", "NOTIFY", "PRACK"):
@@ -256,6 +256,18 @@ class SipServer:
         never get here, the transaction layer absorbed them."""
         call_id, from_tag = req.call_id or "", tag_of(req.get_header("from")) or ""
         return any(c.info.call_id == call_id and c.remote_tag == from_tag for c in self._calls.values())
+
+    def _on_options(self, req: SipRequest, peer: Peer, tx: ServerTx) -> None:
+        """200 with our capabilities, or 503 + Retry-After while we would refuse an INVITE
+        (draining, at capacity): dispatchers (Kamailio's ds_ping) probe with OPTIONS and stop
+        routing new calls to a node that answers 503 (RFC 3261 §11.2: the answer to OPTIONS is
+        the one an INVITE would get)."""
+        why = "draining" if self._draining else self._app.unavailable()
+        if why is None:
+            self._respond(tx, req, 200, headers=self._capabilities(peer))
+            return
+        log.debug("OPTIONS answered 503: %s", why, extra={"peer": peer.addr[0]})
+        self._respond(tx, req, 503, headers={"Retry-After": str(self._s.retry_after_s)})
 
     def _capabilities(self, peer: Peer) -> dict[str, str]:
         return {"Allow": ALLOW, "Accept": "application/sdp, application/dtmf-relay, application/dtmf",
