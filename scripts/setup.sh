@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(sip-tester espeak-ng sox tcpdump systemd python3-venv)
+DEB_PACKAGES=(sip-tester espeak-ng sox tcpdump systemd python3-venv kamailio)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
