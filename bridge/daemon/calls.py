@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bridge.callfacts import decode_value
@@ -14,7 +15,7 @@ from bridge.callmodel import CallInfo
 from bridge.daemon.agents import AgentRunner
 from bridge.media.ports import PortAllocator
 from bridge.media.rtp_leg import RtpLeg
-from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL
+from bridge.metrics import CALLS_ACTIVE, CALLS_REFUSED, CALLS_TOTAL
 from bridge.privacy import mask_phone_numbers
 from bridge.settings import Settings
 from bridge.sip.call import SipCall
@@ -43,6 +44,8 @@ class DaemonCallApp:
         self._idle.set()
         self.draining = False
         self.max_calls = settings.sip.max_calls
+        # set by the daemon to its LoadMonitor's: True while new calls are shed
+        self.overloaded: Callable[[], bool] = lambda: False
 
     # -- what the daemon reads ----------------------------------------------------------
     @property
@@ -71,13 +74,18 @@ class DaemonCallApp:
         # once, so the agent sees the caller's number and Plivo's CallUUID as they were.
         info.plivo_headers = {k: decode_value(v) for k, v in info.plivo_headers.items()}
         why = self.unavailable()
-        return None if why is None else (503, f"Service Unavailable ({why})")
+        if why is None:
+            return None
+        CALLS_REFUSED.labels("sip", why).inc()
+        return (503, f"Service Unavailable ({why})")
 
     def unavailable(self) -> str | None:
         if self.draining:
             return "draining"
         if len(self._calls) >= self.max_calls:
             return "at capacity"
+        if self.overloaded():
+            return "overloaded"
         return None
 
     async def prepare(self, call: SipCall) -> tuple[str, int]:

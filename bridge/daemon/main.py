@@ -12,6 +12,7 @@ from typing import Any
 from bridge.daemon.agents import build_agent
 from bridge.daemon.calls import DaemonCallApp
 from bridge.daemon.http_api import build_http_app, start_http
+from bridge.daemon.load import LoadMonitor
 from bridge.daemon.notify import Notifier
 from bridge.settings import Secrets, Settings
 
@@ -45,10 +46,15 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
 
         stream = StreamServer(settings, secrets, agent)
     state: dict[str, Any] = {"sip_bound": False}
+    load = LoadMonitor(settings.daemon.shed_loop_lag_ms)
+    app.overloaded = load.overloaded
+    if stream is not None:
+        stream.overloaded = load.overloaded
 
     def health() -> dict[str, Any]:
+        # "load" is what a dispatcher or an operator compares across instances
         return {
-            "status": "draining" if app.draining else "ok",
+            "status": "draining" if app.draining else "overloaded" if load.shedding else "ok",
             "sip_bound": state["sip_bound"],
             "sip_port": state.get("sip_port"),
             "registration": registration.state,
@@ -57,6 +63,8 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
             "draining": app.draining,
             "agent": settings.daemon.agent,
             "stream_calls": stream.active_calls if stream is not None else None,
+            "load": {"calls": app.active_calls + (stream.active_calls if stream is not None else 0),
+                     **load.snapshot()},
         }
 
     outbound = _open_outbound(settings, secrets, sip)
@@ -81,6 +89,7 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
         signal.SIGHUP, lambda: log.warning("SIGHUP ignored: restart the daemon to apply new settings")
     )
 
+    load.start()
     await sip.start()
     state.update(sip_bound=True, sip_port=sip.bound_port)
     await registration.start()
@@ -128,6 +137,7 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
         await stream.stop(settings.daemon.drain_timeout_s)
     await sip.stop()
     await runner.cleanup()
+    await load.stop()
     if outbound is not None:
         outbound.close()
     await notifier.stop()

@@ -20,7 +20,7 @@ from websockets.http11 import Request, Response
 from bridge.callfacts import token_valid
 from bridge.callmodel import CallInfo
 from bridge.leg import AudioLeg
-from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL
+from bridge.metrics import CALLS_ACTIVE, CALLS_REFUSED, CALLS_TOTAL
 from bridge.privacy import mask_number
 from bridge.settings import Secrets, Settings
 from bridge.settings.addresses import parse_host_port
@@ -78,6 +78,8 @@ class StreamServer:
         self._idle = asyncio.Event()
         self._idle.set()
         self.refused = 0
+        # set by the daemon to its LoadMonitor's: True while new streams are shed
+        self.overloaded: Callable[[], bool] = lambda: False
 
     @property
     def bound_port(self) -> int:
@@ -101,12 +103,21 @@ class StreamServer:
             ping_interval=20,
             ping_timeout=20,
             close_timeout=5,
+            # several daemons on one host share the stream port (one stream URL): the kernel
+            # spreads new connections over their listeners
+            reuse_port=True,
         )
         log.info("stream server listening", extra={"stream": f"{self._host}:{self.bound_port}{PATH}"})
 
     def begin_drain(self) -> None:
-        """Refuse new streams (503); calls in progress go on."""
+        """Stop listening, so that new streams go to the other daemons sharing the port (503 to
+        any still mid-handshake here); calls in progress go on."""
         self._draining = True
+        if self._server is not None:
+            # the listening socket now (Server.close only schedules it: a connection accepted
+            # meanwhile would be reset), then the websockets server, keeping open streams
+            self._server.server.close()
+            self._server.close(close_connections=False)
 
     async def stop(self, drain_timeout_s: float = 0.0) -> None:
         """Refuse new streams, let calls finish up to ``drain_timeout_s``, then end the rest."""
@@ -127,10 +138,16 @@ class StreamServer:
     def _check_request(self, conn: ServerConnection, request: Request) -> Response | None:
         if urlsplit(request.path).path.rstrip("/") != PATH:
             return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        why = None
         if self._draining:
-            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
-        if len(self._calls) >= self._settings.sip.max_calls:
-            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy\n")
+            why = "draining"
+        elif len(self._calls) >= self._settings.sip.max_calls:
+            why = "at capacity"
+        elif self.overloaded():
+            why = "overloaded"
+        if why is not None:
+            CALLS_REFUSED.labels("stream", why).inc()
+            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"{why}\n")
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:

@@ -16,13 +16,15 @@ from bridge.stream.server import Agent, StreamServer
 SECRET = "test-stream-secret"
 
 
-def settings(**plivo: Any) -> Settings:
-    return Settings.model_validate({"daemon": {"stream_listen": "127.0.0.1:0"}, "plivo": plivo})
+def settings(listen: str = "127.0.0.1:0", **plivo: Any) -> Settings:
+    return Settings.model_validate({"daemon": {"stream_listen": listen}, "plivo": plivo})
 
 
 @contextlib.asynccontextmanager
-async def running_server(agent: Agent, **plivo: Any) -> AsyncIterator[StreamServer]:
-    server = StreamServer(settings(**plivo), Secrets(stream_secret=SECRET), agent)
+async def running_server(
+    agent: Agent, listen: str = "127.0.0.1:0", **plivo: Any
+) -> AsyncIterator[StreamServer]:
+    server = StreamServer(settings(listen, **plivo), Secrets(stream_secret=SECRET), agent)
     await server.start()
     try:
         yield server
