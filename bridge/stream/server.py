@@ -261,50 +261,24 @@ class StreamServer:
                 raise _Refused(1008, "no start event")
 
     async def _receive(self, ws: ServerConnection, leg: StreamLeg) -> str:
+        """Read messages until the stream ends; the reason it ended.
+
+        The media timeout is one timer per ``stream_media_timeout_s``, not one per message:
+        each 20 ms message only records when media last came, and when the timer fires with
+        media seen meanwhile, a new one is set from that moment."""
         loop = asyncio.get_running_loop()
         timeout = self._plivo.stream_media_timeout_s
-        last_media = loop.time()
-        bad = 0
-        unknown: set[str] = set()
+        reader = _Reader(self, ws, leg, loop.time())
         while not leg.ended:
-            remaining = last_media + timeout - loop.time()
-            if remaining <= 0:
+            deadline = reader.last_media + timeout
+            if deadline <= loop.time():
                 log.warning("no media on the stream: ending the call", extra={"call_id": leg.call_id})
                 return "media timeout"
             try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for makes a Task per call, and
-                # this runs for every 20 ms media message.
-                async with asyncio.timeout(remaining):
-                    raw = await ws.recv()
+                async with asyncio.timeout_at(deadline):
+                    return await reader.run()
             except TimeoutError:
                 continue
-            except ConnectionClosed as exc:
-                if exc.rcvd is None and exc.sent is not None and exc.sent.code == 1009:
-                    log.warning("stream message too big: closed", extra={"call_id": leg.call_id})
-                    return "message too big"
-                return "socket closed" if not leg.ended else "hangup"
-            try:
-                msg = protocol.parse(raw)
-            except protocol.ProtocolError as exc:
-                bad += 1
-                if bad <= 3 or bad % 100 == 0:
-                    log.warning("bad stream message (%d): %s", bad, exc, extra={"call_id": leg.call_id})
-                if bad >= _MAX_BAD_MESSAGES:
-                    return "protocol errors"
-                continue
-            if isinstance(msg, protocol.Media):
-                last_media = loop.time()
-            elif isinstance(msg, protocol.Stop):
-                return "stop"
-            elif isinstance(msg, protocol.Start):
-                log.warning("second start on a stream: ignored", extra={"call_id": leg.call_id})
-                continue
-            elif isinstance(msg, protocol.Unknown):
-                if msg.event not in unknown and len(unknown) < 20:
-                    unknown.add(msg.event)
-                    log.info("unknown stream event %r ignored", msg.event, extra={"call_id": leg.call_id})
-                continue
-            leg.on_message(msg)
         return "hangup"
 
     async def _run_agent(self, leg: StreamLeg, info: CallInfo) -> None:
@@ -318,3 +292,49 @@ class StreamServer:
             if not leg.ended:
                 with contextlib.suppress(Exception):
                     await leg.hangup("agent finished")
+
+
+class _Reader:
+    """The receive loop of one stream, without a timeout of its own (see StreamServer._receive)."""
+
+    def __init__(self, server: StreamServer, ws: ServerConnection, leg: StreamLeg, now: float) -> None:
+        self._ws = ws
+        self._leg = leg
+        self._loop = asyncio.get_running_loop()
+        self.last_media = now
+        self._bad = 0
+        self._unknown: set[str] = set()
+
+    async def run(self) -> str:
+        ws, leg = self._ws, self._leg
+        while not leg.ended:
+            try:
+                raw = await ws.recv()
+            except ConnectionClosed as exc:
+                if exc.rcvd is None and exc.sent is not None and exc.sent.code == 1009:
+                    log.warning("stream message too big: closed", extra={"call_id": leg.call_id})
+                    return "message too big"
+                return "socket closed" if not leg.ended else "hangup"
+            try:
+                msg = protocol.parse(raw)
+            except protocol.ProtocolError as exc:
+                self._bad += 1
+                if self._bad <= 3 or self._bad % 100 == 0:
+                    log.warning("bad stream message (%d): %s", self._bad, exc, extra={"call_id": leg.call_id})
+                if self._bad >= _MAX_BAD_MESSAGES:
+                    return "protocol errors"
+                continue
+            if isinstance(msg, protocol.Media):
+                self.last_media = self._loop.time()
+            elif isinstance(msg, protocol.Stop):
+                return "stop"
+            elif isinstance(msg, protocol.Start):
+                log.warning("second start on a stream: ignored", extra={"call_id": leg.call_id})
+                continue
+            elif isinstance(msg, protocol.Unknown):
+                if msg.event not in self._unknown and len(self._unknown) < 20:
+                    self._unknown.add(msg.event)
+                    log.info("unknown stream event %r ignored", msg.event, extra={"call_id": leg.call_id})
+                continue
+            leg.on_message(msg)
+        return "hangup"
