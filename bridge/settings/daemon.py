@@ -36,7 +36,7 @@ class DaemonSettings(Section):
     stream_listen: str = ""
     # Refuse new calls and streams (503; OPTIONS 503 too) while the event loop's mean lag over
     # the last second is above this many ms, until it is back under half of it. 0 = never.
-    shed_loop_lag_ms: float = Field(60.0, ge=0)
+    shed_loop_lag_ms: float = Field(100.0, ge=0)
 
     @field_validator("stream_listen")
     @classmethod
