@@ -214,6 +214,19 @@ def pct(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def sample_rss(seen: list[float], period_s: float = 0.5) -> None:
+    while True:
+        await asyncio.sleep(period_s)
+        seen.append(rss_mib())
+
+
 def figures(latency: list[dict[str, float]], key: str) -> dict[str, float | None]:
     values = [m[key] for m in latency if key in m]
     return {"p50": pct(values, 0.5), "p95": pct(values, 0.95), "max": pct(values, 1.0)}
@@ -231,6 +244,9 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         cpu, wall = time.process_time(), time.monotonic()
         lag: list[float] = []
         monitor = asyncio.create_task(loop_lag(lag))
+        rss_before = rss_mib()
+        rss_seen = [rss_before]
+        rss_sampler = asyncio.create_task(sample_rss(rss_seen))
         try:
             captures = await asyncio.gather(*(
                 one_call(n, ramp_s * n / calls, providers, settings, questions, fallback, turns)
@@ -238,6 +254,7 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
             ))
         finally:
             monitor.cancel()
+            rss_sampler.cancel()
         busy = (time.process_time() - cpu) / max(1e-9, time.monotonic() - wall)
     finally:
         for kind in (providers.stt, providers.llm, providers.tts):
@@ -270,6 +287,10 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         "provider_failures": sorted(set(failures))[:5],
         "loop_lag_ms": {"p50": pct(lag, 0.5), "p95": pct(lag, 0.95), "max": pct(lag, 1.0)},
         "cpu_cores_busy": round(busy, 3),
+        # the process's RSS once providers are up, its peak during the calls, and the growth
+        # per call (all calls are up at once after the ramp)
+        "rss_mib": {"before_calls": round(rss_before, 1), "peak": round(max(rss_seen), 1),
+                    "per_call": round((max(rss_seen) - rss_before) / calls, 3)},
     }
 
 

@@ -7,12 +7,16 @@ gets resources, and ``release()`` exactly once when it is over.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class Admission:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.active = 0
         self.draining = False
+        # set by the daemon to its LoadMonitor's: True while new calls are shed (loop running late)
+        self.overloaded: Callable[[], bool] = lambda: False
 
     def refusal(self) -> str:
         """'' when a call may come in, else why not (for the 503 / the log)."""
@@ -20,6 +24,8 @@ class Admission:
             return "draining"
         if self.active >= self.capacity:
             return "at capacity"
+        if self.overloaded():
+            return "overloaded"
         return ""
 
     def take(self) -> bool:

@@ -5,9 +5,11 @@ Labels never carry phone numbers or call ids (DPDPA, and unbounded cardinality).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+ProcessCollector(registry=REGISTRY)
 
 CALLS_ACTIVE = Gauge("voice_bridge_calls_active", "Calls in progress", ["transport"], registry=REGISTRY)
 CALLS_TOTAL = Counter(
@@ -72,4 +74,25 @@ OUTBOUND_DECISIONS = Counter(
     "voice_bridge_outbound_decisions_total",
     "Outbound compliance decisions and placements: decision (allowed/refused/placed/...), rule",
     ["via", "decision", "rule"], registry=REGISTRY,
+)
+CALLS_REFUSED = Counter(
+    "voice_bridge_calls_refused_total",
+    "New calls and streams refused with 503, by reason (draining, at capacity, overloaded)",
+    ["transport", "reason"], registry=REGISTRY,
+)
+LOOP_LAG = Histogram(
+    "voice_bridge_event_loop_lag_seconds", "How late a 50 ms timer on the event loop fires",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0), registry=REGISTRY,
+)
+LOOP_LAG_RECENT = Gauge(
+    "voice_bridge_event_loop_lag_recent_seconds", "Mean event-loop lag over the last second",
+    registry=REGISTRY,
+)
+PROCESS_CPU_RATIO = Gauge(
+    "voice_bridge_process_cpu_ratio", "This process's CPU time per wall second, last second (1 = a core)",
+    registry=REGISTRY,
+)
+SHEDDING = Gauge(
+    "voice_bridge_shedding", "1 while new calls are refused because the event loop is late",
+    registry=REGISTRY,
 )

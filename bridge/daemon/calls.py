@@ -18,7 +18,7 @@ from bridge.daemon.transfer import TRANSFERRED_BYE_GRACE_S, RestTransfer, transf
 from bridge.endreason import EndReason, end_reason
 from bridge.media.ports import PortAllocator
 from bridge.media.rtp_leg import RtpLeg
-from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL, DTMF_PER_CALL
+from bridge.metrics import CALLS_ACTIVE, CALLS_REFUSED, CALLS_TOTAL, DTMF_PER_CALL
 from bridge.privacy import mask_phone_numbers
 from bridge.pseudonym import call_subject
 from bridge.settings import Settings
@@ -88,10 +88,13 @@ class DaemonCallApp:
         # once, so the agent sees the caller's number and Plivo's CallUUID as they were.
         info.plivo_headers = {k: decode_value(v) for k, v in info.plivo_headers.items()}
         why = self.unavailable()
-        return None if why is None else (503, f"Service Unavailable ({why})")
+        if why is None:
+            return None
+        CALLS_REFUSED.labels("sip", why).inc()
+        return (503, f"Service Unavailable ({why})")
 
     def unavailable(self) -> str | None:
-        # Also asked by OPTIONS, so a dispatcher stops sending calls here while draining/full.
+        # Also asked by OPTIONS, so a dispatcher stops sending calls here while draining/full/late.
         return self.admission.refusal() or None
 
     async def prepare(self, call: SipCall) -> tuple[str, int]:

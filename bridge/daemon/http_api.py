@@ -17,8 +17,9 @@ HealthFn = Callable[[], dict[str, Any]]
 def build_http_app(health: HealthFn, extra_routes: Iterable[web.RouteDef] = ()) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         body = health()
-        # 503 while draining or not bound, so a load balancer stops sending new calls.
-        ok = body.get("sip_bound", False) and not body.get("draining", False)
+        # 503 while draining, shedding load or not bound, so a load balancer stops sending new calls.
+        shedding = bool(body.get("load", {}).get("shedding", False))
+        ok = body.get("sip_bound", False) and not body.get("draining", False) and not shedding
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(_: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from bridge.admission import Admission
 from bridge.daemon.agents import build_agent
 from bridge.daemon.calls import DaemonCallApp
 from bridge.daemon.http_api import build_http_app, start_http
+from bridge.daemon.load import LoadMonitor
 from bridge.daemon.notify import Notifier
 from bridge.settings import Secrets, Settings
 
@@ -85,10 +86,13 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
 
         stream = StreamServer(settings, secrets, agent, admission=admission)
     state: dict[str, Any] = {"sip_bound": False}
+    load = LoadMonitor(settings.daemon.shed_loop_lag_ms)
+    admission.overloaded = load.overloaded  # SIP and stream calls are shed alike
 
     def health() -> dict[str, Any]:
+        # "load" is what a dispatcher or an operator compares across instances
         return {
-            "status": "draining" if app.draining else "ok",
+            "status": "draining" if app.draining else "overloaded" if load.shedding else "ok",
             "sip_bound": state["sip_bound"],
             "sip_port": state.get("sip_port"),
             "registration": registration.state,
@@ -97,6 +101,8 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
             "draining": app.draining,
             "agent": settings.daemon.agent,
             "stream_calls": stream.active_calls if stream is not None else None,
+            "load": {"calls": app.active_calls + (stream.active_calls if stream is not None else 0),
+                     **load.snapshot()},
         }
 
     outbound = _open_outbound(settings, secrets, sip)
@@ -127,6 +133,7 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
         signal.SIGHUP, lambda: log.warning("SIGHUP ignored: restart the daemon to apply new settings")
     )
 
+    load.start()
     try:
         await _bind("sip.listen_host/listen_port", f"{bind_host}:{settings.sip.listen_port}", sip.start())
         state.update(sip_bound=True, sip_port=sip.bound_port)
@@ -138,6 +145,7 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
             await registration.stop()
             await sip.stop()
         await runner.cleanup()
+        await load.stop()
         raise
     log.info(
         "voice-bridge ready",
@@ -186,6 +194,7 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
         await stream.stop(0.0 if stop.is_set() else max(0.0, drain_ends - loop.time()))
     await sip.stop()
     await runner.cleanup()
+    await load.stop()
     if outbound is not None:
         outbound.close()
     await notifier.stop()

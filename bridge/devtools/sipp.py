@@ -24,13 +24,20 @@ def _caller_pcap(pcap: Path, codec: str, pcm: bytes) -> Path:
 
 
 def media_scenario(
-    workdir: Path, codec: str, pcm: bytes, pause_ms: int, per_call_ports: bool = False
+    workdir: Path,
+    codec: str,
+    pcm: bytes,
+    pause_ms: int,
+    per_call_ports: bool = False,
+    routed: bool = False,
 ) -> Path:
     """A UAC scenario offering `codec` (+ telephone-event) that plays `pcm` (8 kHz s16le) as
     20 ms RTP packets, waits pause_ms from the start of playback, then sends BYE.
 
     per_call_ports: each call gets its own media port ([auto_media_port], for load runs);
-    otherwise every call uses SIPp's -mp port (one call at a time, easy to capture)."""
+    otherwise every call uses SIPp's -mp port (one call at a time, easy to capture).
+    routed: through a record-routing proxy (Kamailio): ACK and BYE go to the daemon's Contact
+    with the 200's Record-Route as Route headers, and late provisional answers are accepted."""
     pcap = _caller_pcap(workdir / f"caller_{codec}.pcap", codec, pcm)
     text = (
         (SCENARIOS / "uac_media.xml")
@@ -43,9 +50,24 @@ def media_scenario(
             media_port_keyword="auto_media_port" if per_call_ports else "media_port",
         )
     )
-    scenario = workdir / f"uac_media_{codec}.xml"
+    if routed:
+        text = _routed(text)
+    scenario = workdir / f"uac_media_{codec}{'_routed' if routed else ''}.xml"
     scenario.write_text(text)
     return scenario
+
+
+def _routed(text: str) -> str:
+    for code in ("100", "180", "183"):
+        text = text.replace(f'response="{code}" optional="true"', f'response="{code}" optional="global"')
+    text = text.replace('<recv response="200" rtd="true"/>', '<recv response="200" rtd="true" rrs="true"/>')
+    via = "      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n"
+    for method in ("ACK", "BYE"):
+        text = text.replace(
+            f"{method} sip:agent@[remote_ip]:[remote_port] SIP/2.0\n{via}",
+            f"{method} [next_url] SIP/2.0\n{via}      [routes]\n",
+        )
+    return text
 
 
 def conversation_scenario(workdir: Path, codec: str, pcm: bytes, wait_ms: int) -> Path:

@@ -31,8 +31,12 @@ class DaemonSettings(Section):
     prompt_listen_s: float = Field(5.0, ge=0)  # the prompt agent listens this long, then hangs up
     drain_timeout_s: float = Field(30.0, ge=0)
     data_dir: str = "var"
-    # Plivo audio-stream WebSocket server (HOST:PORT); empty = not served.
+    # Plivo audio-stream WebSocket server (HOST:PORT); empty = not served. Several daemons on
+    # one host may share the port (SO_REUSEPORT): one stream URL for all of them.
     stream_listen: str = ""
+    # Refuse new calls and streams (503; OPTIONS 503 too) while the event loop's mean lag over
+    # the last second is above this many ms, until it is back under half of it. 0 = never.
+    shed_loop_lag_ms: float = Field(100.0, ge=0)
 
     @field_validator("stream_listen")
     @classmethod

@@ -185,9 +185,13 @@ class StreamLeg:
                 if step is None:
                     await self._wake.wait()
                 else:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(step):  # no Task per wait (cf. wait_for on 3.11)
-                            await self._wake.wait()
+                    # a timer that sets the wake-up event: no timeout context and no
+                    # cancellation (an exception raised and caught) for every 20 ms chunk
+                    timer = self._loop.call_later(step, self._wake.set)
+                    try:
+                        await self._wake.wait()
+                    finally:
+                        timer.cancel()
         except ConnectionClosed:
             pass  # the receive side sees the close and ends the leg
 

@@ -24,7 +24,7 @@ from bridge.callfacts import CALL_UUID, TOKEN, token_valid
 from bridge.callmodel import CallInfo
 from bridge.endreason import EndReason, end_reason
 from bridge.leg import AudioLeg
-from bridge.metrics import CALLS_ACTIVE, CALLS_TOTAL
+from bridge.metrics import CALLS_ACTIVE, CALLS_REFUSED, CALLS_TOTAL
 from bridge.plivo_signature import NonceStore
 from bridge.plivo_signature import verify as verify_signature
 from bridge.privacy import mask_number
@@ -65,7 +65,7 @@ class StreamServer:
     ) -> None:
         self._settings = settings
         # The daemon passes the SIP side's: one capacity for both transports.
-        self._admission = admission or Admission(settings.sip.max_calls)
+        self.admission = admission or Admission(settings.sip.max_calls)
         self._plivo = settings.plivo
         self._agent = agent
         self._host, self._port = parse_listen(settings.daemon.stream_listen or "127.0.0.1:0")
@@ -127,12 +127,21 @@ class StreamServer:
             ping_interval=20,
             ping_timeout=20,
             close_timeout=5,
+            # several daemons on one host share the stream port (one stream URL): the kernel
+            # spreads new connections over their listeners
+            reuse_port=True,
         )
         log.info("stream server listening", extra={"stream": f"{self._host}:{self.bound_port}{PATH}"})
 
     def begin_drain(self) -> None:
-        """Refuse new streams (503); calls in progress go on."""
+        """Stop listening, so that new streams go to the other daemons sharing the port (503 to
+        any still mid-handshake here); calls in progress go on."""
         self._draining = True
+        if self._server is not None:
+            # the listening socket now (Server.close only schedules it: a connection accepted
+            # meanwhile would be reset), then the websockets server, keeping open streams
+            self._server.server.close()
+            self._server.close(close_connections=False)
 
     async def stop(self, drain_timeout_s: float = 0.0) -> None:
         """Refuse new streams, let calls finish up to ``drain_timeout_s``, then end the rest."""
@@ -153,8 +162,14 @@ class StreamServer:
     def _check_request(self, conn: ServerConnection, request: Request) -> Response | None:
         if urlsplit(request.path).path.rstrip("/") != PATH:
             return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        why = None
         if self._draining:
-            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
+            why = "draining"
+        else:
+            why = self.admission.refusal() or None  # at capacity, or shedding load
+        if why is not None:
+            CALLS_REFUSED.labels("stream", why).inc()
+            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"{why}\n")
         if self._plivo.stream_check_signature and self._auth_token is not None:
             verdict = verify_signature("GET", self._signed_urls(request), request.headers.get,
                                        self._auth_token, None, self._nonces)
@@ -163,8 +178,6 @@ class StreamServer:
                 remote = conn.remote_address[0] if conn.remote_address else ""
                 log.warning("stream upgrade refused (403): %s", verdict.reason, extra={"remote": remote})
                 return conn.respond(HTTPStatus.FORBIDDEN, "forbidden\n")
-        if self._admission.refusal():
-            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy\n")
         return None
 
     def _signed_urls(self, request: Request) -> list[str]:
@@ -206,7 +219,7 @@ class StreamServer:
             return
         except ConnectionClosed:
             return
-        if not self._admission.take():  # filled up (or began draining) since the upgrade
+        if not self.admission.take():  # filled up (or began draining) since the upgrade
             with contextlib.suppress(Exception):
                 await ws.close(1013, "busy")
             return
@@ -253,7 +266,7 @@ class StreamServer:
         finally:
             leg.end(reason)
             del self._calls[key]
-            self._admission.release()
+            self.admission.release()
             CALLS_ACTIVE.labels("stream").dec()
             outcome = EndReason.TRANSFERRED if leg.transferred else end_reason(reason)
             CALLS_TOTAL.labels("stream", outcome.value).inc()
@@ -298,54 +311,24 @@ class StreamServer:
                 raise _Refused(1008, "no start event")
 
     async def _receive(self, ws: ServerConnection, leg: StreamLeg) -> str:
+        """Read messages until the stream ends; the reason it ended.
+
+        The media timeout is one timer per ``stream_media_timeout_s``, not one per message:
+        each 20 ms message only records when media last came, and when the timer fires with
+        media seen meanwhile, a new one is set from that moment."""
         loop = asyncio.get_running_loop()
         timeout = self._plivo.stream_media_timeout_s
-        last_media = loop.time()
-        bad = 0
-        unknown: set[str] = set()
+        reader = _Reader(self, ws, leg, loop.time())
         while not leg.ended:
-            remaining = last_media + timeout - loop.time()
-            if remaining <= 0:
+            deadline = reader.last_media + timeout
+            if deadline <= loop.time():
                 log.warning("no media on the stream: ending the call", extra={"call_id": leg.call_id})
                 return "media timeout"
             try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for makes a Task per call, and
-                # this runs for every 20 ms media message.
-                async with asyncio.timeout(remaining):
-                    raw = await ws.recv()
+                async with asyncio.timeout_at(deadline):
+                    return await reader.run()
             except TimeoutError:
                 continue
-            except ConnectionClosed as exc:
-                if exc.rcvd is None and exc.sent is not None and exc.sent.code == 1009:
-                    log.warning("stream message too big: closed", extra={"call_id": leg.call_id})
-                    return "message too big"
-                if exc.rcvd is None and exc.sent is None and not leg.ended:
-                    # No close frame either way: the connection died (Plivo: DroppedStream).
-                    log.warning("stream dropped (no close frame)", extra={"call_id": leg.call_id})
-                    return "dropped"
-                return "socket closed" if not leg.ended else "hangup"
-            try:
-                msg = protocol.parse(raw)
-            except protocol.ProtocolError as exc:
-                bad += 1
-                if bad <= 3 or bad % 100 == 0:
-                    log.warning("bad stream message (%d): %s", bad, exc, extra={"call_id": leg.call_id})
-                if bad >= _MAX_BAD_MESSAGES:
-                    return "protocol errors"
-                continue
-            if isinstance(msg, protocol.Media):
-                last_media = loop.time()
-            elif isinstance(msg, protocol.Stop):
-                return "stop"
-            elif isinstance(msg, protocol.Start):
-                log.warning("second start on a stream: ignored", extra={"call_id": leg.call_id})
-                continue
-            elif isinstance(msg, protocol.Unknown):
-                if msg.event not in unknown and len(unknown) < 20:
-                    unknown.add(msg.event)
-                    log.info("unknown stream event %r ignored", msg.event, extra={"call_id": leg.call_id})
-                continue
-            leg.on_message(msg)
         return "hangup"
 
     async def _run_agent(self, leg: StreamLeg, info: CallInfo) -> None:
@@ -359,3 +342,53 @@ class StreamServer:
             if not leg.ended:
                 with contextlib.suppress(Exception):
                     await leg.hangup("agent finished")
+
+
+class _Reader:
+    """The receive loop of one stream, without a timeout of its own (see StreamServer._receive)."""
+
+    def __init__(self, server: StreamServer, ws: ServerConnection, leg: StreamLeg, now: float) -> None:
+        self._ws = ws
+        self._leg = leg
+        self._loop = asyncio.get_running_loop()
+        self.last_media = now
+        self._bad = 0
+        self._unknown: set[str] = set()
+
+    async def run(self) -> str:
+        ws, leg = self._ws, self._leg
+        while not leg.ended:
+            try:
+                raw = await ws.recv()
+            except ConnectionClosed as exc:
+                if exc.rcvd is None and exc.sent is not None and exc.sent.code == 1009:
+                    log.warning("stream message too big: closed", extra={"call_id": leg.call_id})
+                    return "message too big"
+                if exc.rcvd is None and exc.sent is None and not leg.ended:
+                    # No close frame either way: the connection died (Plivo: DroppedStream).
+                    log.warning("stream dropped (no close frame)", extra={"call_id": leg.call_id})
+                    return "dropped"
+                return "socket closed" if not leg.ended else "hangup"
+            try:
+                msg = protocol.parse(raw)
+            except protocol.ProtocolError as exc:
+                self._bad += 1
+                if self._bad <= 3 or self._bad % 100 == 0:
+                    log.warning("bad stream message (%d): %s", self._bad, exc, extra={"call_id": leg.call_id})
+                if self._bad >= _MAX_BAD_MESSAGES:
+                    return "protocol errors"
+                continue
+            if isinstance(msg, protocol.Media):
+                self.last_media = self._loop.time()
+            elif isinstance(msg, protocol.Stop):
+                return "stop"
+            elif isinstance(msg, protocol.Start):
+                log.warning("second start on a stream: ignored", extra={"call_id": leg.call_id})
+                continue
+            elif isinstance(msg, protocol.Unknown):
+                if msg.event not in self._unknown and len(self._unknown) < 20:
+                    self._unknown.add(msg.event)
+                    log.info("unknown stream event %r ignored", msg.event, extra={"call_id": leg.call_id})
+                continue
+            leg.on_message(msg)
+        return "hangup"

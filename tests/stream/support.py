@@ -21,15 +21,17 @@ SECRET = "test-stream-secret"
 AUTH_TOKEN = "dGVzdC1wbGl2by1hdXRoLXRva2Vu"  # PLIVO_AUTH_TOKEN: the simulator signs upgrades with it
 
 
-def settings(**plivo: Any) -> Settings:
-    return Settings.model_validate({"daemon": {"stream_listen": "127.0.0.1:0"},
+def settings(listen: str = "127.0.0.1:0", **plivo: Any) -> Settings:
+    return Settings.model_validate({"daemon": {"stream_listen": listen},
                                     "plivo": {"nonce_db": ":memory:", **plivo}})
 
 
 @contextlib.asynccontextmanager
-async def running_server(agent: Agent, **plivo: Any) -> AsyncIterator[StreamServer]:
-    server = StreamServer(settings(**plivo), Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN),
-                          agent)
+async def running_server(
+    agent: Agent, listen: str = "127.0.0.1:0", **plivo: Any
+) -> AsyncIterator[StreamServer]:
+    server = StreamServer(settings(listen, **plivo),
+                          Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN), agent)
     await server.start()
     try:
         yield server

@@ -19,6 +19,7 @@ from bridge.devtools.plivo_sim.signing import sign_v3
 from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient
 from bridge.leg import AudioFrame, AudioLeg, DtmfDigit, LegEnded, LegEvent, PlaybackDone
 from bridge.stream.leg import StreamLeg
+from bridge.stream.server import Agent
 from tests.stream.support import (
     AUTH_TOKEN,
     best_correlation,
@@ -242,11 +243,52 @@ async def test_wrong_path_unsupported_format_and_draining() -> None:
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 5)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
-        server.begin_drain()
+        server.admission.overloaded = lambda: True  # shedding load: 503 before the handshake completes
         with pytest.raises(InvalidStatus) as status:
             async with signed_connect(server):
                 pass
         assert status.value.response.status_code == 503
+        server.admission.overloaded = lambda: False
+        address = url(server)
+        server.begin_drain()  # the listener closes first: new streams go to the other daemons
+        with pytest.raises(OSError):
+            async with connect(address):
+                pass
+
+
+async def test_daemons_share_the_stream_port_and_a_draining_one_lets_go() -> None:
+    """Two stream servers on one port (SO_REUSEPORT), as two daemons behind one stream URL:
+    both take streams; once one drains, every new stream reaches the other and runs."""
+    served: dict[str, list[str]] = {"a": [], "b": []}
+
+    def agent_for(name: str) -> Agent:
+        async def agent(leg: AudioLeg, info: CallInfo) -> None:
+            served[name].append(info.call_id)
+            await run_echo(leg)
+
+        return agent
+
+    async with running_server(agent_for("a")) as a:
+        port = a.bound_port
+        async with running_server(agent_for("b"), listen=f"127.0.0.1:{port}") as b:
+            assert b.bound_port == port
+            address = f"ws://127.0.0.1:{port}/stream"
+
+            async def one_call(n: int) -> None:
+                uuid = f"share-{n}"
+                client = PlivoStreamClient(address, call_uuid=uuid, extra_headers=headers_for(uuid),
+                                           auth_token=AUTH_TOKEN)
+                result = await client.run(tone(60), tail_s=0.05)
+                assert result.close_code == 1000
+
+            for n in range(40):  # the kernel hashes each new connection to one listener
+                await one_call(n)
+            assert served["a"] and served["b"], served
+            a.begin_drain()
+            before = len(served["a"])
+            for n in range(40, 50):
+                await one_call(n)
+            assert len(served["a"]) == before and len(served["b"]) >= 10
 
 
 async def test_l16_stream() -> None:

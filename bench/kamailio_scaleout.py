@@ -1,0 +1,163 @@
+"""SIPp echo calls through the shipped Kamailio front to 1 or 2 daemons; prints JSON figures.
+
+    .venv/bin/python bench/kamailio_scaleout.py --daemons 1 2 --calls 1 60 150 --seconds 15
+
+For each (daemons, calls) pair: calls ok/failed (SIPp's statistics), how Kamailio spread them,
+and per daemon process the CPU (% of one core, over the steady part with every call up), peak
+RSS, RSS per call and the worst event-loop lag its /healthz reported. Each call plays RTP
+(a 440 Hz tone, 20 ms packets) that the daemon echoes. "limit" names what ran out first:
+failed calls, a daemon over 80 % of a core, or loop lag over 50 ms. On a shared 2-core machine
+SIPp and Kamailio compete with the daemons for the same cores: read the figures as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.devtools.kamailio import run_front
+from bridge.devtools.procs import Daemon, free_port, run_daemon
+from bridge.devtools.sipp import media_scenario
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _health(daemon: Daemon) -> dict[str, Any]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{daemon.http}/healthz", timeout=5) as resp:
+            return dict(json.loads(resp.read()))
+    except urllib.error.HTTPError as err:
+        return dict(json.loads(err.read()))
+
+
+@contextlib.contextmanager
+def _daemons(tmp: Path, n: int, calls: int) -> Iterator[list[Daemon]]:
+    env = {"VOICE_BRIDGE_LOGGING__LEVEL": "WARNING", "VOICE_BRIDGE_SIP__MAX_CALLS": str(calls + 10)}
+    with contextlib.ExitStack() as stack:
+        out = []
+        for i in range(n):
+            (tmp / f"d{i}").mkdir()
+            out.append(stack.enter_context(run_daemon(tmp / f"d{i}", agent="echo", env=env,
+                                                      rtp_ports=2 * calls + 40)))
+        yield out
+
+
+def run_once(n_daemons: int, calls: int, seconds: float, rate: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="vb-scaleout-") as tmp_s:
+        tmp = Path(tmp_s)
+        t = np.arange(int(8000 * seconds)) / 8000
+        pcm = (np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2").tobytes()
+        scenario = media_scenario(tmp, "PCMU", pcm, pause_ms=int(seconds * 1000), per_call_ports=True,
+                                  routed=True)
+        with _daemons(tmp, n_daemons, calls) as daemons, \
+                run_front(tmp / "k", [d.sip_port for d in daemons], probe_interval_s=2) as front:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not all(
+                f.startswith("A") for f in front.destinations().values()
+            ):
+                time.sleep(0.1)
+            samples: list[tuple[float, list[float]]] = []
+            rss_peak = [0.0] * n_daemons
+            lag_max = [0.0] * n_daemons
+            stop = threading.Event()
+
+            def sample() -> None:
+                while not stop.is_set():
+                    samples.append((time.monotonic(), [_cpu_seconds(d.proc.pid) for d in daemons]))
+                    for i, d in enumerate(daemons):
+                        rss_peak[i] = max(rss_peak[i], _rss_mib(d.proc.pid))
+                        lag_max[i] = max(lag_max[i], float(_health(d)["load"]["loop_lag_max_ms"]))
+                    stop.wait(0.5)
+
+            idle_rss = [_rss_mib(d.proc.pid) for d in daemons]
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            start = time.monotonic()
+            sipp = subprocess.run(
+                ["sipp", front.target, "-sf", str(scenario), "-m", str(calls), "-l", str(calls),
+                 "-r", str(rate), "-nostdin", "-i", "127.0.0.1", "-p", str(free_port()),
+                 "-mi", "127.0.0.1", "-mp", str(free_port()), "-timeout", f"{int(seconds + 60)}s",
+                 "-trace_stat", "-stf", str(tmp / "stat.csv")],
+                cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=seconds + 120,
+            )  # fmt: skip
+            stop.set()
+            sampler.join()
+            per_daemon_calls = [_calls_done(d) for d in daemons]
+            stats = (tmp / "stat.csv").read_text().splitlines() if (tmp / "stat.csv").exists() else []
+    ok = failed = 0
+    if len(stats) >= 2:
+        row = dict(zip(stats[0].split(";"), stats[-1].split(";"), strict=False))
+        ok, failed = int(row.get("SuccessfulCall(C)", 0)), int(row.get("FailedCall(C)", 0))
+    ramp = calls / rate
+    steady = [s for s in samples if start + ramp + 1 <= s[0] <= start + ramp + seconds - 2]
+    cpu = [0.0] * n_daemons
+    if len(steady) >= 2:
+        span = steady[-1][0] - steady[0][0]
+        cpu = [round(100 * (steady[-1][1][i] - steady[0][1][i]) / span, 1) for i in range(n_daemons)]
+    per_process = [
+        {"calls": per_daemon_calls[i], "cpu_pct_of_core": cpu[i], "rss_peak_mib": round(rss_peak[i], 1),
+         "rss_per_call_mib": round((rss_peak[i] - idle_rss[i]) / per_daemon_calls[i], 3)
+         if per_daemon_calls[i] else None,
+         "loop_lag_max_ms": lag_max[i]}
+        for i in range(n_daemons)
+    ]  # fmt: skip
+    limit = []
+    if failed:
+        limit.append("failed calls")
+    if any(c > 80 for c in cpu):
+        limit.append("cpu > 80 % of a core")
+    if any(lag > 50 for lag in lag_max):
+        limit.append("loop lag > 50 ms")
+    return {"daemons": n_daemons, "calls": calls, "seconds": seconds, "ok": ok, "failed": failed,
+            "sipp_rc": sipp.returncode, "per_process": per_process, "limit": limit or None}
+
+
+def _calls_done(daemon: Daemon) -> int:
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"{daemon.http}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    pattern = r'^voice_bridge_calls_total\{[^}]*transport="sip"[^}]*\} (\S+)$'
+    return int(sum(float(v) for v in re.findall(pattern, text, re.M)))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--daemons", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--calls", type=int, nargs="+", default=[1, 60, 150])
+    ap.add_argument("--seconds", type=float, default=15.0, help="length of each call")
+    ap.add_argument("--rate", type=float, default=30.0, help="new calls per second while ramping up")
+    args = ap.parse_args()
+    runs = [run_once(d, c, args.seconds, args.rate) for d in args.daemons for c in args.calls]
+    print(json.dumps({"bench": "kamailio_scaleout", "date": time.strftime("%Y-%m-%d"),
+                      "cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(), "runs": runs}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
