@@ -13,6 +13,7 @@ import pytest
 from bridge import callcontext
 from bridge.admission import Admission
 from bridge.agents.echo import run_echo
+from bridge.callfacts import CALL_UUID
 from bridge.callmodel import CallInfo
 from bridge.conversation.transcript import TranscriptWriter
 from bridge.daemon.calls import DaemonCallApp
@@ -22,14 +23,14 @@ from bridge.leg import AudioLeg
 from bridge.metrics import REGISTRY
 from bridge.settings import Secrets, Settings
 from bridge.stream.server import StreamServer
-from tests.stream.support import SECRET, headers_for, tone
+from tests.stream.support import AUTH_TOKEN, SECRET, headers_for, tone
 
 log = logging.getLogger("tests.supervision")
 
 
 def _settings(**extra: object) -> Settings:
     return Settings.model_validate({"sip": {"max_calls": 1}, "daemon": {"stream_listen": "127.0.0.1:0"},
-                                    **extra})
+                                    "plivo": {"nonce_db": ":memory:"}, **extra})
 
 
 async def _until(cond: object, limit_s: float = 10.0) -> None:
@@ -53,12 +54,13 @@ async def test_a_stream_call_and_a_sip_call_count_against_one_capacity() -> None
     settings = _settings()
     admission = Admission(settings.sip.max_calls)
     app = DaemonCallApp(settings, echo, "127.0.0.1", admission=admission)
-    server = StreamServer(settings, Secrets(stream_secret=SECRET), echo, admission=admission)
+    server = StreamServer(settings, Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN), echo,
+                          admission=admission)
     await server.start()
     try:
         assert app.admit(_info()) is None  # nothing up yet
         client = PlivoStreamClient(f"ws://127.0.0.1:{server.bound_port}/stream", call_uuid="uuid-cap",
-                                   extra_headers=headers_for("uuid-cap"))
+                                   extra_headers=headers_for("uuid-cap"), auth_token=AUTH_TOKEN)
         call = asyncio.create_task(client.run(tone(200), tail_s=2.0))
         await _until(lambda: server.active_calls == 1)
         # max_calls = 1 and the stream call holds it: the SIP path refuses (before: it admitted).
@@ -69,7 +71,7 @@ async def test_a_stream_call_and_a_sip_call_count_against_one_capacity() -> None
         # ... and the other way round: a slot taken (as DaemonCallApp.prepare takes it) -> 503.
         assert admission.take()
         second = PlivoStreamClient(f"ws://127.0.0.1:{server.bound_port}/stream", call_uuid="uuid-2",
-                                   extra_headers=headers_for("uuid-2"))
+                                   extra_headers=headers_for("uuid-2"), auth_token=AUTH_TOKEN)
         with pytest.raises(Exception, match="503"):
             await second.run(b"", tail_s=0.1)
         admission.release()
@@ -87,14 +89,15 @@ async def test_the_stream_path_counts_outcomes_in_the_shared_vocabulary(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = _settings()
-    server = StreamServer(settings, Secrets(stream_secret=SECRET), echo)
+    server = StreamServer(settings, Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN), echo)
     await server.start()
     caplog.set_level(logging.INFO)
     caplog.handler.addFilter(callcontext.CallContextFilter())
     before = _count("stream", "bye")
     try:
         client = PlivoStreamClient(f"ws://127.0.0.1:{server.bound_port}/stream", call_uuid="uuid-vocab",
-                                   extra_headers=headers_for("uuid-vocab", CallUUID="uuid-vocab"))
+                                   extra_headers=headers_for("uuid-vocab", Calluuid="uuid-vocab"),
+                                   auth_token=AUTH_TOKEN)
         await client.run(tone(100), tail_s=0.2)
         await _until(lambda: server.active_calls == 0)
     finally:
@@ -135,7 +138,7 @@ async def test_sip_lines_of_a_call_carry_plivos_call_uuid(caplog: pytest.LogCapt
 def test_the_transcript_names_the_call_uuid_and_the_shared_end_reason(tmp_path: Path) -> None:
     settings = Settings.model_validate({"conversation": {"transcripts_dir": str(tmp_path)}})
     info = _info("sip-2")
-    info.plivo_headers = {"CallUUID": "8f3c1a2e-1234-4b5c-9d0e-123456789012"}
+    info.plivo_headers = {CALL_UUID: "8f3c1a2e-1234-4b5c-9d0e-123456789012"}
     writer = TranscriptWriter.for_call(settings, info)
     writer.write("call_end", reason="socket closed")
     writer.close()
