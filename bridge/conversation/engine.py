@@ -24,10 +24,13 @@ from bridge.conversation.actions import (
     EndTts,
     EndUtterance,
     Hangup,
+    PausePlayback,
     Play,
+    Preempted,
     ProviderFailed,
     ProviderKind,
     Record,
+    ResumePlayback,
     RunTool,
     StartLlm,
     StartTts,
@@ -40,6 +43,7 @@ from bridge.conversation.actions import (
 )
 from bridge.conversation.clauses import ClauseSplitter
 from bridge.conversation.echo import EchoGuard, frame_rms
+from bridge.conversation.eot import end_of_turn_ms
 from bridge.conversation.marks import TurnMarks
 from bridge.conversation.reply import After, Reply, ReplyKind, truncate_history
 from bridge.leg import FRAME_MS
@@ -91,6 +95,18 @@ class _Candidate:
     total_ms: int = 0
     gap_ms: int = 0
     text: str = ""
+    merge: bool = False  # began within merge_window_ms of the caller's last turn
+
+
+_FILLERS = frozenset({"um", "uh", "er", "erm", "ah", "hmm", "mm"})
+
+
+def same_words(a: str, b: str) -> bool:
+    """Two transcripts say the same thing (case, punctuation and fillers aside)."""
+    def words(text: str) -> list[str]:
+        out = ["".join(c for c in w.lower() if c.isalnum() or c == "'") for w in text.split()]
+        return [w for w in out if w and w not in _FILLERS]
+    return words(a) == words(b)
 
 
 class Engine:
@@ -129,6 +145,8 @@ class Engine:
         self._transfer_pending = False
         self._echo = EchoGuard(self.conv.barge_in.echo_return_loss_db, self.conv.barge_in.echo_tail_ms)
         self._backchannel = {w.lower() for w in self.conv.barge_in.backchannel_words}
+        self._paused = False  # the leg's playout is paused (caller speech not yet confirmed)
+        self._last_speech_end = float("-inf")  # end of the caller's last completed turn
 
     # -- plumbing ----------------------------------------------------------------------------
     def take_actions(self) -> list[Action]:
@@ -217,7 +235,9 @@ class Engine:
         assert turn is not None
         if turn.awaiting_final:
             if not is_speech:
+                turn.silence_ms += FRAME_MS
                 self._preroll.append(pcm)
+                self._maybe_preempt(now)
                 return
             # The caller went on talking while the STT finalised: the turn continues.
             turn.awaiting_final = False
@@ -225,13 +245,16 @@ class Engine:
             self._flush_preroll()
         self._emit(SttAudio(pcm))
         if is_speech:
+            if self._reply is not None and self._reply.held:
+                self._drop_preempt(now, "resumed")  # the caller goes on: that reply is stale
             turn.speech_end = now + FRAME_MS / 1000
             turn.silence_ms = 0
             turn.eou_after_speech = False
             self._silence_since = now
             return
         turn.silence_ms += FRAME_MS
-        if turn.silence_ms >= self.conv.endpointing_ms:
+        self._maybe_preempt(now)
+        if turn.silence_ms >= end_of_turn_ms(turn.text(), self.conv):
             self._endpoint(now)
 
     def _endpoint(self, now: float) -> None:
@@ -253,13 +276,84 @@ class Engine:
         self._turn = None
         text = turn.text()
         self._silence_since = now
+        held = self._reply if self._reply is not None and self._reply.held else None
+        if held is not None:
+            if text and same_words(held.preempt_text, text):
+                self._last_speech_end = turn.speech_end
+                self._confirm_preempt(now, held, text)
+                return
+            self._drop_preempt(now, "changed")
         if not text:
             self.state = State.LISTENING  # noise, a click: nothing was said
             return
+        self._last_speech_end = turn.speech_end
         marks = TurnMarks(user_speech_end=turn.speech_end, turn_end=now, stt_final=now)
+        base = len(self.history)
         self.history.append(Message("user", text))
         self._emit(Record("user", {"text": text}))
         self._start_llm_reply(now, marks, purpose="answer", interruptible=True)
+        if self._reply is not None:
+            self._reply.turn_base = base
+
+    # -- preemptive generation -----------------------------------------------------------------
+    def _maybe_preempt(self, now: float) -> None:
+        """The caller fell silent: start the reply on the best transcript so far, held until
+        the turn is confirmed (LiveKit's preemptive generation)."""
+        conv = self.conv
+        turn = self._turn
+        if not conv.preemptive_generation or turn is None or turn.silence_ms < conv.preemptive_after_ms:
+            return
+        text = turn.text()
+        if not text:
+            return
+        reply = self._reply
+        if reply is not None:
+            if not reply.held or same_words(reply.preempt_text, text):
+                return
+            self._drop_preempt(now, "changed")  # a newer transcript: start again on it
+        if self._reply is not None or self._fallback_playing() is not None:
+            return
+        state = self.state
+        base = len(self.history)
+        self.history.append(Message("user", text))  # the LLM's view; cut again if dropped
+        reply = self._new_reply(now, "llm", "answer", True, marks=TurnMarks(user_speech_end=turn.speech_end))
+        self.state = state
+        reply.held = True
+        reply.preempt_text = text
+        reply.turn_base = base
+        self._start_round(now, reply)
+
+    def _drop_preempt(self, now: float, outcome: str) -> None:
+        reply = self._reply
+        assert reply is not None and reply.held
+        self._reply = None
+        reply.cancelled = True
+        self._emit(CancelReply(reply.id))
+        self.history = self.history[: reply.turn_base]  # its user turn and anything it added
+        self._emit(Preempted(outcome))
+
+    def _confirm_preempt(self, now: float, reply: Reply, text: str) -> None:
+        """The final transcript says what the held reply answered: release it."""
+        reply.held = False
+        reply.started = now
+        marks = reply.marks
+        if marks is not None:
+            marks.turn_end = marks.stt_final = now
+            marks.preempted = True
+        self.history[reply.turn_base] = Message("user", text)
+        self._emit(Record("user", {"text": text}))
+        self._emit(Preempted("confirmed"))
+        self.state = State.THINKING
+        for pcm in reply.held_audio:
+            self._emit(Play(reply.id, pcm))
+        reply.held_audio.clear()
+        if reply.held_done:
+            reply.held_done = False
+            self._after_round(now, reply)
+        if reply is self._reply and reply.held_end:
+            self._emit(EndUtterance(reply.id))
+            if reply.audio_ms == 0:
+                self._reply_finished(now, reply)
 
     # -- barge-in ------------------------------------------------------------------------------
     def _candidate_frame(self, now: float, pcm: bytes, is_speech: bool) -> None:
@@ -273,19 +367,27 @@ class Engine:
             if not is_speech:
                 self._preroll.append(pcm)
                 return
-            cand = self._candidate = _Candidate(started=now)
+            merge = reply.purpose == "answer" and reply.turn_base >= 0 \
+                and (now - self._last_speech_end) * 1000 <= self.conv.barge_in.merge_window_ms
+            cand = self._candidate = _Candidate(started=now, merge=merge)
             self._flush_preroll()
         self._emit(SttAudio(pcm))
+        bi = self.conv.barge_in
         if is_speech:
             cand.speech_ms += FRAME_MS
             cand.total_ms += FRAME_MS
             cand.gap_ms = 0
+            if bi.pause_on_onset and not self._paused and cand.speech_ms >= bi.pause_after_ms:
+                self._paused = True  # stop the agent now; confirm (or not) over min_speech_ms
+                self._emit(PausePlayback())
             self._maybe_barge_in(now)
             return
         cand.gap_ms += FRAME_MS
-        max_gap = self.conv.barge_in.max_gap_ms
+        max_gap = bi.max_gap_ms
         if cand.gap_ms >= max_gap:
             cand.speech_ms = 0  # the run is over; a new one must reach min_speech_ms itself
+            if self._paused:
+                self._resume(cand)  # a false alarm: play on from where it paused
         if cand.gap_ms >= max(self.conv.endpointing_ms, 2 * max_gap):
             # A cough, an "mm-hm", a door: not a turn. Its transcript is dropped. (Until now the
             # audio stays with the STT, so "Wait, ... what about Sunday" keeps its first word.)
@@ -293,6 +395,15 @@ class Engine:
             self._discard_finals += 1
             self._emit(SttFinalize())
             self._emit(Record("backchannel", {"speech_ms": cand.total_ms, "text": cand.text}))
+
+    def _resume(self, cand: _Candidate) -> None:
+        self._paused = False
+        self._emit(ResumePlayback())
+        self._emit(Record("false_interruption", {"speech_ms": cand.total_ms, "text": cand.text}))
+
+    def _clear_playback(self) -> None:
+        self._paused = False  # a cleared leg plays the next utterance at once
+        self._emit(ClearPlayback())
 
     def _maybe_barge_in(self, now: float) -> None:
         cand = self._candidate
@@ -313,8 +424,16 @@ class Engine:
         self._candidate = None
         prefix = ""
         was_playing = reply.playing
+        base = reply.turn_base
         heard = self._cancel_reply(now, interrupted=True)
-        if was_playing:
+        if cand is not None and cand.merge and 0 <= base < len(self.history) \
+                and self.history[base].role == "user":
+            # A pause inside one request: the caller's two parts are one turn, and the reply
+            # to the first part (and the little of it they heard) leaves the LLM's context.
+            prefix = self.history[base].content
+            self.history = self.history[:base]
+            self._emit(Record("turn_merged", {"heard_ms": heard, "first_part": prefix}))
+        elif was_playing:
             self._emit(BargeIn(heard))
         elif reply.purpose == "answer" and self.history and self.history[-1].role == "user":
             # Nothing was heard yet: the caller is still talking. Their last words and the new
@@ -332,7 +451,7 @@ class Engine:
         self._reply = None
         reply.cancelled = True
         heard_ms = self._heard_ms(reply.id) if reply.playing else 0
-        self._emit(ClearPlayback())
+        self._clear_playback()
         self._emit(CancelReply(reply.id))
         self._cancel_fallbacks()
         heard = reply.spoken.heard(heard_ms, reply.audio_ms, reply.tts_done)
@@ -363,22 +482,26 @@ class Engine:
             return
         if not tr.is_final:
             turn.interim = tr.text
+            self._maybe_preempt(now)
             return
         turn.finals.append(tr.text)
         turn.interim = ""
-        if not tr.end_of_utterance:
-            return
-        if turn.pending_finals:
-            turn.pending_finals -= 1  # the answer to one of our finalize requests
-            if turn.awaiting_final and not turn.pending_finals:
-                self._complete_turn(now)
-        else:
-            turn.eou_after_speech = True  # the STT's own end of utterance (speech_final)
+        if tr.end_of_utterance:
+            if turn.pending_finals:
+                turn.pending_finals -= 1  # the answer to one of our finalize requests
+                if turn.awaiting_final and not turn.pending_finals:
+                    self._complete_turn(now)
+                    return
+            else:
+                turn.eou_after_speech = True  # the STT's own end of utterance (speech_final)
+        self._maybe_preempt(now)
 
     def on_stt_failed(self, now: float, reason: str) -> None:
         if self.ended:
             return
         self._emit(ProviderFailed("stt", self._index["stt"], reason))
+        if self._reply is not None and self._reply.held:
+            self._drop_preempt(now, "dropped")
         self._turn = None
         self._candidate = None
         self._discard_finals = 0
@@ -465,6 +588,12 @@ class Engine:
         if text or reply.round_tools:
             reply.history_indices.append(len(self.history))
             self.history.append(Message("assistant", text, tool_calls=tuple(reply.round_tools)))
+        if reply.held and (reply.round_tools or not reply.clauses_sent):
+            reply.held_done = True  # tools (side effects) and an empty reply wait for the turn
+            return
+        self._after_round(now, reply)
+
+    def _after_round(self, now: float, reply: Reply) -> None:
         if reply.round_tools:
             self._handle_tools(now, reply)
         if not reply.pending_tools:
@@ -532,10 +661,14 @@ class Engine:
         reply = self._reply
         assert reply is not None
         self._emit(ProviderFailed(kind, self._index[kind], reason))
+        if reply.held:  # nothing was heard: drop it; the confirmed turn starts a reply anew
+            self._failover(kind)
+            self._drop_preempt(now, "dropped")
+            return
         was_played = reply.fallback_played
         self._reply = None
         reply.cancelled = True
-        self._emit(ClearPlayback())
+        self._clear_playback()
         self._emit(CancelReply(reply.id))
         # The unfinished round never reached the caller in full: the history drops it.
         self.history = truncate_history(self.history, reply, "", "")
@@ -583,6 +716,9 @@ class Engine:
         if reply.audio_ms == 0 and reply.marks is not None and reply.marks.tts_first_byte is None:
             reply.marks.tts_first_byte = now
         reply.add_audio(pcm)
+        if reply.held:
+            reply.held_audio.append(pcm)  # never audio for an unconfirmed turn
+            return
         self._emit(Play(reply.id, pcm))
 
     def on_tts_done(self, now: float, reply_id: str) -> None:
@@ -590,6 +726,9 @@ class Engine:
         if reply is None or reply.id != reply_id or not reply.tts_ended:
             return
         reply.tts_done = True
+        if reply.held:
+            reply.held_end = True
+            return
         self._emit(EndUtterance(reply.id))
         if reply.audio_ms == 0:
             self._reply_finished(now, reply)  # nothing to play: PlaybackDone will not come
@@ -628,6 +767,9 @@ class Engine:
     def _reply_finished(self, now: float, reply: Reply) -> None:
         self._reply = None
         self._candidate = None
+        if self._paused:  # played out before the caller's speech was judged
+            self._paused = False
+            self._emit(ResumePlayback())
         if reply.kind == "say":
             reply.history_indices.append(len(self.history))
             self.history.append(Message("assistant", reply.round_text))
@@ -737,6 +879,8 @@ class Engine:
         if self.ended:
             return
         if now - self._started >= conv.max_call_s and not self._closing():
+            if self._reply is not None and self._reply.held:
+                self._drop_preempt(now, "dropped")
             if self._reply is not None:
                 self._cancel_reply(now, interrupted=True)
             self._turn = None
@@ -771,7 +915,7 @@ class Engine:
                 and now - reply.first_text_at >= self.settings.tts.first_byte_timeout_s:
             self._provider_failed(now, "tts", "first-byte-timeout")
             return
-        if reply.audio_ms == 0 and not reply.fallback_played and reply.purpose == "answer" \
-                and now - reply.started >= self.conv.fallback_after_s:
+        if reply.audio_ms == 0 and not reply.fallback_played and not reply.held \
+                and reply.purpose == "answer" and now - reply.started >= self.conv.fallback_after_s:
             reply.fallback_played = True  # dead air: say something while the providers work
             self._fallback_then(now, "continue")

@@ -34,6 +34,9 @@ def settings_for(tmp_path: Path, **conv: Any) -> Settings:
         "greeting": "Hello.",
         "transcripts_dir": str(tmp_path / "transcripts"),
         "system_prompt_file": "config/agent-prompt.txt",
+        # FakeSTT's interim is the first word only: a preemptive reply would always be
+        # restarted, and these tests count LLM calls and clauses. Tests of it turn it on.
+        "preemptive_generation": False,
     }
     base.update(conv)
     return Settings.model_validate({"conversation": base})
