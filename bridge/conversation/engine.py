@@ -44,6 +44,7 @@ from bridge.conversation.actions import (
 from bridge.conversation.clauses import ClauseSplitter
 from bridge.conversation.echo import EchoGuard, frame_rms
 from bridge.conversation.eot import end_of_turn_ms
+from bridge.conversation.level_gate import LevelGate
 from bridge.conversation.marks import TurnMarks
 from bridge.conversation.reply import After, Reply, ReplyKind, truncate_history
 from bridge.leg import FRAME_MS
@@ -78,11 +79,12 @@ class _Turn:
     final_deadline: float = 0.0
     eou_after_speech: bool = False  # the STT called the utterance complete since the last speech
     pending_finals: int = 0  # finalize requests not answered yet
+    early_finalized: bool = False  # finalize sent in this silence, before the endpoint (preemption)
 
     def text(self) -> str:
-        said = " ".join(f for f in self.finals if f.strip())
-        if not said and self.interim.strip():
-            said = self.interim  # the final never came or came empty: the interim is better than nothing
+        # An interim is the segment after the last final (or the final never came or came
+        # empty): the interim is better than nothing.
+        said = " ".join(f for f in (*self.finals, self.interim) if f.strip())
         return " ".join(p for p in (self.prefix.strip(), said.strip()) if p)
 
 
@@ -146,6 +148,7 @@ class Engine:
         self._echo = EchoGuard(self.conv.barge_in.echo_return_loss_db, self.conv.barge_in.echo_tail_ms)
         self._backchannel = {w.lower() for w in self.conv.barge_in.backchannel_words}
         self._paused = False  # the leg's playout is paused (caller speech not yet confirmed)
+        self._gate = LevelGate(self.conv.level_gate_db, self.conv.level_gate_learn_ms)
         self._last_speech_end = float("-inf")  # end of the caller's last completed turn
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -207,6 +210,9 @@ class Engine:
                 self._echo.played(now, reply.id, reply.levels, self._heard_ms(reply.id))
             if is_speech and self._echo.is_echo(now, frame_rms(pcm)):
                 is_speech = False
+        if self._turn is None and self._candidate is None and is_speech and self._gate.enabled \
+                and not self._gate.passes(frame_rms(pcm)):
+            is_speech = False  # far below the caller's own voice: background talk
         if self._turn is not None:
             self._turn_frame(now, pcm, is_speech)
         elif agent_busy:
@@ -250,9 +256,13 @@ class Engine:
             turn.speech_end = now + FRAME_MS / 1000
             turn.silence_ms = 0
             turn.eou_after_speech = False
+            turn.early_finalized = False
+            if self._gate.enabled:
+                self._gate.speech(frame_rms(pcm))
             self._silence_since = now
             return
         turn.silence_ms += FRAME_MS
+        self._early_finalize(turn)
         self._maybe_preempt(now)
         if turn.silence_ms >= end_of_turn_ms(turn.text(), self.conv):
             self._endpoint(now)
@@ -266,9 +276,22 @@ class Engine:
             return
         turn.awaiting_final = True
         turn.final_deadline = now + self.conv.stt_final_timeout_s
-        turn.pending_finals += 1
         self._preroll.clear()
-        self._emit(SttFinalize())
+        if not turn.early_finalized:  # else that request's answer is the final we wait for
+            turn.pending_finals += 1
+            self._emit(SttFinalize())
+
+    def _early_finalize(self, turn: _Turn) -> None:
+        """With preemptive generation, the STT is asked for its final as soon as the caller
+        falls silent, not after the endpoint window: the final (and so the confirmation, or
+        a better transcript to start again on) comes one window sooner. Speech after it
+        simply goes on as the next segment of the same turn."""
+        conv = self.conv
+        if conv.preemptive_generation and not turn.early_finalized \
+                and turn.silence_ms >= conv.preemptive_after_ms:
+            turn.early_finalized = True
+            turn.pending_finals += 1
+            self._emit(SttFinalize())
 
     def _complete_turn(self, now: float) -> None:
         turn = self._turn
@@ -276,6 +299,10 @@ class Engine:
         self._turn = None
         text = turn.text()
         self._silence_since = now
+        if text:
+            self._gate.turn_confirmed()
+        else:
+            self._gate.turn_dropped()
         held = self._reply if self._reply is not None and self._reply.held else None
         if held is not None:
             if text and same_words(held.preempt_text, text):
@@ -492,6 +519,8 @@ class Engine:
                 if turn.awaiting_final and not turn.pending_finals:
                     self._complete_turn(now)
                     return
+                if turn.early_finalized and not turn.pending_finals:
+                    turn.eou_after_speech = True  # it covers all the speech: the endpoint needs no other
             else:
                 turn.eou_after_speech = True  # the STT's own end of utterance (speech_final)
         self._maybe_preempt(now)

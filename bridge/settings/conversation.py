@@ -67,6 +67,11 @@ class ConversationSettings(Section):
     # is started again if the final transcript differs or the caller goes on.
     preemptive_generation: bool = True
     preemptive_after_ms: int = Field(20, ge=20, le=2000)
+    # Level gate: once level_gate_learn_ms of the caller's own speech was heard, speech this
+    # many dB below their level does not open a turn or a barge-in (background talk, a TV).
+    # 0: off.
+    level_gate_db: float = Field(15.0, ge=0, le=60)
+    level_gate_learn_ms: int = Field(1000, ge=20)
     barge_in: BargeInSettings = Field(default_factory=BargeInSettings)  # type: ignore[arg-type]
     system_prompt_file: str = "config/agent-prompt.txt"
     greeting: str = "Hello! How can I help you today?"

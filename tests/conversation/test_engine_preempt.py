@@ -74,18 +74,23 @@ def test_preemptive_reply_is_cancelled_when_the_caller_goes_on() -> None:
     before = _preempted(h, "I would like to book")
     stale = h.reply_id
     h.llm("Sure, what would you like to book?")
+    assert len(h.of(act.SttFinalize, before)) == 1  # asked at once, not after the window
     h.frames(5, False)
     h.frames(20, True)  # the caller continues after a short pause
     assert act.CancelReply(stale) in h.log[before:]
     assert [p.outcome for p in h.of(act.Preempted)] == ["resumed"]
     assert h.engine.reply is None
     assert all(m.content != "I would like to book" for m in h.engine.history)
-    h.transcript("I would like to book a table for two", final=False)
-    h.frames(1, False)  # silent again: a new preemptive reply on the longer text
+    h.transcript("I would like to book")  # the answer to that finalize: one segment of the turn
+    h.transcript("a table for two", final=False)
+    h.frames(1, False)  # silent again: a new preemptive reply on the whole turn so far
     assert h.last(act.StartLlm).messages[-1] == Message("user", "I would like to book a table for two")
+    assert len(h.of(act.SttFinalize, before)) == 2
     h.frames(14, False)
-    h.transcript("I would like to book a table for two")
+    assert len(h.of(act.SttFinalize, before)) == 2  # the endpoint waits for that answer
+    h.transcript("a table for two.")
     assert [p.outcome for p in h.of(act.Preempted)] == ["resumed", "confirmed"]
+    assert h.engine.history[-1] == Message("user", "I would like to book a table for two.")
 
 
 def test_tool_calls_of_a_preemptive_reply_wait_for_the_confirmation() -> None:
@@ -114,6 +119,21 @@ def test_failed_preemptive_reply_is_dropped_without_fallback() -> None:
     h.transcript("where are you")
     # the next silent frame had already started a fresh preemptive reply on the spare LLM
     assert h.last(act.StartLlm).stream_id.endswith(".1")
+
+
+def test_early_final_ends_the_turn_at_the_endpoint() -> None:
+    h = Harness(preemptive_generation=True)
+    before = _preempted(h, "where are you located")
+    assert len(h.of(act.SttFinalize, before)) == 1
+    h.frames(7, False)
+    h.transcript("Where are you located?")  # the early final, 160 ms into the silence
+    assert h.engine.reply is not None and h.engine.reply.held  # not confirmed before the window
+    h.frames(6, False)
+    assert h.engine.reply is not None and h.engine.reply.held
+    h.frames(1, False)  # 300 ms: the endpoint; the final is already in
+    assert h.engine.reply is not None and not h.engine.reply.held
+    assert len(h.of(act.SttFinalize, before)) == 1
+    assert [p.outcome for p in h.of(act.Preempted)] == ["confirmed"]
 
 
 def test_preemption_off_waits_for_the_final() -> None:
