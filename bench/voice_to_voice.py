@@ -327,7 +327,9 @@ def with_fakes(args: argparse.Namespace, answer: str, questions: list[bytes]) ->
 def serial_sum(answer: str, first_clause_words: int, token_ms: float, endpointing_ms: int) -> float:
     """endpointing window + STT final + LLM first token + the rest of the first clause's tokens
     + TTS first byte: the voice-to-voice of a strictly serial chain (one token a word)."""
-    words = len(ClauseSplitter(first_clause_words=first_clause_words).push(answer + " ")[0].split())
+    splitter = ClauseSplitter(first_clause_words=first_clause_words)
+    first = next(c for word in answer.split(" ") for c in splitter.push(word + " "))  # as streamed
+    words = len(first.split())
     return round(endpointing_ms + sum(PROFILE.values()) * 1000 + (words - 1) * token_ms, 1)
 
 
