@@ -90,3 +90,54 @@ async def test_barge_in_over_the_stream_truncates_history_to_what_was_played(
     assert history[-1].content == "wait what about sunday"
     kept = history[-2]
     assert kept.role == "assistant" and ANSWER.startswith(kept.content) and kept.content != ANSWER
+
+
+async def test_false_interruption_over_the_stream_resumes_without_losing_or_repeating_audio(
+    tmp_path: Path, speech: dict[str, bytes]
+) -> None:
+    """A short "ah" over the answer: clearAudio goes out at once (pause), then the unplayed
+    remainder is sent again and the simulated caller hears the whole answer exactly once."""
+    settings = Settings.model_validate({
+        "daemon": {"stream_listen": "127.0.0.1:0"},
+        "plivo": {"stream_chunk_ms": CHUNK_MS, "stream_lead_ms": 200},
+        "conversation": {"greeting": GREETING, "transcripts_dir": str(tmp_path / "t"),
+                         "system_prompt_file": "config/agent-prompt.txt", "preemptive_generation": False,
+                         "barge_in": {"min_speech_ms": 250}},
+    })
+    llm = FakeLLM(lambda messages: [ANSWER] if last_user(messages) else None)
+    tts = FakeTTS()
+    providers = ProviderSet([FakeSTT(["when are you open", "ah"])], [llm], [tts])
+    transcript_paths: list[Path] = []
+
+    async def converse(leg: AudioLeg, info: CallInfo) -> None:
+        writer = TranscriptWriter.for_call(settings, info)
+        try:
+            await run_conversation(leg, providers, settings, transcript=writer, call_info=info,
+                                   fallback_audio=FALLBACK)
+        finally:
+            writer.close()
+            if writer.path is not None:
+                transcript_paths.append(writer.path)
+
+    voiced = [i for i in range(0, len(speech["wait"]) - 320, 320)
+              if max(abs(int.from_bytes(speech["wait"][j:j + 2], "little", signed=True))
+                     for j in range(i, i + 320, 2)) > 3000]
+    ah = speech["wait"][voiced[0]: voiced[0] + 16 * 140]  # 140 ms of voice: not a barge-in
+    server = StreamServer(settings, Secrets(stream_secret=SECRET), converse)
+    await server.start()
+    try:
+        client = PlivoStreamClient(f"ws://127.0.0.1:{server.bound_port}/stream", call_uuid="conv-2",
+                                   extra_headers=headers_for("conv-2"))
+        caller = silence(1.0) + speech["open"] + silence(2.0) + ah + silence(6.0)
+        result = await client.run(caller, tail_s=0.0)
+    finally:
+        await server.stop(drain_timeout_s=5.0)
+
+    lines = [json.loads(x) for x in transcript_paths[0].read_text().splitlines()]
+    assert [e for e in lines if e["event"] == "false_interruption"], lines
+    answer = [e for e in lines if e["event"] == "agent" and e["purpose"] == "answer"]
+    assert answer and answer[0]["interrupted"] is False, lines
+    assert result.clears >= 1  # the pause cleared Plivo's buffer
+    full = len(GREETING) * MS_PER_CHAR + sum(len(c) for c in tts.clauses[1:]) * MS_PER_CHAR
+    # the caller heard it all, once: at most a frame of difference (clock estimate vs playback)
+    assert abs(result.agent_audio_ms - full) <= 20, (result.agent_audio_ms, full)
