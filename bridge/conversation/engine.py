@@ -80,6 +80,7 @@ class _Turn:
     eou_after_speech: bool = False  # the STT called the utterance complete since the last speech
     pending_finals: int = 0  # finalize requests not answered yet
     early_finalized: bool = False  # finalize sent in this silence, before the endpoint (preemption)
+    speech_end_frame: int = 0  # the engine's frame number of the last speech frame
 
     def text(self) -> str:
         # An interim is the segment after the last final (or the final never came or came
@@ -149,7 +150,10 @@ class Engine:
         self._backchannel = {w.lower() for w in self.conv.barge_in.backchannel_words}
         self._paused = False  # the leg's playout is paused (caller speech not yet confirmed)
         self._gate = LevelGate(self.conv.level_gate_db, self.conv.level_gate_learn_ms)
-        self._last_speech_end = float("-inf")  # end of the caller's last completed turn
+        # Caller frames seen, and the frame that ended the speech of their last completed turn:
+        # the merge window counts audio, not loop time (a stalled loop delivers frames late).
+        self._frame_no = 0
+        self._last_speech_frame = -(10**9)
 
     # -- plumbing ----------------------------------------------------------------------------
     def take_actions(self) -> list[Action]:
@@ -203,6 +207,7 @@ class Engine:
     def on_frame(self, now: float, pcm: bytes, is_speech: bool) -> None:
         if self.ended:
             return
+        self._frame_no += 1
         reply = self._reply
         agent_busy = reply is not None
         if self.conv.barge_in.echo_guard:
@@ -223,7 +228,8 @@ class Engine:
             self._preroll.append(pcm)
 
     def _begin_turn(self, now: float, pcm: bytes, prefix: str) -> None:
-        self._turn = _Turn(started=now, prefix=prefix, speech_end=now + FRAME_MS / 1000)
+        self._turn = _Turn(started=now, prefix=prefix, speech_end=now + FRAME_MS / 1000,
+                           speech_end_frame=self._frame_no)
         self.state = State.USER_SPEAKING
         self._silence_since = now
         self._reprompted = False
@@ -254,6 +260,7 @@ class Engine:
             if self._reply is not None and self._reply.held:
                 self._drop_preempt(now, "resumed")  # the caller goes on: that reply is stale
             turn.speech_end = now + FRAME_MS / 1000
+            turn.speech_end_frame = self._frame_no
             turn.silence_ms = 0
             turn.eou_after_speech = False
             turn.early_finalized = False
@@ -306,14 +313,14 @@ class Engine:
         held = self._reply if self._reply is not None and self._reply.held else None
         if held is not None:
             if text and same_words(held.preempt_text, text):
-                self._last_speech_end = turn.speech_end
+                self._last_speech_frame = turn.speech_end_frame
                 self._confirm_preempt(now, held, text)
                 return
             self._drop_preempt(now, "changed")
         if not text:
             self.state = State.LISTENING  # noise, a click: nothing was said
             return
-        self._last_speech_end = turn.speech_end
+        self._last_speech_frame = turn.speech_end_frame
         marks = TurnMarks(user_speech_end=turn.speech_end, turn_end=now, stt_final=now)
         base = len(self.history)
         self.history.append(Message("user", text))
@@ -394,8 +401,9 @@ class Engine:
             if not is_speech:
                 self._preroll.append(pcm)
                 return
+            since_ms = (self._frame_no - self._last_speech_frame) * FRAME_MS
             merge = reply.purpose == "answer" and reply.turn_base >= 0 \
-                and (now - self._last_speech_end) * 1000 <= self.conv.barge_in.merge_window_ms
+                and since_ms <= self.conv.barge_in.merge_window_ms
             cand = self._candidate = _Candidate(started=now, merge=merge)
             self._flush_preroll()
         self._emit(SttAudio(pcm))
@@ -466,7 +474,8 @@ class Engine:
             # Nothing was heard yet: the caller is still talking. Their last words and the new
             # ones make one turn, and the unheard reply goes.
             prefix = self.history.pop().content
-        self._turn = _Turn(started=cand.started if cand else now, prefix=prefix, speech_end=now)
+        self._turn = _Turn(started=cand.started if cand else now, prefix=prefix, speech_end=now,
+                           speech_end_frame=self._frame_no)
         self.state = State.USER_SPEAKING
         self._silence_since = now
         self._reprompted = False

@@ -107,7 +107,11 @@ class Playout:
         it plays each chunk from when we sent it) goes back in front of its utterance, to be
         sent again by ``resume``. True if a clearAudio must go out."""
         self._paused = True
-        unplayed = max(0, int((self._play_end - now) * self._bytes_per_s)) & ~1
+        # One 20 ms frame more than the clock says: Plivo plays whole frames, and the caller
+        # must never be counted as having heard audio they did not (a frame may repeat).
+        margin = self._bytes_per_s // 50
+        buffered = self._play_end - now
+        unplayed = (int(buffered * self._bytes_per_s) + margin) & ~1 if buffered > 0 else 0
         marks = list(self._marks.values())
         for mark in reversed(marks):
             if unplayed <= 0:
