@@ -295,7 +295,7 @@ class Engine:
         simply goes on as the next segment of the same turn."""
         conv = self.conv
         if conv.preemptive_generation and not turn.early_finalized \
-                and turn.silence_ms >= conv.preemptive_after_ms:
+                and turn.silence_ms >= conv.preemptive_after_ms and self._early_finalize_on():
             turn.early_finalized = True
             turn.pending_finals += 1
             self._emit(SttFinalize())
@@ -330,6 +330,13 @@ class Engine:
             self._reply.turn_base = base
 
     # -- preemptive generation -----------------------------------------------------------------
+    def _early_finalize_on(self) -> bool:
+        mode = self.conv.early_finalize
+        if mode != "auto":
+            return mode == "on"
+        stt = self.settings.stt.providers
+        return stt[min(self._index["stt"], len(stt) - 1)] == "deepgram"
+
     def _maybe_preempt(self, now: float) -> None:
         """The caller fell silent: start the reply on the best transcript so far, held until
         the turn is confirmed (LiveKit's preemptive generation)."""

@@ -67,6 +67,10 @@ class ConversationSettings(Section):
     # is started again if the final transcript differs or the caller goes on.
     preemptive_generation: bool = True
     preemptive_after_ms: int = Field(20, ge=20, le=2000)
+    # With preemptive generation, ask the STT for its final at that same moment (not after the
+    # endpoint window). auto: only on Deepgram, whose Finalize just flushes the segment; an
+    # utterance decoder such as pocketsphinx loses accuracy (and CPU) when cut at every pause.
+    early_finalize: Literal["auto", "on", "off"] = "auto"
     # Level gate: once level_gate_learn_ms of the caller's own speech was heard, speech this
     # many dB below their level does not open a turn or a barge-in (background talk, a TV).
     # 0: off.

@@ -7,7 +7,8 @@ from __future__ import annotations
 from bridge.conversation import actions as act
 from bridge.conversation.engine import State
 from bridge.providers.base import Message, ToolCall
-from tests.conversation.harness import Harness
+from bridge.settings import Settings
+from tests.conversation.harness import Harness, make_settings
 
 
 def _preempted(h: Harness, interim: str) -> int:
@@ -141,3 +142,20 @@ def test_preemption_off_waits_for_the_final() -> None:
     before = _preempted(h, "are you open on saturday")
     h.frames(10, False)
     assert not h.of(act.StartLlm, before)
+
+
+def test_early_finalize_auto_is_off_for_an_utterance_decoder() -> None:
+    """pocketsphinx (the default STT) decodes whole utterances: no finalize at every pause;
+    the reply still starts preemptively and the finalize waits for the endpoint."""
+    h = Harness(preemptive_generation=True, early_finalize="auto")
+    before = _preempted(h, "where are you located")
+    assert h.of(act.StartLlm, before) and not h.of(act.SttFinalize, before)
+    h.frames(14, False)
+    assert len(h.of(act.SttFinalize, before)) == 1
+    h.transcript("where are you located")
+    assert [p.outcome for p in h.of(act.Preempted)] == ["confirmed"]
+    data = make_settings(preemptive_generation=True, early_finalize="auto").model_dump()
+    data["stt"]["providers"] = ["deepgram"]
+    on = Harness(Settings.model_validate(data))
+    before = _preempted(on, "where are you located")
+    assert len(on.of(act.SttFinalize, before)) == 1

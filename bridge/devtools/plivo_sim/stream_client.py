@@ -87,6 +87,7 @@ class PlivoStreamClient:
         encoding: str = "audio/x-mulaw",
         printer: Printer | None = None,
         open_timeout: float = 10.0,
+        latency_s: float = 0.0,
     ) -> None:
         if encoding not in ("audio/x-mulaw", "audio/x-l16"):
             raise ValueError(f"unsupported encoding {encoding!r}")
@@ -101,6 +102,11 @@ class PlivoStreamClient:
         self._buffer = _Buffer()
         self._pending_dtmf: deque[str] = deque()
         self.tick = 0  # the current 20 ms tick of the call
+        # One-way network delay, each direction: messages to the bridge leave this much later,
+        # messages from it are acted on this much later (order kept).
+        self.latency_s = latency_s
+        self._outq: asyncio.Queue[tuple[float, str]] = asyncio.Queue()
+        self._inq: asyncio.Queue[tuple[float, str | bytes]] = asyncio.Queue()
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -164,12 +170,15 @@ class PlivoStreamClient:
             await ws.send(self.start_message())
             self._print(f"stream open: call {self.call_uuid}")
             receiver = asyncio.create_task(self._receive(ws, result))
+            delayed = [asyncio.create_task(self._delayed_out(ws)),
+                       asyncio.create_task(self._delayed_in(ws, result))]
             try:
                 await self._tick_loop(ws, caller_pcm, tail_s, max_s, result, heard, receiver, on_tick)
             finally:
-                receiver.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await receiver
+                for task in (receiver, *delayed):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if not result.ended_by:
                 result.ended_by = "caller"
                 await ws.close(1000, "caller hung up")
@@ -202,10 +211,10 @@ class PlivoStreamClient:
             frame = caller_pcm[tick * FRAME_BYTES : (tick + 1) * FRAME_BYTES]
             frame += bytes(FRAME_BYTES - len(frame))
             try:
-                await ws.send(self.media_message(frame, tick + 1))
+                await self._send(ws, self.media_message(frame, tick + 1))
                 while self._pending_dtmf:
                     digit = self._pending_dtmf.popleft()
-                    await ws.send(json.dumps({"event": "dtmf", "sequenceNumber": self._next_seq(),
+                    await self._send(ws, json.dumps({"event": "dtmf", "sequenceNumber": self._next_seq(),
                                               "streamId": self.stream_id,
                                               "dtmf": {"digit": digit, "track": "inbound"}}))
                 played, real, marks = self._buffer.take_frame()
@@ -217,8 +226,9 @@ class PlivoStreamClient:
                         self._print(f"agent audio starts at {tick * 20} ms")
                 for name in marks:
                     result.played_checkpoints.append(name)
-                    await ws.send(json.dumps({"event": "playedStream", "sequenceNumber": self._next_seq(),
-                                              "streamId": self.stream_id, "name": name}))
+                    played_msg = {"event": "playedStream", "sequenceNumber": self._next_seq(),
+                                  "streamId": self.stream_id, "name": name}
+                    await self._send(ws, json.dumps(played_msg))
             except ConnectionClosed:
                 return
             # absolute deadlines: no drift over a long call
@@ -226,36 +236,65 @@ class PlivoStreamClient:
             if delay > 0:
                 await asyncio.sleep(delay)
 
+    async def _send(self, ws: ClientConnection, text: str) -> None:
+        if self.latency_s <= 0:
+            await ws.send(text)
+        else:
+            self._outq.put_nowait((asyncio.get_running_loop().time() + self.latency_s, text))
+
+    async def _delayed_out(self, ws: ClientConnection) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                due, text = await self._outq.get()
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                await ws.send(text)
+
+    async def _delayed_in(self, ws: ClientConnection, result: StreamCallResult) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due, raw = await self._inq.get()
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            await self._handle(ws, raw, result)
+
     async def _receive(self, ws: ClientConnection, result: StreamCallResult) -> None:
         try:
             async for raw in ws:
-                try:
-                    msg = json.loads(raw)
-                    event = msg["event"]
-                except (ValueError, KeyError, TypeError):
-                    result.bad_messages += 1
-                    continue
-                result.received[event] += 1
-                if event == "playAudio":
-                    media = msg.get("media") or {}
-                    try:
-                        payload = base64.b64decode(media.get("payload", ""), validate=True)
-                    except (binascii.Error, ValueError):
-                        result.bad_messages += 1
-                        continue
-                    if media.get("contentType") != self.encoding or media.get("sampleRate") != 8000:
-                        result.bad_messages += 1
-                    self._buffer.audio(self._decode(payload))
-                elif event == "checkpoint":
-                    self._buffer.mark(str(msg.get("name", "")))
-                elif event == "clearAudio":
-                    self._buffer.clear()
-                    result.clears += 1
-                    result.clear_ticks.append(self.tick)
-                    result.clear_audio_ms.append(result.agent_audio_ms)
-                    self._print("clearAudio: playback buffer dropped")
-                    await ws.send(json.dumps({"event": "clearedAudio", "sequenceNumber": self._next_seq(),
-                                              "streamId": self.stream_id}))
+                if self.latency_s > 0:
+                    self._inq.put_nowait((asyncio.get_running_loop().time() + self.latency_s, raw))
+                else:
+                    await self._handle(ws, raw, result)
         except ConnectionClosed:
             pass
         result.ended_by = result.ended_by or "bridge"
+
+    async def _handle(self, ws: ClientConnection, raw: str | bytes, result: StreamCallResult) -> None:
+        """One message from the bridge, acted on as Plivo does."""
+        try:
+            msg = json.loads(raw)
+            event = msg["event"]
+        except (ValueError, KeyError, TypeError):
+            result.bad_messages += 1
+            return
+        result.received[event] += 1
+        if event == "playAudio":
+            media = msg.get("media") or {}
+            try:
+                payload = base64.b64decode(media.get("payload", ""), validate=True)
+            except (binascii.Error, ValueError):
+                result.bad_messages += 1
+                return
+            if media.get("contentType") != self.encoding or media.get("sampleRate") != 8000:
+                result.bad_messages += 1
+            self._buffer.audio(self._decode(payload))
+        elif event == "checkpoint":
+            self._buffer.mark(str(msg.get("name", "")))
+        elif event == "clearAudio":
+            self._buffer.clear()
+            result.clears += 1
+            result.clear_ticks.append(self.tick)
+            result.clear_audio_ms.append(result.agent_audio_ms)
+            self._print("clearAudio: playback buffer dropped")
+            with contextlib.suppress(ConnectionClosed):
+                await self._send(ws, json.dumps({"event": "clearedAudio", "sequenceNumber": self._next_seq(),
+                                                 "streamId": self.stream_id}))
