@@ -21,7 +21,7 @@ each provider mark from user_speech_end, the bridge overhead, the event loop's l
 
 Usage: .venv/bin/python bench/voice_to_voice.py [--calls 1 100] [--turns 3]
        [--tts elevenlabs-ws elevenlabs] [--answers short_first_clause long_first_clause]
-       [--first-clause-words N] [--preemptive on|off] [--adaptive on|off]
+       [--first-clause-words N] [--preemptive on|off] [--adaptive on|off] [--on-interim on|off]
 Prints one JSON object.
 """
 
@@ -296,6 +296,7 @@ async def run(args: argparse.Namespace, url: str, questions: list[bytes], fakes_
         settings = cloud_settings(url, tts, args.first_clause_words, {
             "preemptive_generation": args.preemptive == "on",
             "adaptive_endpointing": args.adaptive == "on",
+            "preemptive_on_interim": args.on_interim == "on",
         })
         for calls in args.calls:
             cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
@@ -349,6 +350,8 @@ def main() -> None:
                         help="conversation.preemptive_generation")
     parser.add_argument("--adaptive", choices=["on", "off"], default="on",
                         help="conversation.adaptive_endpointing")
+    parser.add_argument("--on-interim", choices=["on", "off"], default="on",
+                        help="conversation.preemptive_on_interim")
     args = parser.parse_args()
     conv = Settings().conversation
     words = conv.first_clause_words if args.first_clause_words is None else args.first_clause_words
@@ -360,6 +363,7 @@ def main() -> None:
         "first_clause_words": words,
         "preemptive_generation": args.preemptive,
         "adaptive_endpointing": args.adaptive,
+        "preemptive_on_interim": args.on_interim,
         "endpointing_ms": conv.endpointing_ms,
         "answers": {name: ANSWERS[name] for name in args.answers},
         # what the same chain costs done one step after the other, with the fixed window

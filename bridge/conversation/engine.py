@@ -345,7 +345,7 @@ class Engine:
         if not conv.preemptive_generation or turn is None or turn.silence_ms < conv.preemptive_after_ms:
             return
         text = turn.text()
-        if not text:
+        if not text or (turn.interim.strip() and not conv.preemptive_on_interim):
             return
         reply = self._reply
         if reply is not None:

@@ -71,6 +71,9 @@ class ConversationSettings(Section):
     # endpoint window). auto: only on Deepgram, whose Finalize just flushes the segment; an
     # utterance decoder such as pocketsphinx loses accuracy (and CPU) when cut at every pause.
     early_finalize: Literal["auto", "on", "off"] = "auto"
+    # false: start preemptively only on finalized text (the early final), not on an interim;
+    # one LLM request per turn instead of a restart whenever the last interim lags the final.
+    preemptive_on_interim: bool = True
     # Level gate: once level_gate_learn_ms of the caller's own speech was heard, speech this
     # many dB below their level does not open a turn or a barge-in (background talk, a TV).
     # 0: off.

@@ -159,3 +159,16 @@ def test_early_finalize_auto_is_off_for_an_utterance_decoder() -> None:
     on = Harness(Settings.model_validate(data))
     before = _preempted(on, "where are you located")
     assert len(on.of(act.SttFinalize, before)) == 1
+
+
+def test_preemption_on_finals_only_waits_for_the_early_final() -> None:
+    h = Harness(preemptive_generation=True, preemptive_on_interim=False)
+    before = _preempted(h, "are you open")
+    assert h.of(act.SttFinalize, before) and not h.of(act.StartLlm, before)  # the interim is not used
+    h.frames(5, False)
+    h.transcript("Are you open on Sunday?")  # the early final, before the window ends
+    starts = h.of(act.StartLlm, before)
+    assert len(starts) == 1 and starts[0].messages[-1] == Message("user", "Are you open on Sunday?")
+    h.frames(10, False)
+    assert [p.outcome for p in h.of(act.Preempted)] == ["confirmed"]
+    assert len(h.of(act.StartLlm, before)) == 1
