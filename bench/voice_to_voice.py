@@ -7,8 +7,9 @@ delay, drawn per final) after it sees the end of speech (its own endpointing) or
 Finalize, with the empty speech_finals and unanswered Finalize the real service has; the
 LLM's first token comes 350 ms after the request, then a token every ``--token-ms``; the
 TTS's first audio 120 ms after the request (HTTP stream) or after the first text
-(stream-input WebSocket). Target: p50 voice_to_voice <=
-conversation.endpointing_ms + 650 ms.
+(stream-input WebSocket). Targets (issue 12): p50 voice_to_voice <= 600 ms (p95 <= 750) at 1
+call and <= 650 ms at 100 calls, next to the serial sum of the same chain (endpointing + STT
+final + LLM first clause + TTS first byte).
 
 The fakes run in a child process (they stand for remote services: their CPU must not be
 charged to the bridge's event loop). The bridge side is the conversation engine on in-memory
@@ -22,6 +23,7 @@ each provider mark from user_speech_end, the bridge overhead, the event loop's l
 
 Usage: .venv/bin/python bench/voice_to_voice.py [--calls 1 100] [--turns 3]
        [--tts elevenlabs-ws elevenlabs] [--answers short_first_clause long_first_clause]
+       [--first-clause-words N] [--preemptive on|off] [--adaptive on|off] [--on-interim on|off]
 Prints one JSON object.
 """
 
@@ -47,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bridge.audio.wavfile import read_wav_8k_mono
 from bridge.callmodel import CallInfo
 from bridge.conversation import run_conversation
+from bridge.conversation.clauses import ClauseSplitter
 from bridge.conversation.fallback import presynthesize
 from bridge.conversation.memory_leg import MemoryLeg
 from bridge.conversation.transcript import TranscriptWriter
@@ -85,12 +88,17 @@ def serve_fakes(conn: Connection, token_s: float, answer: str) -> None:
             cloud.elevenlabs.faults.first_byte_delay_s = _seconds("tts_first_byte_s")
             cloud.elevenlabs.ws_faults.first_byte_delay_s = _seconds("tts_first_byte_s")
             replies = cloud.openai.script
+            heard = cloud.deepgram.script
             loop = asyncio.get_running_loop()
 
             def keep_scripted() -> None:
-                # every request gets the same answer (the queue would run dry otherwise)
+                # every request gets the same answer (the queue would run dry otherwise); the
+                # STT "recognises" the questions as Deepgram does with punctuate/smart_format
+                # on (the bridge asks for both), so the end-of-turn rules see real sentences
                 while len(replies) < 1000:
                     replies.append(answer)
+                while len(heard) < 1000:
+                    heard.extend(QUESTIONS)
                 loop.call_later(0.5, keep_scripted)
 
             keep_scripted()
@@ -264,14 +272,15 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
                     await aclose()
     latency = [m for c in captures for m in c.latency]
     failures = [f for c in captures for f in c.failures]
-    target = settings.conversation.endpointing_ms + 650
     v2v = figures(latency, "voice_to_voice")
+    target = 600 if calls == 1 else 650  # issue 12
     return {
         "calls": calls,
         "turns": len(latency),
         "voice_to_voice_ms": v2v,
         "target_p50_ms": target,
         "meets_target": v2v["p50"] is not None and v2v["p50"] <= target,
+        "turns_preempted": sum(1 for m in latency if m.get("preempted")),
         # each mark measured from user_speech_end, as the engine records them
         "stt_final_ms": figures(latency, "stt_final"),
         "llm_first_token_ms": figures(latency, "llm_first_token"),
@@ -294,10 +303,13 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
     }
 
 
-def cloud_settings(url: str, tts: str, first_clause_words: int = 0) -> Settings:
+def cloud_settings(url: str, tts: str, first_clause_words: int | None = None,
+                   conversation: dict[str, Any] | None = None) -> Settings:
+    conv: dict[str, Any] = {"greeting": "Hi, how can I help?", "transcripts_dir": "", **(conversation or {})}
+    if first_clause_words is not None:
+        conv["first_clause_words"] = first_clause_words
     return Settings.model_validate({
-        "conversation": {"greeting": "Hi, how can I help?", "transcripts_dir": "",
-                         "first_clause_words": first_clause_words},
+        "conversation": conv,
         "stt": {"providers": ["deepgram"], "deepgram_url": url},
         "llm": {"providers": ["openai"], "base_url": f"{url}/v1", "model": "gpt-4o"},
         "tts": {"providers": [tts], "elevenlabs_url": url},
@@ -319,7 +331,11 @@ async def run(args: argparse.Namespace, url: str, questions: list[bytes], fakes_
     )
     out: dict[str, Any] = {}
     for tts in args.tts:
-        settings = cloud_settings(url, tts, args.first_clause_words)
+        settings = cloud_settings(url, tts, args.first_clause_words, {
+            "preemptive_generation": args.preemptive == "on",
+            "adaptive_endpointing": args.adaptive == "on",
+            "preemptive_on_interim": args.on_interim == "on",
+        })
         for calls in args.calls:
             cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
             ramp = args.ramp_s if calls > 1 else 0.0
@@ -347,6 +363,17 @@ def with_fakes(args: argparse.Namespace, answer: str, questions: list[bytes]) ->
             fakes.terminate()
 
 
+def serial_sum(answer: str, first_clause_words: int, token_ms: float, endpointing_ms: int) -> float:
+    """endpointing window + STT final (midpoint of its range) + LLM first token + the rest of the first clause's tokens
+    + TTS first byte: the voice-to-voice of a strictly serial chain (one token a word)."""
+    splitter = ClauseSplitter(first_clause_words=first_clause_words)
+    first = next(c for word in answer.split(" ") for c in splitter.push(word + " "))  # as streamed
+    words = len(first.split())
+    # the STT final's delay is a range: its midpoint stands for it
+    chain_s = sum(sum(v) / 2 if isinstance(v, tuple) else v for v in PROFILE.values())
+    return round(endpointing_ms + chain_s * 1000 + (words - 1) * token_ms, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, nargs="+", default=[1, 100])
@@ -357,17 +384,31 @@ def main() -> None:
     parser.add_argument("--ramp-s", type=float, default=10.0,
                         help="calls start spread over this long (setup costs ~35 ms CPU each: VAD model)")
     parser.add_argument("--answers", nargs="+", default=list(ANSWERS), choices=list(ANSWERS))
-    parser.add_argument("--first-clause-words", type=int, default=0,
-                        help="conversation.first_clause_words (0: off, the default)")
+    parser.add_argument("--first-clause-words", type=int, default=None,
+                        help="conversation.first_clause_words (default: the settings' default)")
+    parser.add_argument("--preemptive", choices=["on", "off"], default="on",
+                        help="conversation.preemptive_generation")
+    parser.add_argument("--adaptive", choices=["on", "off"], default="on",
+                        help="conversation.adaptive_endpointing")
+    parser.add_argument("--on-interim", choices=["on", "off"], default="on",
+                        help="conversation.preemptive_on_interim")
     args = parser.parse_args()
+    conv = Settings().conversation
+    words = conv.first_clause_words if args.first_clause_words is None else args.first_clause_words
     with tempfile.TemporaryDirectory() as tmp:
         questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
     out: dict[str, Any] = {
         "profile_ms": {k.removesuffix("_s"): _ms(v) for k, v in PROFILE.items()},
         "llm_token_ms": args.token_ms,
-        "first_clause_words": args.first_clause_words,
-        "endpointing_ms": Settings().conversation.endpointing_ms,
+        "first_clause_words": words,
+        "preemptive_generation": args.preemptive,
+        "adaptive_endpointing": args.adaptive,
+        "preemptive_on_interim": args.on_interim,
+        "endpointing_ms": conv.endpointing_ms,
         "answers": {name: ANSWERS[name] for name in args.answers},
+        # what the same chain costs done one step after the other, with the fixed window
+        "serial_sum_ms": {name: serial_sum(ANSWERS[name], words, args.token_ms, conv.endpointing_ms)
+                          for name in args.answers},
         "results": {name: with_fakes(args, ANSWERS[name], questions) for name in args.answers},
     }
     print(json.dumps(out, indent=2))

@@ -87,7 +87,15 @@ class AudioLeg(Protocol):
         ...
 
     def clear(self) -> None:
-        """Drop every queued, unsent frame at once (barge-in)."""
+        """Drop every queued, unsent frame at once (barge-in); a paused leg plays again."""
+        ...
+
+    def pause(self) -> None:
+        """Stop the agent's audio now but keep what is queued (caller speech not yet judged)."""
+        ...
+
+    def resume(self) -> None:
+        """Play on from where ``pause`` stopped: no word repeated, none lost."""
         ...
 
     def heard_ms(self, utterance_id: str) -> int:

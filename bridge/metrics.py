@@ -62,6 +62,15 @@ TURN_LATENCY = Histogram(
     registry=REGISTRY,
 )
 BARGE_INS = Counter("voice_bridge_barge_ins_total", "Agent replies cut off by the caller", registry=REGISTRY)
+FALSE_INTERRUPTIONS = Counter(
+    "voice_bridge_false_interruptions_total",
+    "Agent audio paused on caller sound that was not a barge-in, then resumed", registry=REGISTRY,
+)
+PREEMPTIONS = Counter(
+    "voice_bridge_preemptive_replies_total",
+    "Replies started before the turn was confirmed, by outcome (confirmed, changed, resumed, dropped)",
+    ["outcome"], registry=REGISTRY,
+)
 PROVIDER_HEALTHY = Gauge(
     "voice_bridge_provider_healthy", "1 when the provider's last use succeeded", ["kind", "provider"],
     registry=REGISTRY,

@@ -83,6 +83,24 @@ class ClearPlayback:
 
 
 @dataclass(frozen=True, slots=True)
+class PausePlayback:
+    """Caller speech began over the agent: stop sending, keep the queue (not yet a barge-in)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePlayback:
+    """The speech was not a barge-in (a cough, an "mm-hm"): play on from where it paused."""
+
+
+@dataclass(frozen=True, slots=True)
+class Preempted:
+    """A reply started before the turn was confirmed: ``outcome`` is confirmed, changed
+    (the final transcript differs), resumed (the caller went on) or dropped (provider failure)."""
+
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
 class RunTool:
     """A tool with I/O (send_dtmf, HTTP tools): the driver runs it and reports the result."""
 
@@ -123,5 +141,5 @@ class BargeIn:
 Action = (
     SttAudio | SttFinalize | UseProvider | ProviderFailed | StartLlm | StartTts | TtsText | EndTts
     | CancelReply | Play | EndUtterance | ClearPlayback | RunTool | Transfer | Hangup | Record
-    | TurnDone | BargeIn
+    | TurnDone | BargeIn | PausePlayback | ResumePlayback | Preempted
 )

@@ -31,7 +31,14 @@ from bridge.leg import (
     PlaybackDone,
     PlaybackStarted,
 )
-from bridge.metrics import BARGE_INS, PROVIDER_FAILURES, PROVIDER_HEALTHY, TURN_LATENCY
+from bridge.metrics import (
+    BARGE_INS,
+    FALSE_INTERRUPTIONS,
+    PREEMPTIONS,
+    PROVIDER_FAILURES,
+    PROVIDER_HEALTHY,
+    TURN_LATENCY,
+)
 from bridge.providers.base import LLM, TTS, Message, ProviderError, SttStream, TextDelta, ToolCall, ToolSpec
 from bridge.providers.factory import ProviderSet
 from bridge.settings import Settings
@@ -214,6 +221,13 @@ class Conversation:
             leg.end_utterance(a.utterance_id)
         elif isinstance(a, act.ClearPlayback):
             leg.clear()
+        elif isinstance(a, act.PausePlayback):
+            leg.pause()
+        elif isinstance(a, act.ResumePlayback):
+            FALSE_INTERRUPTIONS.inc()
+            leg.resume()
+        elif isinstance(a, act.Preempted):
+            PREEMPTIONS.labels(a.outcome).inc()
         elif isinstance(a, act.StartLlm):
             reply_id = a.stream_id.split(".", 1)[0]
             llm = self.providers.llm[self._index["llm"]]

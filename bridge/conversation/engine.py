@@ -24,10 +24,13 @@ from bridge.conversation.actions import (
     EndTts,
     EndUtterance,
     Hangup,
+    PausePlayback,
     Play,
+    Preempted,
     ProviderFailed,
     ProviderKind,
     Record,
+    ResumePlayback,
     RunTool,
     StartLlm,
     StartTts,
@@ -40,6 +43,8 @@ from bridge.conversation.actions import (
 )
 from bridge.conversation.clauses import ClauseSplitter
 from bridge.conversation.echo import EchoGuard, frame_rms
+from bridge.conversation.eot import end_of_turn_ms
+from bridge.conversation.level_gate import LevelGate
 from bridge.conversation.marks import TurnMarks
 from bridge.conversation.reply import After, Reply, ReplyKind, truncate_history
 from bridge.leg import FRAME_MS
@@ -75,11 +80,13 @@ class _Turn:
     final_deadline: float = 0.0
     eou_after_speech: bool = False  # the STT called the utterance complete since the last speech
     pending_finals: int = 0  # finalize requests not answered yet
+    early_finalized: bool = False  # finalize sent in this silence, before the endpoint (preemption)
+    speech_end_frame: int = 0  # the engine's frame number of the last speech frame
 
     def text(self) -> str:
-        said = " ".join(f for f in self.finals if f.strip())
-        if not said and self.interim.strip():
-            said = self.interim  # the final never came or came empty: the interim is better than nothing
+        # An interim is the segment after the last final (or the final never came or came
+        # empty): the interim is better than nothing.
+        said = " ".join(f for f in (*self.finals, self.interim) if f.strip())
         return " ".join(p for p in (self.prefix.strip(), said.strip()) if p)
 
 
@@ -92,6 +99,18 @@ class _Candidate:
     total_ms: int = 0
     gap_ms: int = 0
     text: str = ""
+    merge: bool = False  # began within merge_window_ms of the caller's last turn
+
+
+_FILLERS = frozenset({"um", "uh", "er", "erm", "ah", "hmm", "mm"})
+
+
+def same_words(a: str, b: str) -> bool:
+    """Two transcripts say the same thing (case, punctuation and fillers aside)."""
+    def words(text: str) -> list[str]:
+        out = ["".join(c for c in w.lower() if c.isalnum() or c == "'") for w in text.split()]
+        return [w for w in out if w and w not in _FILLERS]
+    return words(a) == words(b)
 
 
 class Engine:
@@ -130,6 +149,12 @@ class Engine:
         self._transfer_pending = False
         self._echo = EchoGuard(self.conv.barge_in.echo_return_loss_db, self.conv.barge_in.echo_tail_ms)
         self._backchannel = {w.lower() for w in self.conv.barge_in.backchannel_words}
+        self._paused = False  # the leg's playout is paused (caller speech not yet confirmed)
+        self._gate = LevelGate(self.conv.level_gate_db, self.conv.level_gate_learn_ms)
+        # Caller frames seen, and the frame that ended the speech of their last completed turn:
+        # the merge window counts audio, not loop time (a stalled loop delivers frames late).
+        self._frame_no = 0
+        self._last_speech_frame = -(10**9)
 
     # -- plumbing ----------------------------------------------------------------------------
     def take_actions(self) -> list[Action]:
@@ -183,6 +208,7 @@ class Engine:
     def on_frame(self, now: float, pcm: bytes, is_speech: bool) -> None:
         if self.ended:
             return
+        self._frame_no += 1
         reply = self._reply
         agent_busy = reply is not None
         if self.conv.barge_in.echo_guard:
@@ -190,6 +216,9 @@ class Engine:
                 self._echo.played(now, reply.id, reply.levels, self._heard_ms(reply.id))
             if is_speech and self._echo.is_echo(now, frame_rms(pcm)):
                 is_speech = False
+        if self._turn is None and self._candidate is None and is_speech and self._gate.enabled \
+                and not self._gate.passes(frame_rms(pcm)):
+            is_speech = False  # far below the caller's own voice: background talk
         if self._turn is not None:
             self._turn_frame(now, pcm, is_speech)
         elif agent_busy:
@@ -200,7 +229,8 @@ class Engine:
             self._preroll.append(pcm)
 
     def _begin_turn(self, now: float, pcm: bytes, prefix: str) -> None:
-        self._turn = _Turn(started=now, prefix=prefix, speech_end=now + FRAME_MS / 1000)
+        self._turn = _Turn(started=now, prefix=prefix, speech_end=now + FRAME_MS / 1000,
+                           speech_end_frame=self._frame_no)
         self.state = State.USER_SPEAKING
         self._silence_since = now
         self._reprompted = False
@@ -218,7 +248,9 @@ class Engine:
         assert turn is not None
         if turn.awaiting_final:
             if not is_speech:
+                turn.silence_ms += FRAME_MS
                 self._preroll.append(pcm)
+                self._maybe_preempt(now)
                 return
             # The caller went on talking while the STT finalised: the turn continues.
             turn.awaiting_final = False
@@ -226,13 +258,21 @@ class Engine:
             self._flush_preroll()
         self._emit(SttAudio(pcm))
         if is_speech:
+            if self._reply is not None and self._reply.held:
+                self._drop_preempt(now, "resumed")  # the caller goes on: that reply is stale
             turn.speech_end = now + FRAME_MS / 1000
+            turn.speech_end_frame = self._frame_no
             turn.silence_ms = 0
             turn.eou_after_speech = False
+            turn.early_finalized = False
+            if self._gate.enabled:
+                self._gate.speech(frame_rms(pcm))
             self._silence_since = now
             return
         turn.silence_ms += FRAME_MS
-        if turn.silence_ms >= self.conv.endpointing_ms:
+        self._early_finalize(turn)
+        self._maybe_preempt(now)
+        if turn.silence_ms >= end_of_turn_ms(turn.text(), self.conv):
             self._endpoint(now)
 
     def _endpoint(self, now: float) -> None:
@@ -244,9 +284,22 @@ class Engine:
             return
         turn.awaiting_final = True
         turn.final_deadline = now + self.conv.stt_final_timeout_s
-        turn.pending_finals += 1
         self._preroll.clear()
-        self._emit(SttFinalize())
+        if not turn.early_finalized:  # else that request's answer is the final we wait for
+            turn.pending_finals += 1
+            self._emit(SttFinalize())
+
+    def _early_finalize(self, turn: _Turn) -> None:
+        """With preemptive generation, the STT is asked for its final as soon as the caller
+        falls silent, not after the endpoint window: the final (and so the confirmation, or
+        a better transcript to start again on) comes one window sooner. Speech after it
+        simply goes on as the next segment of the same turn."""
+        conv = self.conv
+        if conv.preemptive_generation and not turn.early_finalized \
+                and turn.silence_ms >= conv.preemptive_after_ms and self._early_finalize_on():
+            turn.early_finalized = True
+            turn.pending_finals += 1
+            self._emit(SttFinalize())
 
     def _complete_turn(self, now: float) -> None:
         turn = self._turn
@@ -254,13 +307,95 @@ class Engine:
         self._turn = None
         text = turn.text()
         self._silence_since = now
+        if text:
+            self._gate.turn_confirmed()
+        else:
+            self._gate.turn_dropped()
+        held = self._reply if self._reply is not None and self._reply.held else None
+        if held is not None:
+            if text and same_words(held.preempt_text, text):
+                self._last_speech_frame = turn.speech_end_frame
+                self._confirm_preempt(now, held, text)
+                return
+            self._drop_preempt(now, "changed")
         if not text:
             self.state = State.LISTENING  # noise, a click: nothing was said
             return
+        self._last_speech_frame = turn.speech_end_frame
         marks = TurnMarks(user_speech_end=turn.speech_end, turn_end=now, stt_final=now)
+        base = len(self.history)
         self.history.append(Message("user", text))
         self._emit(Record("user", {"text": text}))
         self._start_llm_reply(now, marks, purpose="answer", interruptible=True)
+        if self._reply is not None:
+            self._reply.turn_base = base
+
+    # -- preemptive generation -----------------------------------------------------------------
+    def _early_finalize_on(self) -> bool:
+        mode = self.conv.early_finalize
+        if mode != "auto":
+            return mode == "on"
+        stt = self.settings.stt.providers
+        return stt[min(self._index["stt"], len(stt) - 1)] == "deepgram"
+
+    def _maybe_preempt(self, now: float) -> None:
+        """The caller fell silent: start the reply on the best transcript so far, held until
+        the turn is confirmed (LiveKit's preemptive generation)."""
+        conv = self.conv
+        turn = self._turn
+        if not conv.preemptive_generation or turn is None or turn.silence_ms < conv.preemptive_after_ms:
+            return
+        text = turn.text()
+        if not text or (turn.interim.strip() and not conv.preemptive_on_interim):
+            return
+        reply = self._reply
+        if reply is not None:
+            if not reply.held or same_words(reply.preempt_text, text):
+                return
+            self._drop_preempt(now, "changed")  # a newer transcript: start again on it
+        if self._reply is not None or self._fallback_playing() is not None:
+            return
+        state = self.state
+        base = len(self.history)
+        self.history.append(Message("user", text))  # the LLM's view; cut again if dropped
+        reply = self._new_reply(now, "llm", "answer", True, marks=TurnMarks(user_speech_end=turn.speech_end))
+        self.state = state
+        reply.held = True
+        reply.preempt_text = text
+        reply.turn_base = base
+        self._start_round(now, reply)
+
+    def _drop_preempt(self, now: float, outcome: str) -> None:
+        reply = self._reply
+        assert reply is not None and reply.held
+        self._reply = None
+        reply.cancelled = True
+        self._emit(CancelReply(reply.id))
+        self.history = self.history[: reply.turn_base]  # its user turn and anything it added
+        self._emit(Preempted(outcome))
+
+    def _confirm_preempt(self, now: float, reply: Reply, text: str) -> None:
+        """The final transcript says what the held reply answered: release it."""
+        reply.held = False
+        reply.started = now
+        marks = reply.marks
+        if marks is not None:
+            marks.turn_end = marks.stt_final = now
+            marks.preempted = True
+        self.history[reply.turn_base] = Message("user", text)
+        self._emit(Record("user", {"text": text}))
+        self._emit(Preempted("confirmed"))
+        self.state = State.THINKING
+        for pcm in reply.held_audio:
+            self._emit(Play(reply.id, pcm))
+        reply.held_audio.clear()
+        if reply.held_done:
+            reply.held_done = False
+            self._after_round(now, reply)
+        if reply is self._reply and reply.held_end:
+            self._emit(EndUtterance(reply.id))
+            if reply.audio_ms == 0:
+                self._reply_finished(now, reply)
 
     # -- barge-in ------------------------------------------------------------------------------
     def _candidate_frame(self, now: float, pcm: bytes, is_speech: bool) -> None:
@@ -274,19 +409,28 @@ class Engine:
             if not is_speech:
                 self._preroll.append(pcm)
                 return
-            cand = self._candidate = _Candidate(started=now)
+            since_ms = (self._frame_no - self._last_speech_frame) * FRAME_MS
+            merge = reply.purpose == "answer" and reply.turn_base >= 0 \
+                and since_ms <= self.conv.barge_in.merge_window_ms
+            cand = self._candidate = _Candidate(started=now, merge=merge)
             self._flush_preroll()
         self._emit(SttAudio(pcm))
+        bi = self.conv.barge_in
         if is_speech:
             cand.speech_ms += FRAME_MS
             cand.total_ms += FRAME_MS
             cand.gap_ms = 0
+            if bi.pause_on_onset and not self._paused and cand.speech_ms >= bi.pause_after_ms:
+                self._paused = True  # stop the agent now; confirm (or not) over min_speech_ms
+                self._emit(PausePlayback())
             self._maybe_barge_in(now)
             return
         cand.gap_ms += FRAME_MS
-        max_gap = self.conv.barge_in.max_gap_ms
+        max_gap = bi.max_gap_ms
         if cand.gap_ms >= max_gap:
             cand.speech_ms = 0  # the run is over; a new one must reach min_speech_ms itself
+            if self._paused:
+                self._resume(cand)  # a false alarm: play on from where it paused
         if cand.gap_ms >= max(self.conv.endpointing_ms, 2 * max_gap):
             # A cough, an "mm-hm", a door: not a turn. Its transcript is dropped. (Until now the
             # audio stays with the STT, so "Wait, ... what about Sunday" keeps its first word.)
@@ -294,6 +438,15 @@ class Engine:
             self._discard_finals += 1
             self._emit(SttFinalize())
             self._emit(Record("backchannel", {"speech_ms": cand.total_ms, "text": cand.text}))
+
+    def _resume(self, cand: _Candidate) -> None:
+        self._paused = False
+        self._emit(ResumePlayback())
+        self._emit(Record("false_interruption", {"speech_ms": cand.total_ms, "text": cand.text}))
+
+    def _clear_playback(self) -> None:
+        self._paused = False  # a cleared leg plays the next utterance at once
+        self._emit(ClearPlayback())
 
     def _maybe_barge_in(self, now: float) -> None:
         cand = self._candidate
@@ -314,14 +467,23 @@ class Engine:
         self._candidate = None
         prefix = ""
         was_playing = reply.playing
+        base = reply.turn_base
         heard = self._cancel_reply(now, interrupted=True)
-        if was_playing:
+        if cand is not None and cand.merge and 0 <= base < len(self.history) \
+                and self.history[base].role == "user":
+            # A pause inside one request: the caller's two parts are one turn, and the reply
+            # to the first part (and the little of it they heard) leaves the LLM's context.
+            prefix = self.history[base].content
+            self.history = self.history[:base]
+            self._emit(Record("turn_merged", {"heard_ms": heard, "first_part": prefix}))
+        elif was_playing:
             self._emit(BargeIn(heard))
         elif reply.purpose == "answer" and self.history and self.history[-1].role == "user":
             # Nothing was heard yet: the caller is still talking. Their last words and the new
             # ones make one turn, and the unheard reply goes.
             prefix = self.history.pop().content
-        self._turn = _Turn(started=cand.started if cand else now, prefix=prefix, speech_end=now)
+        self._turn = _Turn(started=cand.started if cand else now, prefix=prefix, speech_end=now,
+                           speech_end_frame=self._frame_no)
         self.state = State.USER_SPEAKING
         self._silence_since = now
         self._reprompted = False
@@ -333,7 +495,7 @@ class Engine:
         self._reply = None
         reply.cancelled = True
         heard_ms = self._heard_ms(reply.id) if reply.playing else 0
-        self._emit(ClearPlayback())
+        self._clear_playback()
         self._emit(CancelReply(reply.id))
         self._cancel_fallbacks()
         heard = reply.spoken.heard(heard_ms, reply.audio_ms, reply.tts_done)
@@ -365,26 +527,32 @@ class Engine:
             return
         if not tr.is_final:
             turn.interim = tr.text
+            self._maybe_preempt(now)
             return
         words_pending = bool(turn.interim.strip()) and not tr.text.strip()
         turn.finals.append(tr.text)
         turn.interim = ""
-        if not tr.end_of_utterance:
-            return
-        if turn.pending_finals:
-            turn.pending_finals -= 1  # the answer to one of our finalize requests
-            if turn.awaiting_final and not turn.pending_finals:
-                self._complete_turn(now)
-        elif tr.text.strip() or (any(f.strip() for f in turn.finals) and not words_pending):
-            # the STT's own end of utterance (speech_final). An EMPTY one (noise, or the gap
-            # before the words' final) counts only when finalized words are pending and no
-            # interim words still await their final: else "yes" would end up outside the turn
-            turn.eou_after_speech = True
+        if tr.end_of_utterance:
+            if turn.pending_finals:
+                turn.pending_finals -= 1  # the answer to one of our finalize requests
+                if turn.awaiting_final and not turn.pending_finals:
+                    self._complete_turn(now)
+                    return
+                if turn.early_finalized and not turn.pending_finals:
+                    turn.eou_after_speech = True  # it covers all the speech: the endpoint needs no other
+            elif tr.text.strip() or (any(f.strip() for f in turn.finals) and not words_pending):
+                # the STT's own end of utterance (speech_final). An EMPTY one (noise, or the gap
+                # before the words' final) counts only when finalized words are pending and no
+                # interim words still await their final: else "yes" would end up outside the turn
+                turn.eou_after_speech = True
+        self._maybe_preempt(now)
 
     def on_stt_failed(self, now: float, reason: str) -> None:
         if self.ended:
             return
         self._emit(ProviderFailed("stt", self._index["stt"], reason))
+        if self._reply is not None and self._reply.held:
+            self._drop_preempt(now, "dropped")
         self._turn = None
         self._candidate = None
         self._discard_finals = 0
@@ -471,6 +639,12 @@ class Engine:
         if text or reply.round_tools:
             reply.history_indices.append(len(self.history))
             self.history.append(Message("assistant", text, tool_calls=tuple(reply.round_tools)))
+        if reply.held and (reply.round_tools or not reply.clauses_sent):
+            reply.held_done = True  # tools (side effects) and an empty reply wait for the turn
+            return
+        self._after_round(now, reply)
+
+    def _after_round(self, now: float, reply: Reply) -> None:
         if reply.round_tools:
             self._handle_tools(now, reply)
         if not reply.pending_tools:
@@ -545,10 +719,14 @@ class Engine:
         reply = self._reply
         assert reply is not None
         self._emit(ProviderFailed(kind, self._index[kind], reason))
+        if reply.held:  # nothing was heard: drop it; the confirmed turn starts a reply anew
+            self._failover(kind)
+            self._drop_preempt(now, "dropped")
+            return
         was_played = reply.fallback_played
         self._reply = None
         reply.cancelled = True
-        self._emit(ClearPlayback())
+        self._clear_playback()
         self._emit(CancelReply(reply.id))
         self._answer_cancelled_tools(reply)
         # The unfinished round never reached the caller in full: the history drops it.
@@ -597,6 +775,9 @@ class Engine:
         if reply.audio_ms == 0 and reply.marks is not None and reply.marks.tts_first_byte is None:
             reply.marks.tts_first_byte = now
         reply.add_audio(pcm)
+        if reply.held:
+            reply.held_audio.append(pcm)  # never audio for an unconfirmed turn
+            return
         self._emit(Play(reply.id, pcm))
 
     def on_tts_done(self, now: float, reply_id: str) -> None:
@@ -604,6 +785,9 @@ class Engine:
         if reply is None or reply.id != reply_id or not reply.tts_ended:
             return
         reply.tts_done = True
+        if reply.held:
+            reply.held_end = True
+            return
         self._emit(EndUtterance(reply.id))
         if reply.audio_ms == 0:
             self._reply_finished(now, reply)  # nothing to play: PlaybackDone will not come
@@ -642,6 +826,9 @@ class Engine:
     def _reply_finished(self, now: float, reply: Reply) -> None:
         self._reply = None
         self._candidate = None
+        if self._paused:  # played out before the caller's speech was judged
+            self._paused = False
+            self._emit(ResumePlayback())
         if reply.kind == "say":
             reply.history_indices.append(len(self.history))
             self.history.append(Message("assistant", reply.round_text))
@@ -751,6 +938,8 @@ class Engine:
         if self.ended:
             return
         if now - self._started >= conv.max_call_s and not self._closing():
+            if self._reply is not None and self._reply.held:
+                self._drop_preempt(now, "dropped")
             if self._reply is not None:
                 self._cancel_reply(now, interrupted=True)
             self._turn = None
@@ -785,7 +974,7 @@ class Engine:
                 and now - reply.first_text_at >= self.settings.tts.first_byte_timeout_s:
             self._provider_failed(now, "tts", "first-byte-timeout")
             return
-        if reply.audio_ms == 0 and not reply.fallback_played and reply.purpose == "answer" \
-                and now - reply.started >= self.conv.fallback_after_s:
+        if reply.audio_ms == 0 and not reply.fallback_played and not reply.held \
+                and reply.purpose == "answer" and now - reply.started >= self.conv.fallback_after_s:
             reply.fallback_played = True  # dead air: say something while the providers work
             self._fallback_then(now, "continue")

@@ -19,6 +19,9 @@ class TurnMarks:
     first_clause: float | None = None  # the first clause was complete and went to the TTS
     tts_first_byte: float | None = None
     first_audio_out: float | None = None  # the first agent packet of the reply left
+    # The reply was generated preemptively (before turn_end): its LLM and TTS waits overlap
+    # the end of the turn, so the overhead is what came after both were ready.
+    preempted: bool = False
 
     def voice_to_voice(self) -> float | None:
         if self.first_audio_out is None:
@@ -30,6 +33,8 @@ class TurnMarks:
             return None
         assert self.first_audio_out is not None and self.llm_start is not None
         assert self.first_clause is not None and self.tts_first_byte is not None
+        if self.preempted:
+            return max(0.0, self.first_audio_out - max(self.turn_end, self.tts_first_byte))
         llm_wait = self.first_clause - self.llm_start
         tts_wait = self.tts_first_byte - self.first_clause
         return max(0.0, self.first_audio_out - self.turn_end - llm_wait - tts_wait)
@@ -47,4 +52,6 @@ class TurnMarks:
         over = self.overhead()
         if over is not None:
             out["bridge_overhead"] = round(over * 1000, 1)
+        if self.preempted:
+            out["preempted"] = 1.0
         return out

@@ -85,6 +85,8 @@ class MemoryLeg:
         # next tick's slot (that tick sends nothing).
         self._talking = False
         self._early: bytes | None = None
+        self._paused = False
+        self.pauses: list[tuple[float, str]] = []  # (clock time, "pause" | "resume" | "clear")
 
     # -- the scripted caller ----------------------------------------------------------------
     def say(self, pcm: bytes) -> None:
@@ -169,6 +171,8 @@ class MemoryLeg:
 
     # -- playback accounting ------------------------------------------------------------------
     def _send_frame(self, t: float) -> bytes:
+        if self._paused:
+            return _SILENCE
         self._finish_ended(t)
         if not self._items:
             return _SILENCE
@@ -213,7 +217,7 @@ class MemoryLeg:
         if utt.cancelled or utt.ended or self._ended:
             return
         self.first_queued.setdefault(utterance_id, self.clock.now())
-        idle = not self._talking and self._early is None and not self._items
+        idle = not self._talking and self._early is None and not self._items and not self._paused
         data = utt.carry + pcm
         full = len(data) // FRAME_BYTES * FRAME_BYTES
         for i in range(0, full, FRAME_BYTES):
@@ -235,11 +239,21 @@ class MemoryLeg:
         self._items.append((utt, None))
 
     def clear(self) -> None:
+        self._paused = False
+        self.pauses.append((self.clock.now(), "clear"))
         self._items.clear()
         for utt in self._utts.values():
             if not utt.done:
                 utt.cancelled = True
                 utt.carry = b""
+
+    def pause(self) -> None:
+        self._paused = True
+        self.pauses.append((self.clock.now(), "pause"))
+
+    def resume(self) -> None:
+        self._paused = False
+        self.pauses.append((self.clock.now(), "resume"))
 
     def heard_ms(self, utterance_id: str) -> int:
         utt = self._utts.get(utterance_id)

@@ -50,6 +50,16 @@ class Reply:
     playing: bool = False
     cancelled: bool = False
     fallback_played: bool = False
+    # Where its user turn sits in the history (-1: no user turn, e.g. a greeting): a split
+    # turn merged later cuts the history back to here.
+    turn_base: int = -1
+    # Preemptive generation: started before the turn was confirmed, on ``preempt_text``. Its
+    # audio, the end of its utterance and its tool calls wait until the turn is confirmed.
+    held: bool = False
+    preempt_text: str = ""
+    held_audio: list[bytes] = field(default_factory=list)
+    held_end: bool = False
+    held_done: bool = False  # an LLM round ended while held (its tools still to run)
 
     def add_audio(self, pcm: bytes) -> None:
         self.audio_ms += len(pcm) / 16  # 8 kHz s16: 16 bytes a millisecond

@@ -105,6 +105,7 @@ class RtpLeg:
         self._ts = random.getrandbits(32)
         self._talking = False
         self._early_pcm: bytes | None = None  # a talkspurt's first frame, sent ahead of its tick
+        self._paused = False  # pause(): agent audio held in the queue, not sent
         self._agent_pcm: bytes | None = None  # what this tick sent (for the recording)
         self._reports = ReportBuilder(self._ssrc)
         # receive state
@@ -214,7 +215,8 @@ class RtpLeg:
     def play(self, utterance_id: str, pcm: bytes) -> None:
         if self._ending:
             return
-        idle = not self._talking and self._early_pcm is None and self._queue.queued_ms == 0
+        idle = not self._talking and self._early_pcm is None and self._queue.queued_ms == 0 \
+            and not self._paused
         self._queue.play(utterance_id, pcm)
         if idle:
             self._start_talkspurt()
@@ -239,7 +241,15 @@ class RtpLeg:
             self._queue.end(utterance_id)
 
     def clear(self) -> None:
+        self._paused = False
         self._queue.clear()
+
+    def pause(self) -> None:
+        """Stop sending agent audio from the next tick; the queue stays as it is."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
 
     def heard_ms(self, utterance_id: str) -> int:
         return self._queue.heard_ms(utterance_id)
@@ -510,7 +520,8 @@ class RtpLeg:
                 self._talking = False
                 return None
         if pcm is None:
-            pcm = self._queue.next_frame(now, audible)
+            # Paused (caller speech being judged): the queue waits, nothing of it is heard.
+            pcm = None if self._paused else self._queue.next_frame(now, audible)
             if pcm is None and self._settings.send_silence:
                 pcm = _SILENCE
         if pcm is None or not audible:

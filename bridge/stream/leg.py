@@ -87,6 +87,16 @@ class StreamLeg:
             self._clear_pending = True
         self._wake.set()
 
+    def pause(self) -> None:
+        # clearAudio now; the unplayed remainder is kept and sent again with new checkpoints
+        if self._playout.pause(self._loop.time()):
+            self._clear_pending = True
+        self._wake.set()
+
+    def resume(self) -> None:
+        self._playout.resume(self._loop.time())
+        self._wake.set()
+
     def heard_ms(self, utterance_id: str) -> int:
         return self._playout.heard_ms(utterance_id)
 

@@ -47,6 +47,7 @@ class Chunk:
 class _Mark:
     utt: _Utterance
     heard_bytes: int  # the utterance's audio heard once this checkpoint is played
+    pcm: bytes  # the chunk itself: a pause takes its unplayed part back to send again
 
 
 class Playout:
@@ -66,6 +67,7 @@ class Playout:
         self._marks: OrderedDict[str, _Mark] = OrderedDict()  # sent, not yet played
         self._names = itertools.count(1)
         self._play_end = 0.0  # when Plivo's buffer will have played out, as far as we know
+        self._paused = False
 
     # --- engine side -------------------------------------------------------------------
 
@@ -97,7 +99,45 @@ class Playout:
                 utt.pending.clear()
         self._order.clear()
         self._play_end = now
+        self._paused = False
         return bool(self._marks)
+
+    def pause(self, now: float) -> bool:
+        """Stop at once but keep the audio: what Plivo holds unplayed (by the pacing clock:
+        it plays each chunk from when we sent it) goes back in front of its utterance, to be
+        sent again by ``resume``. True if a clearAudio must go out."""
+        self._paused = True
+        # One 20 ms frame more than the clock says: Plivo plays whole frames, and the caller
+        # must never be counted as having heard audio they did not (a frame may repeat).
+        margin = self._bytes_per_s // 50
+        buffered = self._play_end - now
+        unplayed = (int(buffered * self._bytes_per_s) + margin) & ~1 if buffered > 0 else 0
+        marks = list(self._marks.values())
+        for mark in reversed(marks):
+            if unplayed <= 0:
+                break
+            utt = mark.utt
+            take = min(unplayed, len(mark.pcm)) & ~1
+            unplayed -= take
+            if utt.cancelled or take == 0:
+                continue
+            utt.pending[0:0] = mark.pcm[len(mark.pcm) - take:]
+            utt.sent_bytes -= take
+        order: list[_Utterance] = []
+        for mark in marks:
+            utt = mark.utt
+            utt.heard_bytes = max(utt.heard_bytes, utt.sent_bytes)  # played, by the clock
+            if utt.pending and not utt.cancelled and utt not in order:
+                order.append(utt)
+        order += [u for u in self._order if u not in order]
+        self._order = deque(order)
+        self._marks.clear()  # their playedStream (if any comes) says nothing new now
+        self._play_end = now
+        return bool(marks)
+
+    def resume(self, now: float) -> None:
+        self._paused = False
+        self._play_end = max(self._play_end, now)
 
     def heard_ms(self, utterance_id: str) -> int:
         utt = self._utts.get(utterance_id)
@@ -112,7 +152,7 @@ class Playout:
     def next_chunk(self, now: float) -> Chunk | float | None:
         """A chunk to send now, else seconds to wait before asking again, else None (nothing
         to send until play() is called)."""
-        if not self._order:
+        if not self._order or self._paused:
             return None
         buffered = self._play_end - now
         if buffered > self._lead_s + 1e-6:  # float slack: exactly at the lead is in time
@@ -129,7 +169,7 @@ class Playout:
             self._order.popleft()
         utt.sent_bytes += take
         name = f"vb{next(self._names)}"
-        self._marks[name] = _Mark(utt, utt.sent_bytes)
+        self._marks[name] = _Mark(utt, utt.sent_bytes, pcm)
         utt.last_checkpoint = name
         self._play_end = max(self._play_end, now) + take / self._bytes_per_s
         if not utt.started:

@@ -37,6 +37,9 @@ agent = "conversation"
 greeting = "{GREETING}"
 fallback_text = "{FALLBACK}"
 transcripts_dir = "{transcripts}"
+# The fake LLM gives its scripted replies in request order: a preemptive request that is then
+# restarted would take the next turn's reply (preemption has its own tests).
+preemptive_generation = false
 
 [privacy]
 redact_transcripts = false

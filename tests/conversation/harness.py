@@ -28,7 +28,13 @@ FALLBACK = tone(3000) * 50  # 1 s
 
 
 def make_settings(**conv: Any) -> Settings:
-    barge = conv.pop("barge_in", {})
+    """Settings for engine tests. Preemptive generation, the adaptive window and turn merging
+    are off unless a test asks for them: most tests pin down one behaviour at a time."""
+    conv.setdefault("preemptive_generation", False)
+    conv.setdefault("early_finalize", "on")  # the harness has no real STT: as on Deepgram
+    conv.setdefault("adaptive_endpointing", False)
+    barge = dict(conv.pop("barge_in", {}))
+    barge.setdefault("merge_window_ms", 0)
     data: dict[str, Any] = {"conversation": {**conv, "barge_in": barge}}
     return Settings.model_validate(data)
 
@@ -48,6 +54,7 @@ class Harness:
         )
         self.log: list[act.Action] = []
         self.playing: list[str] = []  # utterances queued at the fake leg, in order
+        self.paused = False  # the fake leg's playout is paused (PausePlayback)
 
     # -- collecting ----------------------------------------------------------------------
     def collect(self) -> list[act.Action]:
@@ -58,6 +65,11 @@ class Harness:
                 self.playing.append(a.utterance_id)
             if isinstance(a, act.ClearPlayback):
                 self.playing.clear()
+                self.paused = False
+            elif isinstance(a, act.PausePlayback):
+                self.paused = True
+            elif isinstance(a, act.ResumePlayback):
+                self.paused = False
         return new
 
     def of(self, kind: type[T], since: int = 0) -> list[T]:
@@ -129,7 +141,8 @@ class Harness:
         for _ in range(ms // 20):
             if self.engine.ended:
                 return
-            self.heard[utterance_id] = self.heard.get(utterance_id, 0) + 20
+            if not self.paused:  # a paused leg sends nothing: nothing more is heard
+                self.heard[utterance_id] = self.heard.get(utterance_id, 0) + 20
             self.frames(1, speech, pcm)
             if utterance_id not in self.playing:
                 return  # cleared by a barge-in

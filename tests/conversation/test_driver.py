@@ -34,6 +34,9 @@ def settings_for(tmp_path: Path, **conv: Any) -> Settings:
         "greeting": "Hello.",
         "transcripts_dir": str(tmp_path / "transcripts"),
         "system_prompt_file": "config/agent-prompt.txt",
+        # FakeSTT's interim is the first word only: a preemptive reply would always be
+        # restarted, and these tests count LLM calls and clauses. Tests of it turn it on.
+        "preemptive_generation": False,
     }
     base.update(conv)
     return Settings.model_validate({"conversation": base})
@@ -114,7 +117,8 @@ async def test_question_in_answer_out(tmp_path: Path, speech: dict[str, bytes]) 
         assert llm.calls[-1][0].role == "system" and "telephone call" in llm.calls[-1][0].content
         await leg.run_for(6.0)
         reply = _utterances(leg)[-1]
-        assert tts.clauses[1:] == ["We are open from nine to one on Saturday,", "and closed on Sunday.",
+        # the first clause is cut after first_clause_words (4) words: speech starts sooner
+        assert tts.clauses[1:] == ["We are open from", "nine to one on Saturday,", "and closed on Sunday.",
                                    "Anything else?"]
         assert leg.heard_ms(reply) == sum(len(c) for c in tts.clauses[1:]) * 60  # heard in full
     assert await call.result() == "bye"
