@@ -364,8 +364,9 @@ def with_fakes(args: argparse.Namespace, answer: str, questions: list[bytes]) ->
 
 
 def serial_sum(answer: str, first_clause_words: int, token_ms: float, endpointing_ms: int) -> float:
-    """endpointing window + STT final (midpoint of its range) + LLM first token + the rest of the first clause's tokens
-    + TTS first byte: the voice-to-voice of a strictly serial chain (one token a word)."""
+    """endpointing window + STT final (midpoint of its range) + LLM first token + the rest of
+    the first clause's tokens + TTS first byte: the voice-to-voice of a strictly serial chain
+    (one token a word)."""
     splitter = ClauseSplitter(first_clause_words=first_clause_words)
     first = next(c for word in answer.split(" ") for c in splitter.push(word + " "))  # as streamed
     words = len(first.split())
