@@ -2,7 +2,7 @@
 failed, machine). Used by the XML server's hangup/status callbacks and by the reconciliation
 that reads Plivo's call records (CDRs) after a crash.
 
-Sources (/work/shared/reference/plivo-documented.md rows 21, 27): the hangup callback posts
+Sources (Plivo's Call API and XML request-parameter pages): the hangup callback posts
 ``CallStatus`` (completed, busy, failed, timeout, no-answer, cancel), ``HangupCause`` (e.g.
 NORMAL_CLEARING, USER_BUSY, NO_ANSWER), ``Duration``/``BillDuration``; call records carry
 ``hangup_cause_name`` ("Normal Hangup", "Busy Line", "No Answer", ...) and ``bill_duration``;

@@ -6,7 +6,7 @@ received), so tests may push audio faster than real time. It sends SpeechStarted
 Results while speech lasts, a final Results (speech_final) after `endpointing` ms of silence,
 UtteranceEnd after `utterance_end_ms`, answers CloseStream (Metadata, then close).
 
-As unkind as the service (reference/providers-documented.md):
+As unkind as the service (vendor docs):
 - final results come a processing delay after the audio (150-300 ms by default);
 - a long utterance is finalized in segments (an is_final every SEGMENT_MS of speech), and
   interims cover only the current segment;

@@ -2,7 +2,7 @@
 stream-input WebSocket (/v1/text-to-speech/{voice}/stream-input) and GET /v1/models (used
 for connection warm-up). The "voice" is a phase-continuous tone, MS_PER_CHAR per character.
 
-As unkind as the service (reference/providers-documented.md):
+As unkind as the service (vendor docs):
 - output formats above the account's `tier` are refused with 403 output_format_not_allowed
   (pcm_44100 needs Pro, mp3_44100_192 Creator); the default tier is "free";
 - `quota_exceeded` refuses requests with a 401 whose status is quota_exceeded (not a bad key);

@@ -1,6 +1,6 @@
 """What the real chat-completions API refuses with HTTP 400 before streaming anything.
 
-Encoded from the API's documented behaviour (reference/providers-documented.md): every
+Encoded from the API's documented behaviour (vendor docs): every
 assistant ``tool_calls`` id must be answered by a ``tool`` message before the next other
 message, a ``tool`` message must answer such a call, roles are from a fixed set, and o-series
 (reasoning) models refuse ``max_tokens`` and a non-default ``temperature``. The messages are
