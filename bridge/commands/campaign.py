@@ -72,8 +72,15 @@ def _print_summary(summary: CampaignSummary) -> None:
         print(f"{summary.unreconciled} row(s) an interrupted run may have placed could not be checked with "
               "the provider; they are not dialed until a run can ask it")
     if summary.unknown:
-        print(f"{summary.unknown} row(s) interrupted while placing were marked unknown (this path cannot ask "
-              "the provider; not redialed)")
+        print(f"{summary.unknown} row(s) interrupted while placing were marked unknown (the provider cannot "
+              "be asked or has no outcome; not redialed)")
+    stale = summary.stale_live + summary.stale_settled + summary.stale_unknown + summary.stale_unchecked
+    if stale:
+        print(f"{stale} placed call(s) had no outcome after outcome_timeout_s and were looked up: "
+              f"{summary.stale_settled} ended (outcome recorded, retry policy applied), "
+              f"{summary.stale_live} still live (left), {summary.stale_unknown} unknown to the provider "
+              f"(marked unknown, not redialed), {summary.stale_unchecked} not checked (provider unreachable; "
+              "next run)")
     if summary.counts.get("skipped"):
         print("skipped: contacted by another campaign within outbound.recontact_window_days "
               "(--force dials them)")
@@ -152,6 +159,7 @@ def _run_locked(args: argparse.Namespace, settings: Settings, via: str, from_num
             max_consecutive_failures=out.max_consecutive_failures,
             backoff_s=out.backoff_s,
             backoff_max_s=out.backoff_max_s,
+            outcome_timeout_s=out.outcome_timeout_s,
         )
         runner = CampaignRunner(outbound.campaigns, outbound.service, outbound.service.dialer(via),
                                 SystemClock(), options)

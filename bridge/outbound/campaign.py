@@ -47,6 +47,10 @@ class CampaignOptions:
     max_consecutive_failures: int = 5  # provider unreachable / 5xx this many times -> pause
     backoff_s: float = 2.0  # first retry delay after a transport failure; doubles each time
     backoff_max_s: float = 60.0
+    # A 'placed' row with no outcome this long after its request left (hangup callback lost,
+    # daemon died mid-call) is looked up at the provider; above ring time + longest call.
+    outcome_timeout_s: float = 7200.0
+    stale_check_every_s: float = 600.0  # during a long run, look for such rows this often
 
 
 @dataclass
@@ -58,6 +62,11 @@ class CampaignSummary:
     reconciled: int = 0  # interrupted rows the provider has a call for: recorded, not redialed
     unreconciled: int = 0  # interrupted rows the provider could not be asked about: next run
     unknown: int = 0  # interrupted rows on a path that cannot be asked: never redialed
+    # 'placed' rows older than outcome_timeout_s without an outcome, looked up at the provider:
+    stale_live: int = 0  # still queued/live there at the last check: left placed
+    stale_settled: int = 0  # ended: outcome recorded (retry policy applied)
+    stale_unknown: int = 0  # the provider has no such call / no outcome: unknown, never redialed
+    stale_unchecked: int = 0  # the provider could not be asked at the last check: left placed
     paused_until: datetime | None = None  # stopped at the end of the calling window
     paused_reason: str = ""  # paused by itself (provider failing); run again later
     stopped: bool = False  # stopped on request
@@ -85,6 +94,7 @@ class CampaignRunner:
         self._failures = 0
         self._last_failure = ""
         self._hold_until = 0.0  # after a transport failure nothing is sent before this
+        self._next_stale_check = 0.0
 
     def _now(self) -> float:
         return self.clock.wall().timestamp()
@@ -98,6 +108,7 @@ class CampaignRunner:
         stop = stop or asyncio.Event()
         summary = CampaignSummary(campaign_id)
         await self._recover(campaign_id, summary)
+        await self._settle_stale(campaign_id, summary)
         self.store.set_pause_reason(campaign_id, "")
         slots = asyncio.Semaphore(self.options.concurrency)
         in_flight: set[asyncio.Task[None]] = set()
@@ -113,6 +124,8 @@ class CampaignRunner:
                 if self._now() < self._hold_until:
                     await self._sleep(self._hold_until - self._now(), stop)
                     continue
+                if self._now() >= self._next_stale_check:  # a long run settles its own lost outcomes
+                    await self._settle_stale(campaign_id, summary)
                 await slots.acquire()
                 if self._now() < self._hold_until:  # a call failed while we waited for the slot
                     slots.release()
@@ -226,14 +239,66 @@ class CampaignRunner:
             elif found.status == "queued":
                 self.store.mark_placed(row, found.call_id, "found at the provider after an interrupted run")
                 summary.reconciled += 1
+            elif found.status == "lost":  # attempted, may have rung, no outcome: never redialed
+                self.store.mark_unknown(row, f"interrupted while placing; {found.detail}; not redialed")
+                summary.unknown += 1
             else:
-                outcome = OUTCOME_OF.get(found.status, "failed")
-                self.store.record_outcome(
-                    ("row", row), outcome, retry=outcome in self.options.retry_on,
-                    max_attempts=self.options.max_attempts, retry_at=self._now() + self.options.retry_delay_s,
-                    call_id=found.call_id, detail="found at the provider after an interrupted run",
-                )
+                self._record_found(row, found, "found at the provider after an interrupted run")
                 summary.reconciled += 1
+
+    def _record_found(self, row: CampaignRow, found: PlacementResult, detail: str,
+                      placed_call: str = "") -> None:
+        outcome = OUTCOME_OF.get(found.status, "failed")
+        self.store.record_outcome(
+            ("row", row), outcome, retry=outcome in self.options.retry_on,
+            max_attempts=self.options.max_attempts, retry_at=self._now() + self.options.retry_delay_s,
+            call_id=found.call_id, detail=detail, placed_call=placed_call,
+        )
+
+    async def _settle_stale(self, campaign_id: str, summary: CampaignSummary) -> None:
+        """'placed' rows whose outcome never came within outcome_timeout_s are looked up at
+        the provider like interrupted rows: live -> left; ended -> outcome (retry policy);
+        unknown to the provider -> 'unknown'. A placed call was taken by the provider and may
+        have rung, so none of them is ever dialed again without an outcome saying so."""
+        now = self._now()
+        self._next_stale_check = now + self.options.stale_check_every_s
+        stale = self.store.stale_placed(campaign_id, now - self.options.outcome_timeout_s)
+        summary.stale_live = summary.stale_unchecked = 0  # as of this check (a long run repeats it)
+        if not stale:
+            return
+        name = self.dialer.name
+        if not isinstance(self.dialer, CallFinder):
+            for row in stale:
+                self.store.mark_placed_unknown(
+                    row, f"no outcome {_age(now - row.sending_at)} after placing; {name} cannot be asked; "
+                         "not redialed")
+            summary.stale_unknown += len(stale)
+            return
+        try:
+            found_all = await self.dialer.find_calls(
+                [Sought(r.e164, r.sending_at - RECONCILE_SLACK_S, r.hint, r.call_id) for r in stale])
+        except Exception as exc:
+            log.warning("cannot ask %s about %d placed call(s) without an outcome: %s", name, len(stale), exc)
+            summary.stale_unchecked += len(stale)  # still placed: the next check asks again
+            return
+        for row, found in zip(stale, found_all, strict=True):
+            age = _age(now - row.sending_at)
+            if found is None or found.status == "lost":
+                why = found.detail if found is not None else f"{name} has no record of the call"
+                if self.store.mark_placed_unknown(
+                        row, f"no outcome {age} after placing; {why}; it may have rung: not redialed"):
+                    summary.stale_unknown += 1
+                    log.warning("campaign line %d: no outcome %s after placing and %s cannot account for "
+                                "the call: marked unknown", row.line_no, age, name)
+            elif found.status == "queued":
+                checked = self.clock.wall().isoformat(timespec="seconds")
+                self.store.note_still_live(
+                    row, f"still {found.detail or 'live'} {age} after placing (checked {checked})")
+                summary.stale_live += 1
+            else:
+                self._record_found(row, found, f"outcome looked up at {name}: none was reported {age} "
+                                               "after placing", placed_call=row.call_id)
+                summary.stale_settled += 1
 
     async def _sleep(self, seconds: float, stop: asyncio.Event) -> None:
         """Sleep on the injected clock, cut short by a stop request."""
@@ -246,3 +311,8 @@ class CampaignRunner:
                 fut.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await fut
+
+
+def _age(seconds: float) -> str:
+    minutes = max(0, round(seconds / 60))
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"

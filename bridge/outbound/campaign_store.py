@@ -14,7 +14,10 @@ States of a person (``campaign_person.state``)::
 * ``sending``: committed right before the request leaves. After a crash it *may* have left:
   the run that finds it asks the provider (:meth:`Dialer.find_call`) before dialing again.
 * ``placed``: the provider took the call (its id is stored); the outcome comes from the
-  provider's callbacks (plivo-api) or from SIP (sip-trunk).
+  provider's callbacks (plivo-api) or from SIP (sip-trunk). A row still ``placed`` after
+  ``outbound.outcome_timeout_s`` (callback lost, daemon died mid-call) is looked up at the
+  provider by the next run (:meth:`stale_placed`): still live -> left; ended -> its outcome;
+  unknown to the provider -> ``unknown`` (never redialed).
 * Final: answered, busy, no-answer, failed, machine (outcomes), refused (compliance gate),
   skipped (reached by another campaign within the window), unknown (may have been placed and
   the provider cannot be asked: never redialed).
@@ -75,6 +78,7 @@ class CampaignRow:
     attempts: int  # attempts made before this one
     hint: str = ""  # our call id for this attempt (in the answer/hangup URLs)
     sending_at: float = 0.0
+    call_id: str = ""  # the provider's id once placed (stale placed rows)
 
 
 @dataclass(frozen=True)
@@ -263,13 +267,33 @@ class CampaignStore:
             (detail, self.wall(), row.campaign_id, e164_to_int(row.e164)),
         )
 
+    def mark_placed_unknown(self, row: CampaignRow, detail: str) -> bool:
+        """A stale placed call the provider cannot account for: final 'unknown' (it may have
+        rung). Only if the row still waits for that same call (a late callback wins)."""
+        cur = self.conn.execute(
+            "UPDATE campaign_person SET state='unknown', outcome='unknown', detail=?, updated_at=?"
+            " WHERE campaign=? AND number=? AND state='placed' AND call_id=?",
+            (detail, self.wall(), row.campaign_id, e164_to_int(row.e164), row.call_id),
+        )
+        return cur.rowcount > 0
+
+    def note_still_live(self, row: CampaignRow, detail: str) -> None:
+        """A stale placed call the provider still has: left placed, the check is noted."""
+        self.conn.execute(
+            "UPDATE campaign_person SET detail=?"
+            " WHERE campaign=? AND number=? AND state='placed' AND call_id=?",
+            (detail, row.campaign_id, e164_to_int(row.e164), row.call_id),
+        )
+
     def record_outcome(
         self, where: tuple[str, object], outcome: str, *, retry: bool, max_attempts: int, retry_at: float,
         call_id: str = "", detail: str = "", duration_s: float | None = None, transcript: str = "",
+        placed_call: str = "",
     ) -> str | None:
         """Write a call's outcome, found by ``where`` = ("hint", value) or ("row", CampaignRow).
         A retryable outcome with attempts left goes back to 'queued' at ``retry_at``. Returns
-        the new state (None: no such in-flight row, e.g. a repeated callback)."""
+        the new state (None: no such in-flight row, e.g. a repeated callback). ``placed_call``:
+        only a row 'placed' with that provider call id (settling a stale call)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
         args: tuple[object, ...]
@@ -279,6 +303,8 @@ class CampaignStore:
             row = where[1]
             assert isinstance(row, CampaignRow)
             cond, args = "campaign=? AND number=?", (row.campaign_id, e164_to_int(row.e164))
+        if placed_call:
+            cond, args = cond + " AND state='placed' AND call_id=?", (*args, placed_call)
         with transaction(self.conn) as conn:
             found = conn.execute(
                 f"SELECT campaign, number, attempts FROM campaign_person WHERE {cond}"
@@ -314,6 +340,16 @@ class CampaignStore:
         return cur.rowcount, [
             CampaignRow(campaign_id, int_to_e164(n), ln, a - 1, h, s) for n, ln, a, h, s in rows
         ]
+
+    def stale_placed(self, campaign_id: str, sent_before: float) -> list[CampaignRow]:
+        """'placed' rows whose request left before ``sent_before`` and that still have no
+        outcome (callback lost, daemon died mid-call): to be looked up at the provider."""
+        rows = self.conn.execute(
+            "SELECT number, line_no, attempts, hint, sending_at, call_id FROM campaign_person"
+            " WHERE campaign=? AND state='placed' AND sending_at<? ORDER BY line_no",
+            (campaign_id, sent_before),
+        ).fetchall()
+        return [CampaignRow(campaign_id, int_to_e164(n), ln, a - 1, h, s, c) for n, ln, a, h, s, c in rows]
 
     def next_scheduled(self, campaign_id: str) -> float | None:
         row = self.conn.execute(

@@ -74,25 +74,31 @@ class DaemonApiDialer:
                     data = await resp.json(content_type=None)
                     if resp.status != 200 or not isinstance(data, dict):
                         raise RuntimeError(f"daemon API answered {resp.status}")
-                out.append(_from_decisions(data.get("decisions") or [], sought.hint))
+                out.append(_from_decisions(data.get("decisions") or [], sought.hint, data.get("in_progress")))
         return out
 
 
 _FOUND = "found at the daemon after an interrupted run"
 
 
-def _from_decisions(decisions: list[dict[str, str]], hint: str) -> PlacementResult | None:
-    """The daemon's audit rows of one call id as a placement result."""
+def _from_decisions(
+    decisions: list[dict[str, str]], hint: str, in_progress: object = None
+) -> PlacementResult | None:
+    """The daemon's audit rows of one call id as a placement result; ``in_progress`` is the
+    daemon's word on whether it is placing the call now (None: a daemon that does not say)."""
     final = [d.get("decision", "") for d in decisions if d.get("decision") != "allowed"]
     if not final:
         if any(d.get("decision") == "allowed" for d in decisions):
-            # Allowed and not finished: the daemon is placing it (or died doing so).
-            return PlacementResult("queued", call_id=hint, detail="the daemon attempted this call")
+            if in_progress is False:  # allowed, no outcome, not running: the daemon stopped mid-call
+                return PlacementResult(
+                    "lost", call_id=hint,
+                    detail="the daemon attempted the call and has no outcome (it restarted mid-call?)")
+            return PlacementResult("queued", call_id=hint, detail="in progress at the daemon")
         return None  # refused by the daemon's gate: nothing was dialed
     last = final[-1]
     if last == "placed":  # the trunk path reports after the call: placed = answered
         return PlacementResult("answered", call_id=hint, detail=_FOUND)
-    if last in _KNOWN and last not in ("queued", "unavailable"):
+    if last in _KNOWN and last not in ("queued", "unavailable", "lost"):
         status: PlacementStatus = last  # type: ignore[assignment]
         return PlacementResult(status, call_id=hint, detail=_FOUND)
     if last == "unavailable":

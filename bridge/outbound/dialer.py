@@ -8,8 +8,11 @@ from typing import Literal, Protocol, runtime_checkable
 # queued: the provider took the call and reports the outcome later (plivo-api callbacks).
 # unavailable: the provider could not be reached or answered 5xx (transport trouble, retried
 # with backoff); ``maybe_sent`` says whether the request may still have been acted on.
+# lost (call finders only): the provider attempted the call, it is no longer live and there is
+# no outcome (e.g. the daemon stopped mid-call); it may have rung, so it is never redialed.
 PlacementStatus = Literal[
-    "queued", "answered", "completed", "busy", "no-answer", "rejected", "failed", "machine", "unavailable"
+    "queued", "answered", "completed", "busy", "no-answer", "rejected", "failed", "machine", "unavailable",
+    "lost",
 ]
 RETRYABLE: frozenset[str] = frozenset({"busy", "no-answer"})
 # Reached the person (or the provider took the call and owns it from here).
@@ -54,14 +57,17 @@ class Sought:
     to_e164: str
     since_epoch: float
     hint: str
+    call_id: str = ""  # the provider's id when it gave one (a placed call without an outcome)
 
 
 @runtime_checkable
 class CallFinder(Protocol):
     """A dialer whose provider can list calls: used after a crash to learn whether a request
-    that may have left created a call (then the call is not placed again)."""
+    that may have left created a call (then the call is not placed again), and to settle a
+    placed call whose outcome never arrived."""
 
     async def find_calls(self, wanted: list[Sought]) -> list[PlacementResult | None]:
-        """For each request: the provider's call it created (its outcome when it ended, else
-        ``queued``), or None when there is none. Raises when the provider cannot be asked."""
+        """For each request: the provider's call it created (its outcome when it ended,
+        ``queued`` while it is queued or live, ``lost`` when it ended without an outcome), or
+        None when there is none. Raises when the provider cannot be asked."""
         ...

@@ -2,7 +2,9 @@
 
 The daemon mounts these routes with ``build_http_app(..., extra_routes=calls_routes(...))``.
 ``GET /calls/{call_id}`` (same token) says what became of a call requested with that
-``call_id`` (the campaign runner asks after a crash): 404 never seen, else its decisions.
+``call_id`` (the campaign runner asks after a crash, or when a placed call's outcome is
+overdue): 404 never seen, else its decisions and ``in_progress`` (this daemon process is placing
+it now; false after a restart: an ``allowed`` call without an outcome was cut off).
 
 Answers: 202 placed, 403 refused (every blocking rule, next allowed time), 400 bad input,
 401 bad token, 429 too many calls to this number (rule ``rate_limited``) or this source is
@@ -54,6 +56,7 @@ def calls_routes(
     bad_tokens = SlidingCounter(limits.bad_tokens, limits.lockout_s, clock)
     per_number = SlidingCounter(limits.calls_per_number, limits.number_window_s, clock)
     region = service.gate.settings.default_region
+    in_progress: set[str] = set()  # call ids whose POST /calls is being handled by this process
 
     def refused_access(request: web.Request) -> web.Response | None:
         source = request.remote or "unknown"
@@ -78,7 +81,7 @@ def calls_routes(
         rows = service.store.decisions_for_call(call_id)
         if not rows:
             return web.json_response({"call_id": call_id, "found": False}, status=404)
-        return web.json_response({"call_id": call_id, "found": True,
+        return web.json_response({"call_id": call_id, "found": True, "in_progress": call_id in in_progress,
                                   "decisions": [{"decision": r.decision, "detail": r.detail} for r in rows]})
 
     async def create_call(request: web.Request) -> web.Response:
@@ -113,10 +116,14 @@ def calls_routes(
                 return _too_many("rate_limited", f"at most {limits.calls_per_number} calls to one number per "
                                  f"{limits.number_window_s:.0f} s", wait)
             per_number.add(key)
+        if hint:
+            in_progress.add(hint)
         try:
             attempt = await service.call(body["to"], from_number, via, call_id_hint=hint)
         except DialerUnavailable as exc:
             return web.json_response({"error": str(exc)}, status=503)
+        finally:
+            in_progress.discard(hint)
         decision = attempt.decision
         masked = mask_number(decision.to_e164) if decision.to_e164 else None
         if not decision.allowed:

@@ -150,16 +150,21 @@ class PlivoApiDialer:
             client.voice_retry_count = 0
             # Queued and live calls are not in the call records yet (Plivo lists them apart):
             # one listing for every row asked about.
-            pending: dict[str, PlacementResult] = {}
+            pending: dict[str, PlacementResult] = {}  # by to-number digits
+            by_uuid: dict[str, PlacementResult] = {}  # by request_uuid / call_uuid
             for kind, status in ((client.queued_calls, "queued"), (client.live_calls, "live")):
                 for call_id in _all_ids(kind):
                     detail = kind.get(call_id)
                     found = str(getattr(detail, "request_uuid", "") or call_id)
-                    pending.setdefault(_digits(getattr(detail, "to", "")),
-                                       PlacementResult("queued", call_id=found, detail=f"{status} at Plivo"))
-            for sought in wanted:  # Plivo's lists do not show our call id: by number and time
+                    result = PlacementResult("queued", call_id=found, detail=f"{status} at Plivo")
+                    pending.setdefault(_digits(getattr(detail, "to", "")), result)
+                    by_uuid[found] = by_uuid[call_id] = result
+            for sought in wanted:
                 digits = sought.to_e164.lstrip("+")
-                out.append(pending.get(digits) or self._ended_call(digits, sought.since_epoch))
+                # A placed call is known by its request_uuid while queued/live; call records do
+                # not carry it, and a request that may have left has no id: by number and time.
+                out.append(by_uuid.get(sought.call_id) or pending.get(digits)
+                           or self._ended_call(digits, sought.since_epoch))
         return out
 
     def _ended_call(self, digits: str, since_epoch: float) -> PlacementResult | None:

@@ -124,6 +124,11 @@ class OutboundSettings(Section):
     backoff_s: float = Field(2.0, ge=0)
     backoff_max_s: float = Field(60.0, ge=0)
     max_consecutive_failures: int = Field(5, ge=1)
+    # A campaign call still 'placed' this long after its request left has lost its outcome
+    # (hangup callback never arrived, daemon died mid-call): the next run (and a long run every
+    # 10 min) looks it up at the provider. Keep it above ring time + the longest call
+    # (plivo.time_limit_s, 3600 by default), or live calls are asked about needlessly.
+    outcome_timeout_s: float = Field(7200.0, ge=60)
     # Answering machine (plivo-api, machine_detection = "true"): "hangup", or "message" (say
     # machine_message after the beep, then hang up).
     on_machine: Literal["hangup", "message"] = "hangup"
