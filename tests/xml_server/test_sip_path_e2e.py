@@ -71,18 +71,21 @@ def test_inbound_sip_call_through_xml_server_and_daemon(tmp_path: Path) -> None:
     assert {r.get("call_uuid") for r in of_call} == {call.call_uuid}, of_call
 
 
-@pytest.mark.parametrize("xml_password", ["not the password", None], ids=["wrong", "missing"])
-def test_sip_leg_without_the_right_credentials_is_refused(tmp_path: Path, xml_password: str | None) -> None:
+@pytest.mark.parametrize(("xml_password", "daemon_config", "status"), [
+    ("not the password", DAEMON_CONFIG, 401),  # the answer to the challenge is refused: 401 again
+    (None, DAEMON_CONFIG, 401),  # Plivo has nothing to answer the 401 with: the call ends there
+    (SIP_PASSWORD, '[sip.trust]\ntrusted_cidrs = ["127.0.0.1/32"]\n', 403),  # no inbound auth at all
+], ids=["wrong", "missing", "no-auth-configured"])
+def test_sip_leg_without_the_right_credentials_is_refused(tmp_path: Path, xml_password: str | None,
+                                                          daemon_config: str, status: int) -> None:
     lines: list[str] = []
-    with run_daemon(tmp_path, agent="echo", config=DAEMON_CONFIG, env=DAEMON_ENV) as daemon:
+    with run_daemon(tmp_path, agent="echo", config=daemon_config, env=DAEMON_ENV) as daemon:
         call = _call(_xml_config(tmp_path, daemon.sip_port), xml_password, lines)
         calls = metric(daemon.http, "voice_bridge_calls_total", 'outcome="bye",transport="sip"')
     log = "\n".join(lines)
-    # Wrong: the answer to the challenge is refused (the daemon challenges again: 401). Missing:
-    # Plivo has nothing to answer the first 401 with, so the call ends there.
-    assert call.sip_refused == 401 and not call.sip_answered, log
-    assert call.sip_challenged == (xml_password is not None), log
-    assert not call.ok and "SIP call refused with 401" in call.error
+    assert call.sip_refused == status and not call.sip_answered, log
+    assert call.sip_challenged == (status == 401 and xml_password is not None), log
+    assert not call.ok and f"SIP call refused with {status}" in call.error
     assert "dial action failed" in log and calls == 0
     if xml_password is not None:
         assert xml_password not in log

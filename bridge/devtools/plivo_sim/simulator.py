@@ -224,7 +224,8 @@ async def _follow_dial(spec: CallSpec, call: SimulatedCall, plan: xmlplan.DialPl
     elif not spec.trusted_source and result.answered:
         printer(f"note: the bridge took the call from {source} without a challenge: it trusts that "
                 "address, which a real Plivo edge address would not be unless listed in sip.trust")
-    printer(f"SIP call {'answered and ended' if result.answered else 'failed'} {result.detail}".rstrip())
+    printer("SIP call answered and ended" if result.answered
+            else f"SIP call failed: {result.detail or f'SIPp exited {result.returncode}'}")
     if result.refused is not None:
         call.error = f"SIP call refused with {result.refused}"
     if plan.action_url:
