@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jitter-ms", type=float, default=20.0, metavar="MS",
                         help="extra random delay per stream message (default 20)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the network delays (default 1)")
+    parser.add_argument("--trusted-source", action="store_true",
+                        help="place the SIP leg from 127.0.0.1 (which the daemon trusts by default) "
+                             "instead of 127.0.0.2, which must answer the digest challenge with the "
+                             "<User>'s sipAuthUsername/sipAuthPassword, as Plivo does")
     parser.add_argument("--json", action="store_true", help="print a JSON summary at the end")
 
 
@@ -68,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         tail_s=args.tail,
         max_s=args.max_seconds,
         network=network,
+        trusted_source=args.trusted_source,
     )
     call = asyncio.run(simulate_call(spec, printer=lambda line: print(line, flush=True)))
     if args.record and call.stream is not None:
@@ -85,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
                                if call.stream and call.stream.first_audio_tick is not None else None),
             "clears": call.stream.clears if call.stream else None,
             "sip_answered": call.sip_answered,
+            "sip_challenged": call.sip_challenged,
+            "sip_refused": call.sip_refused,
             "stream_events": call.stream_events,
             "network_rtt_ms": call.stream.network_rtt_ms if call.stream else None,
         }

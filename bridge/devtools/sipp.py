@@ -15,7 +15,7 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8}
 
 
-def _caller_pcap(pcap: Path, codec: str, pcm: bytes) -> Path:
+def caller_pcap(pcap: Path, codec: str, pcm: bytes) -> Path:
     """`pcm` (8 kHz s16le) as 20 ms RTP packets of `codec` in a pcap SIPp can play."""
     encode = encoder(codec)
     payloads = [encode(pcm[i : i + 320]) for i in range(0, len(pcm) - 319, 320)]
@@ -38,7 +38,7 @@ def media_scenario(
     otherwise every call uses SIPp's -mp port (one call at a time, easy to capture).
     routed: through a record-routing proxy (Kamailio): ACK and BYE go to the daemon's Contact
     with the 200's Record-Route as Route headers, and late provisional answers are accepted."""
-    pcap = _caller_pcap(workdir / f"caller_{codec}.pcap", codec, pcm)
+    pcap = caller_pcap(workdir / f"caller_{codec}.pcap", codec, pcm)
     text = (
         (SCENARIOS / "uac_media.xml")
         .read_text()
@@ -73,7 +73,7 @@ def _routed(text: str) -> str:
 def conversation_scenario(workdir: Path, codec: str, pcm: bytes, wait_ms: int) -> Path:
     """A UAC scenario that plays `pcm` as the caller's side of a conversation, then waits up to
     wait_ms for the agent's BYE (hanging up itself if none comes)."""
-    pcap = _caller_pcap(workdir / f"caller_talk_{codec}.pcap", codec, pcm)
+    pcap = caller_pcap(workdir / f"caller_talk_{codec}.pcap", codec, pcm)
     text = (SCENARIOS / "uac_converse.xml").read_text()
     text = text.format(codec=codec, pt=PAYLOAD_TYPES[codec], pcap=pcap, wait_ms=wait_ms)
     scenario = workdir / f"uac_converse_{codec}.xml"
@@ -108,8 +108,12 @@ def run_sipp(
     timeout: float = 60.0,
     media_port: int | None = None,
     local_port: int | None = None,
+    local_ip: str = "127.0.0.1",
 ) -> SippResult:
-    """Run SIPp as a UAC against target (host:port), non-interactive and bounded in time."""
+    """Run SIPp as a UAC against target (host:port), non-interactive and bounded in time.
+
+    local_ip: the address SIPp sends from (signalling and media); another loopback address
+    (127.0.0.2) makes it a source the daemon does not trust."""
     cmd = [
         "sipp",
         target,
@@ -119,9 +123,9 @@ def run_sipp(
         str(calls),
         "-nostdin",
         "-i",
-        "127.0.0.1",
+        local_ip,
         "-p",
-        str(local_port or free_udp_port()),
+        str(local_port or free_udp_port(local_ip)),
         "-timeout",
         f"{int(timeout)}s",
         "-timeout_error",
@@ -131,7 +135,7 @@ def run_sipp(
         *args,
     ]
     if media_port is not None:
-        cmd += ["-mi", "127.0.0.1", "-mp", str(media_port)]
+        cmd += ["-mi", local_ip, "-mp", str(media_port)]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout + 15)
     err_file = cwd / "sipp_errors.log"
     errors = err_file.read_text(errors="replace") if err_file.exists() else ""

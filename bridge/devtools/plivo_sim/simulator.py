@@ -2,11 +2,14 @@
 Plivo's documented behaviour on by default: the answer webhook carries the parameters Plivo
 sends (ALegUUID, ALegRequestUUID, Direction, machine-detection fields on outbound calls), the
 stream upgrade is signed, StartStream is posted once audio flows and DroppedStream when the
-socket dies or is refused, and the elements after <Stream> run once the stream ends."""
+socket dies or is refused, the elements after <Stream> run once the stream ends, and the SIP
+leg of <Dial><User> comes from an address the bridge should not trust, answering its digest
+challenge with the <User>'s sipAuthUsername/sipAuthPassword (trusted_source: from 127.0.0.1)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +32,8 @@ class SimulatedCall:
     stream: StreamCallResult | None = None
     sip_answered: bool | None = None
     sip_detail: str = ""
+    sip_challenged: bool = False  # the bridge sent a digest challenge to the SIP leg
+    sip_refused: int | None = None  # the status that refused the SIP leg (401, 403, ...)
     followups: list[tuple[str, int]] = field(default_factory=list)  # (url, status)
     stream_events: list[str] = field(default_factory=list)  # StartStream, StopStream, DroppedStream
     stream_error: str = ""  # the stream could not be opened or was refused
@@ -58,6 +63,7 @@ class CallSpec:
     machine_detection: str = ""  # outbound: "human" | "machine" (Plivo's Machine parameter)
     network: NetworkProfile | None = None  # stream latency/jitter (None: Plivo-like default)
     header_value_limit: int = rules.STRICT_VALUE_LIMIT  # X-PH- value limit Plivo applies
+    trusted_source: bool = False  # SIP leg from 127.0.0.1 (trusted by default) instead of 127.0.0.2
 
 
 async def simulate_call(spec: CallSpec, printer: Printer = print) -> SimulatedCall:
@@ -72,7 +78,7 @@ async def simulate_call(spec: CallSpec, printer: Printer = print) -> SimulatedCa
         call.error = f"answer URL returned {reply.status}"
         printer(f"call failed: {call.error}")
         return call
-    printer(f"XML: {reply.body.strip()}")
+    printer(f"XML: {_masked(reply.body.strip())}")
     try:
         call.plan = plan = xmlplan.plan(reply.body, spec.header_value_limit)
     except xmlplan.XmlError as exc:
@@ -95,6 +101,11 @@ async def simulate_call(spec: CallSpec, printer: Printer = print) -> SimulatedCa
     call.followups.append((url, done.status))
     printer(f"POST {url} (hangup) -> {done.status}")
     return call
+
+
+def _masked(xml_text: str) -> str:
+    """The XML as printed: sipAuthPassword is a secret."""
+    return re.sub(r'(sipAuthPassword=)("[^"]*"|\'[^\']*\')', r'\1"***"', xml_text)
 
 
 def answer_params(spec: CallSpec, call_uuid: str) -> dict[str, str]:
@@ -187,21 +198,36 @@ async def _status(spec: CallSpec, call: SimulatedCall, url: str, event: str, str
 
 
 async def _follow_dial(spec: CallSpec, call: SimulatedCall, plan: xmlplan.DialPlan, printer: Printer) -> None:
-    from bridge.devtools.plivo_sim.sip_call import place_sip_call
+    from bridge.devtools.plivo_sim.sip_call import TRUSTED_SOURCE, UNTRUSTED_SOURCE, SipAuth, place_sip_call
 
-    printer(f"dialling {plan.user} with X-PH headers {sorted(plan.sip_headers)}")
+    source = TRUSTED_SOURCE if spec.trusted_source else UNTRUSTED_SOURCE
+    # Plivo answers a challenge only with credentials the <User> carries.
+    auth = SipAuth(plan.sip_auth_username, plan.sip_auth_password) \
+        if plan.sip_auth_username and plan.sip_auth_password else None
+    printer(f"dialling {plan.user} from {source} with X-PH headers {sorted(plan.sip_headers)}"
+            f"{'' if auth else ' and no sipAuth credentials'}")
     for pair in plan.dropped_headers:
         printer(f"Plivo would not send sipHeaders pair {pair}")
     pause_ms = int(len(spec.caller_pcm) / 16 + spec.tail_s * 1000)
     try:
         result = await asyncio.to_thread(place_sip_call, plan.user, plan.sip_headers, spec.from_number,
-                                         spec.caller_pcm or bytes(3200), pause_ms, spec.max_s)
+                                         spec.caller_pcm or bytes(3200), pause_ms, spec.max_s, auth, source)
     except (RuntimeError, ValueError) as exc:
         call.error = str(exc)
         printer(f"dial failed: {exc}")
         return
     call.sip_answered, call.sip_detail = result.answered, result.detail
-    printer(f"SIP call {'answered and ended' if result.answered else 'failed'} {result.detail}".rstrip())
+    call.sip_challenged, call.sip_refused = result.challenged, result.refused
+    if result.challenged:
+        printer("the bridge challenged the SIP leg" + (": answered with the <User>'s sipAuth credentials"
+                                                        if auth else ""))
+    elif not spec.trusted_source and result.answered:
+        printer(f"note: the bridge took the call from {source} without a challenge: it trusts that "
+                "address, which a real Plivo edge address would not be unless listed in sip.trust")
+    printer("SIP call answered and ended" if result.answered
+            else f"SIP call failed: {result.detail or f'SIPp exited {result.returncode}'}")
+    if result.refused is not None:
+        call.error = f"SIP call refused with {result.refused}"
     if plan.action_url:
         status = "completed" if result.answered else "failed"
         params = {"CallUUID": call.call_uuid, "DialStatus": status, "DialAction": "hangup",
