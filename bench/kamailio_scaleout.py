@@ -27,20 +27,8 @@ from typing import Any
 import numpy as np
 
 from bridge.devtools.kamailio import run_front
-from bridge.devtools.procs import Daemon, free_port, run_daemon
+from bridge.devtools.procs import Daemon, cpu_seconds, free_port, rss_mib, run_daemon
 from bridge.devtools.sipp import media_scenario
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _health(daemon: Daemon) -> dict[str, Any]:
@@ -87,13 +75,13 @@ def run_once(n_daemons: int, calls: int, seconds: float, rate: float) -> dict[st
 
             def sample() -> None:
                 while not stop.is_set():
-                    samples.append((time.monotonic(), [_cpu_seconds(d.proc.pid) for d in daemons]))
+                    samples.append((time.monotonic(), [cpu_seconds(d.proc.pid) for d in daemons]))
                     for i, d in enumerate(daemons):
-                        rss_peak[i] = max(rss_peak[i], _rss_mib(d.proc.pid))
+                        rss_peak[i] = max(rss_peak[i], rss_mib(d.proc.pid))
                         lag_max[i] = max(lag_max[i], float(_health(d)["load"]["loop_lag_max_ms"]))
                     stop.wait(0.5)
 
-            idle_rss = [_rss_mib(d.proc.pid) for d in daemons]
+            idle_rss = [rss_mib(d.proc.pid) for d in daemons]
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
             start = time.monotonic()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,20 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from bridge.devtools.pcap import read_udp_payloads
-from bridge.devtools.procs import capture_udp, free_port, run_daemon
+from bridge.devtools.procs import capture_udp, cpu_seconds, free_port, rss_mib, run_daemon
 from bridge.devtools.sipp import media_scenario
-
-
-def _proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main() -> int:
@@ -63,7 +50,7 @@ def main() -> int:
 
             def sample() -> None:
                 while not stop.is_set():
-                    samples.append((time.monotonic(), _proc_cpu_seconds(pid)))
+                    samples.append((time.monotonic(), cpu_seconds(pid)))
                     stop.wait(0.5)
 
             sampler = threading.Thread(target=sample, daemon=True)
@@ -103,7 +90,7 @@ def main() -> int:
                     text=True,
                 )
                 while sipp.poll() is None:
-                    rss_peak = max(rss_peak, _rss_mib(pid))
+                    rss_peak = max(rss_peak, rss_mib(pid))
                     time.sleep(0.5)
                 stop.set()
                 sampler.join()

@@ -1,10 +1,13 @@
-"""Run the shipped Kamailio front (deploy/kamailio/kamailio.cfg) on loopback for tests and
-benchmarks: foreground (-DD -E), its own runtime directory and control socket, a dispatcher
-list naming the daemons given, stopped by PID."""
+"""Run Kamailio (Debian `kamailio`) on loopback for tests and benchmarks: one runner for the
+shipped front (deploy/kamailio/kamailio.cfg, a dispatcher list naming the daemons given) and for
+any other configuration a test brings (tests/kamailio: a record-routing proxy). Foreground
+(-DD -E), its own runtime directory, its output collected, stopped by the PID we started (never
+by name), restartable on the same port."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -12,8 +15,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from bridge.devtools.procs import REPO, free_port
@@ -22,24 +24,44 @@ CONFIG = REPO / "deploy" / "kamailio" / "kamailio.cfg"
 DISPATCHER_LIST = REPO / "deploy" / "kamailio" / "dispatcher.list"
 
 
+def _tool(name: str) -> str:
+    """``name`` on PATH, else Debian's /usr/sbin (not on a normal user's PATH)."""
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
 def have_kamailio() -> bool:
-    return shutil.which("kamailio") is not None and shutil.which("kamcmd") is not None
+    return all(shutil.which(t) is not None or Path(f"/usr/sbin/{t}").exists() for t in ("kamailio", "kamcmd"))
+
+
+def modules_dir() -> str:
+    """Debian's multiarch module directory (x86_64-linux-gnu, aarch64-linux-gnu, ...)."""
+    found = [*sorted(Path("/usr/lib").glob("*/kamailio/modules")), Path("/usr/lib/kamailio/modules")]
+    return f"{next((d for d in found if (d / 'tm.so').exists()), found[0])}/"
 
 
 def check_config(*defines: str) -> subprocess.CompletedProcess[str]:
     """`kamailio -c`: parse the shipped configuration (and the modules it loads) only."""
-    cmd = ["kamailio", "-c", "-f", str(CONFIG)]
+    cmd = [_tool("kamailio"), "-c", "-f", str(CONFIG)]
     for d in defines:
         cmd += ["-A", d]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
-@dataclass
-class Front:
-    proc: subprocess.Popen[str]
-    port: int
-    ctl: str
-    log_lines: list[str] = field(default_factory=list)
+class Kamailio:
+    """One Kamailio process on 127.0.0.1:``port``: ``start()``, ``stop()``, ``start()`` again
+    (same port, a new process), ``logs()``. ``ready`` says when it serves requests."""
+
+    def __init__(
+        self, config: Path, run_dir: Path, port: int, args: Sequence[str], ready: Callable[[Kamailio], bool]
+    ) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.port = port
+        self.args = list(args)
+        self._ready = ready
+        self.proc: subprocess.Popen[str] | None = None
+        self.log_lines: list[str] = []
+        self._reader: threading.Thread | None = None
 
     @property
     def target(self) -> str:
@@ -48,8 +70,76 @@ class Front:
     def logs(self) -> str:
         return "\n".join(self.log_lines)
 
+    def start(self, ready_s: float = 20.0) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [_tool("kamailio"), "-f", str(self.config), "-DD", "-E", "-Y", str(self.run_dir), *self.args]
+        # Its own session: if the main process dies hard, its children can still be found
+        # (and only ours) by the process group we created.
+        self.proc = proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        self._reader = threading.Thread(target=self._pump, args=(proc,), daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + ready_s
+        while not self._ready(self):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                rc = proc.poll()
+                self.stop()
+                raise RuntimeError(f"kamailio did not start (rc={rc}) in {ready_s} s:\n{self.logs()[-3000:]}")
+            time.sleep(0.1)
+
+    def _pump(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.log_lines.append(line.rstrip())
+
+    def stop(self) -> None:
+        """SIGTERM to the main process (it stops its workers and closes every connection);
+        SIGKILL to the process group we created if it does not go in time."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # workers left behind by a hard exit, if any
+        if self._reader is not None:
+            self._reader.join(5)
+
+
+@contextlib.contextmanager
+def running(kamailio: Kamailio) -> Iterator[Kamailio]:
+    kamailio.start()
+    try:
+        yield kamailio
+    finally:
+        kamailio.stop()
+
+
+def tcp_listening_and_forked(kamailio: Kamailio) -> bool:
+    """Kamailio opens its sockets before it forks its workers: the TCP one answering and the
+    process table logged mean the configuration loaded and the workers are up."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", kamailio.port), timeout=0.5):
+        return "main(): processes" in kamailio.logs()
+    return False
+
+
+class Front(Kamailio):
+    """The shipped front, with its control socket for kamcmd."""
+
+    def __init__(self, run_dir: Path, port: int, ctl: str, args: Sequence[str]) -> None:
+        super().__init__(CONFIG, run_dir, port, args, ready=lambda k: options_answered(k.port))
+        self.ctl = ctl
+
     def rpc(self, *args: str) -> str:
-        out = subprocess.run(["kamcmd", "-s", self.ctl, *args], capture_output=True, text=True, timeout=10)
+        out = subprocess.run([_tool("kamcmd"), "-s", self.ctl, *args], capture_output=True, text=True,
+                             timeout=10)
         return out.stdout + out.stderr
 
     def destinations(self) -> dict[int, str]:
@@ -108,40 +198,20 @@ def run_front(
     One worker by default: replies then leave in the order they came (with several workers a
     180 may overtake its 200, which SIPp counts as a failed call although a real UA would not)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    run_dir = workdir / "kamailio-run"
-    run_dir.mkdir(exist_ok=True)
     ds = workdir / "dispatcher.list"
     ds.write_text(dispatcher_list(sip_ports, maxload))
     port = free_port()
+    run_dir = workdir / "kamailio-run"
     ctl = f"unix:{run_dir}/ctl"
-    cmd = [
-        "kamailio", "-f", str(CONFIG), "-DD", "-E", "-Y", str(run_dir), "-m", "64", "-M", "8",
+    args = [
+        "-m", "64", "-M", "8",
         "-A", "LISTEN_IP=127.0.0.1", "-A", f"SIP_PORT={port}", "-A", f'DS_LIST="{ds}"',
         "-A", f'CTL_SOCKET="{ctl}"', "-A", f"PROBE_INTERVAL={probe_interval_s}",
         "-A", f"FR_TIMER={fr_timer_ms}", "-A", f"PIKE_DENSITY={pike_density}", "-A", f"CHILDREN={children}",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line.rstrip())
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    front = Front(run_dir, port, ctl, args)
+    front.start(ready_timeout)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while not options_answered(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"kamailio did not start (rc={proc.poll()}):\n" + "\n".join(lines))
-        yield Front(proc, port, ctl, lines)
+        yield front
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        reader.join(2)
+        front.stop()

@@ -18,6 +18,21 @@ REPO = Path(__file__).resolve().parents[2]  # the checkout (cwd of the daemon)
 VOICE_BRIDGE = Path(sys.executable).parent / "voice-bridge"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (/proc/<pid>/stat utime + stime)."""
+    # the command name in parentheses may hold spaces: count the fields after its ")"
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of process ``pid`` now, MiB (VmRSS); 0.0 if not reported."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     """A port free for both UDP and TCP on 127.0.0.1 (SIP binds both)."""
     for _ in range(50):

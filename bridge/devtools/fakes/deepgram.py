@@ -30,14 +30,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
-from bridge.audio.g711 import ulaw_to_pcm
 from bridge.devtools.fakes.control import Faults, Journal
+from bridge.devtools.fakes.energy import BLOCK_MS, EnergyBlocks, receive_or_idle_close
 
-BLOCK_MS = 10
-VOICE_RMS = 500.0  # a block louder than this is "speech"
 INTERIM_EVERY_MS = 300
 EMPTY_FINAL_AFTER_MS = 1000  # silence is acknowledged with empty finals, as Deepgram does
 MS_PER_WORD = 250  # how fast the fake "hears" the script line's words
@@ -135,8 +132,8 @@ class _Session:
         self.vad_events = query.get("vad_events") == "true"
         self.stall_after, self.drop_after = fake.faults.take_stream_faults()
         self.error_close = fake.take_error_close()
-        self.block = self.rate * BLOCK_MS // 1000
-        self.pending = np.zeros(0, dtype=np.int16)
+        self.blocks = EnergyBlocks(self.rate, self.encoding)
+        self.block = self.blocks.block
         self.cursor = 0  # samples processed
         self.final_until = 0  # samples covered by final results
         self.speech_start: int | None = None
@@ -179,12 +176,8 @@ class _Session:
     async def _run(self) -> None:
         journal = self.fake.journal
         while True:
-            try:
-                msg = await asyncio.wait_for(self.ws.receive(), self.fake.idle_timeout_s)
-            except TimeoutError:
-                # documented: no data for 10 s -> close 1011 NET-0001
-                journal.add("idle_closed")
-                await self.ws.close(code=1011, message=b"NET-0001")
+            msg = await receive_or_idle_close(self.ws, self.fake.idle_timeout_s, journal)
+            if msg is None:
                 return
             if msg.type == WSMsgType.BINARY:
                 self.bytes_in += len(msg.data)
@@ -222,12 +215,8 @@ class _Session:
         journal.add("aborted", bytes_in=self.bytes_in)  # the client went away without CloseStream
 
     async def _audio(self, data: bytes) -> None:
-        if self.encoding == "mulaw":
-            data = ulaw_to_pcm(data)
-        self.pending = np.concatenate([self.pending, np.frombuffer(data[: len(data) & ~1], dtype="<i2")])
-        while len(self.pending) >= self.block:
-            block, self.pending = self.pending[: self.block], self.pending[self.block :]
-            await self._block(float(np.sqrt(np.mean(block.astype(np.float64) ** 2))) > VOICE_RMS)
+        for voiced in self.blocks.feed(data):
+            await self._block(voiced)
             self.cursor += self.block
 
     async def _block(self, voiced: bool) -> None:

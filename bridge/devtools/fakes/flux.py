@@ -18,20 +18,16 @@ does (v2 has no KeepAlive message; the client sends silence instead).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections import deque
 from typing import Any
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
-from bridge.audio.g711 import ulaw_to_pcm
 from bridge.devtools.fakes.control import Journal
+from bridge.devtools.fakes.energy import BLOCK_MS, EnergyBlocks, receive_or_idle_close
 
-BLOCK_MS = 10
-VOICE_RMS = 500.0
 NOISE_MS = 80  # less voiced audio than this opens no turn
 UPDATE_EVERY_MS = 240  # Flux sends a TurnInfo about every 240 ms of audio
 MS_PER_WORD = 250
@@ -98,8 +94,8 @@ class _FluxSession:
         self.eager = _float(query.get("eager_eot_threshold")) is not None
         self.eot_timeout_ms = int(query.get("eot_timeout_ms", "5000"))
         self.error = fake.error
-        self.block = self.rate * BLOCK_MS // 1000
-        self.pending = np.zeros(0, dtype=np.int16)
+        self.blocks = EnergyBlocks(self.rate, self.encoding)
+        self.block = self.blocks.block
         self.cursor = 0
         self.seq = 0
         self.turn_index = -1
@@ -117,11 +113,8 @@ class _FluxSession:
         await self._send({"type": "Connected", "request_id": self.request_id})
         journal = self.fake.journal
         while True:
-            try:
-                msg = await asyncio.wait_for(self.ws.receive(), self.fake.idle_timeout_s)
-            except TimeoutError:
-                journal.add("idle_closed")
-                await self.ws.close(code=1011, message=b"NET-0001")
+            msg = await receive_or_idle_close(self.ws, self.fake.idle_timeout_s, journal)
+            if msg is None:
                 return
             if msg.type == WSMsgType.BINARY:
                 if self.error is not None:
@@ -167,12 +160,8 @@ class _FluxSession:
                           "thresholds": thresholds, "keyterms": data.get("keyterms") or []})
 
     async def _audio(self, data: bytes) -> None:
-        if self.encoding == "mulaw":
-            data = ulaw_to_pcm(data)
-        self.pending = np.concatenate([self.pending, np.frombuffer(data[: len(data) & ~1], dtype="<i2")])
-        while len(self.pending) >= self.block:
-            block, self.pending = self.pending[: self.block], self.pending[self.block :]
-            await self._block(float(np.sqrt(np.mean(block.astype(np.float64) ** 2))) > VOICE_RMS)
+        for voiced in self.blocks.feed(data):
+            await self._block(voiced)
             self.cursor += self.block
 
     async def _block(self, voiced: bool) -> None:
