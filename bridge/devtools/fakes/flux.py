@@ -9,6 +9,14 @@ client sent ForceEndTurn) or timeout (``eot_timeout_ms`` of silence without a co
 ``Configure`` is answered with ConfigureSuccess or ConfigureFailure; `error` sends an
 ``Error`` frame and closes 1011.
 
+Timing (Deepgram's Flux docs): EagerEndOfTurn fires on medium confidence, before the
+confident EndOfTurn; an eager threshold of 0.3-0.5 saves about 150-250 ms. The fake puts them at
+``eager_after_ms`` (200) and ``eot_after_ms`` (400) of silence after the last speech, both
+settable per fake; the message itself goes out at once (no network delay is added here). As the
+state machine page says, EagerEndOfTurn carries a nonempty transcript, EndOfTurn's transcript
+matches the EagerEndOfTurn before it, and TurnResumed (only after an EagerEndOfTurn) comes
+first when speech returns.
+
 Recognition is the same energy detector as the v1 fake: each burst is the next `script`
 line. A line ending in "..." trails off: the model is never confident, so only the timeout
 (or ForceEndTurn) ends that turn. Not established from the documentation, so assumed here:
@@ -48,6 +56,8 @@ class FakeFlux:
         self.script: deque[str] = deque()
         self.idle_timeout_s = IDLE_TIMEOUT_S
         self.error: tuple[str, str] | None = None  # (code, description) once audio arrives
+        self.eager_after_ms = EAGER_AFTER_MS  # silence before EagerEndOfTurn (eager mode)
+        self.eot_after_ms = EOT_AFTER_MS  # silence before a confident EndOfTurn
 
     def next_text(self) -> str:
         return self.script.popleft() if self.script else "hello"
@@ -201,16 +211,22 @@ class _FluxSession:
         if not self.in_turn:
             return
         confident = not self.text.endswith("...")
-        if self.eager and confident and not self.eager_sent and self.silence_run == EAGER_AFTER_MS:
+        fake = self.fake
+        if self.eager and confident and not self.eager_sent and self.silence_run >= fake.eager_after_ms \
+                and self.silence_run < fake.eot_after_ms:
             self.eager_sent = True
+            self._all_heard()  # the EndOfTurn that may follow says the same
             await self._turn_info("EagerEndOfTurn", 0.6)
-        if confident and self.silence_run >= EOT_AFTER_MS:
+        if confident and self.silence_run >= fake.eot_after_ms:
             await self._end_turn("model")
         elif self.silence_run >= self.eot_timeout_ms:
             await self._end_turn("timeout")
 
+    def _all_heard(self) -> None:
+        self.spoken_ms = max(self.spoken_ms, len(self.text.split()) * MS_PER_WORD)
+
     async def _end_turn(self, trigger: str) -> None:
-        self.spoken_ms = max(self.spoken_ms, len(self.text.split()) * MS_PER_WORD)  # all heard
+        self._all_heard()
         await self._turn_info("EndOfTurn", 0.9, trigger=trigger)
         self.in_turn, self.text, self.eager_sent = False, "", False
 
