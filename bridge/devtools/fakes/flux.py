@@ -9,13 +9,15 @@ client sent ForceEndTurn) or timeout (``eot_timeout_ms`` of silence without a co
 ``Configure`` is answered with ConfigureSuccess or ConfigureFailure; `error` sends an
 ``Error`` frame and closes 1011.
 
-Timing (Deepgram's Flux docs): EagerEndOfTurn fires on medium confidence, before the
-confident EndOfTurn; an eager threshold of 0.3-0.5 saves about 150-250 ms. The fake puts them at
-``eager_after_ms`` (200) and ``eot_after_ms`` (400) of silence after the last speech, both
-settable per fake; the message itself goes out at once (no network delay is added here). As the
-state machine page says, EagerEndOfTurn carries a nonempty transcript, EndOfTurn's transcript
-matches the EagerEndOfTurn before it, and TurnResumed (only after an EagerEndOfTurn) comes
-first when speech returns.
+Timing, from what Deepgram and its resellers publish: EagerEndOfTurn fires on medium
+confidence, before the confident EndOfTurn (the eager threshold must not exceed the EndOfTurn
+one); the median end-of-turn latency is under 300 ms, and eager mode saves about 150 ms at the
+median (150-250 ms for thresholds of 0.3-0.5). So the fake sends EagerEndOfTurn after
+``eager_eot_after_ms`` (150) and EndOfTurn after ``eot_after_ms`` (300) of silence after the
+last speech, both settable per fake (eager only if earlier than EndOfTurn); that latency
+includes Flux's own processing, so nothing else is added. As the state-machine page says,
+EagerEndOfTurn carries a nonempty transcript, EndOfTurn's transcript matches the EagerEndOfTurn
+before it, and TurnResumed (only after an EagerEndOfTurn) comes first when speech returns.
 
 Recognition is the same energy detector as the v1 fake: each burst is the next `script`
 line. A line ending in "..." trails off: the model is never confident, so only the timeout
@@ -43,8 +45,8 @@ VOICE_RMS = 500.0
 NOISE_MS = 80  # less voiced audio than this opens no turn
 UPDATE_EVERY_MS = 240  # Flux sends a TurnInfo about every 240 ms of audio
 MS_PER_WORD = 250
-EAGER_AFTER_MS = 200  # pause before EagerEndOfTurn (when eager_eot_threshold is set)
-EOT_AFTER_MS = 400  # pause before a confident EndOfTurn
+EAGER_AFTER_MS = 150  # pause before EagerEndOfTurn (when eager_eot_threshold is set)
+EOT_AFTER_MS = 300  # pause before a confident EndOfTurn
 IDLE_TIMEOUT_S = 10.0
 MODELS = frozenset({"flux-general-en", "flux-general-multi"})
 
@@ -56,7 +58,7 @@ class FakeFlux:
         self.script: deque[str] = deque()
         self.idle_timeout_s = IDLE_TIMEOUT_S
         self.error: tuple[str, str] | None = None  # (code, description) once audio arrives
-        self.eager_after_ms = EAGER_AFTER_MS  # silence before EagerEndOfTurn (eager mode)
+        self.eager_eot_after_ms = EAGER_AFTER_MS  # silence before EagerEndOfTurn (eager mode)
         self.eot_after_ms = EOT_AFTER_MS  # silence before a confident EndOfTurn
 
     def next_text(self) -> str:
@@ -212,7 +214,7 @@ class _FluxSession:
             return
         confident = not self.text.endswith("...")
         fake = self.fake
-        if self.eager and confident and not self.eager_sent and self.silence_run >= fake.eager_after_ms \
+        if self.eager and confident and not self.eager_sent and self.silence_run >= fake.eager_eot_after_ms \
                 and self.silence_run < fake.eot_after_ms:
             self.eager_sent = True
             self._all_heard()  # the EndOfTurn that may follow says the same
@@ -255,5 +257,6 @@ class _FluxSession:
         message["sequence_id"] = self.seq
         self.seq += 1
         self.fake.journal.add("sent", type=message["type"], event=message.get("event"),
-                              text=message.get("transcript"), trigger=message.get("trigger"))
+                              text=message.get("transcript"), trigger=message.get("trigger"),
+                              audio_end=message.get("audio_window_end"))
         await self.ws.send_str(json.dumps(message))
