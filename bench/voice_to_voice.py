@@ -18,10 +18,17 @@ caller speech, the providers built once and shared by all calls as in the daemon
 arrive spread over ``--ramp-s``. Two answer shapes are measured, since the first clause must
 be complete before it goes to the TTS.
 
+With ``--stt deepgram-flux`` the STT is Deepgram Flux (listen v2, the real SDK against the
+fake /v2/listen): no endpointing window and no final delay; the fake sends EagerEndOfTurn
+``--flux-eager-ms`` and EndOfTurn ``--flux-eot-ms`` after the end of speech (defaults 150 and
+300: Flux's published median end-of-turn latency is under 300 ms, eager mode saves about
+150 ms), and the engine starts the held reply on EagerEndOfTurn. ``--stt deepgram
+deepgram-flux`` measures both in one run.
+
 Per scenario: voice_to_voice = first_audio_out - user_speech_end (DESIGN.md latency marks),
 each provider mark from user_speech_end, the bridge overhead, the event loop's lag, CPU.
 
-Usage: .venv/bin/python bench/voice_to_voice.py [--calls 1 100] [--turns 3]
+Usage: .venv/bin/python bench/voice_to_voice.py [--calls 1 100] [--turns 3] [--stt deepgram deepgram-flux]
        [--tts elevenlabs-ws elevenlabs] [--answers short_first_clause long_first_clause]
        [--first-clause-words N] [--preemptive on|off] [--adaptive on|off] [--on-interim on|off]
 Prints one JSON object.
@@ -75,20 +82,21 @@ PROFILE: dict[str, float | tuple[float, float]] = {
 
 
 # -- the fakes, in their own process --------------------------------------------------------------
-def serve_fakes(conn: Connection, token_s: float, answer: str) -> None:
+def serve_fakes(conn: Connection, token_s: float, answer: str, flux_ms: tuple[int, int]) -> None:
     """Child process: FakeCloud with the latency profile until the parent closes the pipe."""
     from bridge.devtools.fakes import FakeCloud
 
     async def main() -> None:
         async with FakeCloud() as cloud:
             cloud.deepgram.final_delay_s = PROFILE["stt_final_s"]
+            cloud.flux.eager_eot_after_ms, cloud.flux.eot_after_ms = flux_ms
             # chunk 0 carries only the role; the first token follows one token time later
             cloud.openai.faults.first_byte_delay_s = max(0.0, _seconds("llm_first_token_s") - token_s)
             cloud.openai.faults.chunk_delay_s = token_s
             cloud.elevenlabs.faults.first_byte_delay_s = _seconds("tts_first_byte_s")
             cloud.elevenlabs.ws_faults.first_byte_delay_s = _seconds("tts_first_byte_s")
             replies = cloud.openai.script
-            heard = cloud.deepgram.script
+            heard, flux_heard = cloud.deepgram.script, cloud.flux.script
             loop = asyncio.get_running_loop()
 
             def keep_scripted() -> None:
@@ -99,6 +107,8 @@ def serve_fakes(conn: Connection, token_s: float, answer: str) -> None:
                     replies.append(answer)
                 while len(heard) < 1000:
                     heard.extend(QUESTIONS)
+                while len(flux_heard) < 1000:
+                    flux_heard.extend(QUESTIONS)
                 loop.call_later(0.5, keep_scripted)
 
             keep_scripted()
@@ -304,13 +314,14 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
 
 
 def cloud_settings(url: str, tts: str, first_clause_words: int | None = None,
-                   conversation: dict[str, Any] | None = None) -> Settings:
+                   conversation: dict[str, Any] | None = None, stt: str = "deepgram",
+                   flux_eager: float | None = None) -> Settings:
     conv: dict[str, Any] = {"greeting": "Hi, how can I help?", "transcripts_dir": "", **(conversation or {})}
     if first_clause_words is not None:
         conv["first_clause_words"] = first_clause_words
     return Settings.model_validate({
         "conversation": conv,
-        "stt": {"providers": ["deepgram"], "deepgram_url": url},
+        "stt": {"providers": [stt], "deepgram_url": url, "flux_eager_eot_threshold": flux_eager},
         "llm": {"providers": ["openai"], "base_url": f"{url}/v1", "model": "gpt-4o"},
         "tts": {"providers": [tts], "elevenlabs_url": url},
     })
@@ -330,18 +341,20 @@ async def run(args: argparse.Namespace, url: str, questions: list[bytes], fakes_
         {"DEEPGRAM_API_KEY": DEEPGRAM_KEY, "OPENAI_API_KEY": OPENAI_KEY, "ELEVENLABS_API_KEY": ELEVENLABS_KEY}
     )
     out: dict[str, Any] = {}
-    for tts in args.tts:
-        settings = cloud_settings(url, tts, args.first_clause_words, {
-            "preemptive_generation": args.preemptive == "on",
-            "adaptive_endpointing": args.adaptive == "on",
-            "preemptive_on_interim": args.on_interim == "on",
-        })
-        for calls in args.calls:
-            cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
-            ramp = args.ramp_s if calls > 1 else 0.0
-            result = await scenario(calls, settings, secrets, questions, args.turns, ramp)
-            result["fakes_cores_busy"] = round((cpu_seconds(fakes_pid) - cpu) / (time.monotonic() - wall), 3)
-            out[f"{tts}/{calls}"] = result
+    for stt in args.stt:
+        for tts in args.tts:
+            settings = cloud_settings(url, tts, args.first_clause_words, {
+                "preemptive_generation": args.preemptive == "on",
+                "adaptive_endpointing": args.adaptive == "on",
+                "preemptive_on_interim": args.on_interim == "on",
+            }, stt=stt, flux_eager=None if args.flux_eager == "off" else float(args.flux_eager))
+            for calls in args.calls:
+                cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
+                ramp = args.ramp_s if calls > 1 else 0.0
+                result = await scenario(calls, settings, secrets, questions, args.turns, ramp)
+                busy = (cpu_seconds(fakes_pid) - cpu) / (time.monotonic() - wall)
+                result["fakes_cores_busy"] = round(busy, 3)
+                out[f"{stt}/{tts}/{calls}"] = result
     return out
 
 
@@ -349,7 +362,8 @@ def with_fakes(args: argparse.Namespace, answer: str, questions: list[bytes]) ->
     """Run the scenarios against a fresh fakes process that always gives ``answer``."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    fakes = ctx.Process(target=serve_fakes, args=(child, args.token_ms / 1000, answer), daemon=True)
+    flux_ms = (args.flux_eager_ms, args.flux_eot_ms)
+    fakes = ctx.Process(target=serve_fakes, args=(child, args.token_ms / 1000, answer, flux_ms), daemon=True)
     fakes.start()
     try:
         if not parent.poll(30):
@@ -363,16 +377,21 @@ def with_fakes(args: argparse.Namespace, answer: str, questions: list[bytes]) ->
             fakes.terminate()
 
 
-def serial_sum(answer: str, first_clause_words: int, token_ms: float, endpointing_ms: int) -> float:
+def serial_sum(answer: str, first_clause_words: int, token_ms: float, endpointing_ms: int,
+               flux_eot_ms: int | None = None) -> float:
     """endpointing window + STT final (midpoint of its range) + LLM first token + the rest of
     the first clause's tokens + TTS first byte: the voice-to-voice of a strictly serial chain
-    (one token a word)."""
+    (one token a word). With Flux (``flux_eot_ms``), its EndOfTurn delay stands for the window
+    and the final together."""
     splitter = ClauseSplitter(first_clause_words=first_clause_words)
     first = next(c for word in answer.split(" ") for c in splitter.push(word + " "))  # as streamed
     words = len(first.split())
     # the STT final's delay is a range: its midpoint stands for it
-    chain_s = sum(sum(v) / 2 if isinstance(v, tuple) else v for v in PROFILE.values())
-    return round(endpointing_ms + chain_s * 1000 + (words - 1) * token_ms, 1)
+    chain = {k: sum(v) / 2 if isinstance(v, tuple) else v for k, v in PROFILE.items()}
+    if flux_eot_ms is not None:
+        chain["stt_final_s"] = 0.0
+        endpointing_ms = flux_eot_ms
+    return round(endpointing_ms + sum(chain.values()) * 1000 + (words - 1) * token_ms, 1)
 
 
 def main() -> None:
@@ -393,6 +412,14 @@ def main() -> None:
                         help="conversation.adaptive_endpointing")
     parser.add_argument("--on-interim", choices=["on", "off"], default="on",
                         help="conversation.preemptive_on_interim")
+    parser.add_argument("--stt", nargs="+", default=["deepgram"], choices=["deepgram", "deepgram-flux"],
+                        help="STT provider(s), measured one after the other")
+    parser.add_argument("--flux-eager", default="0.5",
+                        help="stt.flux_eager_eot_threshold for deepgram-flux (off: no EagerEndOfTurn)")
+    parser.add_argument("--flux-eager-ms", type=int, default=150,
+                        help="the fake Flux's silence before EagerEndOfTurn")
+    parser.add_argument("--flux-eot-ms", type=int, default=300,
+                        help="the fake Flux's silence before EndOfTurn")
     args = parser.parse_args()
     conv = Settings().conversation
     words = conv.first_clause_words if args.first_clause_words is None else args.first_clause_words
@@ -408,8 +435,12 @@ def main() -> None:
         "endpointing_ms": conv.endpointing_ms,
         "answers": {name: ANSWERS[name] for name in args.answers},
         # what the same chain costs done one step after the other, with the fixed window
-        "serial_sum_ms": {name: serial_sum(ANSWERS[name], words, args.token_ms, conv.endpointing_ms)
-                          for name in args.answers},
+        "stt": args.stt,
+        "flux_ms": {"eager_eot_threshold": args.flux_eager, "eager_after": args.flux_eager_ms,
+                    "end_of_turn_after": args.flux_eot_ms},
+        "serial_sum_ms": {stt: {name: serial_sum(ANSWERS[name], words, args.token_ms, conv.endpointing_ms,
+                                                 args.flux_eot_ms if stt == "deepgram-flux" else None)
+                                for name in args.answers} for stt in args.stt},
         "results": {name: with_fakes(args, ANSWERS[name], questions) for name in args.answers},
     }
     print(json.dumps(out, indent=2))

@@ -48,7 +48,7 @@ from bridge.conversation.level_gate import LevelGate
 from bridge.conversation.marks import TurnMarks
 from bridge.conversation.reply import After, Reply, ReplyKind, truncate_history
 from bridge.leg import FRAME_MS
-from bridge.providers.base import Message, ToolCall, Transcript
+from bridge.providers.base import EAGER_END_OF_TURN, TURN_RESUMED, Message, ToolCall, Transcript
 from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ class Engine:
             self._flush_preroll()
         self._emit(SttAudio(pcm))
         if is_speech:
-            if self._reply is not None and self._reply.held:
+            if self._reply is not None and self._reply.held and not self._stt_turns():
                 self._drop_preempt(now, "resumed")  # the caller goes on: that reply is stale
             turn.speech_end = now + FRAME_MS / 1000
             turn.speech_end_frame = self._frame_no
@@ -272,8 +272,24 @@ class Engine:
         turn.silence_ms += FRAME_MS
         self._early_finalize(turn)
         self._maybe_preempt(now)
-        if turn.silence_ms >= end_of_turn_ms(turn.text(), self.conv):
+        if turn.silence_ms >= self._endpoint_ms(turn):
             self._endpoint(now)
+
+    def _stt_turns(self) -> bool:
+        """The STT in use detects the end of the turn itself (Deepgram Flux)."""
+        return self._stt_name() == "deepgram-flux"
+
+    def _stt_name(self) -> str:
+        stt = self.settings.stt.providers
+        return stt[min(self._index["stt"], len(stt) - 1)]
+
+    def _endpoint_ms(self, turn: _Turn) -> int:
+        """The silence that ends the turn. With Flux, its EndOfTurn does (Deepgram: its turn
+        detection replaces the client's VAD endpoint); the window is then only a safety net past
+        Flux's own eot_timeout_ms, for a session that never answers."""
+        if self._stt_turns():
+            return self.settings.stt.flux_eot_timeout_ms + 1000
+        return end_of_turn_ms(turn.text(), self.conv)
 
     def _endpoint(self, now: float) -> None:
         turn = self._turn
@@ -335,19 +351,22 @@ class Engine:
         mode = self.conv.early_finalize
         if mode != "auto":
             return mode == "on"
-        stt = self.settings.stt.providers
-        return stt[min(self._index["stt"], len(stt) - 1)] == "deepgram"
+        return self._stt_name() == "deepgram"
 
     def _maybe_preempt(self, now: float) -> None:
         """The caller fell silent: start the reply on the best transcript so far, held until
         the turn is confirmed (LiveKit's preemptive generation)."""
         conv = self.conv
         turn = self._turn
-        if not conv.preemptive_generation or turn is None or turn.silence_ms < conv.preemptive_after_ms:
+        if not conv.preemptive_generation or turn is None or turn.silence_ms < conv.preemptive_after_ms \
+                or self._stt_turns():  # Flux says when: EagerEndOfTurn (_flux_event)
             return
         text = turn.text()
         if not text or (turn.interim.strip() and not conv.preemptive_on_interim):
             return
+        self._preempt(now, turn, text)
+
+    def _preempt(self, now: float, turn: _Turn, text: str) -> None:
         reply = self._reply
         if reply is not None:
             if not reply.held or same_words(reply.preempt_text, text):
@@ -527,7 +546,17 @@ class Engine:
             return
         if not tr.is_final:
             turn.interim = tr.text
+            if tr.event:
+                self._flux_event(now, turn, tr.event)
             self._maybe_preempt(now)
+            return
+        if self._stt_turns() and tr.end_of_utterance:
+            # Flux's EndOfTurn (its own, or the answer to our ForceEndTurn): the turn is over,
+            # whatever the VAD says. Its transcript is the whole turn's (cumulative).
+            turn.finals.append(tr.text)
+            turn.interim = ""
+            turn.pending_finals = max(0, turn.pending_finals - 1)
+            self._complete_turn(now)
             return
         words_pending = bool(turn.interim.strip()) and not tr.text.strip()
         turn.finals.append(tr.text)
@@ -546,6 +575,14 @@ class Engine:
                 # interim words still await their final: else "yes" would end up outside the turn
                 turn.eou_after_speech = True
         self._maybe_preempt(now)
+
+    def _flux_event(self, now: float, turn: _Turn, event: str) -> None:
+        """EagerEndOfTurn starts the held reply on its transcript; TurnResumed drops it."""
+        held = self._reply if self._reply is not None and self._reply.held else None
+        if event == TURN_RESUMED and held is not None:
+            self._drop_preempt(now, "resumed")
+        elif event == EAGER_END_OF_TURN and self.conv.preemptive_generation and turn.text():
+            self._preempt(now, turn, turn.text())
 
     def on_stt_failed(self, now: float, reason: str) -> None:
         if self.ended:

@@ -247,7 +247,7 @@ def test_flux_end_of_turn_ends_the_turn_and_eager_hints_are_only_interims() -> N
     h.engine.on_transcript(h.t, Transcript("Book a table for two", False, False, 0.0, TURN_RESUMED))
     h.collect()
     h.frames(5, False)
-    assert not h.of(act.StartLlm, before)  # hints alone start nothing (yet: issue 12)
+    assert not h.of(act.StartLlm, before)  # not Flux, no preemption: the hints start nothing
     h.engine.on_transcript(h.t, Transcript("Book a table for two", True, True, 0.9))
     h.frames(h.settings.conversation.endpointing_ms // 20, False)
     assert h.last(act.StartLlm).messages[-1] == Message("user", "Book a table for two")

@@ -9,6 +9,16 @@ client sent ForceEndTurn) or timeout (``eot_timeout_ms`` of silence without a co
 ``Configure`` is answered with ConfigureSuccess or ConfigureFailure; `error` sends an
 ``Error`` frame and closes 1011.
 
+Timing, from what Deepgram and its resellers publish: EagerEndOfTurn fires on medium
+confidence, before the confident EndOfTurn (the eager threshold must not exceed the EndOfTurn
+one); the median end-of-turn latency is under 300 ms, and eager mode saves about 150 ms at the
+median (150-250 ms for thresholds of 0.3-0.5). So the fake sends EagerEndOfTurn after
+``eager_eot_after_ms`` (150) and EndOfTurn after ``eot_after_ms`` (300) of silence after the
+last speech, both settable per fake (eager only if earlier than EndOfTurn); that latency
+includes Flux's own processing, so nothing else is added. As the state-machine page says,
+EagerEndOfTurn carries a nonempty transcript, EndOfTurn's transcript matches the EagerEndOfTurn
+before it, and TurnResumed (only after an EagerEndOfTurn) comes first when speech returns.
+
 Recognition is the same energy detector as the v1 fake: each burst is the next `script`
 line. A line ending in "..." trails off: the model is never confident, so only the timeout
 (or ForceEndTurn) ends that turn. Not established from the documentation, so assumed here:
@@ -31,8 +41,8 @@ from bridge.devtools.fakes.energy import BLOCK_MS, EnergyBlocks, receive_or_idle
 NOISE_MS = 80  # less voiced audio than this opens no turn
 UPDATE_EVERY_MS = 240  # Flux sends a TurnInfo about every 240 ms of audio
 MS_PER_WORD = 250
-EAGER_AFTER_MS = 200  # pause before EagerEndOfTurn (when eager_eot_threshold is set)
-EOT_AFTER_MS = 400  # pause before a confident EndOfTurn
+EAGER_AFTER_MS = 150  # pause before EagerEndOfTurn (when eager_eot_threshold is set)
+EOT_AFTER_MS = 300  # pause before a confident EndOfTurn
 IDLE_TIMEOUT_S = 10.0
 MODELS = frozenset({"flux-general-en", "flux-general-multi"})
 
@@ -44,6 +54,8 @@ class FakeFlux:
         self.script: deque[str] = deque()
         self.idle_timeout_s = IDLE_TIMEOUT_S
         self.error: tuple[str, str] | None = None  # (code, description) once audio arrives
+        self.eager_eot_after_ms = EAGER_AFTER_MS  # silence before EagerEndOfTurn (eager mode)
+        self.eot_after_ms = EOT_AFTER_MS  # silence before a confident EndOfTurn
 
     def next_text(self) -> str:
         return self.script.popleft() if self.script else "hello"
@@ -190,16 +202,22 @@ class _FluxSession:
         if not self.in_turn:
             return
         confident = not self.text.endswith("...")
-        if self.eager and confident and not self.eager_sent and self.silence_run == EAGER_AFTER_MS:
+        fake = self.fake
+        if self.eager and confident and not self.eager_sent and self.silence_run >= fake.eager_eot_after_ms \
+                and self.silence_run < fake.eot_after_ms:
             self.eager_sent = True
+            self._all_heard()  # the EndOfTurn that may follow says the same
             await self._turn_info("EagerEndOfTurn", 0.6)
-        if confident and self.silence_run >= EOT_AFTER_MS:
+        if confident and self.silence_run >= fake.eot_after_ms:
             await self._end_turn("model")
         elif self.silence_run >= self.eot_timeout_ms:
             await self._end_turn("timeout")
 
+    def _all_heard(self) -> None:
+        self.spoken_ms = max(self.spoken_ms, len(self.text.split()) * MS_PER_WORD)
+
     async def _end_turn(self, trigger: str) -> None:
-        self.spoken_ms = max(self.spoken_ms, len(self.text.split()) * MS_PER_WORD)  # all heard
+        self._all_heard()
         await self._turn_info("EndOfTurn", 0.9, trigger=trigger)
         self.in_turn, self.text, self.eager_sent = False, "", False
 
@@ -228,5 +246,6 @@ class _FluxSession:
         message["sequence_id"] = self.seq
         self.seq += 1
         self.fake.journal.add("sent", type=message["type"], event=message.get("event"),
-                              text=message.get("transcript"), trigger=message.get("trigger"))
+                              text=message.get("transcript"), trigger=message.get("trigger"),
+                              audio_end=message.get("audio_window_end"))
         await self.ws.send_str(json.dumps(message))

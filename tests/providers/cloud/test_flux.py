@@ -71,6 +71,23 @@ async def test_eager_end_of_turn_then_turn_resumed(cloud: FakeCloud) -> None:
     assert query["eager_eot_threshold"] == "0.5" and query["eot_threshold"] == "0.8"
 
 
+async def test_eager_end_of_turn_precedes_end_of_turn_by_the_set_delays(cloud: FakeCloud) -> None:
+    """Eager first (medium confidence), EndOfTurn later with the same transcript; the delays
+    are the fake's settings, counted in audio after the last speech."""
+    cloud.flux.script.append("Are you open on Saturday")
+    cloud.flux.eager_eot_after_ms, cloud.flux.eot_after_ms = 100, 450
+    stream = await make(cloud.http_url, eager_eot_threshold=0.4).open()
+    await push(stream, speech(800) + silence(700))
+    got = await until_end(stream)
+    await stream.close()
+    eager = [t for t in got if t.event == EAGER_END_OF_TURN]
+    assert len(eager) == 1 and eager[0].text == got[-1].text == "Are you open on Saturday"
+    ends = {e["event"]: float(str(e["audio_end"])) for e in _sent(cloud, type="TurnInfo")
+            if e["event"] in ("EagerEndOfTurn", "EndOfTurn")}
+    assert ends["EagerEndOfTurn"] == pytest.approx(0.8 + 0.100, abs=0.03)
+    assert ends["EndOfTurn"] == pytest.approx(0.8 + 0.450, abs=0.03)
+
+
 async def test_force_end_turn_ends_the_turn_manually(cloud: FakeCloud) -> None:
     cloud.flux.script.append("Yes")
     stream = await make(cloud.http_url).open()
