@@ -17,6 +17,7 @@ from bridge.devtools.sipp import have_sipp, run_sipp
 from tests.kamailio.support import kamailio_proxy
 from tests.sipp.support import health, metric, sipp_background, wait_for
 from tests.support.audio import chirp_pcm
+from tests.support.sipp_steps import RECV_BYE_SEND_200
 
 pytestmark = [
     pytest.mark.sipp,
@@ -43,20 +44,7 @@ CALLER_HANGS_UP = """
   </send>
   <recv response="200" crlf="true"/>
 """
-AGENT_HANGS_UP = """
-  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-"""
+AGENT_HANGS_UP = RECV_BYE_SEND_200
 CALLS = "voice_bridge_calls_total"
 
 

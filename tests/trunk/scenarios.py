@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.support.sipp_steps import RECV_BYE_SEND_200
+
 _RINGING = """
   <send>
     <![CDATA[
@@ -17,7 +19,8 @@ _RINGING = """
   </send>
 """
 
-_OK = """
+_OK = (
+    """
   <send retrans="500">
     <![CDATA[
       SIP/2.0 200 OK
@@ -41,19 +44,9 @@ _OK = """
     ]]>
   </send>
   <recv request="ACK" crlf="true"/>
-  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
 """
+    + RECV_BYE_SEND_200
+)
 
 
 def _final(code: int, reason: str, extra: str = "") -> str:
