@@ -44,9 +44,15 @@ AGENT_GRACE_S = 5.0  # after the call ended, the agent gets this long to wind do
 class TransportCall(Protocol):
     """What the supervisor needs of one call's transport."""
 
-    transport: str  # "sip" | "stream": the metrics label
-    # After a transfer the peer ends the call itself; after this long without that, we do.
-    transferred_grace_s: float
+    @property
+    def transport(self) -> str:
+        """"sip" | "stream": the metrics label."""
+        ...
+
+    @property
+    def transferred_grace_s(self) -> float:
+        """After a transfer the peer ends the call itself; after this long without that, we do."""
+        ...
 
     @property
     def transferred(self) -> bool:

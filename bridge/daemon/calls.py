@@ -6,7 +6,8 @@ the leg reports the agent's hang-up or the RTP timeout."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from bridge.callfacts import decode_value
 from bridge.callmodel import CallInfo
@@ -24,25 +25,24 @@ from bridge.supervisor import CallSupervisor, Supervised
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
 class _SipDialog:
     """The supervisor's handle on one SIP dialog (bridge.supervisor.TransportCall)."""
 
-    transport = "sip"
-    transferred_grace_s = TRANSFERRED_BYE_GRACE_S
-
-    def __init__(self, call: SipCall, leg: RtpLeg) -> None:
-        self._call = call
-        self._leg = leg
+    call: SipCall
+    leg: RtpLeg
+    transport: ClassVar[str] = "sip"
+    transferred_grace_s: ClassVar[float] = TRANSFERRED_BYE_GRACE_S
 
     @property
     def transferred(self) -> bool:
-        return self._call.transferred
+        return self.call.transferred  # REFER or REST accepted: the peer BYEs us
 
     async def end(self, ended: LegEnded) -> None:
-        await self._call.hangup(ended.reason)  # BYE once the dialog is confirmed
+        await self.call.hangup(ended.reason)  # BYE once the dialog is confirmed
 
     def summary(self) -> dict[str, Any]:
-        stats = self._leg.stats()
+        stats = self.leg.stats()
         DTMF_PER_CALL.observe(stats.get("dtmf_in") or 0)
         return {
             "codec": stats.get("codec"),

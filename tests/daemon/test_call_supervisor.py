@@ -23,8 +23,9 @@ from bridge.settings import Secrets, Settings, load_settings
 from bridge.sip.server import SipServer
 from bridge.stream.server import StreamServer
 from bridge.supervisor import AgentRunner, CallSupervisor
+from tests.daemon.test_supervision import _until
 from tests.sip.corpus import SDP
-from tests.sipp.support import RawSip, to_tag
+from tests.sipp.support import RawSip
 from tests.stream.support import AUTH_TOKEN, SECRET, headers_for, tone
 
 
@@ -65,22 +66,8 @@ def _count(transport: str, outcome: str) -> float:
                                      {"transport": transport, "outcome": outcome}) or 0.0
 
 
-async def _until(cond: object, limit_s: float = 10.0) -> None:
-    for _ in range(int(limit_s / 0.02)):  # bounded
-        if cond():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached")
-
-
 def _answered_call(raw: RawSip, call_id: str) -> str:
-    """INVITE, 200, ACK (blocking: run in a thread); the dialog's To tag."""
-    raw.send(raw.invite(call_id, SDP))
-    ok, _ = raw.final()
-    assert ok.status_code == 200
-    tag = to_tag(ok)
-    raw.send(raw.ack(call_id, tag))
-    return tag
+    return raw.answered_call(call_id, SDP)  # blocking: run in a thread
 
 
 def _byes(raw: RawSip, first_within_s: float, quiet_s: float = 1.5) -> list[SipRequest]:
