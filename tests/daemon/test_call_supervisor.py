@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import signal
+import socket
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiosipua import SipRequest
 
@@ -15,8 +20,8 @@ from bridge.admission import Admission
 from bridge.agents.echo import run_echo
 from bridge.callmodel import CallInfo
 from bridge.daemon.calls import DaemonCallApp
-from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient
-from bridge.devtools.procs import free_rtp_range
+from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient, StreamCallResult
+from bridge.devtools.procs import free_port, free_rtp_range, run_daemon
 from bridge.leg import AudioLeg
 from bridge.metrics import REGISTRY
 from bridge.settings import Secrets, Settings, load_settings
@@ -25,7 +30,7 @@ from bridge.stream.server import StreamServer
 from bridge.supervisor import AgentRunner, CallSupervisor
 from tests.daemon.test_supervision import _until
 from tests.sip.corpus import SDP
-from tests.sipp.support import RawSip
+from tests.sipp.support import RawSip, health, wait_for
 from tests.stream.support import AUTH_TOKEN, SECRET, headers_for, tone
 
 
@@ -157,3 +162,30 @@ async def test_drain_ends_sip_and_stream_calls_alike() -> None:
         assert (result.close_code, result.close_reason) == (1001, "drain")  # going away, from us
         assert s.calls.active() == 0 and s.calls.admission.active == 0 and s.app.ports_in_use == 0
     assert (_count("sip", "drain"), _count("stream", "drain")) == (before[0] + 1, before[1] + 1)
+
+
+def test_sigterm_drains_sip_and_stream_calls_through_one_supervisor(tmp_path: Path) -> None:
+    """The daemon itself: both kinds of call outlive the drain time, then the one supervisor
+    ends them alike (the stream's used to be counted as an agent hang-up)."""
+    stream_port = free_port(socket.SOCK_STREAM)
+    env = {"VOICE_BRIDGE_DAEMON__DRAIN_TIMEOUT_S": "1", "VOICE_BRIDGE_STREAM_SECRET": SECRET,
+           "PLIVO_AUTH_TOKEN": AUTH_TOKEN}
+    config = f'[daemon]\nstream_listen = "127.0.0.1:{stream_port}"\n'
+    with run_daemon(tmp_path, config=config, env=env, agent="echo") as daemon, RawSip(daemon.sip_port) as raw:
+        raw.answered_call("drain-sip-1", SDP)
+        client = PlivoStreamClient(f"ws://127.0.0.1:{stream_port}/stream", call_uuid="drain-stream-1",
+                                   extra_headers=headers_for("drain-stream-1"), auth_token=AUTH_TOKEN)
+        results: list[StreamCallResult] = []
+        caller = threading.Thread(
+            target=lambda: results.append(asyncio.run(client.run(tone(200), tail_s=30.0))))
+        caller.start()
+        assert wait_for(lambda: health(daemon.http)["load"]["calls"] == 2), health(daemon.http)  # type: ignore[index]
+        daemon.proc.send_signal(signal.SIGTERM)
+        byes = _byes(raw, 10.0)
+        caller.join(20)
+        assert daemon.proc.wait(20) == 0
+    assert len(byes) == 1 and results and results[0].close_code == 1001, (byes, results)
+    ended = [json.loads(x) for x in daemon.logs().splitlines()
+             if x.startswith("{") and '"call ended"' in x and "bridge.supervisor" in x]
+    outcomes = sorted((e["transport"], e["outcome"]) for e in ended)
+    assert outcomes == [("sip", "drain"), ("stream", "drain")], ended
