@@ -219,7 +219,8 @@ class StreamServer:
             with contextlib.suppress(Exception):
                 await ws.close(1013, "busy")
             return
-        facts.setdefault(CALL_UUID, start.call_id)  # a stream's callId is Plivo's CallUUID
+        if not facts.get(CALL_UUID):
+            facts[CALL_UUID] = start.call_id  # a stream's callId is Plivo's CallUUID
         leg = StreamLeg(ws, start, chunk_ms=self._plivo.stream_chunk_ms, lead_ms=self._plivo.stream_lead_ms,
                         control=self._control)
         info = CallInfo(
