@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 SAMPLE_RATE = 8000
 FRAME_MS = 20
@@ -57,12 +57,22 @@ class PlaybackDone:
     t: float
 
 
+EndedBy = Literal["agent", "media", "peer", "owner"]
+"""Who ended a leg: ``agent`` (its hangup()), ``media`` (no caller media for too long),
+``peer`` (the far end or the transport already ended the call: BYE, CANCEL, socket closed),
+``owner`` (the call's supervisor: drain, shutdown)."""
+
+
 @dataclass(frozen=True, slots=True)
 class LegEnded:
-    """The call is over (BYE, socket closed, RTP timeout, ...). The last event of a leg."""
+    """The call is over (BYE, socket closed, RTP timeout, ...). The last event of a leg.
+
+    A leg only reports: when ``by`` is ``agent`` or ``media`` the call is still up on the wire,
+    and the call's supervisor (``bridge/supervisor.py``) ends it (SIP BYE, stream close)."""
 
     reason: str
     t: float
+    by: EndedBy = "peer"
 
 
 LegEvent = AudioFrame | DtmfDigit | PlaybackStarted | PlaybackProgress | PlaybackDone | LegEnded
@@ -108,4 +118,24 @@ class AudioLeg(Protocol):
         """Hand the caller to ``target`` (SIP REFER / Plivo transfer). True if accepted."""
         ...
 
-    async def hangup(self, reason: str = "normal") -> None: ...
+    async def hangup(self, reason: str = "normal") -> None:
+        """The agent is done with the call: the leg ends (LegEnded by ``agent``) and reports
+        it; whoever owns the call ends it on the wire."""
+        ...
+
+
+@runtime_checkable
+class SupervisedLeg(AudioLeg, Protocol):
+    """What a call's supervisor needs of a leg beyond the agent's AudioLeg."""
+
+    def end(self, reason: str, by: EndedBy = "peer") -> None:
+        """End the leg now (LegEnded once, media stops); a no-op on an ended leg."""
+        ...
+
+    async def finished(self) -> LegEnded:
+        """This leg's LegEnded, once it has one (the owner's view; the agent reads events())."""
+        ...
+
+    async def close(self, reason: str = "closed") -> None:
+        """Release what the leg holds (ends it first if need be); idempotent."""
+        ...

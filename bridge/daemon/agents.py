@@ -4,20 +4,18 @@ profile ([agents.NAME]) chosen by the call's route."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from bridge.callmodel import CallInfo
 from bridge.leg import AudioLeg
 from bridge.settings import Secrets, Settings
 from bridge.settings.agents import BUILTIN_AGENTS
+from bridge.supervisor import AgentRunner
 
 if TYPE_CHECKING:
     from bridge.providers.factory import ProviderSet
 
 log = logging.getLogger(__name__)
-
-AgentRunner = Callable[[AudioLeg, CallInfo], Awaitable[None]]
 
 __all__ = ["BUILTIN_AGENTS", "AgentRunner", "build_agent", "prepare_conversation"]
 

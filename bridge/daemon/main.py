@@ -17,6 +17,7 @@ from bridge.daemon.http_api import build_http_app, start_http
 from bridge.daemon.load import LoadMonitor
 from bridge.daemon.notify import Notifier
 from bridge.settings import Secrets, Settings
+from bridge.supervisor import CallSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +72,21 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
     agent = await build_agent(settings, secrets)
     bind_host = settings.sip.listen_host
     admission = Admission(settings.sip.max_calls)  # SIP and stream calls share the capacity
+    calls = CallSupervisor(agent, admission)  # ... and the drain and the end of every call
     rest = None
     if secrets.plivo_auth_id is not None and secrets.plivo_auth_token is not None:
         from bridge.stream.rest import PlivoRestControl
 
         rest = PlivoRestControl(settings.plivo, secrets)  # transfers of Plivo XML-app calls
-    app = DaemonCallApp(settings, agent, bind_host="0.0.0.0" if bind_host in ("", "0.0.0.0") else bind_host,
-                        admission=admission, rest=rest)
+    app = DaemonCallApp(settings, calls, bind_host="0.0.0.0" if bind_host in ("", "0.0.0.0") else bind_host,
+                        rest=rest)
     sip = SipServer(settings.sip, app, secrets)
     registration = RegistrationClient(settings.sip, secrets, sip)
     stream = None
     if settings.daemon.stream_listen:  # Plivo audio-stream WebSocket server
         from bridge.stream.server import StreamServer
 
-        stream = StreamServer(settings, secrets, agent, admission=admission)
+        stream = StreamServer(settings, secrets, calls)
     state: dict[str, Any] = {"sip_bound": False}
     load = LoadMonitor(settings.daemon.shed_loop_lag_ms)
     admission.overloaded = load.overloaded  # SIP and stream calls are shed alike
@@ -92,16 +94,16 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
     def health() -> dict[str, Any]:
         # "load" is what a dispatcher or an operator compares across instances
         return {
-            "status": "draining" if app.draining else "overloaded" if load.shedding else "ok",
+            "status": "draining" if calls.draining else "overloaded" if load.shedding else "ok",
             "sip_bound": state["sip_bound"],
             "sip_port": state.get("sip_port"),
             "registration": registration.state,
             "active_calls": app.active_calls,
             "rtp_ports_in_use": app.ports_in_use,
-            "draining": app.draining,
+            "draining": calls.draining,
             "agent": settings.daemon.agent,
             "stream_calls": stream.active_calls if stream is not None else None,
-            "load": {"calls": app.active_calls + (stream.active_calls if stream is not None else 0),
+            "load": {"calls": calls.active(),
                      **load.snapshot()},
         }
 
@@ -173,25 +175,24 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
     # Drain: refuse new calls, leave the registrar, let calls finish up to the drain timeout.
     log.info(
         "draining",
-        extra={"active_calls": app.active_calls, "drain_timeout_s": settings.daemon.drain_timeout_s},
+        extra={"active_calls": calls.active(), "drain_timeout_s": settings.daemon.drain_timeout_s},
     )
     notifier.stopping()
-    app.draining = True
+    calls.draining = True
     sip.set_draining(True)
     if stream is not None:
         stream.begin_drain()
     with contextlib.suppress(Exception):
         await registration.stop()
-    drain_ends = loop.time() + settings.daemon.drain_timeout_s
-    drained = await _until_idle_or(app.wait_idle(settings.daemon.drain_timeout_s), stop)
+    # One drain time for both transports: the supervisor holds the calls of both.
+    drained = await _until_idle_or(calls.wait_idle(settings.daemon.drain_timeout_s), stop)
     if not drained:
         why = "second signal" if stop.is_set() else "drain timeout"
-        log.info("%s: hanging up remaining calls", why, extra={"active_calls": app.active_calls})
-        await app.hangup_all("drain")
-        await app.wait_idle(5.0)
+        log.info("%s: hanging up remaining calls", why, extra={"active_calls": calls.active()})
+        with contextlib.suppress(TimeoutError):  # a BYE transaction is bounded; so is this wait
+            await asyncio.wait_for(calls.end_all("drain"), 5.0 + 5.0)
     if stream is not None:
-        # One drain time for both transports (it used to be one each, one after the other).
-        await stream.stop(0.0 if stop.is_set() else max(0.0, drain_ends - loop.time()))
+        await stream.stop(0.0)
     await sip.stop()
     await runner.cleanup()
     await load.stop()

@@ -22,6 +22,8 @@ class EventChannel:
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False
         self._taken_end = False
+        self._end: LegEnded | None = None
+        self._end_waiters: list[asyncio.Future[None]] = []
         self.dropped_frames = 0
 
     @property
@@ -38,10 +40,23 @@ class EventChannel:
             self._frames += 1
         elif isinstance(event, LegEnded):
             self._ended = True
+            self._end = event
+            for fut in self._end_waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            self._end_waiters.clear()
         self._items.append(event)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    async def finished(self) -> LegEnded:
+        """The LegEnded put here, once there is one (any number of waiters; takes no event)."""
+        while self._end is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._end_waiters.append(fut)
+            await fut
+        return self._end
 
     def stream(self) -> AsyncIterator[LegEvent]:
         """Events in order until (and including) LegEnded. One consumer at a time."""

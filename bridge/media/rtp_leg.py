@@ -2,7 +2,9 @@
 
 Lifecycle (driven by the daemon): ``open`` binds an RTP/RTCP port pair before the SIP answer
 (the port goes into the SDP); ``start`` with the negotiated MediaParams on ACK; ``update`` on
-re-INVITE (hold/resume, new remote); ``close`` when the call ends.
+re-INVITE (hold/resume, new remote); ``close`` when the call ends. The leg never ends the SIP
+dialog: the agent's hang-up and the RTP timeout end the leg with a LegEnded (``by`` agent /
+media) and the call's supervisor, which waits on ``finished()``, sends the BYE.
 
 All the media work happens on the process-wide 20 ms clock (bridge.media.clock): on each
 tick the leg reads the packets the clock found waiting on its socket, sends at most one frame
@@ -16,11 +18,11 @@ import asyncio
 import logging
 import random
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from bridge.callmodel import MediaParams
-from bridge.leg import FRAME_BYTES, FRAME_SAMPLES, AudioFrame, DtmfDigit, LegEnded, LegEvent
+from bridge.leg import FRAME_BYTES, FRAME_SAMPLES, AudioFrame, DtmfDigit, EndedBy, LegEnded, LegEvent
 from bridge.media import udp
 from bridge.media.clock import MediaClock, clock_for_loop
 from bridge.media.codec import DECODERS, ENCODERS
@@ -49,7 +51,6 @@ _MAX_RTCP_PER_SECOND = 32
 _SEQ_TS_SSRC = struct.Struct("!HII")
 _NO_ADDRESS = ("0.0.0.0", "::", "")
 
-HangupCallback = Callable[[str], Awaitable[None]]
 TransferCallback = Callable[[str], Awaitable[bool]]
 
 _COUNTERS = (
@@ -73,7 +74,8 @@ class RtpLeg:
         self.call_id = call_id
         self.subject = ""  # the person's pseudonymous id, written beside the recording
         self.local_port = pair.port
-        self.on_hangup: HangupCallback | None = None
+        # The owner's transfer service (REFER / Plivo REST): a request with an answer, which
+        # the agent awaits; hang-ups are not asked for but reported (finished()).
         self.on_transfer: TransferCallback | None = None
         self._pair = pair
         self._sock = pair.rtp
@@ -87,7 +89,6 @@ class RtpLeg:
         self._dtmf_rx = DtmfReceiver()
         self._dtmf_tx = DtmfSender()
         self._rx = ReceiveStats()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._recorder: CallRecorder | None = None
         # negotiated media
         self._media: MediaParams | None = None
@@ -120,7 +121,6 @@ class RtpLeg:
         self._ticking = False
         self._ending = False
         self._closed = False
-        self._closed_event = asyncio.Event()
         self._tick_no = random.randrange(_RTCP_TICKS)  # spreads housekeeping over the ticks
         # counters (stats()); the Prometheus ones are flushed once a second
         self._n: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
@@ -275,32 +275,23 @@ class RtpLeg:
         return await self.on_transfer(target)
 
     async def hangup(self, reason: str = "normal") -> None:
-        """End the call from our side: LegEnded, media stops, on_hangup (SIP BYE), close."""
-        if self._ending:
-            return
-        self._end(reason)
-        await self._notify_and_close(reason)
+        """The agent is done: media stops and LegEnded(by agent) is reported; the owner sends
+        the BYE and closes the leg."""
+        self._end(reason, "agent")
 
-    async def _notify_and_close(self, reason: str) -> None:
-        callback = self.on_hangup
-        if callback is not None:
-            try:
-                # Shielded: if the leg is closed meanwhile (the BYE ended the call), the SIP
-                # side must still finish its transaction.
-                await asyncio.shield(callback(reason))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("hang-up callback failed", extra={"call_id": self.call_id})
-        await self.close(reason)
+    def end(self, reason: str, by: EndedBy = "peer") -> None:
+        """The owner ends the leg (the dialog ended, or it ends it): media stops, LegEnded."""
+        self._end(reason, by)
+
+    async def finished(self) -> LegEnded:
+        return await self._channel.finished()
 
     async def close(self, reason: str = "closed") -> None:
         """Stop everything and release the port (idempotent). Emits LegEnded if not yet done."""
         if self._closed:
-            await self._closed_event.wait()
             return
         self._closed = True
-        self._end(reason)
+        self._end(reason, "owner")
         if self._started and self._remote_rtcp is not None:
             udp.send(self._pair.rtcp, self._reports.bye(), self._remote_rtcp)
         self._flush_metrics()
@@ -309,17 +300,8 @@ class RtpLeg:
         self._ports.release(self._pair.port)
         if self._recorder is not None:
             self._recorder.close()
-        current = asyncio.current_task()
-        others = [t for t in self._tasks if t is not current and not t.done()]
-        for task in others:
-            task.cancel()
-        try:
-            if others:
-                await asyncio.gather(*others, return_exceptions=True)
-        finally:
-            self._closed_event.set()
 
-    def _end(self, reason: str) -> None:
+    def _end(self, reason: str, by: EndedBy) -> None:
         """Stop the media (no more ticks) and emit LegEnded once."""
         if self._ending:
             return
@@ -331,12 +313,7 @@ class RtpLeg:
         for token in self._dtmf_tx.cancel_all():
             if isinstance(token, asyncio.Future) and not token.done():
                 token.set_result(None)
-        self._channel.put(LegEnded(reason, self._loop.time()))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = self._loop.create_task(coro, name=f"{name}-{self.call_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._channel.put(LegEnded(reason, self._loop.time(), by))
 
     # -- stats -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -567,5 +544,4 @@ class RtpLeg:
                 "no RTP from the caller: hanging up",
                 extra={"call_id": self.call_id, "silent_s": round(now - self._last_rx, 1)},
             )
-            self._end("rtp-timeout")
-            self._spawn(self._notify_and_close("rtp-timeout"), "rtp-timeout")
+            self._end("rtp-timeout", "media")  # reported: the supervisor sends the BYE

@@ -2,10 +2,11 @@
 
 Caller audio (mu-law or L16 at 8 kHz, any chunk size) is re-cut into 20 ms frames; agent audio
 leaves as paced playAudio + checkpoint pairs (see playout.py); clear() sends clearAudio at once.
-Hang-up closes the socket (and ends the call through Plivo's REST API when credentials are
-configured). DTMF goes out on the stream itself (sendDTMF). Transfer needs the REST API; once
-Plivo accepted it the call runs the transfer XML, so ending the leg afterwards only closes the
-socket and never hangs the transferred caller up.
+Hang-up is reported (LegEnded by ``agent``): the stream server, as the call's supervisor asks,
+closes the socket (and ends the call through Plivo's REST API when credentials are configured).
+DTMF goes out on the stream itself (sendDTMF). Transfer needs the REST API; once Plivo accepted
+it the call runs the transfer XML, so ending the leg afterwards only closes the socket and never
+hangs the transferred caller up.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Protocol
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 
-from bridge.leg import FRAME_BYTES, AudioFrame, DtmfDigit, LegEnded, LegEvent
+from bridge.leg import FRAME_BYTES, AudioFrame, DtmfDigit, EndedBy, LegEnded, LegEvent
 from bridge.media.events import EventChannel
 from bridge.stream import protocol
 from bridge.stream.playout import Chunk, Playout
@@ -125,21 +126,19 @@ class StreamLeg:
         return self._transferred
 
     async def hangup(self, reason: str = "normal") -> None:
-        if self._ended:
-            return
-        self.end("transferred" if self._transferred else reason)
-        if self._transferred:
-            # The call now runs the transfer XML: a REST hang-up would cut the caller off from
-            # the human. Closing our stream is all that is left to do.
-            with contextlib.suppress(Exception):
-                await self._ws.close(1000, "transferred")
-            return
-        if self._control is not None:
-            with contextlib.suppress(Exception):
-                await self._control.hangup(self.call_id)
-        # Without REST, closing the socket ends the call: <Stream keepCallAlive> is the
-        # document's last element, so Plivo hangs up once the stream is gone.
-        await self._ws.close(1000, "hangup")
+        """The agent is done: LegEnded(by agent); the owner ends the call on the wire."""
+        self.end("transferred" if self._transferred else reason, "agent")
+
+    async def finished(self) -> LegEnded:
+        return await self._channel.finished()
+
+    async def close(self, reason: str = "closed") -> None:
+        """Ends the leg if need be and waits for its sender; the socket is the server's."""
+        self.end(reason, "owner")
+        sender = self._sender
+        if sender is not None and sender is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
 
     # --- driven by the server ----------------------------------------------------------
 
@@ -164,12 +163,12 @@ class StreamLeg:
         elif isinstance(msg, protocol.ClearedAudio):
             self._playout.cleared()
 
-    def end(self, reason: str) -> None:
+    def end(self, reason: str, by: EndedBy = "peer") -> None:
         """The call is over for us: LegEnded (once), sender stopped."""
         if self._ended:
             return
         self._ended = True
-        self._channel.put(LegEnded(reason, self._loop.time()))
+        self._channel.put(LegEnded(reason, self._loop.time(), by))
         if self._sender is not None and self._sender is not asyncio.current_task():
             self._sender.cancel()
         self._wake.set()

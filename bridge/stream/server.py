@@ -2,7 +2,9 @@
 path /stream. The upgrade request must carry Plivo's V3 signature (as Plivo's stream SDKs check
 it: GET over https://<host><path>, nonce remembered), and the stream must open with a ``start``
 whose extra headers carry the HMAC token the XML server issued for that call and its facts
-(one stream per token); then the configured agent runs on a StreamLeg until the socket closes.
+(one stream per token); then the call supervisor (``bridge/supervisor.py``) runs the agent on a
+StreamLeg, and ends the call when the leg reports it (``_StreamCall.end``: Plivo REST hang-up
+and/or closing the socket) or the socket closes.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -19,12 +21,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from bridge import callcontext
-from bridge.admission import Admission
 from bridge.callfacts import CALL_UUID, TOKEN, token_valid
 from bridge.callmodel import CallInfo
-from bridge.endreason import EndReason, end_reason
-from bridge.leg import AudioLeg
-from bridge.metrics import CALLS_ACTIVE, CALLS_REFUSED, CALLS_TOTAL
+from bridge.leg import LegEnded
+from bridge.metrics import CALLS_REFUSED
 from bridge.plivo_signature import NonceStore
 from bridge.plivo_signature import verify as verify_signature
 from bridge.privacy import mask_number
@@ -35,13 +35,13 @@ from bridge.stream import protocol
 from bridge.stream.callfacts import parse_extra_headers
 from bridge.stream.leg import CallControl, StreamLeg
 from bridge.stream.tokens import UsedTokens
+from bridge.supervisor import AGENT_GRACE_S, CallSupervisor
 
 log = logging.getLogger(__name__)
 
-Agent = Callable[[AudioLeg, CallInfo], Awaitable[None]]
 PATH = "/stream"
-_AGENT_GRACE_S = 5.0  # after the socket closed, the agent gets this long to wind down
 _MAX_BAD_MESSAGES = 200
+_NORMAL_ENDS = ("socket closed", "stop", "hangup", "transferred")
 
 
 class _Refused(Exception):
@@ -60,14 +60,13 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 class StreamServer:
     def __init__(
-        self, settings: Settings, secrets: Secrets, agent: Agent, control: CallControl | None = None,
-        admission: Admission | None = None,
+        self, settings: Settings, secrets: Secrets, supervisor: CallSupervisor,
+        control: CallControl | None = None,
     ) -> None:
         self._settings = settings
-        # The daemon passes the SIP side's: one capacity for both transports.
-        self.admission = admission or Admission(settings.sip.max_calls)
+        # The daemon passes the SIP side's: one capacity, one drain for both transports.
+        self.supervisor = supervisor
         self._plivo = settings.plivo
-        self._agent = agent
         self._host, self._port = parse_listen(settings.daemon.stream_listen or "127.0.0.1:0")
         self._secret = secrets.optional("stream_secret")
         if self._plivo.stream_require_token and self._secret is None:
@@ -98,11 +97,8 @@ class StreamServer:
         # A token admits one stream: a copy (leaked, or replayed) is refused while it could be valid.
         self._tokens = UsedTokens(self._plivo.stream_timeout_s + 3600)
         self._server: Server | None = None
-        self._calls: dict[int, StreamLeg] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining = False
-        self._idle = asyncio.Event()
-        self._idle.set()
         self.refused = 0
 
     @property
@@ -113,7 +109,7 @@ class StreamServer:
 
     @property
     def active_calls(self) -> int:
-        return len(self._calls)
+        return self.supervisor.active("stream")
 
     async def start(self) -> None:
         self._server = await serve(
@@ -144,18 +140,18 @@ class StreamServer:
             self._server.close(close_connections=False)
 
     async def stop(self, drain_timeout_s: float = 0.0) -> None:
-        """Refuse new streams, let calls finish up to ``drain_timeout_s``, then end the rest."""
+        """Refuse new streams, let calls finish up to ``drain_timeout_s``, then end the rest
+        (the daemon's drain has ended them all by now: one drain for both transports)."""
         self._draining = True
-        if self._calls and drain_timeout_s > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), drain_timeout_s)
-        for leg in list(self._calls.values()):
-            leg.end("shutdown")
+        calls = self.supervisor.calls("stream")
+        if calls and drain_timeout_s > 0:
+            await asyncio.wait([asyncio.ensure_future(c.wait()) for c in calls], timeout=drain_timeout_s)
+        await self.supervisor.end_all("shutdown", "stream")
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=_AGENT_GRACE_S + 1)
+            await asyncio.wait(list(self._tasks), timeout=AGENT_GRACE_S + 1)
 
     # --- per connection ----------------------------------------------------------------
 
@@ -166,7 +162,7 @@ class StreamServer:
         if self._draining:
             why = "draining"
         else:
-            why = self.admission.refusal() or None  # at capacity, or shedding load
+            why = self.supervisor.refusal() or None  # at capacity, or shedding load
         if why is not None:
             CALLS_REFUSED.labels("stream", why).inc()
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"{why}\n")
@@ -219,12 +215,12 @@ class StreamServer:
             return
         except ConnectionClosed:
             return
-        if not self.admission.take():  # filled up (or began draining) since the upgrade
+        if not self.supervisor.take():  # filled up (or began draining) since the upgrade
             with contextlib.suppress(Exception):
                 await ws.close(1013, "busy")
             return
-        callcontext.bind(start.call_id, facts.get(CALL_UUID) or start.call_id)
-        callcontext.enter(start.call_id)  # this connection's task and the agent's: call_uuid on lines
+        if not facts.get(CALL_UUID):
+            facts[CALL_UUID] = start.call_id  # a stream's callId is Plivo's CallUUID
         leg = StreamLeg(ws, start, chunk_ms=self._plivo.stream_chunk_ms, lead_ms=self._plivo.stream_lead_ms,
                         control=self._control)
         info = CallInfo(
@@ -235,10 +231,8 @@ class StreamServer:
             plivo_headers=facts,
             direction="outbound" if facts.get("Direction") == "outbound" else "inbound",
         )
-        key = id(leg)
-        self._calls[key] = leg
-        self._idle.clear()
-        CALLS_ACTIVE.labels("stream").inc()
+        call = self.supervisor.supervise(_StreamCall(ws, leg, self._control), leg, info)
+        callcontext.enter(start.call_id)  # this connection's task and the agent's: call_uuid on lines
         log.info(
             "stream call started",
             extra={
@@ -251,33 +245,15 @@ class StreamServer:
         reason = "error"
         try:
             leg.start_sender()
-            agent_task = asyncio.create_task(self._run_agent(leg, info), name=f"agent-{leg.call_id}")
+            call.start_agent()
             reason = await self._receive(ws, leg)
-            leg.end(reason)
-            done, _ = await asyncio.wait([agent_task], timeout=_AGENT_GRACE_S)
-            if not done:
-                log.warning("agent did not end with the stream: cancelled", extra={"call_id": leg.call_id})
-                agent_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await agent_task
-            code = 1000 if reason in ("socket closed", "stop", "hangup", "shutdown", "transferred") else 1008
-            with contextlib.suppress(Exception):
-                await ws.close(code, reason)
         finally:
-            leg.end(reason)
-            del self._calls[key]
-            self.admission.release()
-            CALLS_ACTIVE.labels("stream").dec()
-            outcome = EndReason.TRANSFERRED if leg.transferred else end_reason(reason)
-            CALLS_TOTAL.labels("stream", outcome.value).inc()
-            if not self._calls:
-                self._idle.set()
-            log.info(
-                "stream call ended",
-                extra={"call_id": leg.call_id, "reason": reason, "frames_in": leg.frames_in,
-                       "chunks_out": leg.chunks_out, "clears": leg.clears_sent},
-            )
-            callcontext.unbind(start.call_id)
+            # The socket's end (a no-op when the leg ended first: the supervisor acts on that).
+            leg.end(reason, "media" if reason == "media timeout" else "peer")
+            await call.wait()
+            ended = await leg.finished()
+            with contextlib.suppress(Exception):
+                await ws.close(_close_code(ended), ended.reason)
 
     def _shown(self, number: str) -> str:
         return number if self._settings.logging.log_phone_numbers else mask_number(number)
@@ -331,17 +307,51 @@ class StreamServer:
                 continue
         return "hangup"
 
-    async def _run_agent(self, leg: StreamLeg, info: CallInfo) -> None:
-        try:
-            await self._agent(leg, info)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("agent failed", extra={"call_id": leg.call_id})
-        finally:
-            if not leg.ended:
+
+def _close_code(ended: LegEnded) -> int:
+    if ended.by == "owner":
+        return 1001  # going away: drain or shutdown, as the websockets server closes them
+    return 1000 if ended.reason in _NORMAL_ENDS else 1008
+
+
+class _StreamCall:
+    """The supervisor's handle on one stream call (bridge.supervisor.TransportCall)."""
+
+    transport = "stream"
+    transferred_grace_s = 0.0  # after a transfer Plivo runs the transfer XML: just close
+
+    def __init__(self, ws: ServerConnection, leg: StreamLeg, control: CallControl | None) -> None:
+        self._ws = ws
+        self._leg = leg
+        self._control = control
+
+    @property
+    def transferred(self) -> bool:
+        return self._leg.transferred
+
+    async def end(self, ended: LegEnded) -> None:
+        if self._leg.transferred:
+            # The call now runs the transfer XML: a REST hang-up would cut the caller off from
+            # the human. Closing our stream is all that is left to do.
+            with contextlib.suppress(Exception):
+                await self._ws.close(1000, "transferred")
+            return
+        if ended.by == "agent":
+            if self._control is not None:
                 with contextlib.suppress(Exception):
-                    await leg.hangup("agent finished")
+                    await self._control.hangup(self._leg.call_id)
+            # Without REST, closing the socket ends the call: <Stream keepCallAlive> is the
+            # document's last element, so Plivo hangs up once the stream is gone.
+            with contextlib.suppress(Exception):
+                await self._ws.close(1000, "hangup")
+            return
+        with contextlib.suppress(Exception):
+            await self._ws.close(_close_code(ended), ended.reason)
+
+    def summary(self) -> dict[str, Any]:
+        leg = self._leg
+        return {"stream_id": leg.stream_id, "frames_in": leg.frames_in, "chunks_out": leg.chunks_out,
+                "clears": leg.clears_sent}
 
 
 class _Reader:

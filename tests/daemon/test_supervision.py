@@ -23,6 +23,7 @@ from bridge.leg import AudioLeg
 from bridge.metrics import REGISTRY
 from bridge.settings import Secrets, Settings
 from bridge.stream.server import StreamServer
+from bridge.supervisor import CallSupervisor
 from tests.stream.support import AUTH_TOKEN, SECRET, headers_for, tone
 
 log = logging.getLogger("tests.supervision")
@@ -53,9 +54,9 @@ def _info(call_id: str = "sip-1") -> CallInfo:
 async def test_a_stream_call_and_a_sip_call_count_against_one_capacity() -> None:
     settings = _settings()
     admission = Admission(settings.sip.max_calls)
-    app = DaemonCallApp(settings, echo, "127.0.0.1", admission=admission)
-    server = StreamServer(settings, Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN), echo,
-                          admission=admission)
+    calls = CallSupervisor(echo, admission)
+    app = DaemonCallApp(settings, calls, "127.0.0.1")
+    server = StreamServer(settings, Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN), calls)
     await server.start()
     try:
         assert app.admit(_info()) is None  # nothing up yet
@@ -89,7 +90,8 @@ async def test_the_stream_path_counts_outcomes_in_the_shared_vocabulary(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = _settings()
-    server = StreamServer(settings, Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN), echo)
+    server = StreamServer(settings, Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN),
+                          CallSupervisor(echo, Admission(settings.sip.max_calls)))
     await server.start()
     caplog.set_level(logging.INFO)
     caplog.handler.addFilter(callcontext.CallContextFilter())

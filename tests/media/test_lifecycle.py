@@ -49,20 +49,13 @@ async def test_close_from_many_places_at_once_is_safe() -> None:
     ports = allocator(2)
     peer = await RawPeer.open()
     leg = await RtpLeg.open("c", "127.0.0.1", ports, MediaSettings())
-    calls: list[str] = []
-
-    async def on_hangup(reason: str) -> None:
-        calls.append(reason)
-        await leg.close("bye-sent")  # what the daemon does when the SIP side ends the call
-
-    leg.on_hangup = on_hangup
     c = Collector.start(leg)
     leg.start(media(peer.port, "PCMU"))
-    await asyncio.gather(leg.hangup("normal"), leg.close(), leg.hangup("again"))
+    await asyncio.gather(leg.hangup("normal"), leg.close(), leg.hangup("again"), leg.close("bye"))
     await c.stop()
-    assert calls == ["normal"]
     ended = c.ended
-    assert ended is not None and ended.reason == "normal"
+    assert ended is not None and (ended.reason, ended.by) == ("normal", "agent")
+    assert await leg.finished() == ended
     assert ports.in_use == 0 and len(clock_for_loop()) == 0
     # a dead leg ignores everything
     leg.play("u", bytes(3200))

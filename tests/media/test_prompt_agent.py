@@ -29,19 +29,15 @@ async def test_prompt_plays_the_file_then_listens_then_hangs_up(tmp_path: Path) 
     ports = allocator(2)
     peer = await RawPeer.open()
     leg = await RtpLeg.open("p", "127.0.0.1", ports, MediaSettings())
-    reasons: list[str] = []
-
-    async def on_hangup(reason: str) -> None:
-        reasons.append(reason)
-
-    leg.on_hangup = on_hangup
     leg.start(media(peer.port, "PCMU"))
     loop = asyncio.get_running_loop()
     started = loop.time()
     await asyncio.wait_for(run_prompt(leg, str(wav), listen_s=0.3), 10.0)
     elapsed = loop.time() - started
-    assert reasons == ["agent-finished"]
-    assert ports.in_use == 0  # the leg closed itself
+    ended = await leg.finished()  # the hang-up is reported; the call's owner sends the BYE
+    assert (ended.reason, ended.by) == ("agent-finished", "agent")
+    await leg.close()
+    assert ports.in_use == 0
     assert elapsed >= 0.5 + 0.3
     assert len(peer.packets) == 25
     got = b"".join(g711.ulaw_to_pcm(r.pkt.payload) for r in peer.packets)
@@ -55,18 +51,14 @@ async def test_prompt_stops_when_the_caller_hangs_up_first(tmp_path: Path) -> No
     ports = allocator(2)
     peer = await RawPeer.open()
     leg = await RtpLeg.open("p", "127.0.0.1", ports, MediaSettings())
-    reasons: list[str] = []
-
-    async def on_hangup(reason: str) -> None:
-        reasons.append(reason)
-
-    leg.on_hangup = on_hangup
     leg.start(media(peer.port, "PCMA"))
     agent = asyncio.create_task(run_prompt(leg, str(wav), listen_s=5.0))
     assert await wait_until(lambda: len(peer.packets) >= 5)
-    await leg.close("bye")  # the caller's BYE
+    leg.end("bye")  # the caller's BYE, as the owner passes it on
     await asyncio.wait_for(agent, 2.0)
-    assert reasons == []  # no BYE from our side
+    ended = await leg.finished()
+    assert (ended.reason, ended.by) == ("bye", "peer")  # no hang-up of ours to report
+    await leg.close()
     peer.close()
 
 
@@ -76,13 +68,9 @@ async def test_an_unreadable_prompt_file_ends_the_call_cleanly(tmp_path: Path) -
     ports = allocator(2)
     peer = await RawPeer.open()
     leg = await RtpLeg.open("p", "127.0.0.1", ports, MediaSettings())
-    reasons: list[str] = []
-
-    async def on_hangup(reason: str) -> None:
-        reasons.append(reason)
-
-    leg.on_hangup = on_hangup
     leg.start(media(peer.port, "PCMU"))
     await asyncio.wait_for(run_prompt(leg, str(bad), listen_s=5.0), 5.0)
-    assert reasons == ["error"] and ports.in_use == 0 and not peer.packets
+    ended = await leg.finished()
+    assert (ended.reason, ended.by) == ("error", "agent") and not peer.packets
+    await leg.close()
     peer.close()

@@ -118,6 +118,15 @@ class RawSip:
             branch: str = "z9hG4bK-bye1") -> bytes:
         return self._request("BYE", call_id, cseq, branch, from_tag, to_tag, "")
 
+    def answered_call(self, call_id: str, sdp: str) -> str:
+        """INVITE, its 200, our ACK: a confirmed dialog; its To tag."""
+        self.send(self.invite(call_id, sdp))
+        ok, _ = self.final()
+        assert ok.status_code == 200, first_line(ok)
+        tag = to_tag(ok)
+        self.send(self.ack(call_id, tag))
+        return tag
+
     def _request(self, method: str, call_id: str, cseq: int, branch: str, from_tag: str,
                  to_tag: str | None, body: str) -> bytes:
         to = "<sip:agent@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")

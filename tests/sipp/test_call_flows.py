@@ -35,7 +35,7 @@ def _ok(result: SippResult, daemon: Daemon) -> str:
 def _ended_logs(daemon: Daemon) -> list[dict[str, object]]:
     out = []
     for line in daemon.logs().splitlines():
-        if line.startswith("{") and '"call ended"' in line and "bridge.daemon.calls" in line:
+        if line.startswith("{") and '"call ended"' in line and "bridge.supervisor" in line:
             out.append(json.loads(line))
     return out
 

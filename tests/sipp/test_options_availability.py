@@ -12,7 +12,7 @@ from aiosipua import SipResponse
 
 from bridge.devtools.procs import run_daemon
 from tests.sip.corpus import SDP
-from tests.sipp.support import RawSip, health, to_tag, wait_for
+from tests.sipp.support import RawSip, health, wait_for
 
 pytestmark = pytest.mark.sipp
 
@@ -29,12 +29,7 @@ def _options(raw: RawSip, n: int) -> SipResponse:
 
 
 def _call(raw: RawSip, call_id: str) -> str:
-    raw.send(raw.invite(call_id, SDP))
-    ok, _ = raw.final()
-    assert ok.status_code == 200
-    tag = to_tag(ok)
-    raw.send(raw.ack(call_id, tag))
-    return tag
+    return raw.answered_call(call_id, SDP)
 
 
 def test_options_503_at_capacity_and_while_draining(tmp_path: Path) -> None:

@@ -10,12 +10,15 @@ from typing import Any
 import numpy as np
 from websockets.asyncio.client import connect
 
+from bridge.admission import Admission
 from bridge.callfacts import encode_headers
 from bridge.callfacts import stream_token as expected_token
 from bridge.devtools.plivo_sim.signing import sign_v3
 from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient
 from bridge.settings import Secrets, Settings
-from bridge.stream.server import Agent, StreamServer
+from bridge.stream.server import StreamServer
+from bridge.supervisor import AgentRunner as Agent
+from bridge.supervisor import CallSupervisor
 
 SECRET = "test-stream-secret"
 AUTH_TOKEN = "dGVzdC1wbGl2by1hdXRoLXRva2Vu"  # PLIVO_AUTH_TOKEN: the simulator signs upgrades with it
@@ -31,12 +34,17 @@ async def running_server(
     agent: Agent, listen: str = "127.0.0.1:0", **plivo: Any
 ) -> AsyncIterator[StreamServer]:
     server = StreamServer(settings(listen, **plivo),
-                          Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN), agent)
+                          Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN), supervisor(agent))
     await server.start()
     try:
         yield server
     finally:
         await server.stop(drain_timeout_s=5.0)
+
+
+def supervisor(agent: Agent, max_calls: int = 50) -> CallSupervisor:
+    """The call supervisor a daemon would give the stream server (its own capacity here)."""
+    return CallSupervisor(agent, Admission(max_calls))
 
 
 def url(server: StreamServer) -> str:

@@ -20,7 +20,7 @@ from bridge.settings import Secrets, Settings
 from bridge.stream.server import StreamServer
 from tests.conversation.fakes import MS_PER_CHAR, FakeLLM, FakeSTT, FakeTTS, last_user
 from tests.conversation.harness import FALLBACK
-from tests.stream.support import AUTH_TOKEN, SECRET, headers_for
+from tests.stream.support import AUTH_TOKEN, SECRET, headers_for, supervisor
 from tests.support.audio import have_speech_tools, read_wav_pcm, speech_wav
 
 ANSWER = "We are open from nine to one on Saturday, and closed on Sunday. Anything else?"
@@ -65,7 +65,8 @@ async def test_barge_in_over_the_stream_truncates_history_to_what_was_played(
             if writer.path is not None:
                 transcript_paths.append(writer.path)
 
-    server = StreamServer(settings, Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN), converse)
+    server = StreamServer(settings, Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN),
+                          supervisor(converse))
     await server.start()
     try:
         client = PlivoStreamClient(f"ws://127.0.0.1:{server.bound_port}/stream",
@@ -129,7 +130,8 @@ async def test_false_interruption_over_the_stream_resumes_without_losing_or_repe
               if max(abs(int.from_bytes(speech["wait"][j:j + 2], "little", signed=True))
                      for j in range(i, i + 320, 2)) > 3000]
     ah = speech["wait"][voiced[0]: voiced[0] + 16 * 140]  # 140 ms of voice: not a barge-in
-    server = StreamServer(settings, Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN), converse)
+    server = StreamServer(settings, Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN),
+                          supervisor(converse))
     await server.start()
     try:
         client = PlivoStreamClient(f"ws://127.0.0.1:{server.bound_port}/stream", call_uuid="conv-2",
@@ -184,7 +186,8 @@ async def test_barge_in_clear_audio_within_150_ms_over_a_50_ms_network(
         finally:
             writer.close()
 
-    server = StreamServer(settings, Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN), converse)
+    server = StreamServer(settings, Secrets(stream_secret=SECRET, plivo_auth_token=AUTH_TOKEN),
+                          supervisor(converse))
     await server.start()
     try:
         client = PlivoStreamClient(f"ws://127.0.0.1:{server.bound_port}/stream", call_uuid="conv-3",

@@ -15,8 +15,9 @@ from bridge.devtools.fake_plivo_api import FakePlivoApi
 from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient, StreamCallResult
 from bridge.leg import AudioLeg
 from bridge.settings import Secrets
-from bridge.stream.server import Agent, StreamServer
-from tests.stream.support import SECRET, headers_for, settings
+from bridge.stream.server import StreamServer
+from bridge.supervisor import AgentRunner as Agent
+from tests.stream.support import SECRET, headers_for, settings, supervisor
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ async def _call(api: FakePlivoApi, agent: Agent, call_uuid: str, **plivo: object
     api.calls[call_uuid] = {"call_uuid": call_uuid, "call_status": "in-progress"}
     secrets = Secrets(stream_secret=SECRET, plivo_auth_id=api.auth_id, plivo_auth_token=api.auth_token)
     # The same PLIVO_AUTH_TOKEN signs the REST calls and (in the simulator) the stream upgrade.
-    server = StreamServer(settings(**plivo), secrets, agent)
+    server = StreamServer(settings(**plivo), secrets, supervisor(agent))
     await server.start()
     try:
         client = PlivoStreamClient(f"ws://127.0.0.1:{server.bound_port}/stream", call_uuid=call_uuid,

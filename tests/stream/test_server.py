@@ -19,7 +19,7 @@ from bridge.devtools.plivo_sim.signing import sign_v3
 from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient
 from bridge.leg import AudioFrame, AudioLeg, DtmfDigit, LegEnded, LegEvent, PlaybackDone
 from bridge.stream.leg import StreamLeg
-from bridge.stream.server import Agent
+from bridge.supervisor import AgentRunner as Agent
 from tests.stream.support import (
     AUTH_TOKEN,
     best_correlation,
@@ -243,12 +243,13 @@ async def test_wrong_path_unsupported_format_and_draining() -> None:
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 5)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
-        server.admission.overloaded = lambda: True  # shedding load: 503 before the handshake completes
+        # shedding load: 503 before the handshake completes
+        server.supervisor.admission.overloaded = lambda: True
         with pytest.raises(InvalidStatus) as status:
             async with signed_connect(server):
                 pass
         assert status.value.response.status_code == 503
-        server.admission.overloaded = lambda: False
+        server.supervisor.admission.overloaded = lambda: False
         address = url(server)
         server.begin_drain()  # the listener closes first: new streams go to the other daemons
         with pytest.raises(OSError):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.admission import Admission
 from bridge.callmodel import CallInfo
 from bridge.daemon.calls import DaemonCallApp
 from bridge.daemon.transfer import transfer_for
@@ -22,6 +23,7 @@ from bridge.settings.outbound import TrunkSettings
 from bridge.sip.refer import refer_to, sipfrag_status, uri_host
 from bridge.sip.server import SipServer
 from bridge.sip.uac import TrunkCaller
+from bridge.supervisor import CallSupervisor
 from tests.trunk import scenarios
 from tests.trunk.test_trunk_uac import _wait_exit, trunk
 
@@ -35,14 +37,15 @@ async def stack_with(agent: object) -> AsyncIterator[tuple[SipServer, DaemonCall
         "sip": {"listen_host": "127.0.0.1", "listen_port": 0, "transports": ["udp"], "t1_ms": 100},
         "media": {"rtp_port_min": lo, "rtp_port_max": hi},
     })
-    app = DaemonCallApp(settings, agent, bind_host="127.0.0.1")  # type: ignore[arg-type]
+    calls = CallSupervisor(agent, Admission(settings.sip.max_calls))  # type: ignore[arg-type]
+    app = DaemonCallApp(settings, calls, bind_host="127.0.0.1")
     server = SipServer(settings.sip, app, Secrets())
     await server.start()
     try:
         yield server, app
     finally:
-        await app.hangup_all("test-end")
-        await app.wait_idle(3)
+        await calls.end_all("test-end")
+        await calls.wait_idle(3)
         await server.stop()
 
 
@@ -61,7 +64,7 @@ async def test_refer_names_the_trunk_domain_waits_for_notify_and_lets_the_trunk_
             caller = TrunkCaller(server, TrunkSettings(host=f"127.0.0.1:{port}"), None, ["PCMU", "PCMA"])
             result = await caller.call("+919876543210", "+911140001234")
             assert result.outcome == "answered", result
-            assert await app.wait_idle(10)  # ended by the trunk's BYE
+            assert await app.supervisor.wait_idle(10)  # ended by the trunk's BYE
         out = proc.communicate(timeout=10)
         assert await _wait_exit(proc) == 0, out
     assert outcomes == [True]

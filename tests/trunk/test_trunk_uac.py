@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.admission import Admission
 from bridge.agents.echo import run_echo
 from bridge.callmodel import CallInfo
 from bridge.daemon.calls import DaemonCallApp
@@ -22,6 +23,7 @@ from bridge.settings import Secrets, load_settings
 from bridge.settings.outbound import TrunkSettings
 from bridge.sip.server import SipServer
 from bridge.sip.uac import TrunkCaller
+from bridge.supervisor import CallSupervisor
 from tests.trunk import scenarios
 
 pytestmark = [pytest.mark.sipp, pytest.mark.skipif(not have_sipp(), reason="needs SIPp")]
@@ -44,14 +46,15 @@ async def sip_stack() -> AsyncIterator[Stack]:
     async def echo(leg: AudioLeg, info: CallInfo) -> None:
         await run_echo(leg)
 
-    app = DaemonCallApp(settings, echo, bind_host="127.0.0.1")
+    calls = CallSupervisor(echo, Admission(settings.sip.max_calls))
+    app = DaemonCallApp(settings, calls, bind_host="127.0.0.1")
     server = SipServer(settings.sip, app, Secrets())
     await server.start()
     try:
         yield Stack(server, app)
     finally:
-        await app.hangup_all("test-end")
-        await app.wait_idle(3)
+        await calls.end_all("test-end")
+        await calls.wait_idle(3)
         await server.stop()
 
 
@@ -105,7 +108,7 @@ async def test_answered_call_runs_the_agent_and_our_bye_ends_it(tmp_path: Path) 
             assert stack.app.active_calls == 1
             await asyncio.sleep(0.5)
             await result.call.hangup("normal")
-            assert await stack.app.wait_idle(3)
+            assert await stack.app.supervisor.wait_idle(3)
             assert stack.app.ports_in_use == 0
         out = proc.communicate(timeout=10)
         assert await _wait_exit(proc) == 0, out
@@ -148,5 +151,5 @@ async def test_proxy_challenge_is_answered_with_digest(tmp_path: Path) -> None:
             assert result.outcome == "answered", result
             assert result.call is not None
             await result.call.hangup("normal")
-            assert await stack.app.wait_idle(3)
+            assert await stack.app.supervisor.wait_idle(3)
         assert await _wait_exit(proc) == 0, proc.communicate(timeout=10)
