@@ -42,20 +42,20 @@ _SKMEM_DROPS = re.compile(r"skmem:\([^)]*\bd(\d+)\)")
 _SS_PID = re.compile(r"pid=(\d+)")
 
 
-def udp_drops_by_pid() -> dict[tuple[int, str], int]:
-    """Receive drops (skmem d) of every UDP socket now, by (owner pid, local address)."""
+def udp_sockets_by_pid() -> dict[tuple[int, str], tuple[int, int]]:
+    """(receive queue bytes, receive drops (skmem d)) of every UDP socket now, by (owner pid,
+    local address)."""
     try:
         out = subprocess.run(["ss", "-uanmpH"], capture_output=True, text=True, timeout=5).stdout
     except (OSError, subprocess.TimeoutExpired):
         return {}
-    drops: dict[tuple[int, str], int] = {}
+    found: dict[tuple[int, str], tuple[int, int]] = {}
     # ss prints a socket's skmem on the line after its addresses when the output is not a tty
     for line in re.sub(r"\n\s+skmem", " skmem", out).splitlines():
-        pid, drop = _SS_PID.search(line), _SKMEM_DROPS.search(line)
-        if pid and drop:
-            fields = line.split()
-            drops[(int(pid.group(1)), fields[3] if len(fields) > 3 else "?")] = int(drop.group(1))
-    return drops
+        pid, drop, fields = _SS_PID.search(line), _SKMEM_DROPS.search(line), line.split()
+        if pid and drop and len(fields) > 3 and fields[1].isdigit():
+            found[(int(pid.group(1)), fields[3])] = (int(fields[1]), int(drop.group(1)))
+    return found
 
 
 def rtp_intervals(pcap: Path) -> tuple[np.ndarray, int, int]:
@@ -138,6 +138,7 @@ def main() -> int:
     ap.add_argument("--codec", default="PCMU", choices=["PCMU", "PCMA"])
     ap.add_argument("--rate", type=float, default=50.0, help="new calls per second, all SIPps together")
     ap.add_argument("--sipp-procs", type=int, default=0, help="SIPp processes (0: one per 100 calls)")
+    ap.add_argument("--profile", type=Path, help="py-spy raw profile of the daemon over the steady part")
     ap.add_argument("--keep", type=Path, help="copy the capture, SIPp logs and daemon log here")
     args = ap.parse_args()
     procs = args.sipp_procs or max(1, -(-args.calls // 100))
@@ -154,17 +155,20 @@ def main() -> int:
         env = {"VOICE_BRIDGE_LOGGING__LEVEL": "WARNING", "VOICE_BRIDGE_SIP__MAX_CALLS": str(args.calls + 10)}
         with run_daemon(tmp, agent="echo", env=env, rtp_ports=2 * args.calls + 40) as daemon:
             lo, hi = daemon.rtp_range
-            pid = daemon.proc.pid
+            pid, sip_port = daemon.proc.pid, daemon.sip_port
             samples: list[tuple[float, float]] = []
             drops: dict[tuple[int, str], int] = {}
+            queue_peak: dict[tuple[int, str], int] = defaultdict(int)
             stop = threading.Event()
 
             def sample() -> None:
                 tick = 0
                 while not stop.is_set():
                     samples.append((time.monotonic(), cpu_seconds(pid)))
-                    if tick % 4 == 0:  # sockets come and go with the calls: keep each one's last
-                        drops.update(udp_drops_by_pid())
+                    if tick % 2 == 0:  # sockets come and go with the calls: keep each one's last
+                        for key, (queued, dropped) in udp_sockets_by_pid().items():
+                            drops[key] = dropped
+                            queue_peak[key] = max(queue_peak[key], queued)
                     tick += 1
                     stop.wait(0.5)
 
@@ -182,11 +186,21 @@ def main() -> int:
                     with (workdir / "stderr.txt").open("wb") as err:
                         sipps.append(
                             subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=err))
+                spy: subprocess.Popen[bytes] | None = None
+                spy_at = time.monotonic() + args.calls / args.rate + 2  # after the ramp
                 while any(p.poll() is None for p in sipps):
                     rss_peak = max(rss_peak, rss_mib(pid))
+                    if args.profile and spy is None and time.monotonic() >= spy_at:
+                        spy = subprocess.Popen(
+                            [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid),
+                             "-r", "50", "--nonblocking", "-f", "raw", "-o", str(args.profile),
+                             "-d", str(int(max(2, args.seconds - 4)))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(0.5)
                 stop.set()
                 sampler.join()
+                if spy is not None:
+                    spy.wait(30)
             sipp_pids = {p.pid for p in sipps}
             daemon_log = daemon.log_lines
         gaps, packets, missed = rtp_intervals(tmp / "out.pcap")
@@ -233,7 +247,9 @@ def main() -> int:
                     "sipp": sum(v for (p, _a), v in drops.items() if p in sipp_pids),
                     "daemon_worst_sockets": sorted(
                         ((v, a) for (p, a), v in drops.items() if p == pid and v), reverse=True)[:3],
+                    "daemon_sip_socket": drops.get((pid, f"127.0.0.1:{sip_port}"), 0),
                 },
+                "daemon_sip_recv_queue_peak_kib": round(queue_peak[(pid, f"127.0.0.1:{sip_port}")] / 1024),
                 "daemon_cpu_pct_of_one_core": round(cpu_pct, 1),
                 "daemon_rss_peak_mib": round(rss_peak, 1),
                 "load_average_1m": {"before": round(load_before[0], 2),
