@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,22 @@ def media_bases(counts: list[int], avoid: tuple[int, int]) -> list[int]:
     return bases
 
 
+def caller_media_sinks(counts: list[int], bases: list[int]) -> list[socket.socket]:
+    """Bound, never-read sockets on every caller's media port. SIPp plays its RTP from a raw
+    socket and listens on none of these ports, so without them each echoed packet hits a
+    closed port and the daemon's sendto pays for the kernel's ICMP port-unreachable path
+    (+4 us a packet measured here, ~10 % of a core at 500 calls) that no real caller causes.
+    A tiny receive buffer: the kernel drops what waits, which is cheap."""
+    sinks = []
+    for n, base in zip(counts, bases, strict=True):
+        for i in range(1, n):  # SIPp itself binds the base port (and base + 2) for the first call
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+            sock.bind(("127.0.0.1", base + 4 * i))
+            sinks.append(sock)
+    return sinks
+
+
 def sipp_command(target: str, scenario: Path, calls: int, rate: float, media_base: int,
                  seconds: float, workdir: Path) -> list[str]:
     return [
@@ -178,7 +195,9 @@ def main() -> int:
             sipps: list[subprocess.Popen[bytes]] = []
             with capture_udp(tmp / "out.pcap", f"udp and src portrange {lo}-{hi}"):
                 sampler.start()
-                for workdir, n, base in zip(workdirs, counts, media_bases(counts, (lo, hi)), strict=True):
+                bases = media_bases(counts, (lo, hi))
+                sinks = caller_media_sinks(counts, bases)
+                for workdir, n, base in zip(workdirs, counts, bases, strict=True):
                     workdir.mkdir()
                     cmd = sipp_command(f"127.0.0.1:{daemon.sip_port}", scenario, n,
                                        args.rate * n / args.calls, base, args.seconds, workdir)
@@ -201,6 +220,8 @@ def main() -> int:
                 sampler.join()
                 if spy is not None:
                     spy.wait(30)
+                for sock in sinks:
+                    sock.close()
             sipp_pids = {p.pid for p in sipps}
             daemon_log = daemon.log_lines
         gaps, packets, missed = rtp_intervals(tmp / "out.pcap")
