@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
@@ -80,6 +81,27 @@ def rtp_intervals(pcap: Path) -> tuple[np.ndarray, int, int]:
             if not m1:
                 gaps.append((t1 - t0) * 1000)
     return np.array(gaps), packets, missed
+
+
+def media_clock_figures(http_port: int) -> dict[str, object]:
+    """The daemon's own view of its pacing, from /metrics: ticks by timeliness and the share
+    of clock wake-ups later than 5 and 20 ms (every call's packets of that tick were late)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    ticks: dict[str, int] = {}
+    buckets: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("voice_bridge_media_clock_ticks_total{"):
+            ticks[line.split('kind="')[1].split('"')[0]] = int(float(line.split()[-1]))
+        elif line.startswith("voice_bridge_media_clock_lateness_seconds_bucket{"):
+            buckets[line.split('le="')[1].split('"')[0]] = float(line.split()[-1])
+    wakes = buckets.get("+Inf", 0.0)
+    late = {f"over_{ms}_ms_pct": round(100 * (1 - buckets.get(le, wakes) / wakes), 2) if wakes else None
+            for ms, le in (("5", "0.005"), ("20", "0.02"))}
+    return {"ticks": ticks, "wake_ups": int(wakes), **late}
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -224,6 +246,7 @@ def main() -> int:
                     sock.close()
             sipp_pids = {p.pid for p in sipps}
             daemon_log = daemon.log_lines
+            clock = media_clock_figures(daemon.http_port)
         gaps, packets, missed = rtp_intervals(tmp / "out.pcap")
         if args.keep:
             shutil.copytree(tmp, args.keep, dirs_exist_ok=True)
@@ -275,6 +298,7 @@ def main() -> int:
                 "daemon_rss_peak_mib": round(rss_peak, 1),
                 "load_average_1m": {"before": round(load_before[0], 2),
                                     "after": round(os.getloadavg()[0], 2)},
+                "daemon_media_clock": clock,
                 "rtp_out_packets": packets,
                 "rtp_out_capture_missed": missed,
                 "rtp_out_interval_ms": {"p50": pct(50), "p99": pct(99), "p999": pct(99.9),
