@@ -68,6 +68,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self._handle(data, addr)
+        loop = asyncio.get_running_loop()
         for _ in range(UDP_DRAIN_PER_PASS):
             rx, transport = self._rx, self.transport
             if rx is None or transport is None or transport.is_closing():
@@ -76,7 +77,9 @@ class _UdpProtocol(asyncio.DatagramProtocol):
                 data, addr = rx.recvfrom(MAX_STREAM_MESSAGE)
             except OSError:  # nothing more (EAGAIN), or an ICMP report: asyncio's pass takes it
                 return
-            self._handle(data, addr)
+            # Handled on the next pass, in order, after what this message started (an INVITE's
+            # answer task): the same order as one datagram per pass, read in one go.
+            loop.call_soon(self._handle, data, addr)
 
     def _handle(self, data: bytes, addr: tuple[str, int]) -> None:
         if not data.strip():
