@@ -195,7 +195,18 @@ def main() -> int:
         with run_daemon(tmp, agent="echo", env=env, rtp_ports=2 * args.calls + 40) as daemon:
             lo, hi = daemon.rtp_range
             pid, sip_port = daemon.proc.pid, daemon.sip_port
-            samples: list[tuple[float, float]] = []
+            samples: list[tuple[float, float, float]] = []  # (time, daemon CPU s, SIPps' CPU s)
+            sipps: list[subprocess.Popen[bytes]] = []
+
+            def sipp_cpu() -> float:
+                total = 0.0
+                for proc in list(sipps):
+                    try:
+                        total += cpu_seconds(proc.pid)
+                    except (OSError, IndexError, ValueError):  # exited: its share is gone
+                        pass
+                return total
+
             drops: dict[tuple[int, str], int] = {}
             queue_peak: dict[tuple[int, str], int] = defaultdict(int)
             stop = threading.Event()
@@ -203,7 +214,7 @@ def main() -> int:
             def sample() -> None:
                 tick = 0
                 while not stop.is_set():
-                    samples.append((time.monotonic(), cpu_seconds(pid)))
+                    samples.append((time.monotonic(), cpu_seconds(pid), sipp_cpu()))
                     if tick % 2 == 0:  # sockets come and go with the calls: keep each one's last
                         for key, (queued, dropped) in udp_sockets_by_pid().items():
                             drops[key] = dropped
@@ -214,7 +225,6 @@ def main() -> int:
             sampler = threading.Thread(target=sample, daemon=True)
             rss_peak = 0.0
             workdirs = [tmp / f"sipp{i}" for i in range(len(counts))]
-            sipps: list[subprocess.Popen[bytes]] = []
             with capture_udp(tmp / "out.pcap", f"udp and src portrange {lo}-{hi}"):
                 sampler.start()
                 bases = media_bases(counts, (lo, hi))
@@ -267,9 +277,11 @@ def main() -> int:
     steady = [
         s for s in samples if samples[0][0] + ramp + 1 <= s[0] <= samples[0][0] + ramp + args.seconds - 2
     ]
-    cpu_pct = 0.0
+    cpu_pct = sipp_pct = 0.0
     if len(steady) >= 2:
-        cpu_pct = 100 * (steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0])
+        span = steady[-1][0] - steady[0][0]
+        cpu_pct = 100 * (steady[-1][1] - steady[0][1]) / span
+        sipp_pct = 100 * (steady[-1][2] - steady[0][2]) / span
 
     def pct(q: float) -> float | None:
         return round(float(np.percentile(gaps, q)), 2) if gaps.size else None
@@ -296,6 +308,8 @@ def main() -> int:
                 "daemon_sip_recv_queue_peak_kib": round(queue_peak[(pid, f"127.0.0.1:{sip_port}")] / 1024),
                 "daemon_cpu_pct_of_one_core": round(cpu_pct, 1),
                 "daemon_rss_peak_mib": round(rss_peak, 1),
+                # the callers share the two cores: their RTP threads are part of the load
+                "sipp_cpu_pct_of_one_core": round(sipp_pct, 1),
                 "load_average_1m": {"before": round(load_before[0], 2),
                                     "after": round(os.getloadavg()[0], 2)},
                 "daemon_media_clock": clock,
