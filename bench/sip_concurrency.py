@@ -10,10 +10,15 @@ Only packets with consecutive sequence numbers are paired, so a packet the captu
 (tcpdump drops under load) is counted in ``capture_missed`` instead of showing as a 40 ms
 gap; a marker bit starts a new talkspurt (the silence before it is not a pacing gap).
 
+Also: the SIPp processes' CPU (the callers share the machine), the peak receive queue of the
+daemon's SIP socket, and the daemon's own pacing from /metrics (media clock wake-ups late by
+more than 5 / 20 ms, ticks caught up or skipped), which tells a late daemon from a bad capture.
+
 The callers are split over several SIPp processes (``--sipp-procs``, default one per 100
-calls): one SIPp plays every call's RTP from its own thread per call and runs its SIP state
-machine on one thread, and at 500 calls on a 2-core box that one process, not the daemon,
-was what ran late (see README "SIP echo capacity").
+calls): one SIPp runs every call's SIP on one thread next to one RTP thread per call. In the
+runs of 2026-12-01 one and five SIPps both completed 500 calls; splitting keeps a late SIPp
+from being mistaken for a late daemon. The callers' media ports are bound by the bench (see
+``caller_media_sinks``). README "SIP echo capacity" has the figures.
 """
 
 from __future__ import annotations
