@@ -1,29 +1,178 @@
 """N concurrent SIPp echo calls against the real daemon; prints JSON figures.
 
-    .venv/bin/python bench/sip_concurrency.py --calls 200 --seconds 20
+    .venv/bin/python bench/sip_concurrency.py --calls 500 --seconds 20
 
-Reports calls ok/failed, the daemon's CPU (% of one core) and RSS while the calls run, and the
-interval between consecutive outgoing RTP packets of each call (p50/p99/max, measured on the
-wire with tcpdump). Targets on the 2-core box: 200 calls, 0 failed, p99 <= 25 ms, < 60 % CPU.
+Reports calls ok/failed (with SIPp's failure counters and the first lines of its error
+files), the daemon's CPU (% of one core) and RSS while the calls run, UDP drops per socket
+owner (daemon / SIPp, from ``ss``) and the machine's load average. RTP pacing: the interval
+between consecutive outgoing RTP packets of each call, measured on the wire with tcpdump.
+Only packets with consecutive sequence numbers are paired, so a packet the capture missed
+(tcpdump drops under load) is counted in ``capture_missed`` instead of showing as a 40 ms
+gap; a marker bit starts a new talkspurt (the silence before it is not a pacing gap).
+
+Also: the SIPp processes' CPU (the callers share the machine), the peak receive queue of the
+daemon's SIP socket, and the daemon's own pacing from /metrics (media clock wake-ups late by
+more than 5 / 20 ms, ticks caught up or skipped), which tells a late daemon from a bad capture.
+
+The callers are split over several SIPp processes (``--sipp-procs``, default one per 100
+calls): one SIPp runs every call's SIP on one thread next to one RTP thread per call. In the
+runs of 2026-12-01 one and five SIPps both completed 500 calls; splitting keeps a late SIPp
+from being mistaken for a late daemon. The callers' media ports are bound by the bench (see
+``caller_media_sinks``). README "SIP echo capacity" has the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
+import re
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from bridge.devtools.pcap import read_udp_payloads
-from bridge.devtools.procs import capture_udp, cpu_seconds, free_port, rss_mib, run_daemon
+from bridge.devtools.procs import capture_udp, cpu_seconds, free_port, free_rtp_range, rss_mib, run_daemon
 from bridge.devtools.sipp import media_scenario
+
+_SKMEM_DROPS = re.compile(r"skmem:\([^)]*\bd(\d+)\)")
+_SS_PID = re.compile(r"pid=(\d+)")
+
+
+def udp_sockets_by_pid() -> dict[tuple[int, str], tuple[int, int]]:
+    """(receive queue bytes, receive drops (skmem d)) of every UDP socket now, by (owner pid,
+    local address)."""
+    try:
+        out = subprocess.run(["ss", "-uanmpH"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    found: dict[tuple[int, str], tuple[int, int]] = {}
+    # ss prints a socket's skmem on the line after its addresses when the output is not a tty
+    for line in re.sub(r"\n\s+skmem", " skmem", out).splitlines():
+        pid, drop, fields = _SS_PID.search(line), _SKMEM_DROPS.search(line), line.split()
+        if pid and drop and len(fields) > 3 and fields[1].isdigit():
+            found[(int(pid.group(1)), fields[3])] = (int(fields[1]), int(drop.group(1)))
+    return found
+
+
+def rtp_intervals(pcap: Path) -> tuple[np.ndarray, int, int]:
+    """(intervals in ms between consecutive-sequence packets, packets, packets the capture
+    missed) for the RTP (not RTCP) packets in ``pcap``, per source port."""
+    by_stream: dict[int, list[tuple[float, int, bool]]] = defaultdict(list)
+    for ts, sport, _dport, payload in read_udp_payloads(pcap):
+        if len(payload) < 12 or 200 <= payload[1] <= 204:  # RTCP shares the port range
+            continue
+        seq = int.from_bytes(payload[2:4], "big")
+        by_stream[sport].append((ts, seq, bool(payload[1] & 0x80)))
+    gaps: list[float] = []
+    packets = missed = 0
+    for pkts in by_stream.values():
+        packets += len(pkts)
+        for (t0, s0, _m0), (t1, s1, m1) in itertools.pairwise(pkts):
+            step = (s1 - s0) & 0xFFFF
+            if step != 1:
+                missed += step - 1 if step < 1000 else 0
+                continue
+            if not m1:
+                gaps.append((t1 - t0) * 1000)
+    return np.array(gaps), packets, missed
+
+
+def media_clock_figures(http_port: int) -> dict[str, object]:
+    """The daemon's own view of its pacing, from /metrics: ticks by timeliness and the share
+    of clock wake-ups later than 5 and 20 ms (every call's packets of that tick were late)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    ticks: dict[str, int] = {}
+    buckets: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("voice_bridge_media_clock_ticks_total{"):
+            ticks[line.split('kind="')[1].split('"')[0]] = int(float(line.split()[-1]))
+        elif line.startswith("voice_bridge_media_clock_lateness_seconds_bucket{"):
+            buckets[line.split('le="')[1].split('"')[0]] = float(line.split()[-1])
+    wakes = buckets.get("+Inf", 0.0)
+    late = {f"over_{ms}_ms_pct": round(100 * (1 - buckets.get(le, wakes) / wakes), 2) if wakes else None
+            for ms, le in (("5", "0.005"), ("20", "0.02"))}
+    return {"ticks": ticks, "wake_ups": int(wakes), **late}
+
+
+def split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def media_bases(counts: list[int], avoid: tuple[int, int]) -> list[int]:
+    """A -mp base per SIPp process: SIPp's [auto_media_port] is base + 4 * (call - 1), so
+    each process needs 4 * calls ports that nobody holds now (our echo is sent there) and
+    that are clear of the daemon's RTP range."""
+    bases: list[int] = []
+    for n in counts:
+        for _ in range(50):
+            base, top = free_rtp_range(4 * n + 4)
+            taken = [(b, b + 4 * c + 4) for b, c in zip(bases, counts, strict=False)] + [avoid]
+            if all(top < a or base > b for a, b in taken):
+                bases.append(base)
+                break
+        else:
+            raise SystemExit("no free block of media ports for SIPp")
+    return bases
+
+
+def caller_media_sinks(counts: list[int], bases: list[int]) -> list[socket.socket]:
+    """Bound, never-read sockets on every caller's media port. SIPp plays its RTP from a raw
+    socket and listens on none of these ports, so without them each echoed packet hits a
+    closed port and the daemon's sendto pays for the kernel's ICMP port-unreachable path
+    (+4 us a packet measured here, ~10 % of a core at 500 calls) that no real caller causes.
+    A tiny receive buffer: the kernel drops what waits, which is cheap."""
+    sinks = []
+    for n, base in zip(counts, bases, strict=True):
+        for i in range(1, n):  # SIPp itself binds the base port (and base + 2) for the first call
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+            sock.bind(("127.0.0.1", base + 4 * i))
+            sinks.append(sock)
+    return sinks
+
+
+def sipp_command(target: str, scenario: Path, calls: int, rate: float, media_base: int,
+                 seconds: float, workdir: Path) -> list[str]:
+    return [
+        "sipp", target, "-sf", str(scenario),
+        "-m", str(calls), "-l", str(calls), "-r", str(rate),
+        "-nostdin", "-i", "127.0.0.1", "-p", str(free_port()),
+        "-mi", "127.0.0.1", "-mp", str(media_base),
+        "-timeout", f"{int(seconds + 60)}s",
+        "-trace_stat", "-stf", str(workdir / "stat.csv"),
+        "-trace_err", "-error_file", str(workdir / "errors.log"),
+    ]
+
+
+def sipp_counters(workdir: Path) -> dict[str, int]:
+    """SuccessfulCall / FailedCall and every non-zero Failed* column of SIPp's last stat row."""
+    path = workdir / "stat.csv"
+    lines = path.read_text().splitlines() if path.exists() else []
+    if len(lines) < 2:
+        return {}
+    row = dict(zip(lines[0].split(";"), lines[-1].split(";"), strict=False))
+    out = {}
+    for key, value in row.items():
+        if key.endswith("(C)") and (key.startswith("Failed") or key == "SuccessfulCall(C)"):
+            count = int(value or 0)
+            if count or key in ("SuccessfulCall(C)", "FailedCall(C)"):
+                out[key[:-3]] = count
+    return out
 
 
 def main() -> int:
@@ -31,8 +180,14 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=20.0, help="length of each call")
     ap.add_argument("--codec", default="PCMU", choices=["PCMU", "PCMA"])
-    ap.add_argument("--rate", type=float, default=50.0, help="new calls per second while ramping up")
+    ap.add_argument("--rate", type=float, default=50.0, help="new calls per second, all SIPps together")
+    ap.add_argument("--sipp-procs", type=int, default=0, help="SIPp processes (0: one per 100 calls)")
+    ap.add_argument("--profile", type=Path, help="py-spy raw profile of the daemon over the steady part")
+    ap.add_argument("--keep", type=Path, help="copy the capture, SIPp logs and daemon log here")
     args = ap.parse_args()
+    procs = args.sipp_procs or max(1, -(-args.calls // 100))
+    counts = [n for n in split(args.calls, procs) if n]
+    load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory(prefix="vb-bench-") as tmp_s:
         tmp = Path(tmp_s)
@@ -44,108 +199,129 @@ def main() -> int:
         env = {"VOICE_BRIDGE_LOGGING__LEVEL": "WARNING", "VOICE_BRIDGE_SIP__MAX_CALLS": str(args.calls + 10)}
         with run_daemon(tmp, agent="echo", env=env, rtp_ports=2 * args.calls + 40) as daemon:
             lo, hi = daemon.rtp_range
-            pid = daemon.proc.pid
-            samples: list[tuple[float, float]] = []
+            pid, sip_port = daemon.proc.pid, daemon.sip_port
+            samples: list[tuple[float, float, float]] = []  # (time, daemon CPU s, SIPps' CPU s)
+            sipps: list[subprocess.Popen[bytes]] = []
+
+            def sipp_cpu() -> float:
+                total = 0.0
+                for proc in list(sipps):
+                    try:
+                        total += cpu_seconds(proc.pid)
+                    except (OSError, IndexError, ValueError):  # exited: its share is gone
+                        pass
+                return total
+
+            drops: dict[tuple[int, str], int] = {}
+            queue_peak: dict[tuple[int, str], int] = defaultdict(int)
             stop = threading.Event()
 
             def sample() -> None:
+                tick = 0
                 while not stop.is_set():
-                    samples.append((time.monotonic(), cpu_seconds(pid)))
+                    samples.append((time.monotonic(), cpu_seconds(pid), sipp_cpu()))
+                    if tick % 2 == 0:  # sockets come and go with the calls: keep each one's last
+                        for key, (queued, dropped) in udp_sockets_by_pid().items():
+                            drops[key] = dropped
+                            queue_peak[key] = max(queue_peak[key], queued)
+                    tick += 1
                     stop.wait(0.5)
 
             sampler = threading.Thread(target=sample, daemon=True)
             rss_peak = 0.0
+            workdirs = [tmp / f"sipp{i}" for i in range(len(counts))]
             with capture_udp(tmp / "out.pcap", f"udp and src portrange {lo}-{hi}"):
                 sampler.start()
-                sipp = subprocess.Popen(
-                    [
-                        "sipp",
-                        f"127.0.0.1:{daemon.sip_port}",
-                        "-sf",
-                        str(scenario),
-                        "-m",
-                        str(args.calls),
-                        "-l",
-                        str(args.calls),
-                        "-r",
-                        str(args.rate),
-                        "-nostdin",
-                        "-i",
-                        "127.0.0.1",
-                        "-p",
-                        str(free_port()),
-                        "-mi",
-                        "127.0.0.1",
-                        "-mp",
-                        str(free_port()),
-                        "-timeout",
-                        f"{int(args.seconds + 60)}s",
-                        "-trace_stat",
-                        "-stf",
-                        str(tmp / "stat.csv"),
-                    ],
-                    cwd=tmp,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-                while sipp.poll() is None:
+                bases = media_bases(counts, (lo, hi))
+                sinks = caller_media_sinks(counts, bases)
+                for workdir, n, base in zip(workdirs, counts, bases, strict=True):
+                    workdir.mkdir()
+                    cmd = sipp_command(f"127.0.0.1:{daemon.sip_port}", scenario, n,
+                                       args.rate * n / args.calls, base, args.seconds, workdir)
+                    # SIPp's stderr goes to a file: an unread pipe fills up and stalls SIPp
+                    with (workdir / "stderr.txt").open("wb") as err:
+                        sipps.append(
+                            subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=err))
+                spy: subprocess.Popen[bytes] | None = None
+                spy_at = time.monotonic() + args.calls / args.rate + 2  # after the ramp
+                while any(p.poll() is None for p in sipps):
                     rss_peak = max(rss_peak, rss_mib(pid))
+                    if args.profile and spy is None and time.monotonic() >= spy_at:
+                        spy = subprocess.Popen(
+                            [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid),
+                             "-r", "50", "--nonblocking", "-f", "raw", "-o", str(args.profile),
+                             "-d", str(int(max(2, args.seconds - 4)))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(0.5)
                 stop.set()
                 sampler.join()
-            stats = (tmp / "stat.csv").read_text().splitlines() if (tmp / "stat.csv").exists() else []
-        # Packet times per talkspurt: the marker bit starts a new one, and the pause before it
-        # (the caller was silent, so the echo was too) is not a pacing gap.
-        by_stream: dict[int, list[list[float]]] = defaultdict(list)
-        for ts, sport, _dport, payload in read_udp_payloads(tmp / "out.pcap"):
-            # RTP only: RTCP (packet types 200-204 in byte 1) shares the port range.
-            if len(payload) < 12 or 200 <= payload[1] <= 204:
-                continue
-            spurts = by_stream[sport]
-            if payload[1] & 0x80 or not spurts:
-                spurts.append([])
-            spurts[-1].append(ts)
+                if spy is not None:
+                    spy.wait(30)
+                for sock in sinks:
+                    sock.close()
+            sipp_pids = {p.pid for p in sipps}
+            daemon_log = daemon.log_lines
+            clock = media_clock_figures(daemon.http_port)
+        gaps, packets, missed = rtp_intervals(tmp / "out.pcap")
+        if args.keep:
+            shutil.copytree(tmp, args.keep, dirs_exist_ok=True)
+            (args.keep / "daemon.log").write_text("\n".join(daemon_log))
+        counters: dict[str, int] = defaultdict(int)
+        errors: list[str] = []
+        for workdir in workdirs:
+            for key, value in sipp_counters(workdir).items():
+                counters[key] += value
+            for name in ("errors.log", "stderr.txt"):
+                path = workdir / name
+                if path.exists():
+                    errors += [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()][:3]
 
-    ok = failed = 0
-    if len(stats) >= 2:
-        head = stats[0].split(";")
-        last = stats[-1].split(";")
-        row = dict(zip(head, last, strict=False))
-        ok = int(row.get("SuccessfulCall(C)", 0))
-        failed = int(row.get("FailedCall(C)", 0))
-
+    ok, failed = counters.get("SuccessfulCall", 0), counters.get("FailedCall", 0)
     # CPU over the steady part: after ramp-up, before the first hang-ups.
     ramp = args.calls / args.rate
     steady = [
         s for s in samples if samples[0][0] + ramp + 1 <= s[0] <= samples[0][0] + ramp + args.seconds - 2
     ]
-    cpu_pct = 0.0
+    cpu_pct = sipp_pct = 0.0
     if len(steady) >= 2:
-        cpu_pct = 100 * (steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0])
+        span = steady[-1][0] - steady[0][0]
+        cpu_pct = 100 * (steady[-1][1] - steady[0][1]) / span
+        sipp_pct = 100 * (steady[-1][2] - steady[0][2]) / span
 
-    gaps = (
-        np.concatenate([np.diff(v) for spurts in by_stream.values() for v in spurts if len(v) > 1]) * 1000
-        if by_stream
-        else np.array([])
-    )
+    def pct(q: float) -> float | None:
+        return round(float(np.percentile(gaps, q)), 2) if gaps.size else None
+
     print(
         json.dumps(
             {
                 "calls": args.calls,
                 "call_seconds": args.seconds,
                 "codec": args.codec,
+                "sipp_processes": len(counts),
                 "calls_ok": ok,
                 "calls_failed": failed,
-                "sipp_rc": sipp.returncode,
+                "sipp_failures": {k: v for k, v in counters.items() if k.startswith("Failed") and v},
+                "sipp_rc": [p.returncode for p in sipps],
+                "sipp_errors_head": errors[:6],
+                "udp_receive_drops": {
+                    "daemon": sum(v for (p, _a), v in drops.items() if p == pid),
+                    "sipp": sum(v for (p, _a), v in drops.items() if p in sipp_pids),
+                    "daemon_worst_sockets": sorted(
+                        ((v, a) for (p, a), v in drops.items() if p == pid and v), reverse=True)[:3],
+                    "daemon_sip_socket": drops.get((pid, f"127.0.0.1:{sip_port}"), 0),
+                },
+                "daemon_sip_recv_queue_peak_kib": round(queue_peak[(pid, f"127.0.0.1:{sip_port}")] / 1024),
                 "daemon_cpu_pct_of_one_core": round(cpu_pct, 1),
                 "daemon_rss_peak_mib": round(rss_peak, 1),
-                "rtp_out_packets": int(sum(len(v) for spurts in by_stream.values() for v in spurts)),
-                "rtp_out_interval_ms": {
-                    "p50": round(float(np.percentile(gaps, 50)), 2) if gaps.size else None,
-                    "p99": round(float(np.percentile(gaps, 99)), 2) if gaps.size else None,
-                    "max": round(float(gaps.max()), 2) if gaps.size else None,
-                },
+                # the callers share the two cores: their RTP threads are part of the load
+                "sipp_cpu_pct_of_one_core": round(sipp_pct, 1),
+                "load_average_1m": {"before": round(load_before[0], 2),
+                                    "after": round(os.getloadavg()[0], 2)},
+                "daemon_media_clock": clock,
+                "rtp_out_packets": packets,
+                "rtp_out_capture_missed": missed,
+                "rtp_out_interval_ms": {"p50": pct(50), "p99": pct(99), "p999": pct(99.9),
+                                        "max": round(float(gaps.max()), 2) if gaps.size else None},
             },
             indent=2,
         )

@@ -51,6 +51,18 @@ DTMF_PER_CALL = Histogram(
     buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128), registry=REGISTRY,
 )
 RTP_LOST = Counter("voice_bridge_rtp_lost_total", "RTP packets lost on receive", registry=REGISTRY)
+# How the shared 20 ms media clock kept time: 'on_time' (within one tick of its deadline),
+# 'late' (run back to back to catch up: a late wake-up), 'skipped' (dropped by a restart after
+# a long stall). late + skipped against on_time is the pacing the event loop allowed.
+MEDIA_CLOCK_TICKS = Counter(
+    "voice_bridge_media_clock_ticks_total", "Media clock ticks, by timeliness", ["kind"], registry=REGISTRY
+)
+# How late the clock's task woke after its deadline: the outgoing RTP interval of every call
+# is off by this much (the packets of one tick leave back to back right after it).
+MEDIA_CLOCK_LATENESS = Histogram(
+    "voice_bridge_media_clock_lateness_seconds", "Media clock wake-up after its deadline",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5), registry=REGISTRY,
+)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 TURN_LATENCY = Histogram(

@@ -28,7 +28,12 @@ import select
 import weakref
 from typing import Protocol
 
+from bridge.metrics import MEDIA_CLOCK_LATENESS, MEDIA_CLOCK_TICKS
+
 log = logging.getLogger(__name__)
+_ON_TIME = MEDIA_CLOCK_TICKS.labels("on_time")
+_LATE = MEDIA_CLOCK_TICKS.labels("late")
+_SKIPPED = MEDIA_CLOCK_TICKS.labels("skipped")
 
 TICK_S = 0.020
 _MAX_CATCH_UP = 5
@@ -107,18 +112,29 @@ class MediaClock:
             if delay > 0:
                 await asyncio.sleep(delay)
             now = loop.time()
-            behind = int((now - deadline) / self._interval)
-            if behind > _MAX_CATCH_UP:
-                self.restarts += 1
+            MEDIA_CLOCK_LATENESS.observe(max(0.0, now - deadline))
+            behind = self._account(int((now - deadline) / self._interval))
+            if behind < 0:  # too far behind: restart from now
                 deadline = now
                 behind = 0
-            elif behind > 0:
-                self.late_ticks += behind
             for _ in range(behind + 1):
                 self._tick(now)
                 deadline += self._interval
         if self._task is me:
             self._task = None
+
+    def _account(self, behind: int) -> int:
+        """Count a wake-up ``behind`` ticks after its deadline; -1 when those ticks are
+        dropped (a restart) rather than caught up."""
+        _ON_TIME.inc()
+        if behind > _MAX_CATCH_UP:
+            self.restarts += 1
+            _SKIPPED.inc(behind)
+            return -1
+        if behind > 0:
+            self.late_ticks += behind
+            _LATE.inc(behind)
+        return behind
 
     def _tick(self, now: float) -> None:
         self.ticks += 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from bridge.media.clock import MediaClock, clock_for_loop
+from bridge.media.clock import _MAX_CATCH_UP, MediaClock, clock_for_loop
+from bridge.metrics import REGISTRY
 
 
 class Member:
@@ -124,3 +125,19 @@ async def test_a_member_leaving_from_inside_its_tick_and_another_joining() -> No
     assert len(tasks) == 1
     clock.remove(joined[0])
     await asyncio.sleep(0)
+
+
+def _ticks(kind: str) -> float:
+    return REGISTRY.get_sample_value("voice_bridge_media_clock_ticks_total", {"kind": kind}) or 0.0
+
+
+async def test_late_wake_ups_are_caught_up_and_counted_and_a_long_stall_restarts() -> None:
+    clock = MediaClock(asyncio.get_running_loop())
+    before = {kind: _ticks(kind) for kind in ("on_time", "late", "skipped")}
+    assert clock._account(0) == 0
+    assert clock._account(3) == 3  # three ticks run back to back to catch up
+    assert clock._account(_MAX_CATCH_UP + 1) == -1  # dropped: the clock restarts from now
+    assert (clock.late_ticks, clock.restarts) == (3, 1)
+    assert _ticks("on_time") - before["on_time"] == 3
+    assert _ticks("late") - before["late"] == 3
+    assert _ticks("skipped") - before["skipped"] == _MAX_CATCH_UP + 1

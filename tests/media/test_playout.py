@@ -143,3 +143,23 @@ def test_duplicates_are_counted_once() -> None:
     buf.put(0, ramp(0, FRAME))
     buf.put(0, ramp(0, FRAME))
     assert buf.duplicates == 1
+
+
+def test_whole_frame_packets_and_split_ones_mix_without_a_seam() -> None:
+    # 20 ms packets take the one-packet-one-frame path; 10 ms and 30 ms ones the general
+    # one; a frame right after a lost 20 ms packet is concealed: the stream stays continuous.
+    buf = PlayoutBuffer(target_ms=40)
+    sizes = [FRAME, FRAME, FRAME // 2, FRAME // 2, FRAME, 3 * FRAME // 2, FRAME // 2, FRAME, FRAME]
+    pos, base = 0, 5000
+    for size in sizes:
+        buf.put(base + pos, ramp(pos, size))
+        pos += size
+    frames = drain(buf, pos // FRAME)
+    assert list(values(frames)) == list(range(pos))
+    assert buf.concealed_frames == 0
+    lost_at = base + pos
+    buf.put(lost_at + FRAME, ramp(pos + FRAME, FRAME))  # the packet at lost_at never came
+    buf.put(lost_at + 2 * FRAME, ramp(pos + 2 * FRAME, FRAME))
+    tail = drain(buf, 3)
+    assert buf.concealed_frames == 1 and len(tail) == 3
+    assert list(values(tail[1:])) == list(range(pos + FRAME, pos + 3 * FRAME))
