@@ -16,24 +16,17 @@ import logging
 import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from bridge.metrics import SIP_DROPPED, SIP_SEND_FAILURES
+from bridge.sip.peer import Peer
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Peer", "SipTransport", "TcpConnection", "resolve"]
 
 MAX_STREAM_MESSAGE = 65_535
 CONNECT_TIMEOUT_S = 5.0
 _CL = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", re.IGNORECASE | re.MULTILINE)
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """Where a message came from and how to answer: transport 'udp' or 'tcp'."""
-
-    transport: str
-    addr: tuple[str, int]
-    conn: TcpConnection | None = None
 
 
 Handler = Callable[[bytes, Peer], None]
