@@ -245,3 +245,48 @@ async def test_tcp_response_opens_a_connection_to_the_via_when_the_request_one_i
         assert len(uas.wire.sent) == 1
         sent = uas.wire.sent[0]
         assert sent.peer.conn is fresh and sent.message.status_code == 200  # type: ignore[union-attr]
+
+
+async def test_hangup_before_the_ack_sends_the_bye_once_the_ack_comes() -> None:
+    async with Uas() as uas:
+        ok = await _answered(uas)
+        call = uas.app.calls[0]
+        await call.hangup("agent-finished")  # §15: no BYE before the ACK
+        assert _requests(uas.take(), "BYE") == []
+        await uas.feed(request("ACK", to_tag=to_tag_of(ok), branch="z9hG4bK-ack-1"))
+        bye = _requests(uas.take(), "BYE")
+        assert len(bye) == 1
+        await uas.feed(response_to(bye[0]))
+        assert uas.app.events == [("established", CALL_ID), ("ended", "agent-finished")]
+
+
+async def test_refer_through_the_call_succeeds_on_the_final_notify() -> None:
+    async with Uas() as uas:
+        tag = await _established(uas)
+        call = uas.app.calls[0]
+        transfer = asyncio.create_task(call.refer("+14155550199"))
+        await uas.advance(0)
+        refer = _requests(uas.take(), "REFER")
+        assert len(refer) == 1 and refer[0].get_header("refer-to") == "<sip:+14155550199@127.0.0.1>"
+        await uas.feed(response_to(refer[0], 202))
+        notify = request("NOTIFY", cseq=2, to_tag=tag, branch="z9hG4bK-notify-2",
+                         extra=("Event: refer", "Subscription-State: terminated"))
+        body = b"SIP/2.0 200 OK\r\n"
+        head = b"Content-Type: message/sipfrag\r\nContent-Length: %d\r\n\r\n" % len(body)
+        notify = notify.replace(b"Content-Length: 0\r\n\r\n", head) + body
+        await uas.feed(notify)
+        assert uas.taken_codes() == [200]
+        assert await asyncio.wait_for(transfer, 5.0) is True and call.transferred
+
+
+async def test_cut_and_corrupted_invites_are_answered_or_dropped_never_raise() -> None:
+    whole = invite()
+    async with Uas() as uas:
+        for n, cut in enumerate(range(0, len(whole), 7)):
+            uas.server.receive(whole[:cut].replace(b"call-1@", f"cut-{n}@".encode()), CALLER)
+        for n, at in enumerate(range(0, len(whole), 5)):
+            data = bytearray(whole.replace(b"call-1@", f"flip-{n}@".encode()))
+            data[at % len(data)] ^= 0x5A
+            uas.server.receive(bytes(data), CALLER)
+        await uas.advance(60.0)  # every call or transaction they started ends cleanly
+        assert uas.server.next_deadline() is None

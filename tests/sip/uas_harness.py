@@ -160,6 +160,7 @@ class Uas:
 
     async def advance(self, seconds: float) -> None:
         """Move the fake clock, running the server's timers at each deadline on the way."""
+        await settle()  # what was fed reacts at the current time first
         end = self.clock.now + seconds
         for _ in range(10_000):  # bounded: a deadline that never moves would be a bug
             deadline = self.server.next_deadline()
