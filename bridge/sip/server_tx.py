@@ -22,6 +22,8 @@ must then be the same one, not a second call or a 481.
 from __future__ import annotations
 
 import enum
+import heapq
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -85,6 +87,18 @@ class ServerTransactions:
     def __init__(self, t1_s: float) -> None:
         self.t1 = t1_s
         self._txs: dict[TxKey, ServerTx] = {}
+        # (when, tie-breaker, key): a heap, so the next deadline costs O(log n) at 1000s of
+        # transactions. Entries whose transaction or time has changed since are skipped.
+        self._due: list[tuple[float, int, TxKey]] = []
+        self._seq = itertools.count()
+
+    def _at(self, tx: ServerTx, when: float) -> float:
+        heapq.heappush(self._due, (when, next(self._seq), tx.key))
+        return when
+
+    def _stale(self, when: float, key: TxKey) -> bool:
+        tx = self._txs.get(key)
+        return tx is None or when not in (tx.g_at, tx.end_at)
 
     def __len__(self) -> int:
         return len(self._txs)
@@ -97,8 +111,9 @@ class ServerTransactions:
         state: InviteState | NonInviteState = (
             InviteState.PROCEEDING if method == "INVITE" else NonInviteState.TRYING)
         # A transaction the TU never answers still leaves the table (a bug must not leak).
-        tx = ServerTx(key, method, peer, dest, request, state, end_at=now + 64 * self.t1)
+        tx = ServerTx(key, method, peer, dest, request, state)
         self._txs[key] = tx
+        tx.end_at = self._at(tx, now + 64 * self.t1)
         return tx
 
     def respond(self, tx: ServerTx, data: bytes, code: int, now: float) -> list[Outgoing]:
@@ -112,7 +127,7 @@ class ServerTransactions:
                 tx.state = NonInviteState.PROCEEDING
         else:
             tx.final_code = code
-            tx.end_at = window  # Timer H / J / L
+            tx.end_at = self._at(tx, window)  # Timer H / J / L
             if not tx.is_invite:
                 tx.state = NonInviteState.COMPLETED
             elif code < 300:
@@ -121,7 +136,7 @@ class ServerTransactions:
                 tx.state = InviteState.COMPLETED
                 if tx.peer.transport == "udp":
                     tx.g_interval = self.t1
-                    tx.g_at = now + self.t1
+                    tx.g_at = self._at(tx, now + self.t1)
         return [Outgoing(data, tx.peer, tx.dest)]
 
     def retransmitted(self, tx: ServerTx) -> list[Outgoing]:
@@ -135,25 +150,30 @@ class ServerTransactions:
         if tx.state is InviteState.COMPLETED:
             tx.state = InviteState.CONFIRMED
             tx.g_at = None
-            tx.end_at = now + (T4_S if tx.peer.transport == "udp" else 0.0)
+            tx.end_at = self._at(tx, now + (T4_S if tx.peer.transport == "udp" else 0.0))
 
     def next_deadline(self) -> float | None:
-        times = [t for tx in self._txs.values() for t in (tx.g_at, tx.end_at) if t is not None]
-        return min(times, default=None)
+        while self._due and self._stale(*self._due[0][::2]):
+            heapq.heappop(self._due)
+        return self._due[0][0] if self._due else None
 
     def handle_timer(self, now: float) -> list[Outgoing]:
         out: list[Outgoing] = []
-        for key, tx in list(self._txs.items()):
+        while self._due and self._due[0][0] <= now:
+            when, _, key = heapq.heappop(self._due)
+            tx = self._txs.get(key)
+            if tx is None or when not in (tx.g_at, tx.end_at):
+                continue  # superseded
             if tx.end_at is not None and tx.end_at <= now:
                 tx.state = InviteState.TERMINATED if tx.is_invite else NonInviteState.TERMINATED
                 tx.g_at = None
                 del self._txs[key]
-                continue
-            if tx.g_at is not None and tx.g_at <= now and tx.last is not None:
+            elif tx.g_at is not None and tx.g_at <= now and tx.last is not None:
                 out.append(Outgoing(tx.last, tx.peer, tx.dest))
                 tx.g_interval = min(tx.g_interval * 2, T2_S)
-                tx.g_at = now + tx.g_interval
+                tx.g_at = self._at(tx, now + tx.g_interval)
         return out
 
     def clear(self) -> None:
         self._txs.clear()
+        self._due.clear()
