@@ -186,7 +186,9 @@ class Uas:
             ctx.app.ended(call, "error")
             return
         call.prepared = True
-        if call.state == "ended":  # CANCELed while we were binding media
+        if call.state == "ended":  # CANCELed (487 sent) or hung up while we were binding media
+            if not tx.final_code:  # every INVITE gets a final answer
+                respond(tx, 503, to_tag=call.local_tag, headers=self._retry_later())
             ctx.app.ended(call, call.end_reason or "cancel")
             return
         if host in ("", "0.0.0.0"):

@@ -290,3 +290,17 @@ async def test_cut_and_corrupted_invites_are_answered_or_dropped_never_raise() -
             uas.server.receive(bytes(data), CALLER)
         await uas.advance(60.0)  # every call or transaction they started ends cleanly
         assert uas.server.next_deadline() is None
+
+
+async def test_hung_up_while_binding_media_the_invite_still_gets_a_final_503() -> None:
+    async with Uas() as uas:
+        uas.app.hold_prepare = asyncio.Event()
+        await uas.feed(invite())
+        assert uas.taken_codes() == [100]
+        await uas.app.calls[0].hangup("shutdown")  # a drain while the RTP port is being bound
+        uas.app.hold_prepare.set()
+        await uas.advance(0)
+        sent = uas.take()
+        assert [m.status_code for m in sent if isinstance(m, SipResponse)] == [503]
+        assert sent[0].get_header("retry-after") == "5"
+        assert uas.app.events == [("ended", "shutdown")]
