@@ -77,8 +77,9 @@ class SipSettings(Section):
     user_agent: str = "voice-bridge"
     max_calls: int = Field(200, ge=1)
     retry_after_s: int = Field(5, ge=1)
-    # Tear the call down if no ACK arrives for our 2xx within this time (RFC 3261: 64*T1).
-    ack_timeout_s: float = Field(32.0, gt=0)
+    # Tear the call down if no ACK arrives for our 2xx within this time. Unset: 64*T1, as
+    # RFC 3261 §13.3.1.4 says (32 s at the default T1); set it only to override that.
+    ack_timeout_s: float | None = Field(None, gt=0)
     # Ring (180) this long before answering with 200; 0 answers at once. A caller may CANCEL meanwhile.
     answer_delay_ms: int = Field(0, ge=0, le=60_000)
     t1_ms: int = Field(500, ge=50)

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from bridge.callmodel import CallInfo, MediaParams
 from bridge.sip.refer import sipfrag_status
 from bridge.sip.sdp_offer import SessionDescription
 from bridge.sip.transport import Peer
 
-if TYPE_CHECKING:
-    from bridge.sip.server import SipServer
-
 CallState = Literal["early", "confirmed", "ended"]
+
+
+class DialogControl(Protocol):
+    """What a call asks of the dialog layer (bridge/sip/dialog.py) to end or transfer itself."""
+
+    async def hangup(self, call: SipCall, reason: str) -> None: ...
+
+    async def refer(self, call: SipCall, target: str) -> bool: ...
 
 
 @dataclass(eq=False)
 class SipCall:
     info: CallInfo
-    server: SipServer
+    control: DialogControl
     peer: Peer
     local_tag: str
     remote_tag: str
@@ -38,9 +43,7 @@ class SipCall:
     pending_hangup: str | None = None
     end_reason: str | None = None
     prepared: bool = False  # the app bound media: it must hear ended()
-    awaiting_ack: bool = False
     late_offer_pending: bool = False  # re-INVITE without SDP: the answer comes in the ACK
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
     # REFER: the final status the peer's NOTIFYs report for the transferred call
     refer_outcome: asyncio.Future[int] | None = None
     transferred: bool = False  # the peer accepted a transfer: it ends this leg, not us
@@ -49,18 +52,13 @@ class SipCall:
     def key(self) -> tuple[str, str]:
         return self.info.call_id, self.local_tag
 
-    def cancel_timers(self) -> None:
-        for t in self.timers:
-            t.cancel()
-        self.timers.clear()
-
     async def hangup(self, reason: str = "normal") -> None:
         """End the call from our side (BYE once the dialog is confirmed)."""
-        await self.server.hangup(self, reason)
+        await self.control.hangup(self, reason)
 
     async def refer(self, target: str) -> bool:
         """Blind transfer (RFC 3515): True once the peer's NOTIFY reports the new call answered."""
-        return await self.server.refer(self, target)
+        return await self.control.refer(self, target)
 
     def on_notify(self, event: str | None, body: bytes | str | None) -> None:
         """An in-dialog NOTIFY: a final sipfrag status of our REFER settles refer_outcome."""

@@ -1,35 +1,20 @@
-"""RFC 3261 §17 transactions over UDP: server transactions absorb retransmitted requests
-(resending our last response), client transactions retransmit our requests (timers A/B/E/F).
-
-aiosipua leaves both out (DESIGN.md, Wire notes: SIP stack, gaps 1 and 2); the state kept here is a
-small table swept once a second, so nothing lingers past 64*T1.
+"""RFC 3261 §17.1 client transactions over UDP: our requests are retransmitted (timers
+A/B/E/F) until their final response. aiosipua leaves this out (DESIGN.md, Wire notes: SIP
+stack, gap 1). Server transactions are the sans-I/O table in bridge/sip/server_tx.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiosipua import SipResponse
 
+from bridge.sip.server_tx import T2_S
 from bridge.sip.transport import Peer
 
-T2_S = 4.0
 Send = Callable[[bytes, Peer, tuple[str, int] | None], object]
-
-
-@dataclass(slots=True)
-class ServerTx:
-    method: str
-    peer: Peer
-    dest: tuple[str, int]
-    expires: float
-    last: bytes | None = None
-    final_code: int = 0
-    timer: asyncio.TimerHandle | None = None
-    data: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -49,53 +34,7 @@ class TransactionLayer:
     def __init__(self, send: Send, t1_s: float) -> None:
         self._send = send
         self.t1 = t1_s
-        self._server: dict[tuple[str, str, str], ServerTx] = {}
         self._client: dict[tuple[str, str], _ClientTx] = {}
-        self._sweeper: asyncio.Task[None] | None = None
-
-    # -- server side ---------------------------------------------------------------------
-    def find_server(self, key: tuple[str, str, str]) -> ServerTx | None:
-        return self._server.get(key)
-
-    def new_server(
-        self, key: tuple[str, str, str], method: str, peer: Peer, dest: tuple[str, int]
-    ) -> ServerTx:
-        tx = ServerTx(method, peer, dest, time.monotonic() + 64 * self.t1)
-        self._server[key] = tx
-        self._ensure_sweeper()
-        return tx
-
-    def respond(self, tx: ServerTx, response: SipResponse) -> None:
-        data = bytes(response)
-        tx.last = data
-        code = response.status_code
-        if code >= 200:
-            tx.final_code = code
-            # Keep absorbing retransmissions for 64*T1 after the final answer (timers H/J).
-            tx.expires = time.monotonic() + 64 * self.t1
-        self._send(data, tx.peer, tx.dest)
-        if tx.method == "INVITE" and code >= 300 and tx.peer.transport == "udp":
-            self._retransmit_final(tx, self.t1)  # timer G, until the ACK
-
-    def _retransmit_final(self, tx: ServerTx, interval: float) -> None:
-        loop = asyncio.get_running_loop()
-
-        def fire() -> None:
-            if tx.last is None or time.monotonic() > tx.expires:
-                return
-            self._send(tx.last, tx.peer, tx.dest)
-            self._retransmit_final(tx, min(interval * 2, T2_S))
-
-        tx.timer = loop.call_later(interval, fire)
-
-    def ack_received(self, tx: ServerTx) -> None:
-        if tx.timer is not None:
-            tx.timer.cancel()
-            tx.timer = None
-
-    def resend_last(self, tx: ServerTx) -> None:
-        if tx.last is not None:
-            self._send(tx.last, tx.peer, tx.dest)
 
     # -- client side ---------------------------------------------------------------------
     async def request(
@@ -149,31 +88,7 @@ class TransactionLayer:
         tx.future.set_result(response)
         return True
 
-    # -- housekeeping --------------------------------------------------------------------
-    def _ensure_sweeper(self) -> None:
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sip-tx-sweeper")
-
-    async def _sweep(self) -> None:
-        while self._server:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for key in [k for k, tx in self._server.items() if tx.expires < now]:
-                tx = self._server.pop(key)
-                if tx.timer is not None:
-                    tx.timer.cancel()
-
-    @property
-    def server_count(self) -> int:
-        return len(self._server)
-
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        for tx in self._server.values():
-            if tx.timer is not None:
-                tx.timer.cancel()
-        self._server.clear()
         for ctx in self._client.values():
             if not ctx.future.done():
                 ctx.future.cancel()

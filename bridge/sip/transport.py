@@ -16,11 +16,13 @@ import logging
 import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from bridge.metrics import SIP_DROPPED, SIP_SEND_FAILURES
+from bridge.sip.peer import Peer
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Peer", "SipTransport", "TcpConnection", "resolve"]
 
 MAX_STREAM_MESSAGE = 65_535
 CONNECT_TIMEOUT_S = 5.0
@@ -31,15 +33,6 @@ CONNECT_TIMEOUT_S = 5.0
 UDP_RCVBUF_BYTES = 4 * 1024 * 1024
 UDP_DRAIN_PER_PASS = 64
 _CL = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", re.IGNORECASE | re.MULTILINE)
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """Where a message came from and how to answer: transport 'udp' or 'tcp'."""
-
-    transport: str
-    addr: tuple[str, int]
-    conn: TcpConnection | None = None
 
 
 Handler = Callable[[bytes, Peer], None]

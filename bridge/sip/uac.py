@@ -83,7 +83,7 @@ class TrunkCaller:
         refusal = app.admit(info)
         if refusal is not None:
             return OutboundResult("failed", refusal[0], refusal[1])
-        call = SipCall(info=info, server=server, peer=peer, local_tag=new_tag(), remote_tag="",
+        call = SipCall(info=info, control=server.dialogs, peer=peer, local_tag=new_tag(), remote_tag="",
                        local_uri=f"<{from_uri}>", remote_uri=f"<{to_uri}>", remote_target=to_uri)
         try:
             host, port = await app.prepare(call)

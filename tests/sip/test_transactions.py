@@ -64,23 +64,3 @@ async def test_no_answer_times_out_after_64_t1_and_tcp_is_not_retransmitted() ->
         await layer.request(b"OPTIONS", "z9hG4bK-3", "OPTIONS", TCP)
     assert wire.sent == [b"OPTIONS"]  # reliable transport: sent once (§17.1.2.2)
     await layer.close()
-
-
-async def test_server_transaction_resends_the_last_answer_and_timer_g_stops_at_ack() -> None:
-    wire = Wire()
-    layer = TransactionLayer(wire, T1)
-    key = ("z9hG4bK-4", "127.0.0.1:5060", "INVITE")
-    tx = layer.new_server(key, "INVITE", UDP, UDP.addr)
-    assert layer.find_server(key) is tx
-    layer.respond(tx, _response(100))
-    layer.resend_last(tx)  # a retransmitted INVITE: the 100 again
-    layer.respond(tx, _response(486))
-    await asyncio.sleep(T1 * 3.5)  # timer G: the 486 again at T1 and 3*T1
-    finals = [d for d in wire.sent if d.startswith(b"SIP/2.0 486")]
-    assert len(finals) == 3 and len(wire.sent) == 5
-    layer.ack_received(tx)
-    await asyncio.sleep(T1 * 6)
-    assert len(wire.sent) == 5  # the ACK stopped timer G
-    assert tx.final_code == 486 and layer.server_count == 1  # kept to absorb late retransmissions
-    await layer.close()
-    assert layer.server_count == 0

@@ -121,3 +121,42 @@ def test_a_bye_that_cannot_be_sent_is_logged_and_counted(tmp_path: Path) -> None
         assert wait_for(lambda: health(daemon.http)["active_calls"] == 0, 5)
         assert "SIP BYE not sent: no way to the next hop" in daemon.logs()
         assert daemon.proc.poll() is None
+
+
+def test_response_after_the_connection_closed_goes_to_the_via_on_a_new_connection(tmp_path: Path) -> None:
+    """RFC 3261 §18.2.2: the caller's connection closes while we ring (answer_delay_ms); the
+    200 goes over a new connection to the Via's sent-by (no rport: its port), where the
+    caller listens, and the call goes on there (ACK, BYE)."""
+    caller = socket.create_server(("127.0.0.1", 0))
+    caller.settimeout(20)
+    via_port = caller.getsockname()[1]
+    env = {"VOICE_BRIDGE_SIP__ANSWER_DELAY_MS": "1500"}
+    with caller, run_daemon(tmp_path, agent="echo", env=env) as daemon:
+        with socket.create_connection(("127.0.0.1", daemon.sip_port), timeout=10) as conn:
+            invite = _invite(daemon.sip_port, via_port, ("127.0.0.1", via_port), "tcp-via-1")
+            conn.sendall(invite.replace(b"Record-Route: ", b"X-Not-Routed: "))
+            assert _Stream(conn).message().startswith(b"SIP/2.0 100")
+        # closed before the 200
+        back, _ = caller.accept()
+        with back:
+            back.settimeout(10)
+            stream = _Stream(back)
+            resp = stream.message()
+            while resp.startswith(b"SIP/2.0 18"):
+                resp = stream.message()
+            assert resp.startswith(b"SIP/2.0 200"), resp[:200]
+            assert _header(resp, "call-id") == "tcp-via-1"
+            to = _header(resp, "to")
+            common = (f"Via: SIP/2.0/TCP 127.0.0.1:{via_port};branch=z9hG4bK-%s\r\n"
+                      f"From: <sip:caller@127.0.0.1>;tag=ft1\r\nTo: {to}\r\nCall-ID: tcp-via-1\r\n"
+                      "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+            back.sendall((f"ACK sip:agent@127.0.0.1:{daemon.sip_port};transport=tcp SIP/2.0\r\n"
+                          "CSeq: 1 ACK\r\n" + common % "ack-via-1").encode())
+            back.sendall((f"BYE sip:agent@127.0.0.1:{daemon.sip_port};transport=tcp SIP/2.0\r\n"
+                          "CSeq: 2 BYE\r\n" + common % "bye-via-1").encode())
+            ok = stream.message()
+            while not _header(ok, "cseq").endswith("BYE"):  # a resent 200 to the INVITE may come first
+                ok = stream.message()
+            assert ok.startswith(b"SIP/2.0 200"), ok[:200]
+        assert wait_for(lambda: health(daemon.http)["active_calls"] == 0, 5), daemon.logs()
+        assert metric(daemon.http, "voice_bridge_calls_total", 'outcome="bye",transport="sip"') == 1
