@@ -22,8 +22,7 @@ def make(url: str, **kw: object) -> ElevenLabsWsTTS:
         "api_key": ELEVENLABS_KEY,
         "voice_id": "voice1",
         "url": url,
-        "first_byte_timeout_s": 2.0,
-        "stall_timeout_s": 2.0,
+        "read_timeout_s": 2.0,
         "keep_warm": False,
     }
     opts.update(kw)
@@ -135,9 +134,9 @@ async def test_connection_refused(refused_url: str) -> None:
     await tts.aclose()
 
 
-async def test_slow_first_byte_times_out(cloud: FakeCloud) -> None:
+async def test_no_first_audio_ends_at_the_read_backstop(cloud: FakeCloud) -> None:
     cloud.elevenlabs.ws_faults.first_byte_delay_s = 5.0
-    tts = make(cloud.http_url, first_byte_timeout_s=0.3)
+    tts = make(cloud.http_url, read_timeout_s=0.3)
     with pytest.raises(ProviderError, match="first audio"):
         await synth(tts, clauses("Hi."))
     await tts.aclose()
@@ -151,15 +150,15 @@ async def test_slow_llm_is_not_a_tts_stall(cloud: FakeCloud) -> None:
         await asyncio.sleep(0.5)
         yield "Second."
 
-    tts = make(cloud.http_url, stall_timeout_s=0.2)
+    tts = make(cloud.http_url, read_timeout_s=0.2)
     chunks = await synth(tts, slow_llm())
     assert sum(len(c.data) for c in chunks) == len(ToneSource("ulaw_8000").encode("First. Second. "))
     await tts.aclose()
 
 
-async def test_stall_after_text_ended_times_out(cloud: FakeCloud) -> None:
+async def test_stall_after_text_ended_ends_at_the_read_backstop(cloud: FakeCloud) -> None:
     cloud.elevenlabs.ws_faults.stall_after = 2
-    tts = make(cloud.http_url, stall_timeout_s=0.3)
+    tts = make(cloud.http_url, read_timeout_s=0.3)
     with pytest.raises(ProviderError, match="stalled"):
         await synth(tts, clauses("A sentence long enough for several chunks."))
     await tts.aclose()
