@@ -119,8 +119,11 @@ class LLM(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class AudioChunk:
+    """Audio as the service sent it (any chunking): the conversation's ChunkConverter decodes
+    and resamples it to the call's 8 kHz s16le. ``sample_rate`` is the PCM's or the MP3's."""
+
     data: bytes
-    encoding: Literal["pcm_s16le", "ulaw", "alaw"] = "pcm_s16le"
+    encoding: Literal["pcm_s16le", "ulaw", "alaw", "mp3"] = "pcm_s16le"
     sample_rate: int = 8000
 
 

@@ -19,7 +19,7 @@ from elevenlabs.client import AsyncElevenLabs
 from elevenlabs.core.api_error import ApiError
 
 from bridge.providers.base import AudioChunk, ProviderError, backstop_s
-from bridge.providers.tts.elevenlabs_audio import AudioNormalizer, check_output_format
+from bridge.providers.tts.elevenlabs_audio import NativeAudio, check_output_format
 from bridge.providers.tts.elevenlabs_common import detail_status, http_url, status_error
 from bridge.settings import Secrets, Settings
 
@@ -79,7 +79,7 @@ class ElevenLabsHttpTTS:
                     yield chunk
 
     async def _clause(self, clause: str) -> AsyncIterator[AudioChunk]:
-        normalizer = AudioNormalizer(self.output_format)
+        native = NativeAudio(self.output_format)
         audio = self._client.text_to_speech.stream(
             voice_id=self.voice_id,
             text=clause,
@@ -91,8 +91,7 @@ class ElevenLabsHttpTTS:
         try:
             while True:
                 try:
-                    data = await anext(audio)
-                    chunk = normalizer.push(data)
+                    chunk = native.chunk(await anext(audio))
                 except StopAsyncIteration:
                     break
                 except httpx.TimeoutException:
@@ -101,13 +100,8 @@ class ElevenLabsHttpTTS:
                     raise status_error(NAME, exc.status_code or 0, detail_status(exc.body)) from None
                 except httpx.HTTPError as exc:
                     raise ProviderError(NAME, f"stream failed ({type(exc).__name__})") from None
-                except ValueError as exc:  # undecodable audio
-                    raise ProviderError(NAME, str(exc)) from None
                 if chunk is not None:
                     yield chunk
-            tail = normalizer.flush()
-            if tail is not None:
-                yield tail
         finally:
             # barge-in or failure: close the response now (the server sees the disconnect)
             with contextlib.suppress(Exception):

@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.protocol import State
 
 from bridge.providers.base import AudioChunk, ProviderError, backstop_s
-from bridge.providers.tts.elevenlabs_audio import AudioNormalizer, check_output_format
+from bridge.providers.tts.elevenlabs_audio import NativeAudio, check_output_format
 from bridge.providers.tts.elevenlabs_common import detail_status, status_error, ws_url
 from bridge.settings import Secrets, Settings
 
@@ -153,7 +153,7 @@ class _Session:
         self.tts = tts
         self.ws = ws
         self.text = text
-        self.normalizer = AudioNormalizer(tts.output_format)
+        self.native = NativeAudio(tts.output_format)
         self.out: asyncio.Queue[AudioChunk | BaseException | None] = asyncio.Queue()
         self.timer: asyncio.Timeout | None = None
         self.awaiting_first = False  # text sent, no audio yet
@@ -216,16 +216,13 @@ class _Session:
                     if message.get("error") or (message.get("message") and "audio" not in message):
                         raise ProviderError(NAME, f"server error ({message.get('error') or 'unknown'})")
                     if message.get("audio"):
-                        chunk = self.normalizer.push(base64.b64decode(message["audio"]))
+                        chunk = self.native.chunk(base64.b64decode(message["audio"]))
                         self.got_audio = True
                         self.awaiting_first = False
                         self._deadline(self.tts.read_timeout_s if self.ended else None)
                         if chunk is not None:
                             self.out.put_nowait(chunk)
                     if message.get("isFinal"):
-                        tail = self.normalizer.flush()
-                        if tail is not None:
-                            self.out.put_nowait(tail)
                         self.out.put_nowait(None)
                         return
             raise ProviderError(NAME, "socket closed before the end of the audio")
@@ -238,7 +235,7 @@ class _Session:
             )
         except ProviderError as exc:
             self.out.put_nowait(exc)
-        except ValueError as exc:  # bad JSON, base64 or audio
+        except ValueError as exc:  # bad JSON or base64
             self.out.put_nowait(ProviderError(NAME, f"bad message: {exc}"))
 
 

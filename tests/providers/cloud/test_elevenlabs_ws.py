@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bridge.conversation.convert import ChunkConverter
 from bridge.devtools.fakes import FakeCloud
 from bridge.devtools.fakes.server import ELEVENLABS_KEY
 from bridge.devtools.fakes.tone import ToneSource
@@ -62,13 +63,16 @@ async def test_speaks_while_the_text_is_still_being_written(cloud: FakeCloud) ->
     await journal.wait_for(lambda j: j.count("completed") == 1)
 
 
-async def test_pcm_output_is_resampled_to_8k(cloud: FakeCloud) -> None:
+async def test_pcm_output_is_declared_and_resampled_by_the_converter(cloud: FakeCloud) -> None:
     tts = make(cloud.http_url, output_format="pcm_16000")
     chunks = await synth(tts, clauses("Resample me please."))
     await tts.aclose()
-    assert {(c.encoding, c.sample_rate) for c in chunks} == {("pcm_s16le", 8000)}
-    samples = sum(len(c.data) for c in chunks) // 2
-    assert abs(samples - len("Resample me please. ") * 30 * 8) <= 16
+    # the service's bytes, declared: the conversation's ChunkConverter is the one resampler
+    assert {(c.encoding, c.sample_rate) for c in chunks} == {("pcm_s16le", 16000)}
+    assert b"".join(c.data for c in chunks) == ToneSource("pcm_16000").encode("Resample me please. ")
+    converter = ChunkConverter()
+    pcm = b"".join(converter.convert(c) for c in chunks) + converter.flush()
+    assert abs(len(pcm) // 2 - len("Resample me please. ") * 30 * 8) <= 16
 
 
 async def test_warm_spare_socket_is_used_and_refilled(cloud: FakeCloud) -> None:
