@@ -19,15 +19,8 @@ import httpx
 import openai
 from openai import AsyncOpenAI
 
-from bridge.providers.base import (
-    LlmEvent,
-    Message,
-    ProviderError,
-    TextDelta,
-    ToolCall,
-    ToolSpec,
-    backstop_s,
-)
+from bridge.providers import base
+from bridge.providers.base import LlmEvent, Message, ProviderError, TextDelta, ToolCall, ToolSpec
 from bridge.settings import Secrets, Settings
 
 NAME = "openai"
@@ -147,7 +140,7 @@ class OpenAIChat:
         temperature: float = 0.6,
         max_tokens: int = 300,
         connect_timeout_s: float = 2.0,
-        read_timeout_s: float = backstop_s(2.5, 3.0),
+        read_timeout_s: float = base.backstop_s(2.5, 3.0),
         max_retries: int = 0,
     ) -> None:
         self.model = model
@@ -222,6 +215,6 @@ def create(settings: Settings, secrets: Secrets) -> OpenAIChat:
         temperature=s.temperature,
         max_tokens=s.max_tokens,
         connect_timeout_s=s.connect_timeout_s,
-        read_timeout_s=backstop_s(s.first_token_timeout_s, s.stall_timeout_s),
+        read_timeout_s=base.backstop_s(s.first_token_timeout_s, s.stall_timeout_s),
         max_retries=s.max_retries,
     )
