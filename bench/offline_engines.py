@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bridge.audio import g711
 from bridge.audio.resample import StreamResampler
+from bridge.conversation.convert import ChunkConverter
 from bridge.providers.base import Message, TextDelta
 from bridge.providers.llm.script_model import load_script
 from bridge.providers.llm.scripted import ScriptedLLM
@@ -112,7 +113,8 @@ class LagProbe:
 
 
 async def speech(tts: EspeakTTS, text: str) -> bytes:
-    pcm = b"".join([c.data async for c in tts.synthesize(one(text))])
+    converter = ChunkConverter()  # as the call plays it: the one place that resamples
+    pcm = b"".join([converter.convert(c) async for c in tts.synthesize(one(text))]) + converter.flush()
     padded = bytes(3200) + pcm + bytes(4800)  # 200 ms before, 300 ms after, as a VAD cut
     return g711.ulaw_to_pcm(g711.pcm_to_ulaw(padded))
 
@@ -208,7 +210,7 @@ async def bench_tts(tts: EspeakTTS, rounds: int) -> dict[str, Any]:
                 async for chunk in tts.synthesize(one(text)):
                     if not first:
                         first = time.perf_counter() - t0
-                    n += len(chunk.data)
+                    n += len(chunk.data) * 8000 // chunk.sample_rate  # 8 kHz bytes
                 first_ms.append(first * 1000)
                 rtf.append((time.perf_counter() - t0) / (n / 16000))
     return {

@@ -31,13 +31,19 @@ class UseProvider:
 
 @dataclass(frozen=True, slots=True)
 class ProviderFailed:
+    """``label`` is the failure metric's label, one of a few words (the engine's own timeouts:
+    first-token-timeout, stall, first-byte-timeout; a provider's error: retryable, fatal,
+    timeout, network, error); ``reason`` is the text for the log and the transcript."""
+
     kind: ProviderKind
     index: int
     reason: str
+    label: str = "error"
 
 
 @dataclass(frozen=True, slots=True)
 class StartLlm:
+    reply_id: str  # CancelReply(reply_id) stops this round
     stream_id: str  # LLM events must carry it back; stale ones are ignored
     messages: tuple[Message, ...]
     tools: tuple[ToolSpec, ...]

@@ -29,6 +29,7 @@ from bridge.leg import (
     DtmfDigit,
     LegEnded,
     PlaybackDone,
+    PlaybackProgress,
     PlaybackStarted,
 )
 from bridge.metrics import (
@@ -47,6 +48,9 @@ from bridge.settings.paths import resolve_path
 log = logging.getLogger(__name__)
 
 _TICK_S = 0.1  # timers still run if the leg stops delivering frames (hold)
+# Ticks come at least every _TICK_S; a longer gap is the loop running late, by that much
+# beyond _TICK_S (noise below _LATE_S is ignored)
+_LATE_S = 0.05
 _END_WAIT_S = 5.0  # after our hang-up/transfer, how long to wait for the leg to end
 _FINALIZE = object()
 _prompts: dict[tuple[str, float], str] = {}
@@ -91,7 +95,6 @@ class Conversation:
         self.engine = Engine(
             settings,
             system_prompt=load_system_prompt(settings.conversation.system_prompt_file),
-            heard_ms=leg.heard_ms,
             provider_counts={
                 "stt": len(providers.stt), "llm": len(providers.llm), "tts": len(providers.tts)
             },
@@ -107,6 +110,7 @@ class Conversation:
         self._stt_reader: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._extra = {"call_id": call_info.call_id}
+        self._last_tick: float | None = None
 
     # -- running ---------------------------------------------------------------------------
     async def run(self) -> str:
@@ -151,12 +155,14 @@ class Conversation:
                     continue  # the AudioLeg contract says 20 ms frames; skip anything else
                 now = self.clock.now()
                 engine.on_frame(now, event.pcm, vad.is_speech(event.pcm))
-                engine.on_tick(now)
+                self._tick(now)
                 self._apply()
             elif isinstance(event, PlaybackStarted):
                 self._feed(engine.on_playback_started, event.utterance_id, event.t)
+            elif isinstance(event, PlaybackProgress):
+                self._feed(engine.on_playback_progress, event.utterance_id, event.heard_ms)
             elif isinstance(event, PlaybackDone):
-                self._feed(engine.on_playback_done, event.utterance_id)
+                self._feed(engine.on_playback_done, event.utterance_id, event.heard_ms)
             elif isinstance(event, DtmfDigit):
                 self._feed(engine.on_dtmf, event.digit)
             elif isinstance(event, LegEnded):
@@ -166,7 +172,17 @@ class Conversation:
     async def _ticker(self) -> None:
         while not self.engine.ended:
             await self.clock.sleep(_TICK_S)
-            self._feed(self.engine.on_tick)
+            self._tick(self.clock.now())
+            self._apply()
+
+    def _tick(self, now: float) -> None:
+        """The engine's timers. A gap since the last tick longer than _TICK_S means this loop
+        was late (starved, a GC pass): the engine first moves its provider deadlines back by
+        that much, so a provider whose bytes came in meanwhile is not failed for our delay."""
+        last, self._last_tick = self._last_tick, now
+        if last is not None and now - last - _TICK_S > _LATE_S:
+            self.engine.on_loop_late(now, now - last - _TICK_S)
+        self.engine.on_tick(now)
 
     async def _shutdown(self) -> None:
         for task in list(self._tasks):
@@ -229,9 +245,8 @@ class Conversation:
         elif isinstance(a, act.Preempted):
             PREEMPTIONS.labels(a.outcome).inc()
         elif isinstance(a, act.StartLlm):
-            reply_id = a.stream_id.split(".", 1)[0]
             llm = self.providers.llm[self._index["llm"]]
-            self._llm_tasks[reply_id] = self._spawn(self._llm(llm, a.stream_id, a.messages, a.tools), "llm")
+            self._llm_tasks[a.reply_id] = self._spawn(self._llm(llm, a.stream_id, a.messages, a.tools), "llm")
         elif isinstance(a, act.StartTts):
             queue: asyncio.Queue[str | None] = asyncio.Queue()
             tts = self.providers.tts[self._index["tts"]]
@@ -249,7 +264,7 @@ class Conversation:
             log.warning("%s: failing over to %s", a.kind, self._name(a.kind, a.index), extra=self._extra)
         elif isinstance(a, act.ProviderFailed):
             name = self._name(a.kind, a.index)
-            PROVIDER_FAILURES.labels(a.kind, name, a.reason.split(":", 1)[0][:40]).inc()
+            PROVIDER_FAILURES.labels(a.kind, name, a.label).inc()
             PROVIDER_HEALTHY.labels(a.kind, name).set(0)
             log.warning("%s provider %s failed: %s", a.kind, name, a.reason, extra=self._extra)
             self.transcript.write("provider_failure", kind=a.kind, provider=name, reason=a.reason)
@@ -312,7 +327,7 @@ class Conversation:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any provider failure: the engine fails over
-            self._feed(engine.on_llm_failed, stream_id, _reason(exc))
+            self._feed(engine.on_llm_failed, stream_id, *_failure(exc))
             return
         self._feed(engine.on_llm_done, stream_id)
 
@@ -345,7 +360,7 @@ class Conversation:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._feed(engine.on_tts_failed, reply_id, _reason(exc))
+            self._feed(engine.on_tts_failed, reply_id, *_failure(exc))
             return
         self._tts.pop(reply_id, None)
         self._feed(engine.on_tts_done, reply_id)
@@ -370,7 +385,7 @@ class Conversation:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._feed(self.engine.on_stt_failed, _reason(exc))
+            self._feed(self.engine.on_stt_failed, *_failure(exc))
             return
         self._stt = stream
         self._stt_reader = self._spawn(self._stt_read(stream), "stt-read")
@@ -403,7 +418,7 @@ class Conversation:
             return  # an old stream we already left
         self._stt = None
         self._stt_ready.clear()
-        self._feed(self.engine.on_stt_failed, _reason(exc))
+        self._feed(self.engine.on_stt_failed, *_failure(exc))
 
     async def _stt_sender(self) -> None:
         """Caller audio to the STT in order; frames that queued up meanwhile go as one write."""
@@ -432,19 +447,19 @@ class Conversation:
                 self._stt_failed(stream, exc)
 
 
-def _reason(exc: BaseException) -> str:
-    """'<kind>: <text>'; the kind (before the colon) is the failure metric's label, so it is
-    one of a few words: a provider's own error says whether a retry could help."""
+def _failure(exc: BaseException) -> tuple[str, str]:
+    """(reason, label): the label is the failure metric's, one of a few words (a provider's
+    own error says whether a retry could help); the reason is '<label>: <text>' for the log."""
     text = str(exc) or type(exc).__name__
     if isinstance(exc, ProviderError):
-        kind = "retryable" if exc.retryable else "fatal"
+        label = "retryable" if exc.retryable else "fatal"
     elif isinstance(exc, TimeoutError):
-        kind = "timeout"
+        label = "timeout"
     elif isinstance(exc, OSError):
-        kind = "network"
+        label = "network"
     else:
-        kind = "error"
-    return f"{kind}: {text}"[:200]
+        label = "error"
+    return f"{label}: {text}"[:200], label
 
 
 async def run_conversation(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bridge.conversation import tools as builtin
@@ -56,6 +55,9 @@ log = logging.getLogger(__name__)
 TRANSFER_LINE = "Please hold while I transfer you."
 TRANSFER_FAILED_LINE = "Sorry, I couldn't transfer you right now."
 CANCELLED_TOOL_RESULT = "cancelled: the caller interrupted before this finished"
+# how far the echo guard runs the played position past the leg's last PlaybackProgress (the
+# RTP leg reports every 100 ms)
+PLAYED_AHEAD_MS = 200.0
 
 
 class State(enum.Enum):
@@ -119,7 +121,6 @@ class Engine:
         settings: Settings,
         *,
         system_prompt: str,
-        heard_ms: Callable[[str], int],
         provider_counts: dict[ProviderKind, int],
         fallback_audio: bytes,
     ) -> None:
@@ -129,7 +130,6 @@ class Engine:
         self.history: list[Message] = [Message("system", system_prompt)] if system_prompt.strip() else []
         self.tools = builtin.tool_specs(self.conv)
         self.end_reason: str | None = None
-        self._heard_ms = heard_ms
         self._counts = provider_counts
         self._index: dict[ProviderKind, int] = {"stt": 0, "llm": 0, "tts": 0}
         self._fallback_audio = fallback_audio
@@ -213,7 +213,7 @@ class Engine:
         agent_busy = reply is not None
         if self.conv.barge_in.echo_guard:
             if reply is not None and reply.playing:
-                self._echo.played(now, reply.id, reply.levels, self._heard_ms(reply.id))
+                self._echo.played(now, reply.id, reply.levels, self._played_estimate(now, reply))
             if is_speech and self._echo.is_echo(now, frame_rms(pcm)):
                 is_speech = False
         if self._turn is None and self._candidate is None and is_speech and self._gate.enabled \
@@ -513,7 +513,7 @@ class Engine:
         assert reply is not None
         self._reply = None
         reply.cancelled = True
-        heard_ms = self._heard_ms(reply.id) if reply.playing else 0
+        heard_ms = reply.heard_ms if reply.playing else 0
         self._clear_playback()
         self._emit(CancelReply(reply.id))
         self._cancel_fallbacks()
@@ -584,10 +584,10 @@ class Engine:
         elif event == EAGER_END_OF_TURN and self.conv.preemptive_generation and turn.text():
             self._preempt(now, turn, turn.text())
 
-    def on_stt_failed(self, now: float, reason: str) -> None:
+    def on_stt_failed(self, now: float, reason: str, label: str = "error") -> None:
         if self.ended:
             return
-        self._emit(ProviderFailed("stt", self._index["stt"], reason))
+        self._emit(ProviderFailed("stt", self._index["stt"], reason, label))
         if self._reply is not None and self._reply.held:
             self._drop_preempt(now, "dropped")
         self._turn = None
@@ -617,8 +617,7 @@ class Engine:
         for clause in reply.splitter.push(text + " ") + reply.splitter.flush():
             self._send_clause(now, reply, clause)
         reply.round_text = text
-        reply.tts_ended = True
-        self._emit(EndTts(reply.id))
+        self._end_tts(now, reply)
 
     def _start_llm_reply(
         self, now: float, marks: TurnMarks | None, purpose: str, interruptible: bool
@@ -630,13 +629,13 @@ class Engine:
         reply.round += 1
         reply.stream_id = f"{reply.id}.{reply.round}.{self._index['llm']}"
         reply.llm_active = True
-        reply.llm_started = reply.llm_last = now
+        reply.llm_deadline = now + self.settings.llm.first_token_timeout_s
         reply.got_token = False
         reply.round_text = ""
         reply.round_tools = []
         if reply.marks is not None and reply.marks.llm_start is None:
             reply.marks.llm_start = now
-        self._emit(StartLlm(reply.stream_id, tuple(self.history), self.tools))
+        self._emit(StartLlm(reply.id, reply.stream_id, tuple(self.history), self.tools))
 
     def _live(self, stream_id: str) -> Reply | None:
         reply = self._reply
@@ -648,7 +647,7 @@ class Engine:
         reply = self._live(stream_id)
         if reply is None:
             return
-        reply.llm_last = now
+        reply.llm_deadline = now + self.settings.llm.stall_timeout_s
         if not reply.got_token:
             reply.got_token = True
             if reply.marks is not None and reply.marks.llm_first_token is None:
@@ -661,7 +660,7 @@ class Engine:
         reply = self._live(stream_id)
         if reply is None:
             return
-        reply.llm_last = now
+        reply.llm_deadline = now + self.settings.llm.stall_timeout_s
         reply.got_token = True
         reply.round_tools.append(call)
 
@@ -670,6 +669,7 @@ class Engine:
         if reply is None:
             return
         reply.llm_active = False
+        reply.llm_deadline = None
         for clause in reply.splitter.flush():
             self._send_clause(now, reply, clause)
         text = reply.round_text.strip()
@@ -696,8 +696,7 @@ class Engine:
             # The model said nothing at all: no audio will come.
             self._cancel_silent_reply(now, reply)
             return
-        reply.tts_ended = True
-        self._emit(EndTts(reply.id))
+        self._end_tts(now, reply)
 
     def _cancel_silent_reply(self, now: float, reply: Reply) -> None:
         self._reply = None
@@ -744,18 +743,18 @@ class Engine:
         else:
             self._start_round(now, reply)  # the model continues with the results
 
-    def on_llm_failed(self, now: float, stream_id: str, reason: str) -> None:
+    def on_llm_failed(self, now: float, stream_id: str, reason: str, label: str = "error") -> None:
         reply = self._live(stream_id)
         if reply is None:
             return
-        self._provider_failed(now, "llm", reason)
+        self._provider_failed(now, "llm", reason, label)
 
-    def _provider_failed(self, now: float, kind: ProviderKind, reason: str) -> None:
+    def _provider_failed(self, now: float, kind: ProviderKind, reason: str, label: str) -> None:
         """An LLM or TTS failed mid-reply: the fallback line plays at once, and the reply starts
         over on the next provider; with none left the call is handed over or ended."""
         reply = self._reply
         assert reply is not None
-        self._emit(ProviderFailed(kind, self._index[kind], reason))
+        self._emit(ProviderFailed(kind, self._index[kind], reason, label))
         if reply.held:  # nothing was heard: drop it; the confirmed turn starts a reply anew
             self._failover(kind)
             self._drop_preempt(now, "dropped")
@@ -796,14 +795,24 @@ class Engine:
         reply.clauses_sent += 1
         if reply.first_text_at is None:
             reply.first_text_at = now
+            reply.tts_deadline = now + self.settings.tts.first_byte_timeout_s
             if reply.marks is not None:
                 reply.marks.first_clause = now
         self._emit(TtsText(reply.id, clause))
+
+    def _end_tts(self, now: float, reply: Reply) -> None:
+        reply.tts_ended = True
+        self._emit(EndTts(reply.id))
+        if reply.audio_ms and reply.tts_deadline is None:
+            reply.tts_deadline = now + self.settings.tts.stall_timeout_s  # the rest, or its end
 
     def on_tts_text_taken(self, now: float, reply_id: str, index: int) -> None:
         reply = self._reply
         if reply is not None and reply.id == reply_id:
             reply.spoken.mark_start(index, reply.audio_ms)
+            if reply.audio_ms and reply.tts_deadline is None:
+                # text taken after its last audio: the TTS owes audio for it
+                reply.tts_deadline = now + self.settings.tts.stall_timeout_s
 
     def on_tts_audio(self, now: float, reply_id: str, pcm: bytes) -> None:
         reply = self._reply
@@ -812,6 +821,8 @@ class Engine:
         if reply.audio_ms == 0 and reply.marks is not None and reply.marks.tts_first_byte is None:
             reply.marks.tts_first_byte = now
         reply.add_audio(pcm)
+        # once the text has ended, more audio (or the end) is owed; before, more text may come
+        reply.tts_deadline = now + self.settings.tts.stall_timeout_s if reply.tts_ended else None
         if reply.held:
             reply.held_audio.append(pcm)  # never audio for an unconfirmed turn
             return
@@ -822,6 +833,7 @@ class Engine:
         if reply is None or reply.id != reply_id or not reply.tts_ended:
             return
         reply.tts_done = True
+        reply.tts_deadline = None
         if reply.held:
             reply.held_end = True
             return
@@ -829,23 +841,44 @@ class Engine:
         if reply.audio_ms == 0:
             self._reply_finished(now, reply)  # nothing to play: PlaybackDone will not come
 
-    def on_tts_failed(self, now: float, reply_id: str, reason: str) -> None:
+    def on_tts_failed(self, now: float, reply_id: str, reason: str, label: str = "error") -> None:
         reply = self._reply
         if reply is None or reply.id != reply_id:
             return
-        self._provider_failed(now, "tts", reason)
+        self._provider_failed(now, "tts", reason, label)
 
     def on_playback_started(self, now: float, utterance_id: str, t: float) -> None:
         reply = self._reply
         if reply is None or reply.id != utterance_id:
             return
         reply.playing = True
+        reply.heard_at = now
         self.state = State.AGENT_SPEAKING
         if reply.marks is not None and reply.marks.first_audio_out is None:
             reply.marks.first_audio_out = t
             self._emit(TurnDone(reply.marks))
 
-    def on_playback_done(self, now: float, utterance_id: str) -> None:
+    def on_playback_progress(self, now: float, utterance_id: str, heard_ms: int) -> None:
+        """The leg's PlaybackProgress: the caller has heard ``heard_ms`` of the utterance (RTP:
+        sent; stream: confirmed by playedStream). A cancelled reply's late reports are stale."""
+        reply = self._reply
+        if reply is None or reply.id != utterance_id:
+            return
+        reply.heard_ms = max(reply.heard_ms, heard_ms)
+        reply.heard_at = now
+
+    def _played_estimate(self, now: float, reply: Reply) -> int:
+        """For the echo guard: what has gone out by now. The leg reports every few frames, so
+        between reports the position runs on at real time (not while paused, never past the
+        audio given, at most PLAYED_AHEAD_MS ahead): echo can come back before the next report."""
+        if self._paused:
+            return reply.heard_ms
+        ahead = min((now - reply.heard_at) * 1000, PLAYED_AHEAD_MS)
+        return int(min(reply.audio_ms, reply.heard_ms + max(0.0, ahead)))
+
+    def on_playback_done(self, now: float, utterance_id: str, heard_ms: int | None = None) -> None:
+        if heard_ms is not None:
+            self.on_playback_progress(now, utterance_id, heard_ms)
         if utterance_id in self._fallback_utts:
             then = self._fallback_utts.pop(utterance_id)
             if then == "hangup":
@@ -994,22 +1027,36 @@ class Engine:
                 self._reprompted = True
                 self._say(now, conv.reprompt_text, "reprompt")
 
+    def on_loop_late(self, now: float, late_s: float) -> None:
+        """The driver's loop got round to this call ``late_s`` later than it should have (CPU
+        starvation, a GC pass): the provider deadlines move back by as much, so bytes that
+        arrived while the bridge was stalled, and are read just after, count as in time."""
+        if self.ended or late_s <= 0:
+            return
+        reply = self._reply
+        if reply is not None:
+            if reply.llm_deadline is not None:
+                reply.llm_deadline += late_s
+            if reply.tts_deadline is not None:
+                reply.tts_deadline += late_s
+        turn = self._turn
+        if turn is not None and turn.awaiting_final:
+            turn.final_deadline += late_s
+
     def _closing(self) -> bool:
         reply = self._reply
         return reply is not None and reply.then == "hangup" and not reply.interruptible
 
     def _reply_timers(self, now: float, reply: Reply) -> None:
-        llm = self.settings.llm
-        if reply.llm_active:
-            if not reply.got_token and now - reply.llm_started >= llm.first_token_timeout_s:
-                self._provider_failed(now, "llm", "first-token-timeout")
-                return
-            if reply.got_token and now - reply.llm_last >= llm.stall_timeout_s:
-                self._provider_failed(now, "llm", "stall")
-                return
-        if reply.first_text_at is not None and reply.audio_ms == 0 and reply.clauses_sent \
-                and now - reply.first_text_at >= self.settings.tts.first_byte_timeout_s:
-            self._provider_failed(now, "tts", "first-byte-timeout")
+        """The provider deadlines. Each failure kind has one label: the providers' own
+        timeouts are loose backstops that these always beat."""
+        if reply.llm_active and reply.llm_deadline is not None and now >= reply.llm_deadline:
+            label = "stall" if reply.got_token else "first-token-timeout"
+            self._provider_failed(now, "llm", label, label)
+            return
+        if reply.tts_deadline is not None and not reply.tts_done and now >= reply.tts_deadline:
+            label = "stall" if reply.audio_ms else "first-byte-timeout"
+            self._provider_failed(now, "tts", label, label)
             return
         if reply.audio_ms == 0 and not reply.fallback_played and not reply.held \
                 and reply.purpose == "answer" and now - reply.started >= self.conv.fallback_after_s:

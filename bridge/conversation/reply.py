@@ -34,8 +34,9 @@ class Reply:
     round: int = 0
     stream_id: str = ""
     llm_active: bool = False
-    llm_started: float = 0.0
-    llm_last: float = 0.0
+    # The engine alone times its providers (DESIGN.md, Turn contract): each deadline is a
+    # clock time, None while nothing is owed. LLM: first token, then each next token.
+    llm_deadline: float | None = None
     got_token: bool = False
     round_text: str = ""
     round_tools: list[ToolCall] = field(default_factory=list)
@@ -47,6 +48,12 @@ class Reply:
     audio_ms: float = 0.0
     tts_ended: bool = False
     tts_done: bool = False
+    # TTS: the first audio after the first text; later, audio for text it took after its
+    # last audio, or (text ended) the next audio or the end
+    tts_deadline: float | None = None
+    # what the caller has heard, as the leg last reported it (PlaybackProgress), and when
+    heard_ms: int = 0
+    heard_at: float = 0.0
     playing: bool = False
     cancelled: bool = False
     fallback_played: bool = False

@@ -10,6 +10,17 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+# The engine owns the first-token, first-byte and stall timeouts (DESIGN.md, Turn contract); a
+# provider keeps only a loose backstop (a socket read timeout) well past them, which ends a
+# wait nobody else is timing and never beats the engine's deadline: one label per failure.
+BACKSTOP_FACTOR = 4.0
+BACKSTOP_MIN_S = 10.0
+
+
+def backstop_s(*limits: float) -> float:
+    """A provider's read timeout for waits the engine times with ``limits``."""
+    return max(BACKSTOP_MIN_S, BACKSTOP_FACTOR * max(limits, default=0.0))
+
 
 class ProviderError(Exception):
     """A provider failed (connect, auth, rate limit, stall, protocol). The engine fails over."""
@@ -108,8 +119,11 @@ class LLM(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class AudioChunk:
+    """Audio as the service sent it (any chunking): the conversation's ChunkConverter decodes
+    and resamples it to the call's 8 kHz s16le. ``sample_rate`` is the PCM's or the MP3's."""
+
     data: bytes
-    encoding: Literal["pcm_s16le", "ulaw", "alaw"] = "pcm_s16le"
+    encoding: Literal["pcm_s16le", "ulaw", "alaw", "mp3"] = "pcm_s16le"
     sample_rate: int = 8000
 
 

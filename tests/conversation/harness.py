@@ -48,7 +48,6 @@ class Harness:
         self.engine = Engine(
             self.settings,
             system_prompt="You are a test agent.",
-            heard_ms=lambda u: self.heard.get(u, 0),
             provider_counts=counts or {"stt": 1, "llm": 1, "tts": 1},  # type: ignore[arg-type]
             fallback_audio=fallback,
         )
@@ -143,11 +142,13 @@ class Harness:
                 return
             if not self.paused:  # a paused leg sends nothing: nothing more is heard
                 self.heard[utterance_id] = self.heard.get(utterance_id, 0) + 20
+            # a leg reporting every frame (PlaybackProgress), so positions here are exact
+            self.engine.on_playback_progress(self.t, utterance_id, self.heard.get(utterance_id, 0))
             self.frames(1, speech, pcm)
             if utterance_id not in self.playing:
                 return  # cleared by a barge-in
         if finish:
-            self.engine.on_playback_done(self.t, utterance_id)
+            self.engine.on_playback_done(self.t, utterance_id, self.heard.get(utterance_id, 0))
             self.collect()
 
     def say_turn(self, text: str, speech_ms: int = 600) -> None:

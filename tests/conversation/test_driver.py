@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from bridge.conversation.memory_leg import MemoryLeg
 from bridge.conversation.transcript import TranscriptWriter
 from bridge.conversation.vad import create_vad
 from bridge.metrics import BARGE_INS, REGISTRY
-from bridge.providers.base import Message, ToolCall
+from bridge.providers.base import Message, TextDelta, ToolCall
 from bridge.providers.factory import ProviderSet
 from bridge.settings import Settings
 from tests.conversation.fakes import FakeLLM, FakeSTT, FakeTTS, last_user
@@ -145,8 +145,10 @@ async def test_barge_in_clears_the_leg_and_keeps_the_heard_part(
     llm = FakeLLM(answers())
     providers = ProviderSet([FakeSTT(["when are you open", "wait what about sunday"])], [llm], [FakeTTS()])
     before = BARGE_INS._value.get()
-    async with Call(tmp_path, providers, barge_in={"min_speech_ms": 200}) as call:
-        leg = call.leg
+    # a leg reporting its position every frame: the engine's cut is then exactly what was sent
+    # (the RTP leg reports every 5 frames; the cut is then up to 100 ms short, never long)
+    leg = MemoryLeg("call-1", ManualClock(), progress_every=1)
+    async with Call(tmp_path, providers, leg, barge_in={"min_speech_ms": 200}) as call:
         await leg.run_for(1.0)
         leg.say(speech["open"])
         await call.until(lambda: len(_utterances(leg)) >= 2)
@@ -304,3 +306,42 @@ async def test_stt_failure_and_caller_hangup(tmp_path: Path, speech: dict[str, b
         await call.until(lambda: leg.ended)
     assert await call.result() == "provider-failure"
     assert any(u.startswith("fb") for u in _utterances(leg))
+
+
+class _GatedLLM:
+    """Its first token comes only once ``gate`` is set (the bytes "arrive")."""
+
+    name = "gated-llm"
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+
+    async def stream(self, messages: Any, tools: Any) -> AsyncIterator[TextDelta]:
+        await self.gate.wait()
+        yield TextDelta("Hello, how can I help?")
+
+
+async def test_a_stalled_loop_does_not_fail_a_provider_whose_bytes_came_meanwhile(tmp_path: Path) -> None:
+    """The loop got round to the call 3 s late (past the 2.5 s first-token deadline) while the
+    LLM's first token was already in: the token counts, no provider failure, no fallback."""
+    llm = _GatedLLM()
+    providers = ProviderSet([FakeSTT([])], [llm], [FakeTTS()])
+    async with Call(tmp_path, providers, greeting="") as call:  # the LLM's own opening
+        leg = call.leg
+        await leg.run_for(0.5)
+        assert isinstance(leg.clock, ManualClock)
+        leg.clock.advance(3.0)  # nothing of ours ran for 3 s: the ticker wakes first ...
+        llm.gate.set()  # ... and the token that came in meanwhile is read next
+        await call.until(lambda: len(_utterances(leg)) >= 1)
+        await leg.run_for(0.2)
+    assert not call.events("provider_failure"), call.events("provider_failure")
+    assert not call.events("fallback")
+
+
+async def test_a_slow_provider_on_a_punctual_loop_still_fails(tmp_path: Path) -> None:
+    llm = _GatedLLM()
+    providers = ProviderSet([FakeSTT([])], [llm], [FakeTTS()])
+    async with Call(tmp_path, providers, greeting="") as call:
+        await call.until(lambda: bool(call.events("provider_failure")), max_s=5.0)
+    failure = call.events("provider_failure")[0]
+    assert failure["kind"] == "llm" and failure["reason"] == "first-token-timeout"

@@ -2,22 +2,24 @@
 
 ``base_url`` reaches any OpenAI-compatible server (vLLM, Ollama, Groq). Retries and
 timeouts are explicit (the SDK's defaults are 2 retries with backoff and a 600 s read
-timeout): the engine, not the SDK, decides when to retry or fail over. Text deltas are
+timeout): the engine, not the SDK, decides when to retry or fail over. The engine times the
+first token and the stalls; the client keeps only a read-timeout backstop well past them. Text deltas are
 yielded as they arrive; tool calls are assembled from their fragments and yielded whole.
 Closing the iterator early (barge-in) closes the HTTP stream at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
+import httpx
 import openai
 from openai import AsyncOpenAI
 
+from bridge.providers import base
 from bridge.providers.base import LlmEvent, Message, ProviderError, TextDelta, ToolCall, ToolSpec
 from bridge.settings import Secrets, Settings
 
@@ -138,17 +140,14 @@ class OpenAIChat:
         temperature: float = 0.6,
         max_tokens: int = 300,
         connect_timeout_s: float = 2.0,
-        first_token_timeout_s: float = 2.5,
-        stall_timeout_s: float = 3.0,
+        read_timeout_s: float = base.backstop_s(2.5, 3.0),
         max_retries: int = 0,
     ) -> None:
         self.model = model
         self.temperature = temperature
         self.max_tokens = max_tokens
-        self.first_token_timeout_s = first_token_timeout_s
-        self.stall_timeout_s = stall_timeout_s
-        # The SDK's own timeout is a backstop; first-token and stall limits are enforced below.
-        timeout = openai.Timeout(max(first_token_timeout_s, stall_timeout_s), connect=connect_timeout_s)
+        # a backstop only: the engine's first-token and stall deadlines come first
+        timeout = openai.Timeout(read_timeout_s, connect=connect_timeout_s)
         self._client = AsyncOpenAI(
             api_key=api_key, base_url=base_url or None, max_retries=max_retries, timeout=timeout
         )
@@ -165,40 +164,30 @@ class OpenAIChat:
             kwargs["max_tokens"] = self.max_tokens
         if tools:
             kwargs["tools"] = tools_to_wire(tools)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.first_token_timeout_s
-        waiting_for = "first token"
         stream: Any = None
         try:
             try:
-                async with asyncio.timeout_at(deadline):
-                    stream = await self._client.chat.completions.create(**kwargs)
-            except TimeoutError:
-                raise ProviderError(NAME, f"no response within {self.first_token_timeout_s:g} s") from None
+                stream = await self._client.chat.completions.create(**kwargs)
             except openai.OpenAIError as exc:
                 raise map_error(exc) from None
             calls = _ToolCallAssembler()
             while True:
                 try:
-                    async with asyncio.timeout_at(deadline):
-                        chunk = await anext(stream)
+                    chunk = await anext(stream)
                 except StopAsyncIteration:
                     break
-                except TimeoutError:
-                    limit = (
-                        self.first_token_timeout_s if waiting_for == "first token" else self.stall_timeout_s
-                    )
-                    raise ProviderError(NAME, f"no {waiting_for} within {limit:g} s") from None
                 except openai.OpenAIError as exc:
                     raise map_error(exc) from None
+                except httpx.TimeoutException:  # the backstop, mid-stream (not wrapped by the SDK)
+                    raise ProviderError(NAME, "stream timed out (read timeout)") from None
+                except httpx.HTTPError as exc:
+                    raise ProviderError(NAME, f"stream failed ({type(exc).__name__})") from None
                 choice = chunk.choices[0] if chunk.choices else None
                 delta = choice.delta if choice is not None else None
-                # reasoning_content (DeepSeek, vLLM reasoning parsers) is not an answer: the
-                # first-token deadline still runs; a slow thinker needs its own timeout
-                # (llm.first_token_timeout_by_model)
+                # reasoning_content (DeepSeek, vLLM reasoning parsers) is not an answer and is
+                # not yielded: the engine's first-token deadline still runs; a slow thinker
+                # needs its own timeout (llm.first_token_timeout_by_model)
                 if delta is not None and (delta.content or delta.tool_calls):
-                    waiting_for = "next token"
-                    deadline = loop.time() + self.stall_timeout_s
                     if delta.tool_calls:
                         calls.add(delta.tool_calls)
                     if delta.content:
@@ -226,7 +215,6 @@ def create(settings: Settings, secrets: Secrets) -> OpenAIChat:
         temperature=s.temperature,
         max_tokens=s.max_tokens,
         connect_timeout_s=s.connect_timeout_s,
-        first_token_timeout_s=s.first_token_timeout_s,
-        stall_timeout_s=s.stall_timeout_s,
+        read_timeout_s=base.backstop_s(s.first_token_timeout_s, s.stall_timeout_s),
         max_retries=s.max_retries,
     )

@@ -3,7 +3,8 @@
 One request per clause, audio forwarded as bytes arrive (``ulaw_8000`` by default: the call's
 own codec, no transcoding). The HTTP client keeps its connection alive between turns and
 ``warmup()`` opens it ahead of the first turn, so a turn does not pay a TLS handshake.
-Closing the output early (barge-in) closes the HTTP response at once.
+Closing the output early (barge-in) closes the HTTP response at once. The engine times the
+first byte and the stalls; the client keeps only a read-timeout backstop well past them.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import httpx
 from elevenlabs.client import AsyncElevenLabs
 from elevenlabs.core.api_error import ApiError
 
-from bridge.providers.base import AudioChunk, ProviderError
-from bridge.providers.tts.elevenlabs_audio import AudioNormalizer, check_output_format
+from bridge.providers.base import AudioChunk, ProviderError, backstop_s
+from bridge.providers.tts.elevenlabs_audio import NativeAudio, check_output_format
 from bridge.providers.tts.elevenlabs_common import detail_status, http_url, status_error
 from bridge.settings import Secrets, Settings
 
@@ -40,16 +41,16 @@ class ElevenLabsHttpTTS:
         streaming_latency: int = 3,
         connect_timeout_s: float = 2.0,
         first_byte_timeout_s: float = 2.0,
-        stall_timeout_s: float = 2.0,
+        read_timeout_s: float = backstop_s(2.0),
     ) -> None:
         check_output_format(output_format)
         self.voice_id = voice_id
         self.model_id = model_id
         self.output_format = output_format
         self.streaming_latency = streaming_latency
-        self.first_byte_timeout_s = first_byte_timeout_s
-        self.stall_timeout_s = stall_timeout_s
-        backstop = max(first_byte_timeout_s, stall_timeout_s)
+        self.first_byte_timeout_s = first_byte_timeout_s  # the warm-up's limit
+        # a backstop only: the engine's first-byte and stall deadlines come first
+        backstop = read_timeout_s
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(backstop, connect=connect_timeout_s),
             limits=httpx.Limits(max_keepalive_connections=32, keepalive_expiry=KEEPALIVE_S),
@@ -78,7 +79,7 @@ class ElevenLabsHttpTTS:
                     yield chunk
 
     async def _clause(self, clause: str) -> AsyncIterator[AudioChunk]:
-        normalizer = AudioNormalizer(self.output_format)
+        native = NativeAudio(self.output_format)
         audio = self._client.text_to_speech.stream(
             voice_id=self.voice_id,
             text=clause,
@@ -87,29 +88,20 @@ class ElevenLabsHttpTTS:
             optimize_streaming_latency=self.streaming_latency,
             request_options=self._options,
         )
-        limit, waiting_for = self.first_byte_timeout_s, "first byte"
         try:
             while True:
                 try:
-                    async with asyncio.timeout(limit):
-                        data = await anext(audio)
-                    chunk = normalizer.push(data)
+                    chunk = native.chunk(await anext(audio))
                 except StopAsyncIteration:
                     break
-                except TimeoutError:
-                    raise ProviderError(NAME, f"no {waiting_for} within {limit:g} s") from None
+                except httpx.TimeoutException:
+                    raise ProviderError(NAME, "no audio (read timeout)") from None
                 except ApiError as exc:
                     raise status_error(NAME, exc.status_code or 0, detail_status(exc.body)) from None
                 except httpx.HTTPError as exc:
                     raise ProviderError(NAME, f"stream failed ({type(exc).__name__})") from None
-                except ValueError as exc:  # undecodable audio
-                    raise ProviderError(NAME, str(exc)) from None
-                limit, waiting_for = self.stall_timeout_s, "audio (stalled)"
                 if chunk is not None:
                     yield chunk
-            tail = normalizer.flush()
-            if tail is not None:
-                yield tail
         finally:
             # barge-in or failure: close the response now (the server sees the disconnect)
             with contextlib.suppress(Exception):
@@ -131,7 +123,7 @@ def create(settings: Settings, secrets: Secrets) -> ElevenLabsHttpTTS:
             streaming_latency=s.elevenlabs_streaming_latency,
             connect_timeout_s=s.connect_timeout_s,
             first_byte_timeout_s=s.first_byte_timeout_s,
-            stall_timeout_s=s.stall_timeout_s,
+            read_timeout_s=backstop_s(s.first_byte_timeout_s, s.stall_timeout_s),
         )
     except ValueError as exc:
         raise ProviderError(NAME, str(exc), retryable=False) from None

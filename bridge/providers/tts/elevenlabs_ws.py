@@ -5,9 +5,10 @@ The async SDK does not expose this socket, so a small client on ``websockets`` s
 (DESIGN.md, Wire notes: Cloud providers). One socket serves one utterance (the server closes after isFinal);
 a spare socket is kept open (``keep_warm``) so a turn skips the TCP/TLS/WebSocket handshake.
 
-Timeouts: the first audio must arrive within ``first_byte_timeout_s`` of the first text, and
-once the text has ended each further message within ``stall_timeout_s``. While the LLM is
-still writing, silence from the server is expected and not timed (the LLM has its own limit).
+Timeouts: the engine times the first audio and the stalls (DESIGN.md, Turn contract). The
+client keeps one loose backstop, ``read_timeout_s``: for the first audio after the first text,
+and once the text has ended for each further message. While the LLM is still writing, silence
+from the server is expected and not timed (the LLM has its own limit).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.protocol import State
 
-from bridge.providers.base import AudioChunk, ProviderError
-from bridge.providers.tts.elevenlabs_audio import AudioNormalizer, check_output_format
+from bridge.providers.base import AudioChunk, ProviderError, backstop_s
+from bridge.providers.tts.elevenlabs_audio import NativeAudio, check_output_format
 from bridge.providers.tts.elevenlabs_common import detail_status, status_error, ws_url
 from bridge.settings import Secrets, Settings
 
@@ -51,8 +52,7 @@ class ElevenLabsWsTTS:
         model_id: str = "eleven_flash_v2_5",
         output_format: str = "ulaw_8000",
         connect_timeout_s: float = 2.0,
-        first_byte_timeout_s: float = 2.0,
-        stall_timeout_s: float = 2.0,
+        read_timeout_s: float = backstop_s(2.0),
         keep_warm: bool = True,
         chunk_length_schedule: tuple[int, ...] = (50,),
     ) -> None:
@@ -60,8 +60,7 @@ class ElevenLabsWsTTS:
         self._api_key = api_key
         self.output_format = output_format
         self.connect_timeout_s = connect_timeout_s
-        self.first_byte_timeout_s = first_byte_timeout_s
-        self.stall_timeout_s = stall_timeout_s
+        self.read_timeout_s = read_timeout_s
         self.keep_warm = keep_warm
         self.chunk_length_schedule = list(chunk_length_schedule)
         query = urllib.parse.urlencode(
@@ -154,7 +153,7 @@ class _Session:
         self.tts = tts
         self.ws = ws
         self.text = text
-        self.normalizer = AudioNormalizer(tts.output_format)
+        self.native = NativeAudio(tts.output_format)
         self.out: asyncio.Queue[AudioChunk | BaseException | None] = asyncio.Queue()
         self.timer: asyncio.Timeout | None = None
         self.awaiting_first = False  # text sent, no audio yet
@@ -198,11 +197,11 @@ class _Session:
                 await self.ws.send(json.dumps({"text": clause.strip() + " ", "flush": True}))
                 if not self.awaiting_first and not self.got_audio:
                     self.awaiting_first = True
-                    self._deadline(self.tts.first_byte_timeout_s)
+                    self._deadline(self.tts.read_timeout_s)
             await self.ws.send(json.dumps({"text": ""}))
             self.ended = True
             if not self.awaiting_first:
-                self._deadline(self.tts.stall_timeout_s)
+                self._deadline(self.tts.read_timeout_s)
         except ConnectionClosed:
             pass  # the receiver reports it
         except Exception as exc:  # the text source failed (e.g. the LLM): hand it over unchanged
@@ -217,30 +216,26 @@ class _Session:
                     if message.get("error") or (message.get("message") and "audio" not in message):
                         raise ProviderError(NAME, f"server error ({message.get('error') or 'unknown'})")
                     if message.get("audio"):
-                        chunk = self.normalizer.push(base64.b64decode(message["audio"]))
+                        chunk = self.native.chunk(base64.b64decode(message["audio"]))
                         self.got_audio = True
                         self.awaiting_first = False
-                        self._deadline(self.tts.stall_timeout_s if self.ended else None)
+                        self._deadline(self.tts.read_timeout_s if self.ended else None)
                         if chunk is not None:
                             self.out.put_nowait(chunk)
                     if message.get("isFinal"):
-                        tail = self.normalizer.flush()
-                        if tail is not None:
-                            self.out.put_nowait(tail)
                         self.out.put_nowait(None)
                         return
             raise ProviderError(NAME, "socket closed before the end of the audio")
         except TimeoutError:
             what = "first audio" if self.awaiting_first else "audio (stalled)"
-            limit = self.tts.first_byte_timeout_s if self.awaiting_first else self.tts.stall_timeout_s
-            self.out.put_nowait(ProviderError(NAME, f"no {what} within {limit:g} s"))
+            self.out.put_nowait(ProviderError(NAME, f"no {what} within {self.tts.read_timeout_s:g} s"))
         except ConnectionClosed as exc:
             self.out.put_nowait(
                 ProviderError(NAME, f"socket dropped ({exc.rcvd.code if exc.rcvd else 1006})")
             )
         except ProviderError as exc:
             self.out.put_nowait(exc)
-        except ValueError as exc:  # bad JSON, base64 or audio
+        except ValueError as exc:  # bad JSON or base64
             self.out.put_nowait(ProviderError(NAME, f"bad message: {exc}"))
 
 
@@ -254,8 +249,7 @@ def create(settings: Settings, secrets: Secrets) -> ElevenLabsWsTTS:
             model_id=s.model_id,
             output_format=s.output_format,
             connect_timeout_s=s.connect_timeout_s,
-            first_byte_timeout_s=s.first_byte_timeout_s,
-            stall_timeout_s=s.stall_timeout_s,
+            read_timeout_s=backstop_s(s.first_byte_timeout_s, s.stall_timeout_s),
             keep_warm=s.elevenlabs_keep_warm,
         )
     except ValueError as exc:

@@ -1,10 +1,10 @@
-"""Offline TTS: espeak-ng in-process, streamed at 8 kHz.
+"""Offline TTS: espeak-ng in-process, streamed at its native rate.
 
 Each text chunk (a clause, as the engine sends them) is synthesised on the espeak worker
-thread as soon as it arrives; espeak's ~60 ms blocks are resampled from its 22.05 kHz to
-8 kHz by one streaming resampler per ``synthesize`` call and handed to the caller while the
-rest of the clause is still being made. Closing the output stream early (barge-in) aborts
-the synthesis in progress.
+thread as soon as it arrives; espeak's ~60 ms blocks (s16le at its 22.05 kHz, declared on
+each chunk) are handed to the caller while the rest of the clause is still being made, and
+the conversation's ChunkConverter resamples them to the call's 8 kHz. Closing the output
+stream early (barge-in) aborts the synthesis in progress.
 """
 
 from __future__ import annotations
@@ -13,12 +13,9 @@ import asyncio
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from bridge.audio.resample import StreamResampler
 from bridge.providers.base import AudioChunk, ProviderError
 from bridge.providers.tts.espeak_engine import EXECUTOR, EspeakEngine, EspeakError
 from bridge.settings import Secrets, Settings
-
-OUTPUT_RATE = 8000
 
 
 class _ClauseDone:
@@ -37,27 +34,22 @@ class EspeakTTS:
         self._engine = engine or EspeakEngine.instance()
 
     async def synthesize(self, text: AsyncIterator[str]) -> AsyncGenerator[AudioChunk, None]:
-        resampler = StreamResampler(self._engine.sample_rate, OUTPUT_RATE)
+        rate = self._engine.sample_rate
         abort = threading.Event()
         try:
             async for clause in text:
                 if not clause.strip():
                     continue
-                queue = self._start(clause, resampler, abort)
+                queue = self._start(clause, abort)
                 while not isinstance(item := await queue.get(), _ClauseDone):
-                    yield AudioChunk(item, "pcm_s16le", OUTPUT_RATE)
+                    yield AudioChunk(item, "pcm_s16le", rate)
                 if item.error is not None:
                     raise ProviderError(self.name, f"synthesis failed: {item.error}", retryable=False)
-            tail = resampler.flush()
-            if tail:
-                yield AudioChunk(tail, "pcm_s16le", OUTPUT_RATE)
         finally:
             abort.set()  # the consumer left early: espeak stops at its next block
 
-    def _start(
-        self, clause: str, resampler: StreamResampler, abort: threading.Event
-    ) -> asyncio.Queue[bytes | _ClauseDone]:
-        """Synthesise one clause on the espeak thread; its 8 kHz blocks arrive on the queue."""
+    def _start(self, clause: str, abort: threading.Event) -> asyncio.Queue[bytes | _ClauseDone]:
+        """Synthesise one clause on the espeak thread; its blocks arrive on the queue."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes | _ClauseDone] = asyncio.Queue()
 
@@ -71,8 +63,7 @@ class EspeakTTS:
         def sink(pcm: bytes) -> bool:
             if abort.is_set():
                 return False
-            out = resampler.push(pcm)
-            return post(out) if out else True
+            return post(pcm) if pcm else True
 
         def work() -> None:
             try:

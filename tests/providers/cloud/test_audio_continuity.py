@@ -1,29 +1,30 @@
-"""Non-8 kHz provider audio (pcm_24000, mp3) decoded/resampled chunk by chunk must stay clean:
-a pure tone in, a pure tone out, no clicks at the (odd-sized) chunk edges."""
+"""Non-8 kHz provider audio (pcm_24000, mp3), as the ElevenLabs client declares it, decoded and
+resampled chunk by chunk by the conversation's ChunkConverter must stay clean: a pure tone in,
+a pure tone out, no clicks at the (odd-sized) chunk edges."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from bridge.audio.g711 import alaw_to_pcm
+from bridge.conversation.convert import ChunkConverter
 from bridge.devtools.fakes.tone import TONE_HZ, ToneSource
-from bridge.providers.tts.elevenlabs_audio import AudioNormalizer, check_output_format
+from bridge.providers.tts.elevenlabs_audio import NativeAudio, check_output_format
 
 
 def stream_through(fmt: str, data: bytes, sizes: list[int]) -> np.ndarray:
-    norm = AudioNormalizer(fmt)
+    native = NativeAudio(fmt)
+    converter = ChunkConverter()
     out = bytearray()
     pos, i = 0, 0
     while pos < len(data):
         size = sizes[i % len(sizes)]
-        chunk = norm.push(data[pos : pos + size])
-        if chunk is not None:
-            assert (chunk.encoding, chunk.sample_rate) == ("pcm_s16le", 8000)
-            out += chunk.data
+        chunk = native.chunk(data[pos : pos + size])
+        assert chunk is not None and chunk.data == data[pos : pos + size]  # passed on unchanged
+        out += converter.convert(chunk)
         pos, i = pos + size, i + 1
-    tail = norm.flush()
-    if tail is not None:
-        out += tail.data
+    out += converter.flush()
     return np.frombuffer(bytes(out), dtype="<i2").astype(np.float64)
 
 
@@ -61,10 +62,11 @@ def test_chunked_equals_one_pass(fmt: str) -> None:
 
 
 def test_telephony_formats_pass_through() -> None:
-    norm = AudioNormalizer("alaw_8000")
-    chunk = norm.push(b"\xd5" * 160)
+    chunk = NativeAudio("alaw_8000").chunk(b"\xd5" * 160)
     assert chunk is not None and chunk.encoding == "alaw" and chunk.data == b"\xd5" * 160
-    assert norm.flush() is None
+    converter = ChunkConverter()
+    assert converter.convert(chunk) == alaw_to_pcm(b"\xd5" * 160)  # a table decode, no resampler
+    assert converter.flush() == b""
 
 
 @pytest.mark.parametrize("fmt", ["opus_48000_64", "ulaw_16000", "pcm_12345", "mp3_44100", "wav"])

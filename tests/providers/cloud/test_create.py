@@ -95,3 +95,27 @@ def test_sdks_are_imported_only_when_selected() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("tts_name", ["elevenlabs", "elevenlabs-ws"])
+async def test_created_providers_leave_first_token_and_first_byte_to_the_engine(
+    cloud: FakeCloud, tts_name: str
+) -> None:
+    """The engine owns those deadlines (one failure label per kind): providers created from
+    the same settings answer past them and keep only a loose read backstop."""
+    base = cloud_settings(cloud.http_url, tts_name)
+    settings = base.model_copy(update={
+        "llm": base.llm.model_copy(update={"first_token_timeout_s": 0.2}),
+        "tts": base.tts.model_copy(update={"first_byte_timeout_s": 0.2, "elevenlabs_keep_warm": False}),
+    })
+    providers = build_providers(settings, Secrets.from_env(ENV))
+    llm, tts = providers.llm[0], providers.tts[0]
+    cloud.openai.script.append("Slow but here.")
+    cloud.openai.faults.first_byte_delay_s = 0.6
+    cloud.elevenlabs.faults.first_byte_delay_s = 0.6
+    cloud.elevenlabs.ws_faults.first_byte_delay_s = 0.6
+    text = [e.text async for e in llm.stream([Message("user", "hi")], []) if isinstance(e, TextDelta)]
+    assert "".join(text) == "Slow but here."
+    audio = [c async for c in tts.synthesize(clauses("Hello there."))]
+    assert sum(len(c.data) for c in audio) > 0
+    await tts.aclose()

@@ -55,7 +55,7 @@ async def test_paid_tier_format_is_refused_on_a_free_plan(cloud: FakeCloud, clie
     chunks = await (synth_http(tts, "Hello.") if isinstance(tts, ElevenLabsHttpTTS)
                     else synth_ws(tts, clauses("Hello.")))
     await tts.aclose()
-    assert chunks and {c.sample_rate for c in chunks} == {8000}
+    assert chunks and {(c.encoding, c.sample_rate) for c in chunks} == {("pcm_s16le", 44100)}  # declared
 
 
 async def test_idle_stream_input_socket_is_closed_1008_and_not_reused(cloud: FakeCloud) -> None:

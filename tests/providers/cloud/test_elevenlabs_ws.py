@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bridge.conversation.convert import ChunkConverter
 from bridge.devtools.fakes import FakeCloud
 from bridge.devtools.fakes.server import ELEVENLABS_KEY
 from bridge.devtools.fakes.tone import ToneSource
@@ -22,8 +23,7 @@ def make(url: str, **kw: object) -> ElevenLabsWsTTS:
         "api_key": ELEVENLABS_KEY,
         "voice_id": "voice1",
         "url": url,
-        "first_byte_timeout_s": 2.0,
-        "stall_timeout_s": 2.0,
+        "read_timeout_s": 2.0,
         "keep_warm": False,
     }
     opts.update(kw)
@@ -63,13 +63,16 @@ async def test_speaks_while_the_text_is_still_being_written(cloud: FakeCloud) ->
     await journal.wait_for(lambda j: j.count("completed") == 1)
 
 
-async def test_pcm_output_is_resampled_to_8k(cloud: FakeCloud) -> None:
+async def test_pcm_output_is_declared_and_resampled_by_the_converter(cloud: FakeCloud) -> None:
     tts = make(cloud.http_url, output_format="pcm_16000")
     chunks = await synth(tts, clauses("Resample me please."))
     await tts.aclose()
-    assert {(c.encoding, c.sample_rate) for c in chunks} == {("pcm_s16le", 8000)}
-    samples = sum(len(c.data) for c in chunks) // 2
-    assert abs(samples - len("Resample me please. ") * 30 * 8) <= 16
+    # the service's bytes, declared: the conversation's ChunkConverter is the one resampler
+    assert {(c.encoding, c.sample_rate) for c in chunks} == {("pcm_s16le", 16000)}
+    assert b"".join(c.data for c in chunks) == ToneSource("pcm_16000").encode("Resample me please. ")
+    converter = ChunkConverter()
+    pcm = b"".join(converter.convert(c) for c in chunks) + converter.flush()
+    assert abs(len(pcm) // 2 - len("Resample me please. ") * 30 * 8) <= 16
 
 
 async def test_warm_spare_socket_is_used_and_refilled(cloud: FakeCloud) -> None:
@@ -135,9 +138,9 @@ async def test_connection_refused(refused_url: str) -> None:
     await tts.aclose()
 
 
-async def test_slow_first_byte_times_out(cloud: FakeCloud) -> None:
+async def test_no_first_audio_ends_at_the_read_backstop(cloud: FakeCloud) -> None:
     cloud.elevenlabs.ws_faults.first_byte_delay_s = 5.0
-    tts = make(cloud.http_url, first_byte_timeout_s=0.3)
+    tts = make(cloud.http_url, read_timeout_s=0.3)
     with pytest.raises(ProviderError, match="first audio"):
         await synth(tts, clauses("Hi."))
     await tts.aclose()
@@ -151,15 +154,15 @@ async def test_slow_llm_is_not_a_tts_stall(cloud: FakeCloud) -> None:
         await asyncio.sleep(0.5)
         yield "Second."
 
-    tts = make(cloud.http_url, stall_timeout_s=0.2)
+    tts = make(cloud.http_url, read_timeout_s=0.2)
     chunks = await synth(tts, slow_llm())
     assert sum(len(c.data) for c in chunks) == len(ToneSource("ulaw_8000").encode("First. Second. "))
     await tts.aclose()
 
 
-async def test_stall_after_text_ended_times_out(cloud: FakeCloud) -> None:
+async def test_stall_after_text_ended_ends_at_the_read_backstop(cloud: FakeCloud) -> None:
     cloud.elevenlabs.ws_faults.stall_after = 2
-    tts = make(cloud.http_url, stall_timeout_s=0.3)
+    tts = make(cloud.http_url, read_timeout_s=0.3)
     with pytest.raises(ProviderError, match="stalled"):
         await synth(tts, clauses("A sentence long enough for several chunks."))
     await tts.aclose()

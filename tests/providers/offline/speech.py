@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from bridge.audio import g711
-from bridge.providers.base import SttStream, Transcript
+from bridge.conversation.convert import ChunkConverter
+from bridge.providers.base import AudioChunk, SttStream, Transcript
 from bridge.providers.tts.espeak_tts import EspeakTTS
 
 FRAME_BYTES = 320  # 20 ms at 8 kHz
@@ -40,6 +41,15 @@ async def say(text: str, tts: EspeakTTS | None = None) -> bytes:
         )
         _spoken[key] = done.stdout
     return _spoken[key]
+
+
+async def heard(audio: AsyncIterator[AudioChunk]) -> bytes:
+    """A TTS stream as the call plays it: 8 kHz s16le through the conversation's converter."""
+    converter = ChunkConverter()
+    out = bytearray()
+    async for chunk in audio:
+        out += converter.convert(chunk)
+    return bytes(out + converter.flush())
 
 
 def phone_line(pcm: bytes, lead_ms: int = 200, tail_ms: int = 300) -> bytes:

@@ -1,4 +1,5 @@
-"""espeak-ng TTS in-process: 8 kHz speech of plausible length, streamed clause by clause."""
+"""espeak-ng TTS in-process: speech of plausible length at its native rate (8 kHz once through
+the conversation's ChunkConverter), streamed clause by clause."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from bridge.providers.tts import espeak_tts
 from bridge.providers.tts.espeak_engine import EXECUTOR, EspeakEngine
 from bridge.providers.tts.espeak_tts import EspeakTTS
 from bridge.settings import Secrets, Settings
-from tests.providers.offline.speech import chunks, rms
+from tests.providers.offline.speech import chunks, heard, rms
 
 SENTENCE = "Thank you for calling. We are open from nine to five, Monday to Friday."  # 14 words
 
@@ -22,13 +23,24 @@ async def collect(tts: EspeakTTS, text: AsyncIterator[str]) -> list[AudioChunk]:
     return [c async for c in tts.synthesize(text)]
 
 
+async def _items(out: list[AudioChunk]) -> AsyncIterator[AudioChunk]:
+    for chunk in out:
+        yield chunk
+
+
+async def pcm8k(out: list[AudioChunk]) -> bytes:
+    return await heard(_items(out))
+
+
 async def test_sentence_gives_8khz_speech_of_plausible_length() -> None:
     tts = espeak_tts.create(Settings(), Secrets())
     out = await collect(tts, chunks(SENTENCE))
     assert len(out) > 10  # streamed in blocks, not one buffer
-    assert all(c.encoding == "pcm_s16le" and c.sample_rate == 8000 for c in out)
+    # espeak's own rate, declared: the ChunkConverter is the one place that resamples
+    rate = EspeakEngine.instance().sample_rate
+    assert rate != 8000 and all(c.encoding == "pcm_s16le" and c.sample_rate == rate for c in out)
     assert all(len(c.data) % 2 == 0 and c.data for c in out)
-    pcm = b"".join(c.data for c in out)
+    pcm = await pcm8k(out)
     seconds = len(pcm) / 2 / 8000
     # 14 words at 165 wpm is ~5 s of speech; allow for pauses at the commas
     assert 3.0 < seconds < 8.0
@@ -45,8 +57,8 @@ async def test_sentence_gives_8khz_speech_of_plausible_length() -> None:
 
 
 async def test_rate_setting_changes_duration() -> None:
-    slow = b"".join(c.data for c in await collect(EspeakTTS("en-us+klatt", 120), chunks(SENTENCE)))
-    fast = b"".join(c.data for c in await collect(EspeakTTS("en-us+klatt", 260), chunks(SENTENCE)))
+    slow = await pcm8k(await collect(EspeakTTS("en-us+klatt", 120), chunks(SENTENCE)))
+    fast = await pcm8k(await collect(EspeakTTS("en-us+klatt", 260), chunks(SENTENCE)))
     assert len(fast) < 0.7 * len(slow)
 
 
@@ -84,7 +96,7 @@ async def test_stopping_early_aborts_and_the_engine_keeps_working() -> None:
     await stream.aclose()  # a barge-in: the consumer leaves
     # the engine thread is free again and speaks normally
     out = await collect(tts, chunks("Still here."))
-    assert 0.4 < sum(len(c.data) for c in out) / 2 / 8000 < 2.5
+    assert 0.4 < len(await pcm8k(out)) / 2 / 8000 < 2.5
 
 
 def test_engine_abort_stops_at_the_block() -> None:
@@ -120,7 +132,7 @@ async def test_blank_and_odd_text_is_harmless() -> None:
     assert await collect(tts, chunks()) == []
     assert await collect(tts, chunks("", "   ", "\n")) == []
     out = await collect(tts, chunks("nul\x00byte <b>tags</b> & emoji 🙂 and ünïcödé."))
-    assert sum(len(c.data) for c in out) > 8000  # it said something
+    assert len(await pcm8k(out)) > 8000  # it said something
 
 
 def test_unknown_voice_fails_at_create() -> None:
@@ -131,8 +143,8 @@ def test_unknown_voice_fails_at_create() -> None:
 
 async def test_clauses_are_concatenated_in_order() -> None:
     tts = EspeakTTS("en-us+klatt", 165)
-    one = b"".join(c.data for c in await collect(tts, chunks("Good morning.")))
-    two = b"".join(c.data for c in await collect(tts, chunks("Good morning.", "Good morning.")))
+    one = await pcm8k(await collect(tts, chunks("Good morning.")))
+    two = await pcm8k(await collect(tts, chunks("Good morning.", "Good morning.")))
     # two clauses take about twice as long as one, and the speech is in both halves
     assert 1.7 < len(two) / len(one) < 2.3
     half = len(two) // 2 & ~1

@@ -17,6 +17,7 @@ from bridge.providers.stt import pocketsphinx_stt
 from bridge.providers.stt.pocketsphinx_stt import PocketsphinxSTT
 from bridge.providers.tts.espeak_tts import EspeakTTS
 from bridge.settings import Secrets, Settings
+from tests.providers.offline import speech
 from tests.providers.offline.speech import chunks, phone_line, rms, say, transcribe
 
 TOOLS = [ToolSpec("end_call", "hang up"), ToolSpec("transfer_call", "to a person")]
@@ -73,7 +74,7 @@ async def test_demo_conversation_is_followed(demo_stt: PocketsphinxSTT, name: st
             calls = [e.name for e in events if isinstance(e, ToolCall)]
             assert expected in reply, f"{said!r} heard as {final.text!r}: agent said {reply!r}"
             assert calls == ([tool] if tool else [])
-            audio = b"".join([c.data async for c in tts.synthesize(chunks(reply))])
+            audio = await speech.heard(tts.synthesize(chunks(reply)))
             assert len(audio) / 16000 > 0.5 and rms(audio) > 300  # spoken, not silence
             history.append(Message("assistant", reply))
     finally:
