@@ -59,6 +59,7 @@ from bridge.conversation import run_conversation
 from bridge.conversation.clauses import ClauseSplitter
 from bridge.conversation.fallback import presynthesize
 from bridge.conversation.memory_leg import MemoryLeg
+from bridge.conversation.silero_shared import shared_silero
 from bridge.conversation.transcript import TranscriptWriter
 from bridge.devtools.fakes.deepgram import DEFAULT_FINAL_DELAY_S
 from bridge.devtools.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
@@ -259,6 +260,8 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
             if warmup is not None:
                 await warmup()
         fallback = await presynthesize(providers.tts, settings.conversation.fallback_text)
+        silero = shared_silero()
+        runs, windows = silero.runs, silero.windows
         cpu, wall = time.process_time(), time.monotonic()
         lag: list[float] = []
         monitor = asyncio.create_task(loop_lag(lag))
@@ -274,6 +277,7 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
             monitor.cancel()
             rss_sampler.cancel()
         busy = (time.process_time() - cpu) / max(1e-9, time.monotonic() - wall)
+        runs, windows = silero.runs - runs, silero.windows - windows
     finally:
         for kind in (providers.stt, providers.llm, providers.tts):
             for p in kind:
@@ -306,6 +310,9 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         "provider_failures": sorted(set(failures))[:5],
         "loop_lag_ms": {"p50": pct(lag, 0.5), "p95": pct(lag, 0.95), "max": pct(lag, 1.0)},
         "cpu_cores_busy": round(busy, 3),
+        # silero's confirming windows and the batched runs that carried them (silero_shared.py)
+        "silero": {"windows": windows, "runs": runs,
+                   "windows_per_run": round(windows / runs, 2) if runs else None},
         # the process's RSS once providers are up, its peak during the calls, and the growth
         # per call (all calls are up at once after the ramp)
         "rss_mib": {"before_calls": round(rss_before, 1), "peak": round(max(rss_seen), 1),
