@@ -147,6 +147,7 @@ class Capture(TranscriptWriter):
         self.end_reason = ""
         self.replies = 0  # agent utterances finished (heard in full or cut)
         self.underruns: list[float] = []
+        self.stalled = False  # a turn got no reply within the bench's limit (counted, not fatal)
 
     def write(self, event: str, **data: Any) -> None:
         if event == "latency":
@@ -178,19 +179,25 @@ async def one_call(n: int, start_at: float, providers: ProviderSet, settings: Se
     leg.start_realtime()
     over = lambda: leg.ended or bool(capture.failures)  # noqa: E731
     try:
-        # The engine records each reply once the caller has heard all of it (an empty leg
-        # queue is not enough: the next clause's audio may still be on its way).
-        await _wait(lambda: over() or capture.replies >= 1, 20)  # the greeting
-        for i in range(turns):
-            if over():
-                break
-            await asyncio.sleep(0.3 + (n % 7) / 10)  # callers do not all talk at once
-            before, heard = len(capture.latency), capture.replies
-            leg.say(questions[(n + i) % len(questions)])
-            await _wait(lambda b=before: over() or len(capture.latency) > b, 30)
-            await _wait(lambda h=heard: over() or capture.replies > h, 30)
+        try:
+            # The engine records each reply once the caller has heard all of it (an empty leg
+            # queue is not enough: the next clause's audio may still be on its way).
+            await _wait(lambda: over() or capture.replies >= 1, 20)  # the greeting
+            for i in range(turns):
+                if over():
+                    break
+                await asyncio.sleep(0.3 + (n % 7) / 10)  # callers do not all talk at once
+                before, heard = len(capture.latency), capture.replies
+                leg.say(questions[(n + i) % len(questions)])
+                await _wait(lambda b=before: over() or len(capture.latency) > b, 30)
+                await _wait(lambda h=heard: over() or capture.replies > h, 30)
+        except TimeoutError:
+            capture.stalled = True  # a reply that never came is counted; the other calls go on
         await leg.remote_hangup("bye")
-        await asyncio.wait_for(task, 10)
+        try:
+            await asyncio.wait_for(task, 10)
+        except TimeoutError:
+            capture.stalled = True
     finally:
         await leg.aclose()
     capture.underruns = underruns(leg)
@@ -301,6 +308,9 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         "tts_first_byte_ms": figures(latency, "tts_first_byte"),
         "bridge_overhead_ms": figures(latency, "bridge_overhead"),
         "calls_with_provider_failure": sum(1 for c in captures if c.failures),
+        # a call counts as served when every question got its reply (issue 13: every reply delivered)
+        "calls_stalled": sum(1 for c in captures if c.stalled),
+        "replies_delivered": f"{sum(len(c.latency) for c in captures)} of {calls * turns} questions",
         "call_ends": dict(Counter(c.end_reason for c in captures)),
         # audible gaps inside replies (TTS audio late for its slot): count and longest
         "playback_underruns": {
