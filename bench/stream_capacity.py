@@ -38,6 +38,7 @@ from voice_to_voice import (  # noqa: E402  (the same fakes, profile and figures
     ANSWERS,
     QUESTIONS,
     Capture,
+    close_providers,
     cloud_settings,
     cpu_seconds,
     figures,
@@ -47,6 +48,7 @@ from voice_to_voice import (  # noqa: E402  (the same fakes, profile and figures
     sample_rss,
     serve_fakes,
     speak,
+    warm_up,
 )
 
 from bridge.callmodel import CallInfo  # noqa: E402
@@ -101,10 +103,7 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
     providers = build_providers(settings, secrets)
     captures: list[Capture] = []
     try:
-        for tts in providers.tts:
-            warmup = getattr(tts, "warmup", None)
-            if warmup is not None:
-                await warmup()
+        await warm_up(providers)
         fallback = await presynthesize(providers.tts, settings.conversation.fallback_text)
 
         async def converse(leg: AudioLeg, info: CallInfo) -> None:
@@ -141,11 +140,7 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
             await loop.run_in_executor(None, callers.join, 10)
         runs, windows = silero.runs - runs, silero.windows - windows
     finally:
-        for kind in (providers.stt, providers.llm, providers.tts):
-            for p in kind:
-                aclose = getattr(p, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+        await close_providers(providers)
     latency = [m for c in captures for m in c.latency]
     served = sum(1 for c in captures if len(c.latency) >= turns and not c.failures)
     return {

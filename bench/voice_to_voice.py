@@ -258,14 +258,27 @@ def figures(latency: list[dict[str, float]], key: str) -> dict[str, float | None
     return {"p50": pct(values, 0.5), "p95": pct(values, 0.95), "max": pct(values, 1.0)}
 
 
+async def warm_up(providers: ProviderSet) -> None:
+    """Open the TTS connections before the first call, as the daemon does."""
+    for tts in providers.tts:
+        warmup = getattr(tts, "warmup", None)
+        if warmup is not None:
+            await warmup()
+
+
+async def close_providers(providers: ProviderSet) -> None:
+    for kind in (providers.stt, providers.llm, providers.tts):
+        for p in kind:
+            aclose = getattr(p, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
 async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: list[bytes],
                    turns: int, ramp_s: float) -> dict[str, Any]:
     providers = build_providers(settings, secrets)
     try:
-        for tts in providers.tts:
-            warmup = getattr(tts, "warmup", None)
-            if warmup is not None:
-                await warmup()
+        await warm_up(providers)
         fallback = await presynthesize(providers.tts, settings.conversation.fallback_text)
         silero = shared_silero()
         runs, windows = silero.runs, silero.windows
@@ -286,11 +299,7 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         busy = (time.process_time() - cpu) / max(1e-9, time.monotonic() - wall)
         runs, windows = silero.runs - runs, silero.windows - windows
     finally:
-        for kind in (providers.stt, providers.llm, providers.tts):
-            for p in kind:
-                aclose = getattr(p, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+        await close_providers(providers)
     latency = [m for c in captures for m in c.latency]
     failures = [f for c in captures for f in c.failures]
     v2v = figures(latency, "voice_to_voice")
