@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-# ONNX Runtime must not phone home (reference/offline-speech.md: only the environment variable,
-# set before the import, stops its telemetry). The CLI sets it too; this covers library use.
+# ONNX Runtime must not phone home, and only this variable, set before the import, stops its
+# telemetry (DESIGN.md, Offline speech). The CLI sets it too; this covers library use.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 SAMPLE_RATE = 8000
