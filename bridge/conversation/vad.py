@@ -23,6 +23,7 @@ from bridge.settings.conversation import VadSettings
 # Silero keeps running this long after webrtc last fired, so its recurrent state has context.
 _SILERO_HANGOVER_FRAMES = 10
 _SILERO_RELEASE = 0.15  # hysteresis: speech ends below threshold - this
+_SCALE = np.float32(1.0 / 32768.0)
 
 
 class FrameVad(Protocol):
@@ -78,12 +79,11 @@ class SileroVad:
         start = 0
         while start < samples.size:
             take = min(self._window - self._filled, samples.size - start)
-            np.multiply(samples[start : start + take], 1.0 / 32768.0,
-                        out=self._pending[self._filled : self._filled + take], casting="unsafe")
+            self._pending[self._filled : self._filled + take] = samples[start : start + take]
             self._filled += take
             start += take
             if self._filled == self._window:
-                done.append(self._pending.copy())
+                done.append(self._pending * _SCALE)  # a new array, in [-1, 1) (exact: 2**-15)
                 self._filled = 0
         return done
 
