@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from bridge.providers.base import TextDelta
 from bridge.providers.llm.openai_chat import OpenAIChat
@@ -46,15 +47,12 @@ async def sse_server() -> AsyncIterator[tuple[str, list[int]]]:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server = TestServer(app, host="127.0.0.1")  # loopback, a free port
+    await server.start_server()
     try:
-        yield f"http://127.0.0.1:{port}/v1", peers
+        yield f"http://127.0.0.1:{server.port}/v1", peers
     finally:
-        await runner.cleanup()
+        await server.close()
 
 
 async def test_spec_framing_is_read_and_the_connection_is_reused(sse_server: tuple[str, list[int]]) -> None:
