@@ -59,6 +59,7 @@ from bridge.conversation import run_conversation
 from bridge.conversation.clauses import ClauseSplitter
 from bridge.conversation.fallback import presynthesize
 from bridge.conversation.memory_leg import MemoryLeg
+from bridge.conversation.silero_shared import shared_silero
 from bridge.conversation.transcript import TranscriptWriter
 from bridge.devtools.fakes.deepgram import DEFAULT_FINAL_DELAY_S
 from bridge.devtools.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
@@ -146,6 +147,7 @@ class Capture(TranscriptWriter):
         self.end_reason = ""
         self.replies = 0  # agent utterances finished (heard in full or cut)
         self.underruns: list[float] = []
+        self.stalled = False  # a turn got no reply within the bench's limit (counted, not fatal)
 
     def write(self, event: str, **data: Any) -> None:
         if event == "latency":
@@ -177,19 +179,25 @@ async def one_call(n: int, start_at: float, providers: ProviderSet, settings: Se
     leg.start_realtime()
     over = lambda: leg.ended or bool(capture.failures)  # noqa: E731
     try:
-        # The engine records each reply once the caller has heard all of it (an empty leg
-        # queue is not enough: the next clause's audio may still be on its way).
-        await _wait(lambda: over() or capture.replies >= 1, 20)  # the greeting
-        for i in range(turns):
-            if over():
-                break
-            await asyncio.sleep(0.3 + (n % 7) / 10)  # callers do not all talk at once
-            before, heard = len(capture.latency), capture.replies
-            leg.say(questions[(n + i) % len(questions)])
-            await _wait(lambda b=before: over() or len(capture.latency) > b, 30)
-            await _wait(lambda h=heard: over() or capture.replies > h, 30)
+        try:
+            # The engine records each reply once the caller has heard all of it (an empty leg
+            # queue is not enough: the next clause's audio may still be on its way).
+            await _wait(lambda: over() or capture.replies >= 1, 20)  # the greeting
+            for i in range(turns):
+                if over():
+                    break
+                await asyncio.sleep(0.3 + (n % 7) / 10)  # callers do not all talk at once
+                before, heard = len(capture.latency), capture.replies
+                leg.say(questions[(n + i) % len(questions)])
+                await _wait(lambda b=before: over() or len(capture.latency) > b, 30)
+                await _wait(lambda h=heard: over() or capture.replies > h, 30)
+        except TimeoutError:
+            capture.stalled = True  # a reply that never came is counted; the other calls go on
         await leg.remote_hangup("bye")
-        await asyncio.wait_for(task, 10)
+        try:
+            await asyncio.wait_for(task, 10)
+        except TimeoutError:
+            capture.stalled = True
     finally:
         await leg.aclose()
     capture.underruns = underruns(leg)
@@ -250,15 +258,30 @@ def figures(latency: list[dict[str, float]], key: str) -> dict[str, float | None
     return {"p50": pct(values, 0.5), "p95": pct(values, 0.95), "max": pct(values, 1.0)}
 
 
+async def warm_up(providers: ProviderSet) -> None:
+    """Open the TTS connections before the first call, as the daemon does."""
+    for tts in providers.tts:
+        warmup = getattr(tts, "warmup", None)
+        if warmup is not None:
+            await warmup()
+
+
+async def close_providers(providers: ProviderSet) -> None:
+    for kind in (providers.stt, providers.llm, providers.tts):
+        for p in kind:
+            aclose = getattr(p, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
 async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: list[bytes],
                    turns: int, ramp_s: float) -> dict[str, Any]:
     providers = build_providers(settings, secrets)
     try:
-        for tts in providers.tts:
-            warmup = getattr(tts, "warmup", None)
-            if warmup is not None:
-                await warmup()
+        await warm_up(providers)
         fallback = await presynthesize(providers.tts, settings.conversation.fallback_text)
+        silero = shared_silero()
+        runs, windows = silero.runs, silero.windows
         cpu, wall = time.process_time(), time.monotonic()
         lag: list[float] = []
         monitor = asyncio.create_task(loop_lag(lag))
@@ -274,12 +297,9 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
             monitor.cancel()
             rss_sampler.cancel()
         busy = (time.process_time() - cpu) / max(1e-9, time.monotonic() - wall)
+        runs, windows = silero.runs - runs, silero.windows - windows
     finally:
-        for kind in (providers.stt, providers.llm, providers.tts):
-            for p in kind:
-                aclose = getattr(p, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+        await close_providers(providers)
     latency = [m for c in captures for m in c.latency]
     failures = [f for c in captures for f in c.failures]
     v2v = figures(latency, "voice_to_voice")
@@ -297,6 +317,9 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         "tts_first_byte_ms": figures(latency, "tts_first_byte"),
         "bridge_overhead_ms": figures(latency, "bridge_overhead"),
         "calls_with_provider_failure": sum(1 for c in captures if c.failures),
+        # a call counts as served when every question got its reply (issue 13: every reply delivered)
+        "calls_stalled": sum(1 for c in captures if c.stalled),
+        "replies_delivered": f"{sum(len(c.latency) for c in captures)} of {calls * turns} questions",
         "call_ends": dict(Counter(c.end_reason for c in captures)),
         # audible gaps inside replies (TTS audio late for its slot): count and longest
         "playback_underruns": {
@@ -306,6 +329,9 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         "provider_failures": sorted(set(failures))[:5],
         "loop_lag_ms": {"p50": pct(lag, 0.5), "p95": pct(lag, 0.95), "max": pct(lag, 1.0)},
         "cpu_cores_busy": round(busy, 3),
+        # silero's confirming windows and the batched runs that carried them (silero_shared.py)
+        "silero": {"windows": windows, "runs": runs,
+                   "windows_per_run": round(windows / runs, 2) if runs else None},
         # the process's RSS once providers are up, its peak during the calls, and the growth
         # per call (all calls are up at once after the ramp)
         "rss_mib": {"before_calls": round(rss_before, 1), "peak": round(max(rss_seen), 1),

@@ -153,8 +153,11 @@ class Conversation:
             if isinstance(event, AudioFrame):
                 if len(event.pcm) != FRAME_BYTES:
                     continue  # the AudioLeg contract says 20 ms frames; skip anything else
+                # awaited: silero's window joins the batch of this loop pass (vad.py); the
+                # time is read after it, so the engine never sees time go back
+                speech = await vad.speech(event.pcm)
                 now = self.clock.now()
-                engine.on_frame(now, event.pcm, vad.is_speech(event.pcm))
+                engine.on_frame(now, event.pcm, speech)
                 self._tick(now)
                 self._apply()
             elif isinstance(event, PlaybackStarted):

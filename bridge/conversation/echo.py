@@ -21,6 +21,9 @@ def frame_rms(pcm: bytes) -> float:
     return float(np.sqrt(np.mean(samples * samples)))
 
 
+_KEEP_UTTERANCES = 8
+
+
 class AgentLevels:
     """The per-frame loudness of one utterance's agent audio, in play order."""
 
@@ -42,7 +45,9 @@ class EchoGuard:
         self._tail_s = tail_ms / 1000
         self._frame_ms = frame_ms
         self._recent: deque[tuple[float, float]] = deque()  # (time played, level)
-        self._pos: dict[str, int] = {}  # utterance -> frames already taken into _recent
+        # utterance -> frames already taken into _recent; only the latest few are kept, so a
+        # long call does not keep one entry per reply it ever played
+        self._pos: dict[str, int] = {}
 
     def played(self, now: float, utterance_id: str, levels: AgentLevels, heard_ms: int) -> None:
         """Note what the leg has played of ``utterance_id`` up to ``heard_ms``."""
@@ -52,6 +57,8 @@ class EchoGuard:
             self._recent.append((now, level))
         if upto > start:
             self._pos[utterance_id] = upto
+            while len(self._pos) > _KEEP_UTTERANCES:
+                del self._pos[next(iter(self._pos))]  # the oldest: it stopped playing long ago
 
     def is_echo(self, now: float, caller_rms: float) -> bool:
         recent = self._recent

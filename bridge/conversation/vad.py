@@ -4,6 +4,11 @@ webrtc modes 0-2 false-alarm badly on line noise and even mode 3 fires on ~2 % o
 frames; silero is far better in noise but costs ~90 us per 32 ms window
 (DESIGN.md, Wire notes: Offline speech). The default pairs them: webrtc is the cheap pre-filter, and
 silero runs only around webrtc's detections and has the final word.
+
+Two ways to ask, with the same answers: ``is_speech`` runs silero at once, window by window;
+``speech`` (what the conversation driver awaits) queues silero's window into the batch of the
+calls handled in the same pass of the event loop (silero_shared.SileroBatch) and only waits
+when a window is complete; frames that need no silero window return without waiting.
 """
 
 from __future__ import annotations
@@ -18,11 +23,16 @@ from bridge.settings.conversation import VadSettings
 # Silero keeps running this long after webrtc last fired, so its recurrent state has context.
 _SILERO_HANGOVER_FRAMES = 10
 _SILERO_RELEASE = 0.15  # hysteresis: speech ends below threshold - this
+_SCALE = np.float32(1.0 / 32768.0)
 
 
 class FrameVad(Protocol):
     def is_speech(self, pcm: bytes) -> bool:
         """One 20 ms frame (320 bytes of s16le 8 kHz) -> speech or not."""
+        ...
+
+    async def speech(self, pcm: bytes) -> bool:
+        """The same decision; may wait for the end of this loop pass (batched silero)."""
         ...
 
 
@@ -36,6 +46,9 @@ class WebrtcVad:
         if len(pcm) != FRAME_BYTES:
             raise ValueError(f"VAD frames are {FRAME_BYTES} bytes, got {len(pcm)}")
         return bool(self._vad.is_speech(pcm, SAMPLE_RATE))
+
+    async def speech(self, pcm: bytes) -> bool:
+        return self.is_speech(pcm)
 
 
 def release_vad(vad: object) -> None:
@@ -53,28 +66,52 @@ class SileroVad:
         self._model = shared_silero().stream()
         self._window = int(self._model.window_size_samples)
         self._threshold = threshold
-        self._pending = np.zeros(0, dtype=np.float32)
+        # samples of a window still being filled (a 20 ms frame is 160, a window 256)
+        self._pending = np.zeros(self._window, dtype=np.float32)
+        self._filled = 0
         self._speaking = False
 
+    def _windows(self, pcm: bytes) -> list[np.ndarray]:
+        """This frame's samples added; the windows they completed (0 or 1 for 20 ms frames).
+        A completed window is a fresh array (the model copies it into its input at once)."""
+        samples = np.frombuffer(pcm, dtype="<i2")
+        done: list[np.ndarray] = []
+        start = 0
+        while start < samples.size:
+            take = min(self._window - self._filled, samples.size - start)
+            self._pending[self._filled : self._filled + take] = samples[start : start + take]
+            self._filled += take
+            start += take
+            if self._filled == self._window:
+                done.append(self._pending * _SCALE)  # a new array, in [-1, 1) (exact: 2**-15)
+                self._filled = 0
+        return done
+
+    def _decide(self, prob: float) -> None:
+        if self._speaking:
+            self._speaking = prob >= self._threshold - _SILERO_RELEASE
+        else:
+            self._speaking = prob >= self._threshold
+
     def feed(self, pcm: bytes) -> None:
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-        buf = np.concatenate((self._pending, samples)) if self._pending.size else samples
-        while buf.size >= self._window:
-            window, buf = buf[: self._window], buf[self._window :]
-            prob = self._model.process(window)
-            if self._speaking:
-                self._speaking = prob >= self._threshold - _SILERO_RELEASE
-            else:
-                self._speaking = prob >= self._threshold
-        self._pending = buf  # already float32 (a view of this frame's samples): no copy
+        for window in self._windows(pcm):
+            self._decide(self._model.process(window))
+
+    async def feed_batched(self, pcm: bytes) -> None:
+        for window in self._windows(pcm):
+            self._decide(await self._model.process_batched(window))
 
     def is_speech(self, pcm: bytes) -> bool:
         self.feed(pcm)
         return self._speaking
 
+    async def speech(self, pcm: bytes) -> bool:
+        await self.feed_batched(pcm)
+        return self._speaking
+
     def reset(self) -> None:
         self._model.reset()
-        self._pending = np.zeros(0, dtype=np.float32)
+        self._filled = 0
         self._speaking = False
 
 
@@ -84,16 +121,25 @@ class WebrtcSileroVad:
         self._silero = SileroVad(threshold)
         self._since_webrtc = _SILERO_HANGOVER_FRAMES + 1
 
-    def is_speech(self, pcm: bytes) -> bool:
+    def _silero_needed(self, pcm: bytes) -> bool:
+        """webrtc's part of the decision: False when silero need not run on this frame."""
         if self._webrtc.is_speech(pcm):
             if self._since_webrtc > _SILERO_HANGOVER_FRAMES:
                 self._silero.reset()  # a fresh run: stale state would bias the first windows
             self._since_webrtc = 0
-        else:
-            self._since_webrtc += 1
-            if self._since_webrtc > _SILERO_HANGOVER_FRAMES:
-                return False
+            return True
+        self._since_webrtc += 1
+        return self._since_webrtc <= _SILERO_HANGOVER_FRAMES
+
+    def is_speech(self, pcm: bytes) -> bool:
+        if not self._silero_needed(pcm):
+            return False
         return self._silero.is_speech(pcm) and self._since_webrtc <= 2
+
+    async def speech(self, pcm: bytes) -> bool:
+        if not self._silero_needed(pcm):
+            return False
+        return await self._silero.speech(pcm) and self._since_webrtc <= 2
 
 
 def create_vad(settings: VadSettings) -> FrameVad:

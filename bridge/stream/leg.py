@@ -150,7 +150,13 @@ class StreamLeg:
         if isinstance(msg, protocol.Media):
             if msg.track not in ("inbound", ""):
                 return
-            self._rx += self._decode(msg.payload)
+            pcm = self._decode(msg.payload)
+            if not self._rx and len(pcm) == FRAME_BYTES:
+                # Plivo's usual 20 ms message: one frame as it is, no re-cut copies
+                self.frames_in += 1
+                self._channel.put(AudioFrame(pcm, now))
+                return
+            self._rx += pcm
             while len(self._rx) >= FRAME_BYTES:
                 pcm = bytes(self._rx[:FRAME_BYTES])
                 del self._rx[:FRAME_BYTES]

@@ -5,7 +5,9 @@ timeouts are explicit (the SDK's defaults are 2 retries with backoff and a 600 s
 timeout): the engine, not the SDK, decides when to retry or fail over. The engine times the
 first token and the stalls; the client keeps only a read-timeout backstop well past them. Text deltas are
 yielded as they arrive; tool calls are assembled from their fragments and yielded whole.
-Closing the iterator early (barge-in) closes the HTTP stream at once.
+Closing the iterator early (barge-in) closes the HTTP stream at once. The chunks are read as
+raw SSE JSON (openai_sse.py): the SDK's client makes the request, but no SDK model object is
+built per chunk.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-import httpx
 import openai
 from openai import AsyncOpenAI
 
 from bridge.providers import base
 from bridge.providers.base import LlmEvent, Message, ProviderError, TextDelta, ToolCall, ToolSpec
+from bridge.providers.llm.openai_sse import RawChatStream, open_chat_stream
 from bridge.settings import Secrets, Settings
 
 NAME = "openai"
@@ -96,22 +98,23 @@ def _error_code(exc: openai.APIStatusError) -> str:
 
 
 class _ToolCallAssembler:
-    """Tool calls arrive as fragments keyed by index: id+name first, then argument pieces."""
+    """Tool calls arrive as fragments keyed by index: id+name first, then argument pieces
+    (the chunk's ``delta.tool_calls`` objects, as the API sent them)."""
 
     def __init__(self) -> None:
         self._parts: dict[int, dict[str, Any]] = {}
 
-    def add(self, fragments: Sequence[Any]) -> None:
+    def add(self, fragments: Sequence[dict[str, Any]]) -> None:
         for f in fragments:
-            part = self._parts.setdefault(f.index, {"id": "", "name": "", "arguments": ""})
-            if f.id:
-                part["id"] = f.id
-            fn = f.function
-            if fn is not None:
-                if fn.name:
-                    part["name"] = fn.name
-                if fn.arguments:
-                    part["arguments"] += fn.arguments
+            part = self._parts.setdefault(int(f.get("index") or 0), {"id": "", "name": "", "arguments": ""})
+            if f.get("id"):
+                part["id"] = f["id"]
+            fn = f.get("function")
+            if isinstance(fn, dict):
+                if fn.get("name"):
+                    part["name"] = fn["name"]
+                if fn.get("arguments"):
+                    part["arguments"] += fn["arguments"]
 
     def take(self) -> list[ToolCall]:
         calls = []
@@ -164,10 +167,10 @@ class OpenAIChat:
             kwargs["max_tokens"] = self.max_tokens
         if tools:
             kwargs["tools"] = tools_to_wire(tools)
-        stream: Any = None
+        stream: RawChatStream | None = None
         try:
             try:
-                stream = await self._client.chat.completions.create(**kwargs)
+                stream = await open_chat_stream(self._client, kwargs)
             except openai.OpenAIError as exc:
                 raise map_error(exc) from None
             calls = _ToolCallAssembler()
@@ -178,21 +181,20 @@ class OpenAIChat:
                     break
                 except openai.OpenAIError as exc:
                     raise map_error(exc) from None
-                except httpx.TimeoutException:  # the backstop, mid-stream (not wrapped by the SDK)
-                    raise ProviderError(NAME, "stream timed out (read timeout)") from None
-                except httpx.HTTPError as exc:
-                    raise ProviderError(NAME, f"stream failed ({type(exc).__name__})") from None
-                choice = chunk.choices[0] if chunk.choices else None
-                delta = choice.delta if choice is not None else None
+                choices = chunk.get("choices")
+                choice = choices[0] if choices else None
+                delta = choice.get("delta") if choice is not None else None
+                content = delta.get("content") if delta else None
+                fragments = delta.get("tool_calls") if delta else None
                 # reasoning_content (DeepSeek, vLLM reasoning parsers) is not an answer and is
                 # not yielded: the engine's first-token deadline still runs; a slow thinker
                 # needs its own timeout (llm.first_token_timeout_by_model)
-                if delta is not None and (delta.content or delta.tool_calls):
-                    if delta.tool_calls:
-                        calls.add(delta.tool_calls)
-                    if delta.content:
-                        yield TextDelta(delta.content)
-                if choice is not None and choice.finish_reason in ("tool_calls", "function_call"):
+                if content or fragments:
+                    if fragments:
+                        calls.add(fragments)
+                    if content:
+                        yield TextDelta(content)
+                if choice is not None and choice.get("finish_reason") in ("tool_calls", "function_call"):
                     for call in calls.take():
                         yield call
             for call in calls.take():  # servers that end without finish_reason "tool_calls"

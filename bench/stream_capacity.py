@@ -1,0 +1,223 @@
+"""The full conversation pipeline on the Plivo stream path at N concurrent calls, for issue 13's
+capacity target: the bridge's CPU, RSS per call, voice-to-voice and whether every reply came.
+
+Three processes, so that only the bridge's own work is charged to the bridge: the provider
+fakes (the REAL Deepgram/OpenAI/ElevenLabs SDK clients talk to them, with voice_to_voice.py's
+latency profile: STT final 150-300 ms, LLM first token 350 ms, TTS first byte 120 ms), the
+simulated Plivo callers (bridge/devtools/plivo_sim: signed-less dev streams, mu-law media at
+real time, playAudio played out and checkpoints answered as Plivo does, no network delay), and
+this process: the daemon's StreamServer with the conversation agent on one event loop, the
+providers built once and shared by every call as in the daemon. Each caller waits for the
+greeting, asks ``--turns`` questions (espeak-ng speech) with time for the answer between
+them, then hangs up; calls start spread over ``--ramp-s``.
+
+Usage: .venv/bin/python bench/stream_capacity.py [--calls 1 60 150] [--turns 2] [--tts elevenlabs-ws]
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+import warnings
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+from voice_to_voice import (  # noqa: E402  (the same fakes, profile and figures)
+    ANSWERS,
+    QUESTIONS,
+    Capture,
+    close_providers,
+    cloud_settings,
+    cpu_seconds,
+    figures,
+    loop_lag,
+    pct,
+    rss_mib,
+    sample_rss,
+    serve_fakes,
+    speak,
+    warm_up,
+)
+
+from bridge.callmodel import CallInfo  # noqa: E402
+from bridge.conversation import run_conversation  # noqa: E402
+from bridge.conversation.fallback import presynthesize  # noqa: E402
+from bridge.conversation.silero_shared import shared_silero  # noqa: E402
+from bridge.devtools.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY  # noqa: E402
+from bridge.leg import AudioLeg  # noqa: E402
+from bridge.providers.factory import build_providers  # noqa: E402
+from bridge.settings import Secrets, Settings  # noqa: E402
+from bridge.stream.server import StreamServer  # noqa: E402
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)  # the Deepgram SDK's websockets.legacy
+
+GREETING_S = 3.0  # caller silence before the first question: the greeting plays out
+ANSWER_S = 8.0  # silence after each question: the answer (~4.5 s of speech) plays out
+
+
+# -- the callers, in their own process ------------------------------------------------------
+def serve_callers(conn: Connection, url: str, calls: int, ramp_s: float, audio: list[bytes]) -> None:
+    """Child process: ``calls`` simulated Plivo streams; sends back a summary per call."""
+    from bridge.devtools.plivo_sim.network import NetworkProfile
+    from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient
+
+    async def one(n: int) -> dict[str, Any]:
+        await asyncio.sleep(ramp_s * n / calls)
+        client = PlivoStreamClient(url, call_uuid=f"bench-{n}", network=NetworkProfile.none())
+        try:
+            result = await client.run(audio[n % len(audio)], tail_s=1.0, max_s=120.0)
+        except Exception as exc:  # a refused or dropped stream is a result, not a crash
+            return {"error": type(exc).__name__}
+        return {"ended_by": result.ended_by, "agent_audio_ms": result.agent_audio_ms,
+                "clears": result.clears}
+
+    async def main() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(one(n) for n in range(calls))))
+
+    conn.send(asyncio.run(main()))
+
+
+def caller_audio(questions: list[bytes], turns: int) -> list[bytes]:
+    """Per caller shape: greeting wait, then question + room for the answer, ``turns`` times."""
+    silence = lambda s: bytes(int(16000 * s) & ~1)  # noqa: E731
+    return [silence(GREETING_S) + b"".join(questions[(k + i) % len(questions)] + silence(ANSWER_S)
+                                           for i in range(turns))
+            for k in range(len(questions))]
+
+
+# -- the bridge, here ------------------------------------------------------------------------
+async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list[bytes],
+                   turns: int, ramp_s: float) -> dict[str, Any]:
+    providers = build_providers(settings, secrets)
+    captures: list[Capture] = []
+    try:
+        await warm_up(providers)
+        fallback = await presynthesize(providers.tts, settings.conversation.fallback_text)
+
+        async def converse(leg: AudioLeg, info: CallInfo) -> None:
+            capture = Capture()
+            captures.append(capture)
+            await run_conversation(leg, providers, settings, transcript=capture, call_info=info,
+                                   fallback_audio=fallback)
+
+        server = StreamServer(settings, Secrets(), converse)
+        await server.start()
+        silero = shared_silero()
+        runs, windows = silero.runs, silero.windows
+        lag: list[float] = []
+        rss_before = rss_mib()
+        rss_seen = [rss_before]
+        monitor = asyncio.create_task(loop_lag(lag))
+        sampler = asyncio.create_task(sample_rss(rss_seen))
+        cpu, wall = time.process_time(), time.monotonic()
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        url = f"ws://127.0.0.1:{server.bound_port}/stream"
+        callers = ctx.Process(target=serve_callers, args=(child, url, calls, ramp_s, audio), daemon=True)
+        callers.start()
+        assert callers.pid is not None
+        loop = asyncio.get_running_loop()
+        try:
+            results: list[dict[str, Any]] = await loop.run_in_executor(None, parent.recv)
+            busy = (time.process_time() - cpu) / max(1e-9, time.monotonic() - wall)
+            callers_busy = cpu_seconds(callers.pid) / max(1e-9, time.monotonic() - wall)
+        finally:
+            monitor.cancel()
+            sampler.cancel()
+            await server.stop(drain_timeout_s=10.0)
+            await loop.run_in_executor(None, callers.join, 10)
+        runs, windows = silero.runs - runs, silero.windows - windows
+    finally:
+        await close_providers(providers)
+    latency = [m for c in captures for m in c.latency]
+    served = sum(1 for c in captures if len(c.latency) >= turns and not c.failures)
+    return {
+        "calls": calls,
+        "streams_served": len(captures),
+        "caller_errors": sum(1 for r in results if "error" in r),
+        "calls_with_every_reply": served,
+        "replies_delivered": f"{len(latency)} of {calls * turns} questions",
+        "voice_to_voice_ms": figures(latency, "voice_to_voice"),
+        "stt_final_ms": figures(latency, "stt_final"),
+        "llm_first_token_ms": figures(latency, "llm_first_token"),
+        "tts_first_byte_ms": figures(latency, "tts_first_byte"),
+        "calls_with_provider_failure": sum(1 for c in captures if c.failures),
+        "provider_failures": sorted({f for c in captures for f in c.failures})[:5],
+        "barge_ins_heard_by_callers": sum(int(r.get("clears", 0)) for r in results),
+        "loop_lag_ms": {"p50": pct(lag, 0.5), "p95": pct(lag, 0.95), "max": pct(lag, 1.0)},
+        "cpu_cores_busy": round(busy, 3),
+        "callers_cores_busy": round(callers_busy, 3),
+        "rss_mib": {"before_calls": round(rss_before, 1), "peak": round(max(rss_seen), 1),
+                    "per_call": round((max(rss_seen) - rss_before) / calls, 3)},
+        "silero": {"windows": windows, "runs": runs,
+                   "windows_per_run": round(windows / runs, 2) if runs else None},
+    }
+
+
+async def run(args: argparse.Namespace, url: str, audio: list[bytes], fakes_pid: int) -> dict[str, Any]:
+    secrets = Secrets.from_env(
+        {"DEEPGRAM_API_KEY": DEEPGRAM_KEY, "OPENAI_API_KEY": OPENAI_KEY, "ELEVENLABS_API_KEY": ELEVENLABS_KEY}
+    )
+    base = cloud_settings(url, args.tts)
+    settings = Settings.model_validate({
+        **base.model_dump(),
+        "daemon": {"stream_listen": "127.0.0.1:0"},
+        # development streams (no token, no signature): the bench measures the media path
+        "plivo": {"stream_require_token": False, "stream_check_signature": False, "nonce_db": ":memory:"},
+    })
+    out: dict[str, Any] = {}
+    for calls in args.calls:
+        cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
+        ramp = args.ramp_s if calls > 1 else 0.0
+        result = await scenario(calls, settings, secrets, audio, args.turns, ramp)
+        result["fakes_cores_busy"] = round((cpu_seconds(fakes_pid) - cpu) / (time.monotonic() - wall), 3)
+        result["load_average"] = os.getloadavg()  # the machine's, at the end of the run
+        out[str(calls)] = result
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--calls", type=int, nargs="+", default=[1, 60, 150])
+    parser.add_argument("--turns", type=int, default=2)
+    parser.add_argument("--tts", default="elevenlabs-ws", choices=["elevenlabs-ws", "elevenlabs"])
+    parser.add_argument("--ramp-s", type=float, default=10.0)
+    parser.add_argument("--token-ms", type=float, default=20.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
+    audio = caller_audio(questions, args.turns)
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    answer = ANSWERS["short_first_clause"]
+    fake_args = (child, args.token_ms / 1000, answer, (150, 300))
+    fakes = ctx.Process(target=serve_fakes, args=fake_args, daemon=True)
+    fakes.start()
+    try:
+        if not parent.poll(30):
+            raise SystemExit("the fakes did not start")
+        assert fakes.pid is not None
+        results = asyncio.run(run(args, parent.recv(), audio, fakes.pid))
+    finally:
+        parent.close()
+        fakes.join(10)
+        if fakes.is_alive():
+            fakes.terminate()
+    print(json.dumps({"path": "plivo stream", "tts": args.tts, "turns": args.turns, "answer": answer,
+                      "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
