@@ -110,6 +110,14 @@ class PlaybackQueue:
                 utt.cancelled = True
                 utt.carry = b""
 
+    def report_progress(self, t: float) -> None:
+        """PlaybackProgress now for every utterance that started and is not done: the exact
+        heard position when sending stops (pause, clear), which the periodic reports can miss
+        by up to ``progress_every`` frames; the history cut on barge-in is taken from it."""
+        for utt in self._utts.values():
+            if utt.started and not utt.done and not utt.cancelled:
+                self._emit(PlaybackProgress(utt.id, self.heard_ms(utt.id), t))
+
     def heard_ms(self, utterance_id: str) -> int:
         utt = self._utts.get(utterance_id)
         return 0 if utt is None else utt.sent_samples * 1000 // self._rate

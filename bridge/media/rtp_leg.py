@@ -242,11 +242,14 @@ class RtpLeg:
 
     def clear(self) -> None:
         self._paused = False
+        self._queue.report_progress(self._loop.time())
         self._queue.clear()
 
     def pause(self) -> None:
-        """Stop sending agent audio from the next tick; the queue stays as it is."""
+        """Stop sending agent audio from the next tick; the queue stays as it is. The exact
+        heard position is reported now: a confirmed barge-in cuts the history there."""
         self._paused = True
+        self._queue.report_progress(self._loop.time())
 
     def resume(self) -> None:
         self._paused = False

@@ -102,3 +102,19 @@ def test_odd_byte_counts_are_carried_not_lost() -> None:
     q.play("u", data[:101])
     q.play("u", data[101:])
     assert q.next_frame(0.0, audible=True) == data
+
+
+def test_report_progress_gives_the_exact_position_between_periodic_reports() -> None:
+    # a pause 7 frames in: the periodic report said 100 ms, the caller heard 140
+    q, events = make()
+    q.play("u", pcm(160 * 12))
+    q.end("u")
+    for i in range(7):
+        q.next_frame(i * 0.02, audible=True)
+    q.report_progress(0.5)
+    last = events[-1]
+    assert isinstance(last, PlaybackProgress) and (last.heard_ms, last.t) == (140, 0.5)
+    q.clear()
+    n = len(events)
+    q.report_progress(0.6)  # a cleared utterance reports nothing more
+    assert len(events) == n

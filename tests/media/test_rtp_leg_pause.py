@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from bridge.audio import g711
-from bridge.leg import PlaybackDone
+from bridge.leg import PlaybackDone, PlaybackProgress
 from bridge.media.rtp_leg import RtpLeg
 from bridge.settings.media import MediaSettings
 from tests.media.support import Collector, RawPeer, allocator, media, wait_until
@@ -70,3 +70,22 @@ async def test_clear_while_paused_drops_the_queue_and_unpauses() -> None:
     assert await wait_until(lambda: len(peer.packets) >= before + 5)
     await leg.close()
     peer.close()
+
+
+async def test_pause_reports_the_exact_heard_position() -> None:
+    # the history cut on a confirmed barge-in is the last PlaybackProgress: it must be exact
+    # at the pause, not up to 5 frames short
+    ports = allocator(2)
+    peer = await RawPeer.open()
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, SETTINGS)
+    c = Collector.start(leg)
+    leg.start(media(peer.port, "PCMU"))
+    leg.play("u", numbered_frames(60))
+    leg.end_utterance("u")
+    assert await wait_until(lambda: len(peer.packets) >= 7)
+    leg.pause()
+    heard = leg.heard_ms("u")
+    assert await wait_until(lambda: any(p.heard_ms == heard for p in c.of(PlaybackProgress)))
+    await leg.close()
+    peer.close()
+    await c.stop()
