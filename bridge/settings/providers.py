@@ -97,5 +97,5 @@ class TtsSettings(Section):
     # elevenlabs-ws: keep one spare stream-input socket open so a turn skips the handshake
     elevenlabs_keep_warm: bool = True
     # Open (or refresh) the first TTS's connection when a call starts, so a first reply after
-    # the connection went stale skips the set-up (bench/tts_warmup.py: 45-110 ms at 40 ms RTT)
+    # the connection went stale skips the set-up (bench/tts_warmup.py: 60-80 ms at 40 ms RTT)
     warmup_on_call: bool = True
