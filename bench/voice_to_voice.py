@@ -430,6 +430,13 @@ def main() -> None:
     parser.add_argument("--flux-eot-ms", type=int, default=300,
                         help="the fake Flux's silence before EndOfTurn")
     args = parser.parse_args()
+    if args.turns % len(QUESTIONS):
+        # The fakes' scripts run on across scenarios (one fakes process per answer shape): with
+        # a multiple of the questions, each scenario's caller and the fake STT stay in step, so
+        # every transcript is the question actually spoken (else the interims' word counts, and
+        # so what preemption can do with them, depend on the scenario's place in the run).
+        args.turns += len(QUESTIONS) - args.turns % len(QUESTIONS)
+        print(f"turns rounded up to {args.turns} (a multiple of the questions)", file=sys.stderr)
     conv = Settings().conversation
     words = conv.first_clause_words if args.first_clause_words is None else args.first_clause_words
     with tempfile.TemporaryDirectory() as tmp:
