@@ -83,7 +83,8 @@ PROFILE: dict[str, float | tuple[float, float]] = {
 
 
 # -- the fakes, in their own process --------------------------------------------------------------
-def serve_fakes(conn: Connection, token_s: float, answer: str, flux_ms: tuple[int, int]) -> None:
+def serve_fakes(conn: Connection, token_s: float, answer: str, flux_ms: tuple[int, int],
+                dg_interims: tuple[int, bool] = (1000, False)) -> None:
     """Child process: FakeCloud with the latency profile until the parent closes the pipe."""
     from bridge.devtools.fakes import FakeCloud
 
@@ -91,6 +92,7 @@ def serve_fakes(conn: Connection, token_s: float, answer: str, flux_ms: tuple[in
         async with FakeCloud() as cloud:
             cloud.deepgram.final_delay_s = PROFILE["stt_final_s"]
             cloud.flux.eager_eot_after_ms, cloud.flux.eot_after_ms = flux_ms
+            cloud.deepgram.interim_every_ms, cloud.deepgram.interim_on_silence = dg_interims
             # chunk 0 carries only the role; the first token follows one token time later
             cloud.openai.faults.first_byte_delay_s = max(0.0, _seconds("llm_first_token_s") - token_s)
             cloud.openai.faults.chunk_delay_s = token_s
@@ -389,7 +391,9 @@ def with_fakes(args: argparse.Namespace, answer: str, questions: list[bytes]) ->
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     flux_ms = (args.flux_eager_ms, args.flux_eot_ms)
-    fakes = ctx.Process(target=serve_fakes, args=(child, args.token_ms / 1000, answer, flux_ms), daemon=True)
+    dg_interims = (args.dg_interim_ms, args.dg_interim_on_silence == "on")
+    fakes = ctx.Process(target=serve_fakes, args=(child, args.token_ms / 1000, answer, flux_ms, dg_interims),
+                        daemon=True)
     fakes.start()
     try:
         if not parent.poll(30):
@@ -440,6 +444,11 @@ def main() -> None:
                         help="conversation.preemptive_on_interim")
     parser.add_argument("--stt", nargs="+", default=["deepgram"], choices=["deepgram", "deepgram-flux"],
                         help="STT provider(s), measured one after the other")
+    parser.add_argument("--dg-interim-ms", type=int, default=1000,
+                        help="fake Deepgram v1 interim cadence (documented: about 1 s)")
+    parser.add_argument("--dg-interim-on-silence", choices=["on", "off"], default="off",
+                        help="fake Deepgram v1 sends every word as an interim when speech stops "
+                             "(not documented either way: off = only the cadence's interims)")
     parser.add_argument("--flux-eager", default="0.5",
                         help="stt.flux_eager_eot_threshold for deepgram-flux (off: no EagerEndOfTurn)")
     parser.add_argument("--flux-eager-ms", type=int, default=150,
@@ -447,6 +456,13 @@ def main() -> None:
     parser.add_argument("--flux-eot-ms", type=int, default=300,
                         help="the fake Flux's silence before EndOfTurn")
     args = parser.parse_args()
+    if args.turns % len(QUESTIONS):
+        # The fakes' scripts run on across scenarios (one fakes process per answer shape): with
+        # a multiple of the questions, each scenario's caller and the fake STT stay in step, so
+        # every transcript is the question actually spoken (else the interims' word counts, and
+        # so what preemption can do with them, depend on the scenario's place in the run).
+        args.turns += len(QUESTIONS) - args.turns % len(QUESTIONS)
+        print(f"turns rounded up to {args.turns} (a multiple of the questions)", file=sys.stderr)
     conv = Settings().conversation
     words = conv.first_clause_words if args.first_clause_words is None else args.first_clause_words
     with tempfile.TemporaryDirectory() as tmp:
@@ -462,6 +478,7 @@ def main() -> None:
         "answers": {name: ANSWERS[name] for name in args.answers},
         # what the same chain costs done one step after the other, with the fixed window
         "stt": args.stt,
+        "deepgram_interims": {"every_ms": args.dg_interim_ms, "on_silence": args.dg_interim_on_silence},
         "flux_ms": {"eager_eot_threshold": args.flux_eager, "eager_after": args.flux_eager_ms,
                     "end_of_turn_after": args.flux_eot_ms},
         "serial_sum_ms": {stt: {name: serial_sum(ANSWERS[name], words, args.token_ms, conv.endpointing_ms,

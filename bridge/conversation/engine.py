@@ -150,7 +150,8 @@ class Engine:
         self._echo = EchoGuard(self.conv.barge_in.echo_return_loss_db, self.conv.barge_in.echo_tail_ms)
         self._backchannel = {w.lower() for w in self.conv.barge_in.backchannel_words}
         self._paused = False  # the leg's playout is paused (caller speech not yet confirmed)
-        self._gate = LevelGate(self.conv.level_gate_db, self.conv.level_gate_learn_ms)
+        self._gate = LevelGate(self.conv.level_gate_db, self.conv.level_gate_learn_ms,
+                               self.conv.level_gate_floor_dbfs, self.conv.level_gate_hold_db)
         # Caller frames seen, and the frame that ended the speech of their last completed turn:
         # the merge window counts audio, not loop time (a stalled loop delivers frames late).
         self._frame_no = 0
@@ -216,9 +217,8 @@ class Engine:
                 self._echo.played(now, reply.id, reply.levels, self._played_estimate(now, reply))
             if is_speech and self._echo.is_echo(now, frame_rms(pcm)):
                 is_speech = False
-        if self._turn is None and self._candidate is None and is_speech and self._gate.enabled \
-                and not self._gate.passes(frame_rms(pcm)):
-            is_speech = False  # far below the caller's own voice: background talk
+        # Far below the caller's own voice: background talk, not speech (level_gate.py).
+        is_speech = self._gate.frame(frame_rms(pcm), is_speech, in_turn=self._turn is not None)
         if self._turn is not None:
             self._turn_frame(now, pcm, is_speech)
         elif agent_busy:
@@ -265,8 +265,7 @@ class Engine:
             turn.silence_ms = 0
             turn.eou_after_speech = False
             turn.early_finalized = False
-            if self._gate.enabled:
-                self._gate.speech(frame_rms(pcm))
+            self._gate.speech()
             self._silence_since = now
             return
         turn.silence_ms += FRAME_MS

@@ -1,30 +1,45 @@
 """Level gate: background talk (a TV, someone across the room) well below the caller's own
-voice does not open a turn or a barge-in.
+voice is not speech for the engine: it opens no turn and no barge-in, and inside a turn it
+does not keep the turn from ending.
 
-The caller's level is learnt from their own confirmed turns (the median loudness of each
-turn's speech frames, smoothed over turns); until enough of their speech was heard the gate
-lets everything through. Only the opening of a turn is gated: inside a turn the VAD alone
-decides, so a caller's quiet syllables do not end their turn early.
+Levels are short windows (100 ms of frame power), not single frames: a TV's loud syllables
+stand ~12 dB above the median of its frames, and one such frame used to open a turn.
+
+The caller's level is learnt from their own confirmed turns (the 90th percentile of the
+turn's window levels, i.e. their stressed syllables); a louder turn moves it up fast, a
+quieter one down slowly, so a TV heard before the caller spoke is forgotten at their first
+request. Until ``learn_ms`` of the caller's speech was heard only the absolute floor applies.
+Opening a turn needs ``caller - below_db``; once a turn is open, ``hold_db`` more is allowed,
+so a caller's quieter words do not end their own turn, while a TV 20+ dB down does not
+hold it open either. Measured with bench/background_talk.py (README, Measuring).
 """
 
 from __future__ import annotations
 
 import math
-from statistics import median
+from collections import deque
+
+import numpy as np
 
 _FLOOR_RMS = 1.0
+FULL_SCALE_DB = 20 * math.log10(32768)  # dB of an RMS of 32768: 0 dBFS
+_WINDOW_FRAMES = 10  # 200 ms
+_UP, _DOWN = 0.7, 0.3  # weight of a new turn's level when louder / quieter than the estimate
 
 
-def _db(rms: float) -> float:
-    return 20 * math.log10(max(rms, _FLOOR_RMS))
+def _db(power: float) -> float:
+    return 10 * math.log10(max(power, _FLOOR_RMS))
 
 
 class LevelGate:
-    def __init__(self, below_db: float, learn_ms: int, frame_ms: int = 20, smoothing: float = 0.3) -> None:
+    def __init__(self, below_db: float, learn_ms: int, floor_dbfs: float = -90.0, hold_db: float = 10.0,
+                 frame_ms: int = 20) -> None:
         self._below_db = below_db
+        self._floor_db = floor_dbfs + FULL_SCALE_DB
+        self._hold_db = hold_db
         self._learn_frames = max(1, learn_ms // frame_ms)
-        self._smoothing = smoothing
-        self._turn: list[float] = []  # speech-frame levels (dB) of the turn being heard
+        self._window: deque[float] = deque(maxlen=_WINDOW_FRAMES)  # frame powers
+        self._turn: list[float] = []  # window levels (dB) of the speech of the turn being heard
         self._learnt = 0  # speech frames learnt from confirmed turns
         self.caller_db: float | None = None
 
@@ -32,23 +47,37 @@ class LevelGate:
     def enabled(self) -> bool:
         return self._below_db > 0
 
-    def passes(self, rms: float) -> bool:
-        """May a speech frame this loud open a turn? (Always, until the caller was heard.)"""
-        if not self.enabled or self.caller_db is None or self._learnt < self._learn_frames:
-            return True
-        return _db(rms) >= self.caller_db - self._below_db
+    def level_db(self) -> float:
+        """The level of the last 100 ms, dB re an RMS of 1 (0 dBFS is FULL_SCALE_DB)."""
+        return _db(sum(self._window) / len(self._window)) if self._window else -math.inf
 
-    def speech(self, rms: float) -> None:
-        """A speech frame of the turn being heard."""
+    def threshold_db(self, in_turn: bool) -> float:
+        if self.caller_db is None or self._learnt < self._learn_frames:
+            return self._floor_db
+        relative = self.caller_db - self._below_db - (self._hold_db if in_turn else 0.0)
+        return max(self._floor_db, relative)
+
+    def frame(self, rms: float, is_speech: bool, in_turn: bool) -> bool:
+        """Every caller frame, in order: is this VAD speech loud enough to be the caller's?"""
+        if not self.enabled:
+            return is_speech
+        self._window.append(rms * rms)
+        return is_speech and self.level_db() >= self.threshold_db(in_turn)
+
+    def speech(self) -> None:
+        """The last frame given to ``frame`` was speech of the turn being heard."""
         if self.enabled:
-            self._turn.append(_db(rms))
+            self._turn.append(self.level_db())
 
     def turn_confirmed(self) -> None:
         """The turn had words in it: it was the caller, learn their level from it."""
         if self._turn:
-            level = median(self._turn)
-            self.caller_db = level if self.caller_db is None \
-                else (1 - self._smoothing) * self.caller_db + self._smoothing * level
+            level = float(np.percentile(self._turn, 90))
+            if self.caller_db is None:
+                self.caller_db = level
+            else:
+                weight = _UP if level > self.caller_db else _DOWN
+                self.caller_db = (1 - weight) * self.caller_db + weight * level
             self._learnt += len(self._turn)
         self._turn = []
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from bridge.conversation import actions as act
 from bridge.conversation.engine import State
-from bridge.conversation.level_gate import LevelGate
+from bridge.conversation.level_gate import FULL_SCALE_DB, LevelGate
 from tests.conversation.harness import Harness, tone
 
-CALLER = tone(8000)
+CALLER = tone(8000)  # -15 dBFS
 TV = tone(8000 // 10)  # 20 dB below the caller
+GATE = {"level_gate_db": 15, "level_gate_learn_ms": 1000, "level_gate_floor_dbfs": -60}
 
 
 def _heard_caller(h: Harness) -> None:
@@ -25,7 +26,7 @@ def _heard_caller(h: Harness) -> None:
 
 
 def test_background_talk_far_below_the_caller_opens_no_turn() -> None:
-    h = Harness(level_gate_db=15, level_gate_learn_ms=1000)
+    h = Harness(**GATE)
     _heard_caller(h)
     before = len(h.log)
     h.frames(200, True, TV)  # 4 s of TV the VAD calls speech
@@ -36,7 +37,7 @@ def test_background_talk_far_below_the_caller_opens_no_turn() -> None:
 
 
 def test_background_talk_does_not_pause_the_agent() -> None:
-    h = Harness(level_gate_db=15, level_gate_learn_ms=1000)
+    h = Harness(**GATE)
     _heard_caller(h)
     h.say_turn("and on saturday")
     rid = h.reply_id
@@ -47,25 +48,51 @@ def test_background_talk_does_not_pause_the_agent() -> None:
     assert not h.of(act.PausePlayback, before) and not h.of(act.ClearPlayback, before)
 
 
+def test_background_talk_does_not_hold_a_turn_open() -> None:
+    """The caller stops; the TV 30 dB down goes on, and the VAD calls it speech: the turn
+    still ends (inside a turn the gate allows level_gate_hold_db more, not 30 dB)."""
+    h = Harness(**GATE, level_gate_hold_db=10)
+    _heard_caller(h)
+    h.frames(30, True, CALLER)
+    before = len(h.log)
+    h.frames(50, True, tone(8000 // 32))
+    assert h.of(act.SttFinalize, before)
+
+
 def test_gate_open_until_the_caller_was_heard_and_when_off() -> None:
-    h = Harness(level_gate_db=15, level_gate_learn_ms=1000)
+    h = Harness(**GATE)
     h.greet()
     h.wait(0.5)  # past the echo tail of the greeting
     h.frames(10, True, TV)  # nothing learnt yet: a quiet caller is still a caller
     assert h.engine.state is State.USER_SPEAKING
-    off = LevelGate(0, 1000)
-    off.speech(8000)
-    off.turn_confirmed()
-    assert off.passes(1.0)
+    off = LevelGate(0, 1000, floor_dbfs=-40)
+    assert off.frame(1.0, True, in_turn=False)
 
 
-def test_gate_learns_from_confirmed_turns_only() -> None:
-    gate = LevelGate(15, 100)
+def test_floor_applies_before_anything_was_learnt() -> None:
+    gate = LevelGate(8, 1000, floor_dbfs=-40)
+    below = 10 ** ((-45 + FULL_SCALE_DB) / 20)
+    above = 10 ** ((-35 + FULL_SCALE_DB) / 20)
+    assert not any(gate.frame(below, True, in_turn=False) for _ in range(20))
+    assert [gate.frame(above, True, in_turn=False) for _ in range(20)][-1]
+
+
+def test_gate_learns_from_confirmed_turns_only_and_rises_fast() -> None:
+    gate = LevelGate(8, 100)
     for _ in range(10):
-        gate.speech(100.0)
+        gate.frame(100.0, True, in_turn=True)
+        gate.speech()
     gate.turn_dropped()  # a turn with no words (noise): not the caller
-    assert gate.caller_db is None and gate.passes(1.0)
+    assert gate.caller_db is None
     for _ in range(10):
-        gate.speech(8000.0)
-    gate.turn_confirmed()
-    assert gate.passes(8000 / 4) and not gate.passes(8000 / 10)
+        gate.frame(800.0, True, in_turn=True)
+        gate.speech()
+    gate.turn_confirmed()  # a TV heard before the caller (its words were transcribed)
+    tv_db = gate.caller_db
+    for _ in range(10):
+        gate.frame(8000.0, True, in_turn=True)
+        gate.speech()
+    gate.turn_confirmed()  # the caller, 20 dB louder: the estimate moves most of the way up
+    assert gate.caller_db is not None and tv_db is not None and gate.caller_db > tv_db + 13
+    assert not [gate.frame(800.0, True, in_turn=False) for _ in range(10)][-1]
+    assert [gate.frame(8000 / 2, True, in_turn=False) for _ in range(10)][-1]

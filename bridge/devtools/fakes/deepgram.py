@@ -35,6 +35,9 @@ from aiohttp import WSMsgType, web
 from bridge.devtools.fakes.control import Faults, Journal
 from bridge.devtools.fakes.energy import BLOCK_MS, EnergyBlocks, receive_or_idle_close
 
+# Interim cadence. Deepgram documents no exact figure; its UtteranceEnd page ties that feature
+# to interims coming about every second (providers-documented.md). Tests use 300 ms (fast
+# interims for barge-in); bench/voice_to_voice.py sets the documented ~1 s.
 INTERIM_EVERY_MS = 300
 EMPTY_FINAL_AFTER_MS = 1000  # silence is acknowledged with empty finals, as Deepgram does
 MS_PER_WORD = 250  # how fast the fake "hears" the script line's words
@@ -71,6 +74,12 @@ class FakeDeepgram:
         self.random = random.Random(15)  # the delays are reproducible run to run
         self.idle_timeout_s = IDLE_TIMEOUT_S
         self.empty_finals_in_gap = True
+        self.interim_every_ms = INTERIM_EVERY_MS
+        # Whether an interim holding every word comes as soon as speech stops is not
+        # documented (interims follow the service's own processing cadence): False, the last
+        # interim is the cadence's, and may miss the last words; True, an optimistic service
+        # sends the whole utterance as an interim at the first silent block. Both playable.
+        self.interim_on_silence = False
         self.error_close: ErrorClose | None = None
 
     def next_text(self) -> str:
@@ -224,6 +233,9 @@ class _Session:
             await self._voiced()
             return
         self.silence_run += BLOCK_MS
+        if self.speech_start is not None and self.silence_run == BLOCK_MS and self.interim \
+                and self.fake.interim_on_silence and self.text:
+            await self._results(" ".join(self.text.split()[self.words_done :]), is_final=False)
         if self.speech_start is not None:
             if (
                 self.fake.empty_finals_in_gap
@@ -266,7 +278,7 @@ class _Session:
         self.since_interim += BLOCK_MS
         if self.text and (self.cursor - self.segment_start) * 1000 >= SEGMENT_MS * self.rate:
             await self._segment_final()
-        elif self.interim and self.text and self.since_interim >= INTERIM_EVERY_MS:
+        elif self.interim and self.text and self.since_interim >= self.fake.interim_every_ms:
             self.since_interim = 0
             words = self._heard_words()
             if words:

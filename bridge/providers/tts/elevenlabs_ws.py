@@ -78,9 +78,19 @@ class ElevenLabsWsTTS:
         self._closed = False
 
     async def warmup(self) -> None:
-        """Open the spare socket now (ProviderError if the service is unreachable)."""
+        """Have a fresh spare socket open now (ProviderError if the service is unreachable).
+        A spare the next turn would throw away (closed, or too old) is replaced."""
+        spare = self._spare
+        if spare is not None and (spare[0].state is not State.OPEN
+                                  or time.monotonic() - spare[1] >= SPARE_MAX_AGE_S):
+            self._spare = None
+            await spare[0].close()
         if self._spare is None:
-            self._spare = (await self._connect(), time.monotonic())
+            ws = await self._connect()
+            if self._spare is None and not self._closed:
+                self._spare = (ws, time.monotonic())
+            else:  # a refill got there first, or the provider was closed meanwhile
+                await ws.close()
 
     async def _connect(self) -> ClientConnection:
         try:

@@ -198,3 +198,26 @@ async def test_close_mid_utterance_releases_the_socket(cloud: FakeCloud) -> None
     await cloud.deepgram.journal.wait_for(lambda j: j.count("completed") + j.count("aborted") == 1)
     with contextlib.suppress(ProviderError):
         await stream.send(speech(20))  # after close: ignored, no crash
+
+
+@pytest.mark.parametrize("on_silence", [False, True])
+async def test_last_interim_before_the_final_follows_the_cadence_or_the_silence(
+    cloud: FakeCloud, on_silence: bool
+) -> None:
+    """Undocumented either way, so the fake plays both: with interims on their cadence only
+    (1 s, as documented for UtteranceEnd), the last interim of a 1.3 s utterance misses its
+    last words; with ``interim_on_silence`` one interim with every word comes before the final."""
+    cloud.deepgram.interim_every_ms = 1000
+    cloud.deepgram.interim_on_silence = on_silence
+    cloud.deepgram.script.append("Where are you located today?")
+    stream = await make(cloud.http_url).open()
+    await push(stream, speech(1300) + silence(400))
+    got = await collect_until(stream, 1)
+    await stream.close()
+    interims = [t.text for t in got if not t.is_final and t.text]
+    assert interims[0] == "Where are you"  # the cadence's, at 1 s: the words heard by then
+    if on_silence:
+        assert interims == ["Where are you", "Where are you located today?"]
+    else:
+        assert interims == ["Where are you"]
+    assert [t.text for t in got if t.end_of_utterance] == ["Where are you located today?"]

@@ -175,3 +175,25 @@ async def test_dropped_socket(cloud: FakeCloud) -> None:
         await synth(tts, clauses("A sentence long enough for several chunks."))
     assert info.value.retryable
     await tts.aclose()
+
+
+async def test_warmup_replaces_a_spare_too_old_to_use(
+    cloud: FakeCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call starting after the spare aged past SPARE_MAX_AGE_S: warm-up opens a fresh one
+    (the turn would otherwise throw the old one away and connect while the caller waits)."""
+    from bridge.providers.tts import elevenlabs_ws
+
+    tts = make(cloud.http_url, keep_warm=True)
+    await tts.warmup()
+    await tts.warmup()  # fresh: kept
+    assert cloud.elevenlabs.journal.count("request") == 1
+    monkeypatch.setattr(elevenlabs_ws, "SPARE_MAX_AGE_S", 0.0)
+    await tts.warmup()  # stale: replaced
+    await cloud.elevenlabs.journal.wait_for(lambda j: j.count("aborted") == 1)
+    assert cloud.elevenlabs.journal.count("request") == 2
+    monkeypatch.setattr(elevenlabs_ws, "SPARE_MAX_AGE_S", 50.0)
+    await synth(tts, clauses("One."))
+    assert cloud.elevenlabs.journal.count("request") in (2, 3)  # the turn used the new spare (+ refill)
+    assert cloud.elevenlabs.journal.count("completed") == 1
+    await tts.aclose()

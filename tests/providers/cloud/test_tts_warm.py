@@ -1,0 +1,36 @@
+"""tts.warmup_on_call: the first TTS's connection is opened as the call starts, best effort."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bridge.devtools.fakes import FakeCloud
+from bridge.devtools.fakes.server import ELEVENLABS_KEY
+from bridge.providers.tts import warm
+from bridge.providers.tts.elevenlabs_http import ElevenLabsHttpTTS
+
+
+async def _settled() -> None:
+    await asyncio.gather(*list(warm._running))  # the warm-ups started so far
+
+
+async def test_warm_on_call_opens_the_first_tts_connection(cloud: FakeCloud) -> None:
+    first = ElevenLabsHttpTTS(api_key=ELEVENLABS_KEY, voice_id="v", url=cloud.http_url)
+    second = ElevenLabsHttpTTS(api_key=ELEVENLABS_KEY, voice_id="v", url=cloud.http_url)
+    warm.warm_on_call([first, second], enabled=True)
+    await asyncio.wait_for(_settled(), 10)
+    assert cloud.elevenlabs.journal.count("warmup") == 1  # the first provider only
+    warm.warm_on_call([first], enabled=False)
+    warm.warm_on_call([object()], enabled=True)  # no warmup(): nothing to do
+    await asyncio.wait_for(_settled(), 10)
+    assert cloud.elevenlabs.journal.count("warmup") == 1
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_a_failed_warm_up_is_only_logged(cloud: FakeCloud) -> None:
+    cloud.elevenlabs.faults.status = 503
+    tts = ElevenLabsHttpTTS(api_key=ELEVENLABS_KEY, voice_id="v", url=cloud.http_url)
+    warm.warm_on_call([tts], enabled=True)
+    await asyncio.wait_for(_settled(), 10)  # no exception escapes the task
+    await tts.aclose()
