@@ -158,7 +158,6 @@ class _Scene:
 
     def __init__(self, settings: Settings, tracks: Tracks) -> None:
         self.engine = Engine(settings, system_prompt="You take restaurant bookings.",
-                             heard_ms=lambda u: self.heard.get(u, 0),
                              provider_counts={"stt": 1, "llm": 1, "tts": 1},
                              fallback_audio=bytes(16000))
         self.tracks = tracks
@@ -211,9 +210,11 @@ class _Scene:
         if self.heard.get(uid, 0) == 0:
             self.engine.on_playback_started(self.t, uid, self.t)
         self.heard[uid] = min(head[1], self.heard.get(uid, 0) + 20)
+        # the leg's reports: the heard position every frame (the engine takes it as input)
+        self.engine.on_playback_progress(self.t, uid, self.heard[uid])
         if head[2] and self.heard[uid] >= head[1]:
             self.queue.pop(0)
-            self.engine.on_playback_done(self.t, uid)
+            self.engine.on_playback_done(self.t, uid, self.heard[uid])
         self.handle(self.engine.take_actions())
 
     def handle(self, actions: list[act.Action]) -> None:

@@ -218,7 +218,8 @@ class Engine:
             if is_speech and self._echo.is_echo(now, frame_rms(pcm)):
                 is_speech = False
         # Far below the caller's own voice: background talk, not speech (level_gate.py).
-        is_speech = self._gate.frame(frame_rms(pcm), is_speech, in_turn=self._turn is not None)
+        is_speech = self._gate.frame(frame_rms(pcm), is_speech,
+                                     in_turn=self._turn is not None or self._candidate is not None)
         if self._turn is not None:
             self._turn_frame(now, pcm, is_speech)
         elif agent_busy:
