@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.devtools.pcap import read_udp_payloads
-from bridge.devtools.procs import capture_udp, cpu_seconds, free_port, rss_mib, run_daemon
-from bridge.devtools.sipp import media_scenario
+from bridge.simulator.pcap import read_udp_payloads
+from bridge.simulator.procs import capture_udp, cpu_seconds, free_port, rss_mib, run_daemon
+from bridge.simulator.sipp import media_scenario
 
 
 def main() -> int:

@@ -4,7 +4,7 @@ Lifecycle (driven by the daemon): ``open`` binds an RTP/RTCP port pair before th
 (the port goes into the SDP); ``start`` with the negotiated MediaParams on ACK; ``update`` on
 re-INVITE (hold/resume, new remote); ``close`` when the call ends.
 
-All the media work happens on the process-wide 20 ms clock (bridge.media.clock): on each
+All the media work happens on the process-wide 20 ms clock (bridge.media.media_clock): on each
 tick the leg reads the packets the clock found waiting on its socket, sends at most one frame
 (DTMF or agent audio), pulls one caller frame from the jitter buffer, writes the recording;
 once a second it checks the RTP timeout, flushes metrics and (every 5 s) sends RTCP.
@@ -22,12 +22,12 @@ from typing import Any
 from bridge.callmodel import MediaParams
 from bridge.leg import FRAME_BYTES, FRAME_SAMPLES, AudioFrame, DtmfDigit, LegEnded, LegEvent
 from bridge.media import udp
-from bridge.media.clock import MediaClock, clock_for_loop
 from bridge.media.codec import DECODERS, ENCODERS
 from bridge.media.dtmf import DtmfReceiver, DtmfSender, normalize_digits
 from bridge.media.events import EventChannel
+from bridge.media.jitter_buffer import PlayoutBuffer
+from bridge.media.media_clock import MediaClock, clock_for_loop
 from bridge.media.playback import PlaybackQueue
-from bridge.media.playout import PlayoutBuffer
 from bridge.media.ports import PortAllocator, PortPair
 from bridge.media.recording import CallRecorder, recording_path, write_subject
 from bridge.media.rtcp import ReportBuilder

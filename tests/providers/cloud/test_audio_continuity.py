@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bridge.devtools.fakes.tone import TONE_HZ, ToneSource
 from bridge.providers.tts.elevenlabs_audio import AudioNormalizer, check_output_format
+from devkit.fakes.tone import TONE_HZ, ToneSource
 
 
 def stream_through(fmt: str, data: bytes, sizes: list[int]) -> np.ndarray:

@@ -32,8 +32,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bridge.devtools.fakes.control import Faults, Journal
-from bridge.devtools.fakes.energy import BLOCK_MS, EnergyBlocks, receive_or_idle_close
+from devkit.fakes.control import Faults, Journal
+from devkit.fakes.energy import BLOCK_MS, EnergyBlocks, receive_or_idle_close
 
 INTERIM_EVERY_MS = 300
 EMPTY_FINAL_AFTER_MS = 1000  # silence is acknowledged with empty finals, as Deepgram does

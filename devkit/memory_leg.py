@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bridge.conversation.clock import Clock, LoopClock, ManualClock
+from bridge.conversation.driver_clock import Clock, LoopClock
 from bridge.leg import (
     FRAME_BYTES,
     FRAME_MS,
@@ -28,6 +28,7 @@ from bridge.leg import (
     PlaybackProgress,
     PlaybackStarted,
 )
+from devkit.manual_clock import ManualClock
 
 _SILENCE = bytes(FRAME_BYTES)
 
