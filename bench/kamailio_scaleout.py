@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -26,9 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from bridge.devtools.kamailio import run_front
-from bridge.devtools.procs import Daemon, cpu_seconds, free_port, rss_mib, run_daemon
-from bridge.devtools.sipp import media_scenario
+# devkit/ is not installed: run from the checkout (as the other benches do).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bridge.simulator.procs import Daemon, cpu_seconds, free_port, rss_mib, run_daemon
+from bridge.simulator.sipp import media_scenario
+from devkit.kamailio import run_front
 
 
 def _health(daemon: Daemon) -> dict[str, Any]:

@@ -18,19 +18,23 @@ import asyncio
 import contextlib
 import json
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import numpy as np
 
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
+# devkit/ is not installed: run from the checkout (as the other benches do).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bridge.providers.base import Message
 from bridge.providers.llm.openai_chat import OpenAIChat
 from bridge.providers.stt.deepgram_stt import DeepgramSTT
 from bridge.providers.tts.elevenlabs_http import ElevenLabsHttpTTS
 from bridge.providers.tts.elevenlabs_ws import ElevenLabsWsTTS
+from devkit.fakes import FakeCloud
+from devkit.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 

@@ -41,9 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.devtools.pcap import read_udp_payloads
-from bridge.devtools.procs import capture_udp, cpu_seconds, free_port, free_rtp_range, rss_mib, run_daemon
-from bridge.devtools.sipp import media_scenario
+from bridge.simulator.pcap import read_udp_payloads
+from bridge.simulator.procs import capture_udp, cpu_seconds, free_port, free_rtp_range, rss_mib, run_daemon
+from bridge.simulator.sipp import media_scenario
 
 _SKMEM_DROPS = re.compile(r"skmem:\([^)]*\bd(\d+)\)")
 _SS_PID = re.compile(r"pid=(\d+)")

@@ -4,7 +4,7 @@ capacity target: the bridge's CPU, RSS per call, voice-to-voice and whether ever
 Three processes, so that only the bridge's own work is charged to the bridge: the provider
 fakes (the REAL Deepgram/OpenAI/ElevenLabs SDK clients talk to them, with voice_to_voice.py's
 latency profile: STT final 150-300 ms, LLM first token 350 ms, TTS first byte 120 ms), the
-simulated Plivo callers (bridge/devtools/plivo_sim: signed-less dev streams, mu-law media at
+simulated Plivo callers (bridge/simulator/plivo_sim: signed-less dev streams, mu-law media at
 real time, playAudio played out and checkpoints answered as Plivo does, no network delay), and
 this process: the daemon's StreamServer with the conversation agent on one event loop, the
 providers built once and shared by every call as in the daemon. Each caller waits for the
@@ -55,11 +55,11 @@ from bridge.callmodel import CallInfo  # noqa: E402
 from bridge.conversation import run_conversation  # noqa: E402
 from bridge.conversation.fallback import presynthesize  # noqa: E402
 from bridge.conversation.silero_shared import shared_silero  # noqa: E402
-from bridge.devtools.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY  # noqa: E402
 from bridge.leg import AudioLeg  # noqa: E402
 from bridge.providers.factory import build_providers  # noqa: E402
 from bridge.settings import Secrets, Settings  # noqa: E402
 from bridge.stream.server import StreamServer  # noqa: E402
+from devkit.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the Deepgram SDK's websockets.legacy
 
@@ -70,8 +70,8 @@ ANSWER_S = 8.0  # silence after each question: the answer (~4.5 s of speech) pla
 # -- the callers, in their own process ------------------------------------------------------
 def serve_callers(conn: Connection, url: str, calls: int, ramp_s: float, audio: list[bytes]) -> None:
     """Child process: ``calls`` simulated Plivo streams; sends back a summary per call."""
-    from bridge.devtools.plivo_sim.network import NetworkProfile
-    from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient
+    from bridge.simulator.plivo.network import NetworkProfile
+    from bridge.simulator.plivo.stream_client import PlivoStreamClient
 
     async def one(n: int) -> dict[str, Any]:
         await asyncio.sleep(ramp_s * n / calls)

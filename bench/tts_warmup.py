@@ -20,14 +20,18 @@ import asyncio
 import contextlib
 import json
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import AsyncIterator
+from pathlib import Path
 
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.server import ELEVENLABS_KEY
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # devkit/ is not installed
+
 from bridge.providers.tts.elevenlabs_http import ElevenLabsHttpTTS
 from bridge.providers.tts.elevenlabs_ws import ElevenLabsWsTTS
+from devkit.fakes import FakeCloud
+from devkit.fakes.server import ELEVENLABS_KEY
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 

@@ -37,7 +37,6 @@ import numpy as np
 from bridge.callmodel import CallInfo
 from bridge.conversation import run_conversation
 from bridge.conversation.fallback import presynthesize
-from bridge.conversation.memory_leg import MemoryLeg
 from bridge.conversation.transcript import TranscriptWriter
 from bridge.providers.base import (
     AudioChunk,
@@ -49,6 +48,7 @@ from bridge.providers.base import (
 )
 from bridge.providers.factory import ProviderSet, build_providers
 from bridge.settings import Secrets, Settings
+from devkit.memory_leg import MemoryLeg
 
 QUESTIONS = ["Where are you located?", "Are you open on Saturday?", "I would like to make an appointment."]
 

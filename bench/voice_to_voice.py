@@ -58,13 +58,13 @@ from bridge.callmodel import CallInfo
 from bridge.conversation import run_conversation
 from bridge.conversation.clauses import ClauseSplitter
 from bridge.conversation.fallback import presynthesize
-from bridge.conversation.memory_leg import MemoryLeg
 from bridge.conversation.silero_shared import shared_silero
 from bridge.conversation.transcript import TranscriptWriter
-from bridge.devtools.fakes.deepgram import DEFAULT_FINAL_DELAY_S
-from bridge.devtools.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
 from bridge.providers.factory import ProviderSet, build_providers
 from bridge.settings import Secrets, Settings
+from devkit.fakes.deepgram import DEFAULT_FINAL_DELAY_S
+from devkit.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
+from devkit.memory_leg import MemoryLeg
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the Deepgram SDK's websockets.legacy
 
@@ -86,7 +86,7 @@ PROFILE: dict[str, float | tuple[float, float]] = {
 def serve_fakes(conn: Connection, token_s: float, answer: str, flux_ms: tuple[int, int],
                 dg_interims: tuple[int, bool] = (1000, False)) -> None:
     """Child process: FakeCloud with the latency profile until the parent closes the pipe."""
-    from bridge.devtools.fakes import FakeCloud
+    from devkit.fakes import FakeCloud
 
     async def main() -> None:
         async with FakeCloud() as cloud:

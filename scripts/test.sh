@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export ORT_DISABLE_TELEMETRY=1
-echo "== ruff";         .venv/bin/ruff check bridge xml_server tests bench
+echo "== ruff";         .venv/bin/ruff check bridge xml_server devkit tests bench
 echo "== mypy";         .venv/bin/mypy
 echo "== import-linter"; .venv/bin/lint-imports
 echo "== pytest"

@@ -12,7 +12,7 @@ DESIGN = ROOT / "DESIGN.md"
 
 
 def _sources() -> list[Path]:
-    return sorted([*ROOT.joinpath("bridge").rglob("*.py"), *ROOT.joinpath("xml_server").rglob("*.py")])
+    return sorted(p for top in ("bridge", "xml_server", "devkit") for p in ROOT.joinpath(top).rglob("*.py"))
 
 
 def _headings() -> set[str]:
@@ -39,7 +39,8 @@ def test_no_docstring_points_to_reference_files_outside_the_repository() -> None
 
 
 def test_paths_named_in_design_and_the_readme_map_exist() -> None:
-    names = set(re.findall(r"`((?:bridge|xml_server|tests|config|bench)/[\w./{},-]*)`", DESIGN.read_text()))
+    tops = "bridge|xml_server|devkit|tests|config|bench"
+    names = set(re.findall(rf"`((?:{tops})/[\w./{{}},-]*)`", DESIGN.read_text()))
     # the map's rows are paths (a slash); other tables' first cells are names (rule ids)
     names |= set(re.findall(r"^\| `([\w.-]*/[\w/.-]*)` \|", (ROOT / "README.md").read_text(), re.M))
     missing = []

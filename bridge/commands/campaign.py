@@ -19,8 +19,8 @@ from bridge.outbound.cli_support import (
     nested_config_option,
     settings_for,
 )
-from bridge.outbound.clock import SystemClock
 from bridge.outbound.db import outbound_dir
+from bridge.outbound.dialer_clock import SystemClock
 from bridge.outbound.wiring import open_outbound
 from bridge.settings import Settings
 

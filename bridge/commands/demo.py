@@ -69,8 +69,8 @@ def _log_records(lines: list[str]) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bridge.devtools.procs import run_daemon
-    from bridge.devtools.sipp import conversation_scenario, run_sipp
+    from bridge.simulator.procs import run_daemon
+    from bridge.simulator.sipp import conversation_scenario, run_sipp
 
     for tool in ("sipp", "espeak-ng"):
         if shutil.which(tool) is None:

@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bridge.audio.wavfile import WavError, read_wav_8k_mono, write_wav
-    from bridge.devtools.plivo_sim.network import NetworkProfile
-    from bridge.devtools.plivo_sim.simulator import CallSpec, simulate_call
+    from bridge.simulator.plivo.network import NetworkProfile
+    from bridge.simulator.plivo.simulator import CallSpec, simulate_call
 
     token = None if args.unsigned else os.environ.get("PLIVO_AUTH_TOKEN") or None
     if token is None and not args.unsigned:

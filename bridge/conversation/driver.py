@@ -16,8 +16,8 @@ from typing import Any
 
 from bridge.callmodel import CallInfo
 from bridge.conversation import actions as act
-from bridge.conversation.clock import Clock, LoopClock
 from bridge.conversation.convert import ChunkConverter
+from bridge.conversation.driver_clock import Clock, LoopClock
 from bridge.conversation.engine import Engine
 from bridge.conversation.tool_runner import run_tool
 from bridge.conversation.transcript import TranscriptWriter

@@ -6,7 +6,7 @@ re-INVITE (hold/resume, new remote); ``close`` when the call ends. The leg never
 dialog: the agent's hang-up and the RTP timeout end the leg with a LegEnded (``by`` agent /
 media) and the call's supervisor, which waits on ``finished()``, sends the BYE.
 
-All the media work happens on the process-wide 20 ms clock (bridge.media.clock): on each
+All the media work happens on the process-wide 20 ms clock (bridge.media.media_clock): on each
 tick the leg reads the packets the clock found waiting on its socket, sends at most one frame
 (DTMF or agent audio), pulls one caller frame from the jitter buffer, writes the recording;
 once a second it checks the RTP timeout, flushes metrics and (every 5 s) sends RTCP.
@@ -24,12 +24,12 @@ from typing import Any
 from bridge.callmodel import MediaParams
 from bridge.leg import FRAME_BYTES, FRAME_SAMPLES, AudioFrame, DtmfDigit, EndedBy, LegEnded, LegEvent
 from bridge.media import udp
-from bridge.media.clock import MediaClock, clock_for_loop
 from bridge.media.codec import DECODERS, ENCODERS
 from bridge.media.dtmf import DtmfReceiver, DtmfSender, normalize_digits
 from bridge.media.events import EventChannel
+from bridge.media.jitter_buffer import PlayoutBuffer
+from bridge.media.media_clock import MediaClock, clock_for_loop
 from bridge.media.playback import PlaybackQueue
-from bridge.media.playout import PlayoutBuffer
 from bridge.media.ports import PortAllocator, PortPair
 from bridge.media.recording import CallRecorder, recording_path, write_subject
 from bridge.media.rtcp import ReportBuilder

@@ -1,6 +1,6 @@
 """Non-blocking UDP I/O for the media clock: read what has arrived, send without waiting.
 
-The legs' sockets are not registered with the event loop (see bridge.media.clock for why);
+The legs' sockets are not registered with the event loop (see bridge.media.media_clock for why);
 these helpers never block and never raise for the ordinary UDP failures.
 """
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from bridge.outbound.campaign_store import CampaignRow, CampaignStore
-from bridge.outbound.clock import Clock
 from bridge.outbound.compliance import Decision
 from bridge.outbound.dialer import OUTCOME_OF, CallFinder, Dialer, PlacementResult, Sought
+from bridge.outbound.dialer_clock import Clock
 from bridge.outbound.pacing import Pacer
 from bridge.outbound.service import OutboundService, new_call_id
 

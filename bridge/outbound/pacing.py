@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.outbound.clock import Clock
+from bridge.outbound.dialer_clock import Clock
 
 
 class Pacer:

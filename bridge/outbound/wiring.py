@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.outbound.campaign_store import CampaignStore
-from bridge.outbound.clock import Clock, SystemClock
 from bridge.outbound.compliance import ComplianceGate
 from bridge.outbound.dialer import Dialer
+from bridge.outbound.dialer_clock import Clock, SystemClock
 from bridge.outbound.plivo_dialer import PlivoApiDialer
 from bridge.outbound.registry import DndRegistry
 from bridge.outbound.service import OutboundService

@@ -1,7 +1,7 @@
 """StreamLeg: the AudioLeg over one Plivo audio-stream WebSocket.
 
 Caller audio (mu-law or L16 at 8 kHz, any chunk size) is re-cut into 20 ms frames; agent audio
-leaves as paced playAudio + checkpoint pairs (see playout.py); clear() sends clearAudio at once.
+leaves as paced playAudio + checkpoint pairs (see send_pacer.py); clear() sends clearAudio at once.
 Hang-up is reported (LegEnded by ``agent``): the stream server, as the call's supervisor asks,
 closes the socket (and ends the call through Plivo's REST API when credentials are configured).
 DTMF goes out on the stream itself (sendDTMF). Transfer needs the REST API; once Plivo accepted
@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from bridge.leg import FRAME_BYTES, AudioFrame, DtmfDigit, EndedBy, LegEnded, LegEvent
 from bridge.media.events import EventChannel
 from bridge.stream import protocol
-from bridge.stream.playout import Chunk, Playout
+from bridge.stream.send_pacer import Chunk, Playout
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from bridge.audio.g711 import decoder
-from bridge.devtools.pcap import read_udp_payloads, rtp_payload
-from bridge.devtools.procs import Daemon, capture_udp, free_port
-from bridge.devtools.sipp import PAYLOAD_TYPES, SippResult, conversation_scenario, run_sipp
+from bridge.simulator.pcap import read_udp_payloads, rtp_payload
+from bridge.simulator.procs import Daemon, capture_udp, free_port
+from bridge.simulator.sipp import PAYLOAD_TYPES, SippResult, conversation_scenario, run_sipp
 from tests.support.audio import read_wav_pcm, speech_wav
 
 CODEC = "PCMU"

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TypeVar
 
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.control import Faults
+from devkit.fakes import FakeCloud
+from devkit.fakes.control import Faults
 
 T = TypeVar("T")
 

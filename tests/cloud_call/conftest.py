@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
-from bridge.devtools.procs import Daemon, run_daemon
-from bridge.devtools.sipp import have_sipp
+from bridge.simulator.procs import Daemon, run_daemon
+from bridge.simulator.sipp import have_sipp
+from devkit.fakes import FakeCloud
+from devkit.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
 from tests.support.audio import have_speech_tools
 
 from .cloud_thread import CloudThread

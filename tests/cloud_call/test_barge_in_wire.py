@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.openai import ToolReply
-from bridge.devtools.fakes.tone import MS_PER_CHAR
+from devkit.fakes import FakeCloud
+from devkit.fakes.openai import ToolReply
+from devkit.fakes.tone import MS_PER_CHAR
 
 from .calls import caller_line, place_call, timeline
 from .conftest import CloudDaemon

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.openai import ToolReply
-from bridge.devtools.fakes.tone import MS_PER_CHAR
+from devkit.fakes import FakeCloud
+from devkit.fakes.openai import ToolReply
+from devkit.fakes.tone import MS_PER_CHAR
 
 from .calls import CallResult, caller_line, place_call, timeline
 from .conftest import FALLBACK, GREETING, CloudDaemon

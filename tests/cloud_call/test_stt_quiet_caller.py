@@ -11,9 +11,9 @@ import warnings
 
 import numpy as np
 
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.server import DEEPGRAM_KEY
 from bridge.providers.stt.deepgram_stt import DeepgramSTT
+from devkit.fakes import FakeCloud
+from devkit.fakes.server import DEEPGRAM_KEY
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 

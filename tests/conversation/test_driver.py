@@ -14,14 +14,14 @@ from aiohttp import web
 
 from bridge.callmodel import CallInfo
 from bridge.conversation import run_conversation
-from bridge.conversation.clock import ManualClock
-from bridge.conversation.memory_leg import MemoryLeg
 from bridge.conversation.transcript import TranscriptWriter
 from bridge.conversation.vad import create_vad
 from bridge.metrics import BARGE_INS, REGISTRY
 from bridge.providers.base import Message, TextDelta, ToolCall
 from bridge.providers.factory import ProviderSet
 from bridge.settings import Settings
+from devkit.manual_clock import ManualClock
+from devkit.memory_leg import MemoryLeg
 from tests.conversation.fakes import FakeLLM, FakeSTT, FakeTTS, last_user
 from tests.conversation.harness import FALLBACK
 

@@ -14,12 +14,12 @@ from typing import Any
 
 from bridge.callmodel import CallInfo
 from bridge.conversation import run_conversation
-from bridge.conversation.memory_leg import MemoryLeg
 from bridge.conversation.transcript import TranscriptWriter
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
 from bridge.providers.factory import build_providers
 from bridge.settings import Secrets, Settings
+from devkit.fakes import FakeCloud
+from devkit.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
+from devkit.memory_leg import MemoryLeg
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the Deepgram SDK's websockets.legacy
 

@@ -11,10 +11,10 @@ import pytest
 
 from bridge.callmodel import CallInfo
 from bridge.conversation import run_conversation
-from bridge.conversation.memory_leg import MemoryLeg
 from bridge.conversation.transcript import TranscriptWriter
 from bridge.daemon.agents import prepare_conversation
 from bridge.settings import Secrets, Settings
+from devkit.memory_leg import MemoryLeg
 from tests.support.audio import have_speech_tools, read_wav_pcm, speech_wav
 
 pytestmark = pytest.mark.slow

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from bridge.callmodel import CallInfo
-from bridge.conversation.memory_leg import MemoryLeg
 from bridge.daemon.agents import build_agent
 from bridge.daemon.preflight import preflight
 from bridge.daemon.profiles import profile_settings
 from bridge.settings import Secrets, Settings
+from devkit.memory_leg import MemoryLeg
 
 TOOLS = [{"name": "lookup", "url": "http://127.0.0.1:9/x"}, {"name": "book", "url": "http://127.0.0.1:9/y"}]
 

@@ -20,11 +20,11 @@ from bridge.admission import Admission
 from bridge.agents.echo import run_echo
 from bridge.callmodel import CallInfo
 from bridge.daemon.calls import DaemonCallApp
-from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient, StreamCallResult
-from bridge.devtools.procs import free_port, free_rtp_range, run_daemon
 from bridge.leg import AudioLeg
 from bridge.metrics import REGISTRY
 from bridge.settings import Secrets, Settings, load_settings
+from bridge.simulator.plivo.stream_client import PlivoStreamClient, StreamCallResult
+from bridge.simulator.procs import free_port, free_rtp_range, run_daemon
 from bridge.sip.server import SipServer
 from bridge.stream.server import StreamServer
 from bridge.supervisor import AgentRunner, CallSupervisor

@@ -15,9 +15,9 @@ import pytest
 
 from bridge.audio.g711 import decoder
 from bridge.audio.wavfile import read_wav_8k_mono
-from bridge.devtools.pcap import read_udp_payloads, rtp_payload
-from bridge.devtools.procs import capture_udp, free_port, run_daemon
-from bridge.devtools.sipp import conversation_scenario, have_sipp, run_sipp
+from bridge.simulator.pcap import read_udp_payloads, rtp_payload
+from bridge.simulator.procs import capture_udp, free_port, run_daemon
+from bridge.simulator.sipp import conversation_scenario, have_sipp, run_sipp
 
 pytestmark = [
     pytest.mark.sipp,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.procs import REPO, VOICE_BRIDGE
-from bridge.devtools.sipp import have_sipp
+from bridge.simulator.procs import REPO, VOICE_BRIDGE
+from bridge.simulator.sipp import have_sipp
 
 pytestmark = [
     pytest.mark.sipp,

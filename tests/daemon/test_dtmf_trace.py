@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from aiortp import DtmfEvent
 
-from bridge.devtools.procs import run_daemon
 from bridge.media.rtp_packet import build_rtp
+from bridge.simulator.procs import run_daemon
 from tests.sipp.support import RawSip, metric, metrics_text, to_tag, wait_for
 
 pytestmark = pytest.mark.sipp

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from bridge.audio.g711 import decoder, encoder
-from bridge.devtools.pcap import read_udp_payloads, rtp_payload
-from bridge.devtools.procs import capture_udp, free_port, run_daemon
-from bridge.devtools.sipp import PAYLOAD_TYPES as PT
-from bridge.devtools.sipp import have_sipp, media_scenario, run_sipp
+from bridge.simulator.pcap import read_udp_payloads, rtp_payload
+from bridge.simulator.procs import capture_udp, free_port, run_daemon
+from bridge.simulator.sipp import PAYLOAD_TYPES as PT
+from bridge.simulator.sipp import have_sipp, media_scenario, run_sipp
 from tests.support.audio import best_correlation, chirp_pcm
 
 pytestmark = [

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.procs import run_daemon
-from bridge.devtools.sipp import SCENARIOS, free_udp_port, have_sipp, run_sipp
+from bridge.simulator.procs import run_daemon
+from bridge.simulator.sipp import SCENARIOS, free_udp_port, have_sipp, run_sipp
 from tests.support.audio import chirp_pcm
 
 pytestmark = [pytest.mark.sipp, pytest.mark.skipif(not have_sipp(), reason="sipp not installed")]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bridge.daemon.load import LoadMonitor
-from bridge.devtools.procs import run_daemon
+from bridge.simulator.procs import run_daemon
 from tests.sip.corpus import SDP
 from tests.sipp.support import RawSip, health, metric, metrics_text, wait_for
 

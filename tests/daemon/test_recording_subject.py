@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.procs import free_port, run_daemon
-from bridge.devtools.sipp import have_sipp, media_scenario, run_sipp
 from bridge.pseudonym import load_key, subject_of
+from bridge.simulator.procs import free_port, run_daemon
+from bridge.simulator.sipp import have_sipp, media_scenario, run_sipp
 from tests.support.audio import chirp_pcm
 
 pytestmark = [pytest.mark.sipp, pytest.mark.skipif(not have_sipp(), reason="needs SIPp")]
 
-CALLER = "+919876543210"  # the From of bridge/devtools/scenarios/uac_media.xml
+CALLER = "+919876543210"  # the From of bridge/simulator/scenarios/uac_media.xml
 
 
 def test_recording_carries_the_callers_subject_and_forget_deletes_it(tmp_path: Path) -> None:

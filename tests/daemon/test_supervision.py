@@ -17,11 +17,11 @@ from bridge.callfacts import CALL_UUID
 from bridge.callmodel import CallInfo
 from bridge.conversation.transcript import TranscriptWriter
 from bridge.daemon.calls import DaemonCallApp
-from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient
 from bridge.endreason import EndReason, end_reason
 from bridge.leg import AudioLeg
 from bridge.metrics import REGISTRY
 from bridge.settings import Secrets, Settings
+from bridge.simulator.plivo.stream_client import PlivoStreamClient
 from bridge.stream.server import StreamServer
 from bridge.supervisor import CallSupervisor
 from tests.stream.support import AUTH_TOKEN, SECRET, headers_for, tone

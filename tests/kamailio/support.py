@@ -1,5 +1,5 @@
 """Kamailio as a record-routing proxy in front of the daemon, for tests: record_route.cfg filled
-in for a free port and run by bridge.devtools.kamailio's runner (restartable on the same port)."""
+in for a free port and run by devkit.kamailio's runner (restartable on the same port)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from bridge.devtools.kamailio import Kamailio, modules_dir, running, tcp_listening_and_forked
-from bridge.devtools.procs import free_port
+from bridge.simulator.procs import free_port
+from devkit.kamailio import Kamailio, modules_dir, running, tcp_listening_and_forked
 
 CONFIG = Path(__file__).parent / "record_route.cfg"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.kamailio import DISPATCHER_LIST, Front, check_config, have_kamailio, run_front
-from bridge.devtools.procs import Daemon, run_daemon
-from bridge.devtools.sipp import SCENARIOS, free_udp_port, have_sipp
+from bridge.simulator.procs import Daemon, run_daemon
+from bridge.simulator.sipp import SCENARIOS, free_udp_port, have_sipp
+from devkit.kamailio import DISPATCHER_LIST, Front, check_config, have_kamailio, run_front
 from tests.sipp.support import health, metric, wait_for
 
 pytestmark = [

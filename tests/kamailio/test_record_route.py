@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.kamailio import have_kamailio
-from bridge.devtools.procs import free_port, run_daemon
-from bridge.devtools.sipp import have_sipp, run_sipp
+from bridge.simulator.procs import free_port, run_daemon
+from bridge.simulator.sipp import have_sipp, run_sipp
+from devkit.kamailio import have_kamailio
 from tests.kamailio.support import kamailio_proxy
 from tests.sipp.support import health, metric, sipp_background, wait_for
 from tests.support.audio import chirp_pcm

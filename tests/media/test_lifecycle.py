@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.agents.echo import run_echo
-from bridge.media.clock import clock_for_loop
+from bridge.media.media_clock import clock_for_loop
 from bridge.media.rtp_leg import RtpLeg
 from bridge.settings.media import MediaSettings
 from tests.media.support import Collector, RawPeer, allocator, media

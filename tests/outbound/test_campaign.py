@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.fake_plivo_api import FakePlivoApi
 from bridge.outbound.campaign import CallerIdRefused, CampaignOptions, CampaignRunner
 from bridge.outbound.campaign_store import CampaignFileError
 from bridge.outbound.plivo_dialer import PlivoApiDialer
 from bridge.outbound.wiring import Outbound, open_outbound
+from devkit.fake_plivo_api import FakePlivoApi
 
 from .support import ALICE, BOB, CALLER_ID, CAROL, MONDAY_10AM, FakeClock, RecordingDialer, make_settings
 

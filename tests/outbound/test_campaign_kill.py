@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bridge.devtools.fake_plivo_api import FakePlivoApi
+from devkit.fake_plivo_api import FakePlivoApi
 
 from .support import CALLER_ID, TOML_NOT_THE_GATE
 

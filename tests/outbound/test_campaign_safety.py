@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.fake_plivo_api import FakePlivoApi
 from bridge.outbound.campaign import CampaignOptions, CampaignRunner
 from bridge.outbound.campaign_lock import CampaignBusy, CampaignLock
 from bridge.outbound.db import outbound_dir
 from bridge.outbound.plivo_dialer import PlivoApiDialer
 from bridge.outbound.wiring import Outbound, open_outbound
+from devkit.fake_plivo_api import FakePlivoApi
 
 from .support import CALLER_ID, FakeClock, RecordingDialer, make_settings
 

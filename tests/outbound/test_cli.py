@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge import cli
-from bridge.devtools.fake_plivo_api import FakePlivoApi
+from devkit.fake_plivo_api import FakePlivoApi
 
 from .support import ALICE, BOB, CALLER_ID, CAROL, TOML_NOT_THE_GATE
 

@@ -7,11 +7,11 @@ import aiohttp
 import pytest
 
 from bridge.daemon.http_api import build_http_app, start_http
-from bridge.devtools.fake_plivo_api import FakePlivoApi
 from bridge.outbound.api_limits import ApiLimits
 from bridge.outbound.http_api import calls_routes
 from bridge.outbound.plivo_dialer import PlivoApiDialer
 from bridge.outbound.wiring import open_outbound
+from devkit.fake_plivo_api import FakePlivoApi
 
 from .support import ALICE, BOB, CALLER_ID, CAROL, MONDAY_10AM, FakeClock, make_settings
 

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.fake_plivo_api import FakePlivoApi
 from bridge.outbound.plivo_dialer import PlivoApiDialer
 from bridge.outbound.service import DialerUnavailable
 from bridge.outbound.wiring import open_outbound
 from bridge.settings import Secrets
+from devkit.fake_plivo_api import FakePlivoApi
 
 from .support import ALICE, CALLER_ID, CAROL, MONDAY_10AM, FakeClock, make_settings
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bridge.devtools.fake_plivo_api import FakePlivoApi
-from bridge.devtools.plivo_sim.network import NetworkProfile
-from bridge.devtools.plivo_sim.simulator import CallSpec, simulate_call
-from bridge.devtools.plivo_sim.xml_proc import run_xml_server
-from bridge.devtools.procs import free_port, run_daemon
-from bridge.outbound.clock import SystemClock
+from bridge.outbound.dialer_clock import SystemClock
 from bridge.outbound.wiring import open_outbound
 from bridge.settings import Secrets
+from bridge.simulator.plivo.network import NetworkProfile
+from bridge.simulator.plivo.simulator import CallSpec, simulate_call
+from bridge.simulator.procs import free_port, run_daemon
+from devkit.fake_plivo_api import FakePlivoApi
+from devkit.xml_proc import run_xml_server
 from tests.stream.support import best_correlation, tone
 
 from .support import CALLER_ID, CAROL, make_settings

@@ -9,12 +9,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bridge.devtools.fake_plivo_api import FakePlivoApi
-from bridge.devtools.plivo_sim.signing import sign_v3
 from bridge.outbound.campaign import CampaignOptions, CampaignRunner
 from bridge.outbound.plivo_dialer import PlivoApiDialer
 from bridge.outbound.wiring import open_outbound
 from bridge.settings import Settings
+from bridge.simulator.plivo.signing import sign_v3
+from devkit.fake_plivo_api import FakePlivoApi
 from xml_server import create_app
 
 from .support import ALICE, BOB, CALLER_ID, CAROL, NOT_THE_GATE, FakeClock

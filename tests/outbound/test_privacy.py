@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.fake_plivo_api import FakePlivoApi
 from bridge.outbound.campaign import CampaignOptions, CampaignRunner
 from bridge.outbound.erasure import forget
 from bridge.outbound.plivo_dialer import PlivoApiDialer
 from bridge.outbound.wiring import open_outbound
+from devkit.fake_plivo_api import FakePlivoApi
 
 from .support import ALICE, BOB, CALLER_ID, CAROL, MONDAY_10AM, FakeClock, RecordingDialer, make_settings
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.fake_plivo_api import FakePlivoApi
 from bridge.outbound.campaign import CampaignOptions, CampaignRunner, CampaignSummary
 from bridge.outbound.campaign_store import ResultRow
 from bridge.outbound.plivo_dialer import PlivoApiDialer
 from bridge.outbound.wiring import Outbound, open_outbound
 from bridge.privacy import mask_number
+from devkit.fake_plivo_api import FakePlivoApi
 
 from .support import CALLER_ID, FakeClock, make_settings
 

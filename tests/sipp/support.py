@@ -16,7 +16,7 @@ from pathlib import Path
 from aiosipua import SipResponse
 from aiosipua.message import SipMessage
 
-from bridge.devtools.sipp import free_udp_port
+from bridge.simulator.sipp import free_udp_port
 from bridge.sip.wire import tag_of
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.procs import free_port, free_rtp_range, run_daemon
+from bridge.simulator.procs import free_port, free_rtp_range, run_daemon
 from tests.sipp.support import health, metric, wait_for
 from tests.support.audio import chirp_pcm
 

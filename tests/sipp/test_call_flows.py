@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from aiosipua import SipResponse
 
-from bridge.devtools.procs import Daemon, run_daemon
-from bridge.devtools.sipp import SCENARIOS, SippResult, have_sipp, run_sipp
+from bridge.simulator.procs import Daemon, run_daemon
+from bridge.simulator.sipp import SCENARIOS, SippResult, have_sipp, run_sipp
 from tests.sip.corpus import SDP
 from tests.sipp.support import RawSip, health, idle, metric, sipp_background, to_tag, wait_for
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from aiosipua import SipResponse
 
-from bridge.devtools.procs import run_daemon
+from bridge.simulator.procs import run_daemon
 from tests.sip.corpus import SDP
 from tests.sipp.support import RawSip, health, wait_for
 

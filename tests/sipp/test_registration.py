@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.procs import free_port, run_daemon
-from bridge.devtools.sipp import SCENARIOS, have_sipp
+from bridge.simulator.procs import free_port, run_daemon
+from bridge.simulator.sipp import SCENARIOS, have_sipp
 from tests.sipp.support import health, metric, sipp_background, wait_for
 
 pytestmark = [pytest.mark.sipp, pytest.mark.skipif(not have_sipp(), reason="sipp not installed")]

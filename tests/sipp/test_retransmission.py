@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from aiosipua import SipRequest, SipResponse
 
-from bridge.devtools.procs import run_daemon
-from bridge.devtools.sipp import SCENARIOS, have_sipp, run_sipp
+from bridge.simulator.procs import run_daemon
+from bridge.simulator.sipp import SCENARIOS, have_sipp, run_sipp
 from tests.sip.corpus import SDP
 from tests.sipp.support import RawSip, first_line, health, idle, metric, to_tag, wait_for
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from bridge.audio import g711
-from bridge.devtools.procs import run_daemon
 from bridge.media.rtp_packet import build_rtp, parse_rtp
+from bridge.simulator.procs import run_daemon
 from tests.sipp.support import RawSip, metric, to_tag, wait_for
 from tests.support.audio import best_correlation, chirp_pcm
 

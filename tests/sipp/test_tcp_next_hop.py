@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.procs import free_port, run_daemon
+from bridge.simulator.procs import free_port, run_daemon
 from tests.sip.corpus import SDP
 from tests.sipp.support import health, metric, wait_for
 

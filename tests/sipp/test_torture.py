@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from aiosipua import SipResponse
 
-from bridge.devtools.procs import run_daemon
-from bridge.devtools.sipp import SCENARIOS, have_sipp, run_sipp
+from bridge.simulator.procs import run_daemon
+from bridge.simulator.sipp import SCENARIOS, have_sipp, run_sipp
 from tests.sip.corpus import MALFORMED, UNUSUAL, Case
 from tests.sipp.support import RawSip, first_line, health, idle, metric, to_tag, wait_for
 

@@ -12,7 +12,7 @@ import pytest
 from aiosipua import SipResponse
 from aiosipua.headers import parse_auth
 
-from bridge.devtools.procs import run_daemon
+from bridge.simulator.procs import run_daemon
 from tests.sip.corpus import SDP
 from tests.sipp.support import RawSip, metric, to_tag
 

@@ -13,9 +13,9 @@ from websockets.asyncio.client import connect
 from bridge.admission import Admission
 from bridge.callfacts import encode_headers
 from bridge.callfacts import stream_token as expected_token
-from bridge.devtools.plivo_sim.signing import sign_v3
-from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient
 from bridge.settings import Secrets, Settings
+from bridge.simulator.plivo.signing import sign_v3
+from bridge.simulator.plivo.stream_client import PlivoStreamClient
 from bridge.stream.server import StreamServer
 from bridge.supervisor import AgentRunner as Agent
 from bridge.supervisor import CallSupervisor

@@ -12,11 +12,11 @@ import pytest
 from bridge.callmodel import CallInfo
 from bridge.conversation import run_conversation
 from bridge.conversation.transcript import TranscriptWriter
-from bridge.devtools.plivo_sim.network import NetworkProfile
-from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient
 from bridge.leg import AudioLeg
 from bridge.providers.factory import ProviderSet
 from bridge.settings import Secrets, Settings
+from bridge.simulator.plivo.network import NetworkProfile
+from bridge.simulator.plivo.stream_client import PlivoStreamClient
 from bridge.stream.server import StreamServer
 from tests.conversation.fakes import MS_PER_CHAR, FakeLLM, FakeSTT, FakeTTS, last_user
 from tests.conversation.harness import FALLBACK

@@ -13,10 +13,10 @@ import urllib.request
 from pathlib import Path
 
 from bridge.audio.wavfile import read_wav_8k_mono, write_wav
-from bridge.devtools.plivo_sim.network import NetworkProfile
-from bridge.devtools.plivo_sim.simulator import CallSpec, simulate_call
-from bridge.devtools.plivo_sim.xml_proc import run_xml_server
-from bridge.devtools.procs import VOICE_BRIDGE, free_port, run_daemon
+from bridge.simulator.plivo.network import NetworkProfile
+from bridge.simulator.plivo.simulator import CallSpec, simulate_call
+from bridge.simulator.procs import VOICE_BRIDGE, free_port, run_daemon
+from devkit.xml_proc import run_xml_server
 from tests.stream.support import best_correlation, tone
 
 AUTH_TOKEN = "ZmFrZS1wbGl2by1hdXRoLXRva2Vu"

@@ -11,12 +11,12 @@ import plivo.rest.client as plivo_client
 import pytest
 
 from bridge.callmodel import CallInfo
-from bridge.devtools.fake_plivo_api import FakePlivoApi
-from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient, StreamCallResult
 from bridge.leg import AudioLeg
 from bridge.settings import Secrets
+from bridge.simulator.plivo.stream_client import PlivoStreamClient, StreamCallResult
 from bridge.stream.server import StreamServer
 from bridge.supervisor import AgentRunner as Agent
+from devkit.fake_plivo_api import FakePlivoApi
 from tests.stream.support import SECRET, headers_for, settings, supervisor
 
 

@@ -14,10 +14,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge.agents.echo import run_echo
 from bridge.callmodel import CallInfo
-from bridge.devtools.plivo_sim.network import NetworkProfile
-from bridge.devtools.plivo_sim.signing import sign_v3
-from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient
 from bridge.leg import AudioFrame, AudioLeg, DtmfDigit, LegEnded, LegEvent, PlaybackDone
+from bridge.simulator.plivo.network import NetworkProfile
+from bridge.simulator.plivo.signing import sign_v3
+from bridge.simulator.plivo.stream_client import PlivoStreamClient
 from bridge.stream.leg import StreamLeg
 from bridge.supervisor import AgentRunner as Agent
 from tests.stream.support import (

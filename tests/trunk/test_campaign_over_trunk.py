@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.procs import run_daemon
-from bridge.devtools.sipp import free_udp_port, have_sipp
+from bridge.simulator.procs import run_daemon
+from bridge.simulator.sipp import free_udp_port, have_sipp
 from tests.trunk import scenarios
 
 pytestmark = [pytest.mark.sipp, pytest.mark.skipif(not have_sipp(), reason="needs SIPp")]

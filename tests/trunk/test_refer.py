@@ -15,11 +15,11 @@ from bridge.admission import Admission
 from bridge.callmodel import CallInfo
 from bridge.daemon.calls import DaemonCallApp
 from bridge.daemon.transfer import transfer_for
-from bridge.devtools.procs import free_rtp_range
-from bridge.devtools.sipp import have_sipp
 from bridge.leg import AudioLeg
 from bridge.settings import Secrets, load_settings
 from bridge.settings.outbound import TrunkSettings
+from bridge.simulator.procs import free_rtp_range
+from bridge.simulator.sipp import have_sipp
 from bridge.sip.refer import refer_to, sipfrag_status, uri_host
 from bridge.sip.server import SipServer
 from bridge.sip.uac import TrunkCaller

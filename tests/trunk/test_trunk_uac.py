@@ -16,11 +16,11 @@ from bridge.admission import Admission
 from bridge.agents.echo import run_echo
 from bridge.callmodel import CallInfo
 from bridge.daemon.calls import DaemonCallApp
-from bridge.devtools.procs import free_rtp_range
-from bridge.devtools.sipp import free_udp_port, have_sipp
 from bridge.leg import AudioLeg
 from bridge.settings import Secrets, load_settings
 from bridge.settings.outbound import TrunkSettings
+from bridge.simulator.procs import free_rtp_range
+from bridge.simulator.sipp import free_udp_port, have_sipp
 from bridge.sip.server import SipServer
 from bridge.sip.uac import TrunkCaller
 from bridge.supervisor import CallSupervisor

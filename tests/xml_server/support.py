@@ -9,8 +9,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from bridge.devtools.plivo_sim.signing import sign_v3
 from bridge.settings import Settings
+from bridge.simulator.plivo.signing import sign_v3
 from xml_server import create_app
 
 TOKEN = "MjQ0NjY1YjIxNDc2ZWI0ZTRkZWJhY2Rm"

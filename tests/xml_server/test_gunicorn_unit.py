@@ -15,9 +15,9 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
 
-from bridge.devtools.plivo_sim.signing import sign_v3
-from bridge.devtools.plivo_sim.webhook import post_webhook_sync
-from bridge.devtools.procs import REPO, free_port
+from bridge.simulator.plivo.signing import sign_v3
+from bridge.simulator.plivo.webhook import post_webhook_sync
+from bridge.simulator.procs import REPO, free_port
 from tests.xml_server.support import CALL, TOKEN
 
 UNIT = REPO / "systemd" / "voice-bridge-xml.service"

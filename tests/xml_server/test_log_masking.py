@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.plivo_sim.webhook import post_webhook_sync
-from bridge.devtools.plivo_sim.xml_proc import run_xml_server
-from bridge.devtools.procs import REPO, free_port
 from bridge.logs import setup_logging
 from bridge.privacy import mask_phone_numbers
+from bridge.simulator.plivo.webhook import post_webhook_sync
+from bridge.simulator.procs import REPO, free_port
+from devkit.xml_proc import run_xml_server
 from tests.xml_server.support import TOKEN
 from tests.xml_server.test_gunicorn_unit import _exec_start
 

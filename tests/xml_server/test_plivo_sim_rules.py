@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.devtools.plivo_sim import rules, xmlplan
-from bridge.devtools.plivo_sim.simulator import CallSpec, answer_params
+from bridge.simulator.plivo import rules, xmlplan
+from bridge.simulator.plivo.simulator import CallSpec, answer_params
 
 
 def test_sip_headers_that_break_plivos_rules_are_not_sent() -> None:

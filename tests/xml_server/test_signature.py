@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.plivo_sim.signing import sign_v3
 from bridge.plivo_signature import NonceStore
+from bridge.simulator.plivo.signing import sign_v3
 from tests.xml_server.support import BASE, CALL, TOKEN, app, parse, settings, signed_post
 from xml_server import create_app
 from xml_server.app import ConfigError

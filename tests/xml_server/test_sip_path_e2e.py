@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.plivo_sim.simulator import CallSpec, SimulatedCall, simulate_call
-from bridge.devtools.plivo_sim.xml_proc import run_xml_server
-from bridge.devtools.procs import run_daemon
-from bridge.devtools.sipp import have_sipp
+from bridge.simulator.plivo.simulator import CallSpec, SimulatedCall, simulate_call
+from bridge.simulator.procs import run_daemon
+from bridge.simulator.sipp import have_sipp
+from devkit.xml_proc import run_xml_server
 from tests.sipp.support import metric
 from tests.stream.support import tone
 
@@ -101,7 +101,7 @@ def test_trusted_source_skips_the_challenge(tmp_path: Path) -> None:
 
 
 def test_dial_scenario_carries_call_facts_as_x_ph_headers(tmp_path: Path) -> None:
-    from bridge.devtools.plivo_sim.sip_call import parse_sip_uri, render_scenario
+    from bridge.simulator.plivo.sip_call import parse_sip_uri, render_scenario
 
     assert parse_sip_uri("sip:agent@10.0.0.5:5070") == ("agent", "10.0.0.5", 5070)
     assert parse_sip_uri("sip:user1234@phone.plivo.com") == ("user1234", "phone.plivo.com", 5060)
@@ -112,7 +112,7 @@ def test_dial_scenario_carries_call_facts_as_x_ph_headers(tmp_path: Path) -> Non
 
 
 def test_dial_credentials_go_to_an_injection_file_and_bad_ones_are_refused(tmp_path: Path) -> None:
-    from bridge.devtools.plivo_sim.sip_call import SipAuth, render_scenario
+    from bridge.simulator.plivo.sip_call import SipAuth, render_scenario
 
     auth = SipAuth("edge", "two words")
     text = render_scenario(tmp_path, bytes(3200), 500, "agent", "", {}, auth).read_text()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from bridge.callfacts import token_valid
-from bridge.devtools.plivo_sim import xmlplan
-from bridge.devtools.plivo_sim.rules import extra_headers_as_delivered, sip_headers_as_sent
 from bridge.settings import Settings
+from bridge.simulator.plivo import xmlplan
+from bridge.simulator.plivo.rules import extra_headers_as_delivered, sip_headers_as_sent
 from bridge.stream.callfacts import parse_extra_headers
 from tests.xml_server.support import BASE, CALL, STREAM_SECRET, TOKEN, app, parse, signed_post
 from xml_server import create_app

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
 from bridge.providers.base import ProviderError
+from devkit.fakes import FakeCloud
+from devkit.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
 
 KEYS = (DEEPGRAM_KEY, OPENAI_KEY, ELEVENLABS_KEY)
 

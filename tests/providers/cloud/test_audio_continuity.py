@@ -9,8 +9,8 @@ import pytest
 
 from bridge.audio.g711 import alaw_to_pcm
 from bridge.conversation.convert import ChunkConverter
-from bridge.devtools.fakes.tone import TONE_HZ, ToneSource
 from bridge.providers.tts.elevenlabs_audio import NativeAudio, check_output_format
+from devkit.fakes.tone import TONE_HZ, ToneSource
 
 
 def stream_through(fmt: str, data: bytes, sizes: list[int]) -> np.ndarray:

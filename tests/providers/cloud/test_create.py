@@ -8,8 +8,6 @@ import sys
 
 import pytest
 
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
 from bridge.providers.base import Message, TextDelta
 from bridge.providers.factory import build_providers
 from bridge.providers.llm.openai_chat import OpenAIChat
@@ -18,6 +16,8 @@ from bridge.providers.tts.elevenlabs_http import ElevenLabsHttpTTS
 from bridge.providers.tts.elevenlabs_ws import ElevenLabsWsTTS
 from bridge.settings import Secrets, Settings
 from bridge.settings.secrets import MissingSecretError
+from devkit.fakes import FakeCloud
+from devkit.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
 
 from .conftest import clauses, silence, speech
 

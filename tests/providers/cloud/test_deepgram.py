@@ -8,10 +8,10 @@ import logging
 
 import pytest
 
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.server import DEEPGRAM_KEY
 from bridge.providers.base import ProviderError, Transcript
 from bridge.providers.stt.deepgram_stt import DeepgramStream, DeepgramSTT
+from devkit.fakes import FakeCloud
+from devkit.fakes.server import DEEPGRAM_KEY
 
 from .conftest import assert_clean, silence, speech
 

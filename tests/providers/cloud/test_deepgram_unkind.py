@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.deepgram import DEFAULT_FINAL_DELAY_S, ErrorClose
 from bridge.providers.base import ProviderError, Transcript
+from devkit.fakes import FakeCloud
+from devkit.fakes.deepgram import DEFAULT_FINAL_DELAY_S, ErrorClose
 
 from .conftest import assert_clean, silence, speech
 from .test_deepgram import collect_until, make, push

@@ -8,11 +8,11 @@ import logging
 
 import pytest
 
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.server import ELEVENLABS_KEY
-from bridge.devtools.fakes.tone import ToneSource
 from bridge.providers.base import AudioChunk, ProviderError
 from bridge.providers.tts.elevenlabs_http import ElevenLabsHttpTTS
+from devkit.fakes import FakeCloud
+from devkit.fakes.server import ELEVENLABS_KEY
+from devkit.fakes.tone import ToneSource
 
 from .conftest import assert_clean, clauses
 

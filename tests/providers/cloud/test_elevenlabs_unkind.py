@@ -9,12 +9,12 @@ import asyncio
 import pytest
 from aiohttp import ClientSession, WSMsgType
 
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.server import ELEVENLABS_KEY
 from bridge.providers.base import ProviderError
 from bridge.providers.tts import elevenlabs_ws
 from bridge.providers.tts.elevenlabs_http import ElevenLabsHttpTTS
 from bridge.providers.tts.elevenlabs_ws import ElevenLabsWsTTS
+from devkit.fakes import FakeCloud
+from devkit.fakes.server import ELEVENLABS_KEY
 
 from .conftest import assert_clean, clauses
 from .test_elevenlabs_http import make as make_http

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bridge.conversation.convert import ChunkConverter
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.server import ELEVENLABS_KEY
-from bridge.devtools.fakes.tone import ToneSource
 from bridge.providers.base import AudioChunk, ProviderError
 from bridge.providers.tts.elevenlabs_ws import ElevenLabsWsTTS
+from devkit.fakes import FakeCloud
+from devkit.fakes.server import ELEVENLABS_KEY
+from devkit.fakes.tone import ToneSource
 
 from .conftest import assert_clean, clauses
 

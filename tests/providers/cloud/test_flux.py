@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.server import DEEPGRAM_KEY
 from bridge.providers.base import EAGER_END_OF_TURN, TURN_RESUMED, ProviderError, Transcript
 from bridge.providers.factory import build_providers
 from bridge.providers.stt.flux_stt import FluxStream, FluxSTT
 from bridge.settings import Secrets, Settings
+from devkit.fakes import FakeCloud
+from devkit.fakes.server import DEEPGRAM_KEY
 
 from .conftest import assert_clean, silence, speech
 

@@ -8,11 +8,11 @@ import logging
 
 import pytest
 
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.openai import ToolReply
-from bridge.devtools.fakes.server import OPENAI_KEY
 from bridge.providers.base import LlmEvent, Message, ProviderError, TextDelta, ToolCall, ToolSpec
 from bridge.providers.llm.openai_chat import OpenAIChat
+from devkit.fakes import FakeCloud
+from devkit.fakes.openai import ToolReply
+from devkit.fakes.server import OPENAI_KEY
 
 from .conftest import assert_clean
 

@@ -11,11 +11,11 @@ import openai
 import pytest
 
 from bridge.conversation import actions as act
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.openai import ParallelTools, ToolReply
-from bridge.devtools.fakes.server import OPENAI_KEY
 from bridge.providers.base import Message, ProviderError, TextDelta, ToolCall, backstop_s
 from bridge.settings import Settings
+from devkit.fakes import FakeCloud
+from devkit.fakes.openai import ParallelTools, ToolReply
+from devkit.fakes.server import OPENAI_KEY
 from tests.conversation.harness import Harness
 
 from .conftest import assert_clean

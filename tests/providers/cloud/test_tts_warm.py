@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from bridge.devtools.fakes import FakeCloud
-from bridge.devtools.fakes.server import ELEVENLABS_KEY
 from bridge.providers.tts import warm
 from bridge.providers.tts.elevenlabs_http import ElevenLabsHttpTTS
+from devkit.fakes import FakeCloud
+from devkit.fakes.server import ELEVENLABS_KEY
 
 
 async def _settled() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.devtools.procs import VOICE_BRIDGE, started_process
+from bridge.simulator.procs import VOICE_BRIDGE, started_process
 
 
 @dataclass

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bridge.devtools.fakes.deepgram import FakeDeepgram
-from bridge.devtools.fakes.elevenlabs import FakeElevenLabs
-from bridge.devtools.fakes.flux import FakeFlux
-from bridge.devtools.fakes.openai import FakeOpenAI
+from devkit.fakes.deepgram import FakeDeepgram
+from devkit.fakes.elevenlabs import FakeElevenLabs
+from devkit.fakes.flux import FakeFlux
+from devkit.fakes.openai import FakeOpenAI
 
 DEEPGRAM_KEY = "dg-test-key-0123456789"
 OPENAI_KEY = "sk-test-key-0123456789"

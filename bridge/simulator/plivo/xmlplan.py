@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from bridge.devtools.plivo_sim import rules
+from bridge.simulator.plivo import rules
 
 
 class XmlError(ValueError):

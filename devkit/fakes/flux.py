@@ -35,8 +35,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bridge.devtools.fakes.control import Journal
-from bridge.devtools.fakes.energy import BLOCK_MS, EnergyBlocks, receive_or_idle_close
+from devkit.fakes.control import Journal
+from devkit.fakes.energy import BLOCK_MS, EnergyBlocks, receive_or_idle_close
 
 NOISE_MS = 80  # less voiced audio than this opens no turn
 UPDATE_EVERY_MS = 240  # Flux sends a TurnInfo about every 240 ms of audio

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.audio.g711 import encoder
-from bridge.devtools.pcap import write_rtp_pcap
+from bridge.simulator.pcap import write_rtp_pcap
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8}

@@ -1,8 +1,13 @@
 """An in-memory AudioLeg: a scripted caller on one side, the engine on the other, no sockets.
 
-Time comes from an injectable clock. ``step()`` is one 20 ms tick: one frame of agent audio
-is "sent" (recorded in ``sent``, with the same Started/Progress/Done accounting as the RTP
-leg) and one caller frame is delivered (queued caller audio or silence, plus an optional echo
+The sending side is the RTP leg's own: agent audio goes through ``bridge.media.playback.
+PlaybackQueue`` (framing, Started/Progress/Done, heard_ms) and the RTP leg's talkspurt rule (a
+talkspurt's first frame leaves when ``play()`` is called and takes the next tick's slot), so the
+driver tests and benches measure the real queue, not a copy. What differs from RtpLeg is only
+the I/O: frames are recorded in ``sent`` instead of sent as RTP, and the caller is a script.
+
+Time comes from an injectable clock. ``step()`` is one 20 ms tick: one frame of agent audio is
+"sent" and one caller frame is delivered (queued caller audio or silence, plus an optional echo
 of what the agent said a few frames before). Tests call ``run_for`` on a ManualClock; the
 realtime mode paces ``step()`` on the event loop, as the RTP leg's media clock does.
 """
@@ -16,32 +21,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bridge.conversation.clock import Clock, LoopClock, ManualClock
-from bridge.leg import (
-    FRAME_BYTES,
-    FRAME_MS,
-    AudioFrame,
-    DtmfDigit,
-    LegEnded,
-    LegEvent,
-    PlaybackDone,
-    PlaybackProgress,
-    PlaybackStarted,
-)
+from bridge.conversation.driver_clock import Clock, LoopClock
+from bridge.leg import FRAME_BYTES, FRAME_MS, AudioFrame, DtmfDigit, LegEnded, LegEvent
+from bridge.media.playback import PlaybackQueue
+from devkit.manual_clock import ManualClock
 
 _SILENCE = bytes(FRAME_BYTES)
 
 
 @dataclass(slots=True)
-class _Utt:
-    id: str
-    carry: bytes = b""
-    frames: int = 0
-    heard_samples: int = 0
-    started: bool = False
-    ended: bool = False
-    cancelled: bool = False
-    done: bool = False
+class _Run:
+    """``frames`` consecutive queued frames of one utterance."""
+
+    utterance_id: str
+    frames: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +68,15 @@ class MemoryLeg:
         self._events: asyncio.Queue[LegEvent] = asyncio.Queue()
         self._caller = bytearray()
         self._digits: deque[str] = deque()
-        self._items: deque[tuple[_Utt, bytes | None]] = deque()  # whole frames, None = end mark
-        self._utts: dict[str, _Utt] = {}
+        self._queue = PlaybackQueue(self._events.put_nowait, progress_every=progress_every)
+        # Whose frames the queue holds, in order. Counted from the queue's own queued_ms around
+        # each play()/end() (not re-cut here), so ``sent`` can name each frame's utterance.
+        self._owners: deque[_Run] = deque()
         self._echo: deque[bytes] = deque([_SILENCE] * echo_delay_frames, maxlen=max(1, echo_delay_frames))
-        self._progress_every = progress_every
         self._ended = False
         self._task: asyncio.Task[None] | None = None
-        # As the RTP leg: a talkspurt's first frame goes out when play() is called, taking the
-        # next tick's slot (that tick sends nothing).
+        # RtpLeg's talkspurt rule: a talkspurt's first frame goes out when play() is called,
+        # taking the next tick's slot (that tick sends nothing).
         self._talking = False
         self._early: bytes | None = None
         self._paused = False
@@ -115,8 +109,10 @@ class MemoryLeg:
         if self._early is not None:
             played, self._early = self._early, None
         else:
-            played = self._send_frame(t)
-            self._talking = played is not _SILENCE
+            # Paused (caller speech being judged): the queue waits, nothing of it is heard.
+            pcm = None if self._paused else self._next_frame(t)
+            self._talking = pcm is not None
+            played = _SILENCE if pcm is None else pcm
         self._echo.append(played)
         frame = bytes(self._caller[:FRAME_BYTES])
         del self._caller[:FRAME_BYTES]
@@ -169,31 +165,26 @@ class MemoryLeg:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    # -- playback accounting ------------------------------------------------------------------
-    def _send_frame(self, t: float) -> bytes:
-        if self._paused:
-            return _SILENCE
-        self._finish_ended(t)
-        if not self._items:
-            return _SILENCE
-        utt, pcm = self._items.popleft()
-        assert pcm is not None
-        utt.frames += 1
-        utt.heard_samples += len(pcm) // 2
-        self.sent.append(SentFrame(t, utt.id, pcm))
-        if not utt.started:
-            utt.started = True
-            self._events.put_nowait(PlaybackStarted(utt.id, t))
-        if utt.frames % self._progress_every == 0:
-            self._events.put_nowait(PlaybackProgress(utt.id, self.heard_ms(utt.id), t))
-        self._finish_ended(t)
-        return pcm + _SILENCE[len(pcm) :]
+    # -- sending (the RTP leg's queue) -------------------------------------------------------
+    def _next_frame(self, t: float) -> bytes | None:
+        pcm = self._queue.next_frame(t, True)
+        if pcm is None:
+            return None
+        owner = self._owners[0]
+        owner.frames -= 1
+        if owner.frames == 0:
+            self._owners.popleft()
+        self.sent.append(SentFrame(t, owner.utterance_id, pcm))
+        return pcm
 
-    def _finish_ended(self, t: float) -> None:
-        while self._items and self._items[0][1] is None:
-            utt = self._items.popleft()[0]
-            utt.done = True
-            self._events.put_nowait(PlaybackDone(utt.id, self.heard_ms(utt.id), t))
+    def _note_queued(self, utterance_id: str, before_ms: int) -> None:
+        frames = (self._queue.queued_ms - before_ms) // FRAME_MS
+        if frames <= 0:
+            return
+        if self._owners and self._owners[-1].utterance_id == utterance_id:
+            self._owners[-1].frames += frames
+        else:
+            self._owners.append(_Run(utterance_id, frames))
 
     # -- AudioLeg -----------------------------------------------------------------------------
     def events(self) -> AsyncIterator[LegEvent]:
@@ -206,61 +197,46 @@ class MemoryLeg:
             if isinstance(event, LegEnded):
                 return
 
-    def _utt(self, utterance_id: str) -> _Utt:
-        utt = self._utts.get(utterance_id)
-        if utt is None:
-            utt = self._utts[utterance_id] = _Utt(utterance_id)
-        return utt
-
     def play(self, utterance_id: str, pcm: bytes) -> None:
-        utt = self._utt(utterance_id)
-        if utt.cancelled or utt.ended or self._ended:
+        if self._ended:
             return
         self.first_queued.setdefault(utterance_id, self.clock.now())
-        idle = not self._talking and self._early is None and not self._items and not self._paused
-        data = utt.carry + pcm
-        full = len(data) // FRAME_BYTES * FRAME_BYTES
-        for i in range(0, full, FRAME_BYTES):
-            self._items.append((utt, data[i : i + FRAME_BYTES]))
-        utt.carry = data[full:]
-        if idle and self._items:
-            self._early = self._send_frame(self.clock.now())
-            self._talking = True
+        before = self._queue.queued_ms
+        idle = not self._talking and self._early is None and before == 0 and not self._paused
+        self._queue.play(utterance_id, pcm)
+        self._note_queued(utterance_id, before)
+        if idle:
+            early = self._next_frame(self.clock.now())
+            if early is not None:
+                self._talking = True
+                self._early = early
 
     def end_utterance(self, utterance_id: str) -> None:
-        utt = self._utt(utterance_id)
-        if utt.cancelled or utt.ended:
-            return
-        utt.ended = True
-        tail = utt.carry[: len(utt.carry) // 2 * 2]
-        utt.carry = b""
-        if tail:
-            self._items.append((utt, tail))
-        self._items.append((utt, None))
+        before = self._queue.queued_ms
+        self._queue.end(utterance_id)
+        self._note_queued(utterance_id, before)
 
     def clear(self) -> None:
         self._paused = False
         self.pauses.append((self.clock.now(), "clear"))
-        self._items.clear()
-        for utt in self._utts.values():
-            if not utt.done:
-                utt.cancelled = True
-                utt.carry = b""
+        self._queue.report_progress(self.clock.now())  # as RtpLeg: the exact position
+        self._queue.clear()
+        self._owners.clear()
 
     def pause(self) -> None:
         self._paused = True
         self.pauses.append((self.clock.now(), "pause"))
+        self._queue.report_progress(self.clock.now())
 
     def resume(self) -> None:
         self._paused = False
         self.pauses.append((self.clock.now(), "resume"))
 
     def heard_ms(self, utterance_id: str) -> int:
-        utt = self._utts.get(utterance_id)
-        return 0 if utt is None else utt.heard_samples // 8
+        return self._queue.heard_ms(utterance_id)
 
     def queued_ms(self) -> int:
-        return sum(1 for _, pcm in self._items if pcm is not None) * FRAME_MS
+        return self._queue.queued_ms
 
     async def send_dtmf(self, digits: str) -> None:
         self.dtmf_sent.append(digits)

@@ -6,7 +6,7 @@ The real vendor SDKs are pointed at it (see DESIGN.md, Wire notes: Cloud provide
 on the client side.
 """
 
-from bridge.devtools.fakes.control import Faults, Journal
-from bridge.devtools.fakes.server import FakeCloud
+from devkit.fakes.control import Faults, Journal
+from devkit.fakes.server import FakeCloud
 
 __all__ = ["FakeCloud", "Faults", "Journal"]

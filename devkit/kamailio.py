@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from bridge.devtools.procs import REPO, free_port
+from bridge.simulator.procs import REPO, free_port
 
 CONFIG = REPO / "deploy" / "kamailio" / "kamailio.cfg"
 DISPATCHER_LIST = REPO / "deploy" / "kamailio" / "dispatcher.list"

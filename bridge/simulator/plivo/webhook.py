@@ -8,7 +8,7 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from bridge.devtools.plivo_sim.signing import sign_v3
+from bridge.simulator.plivo.signing import sign_v3
 
 
 @dataclass(frozen=True, slots=True)

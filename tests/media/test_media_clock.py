@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from bridge.media.clock import _MAX_CATCH_UP, MediaClock, clock_for_loop
+from bridge.media.media_clock import _MAX_CATCH_UP, MediaClock, clock_for_loop
 from bridge.metrics import REGISTRY
 
 

@@ -32,8 +32,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bridge.devtools.fakes.control import Faults, Journal
-from bridge.devtools.fakes.energy import BLOCK_MS, EnergyBlocks, receive_or_idle_close
+from devkit.fakes.control import Faults, Journal
+from devkit.fakes.energy import BLOCK_MS, EnergyBlocks, receive_or_idle_close
 
 # Interim cadence. Deepgram documents no exact figure; its UtteranceEnd page ties that feature
 # to interims coming about every second (providers-documented.md). Tests use 300 ms (fast

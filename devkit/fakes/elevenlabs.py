@@ -23,8 +23,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bridge.devtools.fakes.control import Faults, Journal
-from bridge.devtools.fakes.tone import MS_PER_CHAR, ToneSource
+from devkit.fakes.control import Faults, Journal
+from devkit.fakes.tone import MS_PER_CHAR, ToneSource
 
 CHUNK_MS = 100  # pcm/ulaw/alaw reply chunk length
 MP3_CHUNK_BYTES = 800

@@ -28,9 +28,9 @@ from websockets.typing import Data
 
 from bridge.audio.g711 import pcm_to_ulaw, ulaw_to_pcm
 from bridge.audio.resample import StreamResampler, resample_all
-from bridge.devtools.plivo_sim.network import DelayedPipe, NetworkProfile
-from bridge.devtools.plivo_sim.rules import extra_headers_as_delivered
-from bridge.devtools.plivo_sim.signing import sign_v3
+from bridge.simulator.plivo.network import DelayedPipe, NetworkProfile
+from bridge.simulator.plivo.rules import extra_headers_as_delivered
+from bridge.simulator.plivo.signing import sign_v3
 
 _FORMATS = (("audio/x-mulaw", 8000), ("audio/x-l16", 8000), ("audio/x-l16", 16000))
 FRAME_S = 0.02

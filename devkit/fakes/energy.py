@@ -10,7 +10,7 @@ import numpy as np
 from aiohttp import WSMessage, web
 
 from bridge.audio.g711 import ulaw_to_pcm
-from bridge.devtools.fakes.control import Journal
+from devkit.fakes.control import Journal
 
 BLOCK_MS = 10
 VOICE_RMS = 500.0  # a block louder than this is "speech"

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.devtools.sipp import SCENARIOS, caller_pcap, free_udp_port, have_sipp, run_sipp
+from bridge.simulator.sipp import SCENARIOS, caller_pcap, free_udp_port, have_sipp, run_sipp
 
 UNTRUSTED_SOURCE = "127.0.0.2"  # what a test daemon trusting 127.0.0.1 alone does not trust
 TRUSTED_SOURCE = "127.0.0.1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bridge.media.playout import PlayoutBuffer
+from bridge.media.jitter_buffer import PlayoutBuffer
 
 FRAME = 160
 

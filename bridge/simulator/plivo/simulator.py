@@ -15,11 +15,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge.devtools.plivo_sim import rules, xmlplan
-from bridge.devtools.plivo_sim.network import NetworkProfile
-from bridge.devtools.plivo_sim.stream_client import PlivoStreamClient, StreamCallResult
-from bridge.devtools.plivo_sim.webhook import WebhookReply, post_webhook, sibling_url
 from bridge.privacy import mask_number
+from bridge.simulator.plivo import rules, xmlplan
+from bridge.simulator.plivo.network import NetworkProfile
+from bridge.simulator.plivo.stream_client import PlivoStreamClient, StreamCallResult
+from bridge.simulator.plivo.webhook import WebhookReply, post_webhook, sibling_url
 
 Printer = Callable[[str], None]
 
@@ -198,7 +198,7 @@ async def _status(spec: CallSpec, call: SimulatedCall, url: str, event: str, str
 
 
 async def _follow_dial(spec: CallSpec, call: SimulatedCall, plan: xmlplan.DialPlan, printer: Printer) -> None:
-    from bridge.devtools.plivo_sim.sip_call import TRUSTED_SOURCE, UNTRUSTED_SOURCE, SipAuth, place_sip_call
+    from bridge.simulator.plivo.sip_call import TRUSTED_SOURCE, UNTRUSTED_SOURCE, SipAuth, place_sip_call
 
     source = TRUSTED_SOURCE if spec.trusted_source else UNTRUSTED_SOURCE
     # Plivo answers a challenge only with credentials the <User> carries.

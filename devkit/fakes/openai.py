@@ -21,8 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.devtools.fakes.control import Faults, Journal
-from bridge.devtools.fakes.openai_rules import check_request
+from devkit.fakes.control import Faults, Journal
+from devkit.fakes.openai_rules import check_request
 
 REASONING_CHUNK_S = 0.05
 

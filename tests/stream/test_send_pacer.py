@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge.leg import LegEvent, PlaybackDone, PlaybackProgress, PlaybackStarted
-from bridge.stream.playout import Chunk, Playout
+from bridge.stream.send_pacer import Chunk, Playout
 
 MS = 16  # bytes per ms of s16le 8 kHz
 

@@ -4,7 +4,7 @@ clock), resume() sends it again with new checkpoints; every byte is heard once."
 from __future__ import annotations
 
 from bridge.leg import LegEvent, PlaybackDone
-from bridge.stream.playout import Chunk, Playout
+from bridge.stream.send_pacer import Chunk, Playout
 
 MS = 16  # bytes per ms of s16le 8 kHz
 

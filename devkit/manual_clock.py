@@ -1,27 +1,11 @@
-"""The engine's notion of time: the event loop's clock in the daemon, a manual one in tests."""
+"""A manual time source for the conversation driver (``bridge.conversation.driver_clock.Clock``):
+time moves only when a test or bench calls ``advance``, so timing is deterministic."""
 
 from __future__ import annotations
 
 import asyncio
 import heapq
 import itertools
-from typing import Protocol
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class LoopClock:
-    """The running event loop's monotonic clock (the same one the legs stamp events with)."""
-
-    def now(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 class ManualClock:
