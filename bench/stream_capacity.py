@@ -51,6 +51,7 @@ from voice_to_voice import (  # noqa: E402  (the same fakes, profile and figures
     warm_up,
 )
 
+from bridge.admission import Admission  # noqa: E402
 from bridge.callmodel import CallInfo  # noqa: E402
 from bridge.conversation import run_conversation  # noqa: E402
 from bridge.conversation.fallback import presynthesize  # noqa: E402
@@ -59,6 +60,7 @@ from bridge.leg import AudioLeg  # noqa: E402
 from bridge.providers.factory import build_providers  # noqa: E402
 from bridge.settings import Secrets, Settings  # noqa: E402
 from bridge.stream.server import StreamServer  # noqa: E402
+from bridge.supervisor import CallSupervisor  # noqa: E402
 from devkit.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the Deepgram SDK's websockets.legacy
@@ -112,7 +114,9 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
             await run_conversation(leg, providers, settings, transcript=capture, call_info=info,
                                    fallback_audio=fallback)
 
-        server = StreamServer(settings, Secrets(), converse)
+        # as the daemon wires it: one supervisor (capacity, drain, end of call) for the server
+        supervisor = CallSupervisor(converse, Admission(settings.sip.max_calls))
+        server = StreamServer(settings, Secrets(), supervisor)
         await server.start()
         silero = shared_silero()
         runs, windows = silero.runs, silero.windows
