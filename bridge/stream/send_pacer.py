@@ -4,8 +4,9 @@ playAudio, when, and what the caller has heard according to Plivo's playedStream
 Plivo buffers whatever it is sent, so we keep at most ``lead_ms`` of audio ahead of real time
 at Plivo (fast barge-in, never a burst of seconds). Each chunk carries audio of one utterance
 only and is followed by a checkpoint; playedStream(name) then says the caller heard everything
-up to that checkpoint, which is the only "heard" figure this transport can give (its
-granularity is ``chunk_ms``; after clearAudio we keep the last confirmed position).
+up to that checkpoint, the only "heard" figure Plivo gives (its granularity is ``chunk_ms``).
+A pause (clearAudio) reports the position by the pacing clock instead, a frame on the safe
+side: it is what the caller will have heard when the clearAudio lands.
 """
 
 from __future__ import annotations
@@ -126,7 +127,17 @@ class Playout:
         order: list[_Utterance] = []
         for mark in marks:
             utt = mark.utt
-            utt.heard_bytes = max(utt.heard_bytes, utt.sent_bytes)  # played, by the clock
+            if utt.sent_bytes > utt.heard_bytes:
+                # Played by the clock: Plivo starts a chunk a one-way delay after we sent it,
+                # and our clearAudio stops it a one-way delay after now, so the clock's
+                # position is what the caller will have heard, give or take the network's
+                # jitter. Reported now, as the RTP leg does, one frame more on the safe side
+                # (never words the caller did not hear): a confirmed barge-in cuts the history
+                # here, not at the last playedStream (up to a chunk and a round trip short).
+                confirmed, utt.heard_bytes = utt.heard_bytes, utt.sent_bytes
+                if not utt.cancelled:
+                    report = max(confirmed, utt.sent_bytes - margin) * 1000 // self._bytes_per_s
+                    self._emit(PlaybackProgress(utt.id, report, now))
             if utt.pending and not utt.cancelled and utt not in order:
                 order.append(utt)
         order += [u for u in self._order if u not in order]

@@ -3,7 +3,7 @@ clock), resume() sends it again with new checkpoints; every byte is heard once."
 
 from __future__ import annotations
 
-from bridge.leg import LegEvent, PlaybackDone
+from bridge.leg import LegEvent, PlaybackDone, PlaybackProgress
 from bridge.stream.send_pacer import Chunk, Playout
 
 MS = 16  # bytes per ms of s16le 8 kHz
@@ -65,3 +65,20 @@ def test_clear_while_paused_drops_everything() -> None:
     p.play("v", ramp(100))
     chunks = drain(p, 0.2)
     assert [c.utterance_id for c in chunks] == ["v"]
+
+
+def test_a_pause_reports_the_heard_position_at_once() -> None:
+    # the engine takes the heard position only from PlaybackProgress: without a report at the
+    # pause, a confirmed barge-in would cut the history at the last playedStream (up to a
+    # chunk and a round trip short of what the caller heard)
+    events: list[LegEvent] = []
+    p = Playout(events.append, chunk_ms=100, lead_ms=200)
+    p.play("u", ramp(600))
+    p.end("u", 0.0)
+    first = drain(p, 0.0)
+    p.played(first[0].checkpoint, 0.1)
+    assert p.pause(0.15)
+    progress = [e for e in events if isinstance(e, PlaybackProgress)]
+    # 130 ms by the clock (less the frame re-sent), a frame less again for network jitter
+    assert (progress[-1].heard_ms, progress[-1].t) == (110, 0.15)
+    assert p.heard_ms("u") == 130
