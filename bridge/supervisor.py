@@ -77,6 +77,7 @@ class Supervised:
         self.leg = leg
         self.info = info
         self.reason: str | None = None  # the call's one end reason (the first LegEnded's)
+        self.key: tuple[str, str] = (call.transport, info.call_id)  # set by supervise
         self._owner = owner
         self._started = time.monotonic()
         self._agent_task: asyncio.Task[None] | None = None
@@ -194,17 +195,23 @@ class CallSupervisor:
         self.admission.release()
 
     # -- calls ---------------------------------------------------------------------------
-    def supervise(self, call: TransportCall, leg: SupervisedLeg, info: CallInfo) -> Supervised:
-        """Own a call whose slot was taken: its CallUUID goes on its log lines from now on."""
+    def supervise(self, call: TransportCall, leg: SupervisedLeg, info: CallInfo,
+                  key: str | None = None) -> Supervised:
+        """Own a call whose slot was taken: its CallUUID goes on its log lines from now on.
+        ``key`` (default: the call id) must be unique among the transport's live calls: SIP
+        passes the dialog's (two INVITEs may share a Call-ID)."""
         callcontext.bind(info.call_id, info.plivo_headers.get(CALL_UUID, ""))
         sup = Supervised(self, call, leg, info)
-        self._calls[(call.transport, info.call_id)] = sup
+        sup.key = (call.transport, key or info.call_id)
+        if sup.key in self._calls:
+            raise RuntimeError(f"a {call.transport} call with key {sup.key[1]!r} is already supervised")
+        self._calls[sup.key] = sup
         self._idle.clear()
         CALLS_ACTIVE.labels(call.transport).inc()
         return sup
 
-    def get(self, transport: str, call_id: str) -> Supervised | None:
-        return self._calls.get((transport, call_id))
+    def get(self, transport: str, key: str) -> Supervised | None:
+        return self._calls.get((transport, key))
 
     def active(self, transport: str | None = None) -> int:
         if transport is None:
@@ -230,8 +237,9 @@ class CallSupervisor:
 
     def _forget(self, sup: Supervised, ended: LegEnded) -> None:
         call = sup.call
-        if self._calls.pop((call.transport, sup.call_id), None) is None:
-            return
+        if self._calls.get(sup.key) is not sup:
+            return  # already forgotten: its slot was released once
+        del self._calls[sup.key]
         self.admission.release()
         if not self._calls:
             self._idle.set()

@@ -67,7 +67,7 @@ class DaemonCallApp:
         self._rest = rest  # Plivo's REST API: transfers of calls from Plivo's XML application
         self._bind_host = bind_host
         self._ports = PortAllocator(settings.media.rtp_port_min, settings.media.rtp_port_max)
-        self._legs: dict[str, RtpLeg] = {}  # SIP Call-ID -> its leg, while supervised
+        self._legs: dict[str, RtpLeg] = {}  # dialog key -> its leg, while supervised
 
     # -- what the daemon reads ----------------------------------------------------------
     @property
@@ -115,9 +115,10 @@ class DaemonCallApp:
             except OSError as exc:
                 log.error("recording subject id unavailable (key file): %s", exc)
         call_id = call.info.call_id
-        self._legs[call_id] = leg
-        sup = self.supervisor.supervise(_SipDialog(call, leg), leg, call.info)
-        sup.on_done(lambda: self._forget(call_id))
+        key = _dialog_key(call)  # not the Call-ID alone: two INVITEs may share one
+        self._legs[key] = leg
+        sup = self.supervisor.supervise(_SipDialog(call, leg), leg, call.info, key=key)
+        sup.on_done(lambda: self._forget(key, leg))
         log.info(
             "call setup",
             extra={
@@ -151,9 +152,15 @@ class DaemonCallApp:
         if sup is not None:
             sup.peer_ended(reason)  # a no-op when the supervisor ended it (its BYE)
 
-    def _forget(self, call_id: str) -> None:
-        self._legs.pop(call_id, None)
+    def _forget(self, key: str, leg: RtpLeg) -> None:
+        if self._legs.get(key) is leg:
+            del self._legs[key]
 
     def _find(self, call: SipCall) -> tuple[Supervised | None, RtpLeg | None]:
-        call_id = call.info.call_id
-        return self.supervisor.get("sip", call_id), self._legs.get(call_id)
+        key = _dialog_key(call)
+        return self.supervisor.get("sip", key), self._legs.get(key)
+
+
+def _dialog_key(call: SipCall) -> str:
+    """One SIP call among the live ones: its Call-ID and our To tag (RFC 3261 §12)."""
+    return f"{call.info.call_id};{call.local_tag}"

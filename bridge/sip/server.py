@@ -32,7 +32,7 @@ from bridge.sip.call import SipCall
 from bridge.sip.context import Addresses, SipContext
 from bridge.sip.dialog import Dialogs
 from bridge.sip.responses import Responder, method_label
-from bridge.sip.server_tx import Outgoing, ServerTransactions, TxKey
+from bridge.sip.server_tx import InviteState, NonInviteState, Outgoing, ServerTransactions, TxKey
 from bridge.sip.transactions import TransactionLayer
 from bridge.sip.transport import Peer, SipTransport
 from bridge.sip.trust import TrustPolicy
@@ -40,6 +40,10 @@ from bridge.sip.uas import Uas, refuse_extensions
 from bridge.sip.wire import BadMessage, cseq_of, parse_message, response_destination, tag_of, top_via
 
 log = logging.getLogger(__name__)
+
+
+# a server transaction that has not sent its final response yet
+_AWAITING_FINAL = (InviteState.PROCEEDING, NonInviteState.TRYING, NonInviteState.PROCEEDING)
 
 
 def _tx_key(req: SipRequest, method: str) -> TxKey:
@@ -219,9 +223,23 @@ class SipServer:
         except BadMessage as exc:
             SIP_DROPPED.labels("malformed").inc()
             if exc.status and msg.method != "ACK":
-                self._ctx.responder.reply_stateless(msg, peer, exc.status, exc.reason)
+                self._refuse(msg, peer, exc)
         finally:
             self._rearm()
+
+    def _refuse(self, req: SipRequest, peer: Peer, exc: BadMessage) -> None:
+        """A request found bad after its transaction was made (e.g. an INVITE without a usable
+        Contact) is answered through it, so a retransmission gets the same answer again (the
+        caller does not hang for 64*T1 if the first one is lost); otherwise statelessly."""
+        try:
+            tx = self._ctx.txs.find(_tx_key(req, req.method.upper()))
+        except (BadMessage, IndexError, ValueError):
+            tx = None
+        if tx is None or tx.state not in _AWAITING_FINAL:
+            self._ctx.responder.reply_stateless(req, peer, exc.status, exc.reason)
+            return
+        warning = {"Warning": f'399 voice-bridge "{exc.reason[:100]}"'} if exc.status == 400 else None
+        self._ctx.responder.respond(tx, exc.status, headers=warning)
 
     def _on_response(self, resp: SipResponse) -> None:
         try:

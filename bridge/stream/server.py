@@ -207,6 +207,9 @@ class StreamServer:
                     raise _Refused(1008, "bad or missing stream token")
                 if not self._tokens.claim(token):
                     raise _Refused(1008, "stream token already used")
+            if self.supervisor.get("stream", start.call_id) is not None:
+                # a second stream for a live call (no token to tell them apart): the first keeps it
+                raise _Refused(1008, "a stream for this call is already live")
         except _Refused as exc:
             self.refused += 1
             log.warning("stream refused: %s", exc.reason, extra={"remote": source[0]})

@@ -304,3 +304,15 @@ async def test_hung_up_while_binding_media_the_invite_still_gets_a_final_503() -
         assert [m.status_code for m in sent if isinstance(m, SipResponse)] == [503]
         assert sent[0].get_header("retry-after") == "5"
         assert uas.app.events == [("ended", "shutdown")]
+
+
+async def test_an_invite_refused_as_bad_gets_the_same_400_when_retransmitted() -> None:
+    # the 400 goes through the INVITE's transaction: if it is lost, the retransmission gets it
+    # again (and Timer G resends it) instead of silence until the caller's 64*T1
+    no_contact = b"\r\n".join(line for line in invite(7).split(b"\r\n") if not line.startswith(b"Contact:"))
+    async with Uas() as uas:
+        await uas.feed(no_contact)
+        assert 400 in uas.taken_codes()
+        await uas.feed(no_contact)
+        assert 400 in uas.taken_codes()
+        assert uas.app.calls == []  # no call was set up
