@@ -2,7 +2,7 @@
 voice is not speech for the engine: it opens no turn and no barge-in, and inside a turn it
 does not keep the turn from ending.
 
-Levels are short windows (100 ms of frame power), not single frames: a TV's loud syllables
+Levels are short windows (200 ms of frame power), not single frames: a TV's loud syllables
 stand ~12 dB above the median of its frames, and one such frame used to open a turn.
 
 The caller's level is learnt from their own confirmed turns (the 90th percentile of the
@@ -48,7 +48,7 @@ class LevelGate:
         return self._below_db > 0
 
     def level_db(self) -> float:
-        """The level of the last 100 ms, dB re an RMS of 1 (0 dBFS is FULL_SCALE_DB)."""
+        """The level of the last 200 ms, dB re an RMS of 1 (0 dBFS is FULL_SCALE_DB)."""
         return _db(sum(self._window) / len(self._window)) if self._window else -math.inf
 
     def threshold_db(self, in_turn: bool) -> float:

@@ -14,9 +14,10 @@ INVITE (§17.2.1, with RFC 6026's Accepted state for 2xx):
 non-INVITE (§17.2.2):
     TRYING --1xx--> PROCEEDING --final--> COMPLETED (Timer J = 64*T1) --> TERMINATED
 
-Over TCP the RFC sets Timer I and J to 0. We keep absorbing for the same windows as over UDP:
-a stateless proxy may forward a UDP caller's retransmission to us over TCP, and the answer
-must then be the same one, not a second call or a 481.
+Over TCP the RFC sets Timer I and J to 0. We keep Timer J's window as over UDP: a stateless
+proxy may forward a UDP caller's retransmission to us over TCP, and the answer must then be
+the same one, not a 481. Timer I stays 0 over TCP, as the RFC says (the transaction ends at
+the ACK).
 """
 
 from __future__ import annotations
