@@ -167,8 +167,9 @@ class Dialogs:
         self._ctx.uac_acks.pop(call.info.call_id, None)
         if call.prepared:
             self._ctx.app.ended(call, reason)
-        log.info("call ended", extra={"call_id": call.info.call_id, "reason": reason,
-                                      "from": mask_phone_numbers(call.info.from_uri)})
+        # "call ended" (one line a call, both transports) is the supervisor's
+        log.info("dialog ended", extra={"call_id": call.info.call_id, "reason": reason,
+                                        "from": mask_phone_numbers(call.info.from_uri)})
 
     async def hangup(self, call: SipCall, reason: str) -> None:
         if call.state == "ended":

@@ -27,6 +27,8 @@ async def _warm(tts: object) -> None:
         await warmup()
     except ProviderError as exc:
         log.warning("tts warm-up failed: %s", exc)
+    except Exception as exc:  # best effort: the first reply connects anyway; never an unread task error
+        log.warning("tts warm-up failed: %s", type(exc).__name__)
 
 
 def warm_on_call(tts: Sequence[object], enabled: bool) -> None:
