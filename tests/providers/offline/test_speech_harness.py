@@ -14,7 +14,7 @@ async def test_caller_audio_does_not_depend_on_what_was_spoken_before() -> None:
     tts = EspeakTTS("en-us+klatt", 165)
     spoken = await speech.heard(tts.synthesize(speech.chunks("Hello there. " * 3)))
     assert spoken  # the process's engine has moved on
-    again = await speech.heard(tts.synthesize(speech.chunks(line)))
-    assert again != first  # the in-process engine gives another version of the same line...
+    # the in-process engine may now give another version of the same line (it usually does,
+    # not always: no assertion on it, that would be a coin toss); the harness never does
     speech._spoken.clear()
-    assert await speech.say(line) == first  # ...the harness does not
+    assert await speech.say(line) == first
