@@ -143,7 +143,8 @@ class Front(Kamailio):
         return out.stdout + out.stderr
 
     def destinations(self) -> dict[int, str]:
-        """SIP port of each daemon -> its dispatcher flags ('AP' active+probing, 'IP' inactive...)."""
+        """SIP port of each daemon -> its dispatcher flags ('AP' active+probing, 'IP' inactive...).
+        Daemons on different addresses must have different ports (free_port gives that)."""
         out: dict[int, str] = {}
         port = None
         for line in self.rpc("dispatcher.list").splitlines():
@@ -155,9 +156,17 @@ class Front(Kamailio):
         return out
 
 
-def dispatcher_list(sip_ports: list[int], maxload: int = 0) -> str:
+Destination = int | tuple[str, int]  # a daemon's SIP port on 127.0.0.1, or (address, port)
+
+
+def _host_port(dest: Destination) -> str:
+    host, port = dest if isinstance(dest, tuple) else ("127.0.0.1", dest)
+    return f"{host}:{port}"
+
+
+def dispatcher_list(sip_ports: Sequence[Destination], maxload: int = 0) -> str:
     return "".join(
-        f"1 sip:127.0.0.1:{p} 8 0 duid=bridge-{i};maxload={maxload}\n" for i, p in enumerate(sip_ports, 1)
+        f"1 sip:{_host_port(d)} 8 0 duid=bridge-{i};maxload={maxload}\n" for i, d in enumerate(sip_ports, 1)
     )
 
 
@@ -184,7 +193,7 @@ def options_answered(port: int, timeout: float = 0.5) -> bool:
 @contextlib.contextmanager
 def run_front(
     workdir: Path,
-    sip_ports: list[int],
+    sip_ports: Sequence[Destination],
     *,
     probe_interval_s: int = 1,
     fr_timer_ms: int = 2000,
@@ -193,7 +202,8 @@ def run_front(
     children: int = 1,
     ready_timeout: float = 20.0,
 ) -> Iterator[Front]:
-    """Kamailio with the shipped configuration in front of the daemons on ``sip_ports``.
+    """Kamailio with the shipped configuration in front of the daemons on ``sip_ports`` (a
+    port on 127.0.0.1, or (address, port): a daemon on another address, as on another host).
 
     One worker by default: replies then leave in the order they came (with several workers a
     180 may overtake its 200, which SIPp counts as a failed call although a real UA would not)."""

@@ -132,10 +132,11 @@ class Daemon:
     http_port: int
     rtp_range: tuple[int, int]
     log_lines: list[str] = field(default_factory=list)
+    host: str = "127.0.0.1"  # SIP, RTP and HTTP are bound here
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     def logs(self) -> str:
         return "\n".join(self.log_lines)
@@ -150,7 +151,11 @@ def run_daemon(
     agent: str = "echo",
     ready_timeout: float = 30.0,
     rtp_ports: int = 40,
+    host: str = "127.0.0.1",
 ) -> Iterator[Daemon]:
+    """The daemon on ``host`` (another loopback address, e.g. 127.0.0.2, stands in for a
+    daemon on another machine); its ports are chosen free on 127.0.0.1, which on loopback
+    is almost always free on the other address too."""
     cfg = tmp / "daemon.toml"
     cfg.write_text(config or "")
     sip_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
@@ -161,11 +166,11 @@ def run_daemon(
         "--config",
         str(cfg),
         "--sip-listen",
-        f"127.0.0.1:{sip_port}",
+        f"{host}:{sip_port}",
         "--rtp-ports",
         f"{lo}-{hi}",
         "--http-listen",
-        f"127.0.0.1:{http_port}",
+        f"{host}:{http_port}",
         "--agent",
         agent,
         *extra,
@@ -181,7 +186,7 @@ def run_daemon(
         **(env or {}),
     }
     with started_process(cmd, full_env, "READY ", ready_timeout, "daemon") as started:
-        yield Daemon(started.proc, sip_port, http_port, (lo, hi), started.log_lines)
+        yield Daemon(started.proc, sip_port, http_port, (lo, hi), started.log_lines, host)
 
 
 @contextlib.contextmanager
