@@ -62,6 +62,13 @@ class AckWaits:
     def cancel(self, key: DialogKey) -> None:
         self._waits.pop(key, None)
 
+    def hurry(self, key: DialogKey, give_up_at: float) -> None:
+        """Give up on this ACK by ``give_up_at`` at the latest (shutdown: the 2xx is still
+        resent until then)."""
+        w = self._waits.get(key)
+        if w is not None and give_up_at < w.give_up_at:
+            w.give_up_at = self._at(key, give_up_at)
+
     def next_deadline(self) -> float | None:
         while self._due and self._stale(*self._due[0][::2]):
             heapq.heappop(self._due)

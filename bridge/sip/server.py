@@ -16,6 +16,7 @@ and a recording transport (tests/sip/uas_harness.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -68,6 +69,8 @@ class SipServer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopped = False
+        self._task_ended = asyncio.Event()
         self.tx = TransactionLayer(self._transport.send, t1)  # client transactions
         self.trust = TrustPolicy(settings.trust, secrets.optional("sip_inbound_password"))
         txs = ServerTransactions(t1)
@@ -126,8 +129,33 @@ class SipServer:
     def call_count(self) -> int:
         return len(self._ctx.calls)
 
-    async def stop(self) -> None:
-        for call in list(self._ctx.calls.values()):
+    async def stop(self, ack_wait_s: float | None = None, bye_wait_s: float | None = None) -> None:
+        """Hang up every dialog before the sockets close, then close them.
+
+        A confirmed dialog gets a BYE now. One whose 2xx is out but not yet ACKed (answered
+        just as shutdown began) gets its BYE when the ACK comes (§15: not before it), the 2xx
+        still resent meanwhile; if no ACK comes within ``ack_wait_s`` (default 8*T1, 4 s),
+        the BYE goes anyway: the caller has our 200 and believes it is in a call, and a BYE
+        sooner than 64*T1 beats leaving it in silence. The BYE transactions get
+        ``bye_wait_s`` (default 4*T1: two UDP retransmissions) to be answered; new INVITEs
+        are refused (503) meanwhile."""
+        if self._stopped:
+            return
+        ctx, t1 = self._ctx, self._s.t1_ms / 1000
+        ctx.draining = True
+        give_up_at = self._clock() + (8 * t1 if ack_wait_s is None else ack_wait_s)
+        for call in list(ctx.calls.values()):
+            if call.state == "confirmed":
+                self._spawn(self.dialogs.bye(call, "shutdown"), f"bye-{call.info.call_id}")
+            elif call.key in ctx.acks:
+                call.pending_hangup = call.pending_hangup or "shutdown"
+                ctx.acks.hurry(call.key, give_up_at)  # its expiry sends the BYE (ack_expired)
+            else:
+                self.dialogs.end(call, "shutdown")  # not answered yet: _answer sends the 503
+        self._rearm()
+        await self._settle(give_up_at, 4 * t1 if bye_wait_s is None else bye_wait_s)
+        self._stopped = True
+        for call in list(ctx.calls.values()):  # its ACK wait outlived the bound (a test's clock)
             self.dialogs.end(call, "shutdown")
         for task in list(self._tasks):
             task.cancel()
@@ -141,6 +169,19 @@ class SipServer:
         await self.tx.close()
         await self._transport.stop()
 
+    async def _settle(self, give_up_at: float, bye_wait_s: float) -> None:
+        """Until no dialog is left and our BYEs are answered, bounded: the ACK wait (on the
+        server's clock, whose timer sends the BYEs) and then ``bye_wait_s``."""
+        loop = asyncio.get_running_loop()
+        ack_wait = max(0.0, give_up_at - self._clock())
+        deadline = loop.time() + ack_wait + bye_wait_s + 0.5
+        while (self._ctx.calls or any(t.get_name().startswith("bye-") for t in self._tasks)) \
+                and loop.time() < deadline:
+            # a task ending (a BYE answered) wakes us; a dialog the peer ends has no task: look again
+            self._task_ended.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._task_ended.wait(), 0.05)
+
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
@@ -148,6 +189,7 @@ class SipServer:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
+        self._task_ended.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("SIP task failed", exc_info=task.exception())
 

@@ -316,3 +316,47 @@ async def test_an_invite_refused_as_bad_gets_the_same_400_when_retransmitted() -
         await uas.feed(no_contact)
         assert 400 in uas.taken_codes()
         assert uas.app.calls == []  # no call was set up
+
+
+# -- shutdown: every dialog gets its BYE before the sockets close ---------------------------------
+async def test_a_call_answered_as_shutdown_begins_gets_its_bye_when_the_late_ack_comes() -> None:
+    async with Uas() as uas:
+        ok = await _answered(uas)
+        await uas.app.calls[0].hangup("drain")  # the daemon's drain ran out before the ACK came
+        stopping = asyncio.create_task(uas.server.stop())
+        await uas.advance(0.6)
+        assert uas.taken_codes() == [200]  # still resent: the sockets stay up for the ACK
+        await uas.feed(request("ACK", to_tag=to_tag_of(ok), branch="z9hG4bK-ack-1"))
+        bye = _requests(uas.take(), "BYE")
+        assert len(bye) == 1 and bye[0].call_id == CALL_ID
+        await uas.feed(response_to(bye[0]))
+        await asyncio.wait_for(stopping, 5.0)
+        assert uas.server.call_count == 0
+
+
+async def test_at_shutdown_a_2xx_never_acked_gets_a_bye_after_8_t1_not_64_t1() -> None:
+    async with Uas() as uas:
+        await _answered(uas)
+        stopping = asyncio.create_task(uas.server.stop())
+        await uas.advance(3.9)
+        assert set(uas.taken_codes()) == {200}  # resent at 0.5, 1.5, 3.5 s; no BYE yet (§15)
+        await uas.advance(0.2)
+        bye = _requests(uas.take(), "BYE")
+        assert len(bye) == 1 and bye[0].call_id == CALL_ID
+        await uas.feed(response_to(bye[0]))
+        await asyncio.wait_for(stopping, 5.0)
+        assert ("ended", "ack-timeout") in uas.app.events
+
+
+async def test_at_shutdown_a_confirmed_call_gets_a_bye_and_new_invites_get_503() -> None:
+    async with Uas() as uas:
+        await _established(uas)
+        stopping = asyncio.create_task(uas.server.stop())
+        await uas.advance(0)
+        bye = _requests(uas.take(), "BYE")
+        assert len(bye) == 1 and bye[0].call_id == CALL_ID
+        await uas.feed(invite(2))
+        assert uas.taken_codes() == [503]
+        await uas.feed(response_to(bye[0]))
+        await asyncio.wait_for(stopping, 5.0)
+        assert ("ended", "shutdown") in uas.app.events

@@ -152,7 +152,27 @@ class Uas:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.server.stop()
+        await self.stop()
+
+    async def stop(self) -> None:
+        """SipServer.stop as the daemon runs it: meanwhile the fake clock moves (a 2xx still
+        unACKed ends at stop's bound) and the caller answers our BYEs; what else was sent
+        stays in ``wire.sent``."""
+        stopping = asyncio.create_task(self.server.stop())
+        answered = len(self.wire.sent)
+        for _ in range(1000):  # bounded; our BYE transactions resend on the real clock (T1)
+            await settle()
+            if stopping.done():
+                break
+            for sent in self.wire.sent[answered:]:
+                if sent.data.startswith(b"BYE "):
+                    message = sent.message
+                    assert isinstance(message, SipRequest)
+                    self.server.receive(response_to(message), CALLER)
+            answered = len(self.wire.sent)
+            await self.advance(0.1)
+            await asyncio.sleep(0.01)
+        await stopping
 
     async def feed(self, data: bytes, peer: Peer = CALLER) -> None:
         self.server.receive(data, peer)
