@@ -113,17 +113,18 @@ class FakeApp:
 
 def request(method: str, *, n: int = 1, branch: str | None = None, cseq: int = 1, to_tag: str = "",
             call_id: str | None = None, body: str = "", extra: tuple[str, ...] = (),
-            cseq_method: str | None = None) -> bytes:
-    """A request from CALLER; the same `n` means the same call (Call-ID, From tag)."""
+            cseq_method: str | None = None, port: int = CALLER.addr[1]) -> bytes:
+    """A request from CALLER (or 127.0.0.1:``port``); the same `n` means the same call
+    (Call-ID, From tag)."""
     lines = [
         f"{method} sip:agent@127.0.0.1:{PORT} SIP/2.0",
-        f"Via: SIP/2.0/UDP 127.0.0.1:{CALLER.addr[1]};branch={branch or f'z9hG4bK-{method}-{n}'};rport",
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch={branch or f'z9hG4bK-{method}-{n}'};rport",
         "Max-Forwards: 70",
         f"From: <sip:+14155550100@127.0.0.1>;tag=caller{n}",
         f"To: <sip:agent@127.0.0.1>{';tag=' + to_tag if to_tag else ''}",
         f"Call-ID: {call_id or f'call-{n}@127.0.0.1'}",
         f"CSeq: {cseq} {cseq_method or method}",
-        f"Contact: <sip:caller@127.0.0.1:{CALLER.addr[1]}>",
+        f"Contact: <sip:caller@127.0.0.1:{port}>",
         *extra,
     ]
     if body:
@@ -132,8 +133,8 @@ def request(method: str, *, n: int = 1, branch: str | None = None, cseq: int = 1
     return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
 
 
-def invite(n: int = 1, *, sdp: bool = True, branch: str | None = None) -> bytes:
-    return request("INVITE", n=n, branch=branch, body=SDP if sdp else "")
+def invite(n: int = 1, *, sdp: bool = True, branch: str | None = None, port: int = CALLER.addr[1]) -> bytes:
+    return request("INVITE", n=n, branch=branch, body=SDP if sdp else "", port=port)
 
 
 class Uas:
