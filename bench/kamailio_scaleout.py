@@ -81,6 +81,7 @@ class Sampler:
         self.samples: list[tuple[float, list[float]]] = []
         self.rss_peak = [0.0] * len(daemons)
         self.lag_max = [0.0] * len(daemons)
+        self.health_timeouts = [0] * len(daemons)
         self.idle_rss = [rss_mib(d.proc.pid) for d in daemons]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -100,7 +101,12 @@ class Sampler:
             self.samples.append((time.monotonic(), [cpu_seconds(d.proc.pid) for d in self.daemons]))
             for i, d in enumerate(self.daemons):
                 self.rss_peak[i] = max(self.rss_peak[i], rss_mib(d.proc.pid))
-                self.lag_max[i] = max(self.lag_max[i], float(_health(d)["load"]["loop_lag_max_ms"]))
+                try:
+                    lag = float(_health(d)["load"]["loop_lag_max_ms"])
+                except OSError:  # no answer in 5 s (a timeout is an OSError): the loop is that late
+                    self.health_timeouts[i] += 1
+                    lag = 5000.0
+                self.lag_max[i] = max(self.lag_max[i], lag)
             self._stop.wait(0.5)
 
     def cpu_pct(self, since_s: float, until_s: float) -> list[float]:
@@ -116,7 +122,7 @@ class Sampler:
             {"calls": calls[i], "cpu_pct_of_core": cpu[i], "rss_peak_mib": round(self.rss_peak[i], 1),
              "rss_per_call_mib":
                  round((self.rss_peak[i] - self.idle_rss[i]) / calls[i], 3) if calls[i] else None,
-             "loop_lag_max_ms": self.lag_max[i]}
+             "loop_lag_max_ms": self.lag_max[i], "healthz_timeouts": self.health_timeouts[i]}
             for i in range(len(self.daemons))
         ]  # fmt: skip
 

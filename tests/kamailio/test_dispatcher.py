@@ -180,3 +180,22 @@ def _options(port: int, lport: int, n: int) -> bytes:
             f"From: <sip:flood@127.0.0.1>;tag=f{n}\r\nTo: <sip:127.0.0.1:{port}>\r\n"
             f"Call-ID: flood-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
             "Content-Length: 0\r\n\r\n").encode()
+
+
+def test_a_daemon_on_another_address_takes_calls_as_one_on_another_host_would(tmp_path: Path) -> None:
+    # 127.0.0.2 stands in for another machine (same kernel and VM: not a second host): the
+    # dispatcher list names it by address, its OPTIONS probes find it up, and calls routed
+    # there complete (its SDP and Contact carry 127.0.0.2; the caller's ACK/BYE follow the
+    # Record-Route through the front).
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with run_daemon(tmp_path / "a", rtp_ports=60) as a, \
+            run_daemon(tmp_path / "b", rtp_ports=60, host="127.0.0.2") as b, \
+            run_front(tmp_path / "k", [(a.host, a.sip_port), (b.host, b.sip_port)],
+                      probe_interval_s=PROBE_S) as front:
+        assert f"sip:127.0.0.2:{b.sip_port}" in front.rpc("dispatcher.list")
+        assert wait_for(lambda: _both_active(front, a, b), 10), front.rpc("dispatcher.list")
+        ok, failed, out = _finish(_sipp(front, tmp_path, calls=10, rate=10, hold_ms=1000))
+        assert (ok, failed) == (10, 0), out[-3000:]
+        assert wait_for(lambda: _calls_done(a) + _calls_done(b) == 10, 10)
+        assert _calls_done(b) >= 3, (_calls_done(a), _calls_done(b))  # fewest calls in progress first
