@@ -120,21 +120,30 @@ def wire_figures(pcap: Path, spans: dict[int, list[tuple[float, float]]]) -> dic
     for (caller_port, _daemon_port), c in calls.items():
         if not c["in"]:
             continue
-        # SIPp paces the pcap: packet n of the caller's audio leaves at base + n * 20 ms
+        # packet n of the caller's audio carries its samples from n * 20 ms: when it left SIPp
+        # is on the capture (one tcpdump missed: the next one's time less 20 ms a packet)
         seq0 = c["in"][0][1]
-        base = float(np.median([t - ((s - seq0) & 0xFFFF) * 0.02 for t, s in c["in"]]))
+        sent = {(s - seq0) & 0xFFFF: t for t, s in c["in"]}
+        indexes = sorted(sent)
+
+        def left_at(at_s: float, sent: dict[int, float] = sent, indexes: list[int] = indexes) -> float:
+            n = math.ceil(at_s / 0.02)
+            later = indexes[min(len(indexes) - 1, int(np.searchsorted(indexes, n)))]
+            return sent[later] - (later - n) * 0.02
         agent = [t for t, payload in c["out"]
                  if np.abs(np.frombuffer(decode(payload), dtype="<i2").astype(np.int32)).max() > VOICED]
         qs = spans[caller_port]
-        if not [t for t in agent if t < base + qs[0][0]]:
+        first_question = left_at(qs[0][0])
+        if not [t for t in agent if t < first_question]:
             no_greeting += 1
-        elif _burst_end(agent) > base + qs[0][0]:
+        elif _burst_end(agent) > first_question:
             overlapped += 1  # the greeting was still playing when the first question began
         for _start, end in qs:
-            reply = [t for t in agent if base + end < t < base + end + REPLY_WINDOW_S]
+            spoken = left_at(end)
+            reply = [t for t in agent if spoken < t < spoken + REPLY_WINDOW_S]
             if reply:
                 heard += 1
-                v2v.append((reply[0] - (base + end)) * 1000)
+                v2v.append((reply[0] - spoken) * 1000)
     return {"calls_seen": len(calls), "replies_heard": heard,
             "voice_to_voice_ms": {"p50": pct(v2v, 0.5), "p95": pct(v2v, 0.95), "max": pct(v2v, 1.0)},
             "calls_question_over_greeting": overlapped, "calls_without_greeting_before_question": no_greeting}
