@@ -177,6 +177,10 @@ class Uas:
         ctx, respond = self._ctx, self._ctx.responder.respond
         try:
             host, port = await ctx.app.prepare(call)
+        except asyncio.CancelledError:  # SIP stopping: every INVITE still gets a final answer
+            if not tx.final_code:
+                respond(tx, 503, to_tag=call.local_tag, headers=self._retry_later())
+            raise
         except Exception as exc:  # ports exhausted, socket errors: refuse, don't crash
             log.warning("call setup failed: %s", exc, extra={"call_id": call.info.call_id})
             ctx.calls.pop(call.key, None)

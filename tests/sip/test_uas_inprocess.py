@@ -360,3 +360,12 @@ async def test_at_shutdown_a_confirmed_call_gets_a_bye_and_new_invites_get_503()
         await uas.feed(response_to(bye[0]))
         await asyncio.wait_for(stopping, 5.0)
         assert ("ended", "shutdown") in uas.app.events
+
+
+async def test_at_shutdown_an_invite_still_binding_media_gets_a_final_503() -> None:
+    async with Uas() as uas:
+        uas.app.hold_prepare = asyncio.Event()  # never set: the media binding outlasts SIP
+        await uas.feed(invite())
+        assert uas.taken_codes() == [100]
+        await uas.stop()
+        assert uas.taken_codes() == [503]
