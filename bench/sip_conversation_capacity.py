@@ -298,6 +298,11 @@ def run_once(args: argparse.Namespace, n_daemons: int, calls: int, url: str, fak
             for workdir, _ in commands:
                 counters.update(sipp_counters(workdir))
             wire = wire_figures(tmp / "rtp.pcap", spans) if args.capture else None
+            if args.keep:
+                import shutil
+
+                shutil.copytree(tmp, args.keep / f"d{n_daemons}-c{calls}", dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("kamailio-run"))
     ok, failed = counters.get("SuccessfulCall", 0), counters.get("FailedCall", 0)
     cpu = sampler.cpu_pct(args.ramp_s + 2, call_s - 2)  # every call up (the ramp is over)
     figures = daemon_figures(texts)
@@ -348,6 +353,7 @@ def main() -> int:
     ap.add_argument("--hosts", nargs="+", help="address of daemon 1, 2.. (e.g. 127.0.0.1 127.0.0.2)")
     ap.add_argument("--no-capture", dest="capture", action="store_false",
                     help="no tcpdump (needs root): no voice-to-voice as the caller hears it")
+    ap.add_argument("--keep", type=Path, help="copy each run's capture, SIPp files and scenarios here")
     args = ap.parse_args()
     import json
 
