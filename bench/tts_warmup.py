@@ -129,48 +129,47 @@ async def trial(kind: str, url: str, warm: bool) -> float:
         await tts.aclose()
 
 
-async def greeting(rtts_ms: list[float], answers_ms: list[float], pools: list[str],
-                   n: int) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
+async def behind_relays(rtts_ms: list[float]) -> AsyncIterator[tuple[float, str]]:
+    """(rtt, url): the fake ElevenLabs behind a relay with each RTT in turn."""
     async with FakeCloud() as cloud:
         cloud.elevenlabs.faults.first_byte_delay_s = TTS_FIRST_BYTE_S
         cloud.elevenlabs.ws_faults.first_byte_delay_s = TTS_FIRST_BYTE_S
         port = int(cloud.http_url.rsplit(":", 1)[1].split("/")[0])
         for rtt in rtts_ms:
             async with Relay(port, rtt / 1000) as relay:
-                url = f"http://127.0.0.1:{relay.port}"
-                for kind in ("elevenlabs", "elevenlabs-ws"):
-                    for pool, answer in [(p, a) for p in pools for a in answers_ms]:
-                        row: dict[str, object] = {"tts": kind, "rtt_ms": rtt, "pool": pool,
-                                                  "answer_ms": answer}
-                        for warm_at in ("none", "answer", "offer"):
-                            times = sorted([
-                                1000 * await greeting_trial(kind, url, warm_at, answer / 1000, pool)
-                                for _ in range(n)])
-                            row[f"warm_at_{warm_at}"] = {
-                                "p50": round(statistics.median(times), 1), "max": round(times[-1], 1)}
-                        rows.append(row)
-                        print(json.dumps(row), flush=True)
+                yield rtt, f"http://127.0.0.1:{relay.port}"
+
+
+def stats(times: list[float]) -> dict[str, float]:
+    return {"p50": round(statistics.median(times), 1), "max": round(max(times), 1)}
+
+
+async def greeting(rtts_ms: list[float], answers_ms: list[float], pools: list[str],
+                   n: int) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    async for rtt, url in behind_relays(rtts_ms):
+        for kind in ("elevenlabs", "elevenlabs-ws"):
+            for pool, answer in [(p, a) for p in pools for a in answers_ms]:
+                row: dict[str, object] = {"tts": kind, "rtt_ms": rtt, "pool": pool, "answer_ms": answer}
+                for warm_at in ("none", "answer", "offer"):
+                    row[f"warm_at_{warm_at}"] = stats([
+                        1000 * await greeting_trial(kind, url, warm_at, answer / 1000, pool)
+                        for _ in range(n)])
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     return rows
 
 
 async def main(rtts_ms: list[float], n: int) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    async with FakeCloud() as cloud:
-        cloud.elevenlabs.faults.first_byte_delay_s = TTS_FIRST_BYTE_S
-        cloud.elevenlabs.ws_faults.first_byte_delay_s = TTS_FIRST_BYTE_S
-        port = int(cloud.http_url.rsplit(":", 1)[1].split("/")[0])
-        for rtt in rtts_ms:
-            async with Relay(port, rtt / 1000) as relay:
-                url = f"http://127.0.0.1:{relay.port}"
-                for kind in ("elevenlabs", "elevenlabs-ws"):
-                    row: dict[str, object] = {"tts": kind, "rtt_ms": rtt}
-                    for warm in (False, True):
-                        times = sorted([1000 * await trial(kind, url, warm) for _ in range(n)])
-                        row["warm" if warm else "cold"] = {
-                            "p50": round(statistics.median(times), 1), "max": round(times[-1], 1)}
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
+    async for rtt, url in behind_relays(rtts_ms):
+        for kind in ("elevenlabs", "elevenlabs-ws"):
+            row: dict[str, object] = {"tts": kind, "rtt_ms": rtt}
+            for warm in (False, True):
+                times = [1000 * await trial(kind, url, warm) for _ in range(n)]
+                row["warm" if warm else "cold"] = stats(times)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     return rows
 
 
