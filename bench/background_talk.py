@@ -12,6 +12,15 @@ Counted per scene: turns or barge-in pauses the TV opened alone (must be 0), cal
 that opened a turn (must be all), and LLM requests made of TV words.
 
     python bench/background_talk.py --tv-db 30 25 20 15 10 --gate-db 0 15 --json out.json
+
+``--caller-db -10 -20``: the whole caller that much quieter (their first words meet only the
+floor). ``--barge-in``: the first request is answered at length and each later one cuts in
+about 2 s into the answer (``--cut-in-db``: quieter than the first); per scene the onset delay
+(the caller's speech onset to the barge-in pause, on the fake clock: what the gate and VAD
+add; the wire adds the transport, bench/barge_in_wire.py).
+
+    python bench/background_talk.py --barge-in --gate-db 0 8 10 12 15 --tv-db none 20 \\
+        --cut-in-db 0 -6 -10
 """
 
 from __future__ import annotations
@@ -105,20 +114,44 @@ class Tracks:
     caller: np.ndarray  # the caller alone, at their level
     tv: np.ndarray  # the TV alone, unit level (scaled per scene)
     spans: list[tuple[int, int]]  # each request's first and last frame
+    requests: tuple[Request, ...] = REQUESTS
+    onsets: list[int] = field(default_factory=list)  # each request's first frame of speech
 
 
-def make_tracks(requests: tuple[Request, ...] = REQUESTS, scene_s: float = SCENE_S) -> Tracks:
+def onset_frame(voice: np.ndarray) -> int:
+    """The first 20 ms frame within 35 dB of the line's loudest (where its speech starts)."""
+    power = np.mean(voice[: len(voice) // FRAME * FRAME].reshape(-1, FRAME) ** 2, axis=1)
+    return int(np.argmax(power > power.max() * 10 ** (-35 / 10)))
+
+
+def make_tracks(requests: tuple[Request, ...] = REQUESTS, scene_s: float = SCENE_S,
+                caller_db: float = 0.0) -> Tracks:
+    """``caller_db``: the whole caller that much off the nominal level (a quiet phone)."""
     n = int(scene_s * RATE)
     caller = np.zeros(n)
-    spans = []
+    spans, onsets = [], []
     for req in requests:
-        voice = at_level(speak(req.text, CALLER_VOICE), CALLER_DBFS + req.gain_db)
+        voice = at_level(speak(req.text, CALLER_VOICE), CALLER_DBFS + caller_db + req.gain_db)
         start = int(req.at_s * RATE)
         caller[start : start + len(voice)] += voice[: n - start]
         spans.append((start // FRAME, (start + len(voice)) // FRAME))
+        onsets.append(start // FRAME + onset_frame(voice))
     news = at_level(speak(TV_TEXT, TV_VOICE), 0.0)
     tv = np.tile(news, n // len(news) + 1)[:n]  # continuous: the bulletin loops
-    return Tracks(caller, tv, spans)
+    return Tracks(caller, tv, spans, requests, onsets)
+
+
+# Barge-in scenes: the first request is answered at length (6 clauses, 6 s) and each later one
+# cuts into the answer to the one before, about 2 s in; ``gain_db`` of the cut-ins per scene.
+CUT_IN_TEXTS = ("Wait, what about parking?", "Sorry, and on Sundays?", "Hold on, is that every week?",
+                "No, I mean the other shop.", "Right, and the phone number?")
+LONG_REPLY = ("Certainly. Let me check that for you. One moment please. I am looking at the diary now. "
+              "We have a few options. Here they are.")
+
+
+def barge_in_requests(cut_in_db: float) -> tuple[Request, ...]:
+    first = Request(1.0, "Hi, I would like to book a table for two tonight.")
+    return (first, *[Request(5.5 + 5.0 * i, text, cut_in_db) for i, text in enumerate(CUT_IN_TEXTS)])
 
 
 def mix(tracks: Tracks, tv_db_below: float | list[tuple[float, float]]) -> bytes:
@@ -139,6 +172,8 @@ class Outcome:
     llm_requests: list[str] = field(default_factory=list)  # the user text of each request
     tv_requests: int = 0  # LLM requests made of TV words only
     gate_db: float | None = None  # the caller level the gate learnt
+    onset_delays_ms: list[float | None] = field(default_factory=list)  # per request: speech onset
+    # to its first opening (turn, or the barge-in pause); None: it opened nothing
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -148,6 +183,7 @@ class Outcome:
             "llm_requests": len(self.llm_requests),
             "llm_requests_of_tv_words": self.tv_requests,
             "learnt_caller_dbfs": None if self.gate_db is None else round(self.gate_db - FULL_SCALE_DB, 1),
+            "onset_delay_ms": self.onset_delays_ms,
         }
 
 
@@ -156,11 +192,12 @@ class _Scene:
 
     STT_FINAL_S = 0.15
 
-    def __init__(self, settings: Settings, tracks: Tracks) -> None:
+    def __init__(self, settings: Settings, tracks: Tracks, reply: str) -> None:
         self.engine = Engine(settings, system_prompt="You take restaurant bookings.",
                              provider_counts={"stt": 1, "llm": 1, "tts": 1},
                              fallback_audio=bytes(16000))
         self.tracks = tracks
+        self.reply = reply
         self.t = 0.0
         self.frame_no = 0
         self.heard: dict[str, int] = {}
@@ -185,7 +222,7 @@ class _Scene:
         said = sorted({self.caller_request(f) for f in frames} - {None})  # type: ignore[type-var]
         new = [i for i in said if i not in self.transcribed]
         self.transcribed.update(new)
-        text = " ".join(REQUESTS[i].text for i in new) if new else ("" if said else TV_WORDS)
+        text = " ".join(self.tracks.requests[i].text for i in new) if new else ("" if said else TV_WORDS)
         return Transcript(text, is_final=True, end_of_utterance=True)
 
     def frame(self, pcm: bytes, is_speech: bool) -> None:
@@ -226,7 +263,7 @@ class _Scene:
                 self.stt_frames = []
             elif isinstance(a, act.StartLlm):
                 self.llm.append(str(a.messages[-1].content))
-                self.engine.on_llm_text(self.t, a.stream_id, "Certainly. Let me check that for you.")
+                self.engine.on_llm_text(self.t, a.stream_id, self.reply)
                 self.engine.on_llm_done(self.t, a.stream_id)
             elif isinstance(a, act.TtsText):
                 index = self.texts.get(a.reply_id, 0)
@@ -269,11 +306,14 @@ def settings_for(gate_db: float | None = None, floor_dbfs: float | None = None, 
     return Settings.model_validate({"conversation": conv, "stt": {"providers": ["deepgram"]}})
 
 
+SHORT_REPLY = "Certainly. Let me check that for you."
+
+
 def run_scene(tracks: Tracks, tv_db_below: float | list[tuple[float, float]],
-              settings: Settings) -> Outcome:
+              settings: Settings, reply: str = SHORT_REPLY) -> Outcome:
     line = mix(tracks, tv_db_below)
     vad = create_vad(settings.conversation.vad)
-    scene = _Scene(settings, tracks)
+    scene = _Scene(settings, tracks, reply)
     scene.engine.start(0.0)
     scene.handle(scene.engine.take_actions())
     for i in range(0, len(line) - 2 * FRAME + 1, 2 * FRAME):
@@ -282,6 +322,9 @@ def run_scene(tracks: Tracks, tv_db_below: float | list[tuple[float, float]],
     out = Outcome()
     opened = {scene.caller_request(f) for f in scene.openings}
     out.caller_opened = [i in opened for i in range(len(tracks.spans))]
+    for i, onset in enumerate(tracks.onsets):
+        mine = [f for f in scene.openings if scene.caller_request(f) == i and f >= onset - 10]
+        out.onset_delays_ms.append((min(mine) - onset) * 1000 * FRAME / RATE if mine else None)
     out.background_openings = [f * FRAME / RATE for f in scene.openings if scene.caller_request(f) is None]
     out.llm_requests = scene.llm
     out.tv_requests = sum(1 for text in scene.llm if text == TV_WORDS)
@@ -289,31 +332,61 @@ def run_scene(tracks: Tracks, tv_db_below: float | list[tuple[float, float]],
     return out
 
 
+def _scenes(args: argparse.Namespace) -> list[tuple[dict[str, Any], Tracks, str]]:
+    """(labels, tracks, reply) of each scene asked for; the tracks are made once each."""
+    if args.barge_in:
+        return [({"scene": "barge-in", "caller_db": c, "cut_in_db": cut},
+                 make_tracks(barge_in_requests(cut), SCENE_S, c), LONG_REPLY)
+                for c in args.caller_db for cut in args.cut_in_db]
+    return [({"scene": "requests", "caller_db": c}, make_tracks(caller_db=c), SHORT_REPLY)
+            for c in args.caller_db]
+
+
+def _delays(out: Outcome, first: int) -> dict[str, Any]:
+    """Onset delay of the requests from ``first`` on (the cut-ins: 1; every request: 0)."""
+    got = [d for d in out.onset_delays_ms[first:] if d is not None]
+    if not got:
+        return {}
+    return {"onset_delay_p50_ms": float(np.percentile(got, 50)),
+            "onset_delay_p95_ms": float(np.percentile(got, 95)), "onset_delay_max_ms": max(got)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tv-db", nargs="+", default=["30", "25", "20", "15", "10", "mixed"],
-                    help="TV level below the caller's, dB, or 'mixed' (MIXED's steps); one scene each")
+                    help="TV level below the caller's nominal level, dB, 'mixed' (MIXED's steps) "
+                         "or 'none'; one scene each")
     ap.add_argument("--hold-db", type=float, default=None, help="conversation.level_gate_hold_db")
     ap.add_argument("--gate-db", type=float, nargs="+", default=[0, 15],
                     help="conversation.level_gate_db values to compare (0 = gate off)")
     ap.add_argument("--floor-dbfs", type=float, nargs="+", default=[None],
                     help="conversation.level_gate_floor_dbfs values (default: the setting's)")
+    ap.add_argument("--caller-db", type=float, nargs="+", default=[0.0],
+                    help="the whole caller this far off the nominal -26 dBFS (a quiet caller: -10 -20)")
+    ap.add_argument("--barge-in", action="store_true",
+                    help="barge-in scenes: each request after the first cuts into a 6 s answer")
+    ap.add_argument("--cut-in-db", type=float, nargs="+", default=[0.0],
+                    help="with --barge-in: the cut-ins this far off the first request's level")
     ap.add_argument("--json", type=Path, help="write the results here too")
     args = ap.parse_args()
     if not have_tools():
         sys.exit("espeak-ng and sox are needed")
-    tracks = make_tracks()
+    scenes = _scenes(args)
     results = []
     for gate in args.gate_db:
         for floor in args.floor_dbfs:
-            for below in args.tv_db:
-                settings = settings_for(gate, floor) if args.hold_db is None \
-                    else settings_for(gate, floor, level_gate_hold_db=args.hold_db)
-                level: float | list[tuple[float, float]] = MIXED if below == "mixed" else float(below)
-                res = {"gate_db": gate, "floor_dbfs": settings.conversation.level_gate_floor_dbfs,
-                       "tv_db_below": below, **run_scene(tracks, level, settings).as_dict()}
-                results.append(res)
-                print(json.dumps(res), flush=True)
+            for labels, tracks, reply in scenes:
+                for below in args.tv_db:
+                    settings = settings_for(gate, floor) if args.hold_db is None \
+                        else settings_for(gate, floor, level_gate_hold_db=args.hold_db)
+                    level: float | list[tuple[float, float]] = \
+                        MIXED if below == "mixed" else math.inf if below == "none" else float(below)
+                    out = run_scene(tracks, level, settings, reply)
+                    res = {"gate_db": gate, "floor_dbfs": settings.conversation.level_gate_floor_dbfs,
+                           **labels, "tv_db_below": below, **out.as_dict(),
+                           **_delays(out, 1 if args.barge_in else 0)}
+                    results.append(res)
+                    print(json.dumps(res), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -11,6 +11,16 @@ connection waits one RTT (the SYN/SYN-ACK a real handshake costs) and every chun
 each way. TLS is not modelled: in production a cold connection pays one more RTT (TLS 1.3).
 
     python bench/tts_warmup.py --rtt-ms 0 40 --n 15
+
+``--answer-ms`` (a list) times the GREETING instead: the call is offered (SIP INVITE, stream
+start), answered ``--answer-ms`` later (the 200 OK's round trip to the carrier, plus any
+``sip.answer_delay_ms`` of ringing), and the greeting's clause is synthesised at the answer.
+Three cases, each on a new provider: no warm-up; the warm-up started with the conversation
+(at the answer, concurrently with the greeting); the warm-up started at the offer. Timed from
+the answer to the greeting's first audio. ``--pool warm``: the provider served a call just
+before, its connection is still open (a busy daemon).
+
+    python bench/tts_warmup.py --rtt-ms 20 40 80 --answer-ms 0 20 50 100 300 --n 15
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # devkit/ is no
 
 from bridge.providers.tts.elevenlabs_http import ElevenLabsHttpTTS
 from bridge.providers.tts.elevenlabs_ws import ElevenLabsWsTTS
+from bridge.providers.tts.warm import warm_on_call
 from devkit.fakes import FakeCloud
 from devkit.fakes.server import ELEVENLABS_KEY
 
@@ -85,9 +96,31 @@ async def first_audio_s(tts: ElevenLabsHttpTTS | ElevenLabsWsTTS) -> float:
     return got - started
 
 
-async def trial(kind: str, url: str, warm: bool) -> float:
-    tts = ElevenLabsHttpTTS(api_key=ELEVENLABS_KEY, voice_id="v", url=url) if kind == "elevenlabs" \
+def new_tts(kind: str, url: str) -> ElevenLabsHttpTTS | ElevenLabsWsTTS:
+    return ElevenLabsHttpTTS(api_key=ELEVENLABS_KEY, voice_id="v", url=url) if kind == "elevenlabs" \
         else ElevenLabsWsTTS(api_key=ELEVENLABS_KEY, voice_id="v", url=url)
+
+
+async def greeting_trial(kind: str, url: str, warm_at: str, answer_s: float, pool: str) -> float:
+    """Offer, answer ``answer_s`` later, greeting at the answer: seconds to its first audio.
+    ``pool`` "warm": the provider served a call just before (its connection is open)."""
+    tts = new_tts(kind, url)
+    try:
+        if pool == "warm":
+            await first_audio_s(tts)
+        if warm_at == "offer":
+            warm_on_call([tts], True)
+        await asyncio.sleep(answer_s)
+        if warm_at == "answer":  # as the conversation's start did: a task, then the greeting
+            warm_on_call([tts], True)
+        return await first_audio_s(tts)
+    finally:
+        await asyncio.sleep(0.3)  # let a warm-up still running finish before closing
+        await tts.aclose()
+
+
+async def trial(kind: str, url: str, warm: bool) -> float:
+    tts = new_tts(kind, url)
     try:
         if warm:
             await tts.warmup()
@@ -96,23 +129,47 @@ async def trial(kind: str, url: str, warm: bool) -> float:
         await tts.aclose()
 
 
-async def main(rtts_ms: list[float], n: int) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
+async def behind_relays(rtts_ms: list[float]) -> AsyncIterator[tuple[float, str]]:
+    """(rtt, url): the fake ElevenLabs behind a relay with each RTT in turn."""
     async with FakeCloud() as cloud:
         cloud.elevenlabs.faults.first_byte_delay_s = TTS_FIRST_BYTE_S
         cloud.elevenlabs.ws_faults.first_byte_delay_s = TTS_FIRST_BYTE_S
         port = int(cloud.http_url.rsplit(":", 1)[1].split("/")[0])
         for rtt in rtts_ms:
             async with Relay(port, rtt / 1000) as relay:
-                url = f"http://127.0.0.1:{relay.port}"
-                for kind in ("elevenlabs", "elevenlabs-ws"):
-                    row: dict[str, object] = {"tts": kind, "rtt_ms": rtt}
-                    for warm in (False, True):
-                        times = sorted([1000 * await trial(kind, url, warm) for _ in range(n)])
-                        row["warm" if warm else "cold"] = {
-                            "p50": round(statistics.median(times), 1), "max": round(times[-1], 1)}
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
+                yield rtt, f"http://127.0.0.1:{relay.port}"
+
+
+def stats(times: list[float]) -> dict[str, float]:
+    return {"p50": round(statistics.median(times), 1), "max": round(max(times), 1)}
+
+
+async def greeting(rtts_ms: list[float], answers_ms: list[float], pools: list[str],
+                   n: int) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    async for rtt, url in behind_relays(rtts_ms):
+        for kind in ("elevenlabs", "elevenlabs-ws"):
+            for pool, answer in [(p, a) for p in pools for a in answers_ms]:
+                row: dict[str, object] = {"tts": kind, "rtt_ms": rtt, "pool": pool, "answer_ms": answer}
+                for warm_at in ("none", "answer", "offer"):
+                    row[f"warm_at_{warm_at}"] = stats([
+                        1000 * await greeting_trial(kind, url, warm_at, answer / 1000, pool)
+                        for _ in range(n)])
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
+async def main(rtts_ms: list[float], n: int) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    async for rtt, url in behind_relays(rtts_ms):
+        for kind in ("elevenlabs", "elevenlabs-ws"):
+            row: dict[str, object] = {"tts": kind, "rtt_ms": rtt}
+            for warm in (False, True):
+                times = [1000 * await trial(kind, url, warm) for _ in range(n)]
+                row["warm" if warm else "cold"] = stats(times)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     return rows
 
 
@@ -120,5 +177,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rtt-ms", type=float, nargs="+", default=[0.0, 40.0])
     parser.add_argument("--n", type=int, default=15, help="trials per case")
+    parser.add_argument("--answer-ms", type=float, nargs="+",
+                        help="time the greeting instead, answered this long after the offer")
+    parser.add_argument("--pool", nargs="+", default=["cold", "warm"], choices=["cold", "warm"],
+                        help="with --answer-ms: a new provider (cold) or one that just served a call")
     args = parser.parse_args()
-    asyncio.run(main(args.rtt_ms, args.n))
+    if args.answer_ms:
+        asyncio.run(greeting(args.rtt_ms, args.answer_ms, args.pool, args.n))
+    else:
+        asyncio.run(main(args.rtt_ms, args.n))

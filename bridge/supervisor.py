@@ -208,6 +208,11 @@ class CallSupervisor:
         self._calls[sup.key] = sup
         self._idle.clear()
         CALLS_ACTIVE.labels(call.transport).inc()
+        # The call is offered (SIP: before the 180/200 go out; stream: at its start): an agent
+        # may start work that overlaps the answer (the TTS warm-up). Best effort, not awaited.
+        offered = getattr(self.agent, "offered", None)
+        if offered is not None:
+            offered(info)
         return sup
 
     def get(self, transport: str, key: str) -> Supervised | None:

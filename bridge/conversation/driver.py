@@ -42,7 +42,6 @@ from bridge.metrics import (
 )
 from bridge.providers.base import LLM, TTS, Message, ProviderError, SttStream, TextDelta, ToolCall, ToolSpec
 from bridge.providers.factory import ProviderSet
-from bridge.providers.tts.warm import warm_on_call
 from bridge.settings import Settings
 from bridge.settings.paths import resolve_path
 
@@ -479,7 +478,6 @@ async def run_conversation(
 ) -> str:
     """Hold the conversation on ``leg`` until the call ends; returns why it ended."""
     started = time.monotonic()
-    warm_on_call(providers.tts, settings.tts.warmup_on_call)
     conversation = Conversation(
         leg, providers, settings, transcript=transcript, call_info=call_info,
         fallback_audio=fallback_audio, clock=clock, vad=vad,

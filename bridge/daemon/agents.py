@@ -32,17 +32,33 @@ async def build_agent(settings: Settings, secrets: Secrets) -> AgentRunner:
     default = settings.daemon.agent
     names = dict.fromkeys([default, *settings.agents, "echo"])
     runners = {name: await _build_one(profile_settings(settings, name), secrets, name) for name in names}
+    return _CallAgents(runners, default)
 
-    async def run(leg: AudioLeg, info: CallInfo) -> None:
+
+class _CallAgents:
+    """The runner the supervisor calls; ``offered`` is its hook for a call not yet answered."""
+
+    def __init__(self, runners: dict[str, AgentRunner], default: str) -> None:
+        self._runners = runners
+        self._default = default
+
+    def _named(self, info: CallInfo) -> tuple[str, AgentRunner | None]:
         wanted = info.plivo_headers.get("Agent", "")
-        runner = runners.get(wanted or default)
+        return wanted, self._runners.get(wanted or self._default)
+
+    def offered(self, info: CallInfo) -> None:
+        _, runner = self._named(info)
+        offered = getattr(runner or self._runners[self._default], "offered", None)
+        if offered is not None:
+            offered(info)
+
+    async def __call__(self, leg: AudioLeg, info: CallInfo) -> None:
+        wanted, runner = self._named(info)
         if runner is None:
             log.warning("the call names agent %r, which this daemon does not have: running %r",
-                        wanted, default, extra={"call_id": info.call_id})
-            runner = runners[default]
+                        wanted, self._default, extra={"call_id": info.call_id})
+            runner = self._runners[self._default]
         await runner(leg, info)
-
-    return run
 
 
 async def _build_one(settings: Settings, secrets: Secrets, name: str) -> AgentRunner:
@@ -91,24 +107,39 @@ async def prepare_conversation(settings: Settings, secrets: Secrets) -> tuple[Pr
 
 
 async def _conversation_agent(settings: Settings, secrets: Secrets) -> AgentRunner:
-    from bridge.conversation import run_conversation
-    from bridge.conversation.transcript import TranscriptWriter
-
     providers, fallback_audio = await prepare_conversation(settings, secrets)
+    return _Conversation(settings, providers, fallback_audio)
 
-    async def converse(leg: AudioLeg, info: CallInfo) -> None:
-        transcript = TranscriptWriter.for_call(settings, info)
+
+class _Conversation:
+    """The conversation agent of one profile."""
+
+    def __init__(self, settings: Settings, providers: ProviderSet, fallback_audio: bytes) -> None:
+        self._settings = settings
+        self._providers = providers
+        self._fallback_audio = fallback_audio
+
+    def offered(self, info: CallInfo) -> None:
+        """Warm the TTS while the call is being answered, so the greeting's request finds the
+        connection open (bench/tts_warmup.py --answer-ms); a failure is only logged."""
+        from bridge.providers.tts.warm import warm_on_call
+
+        warm_on_call(self._providers.tts, self._settings.tts.warmup_on_call)
+
+    async def __call__(self, leg: AudioLeg, info: CallInfo) -> None:
+        from bridge.conversation import run_conversation
+        from bridge.conversation.transcript import TranscriptWriter
+
+        transcript = TranscriptWriter.for_call(self._settings, info)
         try:
             reason = await run_conversation(
                 leg,
-                providers,
-                settings,
+                self._providers,
+                self._settings,
                 transcript=transcript,
                 call_info=info,
-                fallback_audio=fallback_audio,
+                fallback_audio=self._fallback_audio,
             )
             log.info("conversation ended", extra={"call_id": info.call_id, "reason": reason})
         finally:
             transcript.close()
-
-    return converse

@@ -78,13 +78,15 @@ class ConversationSettings(Section):
     # many dB below their level (200 ms windows vs their loud syllables) does not open a turn
     # or a barge-in (background talk, a TV); inside a turn level_gate_hold_db more is allowed.
     # Before that, and always, speech under level_gate_floor_dbfs does not count (the caller's
-    # nominal phone level is -26 dBFS, ITU-T P.56). bench/background_talk.py: a TV 20-30 dB
-    # down opens nothing; 8 dB also holds off a TV 15 and 10 dB down once the caller was heard,
-    # but delays a barge-in that starts softly (the stream barge-in test), so 15 is the default.
-    # level_gate_db 0: off.
+    # nominal phone level is -26 dBFS, ITU-T P.56). bench/background_talk.py: 15 dB keeps a TV
+    # 20-30 dB under the caller out once they spoke; 8-12 dB also hold off more of a TV 10-15
+    # dB down, but pause the agent late when the caller cuts in quieter than their own level
+    # (10 dB quieter: up to 1.5 s at 8, ~1 s at 10 and 12, 180 ms at 15). The floor at -50
+    # hears a caller 20 dB under nominal from the first word (at -40: never); the price: a TV
+    # 20-25 dB under a nominal caller opens turns before the caller's first words. 0: off.
     level_gate_db: float = Field(15.0, ge=0, le=60)
     level_gate_learn_ms: int = Field(1000, ge=20)
-    level_gate_floor_dbfs: float = Field(-40.0, ge=-90, le=0)
+    level_gate_floor_dbfs: float = Field(-50.0, ge=-90, le=0)
     level_gate_hold_db: float = Field(10.0, ge=0, le=60)
     barge_in: BargeInSettings = Field(default_factory=BargeInSettings)  # type: ignore[arg-type]
     system_prompt_file: str = "config/agent-prompt.txt"

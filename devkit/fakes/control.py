@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -40,6 +42,35 @@ class Faults:
             return None, None
         self.fault_times -= 1
         return self.stall_after, self.drop_after
+
+
+class FaultedStream:
+    """One reply stream's stall/drop faults (taken from ``Faults`` when the stream starts),
+    applied to the chunks a fake sends: before chunk ``drop_after`` the TCP connection is cut,
+    before chunk ``stall_after`` the stream goes silent with the connection held open. ``sent``
+    counts chunks across every ``chunks()`` call of the stream (a WebSocket sends several
+    replies on one stream)."""
+
+    def __init__(self, faults: Faults, journal: Journal, transport: asyncio.Transport | None) -> None:
+        self.stall_after, self.drop_after = faults.take_stream_faults()
+        self._journal = journal
+        self._transport = transport
+        self.sent = 0
+        self.dropped = False  # the connection was cut: send nothing more, not even the end
+
+    async def chunks(self, items: Iterable[T]) -> AsyncIterator[T]:
+        for item in items:
+            if self.sent == self.drop_after:
+                self._journal.add("dropped", sent=self.sent)
+                self.dropped = True
+                if self._transport is not None:
+                    self._transport.abort()
+                return
+            if self.sent == self.stall_after:
+                self._journal.add("stalled", sent=self.sent)
+                await asyncio.sleep(3600)  # held open until the client gives up
+            yield item
+            self.sent += 1
 
 
 @dataclass

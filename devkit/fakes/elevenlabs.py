@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from devkit.fakes.control import Faults, Journal
+from devkit.fakes.control import FaultedStream, Faults, Journal
 from devkit.fakes.tone import MS_PER_CHAR, ToneSource
 
 CHUNK_MS = 100  # pcm/ulaw/alaw reply chunk length
@@ -99,23 +99,18 @@ class FakeElevenLabs:
             return web.json_response(
                 {"detail": {"status": "invalid_format", "message": str(exc)}}, status=422
             )
-        stall_after, drop_after = self.faults.take_stream_faults()
+        stream = FaultedStream(self.faults, self.journal, request.transport)
         resp = web.StreamResponse(headers={"Content-Type": "audio/basic"})
         await resp.prepare(request)
         try:
-            for n, piece in enumerate(_split(source, source.encode(body.get("text", "")))):
-                if n == drop_after:
-                    self.journal.add("dropped", sent=n)
-                    if request.transport is not None:
-                        request.transport.abort()
-                    return resp
-                if n == stall_after:
-                    self.journal.add("stalled", sent=n)
-                    await asyncio.sleep(3600)
-                await asyncio.sleep(self.faults.first_byte_delay_s if n == 0 else self.faults.chunk_delay_s)
-                if n == 0:
+            async for piece in stream.chunks(_split(source, source.encode(body.get("text", "")))):
+                first = stream.sent == 0
+                await asyncio.sleep(self.faults.first_byte_delay_s if first else self.faults.chunk_delay_s)
+                if first:
                     self.journal.add("first_byte")
                 await resp.write(piece)
+            if stream.dropped:
+                return resp
             await resp.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
             self.journal.add("aborted")
@@ -165,8 +160,7 @@ class _InputSession:
         self.buffer = ""
         self.schedule = 120
         self.jobs: asyncio.Queue[str | None] = asyncio.Queue()
-        self.stall_after, self.drop_after = fake.ws_faults.take_stream_faults()
-        self.sent = 0
+        self.stream = FaultedStream(fake.ws_faults, fake.journal, request.transport)
         self.finished = False
 
     async def run(self) -> None:
@@ -241,19 +235,11 @@ class _InputSession:
         faults = self.fake.ws_faults
         while (text := await self.jobs.get()) is not None:
             alignment: dict[str, Any] | None = _alignment(text)
-            for piece in _split(self.source, self.source.encode(text)):
-                if self.sent == self.drop_after:
-                    self.fake.journal.add("dropped", sent=self.sent)
-                    if self.request.transport is not None:
-                        self.request.transport.abort()
-                    return
-                if self.sent == self.stall_after:
-                    self.fake.journal.add("stalled", sent=self.sent)
-                    await asyncio.sleep(3600)
-                await asyncio.sleep(faults.first_byte_delay_s if self.sent == 0 else faults.chunk_delay_s)
-                if self.sent == 0:
+            async for piece in self.stream.chunks(_split(self.source, self.source.encode(text))):
+                first = self.stream.sent == 0
+                await asyncio.sleep(faults.first_byte_delay_s if first else faults.chunk_delay_s)
+                if first:
                     self.fake.journal.add("first_byte")
-                self.sent += 1
                 await self.ws.send_str(
                     json.dumps(
                         {
@@ -264,6 +250,8 @@ class _InputSession:
                     )
                 )
                 alignment = None
+            if self.stream.dropped:
+                return
         await self.ws.send_str(json.dumps({"isFinal": True}))
         self.finished = True
         self.fake.journal.add("completed")

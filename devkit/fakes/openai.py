@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from devkit.fakes.control import Faults, Journal
+from devkit.fakes.control import FaultedStream, Faults, Journal
 from devkit.fakes.openai_rules import check_request
 
 REASONING_CHUNK_S = 0.05
@@ -79,21 +79,14 @@ class FakeOpenAI:
             self.journal.add("rejected", status=400, message=refusal.message)
             return _error(400, refusal.message, "invalid_request_error", refusal.code, refusal.param)
         reply = self.script.popleft() if self.script else "Okay."
-        stall_after, drop_after = self.faults.take_stream_faults()
+        stream = FaultedStream(self.faults, self.journal, request.transport)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         model = str(body.get("model", "fake"))
         chunks = _chunks(reply, model, self.reasoning_s.get(model, 0.0))
         try:
-            for n, (chunk, delay) in enumerate(chunks):
-                if n == drop_after:
-                    self.journal.add("dropped", sent=n)
-                    if request.transport is not None:
-                        request.transport.abort()
-                    return resp
-                if n == stall_after:
-                    self.journal.add("stalled", sent=n)
-                    await asyncio.sleep(3600)  # held open until the client gives up
+            async for chunk, delay in stream.chunks(chunks):
+                n = stream.sent
                 if n == self.stream_error_after:
                     self.journal.add("stream_error", sent=n)
                     error = {"message": "The server had an error while processing your request.",
@@ -109,6 +102,8 @@ class FakeOpenAI:
                 if _is_first_token(chunk, chunks[:n]):
                     self.journal.add("first_token")
                 await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            if stream.dropped:
+                return resp
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):

@@ -35,6 +35,15 @@ def caller_line(text: str, folder: Path, name: str) -> bytes:
     return (LOUD_PEAK * np.tanh(3 * x) / np.tanh(3)).astype("<i2").tobytes()
 
 
+def onset_s(pcm: bytes, level: float = 1000.0) -> float:
+    """Where speech starts in a line: its first 20 ms frame louder than ``level`` RMS."""
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    for i in range(0, len(x) - 160, 160):
+        if np.sqrt(np.mean(x[i : i + 160] ** 2)) > level:
+            return i / 8000
+    raise AssertionError("no speech in the line")
+
+
 def timeline(lines: list[tuple[float, bytes]], tail_s: float) -> bytes:
     """Caller audio: each line starts at its offset (seconds from answer), silence elsewhere."""
     end = max(at + len(pcm) / 16000 for at, pcm in lines) + tail_s

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from devkit.fakes import FakeCloud
 from devkit.fakes.openai import ToolReply
 from devkit.fakes.tone import MS_PER_CHAR
 
-from .calls import caller_line, place_call, timeline
+from .calls import caller_line, onset_s, place_call, timeline
 from .conftest import CloudDaemon
 
 pytestmark = [pytest.mark.sipp]
@@ -29,15 +28,6 @@ A1 = (
 Q2 = "Wait what about parking?"
 A2 = "There is free parking behind the shop. Goodbye!"
 COUGH_S = 0.16  # shorter than barge_in.min_speech_ms (250): a false interruption
-
-
-def onset_s(pcm: bytes, level: float = 1000.0) -> float:
-    """Where speech starts in a line: its first 20 ms frame louder than ``level`` RMS."""
-    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    for i in range(0, len(x) - 160, 160):
-        if np.sqrt(np.mean(x[i : i + 160] ** 2)) > level:
-            return i / 8000
-    raise AssertionError("no speech in the line")
 
 
 def test_false_interruption_resumes_and_cut_in_stops_on_onset(cd: CloudDaemon, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
@@ -25,6 +26,10 @@ from bridge.settings import Secrets, Settings
 
 NAME = "elevenlabs"
 KEEPALIVE_S = 120.0  # httpx's default (5 s) would drop the warm connection between turns
+# A connection back in the pool this recently is taken as open: warmup() then sends nothing
+# (its request would hold that connection, and a greeting asked for meanwhile would open a
+# cold one: bench/tts_warmup.py --answer-ms 0 --pool warm). Well inside servers' idle limits.
+FRESH_S = 30.0
 
 
 class ElevenLabsHttpTTS:
@@ -61,12 +66,16 @@ class ElevenLabsHttpTTS:
         # chunk_size None: hand over bytes as they arrive (the SDK default re-chunks to 1 KiB,
         # 128 ms of ulaw, which would delay the first audio)
         self._options = cast(Any, {"max_retries": 0, "chunk_size": None})
+        self._idle_since: float | None = None  # when the last request left its connection idle
 
     async def warmup(self) -> None:
         """Open (and keep) the HTTPS connection before the first turn needs it."""
+        if self._idle_since is not None and time.monotonic() - self._idle_since < FRESH_S:
+            return
         try:
             async with asyncio.timeout(self.first_byte_timeout_s):
                 await self._client.models.list(request_options=self._options)
+            self._idle_since = time.monotonic()
         except ApiError as exc:
             raise status_error(NAME, exc.status_code or 0, detail_status(exc.body)) from None
         except (TimeoutError, httpx.HTTPError) as exc:
@@ -80,6 +89,7 @@ class ElevenLabsHttpTTS:
 
     async def _clause(self, clause: str) -> AsyncIterator[AudioChunk]:
         native = NativeAudio(self.output_format)
+        self._idle_since = None  # until this response is read to its end
         audio = self._client.text_to_speech.stream(
             voice_id=self.voice_id,
             text=clause,
@@ -102,6 +112,7 @@ class ElevenLabsHttpTTS:
                     raise ProviderError(NAME, f"stream failed ({type(exc).__name__})") from None
                 if chunk is not None:
                     yield chunk
+            self._idle_since = time.monotonic()
         finally:
             # barge-in or failure: close the response now (the server sees the disconnect)
             with contextlib.suppress(Exception):

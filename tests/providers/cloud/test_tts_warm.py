@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from bridge.providers.tts import warm
 from bridge.providers.tts.elevenlabs_http import ElevenLabsHttpTTS
@@ -34,3 +35,23 @@ async def test_a_failed_warm_up_is_only_logged(cloud: FakeCloud) -> None:
     warm.warm_on_call([tts], enabled=True)
     await asyncio.wait_for(_settled(), 10)  # no exception escapes the task
     await tts.aclose()
+
+
+async def _one_clause() -> AsyncIterator[str]:
+    yield "Hello."
+
+
+async def test_http_warm_up_leaves_a_connection_just_used_to_the_greeting(cloud: FakeCloud) -> None:
+    """Its request would take the open connection, and the greeting asked for meanwhile would
+    open a cold one: a warm-up right after a completed request sends nothing."""
+    tts = ElevenLabsHttpTTS(api_key=ELEVENLABS_KEY, voice_id="v", url=cloud.http_url)
+    try:
+        await tts.warmup()  # a new client: the warm-up opens the connection
+        assert cloud.elevenlabs.journal.count("warmup") == 1
+        await tts.warmup()
+        async for _ in tts.synthesize(_one_clause()):
+            pass
+        await tts.warmup()
+        assert cloud.elevenlabs.journal.count("warmup") == 1
+    finally:
+        await tts.aclose()
