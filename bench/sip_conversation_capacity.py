@@ -49,7 +49,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from kamailio_scaleout import Sampler, _daemons, addresses, limits, wait_all_active  # noqa: E402
+from kamailio_scaleout import Sampler, _daemons, _health, addresses, limits, wait_all_active  # noqa: E402
 from sip_concurrency import caller_media_sinks, media_bases, sipp_command, sipp_counters, split  # noqa: E402
 from stream_capacity import ANSWER_S, GREETING_S, caller_audio  # noqa: E402
 from voice_to_voice import ANSWERS, QUESTIONS, cloud_settings, pct, serve_fakes, speak  # noqa: E402
@@ -291,7 +291,7 @@ def run_once(args: argparse.Namespace, n_daemons: int, calls: int, url: str, fak
             fakes_busy = (cpu_seconds(fakes_pid) - fakes_cpu) / (time.monotonic() - wall)
             for sock in sinks:
                 sock.close()
-            time.sleep(1.0)  # the last calls' ends reach the daemons' metrics
+            _wait_calls_over(daemons)  # a late daemon may still be ending calls SIPp is done with
             texts = [_metrics(d) for d in daemons]
             spread = [_sip_calls(t) for t in texts]
             counters: Counter[str] = Counter()
@@ -326,6 +326,16 @@ def run_once(args: argparse.Namespace, n_daemons: int, calls: int, url: str, fak
         "load_average_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "limit": hit or None,
     }
+
+
+def _wait_calls_over(daemons: list[Daemon], limit_s: float = 60.0) -> None:
+    """Until no daemon has a call in progress (their metrics then count every call), bounded."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if all(int(_health(d)["active_calls"]) == 0 for d in daemons):
+                return
+        time.sleep(0.5)
 
 
 def _sip_calls(text: str) -> int:
