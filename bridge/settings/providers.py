@@ -96,6 +96,7 @@ class TtsSettings(Section):
     elevenlabs_streaming_latency: int = Field(3, ge=0, le=4)
     # elevenlabs-ws: keep one spare stream-input socket open so a turn skips the handshake
     elevenlabs_keep_warm: bool = True
-    # Open (or refresh) the first TTS's connection when a call starts, so a first reply after
-    # the connection went stale skips the set-up (bench/tts_warmup.py: 60-80 ms at 40 ms RTT)
+    # Open (or refresh) the first TTS's connection when a call is offered (before it is
+    # answered), so the greeting or first reply after the connection went stale skips the
+    # set-up (bench/tts_warmup.py: 60-80 ms at 40 ms RTT once the answer takes ~2 RTTs)
     warmup_on_call: bool = True

@@ -59,15 +59,18 @@ def test_without_the_gate_the_tv_becomes_caller_turns(tracks: Tracks) -> None:
     assert len(out.background_openings) >= 3
 
 
-@pytest.mark.parametrize(("floor_dbfs", "heard"), [(None, 5), (-40.0, 0)], ids=["defaults", "floor-40"])
+@pytest.mark.parametrize(("floor_dbfs", "heard"), [(None, True), (-40.0, False)],
+                         ids=["defaults", "floor-40"])
 def test_a_caller_20_db_under_the_nominal_level_is_heard_from_the_first_words(
-    floor_dbfs: float | None, heard: int
+    floor_dbfs: float | None, heard: bool
 ) -> None:
     if not have_tools():
         pytest.skip("espeak-ng and sox are needed to make the recording")
-    quiet = make_tracks(caller_db=-20.0)  # -46 dBFS active speech (one request at -52)
+    quiet = make_tracks(caller_db=-20.0)  # -46 dBFS active speech (one request 6 dB further down)
     out = run_scene(quiet, float("inf"), settings_for(floor_dbfs=floor_dbfs))  # no TV
-    assert sum(out.caller_opened) == heard
+    # the requests at the caller's level: every one opens a turn, or (floor -40) none does
+    opened = [out.caller_opened[i] for i, r in enumerate(REQUESTS) if r.gain_db == 0]
+    assert opened == [heard] * len(opened), out.as_dict()
     assert out.background_openings == []
 
 
@@ -76,12 +79,12 @@ def test_a_cut_in_10_db_under_the_callers_level_pauses_the_agent_at_its_onset(
     gate_db: float | None, on_time: bool
 ) -> None:
     """The onset delay is on the engine's fake clock (frames), not wall time: with the
-    default gate every cut-in pauses the agent within 200 ms of its speech onset (the VAD's
-    own onset takes 80-180 ms of it); at 10 dB one of them waits close to a second."""
+    default gate every cut-in pauses the agent within 300 ms of its speech onset (measured
+    120-180 ms, the VAD's own onset included); at 10 dB one of them waits close to a second."""
     if not have_tools():
         pytest.skip("espeak-ng and sox are needed to make the recording")
     tracks = make_tracks(barge_in_requests(-10.0))
     out = run_scene(tracks, float("inf"), settings_for(gate_db), LONG_REPLY)
     delays = out.onset_delays_ms[1:]  # the cut-ins (the first request only teaches the level)
     assert None not in delays, delays
-    assert (max(d for d in delays if d is not None) <= 200) is on_time, delays
+    assert (max(d for d in delays if d is not None) <= 300) is on_time, delays
