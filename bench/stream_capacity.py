@@ -111,6 +111,11 @@ def caller_audio(questions: list[bytes], turns: int) -> list[bytes]:
 async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list[bytes],
                    turns: int, ramp_s: float) -> dict[str, Any]:
     providers = build_providers(settings, secrets)
+    # the daemon's monitor has run long before a call comes; here it starts before the warm-up
+    # and has a full window (one second of probes) before the first caller knocks
+    load = LoadMonitor(settings.daemon.shed_loop_lag_ms, settings.daemon.shed_cpu_percent)
+    load.start()
+    monitor_since = time.monotonic()
     captures: list[Capture] = []
     try:
         await warm_up(providers)
@@ -125,13 +130,12 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         # as the daemon wires it: one supervisor (capacity, drain, end of call) for the server,
         # and the load monitor that sheds new streams (503) while the loop runs late
         admission = Admission(settings.sip.max_calls)
-        load = LoadMonitor(settings.daemon.shed_loop_lag_ms, settings.daemon.shed_cpu_percent)
         admission.overloaded = load.overloaded
-        load.start()
         supervisor = CallSupervisor(converse, admission)
         server = StreamServer(settings, Secrets(), supervisor)
         await server.start()
         shed_before = _shed_count()
+        await asyncio.sleep(max(0.0, 1.5 - (time.monotonic() - monitor_since)))
         silero = shared_silero()
         runs, windows = silero.runs, silero.windows
         lag: list[float] = []
@@ -145,9 +149,11 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         parent, child = ctx.Pipe()
         url = f"ws://127.0.0.1:{server.bound_port}/stream"
         callers = ctx.Process(target=serve_callers, args=(child, url, calls, ramp_s, audio), daemon=True)
-        callers.start()
-        assert callers.pid is not None
         loop = asyncio.get_running_loop()
+        # in a thread: spawn writes the pickled audio (MBs) into a pipe the child reads only
+        # once its interpreter is up, which blocked this loop 1-2 s (and shed the first calls)
+        await loop.run_in_executor(None, callers.start)
+        assert callers.pid is not None
         try:
             results: list[dict[str, Any]] = await loop.run_in_executor(None, parent.recv)
             busy = (time.process_time() - cpu) / max(1e-9, time.monotonic() - wall)
@@ -158,10 +164,10 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
             monitor.cancel()
             sampler.cancel()
             await server.stop(drain_timeout_s=10.0)
-            await load.stop()
             await loop.run_in_executor(None, callers.join, 10)
         runs, windows = silero.runs - runs, silero.windows - windows
     finally:
+        await load.stop()
         await close_providers(providers)
     latency = [m for c in captures for m in c.latency]
     served = sum(1 for c in captures if len(c.latency) >= turns and not c.failures)
