@@ -55,6 +55,9 @@ def test_media_dtmf_played_cleared() -> None:
         '{"no":"event"}',
         '{"event":"media"}',
         '{"event":"media","media":{"payload":"@@@"}}',
+        '{"event":"media","media":{"payload":"AQI=="}}',  # data after the padding
+        '{"event":"media","media":{"payload":"AQ I="}}',
+        '{"event":"media","media":{"payload":"\u00e9AA="}}',  # not ASCII
         '{"event":"start","start":{}}',
         '{"event":"start","start":{"callId":"c","mediaFormat":{"encoding":"audio/x-l16","sampleRate":44100}}}',
         '{"event":"dtmf","dtmf":{"digit":"55"}}',
