@@ -9,7 +9,10 @@ real time, playAudio played out and checkpoints answered as Plivo does, no netwo
 this process: the daemon's StreamServer with the conversation agent on one event loop, the
 providers built once and shared by every call as in the daemon. Each caller waits for the
 greeting, asks ``--turns`` questions (espeak-ng speech) with time for the answer between
-them, then hangs up; calls start spread over ``--ramp-s``.
+them, then hangs up; calls start spread over ``--ramp-s``. As in the daemon, a LoadMonitor sheds
+new streams (503 at the upgrade) while the loop's recent lag is over daemon.shed_loop_lag_ms:
+refused streams are reported apart from replies lost on the streams the bridge took, with the
+loop lag over time and the share of the run the loop thread waited for a CPU (a shared box).
 
 Usage: .venv/bin/python bench/stream_capacity.py [--calls 1 60 150] [--turns 2] [--tts elevenlabs-ws]
 Prints one JSON object.
@@ -56,7 +59,9 @@ from bridge.callmodel import CallInfo  # noqa: E402
 from bridge.conversation import run_conversation  # noqa: E402
 from bridge.conversation.fallback import presynthesize  # noqa: E402
 from bridge.conversation.silero_shared import shared_silero  # noqa: E402
+from bridge.daemon.load import LoadMonitor  # noqa: E402
 from bridge.leg import AudioLeg  # noqa: E402
+from bridge.metrics import CALLS_REFUSED  # noqa: E402
 from bridge.providers.factory import build_providers  # noqa: E402
 from bridge.settings import Secrets, Settings  # noqa: E402
 from bridge.stream.server import StreamServer  # noqa: E402
@@ -81,7 +86,10 @@ def serve_callers(conn: Connection, url: str, calls: int, ramp_s: float, audio: 
         try:
             result = await client.run(audio[n % len(audio)], tail_s=1.0, max_s=120.0)
         except Exception as exc:  # a refused or dropped stream is a result, not a crash
-            return {"error": type(exc).__name__}
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            return {"error": type(exc).__name__, "status": status}
+        if result.close_code == 1013:  # taken at the upgrade, then "busy" (filled up meanwhile)
+            return {"error": "busy", "status": 1013}
         return {"ended_by": result.ended_by, "agent_audio_ms": result.agent_audio_ms,
                 "clears": result.clears}
 
@@ -103,6 +111,11 @@ def caller_audio(questions: list[bytes], turns: int) -> list[bytes]:
 async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list[bytes],
                    turns: int, ramp_s: float) -> dict[str, Any]:
     providers = build_providers(settings, secrets)
+    # the daemon's monitor has run long before a call comes; here it starts before the warm-up
+    # and has a full window (one second of probes) before the first caller knocks
+    load = LoadMonitor(settings.daemon.shed_loop_lag_ms, settings.daemon.shed_cpu_percent)
+    load.start()
+    monitor_since = time.monotonic()
     captures: list[Capture] = []
     try:
         await warm_up(providers)
@@ -114,10 +127,15 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
             await run_conversation(leg, providers, settings, transcript=capture, call_info=info,
                                    fallback_audio=fallback)
 
-        # as the daemon wires it: one supervisor (capacity, drain, end of call) for the server
-        supervisor = CallSupervisor(converse, Admission(settings.sip.max_calls))
+        # as the daemon wires it: one supervisor (capacity, drain, end of call) for the server,
+        # and the load monitor that sheds new streams (503) while the loop runs late
+        admission = Admission(settings.sip.max_calls)
+        admission.overloaded = load.overloaded
+        supervisor = CallSupervisor(converse, admission)
         server = StreamServer(settings, Secrets(), supervisor)
         await server.start()
+        shed_before = _shed_count()
+        await asyncio.sleep(max(0.0, 1.5 - (time.monotonic() - monitor_since)))
         silero = shared_silero()
         runs, windows = silero.runs, silero.windows
         lag: list[float] = []
@@ -126,16 +144,21 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         monitor = asyncio.create_task(loop_lag(lag))
         sampler = asyncio.create_task(sample_rss(rss_seen))
         cpu, wall = time.process_time(), time.monotonic()
+        queued = runqueue_wait_s()
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         url = f"ws://127.0.0.1:{server.bound_port}/stream"
         callers = ctx.Process(target=serve_callers, args=(child, url, calls, ramp_s, audio), daemon=True)
-        callers.start()
-        assert callers.pid is not None
         loop = asyncio.get_running_loop()
+        # in a thread: spawn writes the pickled audio (MBs) into a pipe the child reads only
+        # once its interpreter is up, which blocked this loop 1-2 s (and shed the first calls)
+        await loop.run_in_executor(None, callers.start)
+        assert callers.pid is not None
         try:
             results: list[dict[str, Any]] = await loop.run_in_executor(None, parent.recv)
             busy = (time.process_time() - cpu) / max(1e-9, time.monotonic() - wall)
+            waited = runqueue_wait_s() - queued
+            queued_share = round(waited / max(1e-9, time.monotonic() - wall), 3) if waited >= 0 else None
             callers_busy = cpu_seconds(callers.pid) / max(1e-9, time.monotonic() - wall)
         finally:
             monitor.cancel()
@@ -144,15 +167,23 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
             await loop.run_in_executor(None, callers.join, 10)
         runs, windows = silero.runs - runs, silero.windows - windows
     finally:
+        await load.stop()
         await close_providers(providers)
     latency = [m for c in captures for m in c.latency]
     served = sum(1 for c in captures if len(c.latency) >= turns and not c.failures)
+    refused = [r for r in results if r.get("status") in (503, 1013)]
+    asked = len(captures) * turns  # the questions of the streams the bridge took
     return {
         "calls": calls,
         "streams_served": len(captures),
-        "caller_errors": sum(1 for r in results if "error" in r),
+        # shed or at capacity: refused at the upgrade (503) or right after start (1013 busy);
+        # a new caller refused is what load shedding is for, unlike a live call's lost reply
+        "streams_refused": len(refused),
+        "shed_refusals": _shed_count() - shed_before,
+        "caller_errors": sum(1 for r in results if "error" in r) - len(refused),
         "calls_with_every_reply": served,
-        "replies_delivered": f"{len(latency)} of {calls * turns} questions",
+        "replies_delivered": f"{len(latency)} of {asked} questions on the streams served",
+        "replies_lost": asked - len(latency),
         "voice_to_voice_ms": figures(latency, "voice_to_voice"),
         "stt_final_ms": figures(latency, "stt_final"),
         "llm_first_token_ms": figures(latency, "llm_first_token"),
@@ -161,6 +192,12 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         "provider_failures": sorted({f for c in captures for f in c.failures})[:5],
         "barge_ins_heard_by_callers": sum(int(r.get("clears", 0)) for r in results),
         "loop_lag_ms": {"p50": pct(lag, 0.5), "p95": pct(lag, 0.95), "max": pct(lag, 1.0)},
+        # the same samples weighted by the time each one covers: the lag a message arriving at
+        # a random moment meets (one 2 s stall is one sample above, but 2 s of the run here)
+        "loop_lag_ms_time_weighted": {"p50": time_weighted(lag, 0.5), "p95": time_weighted(lag, 0.95)},
+        # share of the run the loop thread was ready to run but waited for a CPU (schedstat):
+        # high on a shared box, where the loop lag is then the machine's, not the bridge's
+        "loop_thread_runqueue_wait_share": queued_share,
         "cpu_cores_busy": round(busy, 3),
         "callers_cores_busy": round(callers_busy, 3),
         "rss_mib": {"before_calls": round(rss_before, 1), "peak": round(max(rss_seen), 1),
@@ -170,6 +207,36 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
     }
 
 
+def runqueue_wait_s() -> float:
+    """Seconds this process's main (loop) thread has waited on a run queue; -1 off Linux."""
+    try:
+        with open(f"/proc/{os.getpid()}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return -1.0
+
+
+def time_weighted(lag_ms: list[float], q: float, period_ms: float = 10.0) -> float | None:
+    """The q-quantile of the loop lag over time: each sample weighs the period plus its lag."""
+    if not lag_ms:
+        return None
+    ordered = sorted(lag_ms)
+    total = sum(period_ms + v for v in ordered)
+    acc = 0.0
+    for v in ordered:
+        acc += period_ms + v
+        if acc >= q * total:
+            return round(v, 1)
+    return round(ordered[-1], 1)
+
+
+def _shed_count() -> float:
+    """Streams refused with 503 because the loop ran late, so far (the daemon's metric)."""
+    return sum(s.value for m in CALLS_REFUSED.collect() for s in m.samples
+               if s.name.endswith("_total") and s.labels.get("reason") == "overloaded"
+               and s.labels.get("transport") == "stream")
+
+
 async def run(args: argparse.Namespace, url: str, audio: list[bytes], fakes_pid: int) -> dict[str, Any]:
     secrets = Secrets.from_env(
         {"DEEPGRAM_API_KEY": DEEPGRAM_KEY, "OPENAI_API_KEY": OPENAI_KEY, "ELEVENLABS_API_KEY": ELEVENLABS_KEY}
@@ -177,7 +244,7 @@ async def run(args: argparse.Namespace, url: str, audio: list[bytes], fakes_pid:
     base = cloud_settings(url, args.tts)
     settings = Settings.model_validate({
         **base.model_dump(),
-        "daemon": {"stream_listen": "127.0.0.1:0"},
+        "daemon": {"stream_listen": "127.0.0.1:0", "shed_cpu_percent": args.shed_cpu_percent},
         # development streams (no token, no signature): the bench measures the media path
         "plivo": {"stream_require_token": False, "stream_check_signature": False, "nonce_db": ":memory:"},
     })
@@ -199,6 +266,8 @@ def main() -> None:
     parser.add_argument("--tts", default="elevenlabs-ws", choices=["elevenlabs-ws", "elevenlabs"])
     parser.add_argument("--ramp-s", type=float, default=10.0)
     parser.add_argument("--token-ms", type=float, default=20.0)
+    parser.add_argument("--shed-cpu-percent", type=float, default=0.0,
+                        help="daemon.shed_cpu_percent for the run (0: shed on loop lag only, the default)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]

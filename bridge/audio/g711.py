@@ -1,7 +1,9 @@
 """G.711 mu-law and A-law with numpy lookup tables (bit-exact with ITU G.711 / audioop).
 
-No ``audioop``: it is gone in Python 3.13. Decoding is a 256-entry table; encoding is a
-65536-entry table indexed by the 16-bit sample, so both are one numpy gather per frame.
+No ``audioop``: it is gone in Python 3.13. Decoding is a 256-entry table, applied as two
+``bytes.translate`` passes (the low and the high byte of each sample) interleaved into one
+buffer: ~1.6x faster than a numpy gather on a 20 ms frame, where numpy's per-call overhead is
+most of the cost. Encoding is a 65536-entry table indexed by the 16-bit sample (numpy gather).
 """
 
 from __future__ import annotations
@@ -82,12 +84,51 @@ ALAW_ENCODE = np.array([_alaw_encode_scalar(int(s)) for s in _samples], dtype=np
 del _samples
 
 
+def _byte_tables(table: npt.NDArray[np.int16]) -> tuple[bytes, bytes]:
+    """(low bytes, high bytes) of each code's s16le sample, as bytes.translate tables."""
+    raw = table.astype("<i2").tobytes()
+    return raw[0::2], raw[1::2]
+
+
+_ULAW_LO, _ULAW_HI = _byte_tables(ULAW_DECODE)
+_ALAW_LO, _ALAW_HI = _byte_tables(ALAW_DECODE)
+
+
+def _decode(data: bytes, low: bytes, high: bytes) -> bytes:
+    data = bytes(data)  # a memoryview or bytearray too (bytes(b) is b itself: no copy)
+    out = bytearray(2 * len(data))
+    out[0::2] = data.translate(low)
+    out[1::2] = data.translate(high)
+    return bytes(out)
+
+
 def ulaw_to_pcm(data: bytes) -> bytes:
-    return ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)].tobytes()
+    return _decode(data, _ULAW_LO, _ULAW_HI)
 
 
 def alaw_to_pcm(data: bytes) -> bytes:
-    return ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)].tobytes()
+    return _decode(data, _ALAW_LO, _ALAW_HI)
+
+
+class UlawPcm(bytes):
+    """s16le PCM decoded from mu-law that keeps the mu-law it came from (``ulaw``): a consumer
+    that needs mu-law again (Deepgram, fed the caller's own codec) sends those bytes instead of
+    encoding the PCM back. Everyone else sees plain bytes; a slice or a join is plain bytes."""
+
+    ulaw: bytes
+
+
+def ulaw_to_pcm_keeping(data: bytes) -> UlawPcm:
+    pcm = UlawPcm(ulaw_to_pcm(data))
+    pcm.ulaw = bytes(data)
+    return pcm
+
+
+def as_ulaw(pcm: bytes) -> bytes:
+    """mu-law for ``pcm``: the bytes it was decoded from when it kept them, else encoded."""
+    if type(pcm) is UlawPcm and len(pcm.ulaw) * 2 == len(pcm):
+        return pcm.ulaw
+    return pcm_to_ulaw(pcm)
 
 
 def pcm_to_ulaw(pcm: bytes) -> bytes:

@@ -439,7 +439,10 @@ class Conversation:
                 if nxt is _FINALIZE:
                     break
             try:
-                audio = b"".join(b for b in batch if b is not _FINALIZE)
+                frames = [b for b in batch if b is not _FINALIZE]
+                # one frame as it is: it may carry the caller's mu-law (g711.UlawPcm), which a
+                # join would drop
+                audio = frames[0] if len(frames) == 1 else b"".join(frames)
                 if audio:
                     await stream.send(audio)
                 if batch[-1] is _FINALIZE:

@@ -5,7 +5,9 @@ callback on the loop suffers too (a 20 ms RTP tick, a provider's first byte). Li
 what the loop protects: once the recent lag passes ``daemon.shed_loop_lag_ms`` new calls and
 streams are refused with 503 (and OPTIONS answers 503, so Kamailio sends them to another
 daemon) until it falls back under half of it. Shedding one call is better than every live
-call going late.
+call going late. Lag only rises once the loop is saturated; ``daemon.shed_cpu_percent`` sheds
+earlier, while the process's CPU over the last second is above that share of one core (until
+it is 10 points under), so live calls keep their headroom.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ _CPU_EVERY_S = 1.0
 
 
 class LoadMonitor:
-    def __init__(self, shed_loop_lag_ms: float) -> None:
+    def __init__(self, shed_loop_lag_ms: float, shed_cpu_percent: float = 0.0) -> None:
         self._shed_s = shed_loop_lag_ms / 1000.0
+        self._shed_cpu = shed_cpu_percent / 100.0
         self._recent: list[float] = []
         # mean lag over the last second (one late callback, e.g. a GC pass, does not shed calls
         # for a second; a loop that stays behind does) and the worst single one
@@ -58,17 +61,30 @@ class LoadMonitor:
         self.lag_recent_s = sum(self._recent) / len(self._recent)
         self.lag_max_s = max(self._recent)
         LOOP_LAG_RECENT.set(self.lag_recent_s)
-        if self._shed_s <= 0:
-            return
-        if not self.shedding and self.lag_recent_s > self._shed_s:
+        self._decide()
+
+    def record_cpu(self, ratio: float) -> None:
+        """The process's CPU over the last second (1.0 = one core); may start or end shedding."""
+        self.cpu_ratio = ratio
+        PROCESS_CPU_RATIO.set(ratio)
+        self._decide()
+
+    def _decide(self) -> None:
+        lag_on = self._shed_s > 0 and self.lag_recent_s > self._shed_s
+        cpu_on = self._shed_cpu > 0 and self.cpu_ratio > self._shed_cpu
+        if not self.shedding and (lag_on or cpu_on):
             self.shedding = True
             SHEDDING.set(1)
-            log.warning("event loop late: refusing new calls",
-                        extra={"loop_lag_ms": round(self.lag_recent_s * 1000, 1)})
-        elif self.shedding and self.lag_recent_s < self._shed_s / 2:
-            self.shedding = False
-            SHEDDING.set(0)
-            log.info("event loop caught up: taking new calls again")
+            log.warning("%s: refusing new calls", "event loop late" if lag_on else "CPU near one core",
+                        extra={"loop_lag_ms": round(self.lag_recent_s * 1000, 1),
+                               "cpu_percent": round(self.cpu_ratio * 100, 1)})
+        elif self.shedding and not lag_on and not cpu_on:
+            lag_ok = self._shed_s <= 0 or self.lag_recent_s < self._shed_s / 2
+            cpu_ok = self._shed_cpu <= 0 or self.cpu_ratio < self._shed_cpu - 0.1
+            if lag_ok and cpu_ok:
+                self.shedding = False
+                SHEDDING.set(0)
+                log.info("event loop caught up: taking new calls again")
 
     def snapshot(self) -> dict[str, float | bool]:
         return {
@@ -89,6 +105,5 @@ class LoadMonitor:
             self.record_lag(max(now - due, 0.0))
             if now - wall_at >= _CPU_EVERY_S:
                 cpu = time.process_time()
-                self.cpu_ratio = (cpu - cpu_at) / (now - wall_at)
-                PROCESS_CPU_RATIO.set(self.cpu_ratio)
+                self.record_cpu((cpu - cpu_at) / (now - wall_at))
                 cpu_at, wall_at = cpu, now

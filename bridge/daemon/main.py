@@ -88,7 +88,7 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
 
         stream = StreamServer(settings, secrets, calls)
     state: dict[str, Any] = {"sip_bound": False}
-    load = LoadMonitor(settings.daemon.shed_loop_lag_ms)
+    load = LoadMonitor(settings.daemon.shed_loop_lag_ms, settings.daemon.shed_cpu_percent)
     admission.overloaded = load.overloaded  # SIP and stream calls are shed alike
 
     def health() -> dict[str, Any]:

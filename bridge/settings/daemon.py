@@ -37,6 +37,9 @@ class DaemonSettings(Section):
     # Refuse new calls and streams (503; OPTIONS 503 too) while the event loop's mean lag over
     # the last second is above this many ms, until it is back under half of it. 0 = never.
     shed_loop_lag_ms: float = Field(100.0, ge=0)
+    # Also refuse them while this process used more than this % of one core over the last
+    # second (until 10 points under): before the loop saturates, not once it has. 0 = off.
+    shed_cpu_percent: float = Field(0.0, ge=0, le=100)
 
     @field_validator("stream_listen")
     @classmethod

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.audio.g711 import pcm_to_ulaw, ulaw_to_pcm
+from bridge.audio.g711 import pcm_to_ulaw, ulaw_to_pcm_keeping
 from bridge.audio.resample import StreamResampler
 
 
@@ -34,9 +34,10 @@ class MediaFormat:
 
     def decoder(self) -> Callable[[bytes], bytes]:
         """Payload bytes -> s16le PCM at 8 kHz (the bridge's internal rate). A new callable per
-        stream: the 16 kHz one keeps resampler state between chunks."""
+        stream: the 16 kHz one keeps resampler state between chunks. mu-law PCM keeps the
+        payload (g711.UlawPcm): the STT is sent the caller's own bytes, not a re-encoding."""
         if self.encoding == "audio/x-mulaw":
-            return ulaw_to_pcm
+            return ulaw_to_pcm_keeping
         if self.sample_rate != 8000:
             return StreamResampler(self.sample_rate, 8000).push
         return _even
@@ -129,7 +130,8 @@ def parse(text: str | bytes) -> Message:
         if not isinstance(payload, str):
             raise ProtocolError("media without payload")
         try:
-            raw = base64.b64decode(payload, validate=True)
+            # strict: what b64decode(validate=True) refuses, without its regex pass per message
+            raw = binascii.a2b_base64(payload, strict_mode=True)
         except (binascii.Error, ValueError):
             raise ProtocolError("media payload is not base64") from None
         ts = media.get("timestamp")

@@ -46,6 +46,7 @@ NOISE_MS = 80  # less voiced audio than this in a burst is noise: no words, an e
 GAP_EMPTY_FINAL_MS = 100  # silence after speech before the empty speech_final "in the gap"
 FINALIZE_MIN_MS = 250  # less unfinalized audio than this (and no speech): Finalize unanswered
 IDLE_TIMEOUT_S = 10.0  # documented: no audio or text message for 10 s closes 1011 NET-0001
+AUDIO_KEPT = 1 << 20  # bytes of received audio kept for tests
 DEFAULT_FINAL_DELAY_S = (0.15, 0.30)  # processing delay of a final, drawn per final
 MODELS = frozenset(
     {"nova-3", "nova-3-general", "nova-3-medical", "nova-2", "nova-2-general", "nova-2-phonecall",
@@ -81,6 +82,7 @@ class FakeDeepgram:
         # sends the whole utterance as an interim at the first silent block. Both playable.
         self.interim_on_silence = False
         self.error_close: ErrorClose | None = None
+        self.audio = bytearray()  # the audio received, as sent (all sockets; the first MiB)
 
     def next_text(self) -> str:
         return self.script.popleft() if self.script else "hello"
@@ -118,7 +120,10 @@ class FakeDeepgram:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         query = dict(request.query)
-        self.journal.add("request", query=query)
+        # what the client offered (permessage-deflate or not): the fake accepts either, as a
+        # server may; the journal lets a test see the offer
+        extensions = request.headers.get("Sec-WebSocket-Extensions", "")
+        self.journal.add("request", query=query, extensions=extensions)
         session = _Session(self, ws, request, query)
         await session.run()
         return ws
@@ -199,6 +204,8 @@ class _Session:
                     journal.add("error_closed", code=close.code, reason=close.reason)
                     await self.ws.close(code=close.code, message=close.reason.encode())
                     return
+                if len(self.fake.audio) < AUDIO_KEPT:
+                    self.fake.audio += msg.data[: AUDIO_KEPT - len(self.fake.audio)]
                 await self._audio(msg.data)
             elif msg.type == WSMsgType.TEXT:
                 kind = json.loads(msg.data).get("type", "")

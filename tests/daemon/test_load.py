@@ -38,6 +38,29 @@ def test_zero_threshold_never_sheds() -> None:
     assert not mon.overloaded() and mon.snapshot()["loop_lag_ms"] == 2000.0
 
 
+def test_sheds_on_cpu_before_the_loop_is_late_and_takes_calls_again_well_under_it() -> None:
+    mon = LoadMonitor(shed_loop_lag_ms=100, shed_cpu_percent=85)
+    for _ in range(20):
+        mon.record_lag(0.002)  # the loop is on time...
+    mon.record_cpu(0.80)
+    assert not mon.overloaded()
+    mon.record_cpu(0.90)  # ...but the process is near one core: new calls are shed now
+    assert mon.overloaded() and mon.snapshot()["cpu_percent"] == 90.0
+    mon.record_cpu(0.80)  # under the threshold, not 10 points under: still shedding
+    assert mon.overloaded()
+    mon.record_cpu(0.70)
+    assert not mon.overloaded()
+    for _ in range(20):
+        mon.record_lag(0.2)  # the lag alone still sheds, whatever the CPU
+    assert mon.overloaded()
+
+
+def test_cpu_threshold_off_by_default() -> None:
+    mon = LoadMonitor(shed_loop_lag_ms=100)
+    mon.record_cpu(1.0)
+    assert not mon.overloaded()
+
+
 @pytest.mark.sipp
 def test_daemon_reports_load_and_refuses_calls_while_shedding(tmp_path: Path) -> None:
     (tmp_path / "ok").mkdir()

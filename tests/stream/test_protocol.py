@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from bridge.audio.g711 import as_ulaw, ulaw_to_pcm
 from bridge.callfacts import (
     MAX_EXTRA_HEADERS,
     MAX_VALUE,
@@ -54,6 +55,9 @@ def test_media_dtmf_played_cleared() -> None:
         '{"no":"event"}',
         '{"event":"media"}',
         '{"event":"media","media":{"payload":"@@@"}}',
+        '{"event":"media","media":{"payload":"AQI=="}}',  # data after the padding
+        '{"event":"media","media":{"payload":"AQ I="}}',
+        '{"event":"media","media":{"payload":"\u00e9AA="}}',  # not ASCII
         '{"event":"start","start":{}}',
         '{"event":"start","start":{"callId":"c","mediaFormat":{"encoding":"audio/x-l16","sampleRate":44100}}}',
         '{"event":"dtmf","dtmf":{"digit":"55"}}',
@@ -64,6 +68,13 @@ def test_media_dtmf_played_cleared() -> None:
 def test_bad_messages_raise_protocol_error(raw: str | bytes) -> None:
     with pytest.raises(protocol.ProtocolError):
         protocol.parse(raw)
+
+
+def test_mulaw_payload_decodes_to_pcm_that_keeps_the_payload() -> None:
+    payload = bytes([0x7F, 0x10, 0xFF] * 53 + [0x00])  # 160 bytes, 20 ms
+    pcm = protocol.MediaFormat("audio/x-mulaw", 8000).decoder()(payload)
+    assert pcm == ulaw_to_pcm(payload) and len(pcm) == 320
+    assert as_ulaw(pcm) == payload  # the STT is sent these very bytes (0x7F would re-encode as 0xFF)
 
 
 def test_outgoing_messages() -> None:

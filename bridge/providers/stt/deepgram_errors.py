@@ -23,15 +23,31 @@ def status_error(status: int) -> ProviderError:
 
 
 def connect_error(exc: BaseException) -> ProviderError:
-    """Map an exception from opening the live socket. Callers raise it ``from None``."""
+    """Map an exception from opening the live socket (the SDK's ApiError, or websockets'
+    InvalidStatus for the socket deepgram_live.py opens). Callers raise it ``from None``."""
     status = getattr(exc, "status_code", None)
+    response = getattr(exc, "response", None)  # InvalidStatus: the handshake's HTTP answer
+    if status is None and response is not None:
+        status = getattr(response, "status_code", None)
     if isinstance(status, int):
-        return status_error(status)
+        error = status_error(status)
+        reason = _dg_error(response)
+        if reason and not error.retryable:
+            # Deepgram's own word for a refused request (e.g. "No such model/language/tier
+            # combination found."): the operator's clue; it never holds the key
+            error = ProviderError(NAME, f"{str(error).split(': ', 1)[-1]}: {reason}", retryable=False)
+        return error
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return ProviderError(NAME, "connect timed out", retryable=True)
     if isinstance(exc, OSError):
         return ProviderError(NAME, f"connect failed ({type(exc).__name__})", retryable=True)
     return ProviderError(NAME, f"connect failed ({type(exc).__name__})", retryable=True)
+
+
+def _dg_error(response: object) -> str:
+    headers = getattr(response, "headers", None)
+    value = headers.get("dg-error", "") if headers is not None else ""
+    return str(value)[:120]
 
 
 def close_details(exc: BaseException) -> tuple[int | None, str]:

@@ -1,4 +1,5 @@
-"""Deepgram live STT on deepgram-sdk 7.x (``listen.v1.connect``).
+"""Deepgram live STT (``/v1/listen``; the socket is deepgram_live.py's, see there why not the
+SDK's connect).
 
 Caller audio goes out as mu-law 8 kHz (the call's own codec, so nothing is lost or resampled)
 with interim results, endpointing, utterance-end and VAD events on. ``finalize()`` sends
@@ -12,19 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any
 
-from deepgram import AsyncDeepgramClient
-from deepgram.listen.v1.socket_client import AsyncV1SocketClient
-from deepgram.listen.v1.types import ListenV1Error, ListenV1Results, ListenV1UtteranceEnd
-
-from bridge.audio.g711 import pcm_to_ulaw
+from bridge.audio.g711 import UlawPcm, as_ulaw
 from bridge.providers.base import Transcript
 from bridge.providers.stt.deepgram_errors import NAME
-from bridge.providers.stt.deepgram_session import DeepgramSession, environment, open_socket
+from bridge.providers.stt.deepgram_live import LiveSocket, live_socket
+from bridge.providers.stt.deepgram_session import CLOSE_WAIT_S, DeepgramSession, environment, open_socket
 from bridge.settings import Secrets, Settings
 
+log = logging.getLogger(__name__)
 __all__ = ["DeepgramSTT", "DeepgramStream", "create", "environment"]
 # Deepgram answers audio with Results about once per second of audio; a few frames of audio
 # (the silence after a final, when the caller then goes quiet) are owed no reply at all.
@@ -55,7 +55,8 @@ class DeepgramSTT:
     ) -> None:
         if encoding not in {"mulaw", "linear16"}:
             raise ValueError(f"unsupported Deepgram encoding {encoding!r}")
-        self._client = AsyncDeepgramClient(api_key=api_key, environment=environment(url))
+        self._api_key = api_key
+        self._ws_base = environment(url).production  # validates the URL too
         self.encoding = encoding
         self.options: dict[str, Any] = {
             "model": model,
@@ -80,14 +81,13 @@ class DeepgramSTT:
         await stream.start()
         return stream
 
-    async def connect(self, stack: contextlib.AsyncExitStack) -> AsyncV1SocketClient:
-        """Open one live socket inside ``stack``; ProviderError (never the SDK's) on failure."""
-        return await open_socket(
-            NAME, stack, self._client.listen.v1.connect(**self.options), self.connect_timeout_s
-        )
+    async def connect(self, stack: contextlib.AsyncExitStack) -> LiveSocket:
+        """Open one live socket inside ``stack``; ProviderError on failure."""
+        socket = live_socket(self._ws_base, self.options, self._api_key, CLOSE_WAIT_S)
+        return await open_socket(NAME, stack, socket, self.connect_timeout_s)
 
 
-class DeepgramStream(DeepgramSession[AsyncV1SocketClient]):
+class DeepgramStream(DeepgramSession[LiveSocket]):
     """One caller's live transcription (implements base.SttStream)."""
 
     name = NAME
@@ -97,7 +97,7 @@ class DeepgramStream(DeepgramSession[AsyncV1SocketClient]):
         mulaw = stt.encoding == "mulaw"
         super().__init__(stt, 1 if mulaw else 2)
         self._stt = stt
-        self._encode = pcm_to_ulaw if mulaw else bytes
+        self._mulaw = mulaw
         self._watch: asyncio.Timeout | None = None  # stall watchdog of the current read loop
         self._utterance_open = False  # finals with words since the last end of utterance
         self._finalize_owed = 0  # Finalize messages whose reply (an end of utterance) is expected
@@ -113,10 +113,13 @@ class DeepgramStream(DeepgramSession[AsyncV1SocketClient]):
             raise self._failed
         if self._closing:
             return
-        data = self._even(pcm)
-        if not data:
-            return
-        audio = self._encode(data)
+        if self._mulaw and type(pcm) is UlawPcm and not self._carry:
+            audio = as_ulaw(pcm)  # a Plivo mu-law frame goes out as the caller sent it
+        else:
+            data = self._even(pcm)
+            if not data:
+                return
+            audio = as_ulaw(data) if self._mulaw else data
         if not await self._send_audio(audio):
             return  # no socket, or a dead one: the replay on the next socket sends it
         self._unanswered += len(audio)
@@ -149,7 +152,7 @@ class DeepgramStream(DeepgramSession[AsyncV1SocketClient]):
         if watch is not None and watch.when() is None:
             watch.reschedule(asyncio.get_running_loop().time() + self._stt.stall_timeout_s)
 
-    async def _read(self, conn: AsyncV1SocketClient) -> str:
+    async def _read(self, conn: LiveSocket) -> str:
         """Consume messages until the socket ends or stalls; returns why it ended."""
         try:
             async with asyncio.timeout(None) as watch:
@@ -161,43 +164,50 @@ class DeepgramStream(DeepgramSession[AsyncV1SocketClient]):
                     self._reply_due = False
                     self._unanswered = 0
                     watch.reschedule(None)
-                    if isinstance(message, ListenV1Error):
+                    kind = message.get("type")
+                    if kind == "Error":
                         return "error message from Deepgram"
-                    self._handle(message)
+                    if kind == "Results":
+                        self._results(message)
+                    elif kind == "UtteranceEnd" and self._utterance_open:
+                        # words were finalized but no speech_final came (noise): this closes the turn
+                        self._utterance_open = False
+                        self._queue.put_nowait(Transcript("", True, True, 0.0))
         except TimeoutError:
             return f"no reply for {self._stt.stall_timeout_s:g} s"
         finally:
             self._watch = None
 
-    def _handle(self, message: Any) -> None:
-        if isinstance(message, ListenV1Results):
-            self._got_result = True
-            alts = message.channel.alternatives
-            text = alts[0].transcript.strip() if alts else ""
-            confidence = float(alts[0].confidence) if alts else 0.0
-            is_final = bool(message.is_final)
-            end = is_final and bool(message.speech_final or message.from_finalize)
-            if is_final:
-                self._replay.finalized(message.start, message.duration)
-                self._utterance_open = self._utterance_open or bool(text)
-            if end and message.from_finalize and not self._finalize_owed and self._answered_locally:
-                self._answered_locally -= 1  # that Finalize was answered here already
-                end = False
-            elif end and not text and not message.from_finalize and not self._utterance_open:
-                # an empty speech_final (noise, or the gap before the words' final) with no
-                # words pending ends nothing: "yes" would otherwise be cut off
-                end = False
-            if text or end:
-                self._queue.put_nowait(Transcript(text, is_final, end, confidence))
-            if end:
-                self._utterance_open = False
-                self._finalize_owed = max(0, self._finalize_owed - 1)
-        elif isinstance(message, ListenV1UtteranceEnd) and self._utterance_open:
-            # words were finalized but no speech_final came (noise): this closes the turn
+    def _results(self, message: dict[str, Any]) -> None:
+        self._got_result = True
+        try:
+            alts = message["channel"]["alternatives"]
+            text = str(alts[0]["transcript"]).strip() if alts else ""
+            confidence = float(alts[0].get("confidence", 0.0)) if alts else 0.0
+            start, duration = float(message.get("start", 0.0)), float(message.get("duration", 0.0))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            log.warning("deepgram Results message without a usable transcript: skipped")
+            return
+        is_final = message.get("is_final") is True
+        from_finalize = message.get("from_finalize") is True
+        end = is_final and (message.get("speech_final") is True or from_finalize)
+        if is_final:
+            self._replay.finalized(start, duration)
+            self._utterance_open = self._utterance_open or bool(text)
+        if end and from_finalize and not self._finalize_owed and self._answered_locally:
+            self._answered_locally -= 1  # that Finalize was answered here already
+            end = False
+        elif end and not text and not from_finalize and not self._utterance_open:
+            # an empty speech_final (noise, or the gap before the words' final) with no
+            # words pending ends nothing: "yes" would otherwise be cut off
+            end = False
+        if text or end:
+            self._queue.put_nowait(Transcript(text, is_final, end, confidence))
+        if end:
             self._utterance_open = False
-            self._queue.put_nowait(Transcript("", True, True, 0.0))
+            self._finalize_owed = max(0, self._finalize_owed - 1)
 
-    async def _resume(self, conn: AsyncV1SocketClient, replay: bytes) -> None:
+    async def _resume(self, conn: LiveSocket, replay: bytes) -> None:
         if replay:
             await conn.send_media(replay)
         if self._finalize_owed:

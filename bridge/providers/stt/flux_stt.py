@@ -21,7 +21,7 @@ from deepgram import AsyncDeepgramClient
 from deepgram.listen.v2.socket_client import AsyncV2SocketClient
 from deepgram.listen.v2.types import ListenV2FatalError, ListenV2TurnInfo
 
-from bridge.audio.g711 import pcm_to_ulaw
+from bridge.audio.g711 import UlawPcm, as_ulaw
 from bridge.providers.base import EAGER_END_OF_TURN, TURN_RESUMED, ProviderError, Transcript
 from bridge.providers.stt.deepgram_session import DeepgramSession, environment, open_socket
 from bridge.settings import Secrets, Settings
@@ -90,9 +90,12 @@ class FluxStream(DeepgramSession[AsyncV2SocketClient]):
             raise self._failed
         if self._closing:
             return
+        if type(pcm) is UlawPcm and not self._carry:
+            await self._send_audio(as_ulaw(pcm))  # a Plivo mu-law frame as the caller sent it
+            return
         data = self._even(pcm)
         if data:
-            await self._send_audio(pcm_to_ulaw(data))
+            await self._send_audio(as_ulaw(data))
 
     async def finalize(self) -> None:
         """ForceEndTurn; exactly one end of utterance follows (ours if no turn is open)."""

@@ -33,6 +33,11 @@ from bridge.simulator.plivo.rules import extra_headers_as_delivered
 from bridge.simulator.plivo.signing import sign_v3
 
 _FORMATS = (("audio/x-mulaw", 8000), ("audio/x-l16", 8000), ("audio/x-l16", 16000))
+# Encoded media payloads by (encoding, frame): callers in one process play the same few clips
+# and mostly silence, so each distinct 20 ms frame is encoded and base64'd once, not per tick
+# per call (at 150 callers that was most of the callers' process). Bounded.
+_PAYLOADS: dict[tuple[str, bytes], str] = {}
+_PAYLOADS_MAX = 100_000
 FRAME_S = 0.02
 FRAME_BYTES = 320  # 20 ms of s16le at 8 kHz
 Printer = Callable[[str], None]
@@ -123,6 +128,8 @@ class PlivoStreamClient:
         self._down_rate = StreamResampler(sample_rate, 8000)
         self._up: DelayedPipe | None = None
         self._closed = False
+        self._media_head: str | None = None  # the media event's fixed parts (media_message)
+        self._media_tail = ""
         self.tick = 0  # the current 20 ms tick of the call
 
     def _next_seq(self) -> int:
@@ -162,20 +169,21 @@ class PlivoStreamClient:
         )
 
     def media_message(self, pcm: bytes, chunk: int) -> str:
-        return json.dumps(
-            {
-                "event": "media",
-                "sequenceNumber": self._next_seq(),
-                "streamId": self.stream_id,
-                "media": {
-                    "track": "inbound",
-                    "timestamp": str(int(time.time() * 1000)),  # Unix epoch ms, as a string
-                    "chunk": chunk,
-                    "payload": base64.b64encode(self._encode(pcm)).decode("ascii"),
-                },
-                "extra_headers": self.extra_headers,
-            }
-        )
+        """Plivo's media event (as json.dumps would write it, built from a template: this runs
+        every 20 ms for every simulated caller)."""
+        key = (self.encoding, pcm)
+        payload = _PAYLOADS.get(key)
+        if payload is None:
+            payload = base64.b64encode(self._encode(pcm)).decode("ascii")
+            if len(_PAYLOADS) < _PAYLOADS_MAX:
+                _PAYLOADS[key] = payload
+        if self._media_head is None:
+            self._media_head = f', "streamId": {json.dumps(self.stream_id)}, "media": {{"track": "inbound", '
+            self._media_tail = f'}}, "extra_headers": {json.dumps(self.extra_headers)}}}'
+        # timestamp: Unix epoch ms, as a string
+        return (f'{{"event": "media", "sequenceNumber": {self._next_seq()}{self._media_head}'
+                f'"timestamp": "{int(time.time() * 1000)}", "chunk": {chunk}, "payload": "{payload}"'
+                f'{self._media_tail}')
 
     def press(self, digit: str) -> None:
         """Send a DTMF event on the next tick."""
