@@ -51,6 +51,7 @@ from voice_to_voice import (  # noqa: E402  (the same fakes, profile and figures
     warm_up,
 )
 
+from bridge import event_loop  # noqa: E402
 from bridge.admission import Admission  # noqa: E402
 from bridge.callmodel import CallInfo  # noqa: E402
 from bridge.conversation import run_conversation  # noqa: E402
@@ -199,6 +200,8 @@ def main() -> None:
     parser.add_argument("--tts", default="elevenlabs-ws", choices=["elevenlabs-ws", "elevenlabs"])
     parser.add_argument("--ramp-s", type=float, default=10.0)
     parser.add_argument("--token-ms", type=float, default=20.0)
+    parser.add_argument("--loop", choices=event_loop.LOOP_NAMES, default=event_loop.DEFAULT_LOOP,
+                        help="the measured (bridge) process's event loop; callers and fakes: asyncio")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
@@ -213,13 +216,14 @@ def main() -> None:
         if not parent.poll(30):
             raise SystemExit("the fakes did not start")
         assert fakes.pid is not None
-        results = asyncio.run(run(args, parent.recv(), audio, fakes.pid))
+        results = event_loop.run(run(args, parent.recv(), audio, fakes.pid), args.loop)
     finally:
         parent.close()
         fakes.join(10)
         if fakes.is_alive():
             fakes.terminate()
-    print(json.dumps({"path": "plivo stream", "tts": args.tts, "turns": args.turns, "answer": answer,
+    print(json.dumps({"path": "plivo stream", "event_loop": args.loop, "tts": args.tts,
+                      "turns": args.turns, "answer": answer,
                       "results": results}, indent=2))
 
 

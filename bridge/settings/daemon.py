@@ -37,6 +37,9 @@ class DaemonSettings(Section):
     # Refuse new calls and streams (503; OPTIONS 503 too) while the event loop's mean lag over
     # the last second is above this many ms, until it is back under half of it. 0 = never.
     shed_loop_lag_ms: float = Field(100.0, ge=0)
+    # uvloop (libuv, the default) | asyncio (the standard library's loop). Without uvloop
+    # installed the daemon runs on asyncio's and logs one warning.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     @field_validator("stream_listen")
     @classmethod

@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import re
 import socket
+from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Callable
 
 from bridge.metrics import SIP_DROPPED, SIP_SEND_FAILURES
@@ -26,7 +27,7 @@ __all__ = ["Peer", "SipTransport", "TcpConnection", "resolve"]
 
 MAX_STREAM_MESSAGE = 65_535
 CONNECT_TIMEOUT_S = 5.0
-# The UDP socket's receive buffer: asyncio reads one datagram per loop pass, so a burst of
+# The UDP socket's receive buffer: asyncio's loop reads one datagram per pass, so a burst of
 # INVITEs/ACKs/BYEs (hundreds of calls starting or ending together) waits in the kernel while
 # the media clock runs instead of overflowing the default ~208 KiB (~90 datagrams) and being
 # retransmitted. Linux caps it at net.core.rmem_max (README: raise it on a busy host).
@@ -46,10 +47,13 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        # asyncio reads one datagram per event-loop pass: with hundreds of calls' media on the
+        # asyncio's loop reads one datagram per pass: with hundreds of calls' media on the
         # loop that is ~100-150 SIP datagrams a second, less than 500 calls starting or ending
         # need (INVITE+ACK, BYE, retransmissions). A dup of the socket lets each pass read
-        # what is waiting (bounded).
+        # what is waiting (bounded). uvloop (libuv) reads up to 32 per pass and hands each up
+        # as it reads it: reading there too would hand later datagrams up before earlier ones.
+        if not isinstance(asyncio.get_running_loop(), BaseSelectorEventLoop):
+            return
         with contextlib.suppress(OSError, AttributeError):
             self._rx = transport.get_extra_info("socket").dup()
             self._rx.setblocking(False)
