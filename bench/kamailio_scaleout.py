@@ -187,10 +187,13 @@ def main() -> int:
     ap.add_argument("--calls", type=int, nargs="+", default=[1, 60, 150])
     ap.add_argument("--seconds", type=float, default=15.0, help="length of each call")
     ap.add_argument("--rate", type=float, default=30.0, help="new calls per second while ramping up")
+    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the daemons' event loop")
     args = ap.parse_args()
+    os.environ["VOICE_BRIDGE_DAEMON__EVENT_LOOP"] = args.loop  # run_daemon passes the environment on
     runs = [run_once(d, c, args.seconds, args.rate) for d in args.daemons for c in args.calls]
     print(json.dumps({"bench": "kamailio_scaleout", "date": time.strftime("%Y-%m-%d"),
-                      "cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(), "runs": runs}, indent=1))
+                      "cpus": os.cpu_count(), "event_loop": args.loop,
+                      "loadavg_at_end": os.getloadavg(), "runs": runs}, indent=1))
     return 0
 
 

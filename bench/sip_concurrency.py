@@ -184,6 +184,7 @@ def main() -> int:
     ap.add_argument("--sipp-procs", type=int, default=0, help="SIPp processes (0: one per 100 calls)")
     ap.add_argument("--profile", type=Path, help="py-spy raw profile of the daemon over the steady part")
     ap.add_argument("--keep", type=Path, help="copy the capture, SIPp logs and daemon log here")
+    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the daemon's event loop")
     args = ap.parse_args()
     procs = args.sipp_procs or max(1, -(-args.calls // 100))
     counts = [n for n in split(args.calls, procs) if n]
@@ -196,7 +197,8 @@ def main() -> int:
         scenario = media_scenario(
             tmp, args.codec, pcm, pause_ms=int(args.seconds * 1000), per_call_ports=True
         )
-        env = {"VOICE_BRIDGE_LOGGING__LEVEL": "WARNING", "VOICE_BRIDGE_SIP__MAX_CALLS": str(args.calls + 10)}
+        env = {"VOICE_BRIDGE_LOGGING__LEVEL": "WARNING", "VOICE_BRIDGE_SIP__MAX_CALLS": str(args.calls + 10),
+               "VOICE_BRIDGE_DAEMON__EVENT_LOOP": args.loop}
         with run_daemon(tmp, agent="echo", env=env, rtp_ports=2 * args.calls + 40) as daemon:
             lo, hi = daemon.rtp_range
             pid, sip_port = daemon.proc.pid, daemon.sip_port
@@ -295,6 +297,7 @@ def main() -> int:
         json.dumps(
             {
                 "calls": args.calls,
+                "event_loop": args.loop,
                 "call_seconds": args.seconds,
                 "codec": args.codec,
                 "sipp_processes": len(counts),

@@ -54,6 +54,7 @@ from voice_to_voice import (  # noqa: E402  (the same fakes, profile and figures
     warm_up,
 )
 
+from bridge import event_loop  # noqa: E402
 from bridge.admission import Admission  # noqa: E402
 from bridge.callmodel import CallInfo  # noqa: E402
 from bridge.conversation import run_conversation  # noqa: E402
@@ -268,6 +269,8 @@ def main() -> None:
     parser.add_argument("--token-ms", type=float, default=20.0)
     parser.add_argument("--shed-cpu-percent", type=float, default=0.0,
                         help="daemon.shed_cpu_percent for the run (0: shed on loop lag only, the default)")
+    parser.add_argument("--loop", choices=event_loop.LOOP_NAMES, default=event_loop.DEFAULT_LOOP,
+                        help="the measured (bridge) process's event loop; callers and fakes: asyncio")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
@@ -282,13 +285,14 @@ def main() -> None:
         if not parent.poll(30):
             raise SystemExit("the fakes did not start")
         assert fakes.pid is not None
-        results = asyncio.run(run(args, parent.recv(), audio, fakes.pid))
+        results = event_loop.run(run(args, parent.recv(), audio, fakes.pid), args.loop)
     finally:
         parent.close()
         fakes.join(10)
         if fakes.is_alive():
             fakes.terminate()
-    print(json.dumps({"path": "plivo stream", "tts": args.tts, "turns": args.turns, "answer": answer,
+    print(json.dumps({"path": "plivo stream", "event_loop": args.loop, "tts": args.tts,
+                      "turns": args.turns, "answer": answer,
                       "results": results}, indent=2))
 
 

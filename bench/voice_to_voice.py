@@ -53,6 +53,7 @@ from typing import Any
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bridge import event_loop
 from bridge.audio.wavfile import read_wav_8k_mono
 from bridge.callmodel import CallInfo
 from bridge.conversation import run_conversation
@@ -399,7 +400,7 @@ def with_fakes(args: argparse.Namespace, answer: str, questions: list[bytes]) ->
         if not parent.poll(30):
             raise SystemExit("the fakes did not start")
         assert fakes.pid is not None
-        return asyncio.run(run(args, parent.recv(), questions, fakes.pid))
+        return event_loop.run(run(args, parent.recv(), questions, fakes.pid), args.loop)
     finally:
         parent.close()
         fakes.join(10)
@@ -455,6 +456,8 @@ def main() -> None:
                         help="the fake Flux's silence before EagerEndOfTurn")
     parser.add_argument("--flux-eot-ms", type=int, default=300,
                         help="the fake Flux's silence before EndOfTurn")
+    parser.add_argument("--loop", choices=event_loop.LOOP_NAMES, default=event_loop.DEFAULT_LOOP,
+                        help="the measured (bridge) process's event loop; the fakes: asyncio")
     args = parser.parse_args()
     if args.turns % len(QUESTIONS):
         # The fakes' scripts run on across scenarios (one fakes process per answer shape): with
@@ -469,6 +472,7 @@ def main() -> None:
         questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
     out: dict[str, Any] = {
         "profile_ms": {k.removesuffix("_s"): _ms(v) for k, v in PROFILE.items()},
+        "event_loop": args.loop,
         "llm_token_ms": args.token_ms,
         "first_clause_words": words,
         "preemptive_generation": args.preemptive,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 
+from bridge import event_loop
 from bridge.outbound.cli_support import (
     EXIT_FAILED,
     EXIT_OK,
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
         if via in outbound.unavailable:
             print(outbound.unavailable[via], file=sys.stderr)
             return EXIT_USAGE
-        attempt = asyncio.run(outbound.service.call(args.to, from_number, via))
+        attempt = event_loop.run(outbound.service.call(args.to, from_number, via), settings.daemon.event_loop)
     finally:
         outbound.close()
     _report(attempt, args.json)

@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from bridge import event_loop
 from bridge.outbound.campaign import CallerIdRefused, CampaignOptions, CampaignRunner, CampaignSummary
 from bridge.outbound.campaign_lock import CampaignBusy, CampaignLock
 from bridge.outbound.campaign_store import CampaignFileError, LoadReport, campaign_name
@@ -164,7 +165,7 @@ def _run_locked(args: argparse.Namespace, settings: Settings, via: str, from_num
         runner = CampaignRunner(outbound.campaigns, outbound.service, outbound.service.dialer(via),
                                 SystemClock(), options)
         try:
-            summary = asyncio.run(_run_with_signals(runner, campaign_id))
+            summary = event_loop.run(_run_with_signals(runner, campaign_id), settings.daemon.event_loop)
         except CallerIdRefused as exc:
             print(f"campaign not started: {exc}", file=sys.stderr)
             return EXIT_USAGE

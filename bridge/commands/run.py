@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
+from bridge import event_loop
+from bridge.event_loop import LOOP_NAMES
 from bridge.logs import setup_logging
 from bridge.settings import SettingsError
 from bridge.settings.addresses import parse_host_port
@@ -35,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-listen", type=_host_port, metavar="HOST:PORT", help="/healthz and /metrics")
     parser.add_argument("--agent", help="echo | prompt | conversation")
     parser.add_argument("--max-calls", type=int, metavar="N")
+    parser.add_argument("--event-loop", choices=LOOP_NAMES, help="uvloop | asyncio (daemon.event_loop)")
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -49,6 +51,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         out.setdefault("daemon", {})["agent"] = args.agent
     if args.max_calls is not None:
         out.setdefault("sip", {})["max_calls"] = args.max_calls
+    if args.event_loop:
+        out.setdefault("daemon", {})["event_loop"] = args.event_loop
     return out
 
 
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from bridge.daemon.main import StartupError, serve
 
     try:
-        return asyncio.run(serve(settings, secrets))
+        return event_loop.run(serve(settings, secrets), settings.daemon.event_loop)
     except StartupError as exc:  # a port taken, an address not on this machine
         print(f"voice-bridge: {exc}", file=sys.stderr)
         return 2

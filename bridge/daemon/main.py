@@ -16,6 +16,7 @@ from bridge.daemon.calls import DaemonCallApp
 from bridge.daemon.http_api import build_http_app, start_http
 from bridge.daemon.load import LoadMonitor
 from bridge.daemon.notify import Notifier
+from bridge.event_loop import loop_name
 from bridge.settings import Secrets, Settings
 from bridge.supervisor import CallSupervisor
 
@@ -89,6 +90,7 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
         stream = StreamServer(settings, secrets, calls)
     state: dict[str, Any] = {"sip_bound": False}
     load = LoadMonitor(settings.daemon.shed_loop_lag_ms, settings.daemon.shed_cpu_percent)
+    running_loop = loop_name()  # daemon.event_loop, or asyncio when uvloop is missing
     admission.overloaded = load.overloaded  # SIP and stream calls are shed alike
 
     def health() -> dict[str, Any]:
@@ -102,6 +104,7 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
             "rtp_ports_in_use": app.ports_in_use,
             "draining": calls.draining,
             "agent": settings.daemon.agent,
+            "event_loop": running_loop,
             "stream_calls": stream.active_calls if stream is not None else None,
             "load": {"calls": calls.active(),
                      **load.snapshot()},
@@ -156,6 +159,7 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
             "http": f"{settings.http.listen_host}:{http_port}",
             "agent": settings.daemon.agent,
             "max_calls": settings.sip.max_calls,
+            "event_loop": running_loop,
         },
     )
     # Machine-readable line for supervisors and tests that start us on port 0.

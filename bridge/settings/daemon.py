@@ -40,6 +40,9 @@ class DaemonSettings(Section):
     # Also refuse them while this process used more than this % of one core over the last
     # second (until 10 points under): before the loop saturates, not once it has. 0 = off.
     shed_cpu_percent: float = Field(0.0, ge=0, le=100)
+    # uvloop (libuv, the default) | asyncio (the standard library's loop). Without uvloop
+    # installed the daemon runs on asyncio's and logs one warning.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     @field_validator("stream_listen")
     @classmethod

@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import re
 import socket
+from collections import deque
 from collections.abc import Callable
 
 from bridge.metrics import SIP_DROPPED, SIP_SEND_FAILURES
@@ -26,7 +27,7 @@ __all__ = ["Peer", "SipTransport", "TcpConnection", "resolve"]
 
 MAX_STREAM_MESSAGE = 65_535
 CONNECT_TIMEOUT_S = 5.0
-# The UDP socket's receive buffer: asyncio reads one datagram per loop pass, so a burst of
+# The UDP socket's receive buffer: asyncio's loop reads one datagram per pass, so a burst of
 # INVITEs/ACKs/BYEs (hundreds of calls starting or ending together) waits in the kernel while
 # the media clock runs instead of overflowing the default ~208 KiB (~90 datagrams) and being
 # retransmitted. Linux caps it at net.core.rmem_max (README: raise it on a busy host).
@@ -43,13 +44,16 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._handler = handler
         self.transport: asyncio.DatagramTransport | None = None
         self._rx: socket.socket | None = None
+        # datagrams read ahead of the loop, handled on its next pass in arrival order
+        self._backlog: deque[tuple[bytes, tuple[str, int]]] = deque()
+        self._flush_due = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        # asyncio reads one datagram per event-loop pass: with hundreds of calls' media on the
-        # loop that is ~100-150 SIP datagrams a second, less than 500 calls starting or ending
-        # need (INVITE+ACK, BYE, retransmissions). A dup of the socket lets each pass read
-        # what is waiting (bounded).
+        # asyncio's loop reads one datagram per pass, uvloop (libuv) up to 32: with hundreds
+        # of calls' media on the loop a pass takes most of a 20 ms tick, and that is less than
+        # 500 calls starting or ending need (INVITE+ACK, BYE, retransmissions). A dup of the
+        # socket lets each pass read what is waiting (bounded).
         with contextlib.suppress(OSError, AttributeError):
             self._rx = transport.get_extra_info("socket").dup()
             self._rx.setblocking(False)
@@ -60,19 +64,31 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             self._rx = None
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._handle(data, addr)
-        loop = asyncio.get_running_loop()
-        for _ in range(UDP_DRAIN_PER_PASS):
-            rx, transport = self._rx, self.transport
-            if rx is None or transport is None or transport.is_closing():
-                return
-            try:
-                data, addr = rx.recvfrom(MAX_STREAM_MESSAGE)
-            except OSError:  # nothing more (EAGAIN), or an ICMP report: asyncio's pass takes it
-                return
+        if self._backlog:
+            # Read after some we read ahead (libuv goes on reading after this returns): it
+            # waits its turn.
+            self._backlog.append((data, addr))
+        else:
+            self._handle(data, addr)
+        rx, transport = self._rx, self.transport
+        if rx is not None and transport is not None and not transport.is_closing():
+            for _ in range(UDP_DRAIN_PER_PASS - len(self._backlog)):
+                try:
+                    data, addr = rx.recvfrom(MAX_STREAM_MESSAGE)
+                except OSError:  # nothing more (EAGAIN), or an ICMP report: the loop's read takes it
+                    break
+                self._backlog.append((data, addr))
+        if self._backlog and not self._flush_due:
             # Handled on the next pass, in order, after what this message started (an INVITE's
             # answer task): the same order as one datagram per pass, read in one go.
-            loop.call_soon(self._handle, data, addr)
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        backlog = self._backlog
+        for _ in range(len(backlog)):
+            self._handle(*backlog.popleft())
 
     def _handle(self, data: bytes, addr: tuple[str, int]) -> None:
         if not data.strip():

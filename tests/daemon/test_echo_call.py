@@ -30,14 +30,15 @@ def _get(url: str) -> str:
         return resp.read().decode()
 
 
-@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
-def test_echo_call_returns_the_callers_audio(tmp_path: Path, codec: str) -> None:
+# Each codec on one of the daemon's event loops (daemon.event_loop): both loops carry a call.
+@pytest.mark.parametrize(("codec", "loop"), [("PCMU", "uvloop"), ("PCMA", "asyncio")])
+def test_echo_call_returns_the_callers_audio(tmp_path: Path, codec: str, loop: str) -> None:
     sent = chirp_pcm(2.0)
     # What the caller really sends is the G.711 round trip of the chirp.
     sent_on_wire = decoder(codec)(encoder(codec)(sent))
     scenario = media_scenario(tmp_path, codec, sent, pause_ms=3000)
     media_port = free_port()
-    with run_daemon(tmp_path, agent="echo") as daemon:
+    with run_daemon(tmp_path, agent="echo", env={"VOICE_BRIDGE_DAEMON__EVENT_LOOP": loop}) as daemon:
         with capture_udp(tmp_path / "rtp.pcap", f"udp port {media_port}"):
             result = run_sipp(
                 scenario, f"127.0.0.1:{daemon.sip_port}", cwd=tmp_path, media_port=media_port, timeout=30
@@ -61,6 +62,7 @@ def test_echo_call_returns_the_callers_audio(tmp_path: Path, codec: str) -> None
     gaps = np.diff([p[0] for p in to_caller]) * 1000
     assert np.median(gaps) == pytest.approx(20, abs=3)
 
+    assert health["event_loop"] == loop
     assert health["active_calls"] == 0
     assert health["rtp_ports_in_use"] == 0
     assert 'voice_bridge_calls_total{outcome="bye",transport="sip"} 1.0' in metrics

@@ -69,9 +69,11 @@ def _sipp_background(scenario: Path, target: str, cwd: Path) -> subprocess.Popen
     )
 
 
-def test_sigterm_drains_then_hangs_up_and_exits_zero(tmp_path: Path) -> None:
-    env = {"VOICE_BRIDGE_DAEMON__DRAIN_TIMEOUT_S": "2"}
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])  # the signal handlers on both loops
+def test_sigterm_drains_then_hangs_up_and_exits_zero(tmp_path: Path, loop: str) -> None:
+    env = {"VOICE_BRIDGE_DAEMON__DRAIN_TIMEOUT_S": "2", "VOICE_BRIDGE_DAEMON__EVENT_LOOP": loop}
     with run_daemon(tmp_path, agent="echo", env=env) as daemon:
+        assert _health(daemon.http)["event_loop"] == loop
         target = f"127.0.0.1:{daemon.sip_port}"
         caller = _sipp_background(SCENARIOS / "uac_wait_bye.xml", target, tmp_path)
         assert _wait_for(lambda: _health(daemon.http)["active_calls"] == 1), daemon.logs()

@@ -38,7 +38,7 @@ async def test_prompt_plays_the_file_then_listens_then_hangs_up(tmp_path: Path) 
     assert (ended.reason, ended.by) == ("agent-finished", "agent")
     await leg.close()
     assert ports.in_use == 0
-    assert elapsed >= 0.5 + 0.3
+    assert elapsed >= 0.5 + 0.3 - 0.003  # uvloop's clock and timers count whole milliseconds
     assert len(peer.packets) == 25
     got = b"".join(g711.ulaw_to_pcm(r.pkt.payload) for r in peer.packets)
     corr, lag = best_correlation(g711.ulaw_to_pcm(g711.pcm_to_ulaw(expected)), got)
