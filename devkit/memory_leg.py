@@ -23,6 +23,7 @@ import numpy as np
 
 from bridge.conversation.driver_clock import Clock, LoopClock
 from bridge.leg import FRAME_BYTES, FRAME_MS, AudioFrame, DtmfDigit, LegEnded, LegEvent
+from bridge.media.events import EventChannel
 from bridge.media.playback import PlaybackQueue
 from devkit.manual_clock import ManualClock
 
@@ -54,21 +55,25 @@ class MemoryLeg:
         echo_delay_frames: int = 3,
         progress_every: int = 5,
         transfer_ok: bool = True,
+        keep_caller_audio: bool = False,
     ) -> None:
         self.call_id = call_id
         self.clock: Clock = clock or LoopClock()
         self.echo_gain = echo_gain
         self.transfer_ok = transfer_ok
         self.sent: list[SentFrame] = []  # every agent frame the caller heard, in order
-        self.caller_audio = bytearray()  # every caller frame delivered (with echo mixed in)
+        # every caller frame delivered (with echo mixed in), if asked for: 16 KB a second a call
+        self.caller_audio = bytearray()
+        self._keep_caller_audio = keep_caller_audio
         self.dtmf_sent: list[str] = []
         self.transfers: list[str] = []
         self.hangup_reason: str | None = None
         self.first_queued: dict[str, float] = {}  # utterance -> clock time of its first play()
-        self._events: asyncio.Queue[LegEvent] = asyncio.Queue()
+        # the RTP leg's own event channel (bounded caller frames, one consumer)
+        self._events = EventChannel()
         self._caller = bytearray()
         self._digits: deque[str] = deque()
-        self._queue = PlaybackQueue(self._events.put_nowait, progress_every=progress_every)
+        self._queue = PlaybackQueue(self._events.put, progress_every=progress_every)
         # Whose frames the queue holds, in order. Counted from the queue's own queued_ms around
         # each play()/end() (not re-cut here), so ``sent`` can name each frame's utterance.
         self._owners: deque[_Run] = deque()
@@ -114,15 +119,19 @@ class MemoryLeg:
             self._talking = pcm is not None
             played = _SILENCE if pcm is None else pcm
         self._echo.append(played)
-        frame = bytes(self._caller[:FRAME_BYTES])
-        del self._caller[:FRAME_BYTES]
-        frame = frame + _SILENCE[len(frame) :]
+        if self._caller:
+            frame = bytes(self._caller[:FRAME_BYTES])
+            del self._caller[:FRAME_BYTES]
+            frame = frame + _SILENCE[len(frame) :]
+        else:
+            frame = _SILENCE  # the caller is quiet: no copy
         if self.echo_gain > 0:
             frame = _mix(frame, self._echo[0], self.echo_gain)
-        self.caller_audio += frame
-        self._events.put_nowait(AudioFrame(frame, t))
+        if self._keep_caller_audio:
+            self.caller_audio += frame
+        self._events.put(AudioFrame(frame, t))
         if self._digits:
-            self._events.put_nowait(DtmfDigit(self._digits.popleft(), 100, t))
+            self._events.put(DtmfDigit(self._digits.popleft(), 100, t))
 
     async def run_for(self, seconds: float, settle: int = 30) -> None:
         """ManualClock only: ``seconds`` of ticks, letting the event loop settle after each."""
@@ -157,7 +166,7 @@ class MemoryLeg:
     def _finish(self, reason: str) -> None:
         if not self._ended:
             self._ended = True
-            self._events.put_nowait(LegEnded(reason, self.clock.now()))
+            self._events.put(LegEnded(reason, self.clock.now()))
 
     async def aclose(self) -> None:
         self._finish("closed")
@@ -188,14 +197,15 @@ class MemoryLeg:
 
     # -- AudioLeg -----------------------------------------------------------------------------
     def events(self) -> AsyncIterator[LegEvent]:
-        return self._iter()
+        return self._events.stream()
 
-    async def _iter(self) -> AsyncIterator[LegEvent]:
-        while True:
-            event = await self._events.get()
-            yield event
-            if isinstance(event, LegEnded):
-                return
+    def take_events(self) -> list[LegEvent]:
+        """Tests that step the leg by hand: the events queued so far, no longer queued."""
+        channel = self._events
+        out = list(channel._items)
+        channel._items.clear()
+        channel._frames = 0  # the channel's bound counts the frames it holds
+        return out
 
     def play(self, utterance_id: str, pcm: bytes) -> None:
         if self._ended:

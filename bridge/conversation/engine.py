@@ -148,6 +148,7 @@ class Engine:
         self._dtmf_deadline = 0.0
         self._transfer_pending = False
         self._echo = EchoGuard(self.conv.barge_in.echo_return_loss_db, self.conv.barge_in.echo_tail_ms)
+        self._echo_on = self.conv.barge_in.echo_guard
         self._backchannel = {w.lower() for w in self.conv.barge_in.backchannel_words}
         self._paused = False  # the leg's playout is paused (caller speech not yet confirmed)
         self._gate = LevelGate(self.conv.level_gate_db, self.conv.level_gate_learn_ms,
@@ -212,14 +213,16 @@ class Engine:
         self._frame_no += 1
         reply = self._reply
         agent_busy = reply is not None
-        if self.conv.barge_in.echo_guard:
+        gate = self._gate
+        # the frame's level, once: the echo guard (speech only) and the level gate judge it
+        rms = frame_rms(pcm) if is_speech or gate.enabled else 0.0
+        if self._echo_on:
             if reply is not None and reply.playing:
                 self._echo.played(now, reply.id, reply.levels, self._played_estimate(now, reply))
-            if is_speech and self._echo.is_echo(now, frame_rms(pcm)):
+            if is_speech and self._echo.is_echo(now, rms):
                 is_speech = False
         # Far below the caller's own voice: background talk, not speech (level_gate.py).
-        is_speech = self._gate.frame(frame_rms(pcm), is_speech,
-                                     in_turn=self._turn is not None or self._candidate is not None)
+        is_speech = gate.frame(rms, is_speech, in_turn=self._turn is not None or self._candidate is not None)
         if self._turn is not None:
             self._turn_frame(now, pcm, is_speech)
         elif agent_busy:

@@ -14,12 +14,7 @@ def _pcm(n_bytes: int, value: int) -> bytes:
 
 
 def _playback_events(leg: MemoryLeg) -> list[LegEvent]:
-    out = []
-    while not leg._events.empty():
-        event = leg._events.get_nowait()
-        if isinstance(event, PlaybackStarted | PlaybackProgress | PlaybackDone):
-            out.append(event)
-    return out
+    return [e for e in leg.take_events() if isinstance(e, PlaybackStarted | PlaybackProgress | PlaybackDone)]
 
 
 def test_a_partial_last_frame_is_padded_as_on_the_wire_and_only_its_audio_is_heard() -> None:
