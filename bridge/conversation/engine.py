@@ -43,6 +43,7 @@ from bridge.conversation.actions import (
 from bridge.conversation.clauses import ClauseSplitter
 from bridge.conversation.echo import EchoGuard, frame_rms
 from bridge.conversation.eot import end_of_turn_ms
+from bridge.conversation.history import recent_turns
 from bridge.conversation.level_gate import LevelGate
 from bridge.conversation.marks import TurnMarks
 from bridge.conversation.reply import After, Reply, ReplyKind, truncate_history
@@ -638,7 +639,8 @@ class Engine:
         reply.round_tools = []
         if reply.marks is not None and reply.marks.llm_start is None:
             reply.marks.llm_start = now
-        self._emit(StartLlm(reply.id, reply.stream_id, tuple(self.history), self.tools))
+        messages = recent_turns(self.history, self.conv.history_max_turns)
+        self._emit(StartLlm(reply.id, reply.stream_id, messages, self.tools))
 
     def _live(self, stream_id: str) -> Reply | None:
         reply = self._reply
