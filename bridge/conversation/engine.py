@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -1031,6 +1032,36 @@ class Engine:
             elif silent >= conv.reprompt_after_s and not self._reprompted:
                 self._reprompted = True
                 self._say(now, conv.reprompt_text, "reprompt")
+
+    def next_deadline(self) -> float:
+        """The earliest clock time at which ``on_tick`` could act (math.inf: none). Before it,
+        ``on_tick`` changes nothing; the driver sleeps until it instead of ticking on a period.
+        It mirrors on_tick's timers one by one (the engine tests check it on every frame)."""
+        if self.ended:
+            return math.inf
+        conv = self.conv
+        due = self._dtmf_deadline if self._dtmf else math.inf
+        turn = self._turn
+        if turn is not None and turn.awaiting_final:
+            due = min(due, turn.final_deadline)
+        reply = self._reply
+        if reply is not None:
+            if reply.llm_active and reply.llm_deadline is not None:
+                due = min(due, reply.llm_deadline)
+            if reply.tts_deadline is not None and not reply.tts_done:
+                due = min(due, reply.tts_deadline)
+            if reply.audio_ms == 0 and not reply.fallback_played and not reply.held \
+                    and reply.purpose == "answer":
+                due = min(due, reply.started + conv.fallback_after_s)
+        if not self._closing():
+            due = min(due, self._started + conv.max_call_s)
+        if self.state is State.LISTENING and reply is None and turn is None and not self._dtmf \
+                and not self._fallback_utts and not self._transfer_pending:
+            silent = conv.hangup_after_s
+            if not self._reprompted:
+                silent = min(silent, conv.reprompt_after_s)
+            due = min(due, self._silence_since + silent)
+        return due
 
     def on_loop_late(self, now: float, late_s: float) -> None:
         """The driver's loop got round to this call ``late_s`` later than it should have (CPU
