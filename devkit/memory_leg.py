@@ -9,7 +9,7 @@ the I/O: frames are recorded in ``sent`` instead of sent as RTP, and the caller 
 Time comes from an injectable clock. ``step()`` is one 20 ms tick: one frame of agent audio is
 "sent" and one caller frame is delivered (queued caller audio or silence, plus an optional echo
 of what the agent said a few frames before). Tests call ``run_for`` on a ManualClock; the
-realtime mode paces ``step()`` on the event loop, as the RTP leg's media clock does.
+realtime mode puts the leg on the RTP legs' own media clock (one per event loop).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 from bridge.conversation.driver_clock import Clock, LoopClock
 from bridge.leg import FRAME_BYTES, FRAME_MS, AudioFrame, DtmfDigit, LegEnded, LegEvent
 from bridge.media.events import EventChannel
+from bridge.media.media_clock import MediaClock, clock_for_loop
 from bridge.media.playback import PlaybackQueue
 from devkit.manual_clock import ManualClock
 
@@ -79,7 +80,7 @@ class MemoryLeg:
         self._owners: deque[_Run] = deque()
         self._echo: deque[bytes] = deque([_SILENCE] * echo_delay_frames, maxlen=max(1, echo_delay_frames))
         self._ended = False
-        self._task: asyncio.Task[None] | None = None
+        self._media_clock: MediaClock | None = None  # realtime mode: the loop's shared clock
         # RtpLeg's talkspurt rule: a talkspurt's first frame goes out when play() is called,
         # taking the next tick's slot (that tick sends nothing).
         self._talking = False
@@ -111,6 +112,10 @@ class MemoryLeg:
         if self._ended:
             return
         t = self.clock.now()
+        self._send(t)
+        self._receive(t)
+
+    def _send(self, t: float) -> None:
         if self._early is not None:
             played, self._early = self._early, None
         else:
@@ -119,6 +124,8 @@ class MemoryLeg:
             self._talking = pcm is not None
             played = _SILENCE if pcm is None else pcm
         self._echo.append(played)
+
+    def _receive(self, t: float) -> None:
         if self._caller:
             frame = bytes(self._caller[:FRAME_BYTES])
             del self._caller[:FRAME_BYTES]
@@ -147,17 +154,29 @@ class MemoryLeg:
             clock.advance(FRAME_MS / 1000)
 
     def start_realtime(self) -> None:
-        """Tick every 20 ms on the event loop (absolute deadlines: no drift)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._pace())
+        """Tick every 20 ms on the process's media clock, as the RTP legs do
+        (bridge/media/media_clock.py: one wake-up a tick for every leg, absolute deadlines;
+        all legs send, then all receive)."""
+        if self._media_clock is None and not self._ended:
+            self._media_clock = clock_for_loop(asyncio.get_running_loop())
+            self._media_clock.add(self)  # its first tick comes within 20 ms
 
-    async def _pace(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time()
-        while not self._ended:
-            self.step()
-            deadline += FRAME_MS / 1000
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
+    # the media clock's Ticking protocol
+    def on_send(self, now: float) -> None:
+        if not self._ended:
+            self._send(self.clock.now())
+
+    def on_readable(self, now: float) -> None:
+        """No socket: nothing to read."""
+
+    def on_tick(self, now: float) -> None:
+        if not self._ended:
+            self._receive(self.clock.now())
+
+    def _stop_realtime(self) -> None:
+        clock, self._media_clock = self._media_clock, None
+        if clock is not None:
+            clock.remove(self)
 
     async def remote_hangup(self, reason: str = "bye") -> None:
         """The caller hangs up."""
@@ -166,13 +185,12 @@ class MemoryLeg:
     def _finish(self, reason: str) -> None:
         if not self._ended:
             self._ended = True
+            self._stop_realtime()
             self._events.put(LegEnded(reason, self.clock.now()))
 
     async def aclose(self) -> None:
         self._finish("closed")
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        self._stop_realtime()
 
     # -- sending (the RTP leg's queue) -------------------------------------------------------
     def _next_frame(self, t: float) -> bytes | None:
