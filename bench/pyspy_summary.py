@@ -16,7 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 
-def summarise(path: Path, top: int, fragments: list[str]) -> dict[str, object]:
+def summarise(path: Path, top: int, fragments: list[str], only: list[str] | None = None,
+              skip: list[str] | None = None) -> dict[str, object]:
     own: Counter[str] = Counter()
     under: Counter[str] = Counter()
     total = 0
@@ -24,6 +25,10 @@ def summarise(path: Path, top: int, fragments: list[str]) -> dict[str, object]:
         if not line.strip():
             continue
         stack, _, count = line.rpartition(" ")
+        if only and not any(frag in stack for frag in only):
+            continue  # e.g. --only _run_once: the event loop's work, not the imports
+        if skip and any(frag in stack for frag in skip):
+            continue  # e.g. --skip build_providers: not the set-up before the calls
         n = int(count)
         total += n
         frames = stack.split(";")
@@ -44,8 +49,12 @@ def main() -> int:
     ap.add_argument("raw", type=Path)
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--under", nargs="*", default=[])
+    ap.add_argument("--only", nargs="*", default=[],
+                    help="count only the samples whose stack contains one of these fragments")
+    ap.add_argument("--skip", nargs="*", default=[],
+                    help="leave out the samples whose stack contains one of these fragments")
     args = ap.parse_args()
-    print(json.dumps(summarise(args.raw, args.top, args.under), indent=1))
+    print(json.dumps(summarise(args.raw, args.top, args.under, args.only, args.skip), indent=1))
     return 0
 
 

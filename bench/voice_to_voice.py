@@ -151,6 +151,7 @@ class Capture(TranscriptWriter):
         self.replies = 0  # agent utterances finished (heard in full or cut)
         self.underruns: list[float] = []
         self.stalled = False  # a turn got no reply within the bench's limit (counted, not fatal)
+        self.seconds = 0.0  # how long the call was up
 
     def write(self, event: str, **data: Any) -> None:
         if event == "latency":
@@ -175,6 +176,7 @@ async def one_call(n: int, start_at: float, providers: ProviderSet, settings: Se
     await asyncio.sleep(max(0.0, start_at))  # calls arrive over the ramp, not all in one tick
     leg = MemoryLeg(f"v2v-{n}")
     capture = Capture()
+    began = time.monotonic()
     info = CallInfo(leg.call_id, "sip:caller@bench", "sip:agent@bench", ("127.0.0.1", 5060))
     task = asyncio.create_task(run_conversation(
         leg, providers, settings, transcript=capture, call_info=info, fallback_audio=fallback,
@@ -203,6 +205,7 @@ async def one_call(n: int, start_at: float, providers: ProviderSet, settings: Se
             capture.stalled = True
     finally:
         await leg.aclose()
+    capture.seconds = time.monotonic() - began
     capture.underruns = underruns(leg)
     return capture
 
@@ -299,7 +302,8 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         finally:
             monitor.cancel()
             rss_sampler.cancel()
-        busy = (time.process_time() - cpu) / max(1e-9, time.monotonic() - wall)
+        cpu = time.process_time() - cpu
+        busy = cpu / max(1e-9, time.monotonic() - wall)
         runs, windows = silero.runs - runs, silero.windows - windows
     finally:
         await close_providers(providers)
@@ -332,6 +336,9 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         "provider_failures": sorted(set(failures))[:5],
         "loop_lag_ms": {"p50": pct(lag, 0.5), "p95": pct(lag, 0.95), "max": pct(lag, 1.0)},
         "cpu_cores_busy": round(busy, 3),
+        # the process's CPU per second of call (all calls' durations summed): the cost of a
+        # call, less sensitive than cores busy to how much of the CPU a shared box gave us
+        "cpu_ms_per_call_second": round(cpu * 1000 / max(1e-9, sum(c.seconds for c in captures)), 2),
         # silero's confirming windows and the batched runs that carried them (silero_shared.py)
         "silero": {"windows": windows, "runs": runs,
                    "windows_per_run": round(windows / runs, 2) if runs else None},

@@ -9,7 +9,7 @@ the I/O: frames are recorded in ``sent`` instead of sent as RTP, and the caller 
 Time comes from an injectable clock. ``step()`` is one 20 ms tick: one frame of agent audio is
 "sent" and one caller frame is delivered (queued caller audio or silence, plus an optional echo
 of what the agent said a few frames before). Tests call ``run_for`` on a ManualClock; the
-realtime mode paces ``step()`` on the event loop, as the RTP leg's media clock does.
+realtime mode puts the leg on the RTP legs' own media clock (one per event loop).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import numpy as np
 
 from bridge.conversation.driver_clock import Clock, LoopClock
 from bridge.leg import FRAME_BYTES, FRAME_MS, AudioFrame, DtmfDigit, LegEnded, LegEvent
+from bridge.media.events import EventChannel
+from bridge.media.media_clock import MediaClock, clock_for_loop
 from bridge.media.playback import PlaybackQueue
 from devkit.manual_clock import ManualClock
 
@@ -54,27 +56,31 @@ class MemoryLeg:
         echo_delay_frames: int = 3,
         progress_every: int = 5,
         transfer_ok: bool = True,
+        keep_caller_audio: bool = False,
     ) -> None:
         self.call_id = call_id
         self.clock: Clock = clock or LoopClock()
         self.echo_gain = echo_gain
         self.transfer_ok = transfer_ok
         self.sent: list[SentFrame] = []  # every agent frame the caller heard, in order
-        self.caller_audio = bytearray()  # every caller frame delivered (with echo mixed in)
+        # every caller frame delivered (with echo mixed in), if asked for: 16 KB a second a call
+        self.caller_audio = bytearray()
+        self._keep_caller_audio = keep_caller_audio
         self.dtmf_sent: list[str] = []
         self.transfers: list[str] = []
         self.hangup_reason: str | None = None
         self.first_queued: dict[str, float] = {}  # utterance -> clock time of its first play()
-        self._events: asyncio.Queue[LegEvent] = asyncio.Queue()
+        # the RTP leg's own event channel (bounded caller frames, one consumer)
+        self._events = EventChannel()
         self._caller = bytearray()
         self._digits: deque[str] = deque()
-        self._queue = PlaybackQueue(self._events.put_nowait, progress_every=progress_every)
+        self._queue = PlaybackQueue(self._events.put, progress_every=progress_every)
         # Whose frames the queue holds, in order. Counted from the queue's own queued_ms around
         # each play()/end() (not re-cut here), so ``sent`` can name each frame's utterance.
         self._owners: deque[_Run] = deque()
         self._echo: deque[bytes] = deque([_SILENCE] * echo_delay_frames, maxlen=max(1, echo_delay_frames))
         self._ended = False
-        self._task: asyncio.Task[None] | None = None
+        self._media_clock: MediaClock | None = None  # realtime mode: the loop's shared clock
         # RtpLeg's talkspurt rule: a talkspurt's first frame goes out when play() is called,
         # taking the next tick's slot (that tick sends nothing).
         self._talking = False
@@ -106,6 +112,10 @@ class MemoryLeg:
         if self._ended:
             return
         t = self.clock.now()
+        self._send(t)
+        self._receive(t)
+
+    def _send(self, t: float) -> None:
         if self._early is not None:
             played, self._early = self._early, None
         else:
@@ -114,15 +124,21 @@ class MemoryLeg:
             self._talking = pcm is not None
             played = _SILENCE if pcm is None else pcm
         self._echo.append(played)
-        frame = bytes(self._caller[:FRAME_BYTES])
-        del self._caller[:FRAME_BYTES]
-        frame = frame + _SILENCE[len(frame) :]
+
+    def _receive(self, t: float) -> None:
+        if self._caller:
+            frame = bytes(self._caller[:FRAME_BYTES])
+            del self._caller[:FRAME_BYTES]
+            frame = frame + _SILENCE[len(frame) :]
+        else:
+            frame = _SILENCE  # the caller is quiet: no copy
         if self.echo_gain > 0:
             frame = _mix(frame, self._echo[0], self.echo_gain)
-        self.caller_audio += frame
-        self._events.put_nowait(AudioFrame(frame, t))
+        if self._keep_caller_audio:
+            self.caller_audio += frame
+        self._events.put(AudioFrame(frame, t))
         if self._digits:
-            self._events.put_nowait(DtmfDigit(self._digits.popleft(), 100, t))
+            self._events.put(DtmfDigit(self._digits.popleft(), 100, t))
 
     async def run_for(self, seconds: float, settle: int = 30) -> None:
         """ManualClock only: ``seconds`` of ticks, letting the event loop settle after each."""
@@ -138,17 +154,29 @@ class MemoryLeg:
             clock.advance(FRAME_MS / 1000)
 
     def start_realtime(self) -> None:
-        """Tick every 20 ms on the event loop (absolute deadlines: no drift)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._pace())
+        """Tick every 20 ms on the process's media clock, as the RTP legs do
+        (bridge/media/media_clock.py: one wake-up a tick for every leg, absolute deadlines;
+        all legs send, then all receive)."""
+        if self._media_clock is None and not self._ended:
+            self._media_clock = clock_for_loop(asyncio.get_running_loop())
+            self._media_clock.add(self)  # its first tick comes within 20 ms
 
-    async def _pace(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time()
-        while not self._ended:
-            self.step()
-            deadline += FRAME_MS / 1000
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
+    # the media clock's Ticking protocol
+    def on_send(self, now: float) -> None:
+        if not self._ended:
+            self._send(self.clock.now())
+
+    def on_readable(self, now: float) -> None:
+        """No socket: nothing to read."""
+
+    def on_tick(self, now: float) -> None:
+        if not self._ended:
+            self._receive(self.clock.now())
+
+    def _stop_realtime(self) -> None:
+        clock, self._media_clock = self._media_clock, None
+        if clock is not None:
+            clock.remove(self)
 
     async def remote_hangup(self, reason: str = "bye") -> None:
         """The caller hangs up."""
@@ -157,13 +185,12 @@ class MemoryLeg:
     def _finish(self, reason: str) -> None:
         if not self._ended:
             self._ended = True
-            self._events.put_nowait(LegEnded(reason, self.clock.now()))
+            self._stop_realtime()
+            self._events.put(LegEnded(reason, self.clock.now()))
 
     async def aclose(self) -> None:
         self._finish("closed")
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        self._stop_realtime()
 
     # -- sending (the RTP leg's queue) -------------------------------------------------------
     def _next_frame(self, t: float) -> bytes | None:
@@ -188,14 +215,15 @@ class MemoryLeg:
 
     # -- AudioLeg -----------------------------------------------------------------------------
     def events(self) -> AsyncIterator[LegEvent]:
-        return self._iter()
+        return self._events.stream()
 
-    async def _iter(self) -> AsyncIterator[LegEvent]:
-        while True:
-            event = await self._events.get()
-            yield event
-            if isinstance(event, LegEnded):
-                return
+    def take_events(self) -> list[LegEvent]:
+        """Tests that step the leg by hand: the events queued so far, no longer queued."""
+        channel = self._events
+        out = list(channel._items)
+        channel._items.clear()
+        channel._frames = 0  # the channel's bound counts the frames it holds
+        return out
 
     def play(self, utterance_id: str, pcm: bytes) -> None:
         if self._ended:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -47,10 +49,13 @@ from bridge.settings.paths import resolve_path
 
 log = logging.getLogger(__name__)
 
-_TICK_S = 0.1  # timers still run if the leg stops delivering frames (hold)
-# Ticks come at least every _TICK_S; a longer gap is the loop running late, by that much
-# beyond _TICK_S (noise below _LATE_S is ignored)
+# The engine's timers run when its next deadline comes (Engine.next_deadline), not on a
+# period and not on caller frames (the leg may stop delivering them: hold). A wake-up later
+# than planned is the loop running late, by that much (noise below _LATE_S is ignored).
 _LATE_S = 0.05
+# A deadline that a tick at its very time did not act on (float rounding: now - start vs
+# start + limit) is tried again this much later, not in a busy loop.
+_RETRY_S = 0.005
 _END_WAIT_S = 5.0  # after our hang-up/transfer, how long to wait for the leg to end
 _FINALIZE = object()
 _prompts: dict[tuple[str, float], str] = {}
@@ -104,13 +109,18 @@ class Conversation:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._llm_tasks: dict[str, asyncio.Task[None]] = {}  # reply id -> its running LLM round
         self._tts: dict[str, tuple[asyncio.Queue[str | None], asyncio.Task[None]]] = {}
-        self._stt_queue: asyncio.Queue[Any] = asyncio.Queue()
+        # caller audio (and _FINALIZE) for the STT, in order; the sender waits on _stt_waiter
+        # when it is empty (a deque and one future: cheaper per frame than an asyncio.Queue)
+        self._stt_items: deque[Any] = deque()
+        self._stt_waiter: asyncio.Future[None] | None = None
         self._stt: SttStream | None = None
         self._stt_ready = asyncio.Event()
         self._stt_reader: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._extra = {"call_id": call_info.call_id}
-        self._last_tick: float | None = None
+        self._wake = math.inf  # when the ticker wakes next (the engine's next deadline or sooner)
+        self._ticker_task: asyncio.Task[None] | None = None
+        self._ticking = False
 
     # -- running ---------------------------------------------------------------------------
     async def run(self) -> str:
@@ -122,7 +132,6 @@ class Conversation:
         events = self.leg.events()
         self._spawn(self._switch_stt(0), "stt-open")
         self._spawn(self._stt_sender(), "stt-send")
-        self._spawn(self._ticker(), "tick")
         self._reader = asyncio.get_running_loop().create_task(self._read_leg(events, vad))
         self._feed(self.engine.start)
         try:
@@ -156,9 +165,7 @@ class Conversation:
                 # awaited: silero's window joins the batch of this loop pass (vad.py); the
                 # time is read after it, so the engine never sees time go back
                 speech = await vad.speech(event.pcm)
-                now = self.clock.now()
-                engine.on_frame(now, event.pcm, speech)
-                self._tick(now)
+                engine.on_frame(self.clock.now(), event.pcm, speech)
                 self._apply()
             elif isinstance(event, PlaybackStarted):
                 self._feed(engine.on_playback_started, event.utterance_id, event.t)
@@ -172,20 +179,45 @@ class Conversation:
                 self._feed(engine.on_leg_ended, event.reason)
                 return
 
-    async def _ticker(self) -> None:
-        while not self.engine.ended:
-            await self.clock.sleep(_TICK_S)
-            self._tick(self.clock.now())
-            self._apply()
+    def _schedule(self) -> None:
+        """After every engine input: wake the ticker sooner if the engine's next deadline came
+        closer (a later one is found when the ticker wakes and finds nothing due)."""
+        due = self.engine.next_deadline()
+        if due >= self._wake:
+            return
+        self._wake = due
+        if self._ticking:
+            return  # the running ticker reads _wake when it goes back to sleep
+        if self._ticker_task is not None:
+            self._ticker_task.cancel()
+        self._ticker_task = self._spawn(self._ticker(), "tick")
 
-    def _tick(self, now: float) -> None:
-        """The engine's timers. A gap since the last tick longer than _TICK_S means this loop
-        was late (starved, a GC pass): the engine first moves its provider deadlines back by
-        that much, so a provider whose bytes came in meanwhile is not failed for our delay."""
-        last, self._last_tick = self._last_tick, now
-        if last is not None and now - last - _TICK_S > _LATE_S:
-            self.engine.on_loop_late(now, now - last - _TICK_S)
-        self.engine.on_tick(now)
+    async def _ticker(self) -> None:
+        """The engine's timers, at its deadlines. Woken later than planned, the loop was late
+        (starved, a GC pass): the engine first moves its provider deadlines back by that much
+        and the tick waits one loop pass, so a provider whose bytes came in meanwhile is read
+        first and not failed for our delay."""
+        clock, engine = self.clock, self.engine
+        while not engine.ended and self._wake < math.inf:
+            slept_at = clock.now()
+            planned = max(self._wake, slept_at)
+            await clock.sleep(planned - slept_at)
+            now = clock.now()
+            self._ticking = True
+            try:
+                self._wake = math.inf
+                late = now - planned
+                if late > _LATE_S:
+                    engine.on_loop_late(now, late)
+                    self._wake = now  # the tick itself: after one pass of the loop
+                else:
+                    engine.on_tick(now)
+                self._apply()
+            finally:
+                self._ticking = False
+            if self._wake <= now and late <= _LATE_S:
+                self._wake = now + _RETRY_S
+        self._ticker_task = None
 
     async def _shutdown(self) -> None:
         for task in list(self._tasks):
@@ -223,11 +255,12 @@ class Conversation:
         if self.engine.end_reason == "transferred" and self._reader is not None:
             # The caller is with someone else now: stop reading; the daemon releases our side.
             self._reader.cancel()
+        self._schedule()
 
     def _do(self, a: act.Action) -> None:
         leg = self.leg
         if isinstance(a, act.SttAudio):
-            self._stt_queue.put_nowait(a.pcm)
+            self._stt_put(a.pcm)
         elif isinstance(a, act.Play):
             leg.play(a.utterance_id, a.pcm)
         elif isinstance(a, act.TtsText):
@@ -235,7 +268,7 @@ class Conversation:
             if job is not None:
                 job[0].put_nowait(a.text)
         elif isinstance(a, act.SttFinalize):
-            self._stt_queue.put_nowait(_FINALIZE)
+            self._stt_put(_FINALIZE)
         elif isinstance(a, act.EndUtterance):
             leg.end_utterance(a.utterance_id)
         elif isinstance(a, act.ClearPlayback):
@@ -423,29 +456,45 @@ class Conversation:
         self._stt_ready.clear()
         self._feed(self.engine.on_stt_failed, *_failure(exc))
 
+    def _stt_put(self, item: Any) -> None:
+        self._stt_items.append(item)
+        waiter = self._stt_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     async def _stt_sender(self) -> None:
         """Caller audio to the STT in order; frames that queued up meanwhile go as one write."""
-        queue = self._stt_queue
+        items = self._stt_items
+        loop = asyncio.get_running_loop()
         while True:
-            item = await queue.get()
+            while not items:
+                self._stt_waiter = loop.create_future()
+                try:
+                    await self._stt_waiter
+                finally:
+                    self._stt_waiter = None
+            item = items.popleft()
             await self._stt_ready.wait()
             stream = self._stt
             if stream is None:
                 continue
-            batch = [item]
-            while not queue.empty() and item is not _FINALIZE:
-                nxt = queue.get_nowait()
-                batch.append(nxt)
-                if nxt is _FINALIZE:
-                    break
+            # one frame goes as it is: it may carry the caller's mu-law (g711.UlawPcm), which a
+            # join drops (the STT then re-encodes)
+            audio = b"" if item is _FINALIZE else item
+            finalize = item is _FINALIZE
+            if items and not finalize:
+                batch = [audio]
+                while items:
+                    nxt = items.popleft()
+                    if nxt is _FINALIZE:
+                        finalize = True
+                        break
+                    batch.append(nxt)
+                audio = b"".join(batch)
             try:
-                frames = [b for b in batch if b is not _FINALIZE]
-                # one frame as it is: it may carry the caller's mu-law (g711.UlawPcm), which a
-                # join would drop
-                audio = frames[0] if len(frames) == 1 else b"".join(frames)
                 if audio:
                     await stream.send(audio)
-                if batch[-1] is _FINALIZE:
+                if finalize:
                     await stream.finalize()
             except asyncio.CancelledError:
                 raise

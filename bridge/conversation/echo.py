@@ -7,6 +7,7 @@ minus the expected echo return loss is taken for echo and never starts a barge-i
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
@@ -15,10 +16,25 @@ from bridge.leg import FRAME_BYTES
 
 
 def frame_rms(pcm: bytes) -> float:
-    if len(pcm) < 2:
+    """The RMS of s16le samples. One float64 copy and a dot product: exact (a frame's sum of
+    squares is far below 2**53) and ~4x cheaper than ``np.mean`` of the squares, which runs
+    Python code of its own on every one of the 50 frames a second of every call."""
+    n = len(pcm) // 2
+    if n == 0:
         return 0.0
-    samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2).astype(np.float32)
-    return float(np.sqrt(np.mean(samples * samples)))
+    samples = np.frombuffer(pcm, dtype="<i2", count=n).astype(np.float64)
+    return math.sqrt(float(samples.dot(samples)) / n)
+
+
+def frames_rms(pcm: bytes) -> list[float]:
+    """``frame_rms`` of each whole 20 ms frame of ``pcm``, in one pass (a TTS chunk's frames)."""
+    frames = len(pcm) // FRAME_BYTES
+    if frames == 0:
+        return []
+    samples = np.frombuffer(pcm, dtype="<i2", count=frames * FRAME_BYTES // 2).astype(np.float64)
+    samples = samples.reshape(frames, FRAME_BYTES // 2)
+    power = np.einsum("ij,ij->i", samples, samples) / (FRAME_BYTES // 2)
+    return [math.sqrt(p) for p in power.tolist()]
 
 
 _KEEP_UTTERANCES = 8
@@ -32,10 +48,9 @@ class AgentLevels:
         self._carry = b""
 
     def add(self, pcm: bytes) -> None:
-        data = self._carry + pcm
+        data = self._carry + pcm if self._carry else pcm
         full = len(data) // FRAME_BYTES * FRAME_BYTES
-        for i in range(0, full, FRAME_BYTES):
-            self.levels.append(frame_rms(data[i : i + FRAME_BYTES]))
+        self.levels += frames_rms(data)
         self._carry = data[full:]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -43,6 +44,7 @@ from bridge.conversation.actions import (
 from bridge.conversation.clauses import ClauseSplitter
 from bridge.conversation.echo import EchoGuard, frame_rms
 from bridge.conversation.eot import end_of_turn_ms
+from bridge.conversation.history import recent_turns
 from bridge.conversation.level_gate import LevelGate
 from bridge.conversation.marks import TurnMarks
 from bridge.conversation.reply import After, Reply, ReplyKind, truncate_history
@@ -148,6 +150,7 @@ class Engine:
         self._dtmf_deadline = 0.0
         self._transfer_pending = False
         self._echo = EchoGuard(self.conv.barge_in.echo_return_loss_db, self.conv.barge_in.echo_tail_ms)
+        self._echo_on = self.conv.barge_in.echo_guard
         self._backchannel = {w.lower() for w in self.conv.barge_in.backchannel_words}
         self._paused = False  # the leg's playout is paused (caller speech not yet confirmed)
         self._gate = LevelGate(self.conv.level_gate_db, self.conv.level_gate_learn_ms,
@@ -212,14 +215,16 @@ class Engine:
         self._frame_no += 1
         reply = self._reply
         agent_busy = reply is not None
-        if self.conv.barge_in.echo_guard:
+        gate = self._gate
+        # the frame's level, once: the echo guard (speech only) and the level gate judge it
+        rms = frame_rms(pcm) if is_speech or gate.enabled else 0.0
+        if self._echo_on:
             if reply is not None and reply.playing:
                 self._echo.played(now, reply.id, reply.levels, self._played_estimate(now, reply))
-            if is_speech and self._echo.is_echo(now, frame_rms(pcm)):
+            if is_speech and self._echo.is_echo(now, rms):
                 is_speech = False
         # Far below the caller's own voice: background talk, not speech (level_gate.py).
-        is_speech = self._gate.frame(frame_rms(pcm), is_speech,
-                                     in_turn=self._turn is not None or self._candidate is not None)
+        is_speech = gate.frame(rms, is_speech, in_turn=self._turn is not None or self._candidate is not None)
         if self._turn is not None:
             self._turn_frame(now, pcm, is_speech)
         elif agent_busy:
@@ -635,7 +640,8 @@ class Engine:
         reply.round_tools = []
         if reply.marks is not None and reply.marks.llm_start is None:
             reply.marks.llm_start = now
-        self._emit(StartLlm(reply.id, reply.stream_id, tuple(self.history), self.tools))
+        messages = recent_turns(self.history, self.conv.history_max_turns)
+        self._emit(StartLlm(reply.id, reply.stream_id, messages, self.tools))
 
     def _live(self, stream_id: str) -> Reply | None:
         reply = self._reply
@@ -1026,6 +1032,36 @@ class Engine:
             elif silent >= conv.reprompt_after_s and not self._reprompted:
                 self._reprompted = True
                 self._say(now, conv.reprompt_text, "reprompt")
+
+    def next_deadline(self) -> float:
+        """The earliest clock time at which ``on_tick`` could act (math.inf: none). Before it,
+        ``on_tick`` changes nothing; the driver sleeps until it instead of ticking on a period.
+        It mirrors on_tick's timers one by one (the engine tests check it on every frame)."""
+        if self.ended:
+            return math.inf
+        conv = self.conv
+        due = self._dtmf_deadline if self._dtmf else math.inf
+        turn = self._turn
+        if turn is not None and turn.awaiting_final:
+            due = min(due, turn.final_deadline)
+        reply = self._reply
+        if reply is not None:
+            if reply.llm_active and reply.llm_deadline is not None:
+                due = min(due, reply.llm_deadline)
+            if reply.tts_deadline is not None and not reply.tts_done:
+                due = min(due, reply.tts_deadline)
+            if reply.audio_ms == 0 and not reply.fallback_played and not reply.held \
+                    and reply.purpose == "answer":
+                due = min(due, reply.started + conv.fallback_after_s)
+        if not self._closing():
+            due = min(due, self._started + conv.max_call_s)
+        if self.state is State.LISTENING and reply is None and turn is None and not self._dtmf \
+                and not self._fallback_utts and not self._transfer_pending:
+            silent = conv.hangup_after_s
+            if not self._reprompted:
+                silent = min(silent, conv.reprompt_after_s)
+            due = min(due, self._silence_since + silent)
+        return due
 
     def on_loop_late(self, now: float, late_s: float) -> None:
         """The driver's loop got round to this call ``late_s`` later than it should have (CPU

@@ -112,6 +112,10 @@ class ConversationSettings(Section):
     dtmf_collect_ms: int = Field(800, ge=0)
     # LLM rounds per reply (tool call -> result -> LLM again) before the reply is cut short.
     max_tool_rounds: int = Field(4, ge=1, le=20)
+    # The caller's last this-many turns (and what followed each) go with every LLM request, after
+    # the system prompt; older ones stay in the transcript only. Each request re-sends what it
+    # carries, so an uncapped history costs more with every turn (0: no cap).
+    history_max_turns: int = Field(20, ge=0)
     # Cut a reply's first clause after this many words if no punctuation came yet (0: off).
     # Speech starts 50-200 ms sooner when replies open with long sentences, at some cost in
     # prosody; the TTS gets the rest of the sentence as the next clause. 4 measured best on

@@ -94,9 +94,21 @@ class Harness:
         for _ in range(n):
             frame = pcm if pcm is not None else (LOUD if speech else SILENCE)
             self.engine.on_frame(self.t, frame, speech)
-            self.engine.on_tick(self.t)
             self.collect()
+            self.tick()
             self.t += FRAME_S
+
+    def tick(self) -> None:
+        """The engine's timers at the current time. Every engine test checks here that
+        ``next_deadline`` is never later than a timer that acts (the driver sleeps until it)."""
+        engine = self.engine
+        due = engine.next_deadline()
+        before = (engine.state, engine._dtmf, engine._turn, engine.reply, len(engine.history))
+        engine.on_tick(self.t)
+        acted = self.collect()
+        if self.t < due - 1e-6:
+            after = (engine.state, engine._dtmf, engine._turn, engine.reply, len(engine.history))
+            assert not acted and after == before, f"on_tick acted at {self.t} before next_deadline {due}"
 
     def wait(self, seconds: float) -> None:
         """Silence for a while (frames keep coming, as on a live call)."""

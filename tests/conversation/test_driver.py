@@ -345,3 +345,45 @@ async def test_a_slow_provider_on_a_punctual_loop_still_fails(tmp_path: Path) ->
         await call.until(lambda: bool(call.events("provider_failure")), max_s=5.0)
     failure = call.events("provider_failure")[0]
     assert failure["kind"] == "llm" and failure["reason"] == "first-token-timeout"
+
+
+class _CountingClock(ManualClock):
+    """A ManualClock that counts the driver's sleeps (each one a wake-up of its ticker)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeps = 0
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        await super().sleep(seconds)
+
+
+async def test_the_timers_wake_at_the_engines_deadlines_not_on_a_period(tmp_path: Path) -> None:
+    """Listening in silence, the next timer is the reprompt 8 s away: the driver sleeps until
+    it (a 100 ms period would have woken 60 times), and the reprompt still comes on time."""
+    clock = _CountingClock()
+    providers = ProviderSet([FakeSTT([])], [FakeLLM(answers())], [FakeTTS()])
+    async with Call(tmp_path, providers, leg=MemoryLeg("call-1", clock), reprompt_after_s=8.0) as call:
+        leg = call.leg
+        await call.until(lambda: bool(call.events("agent")))  # the greeting, heard in full
+        listening_since, sleeps = clock.now(), clock.sleeps
+        await leg.run_for(6.0)
+        assert clock.sleeps - sleeps <= 3
+        assert len(leg.first_queued) == 1
+        await call.until(lambda: len(leg.first_queued) == 2, max_s=3.0)  # the reprompt
+        assert clock.now() - listening_since <= 8.0 + 0.06
+
+
+async def test_the_timers_run_when_the_leg_delivers_no_frames(tmp_path: Path) -> None:
+    """On hold the leg delivers nothing: the reprompt still comes, from the timer alone."""
+    providers = ProviderSet([FakeSTT([])], [FakeLLM(answers())], [FakeTTS()])
+    async with Call(tmp_path, providers, reprompt_after_s=2.0) as call:
+        leg = call.leg
+        await call.until(lambda: bool(call.events("agent")))
+        assert isinstance(leg.clock, ManualClock)
+        for _ in range(150):  # 3 s of clock time, no frame delivered
+            leg.clock.advance(0.02)
+            for _ in range(10):
+                await asyncio.sleep(0)
+        assert len(leg.first_queued) == 2

@@ -14,12 +14,7 @@ def _pcm(n_bytes: int, value: int) -> bytes:
 
 
 def _playback_events(leg: MemoryLeg) -> list[LegEvent]:
-    out = []
-    while not leg._events.empty():
-        event = leg._events.get_nowait()
-        if isinstance(event, PlaybackStarted | PlaybackProgress | PlaybackDone):
-            out.append(event)
-    return out
+    return [e for e in leg.take_events() if isinstance(e, PlaybackStarted | PlaybackProgress | PlaybackDone)]
 
 
 def test_a_partial_last_frame_is_padded_as_on_the_wire_and_only_its_audio_is_heard() -> None:
@@ -103,3 +98,29 @@ def test_clear_drops_the_queue_and_late_audio_of_a_cleared_reply() -> None:
         clock.advance(0.02)
         leg.step()
     assert [f.utterance_id for f in leg.sent] == ["a", "a", "b"]
+
+
+async def test_realtime_legs_tick_on_the_rtp_legs_shared_media_clock() -> None:
+    """In real time, every leg of the loop is stepped by the one media clock (one wake-up a
+    tick for all legs, as RTP legs are), and a leg that ends leaves it."""
+    import asyncio
+
+    from bridge.leg import AudioFrame
+    from bridge.media.media_clock import clock_for_loop
+
+    legs = [MemoryLeg(f"c{i}") for i in range(3)]
+    media = clock_for_loop(asyncio.get_running_loop())
+    for leg in legs:
+        leg.start_realtime()
+    assert len(media) == 3
+    for _ in range(500):  # until each leg has delivered a few caller frames (bounded)
+        if all(sum(isinstance(e, AudioFrame) for e in leg._events._items) >= 3 for leg in legs):
+            break
+        await asyncio.sleep(0.01)
+    counts = [sum(isinstance(e, AudioFrame) for e in leg._events._items) for leg in legs]
+    assert min(counts) >= 3, counts
+    await legs[0].remote_hangup()
+    assert len(media) == 2
+    for leg in legs[1:]:
+        await leg.aclose()
+    assert len(media) == 0

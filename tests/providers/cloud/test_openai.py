@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 
 import pytest
@@ -181,3 +182,22 @@ async def test_dropped_connection_mid_stream(cloud: FakeCloud) -> None:
         await run(make(cloud.http_url))
     assert info.value.retryable
     assert_clean(info.value)
+
+
+async def test_the_request_body_is_the_one_the_sdk_builds_from_the_same_params(cloud: FakeCloud) -> None:
+    """Messages and tools go as extra_body (no per-message SDK transform): the JSON on the wire
+    is the same as the SDK's own transform of ``messages=``/``tools=`` gives."""
+    from openai._utils import async_maybe_transform
+    from openai.types.chat import completion_create_params
+
+    from bridge.providers.llm.openai_chat import to_wire, tools_to_wire
+
+    call = ToolCall("call_1", "lookup", {"id": 7})
+    history = [*HISTORY, Message("assistant", "Looking.", tool_calls=(call,)),
+               Message("tool", '{"ok": true}', "call_1"), Message("user", "and?")]
+    await run(make(cloud.http_url), history, tools=[END_CALL])
+    body = cloud.openai.journal.of("request")[0].data["body"]
+    params = {"model": "gpt-4o", "messages": to_wire(history), "stream": True, "temperature": 0.6,
+              "max_tokens": 300, "tools": tools_to_wire([END_CALL])}
+    expected = await async_maybe_transform(params, completion_create_params.CompletionCreateParamsStreaming)
+    assert body == json.loads(json.dumps(expected))
