@@ -1,8 +1,10 @@
-"""Which event loop a process runs on: uvloop (libuv) by default, asyncio's own on request.
+"""Which event loop a process runs on: asyncio's own by default, uvloop (libuv) on request.
 
 The daemon's hot path is per-packet and per-frame Python on one loop; a profile at 60 stream
 calls spent ~20 % of its samples in asyncio's own machinery (selector, handles, transports),
-which uvloop does in C. Both loops stay selectable (`daemon.event_loop`) and tested.
+which uvloop does in C. Both loops stay selectable (`daemon.event_loop`) and tested; asyncio's
+is the default because, measured end to end, uvloop did not pace RTP better or carry more
+stream calls on this project's benches (README, "Capacity runs").
 
 If uvloop cannot be imported (a platform without a wheel), the process runs on asyncio's loop
 and says so once, rather than failing to start.
@@ -19,7 +21,7 @@ log = logging.getLogger(__name__)
 
 LoopName = Literal["uvloop", "asyncio"]
 LOOP_NAMES: tuple[LoopName, ...] = ("uvloop", "asyncio")
-DEFAULT_LOOP: LoopName = "uvloop"
+DEFAULT_LOOP: LoopName = "asyncio"
 
 T = TypeVar("T")
 _warned = False

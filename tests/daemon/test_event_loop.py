@@ -1,4 +1,4 @@
-"""daemon.event_loop: the loop a process runs on, uvloop by default, asyncio's on request or
+"""daemon.event_loop: the loop a process runs on, asyncio's by default, uvloop on request (asyncio's
 when uvloop cannot be imported (one warning, not a failed start)."""
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ def test_run_uses_the_named_loop(name: str) -> None:
     assert event_loop.run(_running(), name) == name
 
 
-def test_uvloop_is_the_default_setting_and_the_environment_overrides_it() -> None:
-    assert Settings().daemon.event_loop == event_loop.DEFAULT_LOOP == "uvloop"
-    settings = load_settings(None, environ={"VOICE_BRIDGE_DAEMON__EVENT_LOOP": "asyncio"})
-    assert settings.daemon.event_loop == "asyncio"
+def test_asyncio_is_the_default_setting_and_the_environment_overrides_it() -> None:
+    assert Settings().daemon.event_loop == event_loop.DEFAULT_LOOP == "asyncio"
+    settings = load_settings(None, environ={"VOICE_BRIDGE_DAEMON__EVENT_LOOP": "uvloop"})
+    assert settings.daemon.event_loop == "uvloop"
 
 
 def test_an_unknown_loop_is_a_clear_error() -> None:
