@@ -187,7 +187,8 @@ def main() -> int:
     ap.add_argument("--calls", type=int, nargs="+", default=[1, 60, 150])
     ap.add_argument("--seconds", type=float, default=15.0, help="length of each call")
     ap.add_argument("--rate", type=float, default=30.0, help="new calls per second while ramping up")
-    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="asyncio", help="the daemons' event loop")
+    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="asyncio",
+                    help="the daemons' event loop")
     args = ap.parse_args()
     os.environ["VOICE_BRIDGE_DAEMON__EVENT_LOOP"] = args.loop  # run_daemon passes the environment on
     runs = [run_once(d, c, args.seconds, args.rate) for d in args.daemons for c in args.calls]

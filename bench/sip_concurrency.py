@@ -184,7 +184,8 @@ def main() -> int:
     ap.add_argument("--sipp-procs", type=int, default=0, help="SIPp processes (0: one per 100 calls)")
     ap.add_argument("--profile", type=Path, help="py-spy raw profile of the daemon over the steady part")
     ap.add_argument("--keep", type=Path, help="copy the capture, SIPp logs and daemon log here")
-    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="asyncio", help="the daemon's event loop")
+    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="asyncio",
+                    help="the daemon's event loop")
     args = ap.parse_args()
     procs = args.sipp_procs or max(1, -(-args.calls // 100))
     counts = [n for n in split(args.calls, procs) if n]
