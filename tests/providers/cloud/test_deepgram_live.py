@@ -32,12 +32,7 @@ async def test_socket_offers_no_compression_and_still_transcribes(cloud: FakeClo
     stream = await DeepgramSTT(api_key=DEEPGRAM_KEY, url=cloud.http_url).open()
     for i in range(0, 16000, 320):
         await stream.send((speech(600) + silence(400))[i : i + 320])
-    got: list[Transcript] = []
-    async for t in stream.transcripts():
-        got.append(t)
-        if t.end_of_utterance:
-            break
-    await stream.close()
+    got = await _until_end_of_utterance(stream)
     assert got[-1].text == "No deflate."
     request = cloud.deepgram.journal.of("request")[0].data
     assert "permessage-deflate" not in request["extensions"]
@@ -53,12 +48,7 @@ async def test_a_plivo_mulaw_frame_reaches_deepgram_as_the_caller_sent_it(cloud:
     for i in range(0, len(loud), 160):
         await stream.send(ulaw_to_pcm_keeping(loud[i : i + 160]))
     await stream.send(silence(20))  # plain PCM (not from a mu-law stream): encoded
-    got: list[Transcript] = []
-    async for t in stream.transcripts():
-        got.append(t)
-        if t.end_of_utterance:
-            break
-    await stream.close()
+    got = await _until_end_of_utterance(stream)
     assert got[-1].text == "Same bytes."  # the fake decoded it as mu-law
     assert bytes(cloud.deepgram.audio) == loud + pcm_to_ulaw(silence(20))
 
@@ -80,3 +70,13 @@ def test_results_without_a_transcript_are_skipped() -> None:
     s._results({"type": "Results", "is_final": True, "speech_final": True, "start": 0.0, "duration": 1.0,
                 "channel": {"alternatives": [{"transcript": " Yes. ", "confidence": 0.9}]}})
     assert s._queue.get_nowait() == Transcript("Yes.", True, True, 0.9)
+
+
+async def _until_end_of_utterance(stream: DeepgramStream) -> list[Transcript]:
+    got: list[Transcript] = []
+    async for t in stream.transcripts():
+        got.append(t)
+        if t.end_of_utterance:
+            break
+    await stream.close()
+    return got
