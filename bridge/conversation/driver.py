@@ -198,6 +198,7 @@ class Conversation:
         and the tick waits one loop pass, so a provider whose bytes came in meanwhile is read
         first and not failed for our delay."""
         clock, engine = self.clock, self.engine
+        deferred = False  # the last wake-up was late and put its tick off by one loop pass
         while not engine.ended and self._wake < math.inf:
             slept_at = clock.now()
             planned = max(self._wake, slept_at)
@@ -209,13 +210,19 @@ class Conversation:
                 late = now - planned
                 if late > _LATE_S:
                     engine.on_loop_late(now, late)
-                    self._wake = now  # the tick itself: after one pass of the loop
-                else:
+                # A tick is put off once, never twice in a row: under a loop that stays slower
+                # than _LATE_S a pass, deferring every time would never run the timers.
+                ticked = not (late > _LATE_S and not deferred)
+                if ticked:
                     engine.on_tick(now)
+                    deferred = False
+                else:
+                    deferred = True
+                    self._wake = now  # the tick itself: after one pass of the loop
                 self._apply()
             finally:
                 self._ticking = False
-            if self._wake <= now and late <= _LATE_S:
+            if ticked and self._wake <= now:
                 self._wake = now + _RETRY_S
         self._ticker_task = None
 

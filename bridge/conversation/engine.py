@@ -1040,8 +1040,11 @@ class Engine:
         if self.ended:
             return math.inf
         conv = self.conv
-        due = self._dtmf_deadline if self._dtmf else math.inf
         turn = self._turn
+        # Digits held while a line that may not be interrupted plays wait for its end (an
+        # input, which re-reads this), not for their long-past collection deadline.
+        held = turn is None and self._reply is not None and not self._reply.interruptible
+        due = self._dtmf_deadline if self._dtmf and not held else math.inf
         if turn is not None and turn.awaiting_final:
             due = min(due, turn.final_deadline)
         reply = self._reply

@@ -40,10 +40,12 @@ def recent_turns(history: Sequence[Message], max_turns: int) -> tuple[Message, .
 
 def _keep_calls_with_results(history: Sequence[Message], head: int, cut: int) -> int:
     """The cut moved back to the assistant message whose tool call a kept result answers."""
-    kept_results = {m.tool_call_id for m in history[cut:] if m.role == "tool"}
-    if not kept_results:
-        return cut
-    for i in range(cut - 1, head - 1, -1):
-        if any(c.id in kept_results for c in history[i].tool_calls):
-            cut = i
-    return cut
+    while True:  # a moved cut keeps more results, whose calls may lie further back
+        kept_results = {m.tool_call_id for m in history[cut:] if m.role == "tool"}
+        moved = cut
+        for i in range(cut - 1, head - 1, -1):
+            if any(c.id in kept_results for c in history[i].tool_calls):
+                moved = i
+        if moved == cut:
+            return cut
+        cut = moved

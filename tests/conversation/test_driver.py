@@ -387,3 +387,25 @@ async def test_the_timers_run_when_the_leg_delivers_no_frames(tmp_path: Path) ->
             for _ in range(10):
                 await asyncio.sleep(0)
         assert len(leg.first_queued) == 2
+
+
+class _LateClock(ManualClock):
+    """Every sleep of the driver ends 80 ms after it was due: a loop that stays late."""
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(max(0.0, seconds) + 0.08)
+
+
+async def test_the_timers_still_run_on_a_loop_that_is_late_on_every_pass(tmp_path: Path) -> None:
+    """Each wake-up is more than _LATE_S late: the tick may be put off by one pass, never by
+    every pass, so the reprompt still comes (it never did when every late wake-up deferred)."""
+    clock = _LateClock()
+    providers = ProviderSet([FakeSTT([])], [FakeLLM(answers())], [FakeTTS()])
+    async with Call(tmp_path, providers, leg=MemoryLeg("call-1", clock), reprompt_after_s=2.0) as call:
+        leg = call.leg
+        await call.until(lambda: bool(call.events("agent")))
+        for _ in range(200):  # 4 s of clock time, no frame delivered
+            clock.advance(0.02)
+            for _ in range(10):
+                await asyncio.sleep(0)
+        assert len(leg.first_queued) == 2

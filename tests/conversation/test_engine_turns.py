@@ -251,3 +251,23 @@ def test_flux_end_of_turn_ends_the_turn_and_eager_hints_are_only_interims() -> N
     h.engine.on_transcript(h.t, Transcript("Book a table for two", True, True, 0.9))
     h.frames(h.settings.conversation.endpointing_ms // 20, False)
     assert h.last(act.StartLlm).messages[-1] == Message("user", "Book a table for two")
+
+
+def test_digits_held_through_a_non_interruptible_greeting_set_no_past_deadline() -> None:
+    """A key pressed during a greeting that may not be cut waits for the greeting's end; its
+    collection deadline, long past meanwhile, is not the engine's next deadline (the driver
+    would wake every few ms until the greeting ends), and the digits go once it has ended."""
+    h = Harness(greeting_interruptible=False, dtmf_collect_ms=500,
+                greeting="Welcome to the line. All calls are recorded.")
+    h.start()
+    rid = h.reply_id
+    h.tts(rid, 3000)
+    h.play(rid, 400, finish=False)
+    h.engine.on_dtmf(h.t, "7")
+    h.play(rid, 1600, finish=False)  # the collection deadline passed 1.1 s ago
+    assert h.engine.next_deadline() > h.t
+    assert not h.of(act.StartLlm)
+    h.play(rid, 1000)  # the greeting ends
+    assert h.engine.next_deadline() <= h.t
+    h.wait(0.1)
+    assert h.last(act.StartLlm).messages[-1] == Message("user", "DTMF: 7")

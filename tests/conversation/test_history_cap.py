@@ -57,6 +57,24 @@ def test_a_tool_result_is_never_sent_without_its_call() -> None:
     assert recent_turns(usual, 1) == (SYSTEM, usual[5], usual[6])
 
 
+def test_a_call_kept_for_one_result_brings_back_the_calls_of_the_results_it_keeps() -> None:
+    """Two late results: keeping c1's call keeps c0's result too, so c0's call comes back."""
+    c0, c1 = ToolCall("c0", "lookup", {}), ToolCall("c1", "lookup", {})
+    history = [
+        SYSTEM,
+        Message("assistant", "Looking.", tool_calls=(c0,)),
+        Message("user", "and the other?"),
+        Message("assistant", "Also looking.", tool_calls=(c1,)),
+        Message("tool", "r0", tool_call_id="c0"),
+        Message("user", "thanks"),
+        Message("tool", "r1", tool_call_id="c1"),
+    ]
+    sent = recent_turns(history, 1)
+    calls = {c.id for m in sent for c in m.tool_calls}
+    assert {m.tool_call_id for m in sent if m.role == "tool"} <= calls
+    assert sent[1:] == tuple(history[1:])
+
+
 def test_the_engine_sends_only_the_last_turns_and_keeps_the_whole_history() -> None:
     h = Harness(history_max_turns=2)
     h.greet()
