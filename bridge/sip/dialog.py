@@ -183,6 +183,8 @@ class Dialogs:
         await self.bye(call, reason)
 
     async def bye(self, call: SipCall, reason: str) -> None:
+        if call.state == "ended":
+            return  # ended meanwhile (the peer's BYE, another hang-up): a second BYE gets 481
         self.end(call, reason)
         with contextlib.suppress(TransactionTimeout, OSError, asyncio.CancelledError):
             resp = await self.request_in_dialog(call, "BYE")

@@ -70,6 +70,7 @@ class SipServer:
         self._timer_at = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
+        self._byes: set[Any] = set()  # dialogs the stop sent a BYE
         self._task_ended = asyncio.Event()
         self.tx = TransactionLayer(self._transport.send, t1)  # client transactions
         self.trust = TrustPolicy(settings.trust, secrets.optional("sip_inbound_password"))
@@ -144,10 +145,11 @@ class SipServer:
         ctx, t1 = self._ctx, self._s.t1_ms / 1000
         ctx.draining = True
         give_up_at = self._clock() + (8 * t1 if ack_wait_s is None else ack_wait_s)
+        self._bye_confirmed()
         for call in list(ctx.calls.values()):
             if call.state == "confirmed":
-                self._spawn(self.dialogs.bye(call, "shutdown"), f"bye-{call.info.call_id}")
-            elif call.key in ctx.acks:
+                continue
+            if call.key in ctx.acks:
                 call.pending_hangup = call.pending_hangup or "shutdown"
                 ctx.acks.hurry(call.key, give_up_at)  # its expiry sends the BYE (ack_expired)
             else:
@@ -169,6 +171,14 @@ class SipServer:
         await self.tx.close()
         await self._transport.stop()
 
+    def _bye_confirmed(self) -> None:
+        """A BYE for every confirmed dialog not yet sent one: at the start of the stop and
+        again while it settles (an outbound call answered meanwhile is confirmed then)."""
+        for call in list(self._ctx.calls.values()):
+            if call.state == "confirmed" and call.key not in self._byes:
+                self._byes.add(call.key)
+                self._spawn(self.dialogs.bye(call, "shutdown"), f"bye-{call.info.call_id}")
+
     async def _settle(self, give_up_at: float, bye_wait_s: float) -> None:
         """Until no dialog is left and our BYEs are answered, bounded: the ACK wait (on the
         server's clock, whose timer sends the BYEs) and then ``bye_wait_s``."""
@@ -178,6 +188,7 @@ class SipServer:
         while (self._ctx.calls or any(t.get_name().startswith("bye-") for t in self._tasks)) \
                 and loop.time() < deadline:
             # a task ending (a BYE answered) wakes us; a dialog the peer ends has no task: look again
+            self._bye_confirmed()
             self._task_ended.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._task_ended.wait(), 0.05)
