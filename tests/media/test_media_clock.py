@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import Iterator
 
 from bridge.media.media_clock import _MAX_CATCH_UP, MediaClock, clock_for_loop
 from bridge.metrics import REGISTRY
@@ -25,48 +27,51 @@ class Member:
     def on_tick(self, now: float) -> None:
         self.log.append(f"tick {self.name}")
 
+@contextlib.contextmanager
+def _udp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A non-blocking receiving socket on loopback and a socket to send to it; both closed."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        yield rx, tx
+    finally:
+        rx.close()
+        tx.close()
+
 
 async def test_every_member_sends_before_anything_is_read_or_ticked() -> None:
     clock = MediaClock(asyncio.get_running_loop())
     log: list[str] = []
-    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rx.bind(("127.0.0.1", 0))
-    rx.setblocking(False)
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    a, b = Member(log, "a", rx), Member(log, "b")
-    clock.add(a, rx.fileno())
-    clock.add(b)
-    for i in range(3):
-        tx.sendto(bytes([i]), rx.getsockname())
-    await asyncio.sleep(0.01)
-    clock._tick(0.0)  # one tick, driven by hand
-    assert log == ["send a", "send b", "read a", "read a", "read a", "tick a", "tick b"]
-    assert a.read == [b"\x00", b"\x01", b"\x02"]
-    clock.remove(a)
-    clock.remove(b)
-    rx.close()
-    tx.close()
+    with _udp_pair() as (rx, tx):
+        a, b = Member(log, "a", rx), Member(log, "b")
+        clock.add(a, rx.fileno())
+        clock.add(b)
+        for i in range(3):
+            tx.sendto(bytes([i]), rx.getsockname())
+        await asyncio.sleep(0.01)
+        clock._tick(0.0)  # one tick, driven by hand
+        assert log == ["send a", "send b", "read a", "read a", "read a", "tick a", "tick b"]
+        assert a.read == [b"\x00", b"\x01", b"\x02"]
+        clock.remove(a)
+        clock.remove(b)
 
 
 async def test_a_flooded_socket_is_read_a_bounded_number_of_times_per_tick() -> None:
     clock = MediaClock(asyncio.get_running_loop())
     log: list[str] = []
-    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rx.bind(("127.0.0.1", 0))
-    rx.setblocking(False)
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    m = Member(log, "m", rx)
-    clock.add(m, rx.fileno())
-    for _ in range(30):
-        tx.sendto(b"x", rx.getsockname())
-    await asyncio.sleep(0.01)
-    clock._tick(0.0)
-    first = len(m.read)
-    clock._tick(0.02)
-    assert 0 < first < 30 and len(m.read) == min(30, 2 * first)
-    clock.remove(m)
-    rx.close()
-    tx.close()
+    with _udp_pair() as (rx, tx):
+        m = Member(log, "m", rx)
+        clock.add(m, rx.fileno())
+        for _ in range(30):
+            tx.sendto(b"x", rx.getsockname())
+        await asyncio.sleep(0.01)
+        clock._tick(0.0)
+        first = len(m.read)
+        clock._tick(0.02)
+        assert 0 < first < 30 and len(m.read) == min(30, 2 * first)
+        clock.remove(m)
 
 
 async def test_the_task_and_poller_live_only_while_members_do() -> None:
