@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.support.sipp_steps import RECV_BYE_SEND_200
+from tests.support.sipp_steps import RECV_BYE_SEND_200, in_dialog_reply
 
 _RINGING = """
   <send>
@@ -175,19 +175,8 @@ REFER_ACCEPTED = _wrap(
       <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="contact"/>
     </action>
   </recv>
-  <Reference variables="referto"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 202 Accepted
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-"""
+  <Reference variables="referto"/>"""
+    + in_dialog_reply("202 Accepted")
     + _notify(1, "100 Trying")
     + _notify(2, "200 OK")
     + """
