@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from aiosipua import SipRequest, SipResponse
@@ -70,6 +70,8 @@ class SipServer:
         self._timer_at = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
+        self._stopping = False
+        self._ringing: dict[str, asyncio.Event] = {}  # outbound INVITEs awaiting a final answer
         self._byes: set[Any] = set()  # dialogs the stop sent a BYE
         self._task_ended = asyncio.Event()
         self.tx = TransactionLayer(self._transport.send, t1)  # client transactions
@@ -105,6 +107,26 @@ class SipServer:
 
     def forget_uac(self, call_id: str) -> None:
         self._ctx.uac_acks.pop(call_id, None)
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop()` began: no new outbound INVITE may start."""
+        return self._stopping
+
+    @contextlib.contextmanager
+    def ringing(self, call_id: str) -> Iterator[asyncio.Event]:
+        """An outbound INVITE waiting for its final answer. `stop()` sets the event: the caller
+        CANCELs (§9.1), and `stop()` waits, bounded, for the final answer, so a 200 that
+        crosses the CANCEL is still ACKed and then BYEd rather than left to the sockets' close."""
+        event = asyncio.Event()
+        if self._stopping:
+            event.set()
+        self._ringing[call_id] = event
+        try:
+            yield event
+        finally:
+            self._ringing.pop(call_id, None)
+            self._task_ended.set()  # _settle looks again
 
     def send_raw(self, data: bytes, peer: Peer, dest: tuple[str, int]) -> None:
         self._transport.send(data, peer, dest)
@@ -144,6 +166,9 @@ class SipServer:
             return
         ctx, t1 = self._ctx, self._s.t1_ms / 1000
         ctx.draining = True
+        self._stopping = True
+        for ringing in self._ringing.values():
+            ringing.set()
         give_up_at = self._clock() + (8 * t1 if ack_wait_s is None else ack_wait_s)
         self._bye_confirmed()
         for call in list(ctx.calls.values()):
@@ -180,13 +205,17 @@ class SipServer:
                 self._spawn(self.dialogs.bye(call, "shutdown"), f"bye-{call.info.call_id}")
 
     async def _settle(self, give_up_at: float, bye_wait_s: float) -> None:
-        """Until no dialog is left and our BYEs are answered, bounded: the ACK wait (on the
-        server's clock, whose timer sends the BYEs) and then ``bye_wait_s``."""
+        """Until no dialog is left, no outbound INVITE still rings and our BYEs are answered,
+        bounded: the ACK wait (on the server's clock, whose timer sends the BYEs) and then
+        ``bye_wait_s``."""
         loop = asyncio.get_running_loop()
         ack_wait = max(0.0, give_up_at - self._clock())
         deadline = loop.time() + ack_wait + bye_wait_s + 0.5
-        while (self._ctx.calls or any(t.get_name().startswith("bye-") for t in self._tasks)) \
-                and loop.time() < deadline:
+        def busy() -> bool:
+            return bool(self._ctx.calls or self._ringing
+                        or any(t.get_name().startswith("bye-") for t in self._tasks))
+
+        while busy() and loop.time() < deadline:
             # a task ending (a BYE answered) wakes us; a dialog the peer ends has no task: look again
             self._bye_confirmed()
             self._task_ended.clear()

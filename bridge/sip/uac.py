@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from aiosipua import SipRequest, SipResponse
 from aiosipua.auth import SipDigestAuth
@@ -72,6 +73,8 @@ class TrunkCaller:
     async def call(self, to_e164: str, from_e164: str, headers: dict[str, str] | None = None,
                    ring_timeout_s: float | None = None) -> OutboundResult:
         server, app = self._server, self._server.app
+        if server.stopping:
+            return OutboundResult("failed", 503, "shutting down")
         domain = self._trunk.host.split(":", 1)[0]
         dest = await _resolve(self._trunk.outbound_proxy or self._trunk.host)
         peer = Peer("udp", dest)
@@ -152,13 +155,25 @@ class TrunkCaller:
 
     async def _ring(self, call: SipCall, req: SipRequest, branch: str, ring_timeout_s: float) -> SipResponse:
         """Send the INVITE; CANCEL it if nobody answers in time (the 487 then comes back here)."""
-        tx = asyncio.ensure_future(
-            self._server.tx.request(bytes(req), branch, "INVITE", call.peer, call.peer.addr)
-        )
-        done, _ = await asyncio.wait({tx}, timeout=ring_timeout_s)
-        if tx in done:
-            return tx.result()
-        log.info("ring timeout: CANCEL", extra={"call_id": call.info.call_id})
+        provisional = asyncio.Event()
+        tx = asyncio.ensure_future(self._server.tx.request(
+            bytes(req), branch, "INVITE", call.peer, call.peer.addr,
+            on_provisional=lambda _r: provisional.set(),
+        ))
+        with self._server.ringing(call.info.call_id) as stopping:
+            await _first(tx, stopping.wait(), ring_timeout_s)
+            if not tx.done() and not provisional.is_set():
+                # §9.1: no CANCEL before a provisional response; Timer B bounds this wait
+                await _first(tx, provisional.wait())
+            if tx.done():
+                return tx.result()
+            why = "shutting down" if stopping.is_set() else "ring timeout"
+            log.info("%s: CANCEL", why, extra={"call_id": call.info.call_id})
+            return await self._cancel(call, req, branch, tx)
+
+    async def _cancel(self, call: SipCall, req: SipRequest, branch: str,
+                      tx: asyncio.Future[SipResponse]) -> SipResponse:
+        """CANCEL the INVITE; its final answer (487, or a 200 that crossed the CANCEL) comes to `tx`."""
         cancel = _in_invite_transaction(req, "CANCEL", req.get_header("to") or "")
         with contextlib.suppress(TransactionTimeout, OSError):
             await self._server.tx.request(bytes(cancel), branch, "CANCEL", call.peer, call.peer.addr)
@@ -211,6 +226,16 @@ class TrunkCaller:
         dest = await server.destination(call)
         server.remember_uac_ack(call.info.call_id, data, call.peer, dest)
         server.send_raw(data, call.peer, dest)
+
+
+async def _first(tx: asyncio.Future[SipResponse], other: Coroutine[Any, Any, Any],
+                 limit_s: float | None = None) -> None:
+    """Until the transaction ends or `other` does (or `limit_s`); `other` is dropped after."""
+    waiter = asyncio.ensure_future(other)
+    try:
+        await asyncio.wait({tx, waiter}, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
 
 
 def _in_invite_transaction(invite: SipRequest, method: str, to: str) -> SipRequest:

@@ -77,12 +77,7 @@ def _wrap(name: str, body: str) -> str:
 
 ANSWER = _wrap("trunk answers", '  <recv request="INVITE"/>' + _RINGING + _OK)
 BUSY = _wrap("trunk busy", '  <recv request="INVITE"/>' + _final(486, "Busy Here"))
-# Rings until we CANCEL: 200 to the CANCEL, 487 to the INVITE, then our ACK.
-NO_ANSWER = _wrap(
-    "trunk no answer",
-    '  <recv request="INVITE"/>'
-    + _RINGING
-    + """
+_CANCEL_OK = """
   <recv request="CANCEL"/>
   <send>
     <![CDATA[
@@ -95,6 +90,15 @@ NO_ANSWER = _wrap(
       Content-Length: 0
     ]]>
   </send>
+"""
+
+# Rings until we CANCEL: 200 to the CANCEL, 487 to the INVITE, then our ACK.
+NO_ANSWER = _wrap(
+    "trunk no answer",
+    '  <recv request="INVITE"/>'
+    + _RINGING
+    + _CANCEL_OK
+    + """
   <send>
     <![CDATA[
       SIP/2.0 487 Request Terminated
@@ -108,6 +112,16 @@ NO_ANSWER = _wrap(
   </send>
   <recv request="ACK"/>
 """,
+)
+
+# The callee picks up as our CANCEL arrives: 200 to the CANCEL, then 200 (not 487) to the
+# INVITE, as when the two cross on the wire (RFC 3261 §9.1). We must ACK that 200 and BYE.
+ANSWER_CROSSES_CANCEL = _wrap(
+    "trunk answers across our CANCEL",
+    '  <recv request="INVITE"/>'
+    + _RINGING
+    + _CANCEL_OK
+    + _OK.replace("[last_CSeq:]", "CSeq: 1 INVITE", 1),
 )
 
 

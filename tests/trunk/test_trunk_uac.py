@@ -153,3 +153,37 @@ async def test_proxy_challenge_is_answered_with_digest(tmp_path: Path) -> None:
             await result.call.hangup("normal")
             assert await stack.app.supervisor.wait_idle(3)
         assert await _wait_exit(proc) == 0, proc.communicate(timeout=10)
+
+
+async def test_stop_cancels_an_outbound_invite_still_ringing(tmp_path: Path) -> None:
+    """A daemon stopping while its outbound INVITE rings CANCELs it and waits for the 487,
+    instead of closing its socket and leaving the callee's phone to ring on."""
+    with trunk(tmp_path, scenarios.NO_ANSWER) as (port, proc):
+        await asyncio.sleep(0.3)
+        async with sip_stack() as stack:
+            caller = TrunkCaller(stack.server, TrunkSettings(host=f"127.0.0.1:{port}"), None, ["PCMU"])
+            placing = asyncio.create_task(caller.call("+919876543210", "+911140001234", ring_timeout_s=30))
+            await asyncio.sleep(0.5)  # the 180 is in
+            await stack.server.stop()
+            result = await asyncio.wait_for(placing, 5)
+            assert (result.outcome, result.code) == ("no-answer", 487), result
+            late = await caller.call("+919876543210", "+911140001234")
+            assert (late.outcome, late.code) == ("failed", 503)  # no INVITE once stopping
+        assert await _wait_exit(proc) == 0, proc.communicate(timeout=10)
+
+
+async def test_a_200_crossing_the_stop_cancel_is_acked_and_then_byed(tmp_path: Path) -> None:
+    """The callee answers as the stop's CANCEL arrives: the 200 still gets its ACK, and the
+    stop BYEs the call before the socket closes (the callee is not left in a silent call)."""
+    with trunk(tmp_path, scenarios.ANSWER_CROSSES_CANCEL) as (port, proc):
+        await asyncio.sleep(0.3)
+        async with sip_stack() as stack:
+            trunk_settings = TrunkSettings(host=f"127.0.0.1:{port}")
+            caller = TrunkCaller(stack.server, trunk_settings, None, ["PCMU", "PCMA"])
+            placing = asyncio.create_task(caller.call("+919876543210", "+911140001234", ring_timeout_s=30))
+            await asyncio.sleep(0.5)
+            await stack.server.stop()
+            result = await asyncio.wait_for(placing, 5)
+            assert result.outcome == "answered", result
+            assert stack.server.call_count == 0
+        assert await _wait_exit(proc) == 0, proc.communicate(timeout=10)
