@@ -113,7 +113,8 @@ class PlayoutBuffer:
             self.duplicates += 1
             return
         insort(self._starts, pos)
-        self._chunks[pos] = pcm[: samples * 2]
+        # as it came when whole (a decoded frame keeps its payload: see bridge.media.codec)
+        self._chunks[pos] = pcm if len(pcm) == samples * 2 else pcm[: samples * 2]
         self._end = max(self._end, pos + samples)
         if len(self._starts) > _MAX_CHUNKS:
             self._drop_before(self._starts[1])
