@@ -32,6 +32,7 @@ async def measure(legs_n: int, ticks: int, warmup: int, codec: str) -> dict[str,
     from bridge.media.ports import PortAllocator
     from bridge.media.rtp_leg import RtpLeg
     from bridge.settings.media import MediaSettings
+    from bridge.simulator.procs import free_rtp_range
 
     loop = asyncio.get_running_loop()
     gc.freeze()  # as the daemon does once started: only the calls' objects are scanned
@@ -42,8 +43,8 @@ async def measure(legs_n: int, ticks: int, warmup: int, codec: str) -> dict[str,
     caller.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
     caller.bind(("127.0.0.1", 0))
     caller_port = caller.getsockname()[1]
-    base = 30000 + (caller_port % 1000) * 20
-    settings = MediaSettings(rtp_port_min=base, rtp_port_max=base + 2 * legs_n + 40)
+    lo, hi = free_rtp_range(2 * legs_n + 40)  # ports nobody holds now
+    settings = MediaSettings(rtp_port_min=lo, rtp_port_max=hi)
     ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max)
     pt = 0 if codec == "PCMU" else 8
     legs = [await RtpLeg.open(f"cost-{i}", "127.0.0.1", ports, settings) for i in range(legs_n)]
