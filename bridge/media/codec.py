@@ -7,7 +7,6 @@ than fancy indexing. No audioop.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -46,34 +45,41 @@ ENCODERS: dict[str, Callable[[bytes], bytes]] = {
 
 
 class Passthrough:
-    """The payloads of the last ``depth`` frames decoded, by frame: a frame sent back out in
-    the codec it came in (the echo agent) goes out as the caller's payload, neither encoded
-    again (~5 us a frame here) nor changed (G.711 has two codes for zero).
+    """The payloads of the frames decoded lately, by frame: a frame sent back out in the codec
+    it came in (the echo agent) goes out as the caller's payload, neither encoded again (~5 us
+    a frame here) nor changed (G.711 has two codes for zero).
 
-    Keyed by the frame object's id, which is unique while the object lives: the ring holds
-    every keyed frame alive until its key is dropped. Plain ints and bytes, no new container
-    per frame: a bytes subclass carrying its payload (as g711.UlawPcm does) is a GC-tracked
-    object with a __dict__ that outlives the young generation, and at 500 calls those
-    frames tripled the cyclic GC's work."""
+    Keyed by the frame object's id, which is unique while the object lives: each generation
+    holds its frames alive as long as its keys. Two generations of ``depth`` frames, the older
+    dropped whole when the newer is full: every frame is known for at least ``depth`` frames
+    after it came, at a dict store and a list append per frame. Plain ints and bytes, no new
+    object per frame: a bytes subclass carrying its payload (as g711.UlawPcm does) is a
+    GC-tracked object with a __dict__ that outlives the young generation, and at 500 calls
+    those frames tripled the cyclic GC's work."""
 
-    __slots__ = ("_depth", "_frames", "_payloads")
+    __slots__ = ("_depth", "_new", "_new_frames", "_old", "_old_frames")
 
-    def __init__(self, depth: int = 50) -> None:
+    def __init__(self, depth: int = 25) -> None:
         self._depth = depth
-        self._frames: deque[bytes] = deque()
-        self._payloads: dict[int, bytes] = {}
+        self._new: dict[int, bytes] = {}
+        self._new_frames: list[bytes] = []
+        self._old: dict[int, bytes] = {}
+        self._old_frames: list[bytes] = []
 
     def keep(self, pcm: bytes, payload: bytes) -> None:
-        frames = self._frames
-        frames.append(pcm)
-        self._payloads[id(pcm)] = payload
-        if len(frames) > self._depth:
-            self._payloads.pop(id(frames.popleft()), None)
+        new = self._new
+        if len(new) >= self._depth:
+            self._old, self._old_frames = new, self._new_frames
+            self._new = new = {}
+            self._new_frames = []
+        new[id(pcm)] = payload
+        self._new_frames.append(pcm)
 
     def payload_of(self, pcm: bytes) -> bytes | None:
         """The payload ``pcm`` was decoded from, if it is one of the kept frames."""
-        return self._payloads.get(id(pcm))
+        key = id(pcm)
+        payload = self._new.get(key)
+        return self._old.get(key) if payload is None else payload
 
     def clear(self) -> None:
-        self._frames.clear()
-        self._payloads.clear()
+        self._new, self._new_frames, self._old, self._old_frames = {}, [], {}, []
