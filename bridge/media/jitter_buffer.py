@@ -113,7 +113,7 @@ class PlayoutBuffer:
             self.duplicates += 1
             return
         insort(self._starts, pos)
-        # as it came when whole (a decoded frame keeps its payload: see bridge.media.codec)
+        # the same object when whole: codec.Passthrough finds a frame by identity
         self._chunks[pos] = pcm if len(pcm) == samples * 2 else pcm[: samples * 2]
         self._end = max(self._end, pos + samples)
         if len(self._starts) > _MAX_CHUNKS:
