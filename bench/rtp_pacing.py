@@ -48,20 +48,28 @@ def _rss_mib(key: str = "VmRSS") -> float:
     return 0.0
 
 
-# -- the sink and the source (separate processes) -------------------------------------------
+# -- the sink, which in echo mode also plays the callers (a separate process) -----------------
 def _pin(cpu: int | None) -> None:
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
 
 
-def sink_main(conn: Connection, cpu: int | None = None) -> None:
-    """Receive until a 1-byte datagram says stop; kernel arrival time per packet."""
+def sink_main(conn: Connection, cpu: int | None = None, callers: bool = False) -> None:
+    """Receive until a 1-byte datagram says stop; kernel arrival time per packet. With
+    ``callers`` the same socket also plays the callers (echo mode): 20 ms PCMU packets to every
+    leg port, so the legs see their packets come from the address they send to (the SDP's), as
+    from a real caller; another socket's packets would be refused as a foreign source."""
     _pin(cpu)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.bind(("127.0.0.1", 0))
     conn.send(sock.getsockname()[1])
+    ports: list[int] = conn.recv() if callers else []
+    seconds: float = conn.recv() if callers else 0.0
+    payload = bytes(range(160))
+    start = next_send = time.monotonic()
+    sent = 0
     cmsg_space = socket.CMSG_SPACE(16)
     raw: list[tuple[bytes, bytes]] = []
     sock.setblocking(False)
@@ -70,6 +78,16 @@ def sink_main(conn: Connection, cpu: int | None = None) -> None:
     # the legs' CPU figure. Arrival times come from the kernel either way.
     running = True
     while running:
+        now = time.monotonic()
+        if ports and now >= next_send and now - start < seconds:
+            for i, port in enumerate(ports):
+                header = struct.pack("!BBHII", 0x80, 0, sent & 0xFFFF, (sent * 160) & 0xFFFFFFFF, 0x1000 + i)
+                try:
+                    sock.sendto(header + payload, ("127.0.0.1", port))
+                except BlockingIOError:
+                    pass  # a full send buffer: that packet is lost, as on a network
+            sent += 1
+            next_send = start + sent * 0.02
         while True:
             try:
                 data, anc, _flags, _addr = sock.recvmsg(2048, cmsg_space)
@@ -91,24 +109,6 @@ def sink_main(conn: Connection, cpu: int | None = None) -> None:
     conn.send(arrivals)
 
 
-def source_main(conn: Connection, cpu: int | None = None) -> None:
-    """The callers: 20 ms PCMU packets to every leg port."""
-    _pin(cpu)
-    ports: list[int] = conn.recv()
-    seconds: float = conn.recv()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    payload = bytes(range(160))
-    start = time.monotonic()
-    n = 0
-    while time.monotonic() - start < seconds:
-        for i, port in enumerate(ports):
-            header = struct.pack("!BBHII", 0x80, 0, n & 0xFFFF, (n * 160) & 0xFFFFFFFF, 0x1000 + i)
-            sock.sendto(header + payload, ("127.0.0.1", port))
-        n += 1
-        time.sleep(max(0.0, start + n * 0.02 - time.monotonic()))
-
-
 # -- the legs (this process) ----------------------------------------------------------------
 async def run_legs(args: argparse.Namespace, sink_port: int, source: Connection | None) -> dict[str, float]:
     from bridge.agents.echo import run_echo
@@ -117,7 +117,7 @@ async def run_legs(args: argparse.Namespace, sink_port: int, source: Connection 
     from bridge.media.rtp_leg import RtpLeg
     from bridge.settings.media import MediaSettings
 
-    # No latching: the callers (source process) send from another socket than the sink's.
+    # No latching: the callers send from the sink's socket, the SDP address.
     settings = MediaSettings(
         rtp_port_min=args.port_base, rtp_port_max=args.port_base + 2 * args.legs + 40, symmetric_rtp=False
     )
@@ -245,14 +245,10 @@ def main() -> int:
 
     ctx = mp.get_context("spawn")
     sink_conn, sink_child = ctx.Pipe()
-    sink = ctx.Process(target=sink_main, args=(sink_child, peer_cpu), daemon=True)
+    sink = ctx.Process(target=sink_main, args=(sink_child, peer_cpu, args.mode == "echo"), daemon=True)
     sink.start()
     sink_port = sink_conn.recv()
-    source_conn = source = None
-    if args.mode == "echo":
-        source_conn, source_child = ctx.Pipe()
-        source = ctx.Process(target=source_main, args=(source_child, peer_cpu), daemon=True)
-        source.start()
+    source_conn = sink_conn if args.mode == "echo" else None
     runner = run_aiortp if args.impl == "aiortp" else run_legs
     _pin(legs_cpu)
     proc = asyncio.run(runner(args, sink_port, source_conn))
@@ -261,8 +257,6 @@ def main() -> int:
     stop.close()
     arrivals = sink_conn.recv()
     sink.join(5)
-    if source is not None:
-        source.join(5)
     result = {
         "impl": args.impl,
         "mode": args.mode,

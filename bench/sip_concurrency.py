@@ -109,6 +109,30 @@ def media_clock_figures(http_port: int) -> dict[str, object]:
     return {"ticks": ticks, "wake_ups": int(wakes), **late}
 
 
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the main (event loop) thread of ``pid`` has waited on a run queue, ready to
+    run but without a CPU (/proc schedstat); 0.0 when not available."""
+    try:
+        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def prioritise(pid: int, nice: int | None, rr: int | None) -> list[str]:
+    """Give every thread of ``pid`` the niceness ``nice`` and/or SCHED_RR priority ``rr`` (as
+    a unit's ``Nice=`` / ``CPUSchedulingPolicy=rr`` would; needs root). Returns what failed."""
+    errors = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            if nice is not None:
+                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+            if rr is not None:
+                os.sched_setscheduler(int(tid), os.SCHED_RR, os.sched_param(rr))
+        except OSError as exc:
+            errors.append(f"thread {tid}: {exc}")
+    return errors
+
+
 def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
@@ -186,6 +210,8 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, help="copy the capture, SIPp logs and daemon log here")
     ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="asyncio",
                     help="the daemon's event loop")
+    ap.add_argument("--daemon-nice", type=int, help="run the daemon at this niceness (e.g. -10; root)")
+    ap.add_argument("--daemon-rr", type=int, help="run the daemon SCHED_RR at this priority (1-99; root)")
     args = ap.parse_args()
     procs = args.sipp_procs or max(1, -(-args.calls // 100))
     counts = [n for n in split(args.calls, procs) if n]
@@ -203,7 +229,9 @@ def main() -> int:
         with run_daemon(tmp, agent="echo", env=env, rtp_ports=2 * args.calls + 40) as daemon:
             lo, hi = daemon.rtp_range
             pid, sip_port = daemon.proc.pid, daemon.sip_port
-            samples: list[tuple[float, float, float]] = []  # (time, daemon CPU s, SIPps' CPU s)
+            priority_errors = prioritise(pid, args.daemon_nice, args.daemon_rr)
+            # (time, daemon CPU s, SIPps' CPU s, daemon loop thread's run-queue wait s)
+            samples: list[tuple[float, float, float, float]] = []
             sipps: list[subprocess.Popen[bytes]] = []
 
             def sipp_cpu() -> float:
@@ -222,7 +250,7 @@ def main() -> int:
             def sample() -> None:
                 tick = 0
                 while not stop.is_set():
-                    samples.append((time.monotonic(), cpu_seconds(pid), sipp_cpu()))
+                    samples.append((time.monotonic(), cpu_seconds(pid), sipp_cpu(), runqueue_wait_s(pid)))
                     if tick % 2 == 0:  # sockets come and go with the calls: keep each one's last
                         for key, (queued, dropped) in udp_sockets_by_pid().items():
                             drops[key] = dropped
@@ -285,11 +313,12 @@ def main() -> int:
     steady = [
         s for s in samples if samples[0][0] + ramp + 1 <= s[0] <= samples[0][0] + ramp + args.seconds - 2
     ]
-    cpu_pct = sipp_pct = 0.0
+    cpu_pct = sipp_pct = wait_share = 0.0
     if len(steady) >= 2:
         span = steady[-1][0] - steady[0][0]
         cpu_pct = 100 * (steady[-1][1] - steady[0][1]) / span
         sipp_pct = 100 * (steady[-1][2] - steady[0][2]) / span
+        wait_share = (steady[-1][3] - steady[0][3]) / span
 
     def pct(q: float) -> float | None:
         return round(float(np.percentile(gaps, q)), 2) if gaps.size else None
@@ -299,6 +328,10 @@ def main() -> int:
             {
                 "calls": args.calls,
                 "event_loop": args.loop,
+                # the daemon's scheduling: default (nice 0, SCHED_OTHER) unless set
+                "daemon_nice": args.daemon_nice,
+                "daemon_sched_rr": args.daemon_rr,
+                "daemon_priority_errors": priority_errors,
                 "call_seconds": args.seconds,
                 "codec": args.codec,
                 "sipp_processes": len(counts),
@@ -317,6 +350,10 @@ def main() -> int:
                 "daemon_sip_recv_queue_peak_kib": round(queue_peak[(pid, f"127.0.0.1:{sip_port}")] / 1024),
                 "daemon_cpu_pct_of_one_core": round(cpu_pct, 1),
                 "daemon_rss_peak_mib": round(rss_peak, 1),
+                # share of the steady part the daemon's loop thread was ready to run but waited
+                # for a CPU: above ~0.1 the box (the callers, other load), not the daemon, sets
+                # the pacing figures
+                "daemon_loop_runqueue_wait_share": round(wait_share, 3),
                 # the callers share the two cores: their RTP threads are part of the load
                 "sipp_cpu_pct_of_one_core": round(sipp_pct, 1),
                 "load_average_1m": {"before": round(load_before[0], 2),

@@ -113,7 +113,8 @@ class PlayoutBuffer:
             self.duplicates += 1
             return
         insort(self._starts, pos)
-        self._chunks[pos] = pcm[: samples * 2]
+        # the same object when whole: codec.Passthrough finds a frame by identity
+        self._chunks[pos] = pcm if len(pcm) == samples * 2 else pcm[: samples * 2]
         self._end = max(self._end, pos + samples)
         if len(self._starts) > _MAX_CHUNKS:
             self._drop_before(self._starts[1])
@@ -128,6 +129,22 @@ class PlayoutBuffer:
     # -- output --------------------------------------------------------------------------
     def tick(self) -> bytes | None:
         """The next frame (s16le, ``frame_samples`` long), or None while nothing is playing."""
+        head = self._head
+        if head is not None:
+            starts = self._starts
+            chunk = self._chunks.get(head)
+            if chunk is not None and starts[0] == head and len(chunk) == 2 * self._frame:
+                # The usual case, once per call every 20 ms: the oldest packet is exactly the
+                # next frame. The same as the general path below, without its bookkeeping.
+                del self._chunks[head]
+                starts.pop(0)
+                self._head = head = head + self._frame
+                if starts and starts[0] < head:
+                    self._drop_before(head)
+                self._concealer.update(chunk)
+                self._conceal_run = 0
+                self._track_drift()
+                return chunk
         if self._head is None:
             if not self._starts or self._end - self._starts[0] < self._target + self._frame:
                 return None

@@ -125,9 +125,13 @@ class PlaybackQueue:
     def next_frame(self, t: float, audible: bool) -> bytes | None:
         """Take the frame for this tick (None: nothing queued). ``audible`` False: the frame
         is consumed at real time but not sent (caller holds us), so it is not heard."""
-        self._finish_ended(t)
-        if not self._items:
+        items = self._items
+        if not items:
             return None
+        if items[0][1] is None:
+            self._finish_ended(t)
+            if not items:
+                return None
         utt, chunk, last_real = self._items[0]
         assert chunk is not None
         start = self._offset
@@ -149,7 +153,8 @@ class PlaybackQueue:
             self._emit(PlaybackStarted(utt.id, t))
         if utt.frames_out % self._progress_every == 0:
             self._emit(PlaybackProgress(utt.id, self.heard_ms(utt.id), t))
-        self._finish_ended(t)
+        if items and items[0][1] is None:
+            self._finish_ended(t)
         return pcm
 
     def _finish_ended(self, t: float) -> None:

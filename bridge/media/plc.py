@@ -13,17 +13,19 @@ import numpy as np
 class Concealer:
     def __init__(self, sample_rate: int = 8000, fade_ms: int = 60) -> None:
         self._fade = sample_rate * fade_ms // 1000
-        self._history: np.ndarray | None = None
+        self._history: bytes | None = None
         self._elapsed = 0
 
     def update(self, pcm: bytes) -> None:
-        """Remember a good frame (s16le) as the concealment source; restarts the fade."""
-        self._history = np.frombuffer(pcm, dtype="<i2")
+        """Remember a good frame (s16le) as the concealment source; restarts the fade. Called
+        for every good frame, so it only keeps a reference: the array is made on concealment."""
+        self._history = pcm
         self._elapsed = 0
 
     def conceal(self, samples: int) -> bytes:
         out = np.zeros(samples, dtype="<i2")
-        src = self._history
+        src = None if self._history is None else np.frombuffer(self._history, dtype="<i2",
+                                                                count=len(self._history) // 2)
         fade = self._fade
         start = self._elapsed
         count = min(samples, max(fade - start, 0))

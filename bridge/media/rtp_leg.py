@@ -24,7 +24,7 @@ from typing import Any
 from bridge.callmodel import MediaParams
 from bridge.leg import FRAME_BYTES, FRAME_SAMPLES, AudioFrame, DtmfDigit, EndedBy, LegEnded, LegEvent
 from bridge.media import udp
-from bridge.media.codec import DECODERS, ENCODERS
+from bridge.media.codec import DECODERS, ENCODERS, Passthrough
 from bridge.media.dtmf import DtmfReceiver, DtmfSender, normalize_digits
 from bridge.media.events import EventChannel
 from bridge.media.jitter_buffer import PlayoutBuffer
@@ -33,7 +33,7 @@ from bridge.media.playback import PlaybackQueue
 from bridge.media.ports import PortAllocator, PortPair
 from bridge.media.recording import CallRecorder, recording_path, write_subject
 from bridge.media.rtcp import ReportBuilder
-from bridge.media.rtp_packet import RtpParseError, build_rtp, is_rtcp, parse_rtp
+from bridge.media.rtp_packet import RtpParseError, is_rtcp, parse_rtp
 from bridge.media.rx_stats import ReceiveStats
 from bridge.metrics import DTMF_EVENTS, RTP_LOST, RTP_PACKETS, RTP_REJECTED
 from bridge.settings.media import MediaSettings
@@ -49,6 +49,7 @@ _HOUSEKEEPING_TICKS = 50  # once a second
 _RTCP_TICKS = 250  # every 5 s
 _MAX_RTCP_PER_SECOND = 32
 _SEQ_TS_SSRC = struct.Struct("!HII")
+_HEADER = struct.Struct("!BBHII")
 _NO_ADDRESS = ("0.0.0.0", "::", "")
 
 TransferCallback = Callable[[str], Awaitable[bool]]
@@ -93,6 +94,7 @@ class RtpLeg:
         # negotiated media
         self._media: MediaParams | None = None
         self._encode = ENCODERS["PCMU"]
+        self._passthrough = Passthrough()  # caller payloads in our codec, by decoded frame
         self._pt = 0
         self._dtmf_pt: int | None = None
         self._tx_on = False
@@ -172,6 +174,8 @@ class RtpLeg:
         old = self._media
         self._media = media
         self._encode = ENCODERS[media.codec]
+        if media.payload_type != self._pt:
+            self._passthrough.clear()  # the kept payloads are of the old codec
         self._pt = media.payload_type
         self._dtmf_pt = media.dtmf_payload_type
         remote: tuple[str, int] | None = (media.remote_host, media.remote_port)
@@ -231,7 +235,8 @@ class RtpLeg:
         pcm = self._queue.next_frame(self._loop.time(), True)
         if pcm is None:
             return
-        self._send(self._pt, self._ts, self._encode(pcm), True)
+        kept = self._passthrough.payload_of(pcm)
+        self._send(self._pt, self._ts, self._encode(pcm) if kept is None else kept, True)
         self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
         self._talking = True
         self._early_pcm = pcm
@@ -391,14 +396,18 @@ class RtpLeg:
 
     def _on_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         n = self._n
-        if is_rtcp(data):  # rtcp-mux peers
-            n["rtcp_in"] += 1
-            return
         if len(data) > 12 and data[0] == 0x80:
             # The usual packet (no padding, extension or CSRC): skip the general parser.
-            pt = data[1] & 0x7F
+            second = data[1]
+            if 192 <= second <= 223:  # RTCP of an rtcp-mux peer (RFC 5761 §4)
+                n["rtcp_in"] += 1
+                return
+            pt = second & 0x7F
             seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
             payload = data[12:]
+        elif is_rtcp(data):  # rtcp-mux peers
+            n["rtcp_in"] += 1
+            return
         else:
             try:
                 pkt = parse_rtp(data)
@@ -424,7 +433,10 @@ class RtpLeg:
             for digit, duration_ms in self._dtmf_rx.on_packet(ssrc, ts, payload, now):
                 self._dtmf_in(digit, duration_ms, now, "rfc4733")
         elif self._rx_on and decode is not None:
-            self._playout.put(ts, decode(payload))
+            pcm = decode(payload)
+            self._playout.put(ts, pcm)
+            if pt == self._pt:
+                self._passthrough.keep(pcm, payload)
             self._rx_flowing = True
 
     def _dtmf_in(self, digit: str, duration_ms: int, now: float, method: str) -> None:
@@ -507,7 +519,9 @@ class RtpLeg:
         if pcm is None or not audible:
             self._talking = False
             return None
-        self._send(self._pt, ts, self._encode(pcm), not self._talking)
+        # A caller frame sent back as it came (the echo agent) goes out as its own payload.
+        kept = self._passthrough.payload_of(pcm)
+        self._send(self._pt, ts, self._encode(pcm) if kept is None else kept, not self._talking)
         self._talking = True
         return pcm
 
@@ -517,7 +531,10 @@ class RtpLeg:
             return
         n = self._n
         try:
-            self._sock.sendto(build_rtp(pt, self._seq, ts, self._ssrc, payload, marker), remote)
+            # build_rtp inlined: this runs once per packet of every call
+            self._sock.sendto(_HEADER.pack(0x80, 0x80 | pt if marker else pt, self._seq, ts & 0xFFFFFFFF,
+                                           self._ssrc)
+                              + payload, remote)
         except OSError:  # full buffer, no route: UDP drops, the stream goes on
             n["send_errors"] += 1
         self._seq = (self._seq + 1) & 0xFFFF
