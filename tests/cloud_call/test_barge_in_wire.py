@@ -1,8 +1,13 @@
 """Pause-on-onset barge-in on the wire: SIPp calls the daemon on the cloud fakes, tcpdump
 captures the agent's RTP. A short "ah" over the agent's answer pauses it and the rest of the
 answer follows (nothing lost, nothing sent twice); a real cut-in stops the agent's packets on
-its onset, not after the 250 ms that confirm it (measured 84-122 ms, target 150: printed; the
-bounds only tell a pause from a confirmation, so a loaded machine does not make it flaky)."""
+its onset, not after the 250 ms that confirm it.
+
+The stop is measured as bench/barge_in_wire.py measures it (CallResult.onset_on_wire): the end
+of the agent's last packet (its capture time + 20 ms) minus the capture time of the caller's
+first packet louder than 1000 RMS. Printed only (target 150 ms p95, see the bench): the bound
+asserted tells a pause from a confirmation, so a loaded machine does not make it flaky.
+"""
 
 from __future__ import annotations
 
@@ -66,7 +71,7 @@ def test_false_interruption_resumes_and_cut_in_stops_on_onset(cd: CloudDaemon, t
     # every packet of the answer once: the wire holds exactly what the history says was heard
     assert (before.packets + after.packets) * 20 == pytest.approx(answer[0]["heard_ms"], abs=40), why
     assert before.packets + after.packets < len(A1) * MS_PER_CHAR / 20, why
-    stop_after = after.end - (q2_at + onset_s(q2))
-    assert stop_after < 0.25, (stop_after, why)
+    stop_after = after.end - call.onset_on_wire(q2_at + onset_s(q2))
+    assert 0 < stop_after < 0.25, (stop_after, why)  # confirmed would be >= 250 ms + the VAD's onset
     print(f"wire: resumed {resumed_after * 1000:.0f} ms after the 'ah' ended; "
           f"stopped {stop_after * 1000:.0f} ms after the cut-in began")
