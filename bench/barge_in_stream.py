@@ -88,14 +88,17 @@ def _onset_frame(pcm: bytes) -> int:
     raise ValueError("no speech in the line")
 
 
-async def one_call(n: int, lines: dict[str, bytes], cut_ins: int, latency_ms: float, folder: Path,
+async def one_call(n: int, lines: dict[str, bytes], args: argparse.Namespace, folder: Path,
                    stamps: _Stamps) -> dict[str, Any]:
+    cut_ins, latency_ms = args.cut_ins, args.latency_ms
+    barge_in = {} if args.pause_after_ms is None else {"pause_after_ms": args.pause_after_ms}
     texts = [FIRST, *[CUT_INS[i % len(CUT_INS)] for i in range(cut_ins)]]
     settings = Settings.model_validate({
         "daemon": {"stream_listen": "127.0.0.1:0"},
         "plivo": {"nonce_db": ":memory:"},
         "conversation": {"greeting": "Hello.", "transcripts_dir": str(folder / "t"),
-                         "system_prompt_file": "config/agent-prompt.txt", "preemptive_generation": False},
+                         "system_prompt_file": "config/agent-prompt.txt", "preemptive_generation": False,
+                         "barge_in": barge_in},
     })
     providers = ProviderSet([FakeSTT([t.lower() for t in texts])],
                             [FakeLLM(lambda messages: [LONG] if last_user(messages) else None)], [FakeTTS()])
@@ -177,7 +180,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             lines = {t: caller_line(t, tmp, f"line{i}") for i, t in enumerate([FIRST, *CUT_INS])}
             for n in range(args.calls):
                 stamps.__init__()  # type: ignore[misc]
-                res = await one_call(n, lines, args.cut_ins, args.latency_ms, tmp / f"call{n}", stamps)
+                res = await one_call(n, lines, args, tmp / f"call{n}", stamps)
                 res.update(load=os.getloadavg()[0], at=time.strftime("%H:%M:%S", time.gmtime()))
                 print(json.dumps({k: [round(v) for v in x] if isinstance(x, list) else x
                                   for k, x in res.items()}), flush=True)
@@ -193,6 +196,8 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=2)
     ap.add_argument("--cut-ins", type=int, default=5, help="cut-ins per call")
     ap.add_argument("--latency-ms", type=float, default=50.0, help="simulated network, each way")
+    ap.add_argument("--pause-after-ms", type=int,
+                    help="conversation.barge_in.pause_after_ms (default: the setting's)")
     args = ap.parse_args()
     if not have_speech_tools():
         sys.exit("needs espeak-ng and sox")

@@ -134,7 +134,7 @@ def main() -> None:
                     help="extra gain of the cut-ins, relative to the first request")
     ap.add_argument("--json", type=Path, help="write the results here too")
     ap.add_argument("--config-extra", default="", help="TOML appended to the daemon's config "
-                    "(e.g. '[barge_in]\\npause_after_ms = 20', a new section each)")
+                    "(e.g. '[conversation.barge_in]\\npause_after_ms = 20')")
     ap.add_argument("--keep", type=Path, help="keep the calls' files (captures, transcripts) here")
     args = ap.parse_args()
     if not (have_sipp() and have_speech_tools() and os.geteuid() == 0):
