@@ -60,10 +60,12 @@ def test_false_interruption_resumes_and_cut_in_stops_on_onset(cd: CloudDaemon, t
     answer = [a for a in call.events("agent") if a["purpose"] == "answer"]
     assert len(answer) == 2 and answer[0]["interrupted"] is True and answer[0]["full_text"] == A1, why
 
-    # greeting | answer up to the "ah" | the rest of it, resumed | the last answer
-    bursts = call.bursts()
-    assert len(bursts) == 4, why
-    _, before, after, _ = bursts
+    # greeting | answer up to the "ah" | the rest of it, resumed, until the cut-in (the last
+    # answer after it is not looked at: on a loaded machine its clauses may come >100 ms apart)
+    onset = call.onset_on_wire(q2_at + onset_s(q2))
+    bursts = [b for b in call.bursts() if b.start < onset]
+    assert len(bursts) == 3, why
+    _, before, after = bursts
     cough_end = cough_at + COUGH_S
     assert before.end < cough_at + 0.15, why  # paused while the "ah" lasted
     resumed_after = after.start - cough_end
@@ -71,7 +73,7 @@ def test_false_interruption_resumes_and_cut_in_stops_on_onset(cd: CloudDaemon, t
     # every packet of the answer once: the wire holds exactly what the history says was heard
     assert (before.packets + after.packets) * 20 == pytest.approx(answer[0]["heard_ms"], abs=40), why
     assert before.packets + after.packets < len(A1) * MS_PER_CHAR / 20, why
-    stop_after = after.end - call.onset_on_wire(q2_at + onset_s(q2))
+    stop_after = after.end - onset
     assert 0 < stop_after < 0.25, (stop_after, why)  # confirmed would be >= 250 ms + the VAD's onset
     print(f"wire: resumed {resumed_after * 1000:.0f} ms after the 'ah' ended; "
           f"stopped {stop_after * 1000:.0f} ms after the cut-in began")
