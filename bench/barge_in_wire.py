@@ -5,13 +5,20 @@ The daemon runs the conversation agent on the real cloud SDKs against the fakes 
 tests/cloud_call does, whose helpers this reuses); SIPp is the caller, tcpdump captures the
 agent's RTP. Each call: a first request (the gate learns the caller's level from it), then
 ``--cut-ins`` times a long answer that the caller cuts into about 2 s in, the last answer
-the caller hangs up. A stop time is the end of the agent's burst that covered the cut-in's onset
-minus that onset (the onset: the line's first 20 ms frame above 1000 RMS, found on the line
-at full level, so a quieter line keeps the same onset). ``--caller-db`` makes the whole caller
+the caller hangs up. A stop time is the end of the agent's burst that covered the cut-in's
+onset (its last packet's capture time + its 20 ms) minus that onset: the capture time of the
+caller's first packet louder than 1000 RMS (scaled with --caller-db/--cut-in-db, so a quieter
+line keeps the same onset) at the cut-in (tests/cloud_call/calls.py, CallResult.onset_on_wire;
+tests/cloud_call/test_barge_in_wire.py measures the same way). Both ends are on the wire, so
+SIPp's own send timing is not in the figure. ``--caller-db`` makes the whole caller
 quieter (their first words are judged by the floor only), ``--cut-in-db`` makes the cut-ins
 quieter than the first request the gate learnt from. One daemon per gate value, runs back to back.
 
     python bench/barge_in_wire.py --gate-db 0 8 10 12 15 --calls 2 --cut-ins 4
+    python bench/barge_in_wire.py --gate-db 15 --calls 2 --cut-ins 5 --cut-in-db 0 -6
+
+``--keep DIR`` keeps the captures and transcripts; ``--config-extra`` appends TOML to the
+daemon's config (A/B of a setting).
 
 Needs root (tcpdump), sipp, espeak-ng, sox. Prints one JSON line per (gate, caller-db,
 cut-in-db) and a summary table.
@@ -37,7 +44,7 @@ from bridge.simulator.procs import run_daemon
 from bridge.simulator.sipp import have_sipp
 from devkit.fakes import FakeCloud
 from devkit.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
-from tests.cloud_call.calls import caller_line, onset_s, place_call, timeline
+from tests.cloud_call.calls import ONSET_RMS, caller_line, onset_s, place_call, timeline
 from tests.cloud_call.cloud_thread import CloudThread
 from tests.cloud_call.conftest import daemon_config
 from tests.support.audio import have_speech_tools
@@ -51,7 +58,6 @@ LONG = (
     "During the summer months we stay open one hour longer on Thursdays and Fridays."
 )
 INTO_ANSWER_S = 2.5  # after the caller's line ends: ~1 s until the answer starts, then ~1.5 s of it
-ONSET_RMS = 1000.0
 
 
 def scaled(pcm: bytes, gain_db: float) -> bytes:
@@ -79,22 +85,27 @@ def one_call(cloud: CloudThread, daemon: Any, transcripts: Path, work: Path, lin
     cloud.reset()
     cloud.do(script)
     placed: list[tuple[float, bytes]] = []
-    onsets: list[float] = []
+    onsets: list[float] = []  # where each cut-in's speech starts in the played line (s)
     at = 2.0
     for i, text in enumerate(texts):
         pcm = scaled(lines[text], caller_db + (cut_in_db if i else 0.0))
         placed.append((at, pcm))
         if i:
-            onsets.append(at + onset_s(lines[text], ONSET_RMS))
+            onsets.append(at + onset_s(lines[text]))
         at += len(pcm) / 16000 + INTO_ANSWER_S
     pcm = timeline(placed, tail_s=3.0)
     # SIPp's wait for a BYE starts with the (non-blocking) playback: it hangs up after all of it
     call = place_call(daemon, transcripts, work, pcm, wait_ms=len(pcm) // 16 + 500)
     bursts = call.bursts()
     stops: list[float] = []
+    detail: list[dict[str, float]] = []
     missed = 0
-    for onset in onsets:
+    for line_at in onsets:
+        # found at full level: a quieter cut-in keeps the same onset
+        onset = call.onset_on_wire(line_at, ONSET_RMS * 10 ** ((caller_db + cut_in_db) / 20))
         covering = [b for b in bursts if b.start <= onset < b.end]
+        detail.append({"line_at": line_at, "onset": onset, "wall0": call.wall0,
+                       "burst_end": covering[0].end if covering else math.nan})
         if covering:
             stops.append((covering[0].end - onset) * 1000)
         else:
@@ -103,7 +114,7 @@ def one_call(cloud: CloudThread, daemon: Any, transcripts: Path, work: Path, lin
     if os.environ.get("BARGE_IN_WIRE_EXPLAIN"):
         print(call.explain(), file=sys.stderr)
     return {"stops_ms": stops, "missed": missed, "first_words_heard": bool(users) and users[0] == FIRST,
-            "user_turns": users, "sipp_rc": call.sipp.returncode}
+            "user_turns": users, "sipp_rc": call.sipp.returncode, "detail": detail}
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -122,6 +133,9 @@ def main() -> None:
     ap.add_argument("--cut-in-db", type=float, nargs="+", default=[0.0],
                     help="extra gain of the cut-ins, relative to the first request")
     ap.add_argument("--json", type=Path, help="write the results here too")
+    ap.add_argument("--config-extra", default="", help="TOML appended to the daemon's config "
+                    "(e.g. '[conversation.barge_in]\\npause_after_ms = 20')")
+    ap.add_argument("--keep", type=Path, help="keep the calls' files (captures, transcripts) here")
     args = ap.parse_args()
     if not (have_sipp() and have_speech_tools() and os.geteuid() == 0):
         sys.exit("needs sipp, espeak-ng, sox and root (tcpdump)")
@@ -130,6 +144,9 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="barge-in-wire-") as tmp_name:
         tmp = Path(tmp_name)
+        if args.keep:
+            tmp = args.keep
+            tmp.mkdir(parents=True, exist_ok=True)
         lines = {t: caller_line(t, tmp, f"line{i}") for i, t in enumerate([FIRST, *CUT_INS])}
         print(f"caller level {active_dbfs(lines[FIRST]):.1f} dBFS active (before --caller-db)",
               file=sys.stderr)
@@ -141,7 +158,7 @@ def main() -> None:
                 folder.mkdir()
                 transcripts = folder / "transcripts"
                 config = daemon_config(fakes.http_url, transcripts).replace(
-                    "[conversation]\n", f"[conversation]\nlevel_gate_db = {gate}\n", 1)
+                    "[conversation]\n", f"[conversation]\nlevel_gate_db = {gate}\n", 1) + args.config_extra
                 with run_daemon(folder, agent="conversation", config=config, env=env,
                                 ready_timeout=60) as daemon:
                     for caller_db in args.caller_db:
@@ -160,6 +177,7 @@ def main() -> None:
                                    "first_words_heard":
                                        f"{sum(c['first_words_heard'] for c in calls)}/{len(calls)}",
                                    "stops_ms": [round(s) for s in stops],
+                                   "detail": [d for c in calls for d in c["detail"]],
                                    "load": os.getloadavg()[0], "at": time.strftime("%H:%M:%S", time.gmtime())}
                             results.append(res)
                             print(json.dumps(res), flush=True)

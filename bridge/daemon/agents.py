@@ -130,6 +130,11 @@ class _Conversation:
         from bridge.conversation import run_conversation
         from bridge.conversation.transcript import TranscriptWriter
 
+        # The caller's frames feed the VAD and STT, no one listens: an RTP leg then hands them
+        # on as they come, without its playout depth (RtpLeg.listen_on_arrival).
+        listen = getattr(leg, "listen_on_arrival", None)
+        if listen is not None:
+            listen()
         transcript = TranscriptWriter.for_call(self._settings, info)
         try:
             reason = await run_conversation(

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 import struct
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from bridge.media.codec import DECODERS, ENCODERS, Passthrough
 from bridge.media.dtmf import DtmfReceiver, DtmfSender, normalize_digits
 from bridge.media.events import EventChannel
 from bridge.media.jitter_buffer import PlayoutBuffer
+from bridge.media.listen_buffer import ListenBuffer
 from bridge.media.media_clock import MediaClock, clock_for_loop
 from bridge.media.playback import PlaybackQueue
 from bridge.media.ports import PortAllocator, PortPair
@@ -86,7 +88,8 @@ class RtpLeg:
         self._clock: MediaClock = clock_for_loop(loop)
         self._channel = EventChannel()
         self._queue = PlaybackQueue(self._channel.put)
-        self._playout = PlayoutBuffer(target_ms=settings.jitter_buffer_ms)
+        self._playout: PlayoutBuffer | ListenBuffer = PlayoutBuffer(target_ms=settings.jitter_buffer_ms)
+        self._recorded: deque[bytes] = deque(maxlen=5)  # listen mode: caller frames for the recording
         self._dtmf_rx = DtmfReceiver()
         self._dtmf_tx = DtmfSender()
         self._rx = ReceiveStats()
@@ -199,6 +202,14 @@ class RtpLeg:
                 "media updated",
                 extra={"call_id": self.call_id, "codec": media.codec, "direction": media.direction},
             )
+
+    def listen_on_arrival(self) -> None:
+        """The caller's audio goes to a machine listener (the conversation agent's VAD and
+        STT), not to a person: each frame as soon as it is there, no playout depth (that
+        depth delayed the barge-in pause by 60-100 ms; listen_buffer.py). jitter_buffer_ms
+        stays the longest wait for a missing packet."""
+        if not isinstance(self._playout, ListenBuffer):
+            self._playout = ListenBuffer(max_wait_ms=self._settings.jitter_buffer_ms)
 
     def inject_dtmf(self, digit: str, duration_ms: int) -> None:
         """A digit that came by SIP INFO: delivered like an RFC 4733 one."""
@@ -380,8 +391,11 @@ class RtpLeg:
         if self._ending:
             return  # ended during this tick's send or read phase
         caller_pcm: bytes | None = None
-        if self._rx_on:
-            caller_pcm = self._playout.tick()
+        playout = self._playout
+        if isinstance(playout, ListenBuffer):
+            caller_pcm = self._listen_tick(playout, now) if self._rx_on else None
+        elif self._rx_on:
+            caller_pcm = playout.tick()
             if caller_pcm is None and self._rx_flowing:
                 caller_pcm = _SILENCE  # a pause in the caller's stream: keep the cadence
                 self._n["filler_frames"] += 1
@@ -393,6 +407,20 @@ class RtpLeg:
         self._tick_no += 1
         if self._tick_no % _HOUSEKEEPING_TICKS == 0:
             self._housekeeping(now)
+
+    def _listen_tick(self, playout: ListenBuffer, now: float) -> bytes | None:
+        """Listen mode: every frame that is ready goes out now; the recording takes one a tick."""
+        frames = playout.frames()
+        if not frames and self._rx_flowing and not playout.primed:
+            frames = [_SILENCE]  # the sender paused: keep the frames (the listener's time) coming
+            self._n["filler_frames"] += 1
+        for pcm in frames:
+            self._n["frames_in"] += 1
+            self._channel.put(AudioFrame(pcm, now))
+        if self._recorder is None:
+            return None
+        self._recorded.extend(frames)
+        return self._recorded.popleft() if self._recorded else None
 
     def _on_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         n = self._n

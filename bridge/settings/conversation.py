@@ -30,8 +30,10 @@ class BargeInSettings(Section):
     # Pause-on-onset: this much caller speech over the agent pauses its playout at once (the
     # queue is kept); confirmed by min_speech_ms/min_words it becomes a barge-in (cleared),
     # else the playout resumes where it paused after max_gap_ms of silence. False: no pause.
+    # 20 = the first frame the VAD, echo guard and level gate call the caller's: 20 ms
+    # sooner on the wire than 40, and no more pauses from background talk (README).
     pause_on_onset: bool = True
-    pause_after_ms: int = Field(40, ge=20, le=1000)
+    pause_after_ms: int = Field(20, ge=20, le=1000)
     # Caller speech starting this soon after the end of their last turn's speech continues
     # that turn: the reply (started or not) is cancelled once the speech is confirmed, and the
     # LLM gets both parts as one user turn (a 300-800 ms pause inside one request).

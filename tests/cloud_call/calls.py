@@ -24,6 +24,7 @@ BURST_GAP_S = 0.1  # agent packets further apart than this belong to different u
 # tcpdump (without --immediate-mode) hands packets over in blocks, flushed after libpcap's 1 s
 # buffer timeout: stopping it right after the call loses the call's last few hundred ms.
 CAPTURE_SETTLE_S = 1.1
+ONSET_RMS = 1000.0  # a caller frame louder than this is voiced (the levelled lines peak at 28000)
 
 
 def caller_line(text: str, folder: Path, name: str) -> bytes:
@@ -35,7 +36,7 @@ def caller_line(text: str, folder: Path, name: str) -> bytes:
     return (LOUD_PEAK * np.tanh(3 * x) / np.tanh(3)).astype("<i2").tobytes()
 
 
-def onset_s(pcm: bytes, level: float = 1000.0) -> float:
+def onset_s(pcm: bytes, level: float = ONSET_RMS) -> float:
     """Where speech starts in a line: its first 20 ms frame louder than ``level`` RMS."""
     x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
     for i in range(0, len(x) - 160, 160):
@@ -63,12 +64,35 @@ class Burst:
 
 
 @dataclass
+class CallerPacket:
+    t: float  # on the wire, seconds from the caller's first packet
+    at: float  # where its audio starts in the played line, seconds (RTP timestamp from the first)
+    rms: float  # of its decoded audio
+
+
+@dataclass
 class CallResult:
     sipp: SippResult
     to_caller: list[tuple[float, bytes]]  # (seconds from the caller's first packet, RTP payload)
-    from_caller: int
+    caller: list[CallerPacket]  # the caller's audio packets, in capture order
     transcript: list[dict[str, Any]]
     daemon_logs: str
+    wall0: float = 0.0  # the caller's first packet, capture (wall clock) time
+
+    @property
+    def from_caller(self) -> int:
+        return len(self.caller)
+
+    def onset_on_wire(self, line_at: float, level: float = ONSET_RMS) -> float:
+        """The caller's speech onset as the daemon can first know it: when the first packet
+        louder than ``level`` RMS at or after ``line_at`` (seconds into the played line; a
+        frame early is allowed for, as the line's 20 ms frames need not fall on the
+        packets') was captured. SIPp's own send timing is in it, so the stop measured from
+        it is the daemon's alone."""
+        for p in sorted(self.caller, key=lambda p: p.at):
+            if p.at >= line_at - 0.02 and p.rms > level:
+                return p.t
+        raise AssertionError(f"no caller speech on the wire after {line_at:.2f} s")
 
     def bursts(self) -> list[Burst]:
         """The agent's audio on the wire, split into utterances at gaps (no silence is sent
@@ -121,13 +145,24 @@ def place_call(
     from_caller = [p for p in packets if p[1] == media_port and lo <= p[2] <= hi]
     to_caller = [p for p in packets if p[2] == media_port and lo <= p[1] <= hi]
     t0 = from_caller[0][0] if from_caller else (to_caller[0][0] if to_caller else 0.0)
+    decode = decoder(CODEC)
+    caller: list[CallerPacket] = []
+    ts0: int | None = None
+    for t, _sport, _dport, data in from_caller:
+        pt, _seq, ts, payload = rtp_payload(data)
+        if pt != PAYLOAD_TYPES[CODEC]:
+            continue
+        ts0 = ts if ts0 is None else ts0
+        x = np.frombuffer(decode(payload), dtype="<i2").astype(np.float64)
+        rms = float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
+        caller.append(CallerPacket(t - t0, ((ts - ts0) & 0xFFFFFFFF) / 8000, rms))
     agent = []
     for t, _sport, _dport, data in to_caller:
         pt, _seq, _ts, payload = rtp_payload(data)
         if pt == PAYLOAD_TYPES[CODEC]:
             agent.append((t - t0, payload))
     events = _transcript(transcripts, before)
-    return CallResult(result, agent, len(from_caller), events, "\n".join(daemon.log_lines[logs_before:]))
+    return CallResult(result, agent, caller, events, "\n".join(daemon.log_lines[logs_before:]), t0)
 
 
 def _transcript(folder: Path, before: set[Path], limit_s: float = 10.0) -> list[dict[str, Any]]:

@@ -1,8 +1,13 @@
 """Pause-on-onset barge-in on the wire: SIPp calls the daemon on the cloud fakes, tcpdump
 captures the agent's RTP. A short "ah" over the agent's answer pauses it and the rest of the
 answer follows (nothing lost, nothing sent twice); a real cut-in stops the agent's packets on
-its onset, not after the 250 ms that confirm it (measured 84-122 ms, target 150: printed; the
-bounds only tell a pause from a confirmation, so a loaded machine does not make it flaky)."""
+its onset, not after the 250 ms that confirm it.
+
+The stop is measured as bench/barge_in_wire.py measures it (CallResult.onset_on_wire): the end
+of the agent's last packet (its capture time + 20 ms) minus the capture time of the caller's
+first packet louder than 1000 RMS. Printed only (target 150 ms p95, see the bench): the bound
+asserted tells a pause from a confirmation, so a loaded machine does not make it flaky.
+"""
 
 from __future__ import annotations
 
@@ -55,10 +60,12 @@ def test_false_interruption_resumes_and_cut_in_stops_on_onset(cd: CloudDaemon, t
     answer = [a for a in call.events("agent") if a["purpose"] == "answer"]
     assert len(answer) == 2 and answer[0]["interrupted"] is True and answer[0]["full_text"] == A1, why
 
-    # greeting | answer up to the "ah" | the rest of it, resumed | the last answer
-    bursts = call.bursts()
-    assert len(bursts) == 4, why
-    _, before, after, _ = bursts
+    # greeting | answer up to the "ah" | the rest of it, resumed, until the cut-in (the last
+    # answer after it is not looked at: on a loaded machine its clauses may come >100 ms apart)
+    onset = call.onset_on_wire(q2_at + onset_s(q2))
+    bursts = [b for b in call.bursts() if b.start < onset]
+    assert len(bursts) == 3, why
+    _, before, after = bursts
     cough_end = cough_at + COUGH_S
     assert before.end < cough_at + 0.15, why  # paused while the "ah" lasted
     resumed_after = after.start - cough_end
@@ -66,7 +73,7 @@ def test_false_interruption_resumes_and_cut_in_stops_on_onset(cd: CloudDaemon, t
     # every packet of the answer once: the wire holds exactly what the history says was heard
     assert (before.packets + after.packets) * 20 == pytest.approx(answer[0]["heard_ms"], abs=40), why
     assert before.packets + after.packets < len(A1) * MS_PER_CHAR / 20, why
-    stop_after = after.end - (q2_at + onset_s(q2))
-    assert stop_after < 0.25, (stop_after, why)
+    stop_after = after.end - onset
+    assert 0 < stop_after < 0.25, (stop_after, why)  # confirmed would be >= 250 ms + the VAD's onset
     print(f"wire: resumed {resumed_after * 1000:.0f} ms after the 'ah' ended; "
           f"stopped {stop_after * 1000:.0f} ms after the cut-in began")

@@ -117,7 +117,7 @@ def test_interruptible_greeting_is_cut() -> None:
     h.play(rid, 1420, finish=False)
     h.play(rid, 400, speech=True, finish=False)  # confirmed in the 13th frame (260 ms)
     assert h.of(act.ClearPlayback)
-    assert h.last(act.BargeIn).heard_ms == 1460  # paused 40 ms into the speech, not 260
+    assert h.last(act.BargeIn).heard_ms == 1440  # paused on its first frame (pause_after_ms 20), not 260
     assert h.engine.history[-1] == Message("assistant", "Welcome to the line.")
 
 

@@ -100,3 +100,21 @@ def test_no_pause_when_disabled() -> None:
     before = len(h.log)
     h.play(rid, 200, speech=True, finish=False)
     assert not h.of(act.PausePlayback, before)
+
+
+def test_by_default_the_first_speech_frame_pauses_and_a_one_frame_blip_resumes_in_place() -> None:
+    """pause_after_ms defaults to one frame (20 ms): the agent stops on the first frame the
+    VAD (and echo guard and level gate) calls the caller's speech; a blip that goes no
+    further resumes it where it stopped after max_gap_ms, nothing lost or repeated."""
+    h = Harness()
+    assert h.engine.conv.barge_in.pause_after_ms == 20
+    rid = _answering(h)
+    h.play(rid, 1000, finish=False)
+    before = len(h.log)
+    h.play(rid, 20, speech=True, finish=False)
+    assert len(h.of(act.PausePlayback, before)) == 1 and h.heard[rid] == 1020
+    h.play(rid, 20 * 15, finish=False)
+    assert h.of(act.ResumePlayback, before) and not h.of(act.ClearPlayback, before)
+    h.play(rid, 6000 - h.heard[rid])
+    assert h.heard[rid] == 6000
+    assert h.engine.history[-1] == Message("assistant", REPLY)

@@ -74,3 +74,27 @@ async def test_clear_while_paused_drops_the_queue_and_unpauses() -> None:
     await leg.close()
     peer.close()
 
+
+
+async def test_listen_mode_hands_each_caller_frame_on_as_it_arrives() -> None:
+    """The conversation agent's leg (listen_on_arrival): a caller packet is a frame for the
+    VAD at the next tick, not after the jitter buffer's depth; a sender that stops still
+    gets the listener's time moving (concealment, then filler silence)."""
+    ports = allocator(2)
+    peer = await RawPeer.open()
+    leg = await RtpLeg.open("c", "127.0.0.1", ports, SETTINGS)
+    leg.listen_on_arrival()
+    c = Collector.start(leg)
+    leg.start(media(peer.port, "PCMU"))
+    for i in range(8):
+        peer.send(leg.local_port, 0, bytes([0x80 + i]) * 160)
+        peer.ts = (peer.ts + 160) & 0xFFFFFFFF
+        # with the playout buffer (40 ms here) frame i would wait for packets i+1..i+3
+        assert await wait_until(lambda i=i: len(c.frames) == i + 1), f"frame {i} not handed on"
+    decode = g711.decoder("PCMU")
+    assert [f.pcm for f in c.frames] == [decode(bytes([0x80 + i]) * 160) for i in range(8)]
+    assert await wait_until(lambda: len(c.frames) >= 20)  # the sender stopped: time goes on
+    assert leg.stats()["filler_frames"] > 0
+    await leg.close()
+    peer.close()
+    await c.stop()
