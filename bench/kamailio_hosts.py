@@ -56,7 +56,7 @@ sys.path.insert(0, str(HERE))
 from sip_concurrency import sipp_counters  # noqa: E402
 
 from bridge.simulator.procs import VOICE_BRIDGE, started_process  # noqa: E402
-from bridge.simulator.sipp import media_scenario  # noqa: E402
+from bridge.simulator.sipp import SCENARIOS, _routed, media_scenario  # noqa: E402
 from devkit import netns  # noqa: E402
 from devkit.hosts import (  # noqa: E402
     DAEMON_HTTP_PORT,
@@ -70,6 +70,7 @@ from devkit.kamailio import DISPATCHER_LIST, Front, run_front  # noqa: E402
 FRONT, CALLER, HOST1, HOST2 = "vb-front", "vb-caller", "vb-host1", "vb-host2"
 ADDRESS = {FRONT: "10.77.0.1", CALLER: "10.77.0.10", HOST1: "10.77.0.11", HOST2: "10.77.0.12"}
 SIP_FRONT = 5060
+DAEMON_BYE_DRAIN_S = 3.0
 
 
 # -- a daemon on a host -----------------------------------------------------------------------
@@ -107,7 +108,7 @@ class HostDaemon:
 
 
 @contextlib.contextmanager
-def host_daemon(tmp: Path, host: str, calls: int) -> Iterator[HostDaemon]:
+def host_daemon(tmp: Path, host: str, calls: int, drain_s: float = 30) -> Iterator[HostDaemon]:
     work = tmp / f"{host}-{time.monotonic_ns()}"
     work.mkdir()
     cfg = work / "daemon.toml"
@@ -119,7 +120,7 @@ def host_daemon(tmp: Path, host: str, calls: int) -> Iterator[HostDaemon]:
         "VOICE_BRIDGE_LOGGING__LEVEL": "INFO",
         "VOICE_BRIDGE_DAEMON__DATA_DIR": str(work / "data"),
         "VOICE_BRIDGE_DAEMON__SHED_LOOP_LAG_MS": "0",
-        "VOICE_BRIDGE_DAEMON__DRAIN_TIMEOUT_S": "30",
+        "VOICE_BRIDGE_DAEMON__DRAIN_TIMEOUT_S": str(drain_s),
         **daemon_env(ADDRESS[host], ADDRESS[FRONT], calls),
     }
     cmd = netns.command(
@@ -256,8 +257,14 @@ def answered(packets: list[Packet], code: str, method: str = "INVITE") -> set[st
     }
 
 
+def caller_leg(front: list[Packet]) -> list[Packet]:
+    """The front's SIP with the caller, from the front's eth0 (SIP only there: a capture that
+    keeps up, where the caller's, full of RTP, may miss a packet on a busy machine)."""
+    return [p for p in front if ADDRESS[CALLER] in (p.src, p.dst)]
+
+
 def outcomes(caller: list[Packet], at: float, until: float = float("inf")) -> dict[str, int]:
-    """From the caller's eth0: calls set up before / after ``at`` (first INVITE sent; up to
+    """From ``caller_leg``: calls set up before / after ``at`` (first INVITE sent; up to
     ``until``) and how many of each did not complete (no 200 to the INVITE, or to the BYE)."""
     first: dict[str, float] = {}
     for p in caller:
@@ -273,6 +280,21 @@ def outcomes(caller: list[Packet], at: float, until: float = float("inf")) -> di
         "of_those_not_answered": sum(1 for c in after if c not in ok_invite),
         "of_those_not_completed_after": sum(1 for c in after if c not in ok_invite or c not in ok_bye),
     }
+
+
+def setup_times(caller: list[Packet], call_ids: set[str]) -> list[float]:
+    """First INVITE to its 200, seconds, on ``caller_leg``, for each of ``call_ids`` answered."""
+    sent: dict[str, float] = {}
+    done: dict[str, float] = {}
+    for p in caller:
+        cid = header(p.data, "Call-ID")
+        if cid not in call_ids:
+            continue
+        if p.data.startswith(b"INVITE "):
+            sent.setdefault(cid, p.t)
+        elif p.data.startswith(b"SIP/2.0 200") and header(p.data, "CSeq").endswith("INVITE"):
+            done.setdefault(cid, p.t)
+    return sorted(round(done[c] - sent[c], 2) for c in done if c in sent)
 
 
 # -- one phase's callers ------------------------------------------------------------------------
@@ -444,7 +466,7 @@ def phase_sigterm(
         "of_those_answered_503_by_host1": len(to_one_after & answered(k1, "503")),
         "invites_to_host2_after_sigterm": len(invites(k2, since=signalled)),
         "calls_per_daemon": {one.host: len(invites(k1)), two.host: len(invites(k2))},
-        "caller_side_around_sigterm": outcomes(caps[CALLER], signalled),
+        "caller_side_around_sigterm": outcomes(caller_leg(caps[FRONT]), signalled),
     }
 
 
@@ -476,13 +498,50 @@ def phase_sigkill(
         "front_marked_it_down_after_s": None if down_s is None else round(down_s, 2),
         "bound_s": args.probe_interval + args.fr_timer_ms / 1000,
         "invites_to_killed_after_kill": len(invites(kv, since=killed)),
+        "setup_s_of_those": setup_times(caller_leg(caps[FRONT]), invites(kv, since=killed)),
         "invites_to_survivor_after_kill": len(invites(ks, since=killed)),
-        "caller_side_around_kill": outcomes(caps[CALLER], killed, then),
+        "caller_side_around_kill": outcomes(caller_leg(caps[FRONT]), killed, then),
         "then_20_calls": second,
         "then_20_calls_on": {
             survivor.host: len(invites(ks, since=then)),
             victim.host: len(invites(kv, since=then)),
         },
+    }
+
+
+def phase_daemon_bye(tmp: Path, front: Front, daemon: HostDaemon) -> dict[str, Any]:
+    """Calls that wait for the far end to hang up, on the one daemon left; it gets SIGTERM
+    and, at its drain timeout, sends each a BYE: in-dialog requests from the daemon side must
+    follow the Record-Route to the front and on to the caller."""
+    calls = 10
+    text = _routed((SCENARIOS / "uac_wait_bye.xml").read_text())
+    scenario = tmp / "uac_wait_bye_routed.xml"
+    scenario.write_text(text)
+    caller, front_ip = ADDRESS[CALLER], ADDRESS[FRONT]
+    with captured(tmp, "daemon-bye") as caps:
+        proc = sipp(tmp / "daemon-bye", scenario, calls, 10, 60)
+        wait_for(lambda: daemon.active_calls() >= calls, 20, 0.1)
+        live = daemon.active_calls()
+        daemon.proc.send_signal(signal.SIGTERM)
+        result = finish(proc, tmp / "daemon-bye", DAEMON_BYE_DRAIN_S + 60)
+        try:
+            rc: int | None = daemon.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            rc = None
+    kd, kc = caps[daemon.host], caps[CALLER]
+    byes_out = [p for p in kd if p.data.startswith(b"BYE ") and p.src == daemon.address]
+    return {
+        "calls": calls,
+        **result,
+        "live_at_sigterm": live,
+        "daemon_exit_code": rc,
+        "byes_sent_by_daemon_to": dict(Counter(p.dst for p in byes_out)),
+        "bye_route_headers": dict(Counter(header(p.data, "Route") for p in byes_out)),
+        "byes_reaching_caller_from": dict(
+            Counter(p.src for p in kc if p.data.startswith(b"BYE ") and p.dst == caller)
+        ),
+        "byes_answered_200_at_daemon": len(answered(kd, "200", "BYE")),
+        "front": front_ip,
     }
 
 
@@ -517,9 +576,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError(f"the front did not see both daemons up: {front.rpc('dispatcher.list')}")
         report["spread"] = phase_spread(args, tmp, front, [one, two])
         report["sigterm"] = phase_sigterm(args, tmp, front, [one, two])
-        one = stack.enter_context(host_daemon(tmp, HOST1, args.calls))  # host1 back, a new process
+        # host1 back, a new process; its drain timeout is short for the last phase
+        one = stack.enter_context(host_daemon(tmp, HOST1, args.calls, drain_s=DAEMON_BYE_DRAIN_S))
         wait_for(lambda: flags(front, one).startswith("A"), args.probe_interval * 2 + 5)
         report["sigkill"] = phase_sigkill(args, tmp, front, [one, two])
+        report["daemon_bye"] = phase_daemon_bye(tmp, front, one)
         if args.keep:
             import shutil
 
