@@ -65,7 +65,7 @@ from devkit.hosts import (  # noqa: E402
     daemon_env,
     hosts_dispatcher_list,
 )
-from devkit.kamailio import DISPATCHER_LIST, Front, run_front  # noqa: E402
+from devkit.kamailio import CONFIG, DISPATCHER_LIST, Front, run_front  # noqa: E402
 
 FRONT, CALLER, HOST1, HOST2 = "vb-front", "vb-caller", "vb-host1", "vb-host2"
 ADDRESS = {FRONT: "10.77.0.1", CALLER: "10.77.0.10", HOST1: "10.77.0.11", HOST2: "10.77.0.12"}
@@ -135,8 +135,22 @@ def host_daemon(tmp: Path, host: str, calls: int, drain_s: float = 30) -> Iterat
             "echo",
         ],
     )
-    with started_process(cmd, env, "READY ", 60, f"daemon on {host}") as started:
-        yield HostDaemon(host, started.proc, started.log_lines, time.time())
+    try:
+        with started_process(cmd, env, "READY ", 60, f"daemon on {host}") as started:
+            yield HostDaemon(host, started.proc, started.log_lines, time.time())
+    finally:
+        with contextlib.suppress(NameError):
+            (work / "daemon.log").write_text("\n".join(started.log_lines))
+
+
+def call_ends(daemon: HostDaemon) -> dict[str, int]:
+    """How the daemon's calls ended so far ("dialog ended" log lines, by reason)."""
+    reasons: Counter[str] = Counter()
+    for line in list(daemon.log_lines):
+        if '"dialog ended"' in line:
+            with contextlib.suppress(ValueError, KeyError):
+                reasons[str(json.loads(line)["reason"])] += 1
+    return dict(reasons)
 
 
 # -- captures ---------------------------------------------------------------------------------
@@ -428,6 +442,7 @@ def phase_spread(
         **result,
         "calls_per_daemon": {d.host: len(invites(caps[d.host])) for d in daemons},
         "wire": wire(caps, daemons),
+        "daemon_call_ends_so_far": {d.host: call_ends(d) for d in daemons},
     }
 
 
@@ -570,7 +585,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             front = stack.enter_context(run_front(
                 tmp / "k", [], dispatcher_file=ds, listen_ip=ADDRESS[FRONT] if args.listen_ip else None,
                 address=ADDRESS[FRONT], port=SIP_FRONT, probe_interval_s=args.probe_interval,
-                fr_timer_ms=args.fr_timer_ms, pike_density=200, children=4))  # fmt: skip
+                fr_timer_ms=args.fr_timer_ms, pike_density=200, children=4,
+                config=args.kamailio_cfg))  # fmt: skip
+        report["kamailio_cfg"] = str(args.kamailio_cfg)
         report["kamailio_args"] = front.args
         if wait_for(lambda: all(flags(front, d).startswith("A") for d in (one, two)), 15) is None:
             raise RuntimeError(f"the front did not see both daemons up: {front.rpc('dispatcher.list')}")
@@ -609,6 +626,12 @@ def main() -> int:
         action="store_true",
         help="give the front LISTEN_IP=10.77.0.1; default: unset, as Debian's kamailio.service "
         "runs the file (every address of every interface)",
+    )
+    ap.add_argument(
+        "--kamailio-cfg",
+        type=Path,
+        default=CONFIG,
+        help="another kamailio.cfg to compare, e.g. main's: git show main:deploy/kamailio/kamailio.cfg",
     )
     ap.add_argument("--keep", type=Path, help="copy captures, SIPp files and logs here")
     args = ap.parse_args()
