@@ -576,6 +576,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory(prefix="vb-hosts-") as tmp_s, contextlib.ExitStack() as stack:
         tmp = Path(tmp_s)
+        if args.keep:  # registered first: runs last, once every process has stopped
+            import shutil
+
+            keep = args.keep
+            stack.callback(
+                lambda: shutil.copytree(tmp, keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("ctl"))
+            )
         report["links"] = stack.enter_context(netns.built(net))
         one = stack.enter_context(host_daemon(tmp, HOST1, args.calls))
         two = stack.enter_context(host_daemon(tmp, HOST2, args.calls))
@@ -598,12 +605,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wait_for(lambda: flags(front, one).startswith("A"), args.probe_interval * 2 + 5)
         report["sigkill"] = phase_sigkill(args, tmp, front, [one, two])
         report["daemon_bye"] = phase_daemon_bye(tmp, front, one)
-        if args.keep:
-            import shutil
-
-            shutil.copytree(
-                tmp, args.keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.sock", "ctl")
-            )
     report["load_after"] = os.getloadavg()
     return report
 
