@@ -601,10 +601,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["spread"] = phase_spread(args, tmp, front, [one, two])
         report["sigterm"] = phase_sigterm(args, tmp, front, [one, two])
         # host1 back, a new process; its drain timeout is short for the last phase
+        first_one = one
         one = stack.enter_context(host_daemon(tmp, HOST1, args.calls, drain_s=DAEMON_BYE_DRAIN_S))
         wait_for(lambda: flags(front, one).startswith("A"), args.probe_interval * 2 + 5)
         report["sigkill"] = phase_sigkill(args, tmp, front, [one, two])
         report["daemon_bye"] = phase_daemon_bye(tmp, front, one)
+        # "rtp-timeout": the caller sent no RTP for 30 s (a stalled SIPp on a busy box)
+        report["daemon_call_ends"] = [{"host": d.host, "ends": call_ends(d)} for d in (first_one, two, one)]
     report["load_after"] = os.getloadavg()
     return report
 
