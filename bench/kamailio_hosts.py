@@ -337,6 +337,8 @@ def finish(proc: subprocess.Popen[bytes], workdir: Path, limit_s: float) -> dict
         "sipp_failures": {k: v for k, v in counters.items() if k.startswith("Failed") and k != "FailedCall"},
         "sipp_rc": proc.returncode,
         "sipp_errors_head": errors.splitlines()[:6],
+        # SIPp itself starved of CPU (its timers ran > 500 ms late): the box, not the calls
+        "sipp_watchdog_trips": errors.count("watchdog timer"),
     }
 
 
