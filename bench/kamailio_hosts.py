@@ -608,6 +608,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wait_for(lambda: flags(front, one).startswith("A"), args.probe_interval * 2 + 5)
         report["sigkill"] = phase_sigkill(args, tmp, front, [one, two])
         report["daemon_bye"] = phase_daemon_bye(tmp, front, one)
+        logs = front.logs()
+        (tmp / "kamailio.log").write_text(logs)
+        # the front's own warnings: a daemon taken out by an unanswered INVITE or probe, and
+        # new calls refused (503) because no daemon was left in the set
+        report["front_warnings"] = {
+            "daemon_marked_down_on_invite_timeout": logs.count("did not answer: marked down"),
+            "no_daemon_available_503": logs.count("no voice-bridge daemon available"),
+        }
         # "rtp-timeout": the caller sent no RTP for 30 s (a stalled SIPp on a busy box)
         report["daemon_call_ends"] = [{"host": d.host, "ends": call_ends(d)} for d in (first_one, two, one)]
     report["load_after"] = os.getloadavg()
