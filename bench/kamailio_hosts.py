@@ -4,13 +4,15 @@ namespaces on this one machine; prints JSON figures. Root only.
     sudo .venv/bin/python bench/kamailio_hosts.py --calls 40
 
 Hosts (each its own network namespace, network stack and eth0, on one switch):
-  vb-front  10.77.0.1   Kamailio, deploy/kamailio/kamailio.cfg as shipped; only the listen
-                        address and the dispatcher list are given (-A), as the README says
+  vb-front  10.77.0.1   Kamailio, deploy/kamailio/kamailio.cfg as shipped, without LISTEN_IP
+                        as Debian's kamailio.service runs it (--listen-ip: 10.77.0.1); -A
+                        gives the dispatcher list (the shipped one's format, one line per
+                        host), the control socket, port 5060 and the shipped timer values
   vb-caller 10.77.0.10  SIPp callers (the carrier: Plivo's side)
   vb-host1  10.77.0.11  voice-bridge daemon (echo agent), SIP 5071, HTTP 8081
   vb-host2  10.77.0.12  voice-bridge daemon, the same ports on its own address
 
-Three phases, each with its own SIPp run and a tcpdump on every host's eth0:
+Four phases, each with its own SIPp run and a tcpdump on every host's eth0:
   spread   N calls with RTP: ok/failed, calls per daemon, RTP seen on each daemon's eth0
            straight from/to the caller (none on the front's), every BYE reaching a daemon
            from the front (record-routing), what the 200 OKs carried (Record-Route, Contact,
@@ -19,7 +21,9 @@ Three phases, each with its own SIPp run and a tcpdump on every host's eth0:
            it out; its live calls finish, new calls go to host2, none fails;
   sigkill  host1 (restarted) and host2 up, host2 gets SIGKILL mid-run: time until the
            front marks it down (probe interval + the probe's timeout), calls lost (only
-           those live on it), then a batch that must all land on host1.
+           those live on it), then a batch that must all land on host1;
+  daemon_bye  10 calls wait on host1, which gets SIGTERM and BYEs them at its 3 s drain
+           timeout: the daemon's in-dialog requests must follow the Record-Route.
 
 netem (link delay) is used when the kernel has it (``--delay-ms``); the JSON says whether it
 was applied. Namespaces named vb-* by this bench are deleted at start (a stale run) and at
@@ -90,7 +94,7 @@ class HostDaemon:
         return f"{self.address}:{DAEMON_SIP_PORT}"
 
     def get(self, path: str) -> tuple[int, str]:
-        """GET on the daemon's HTTP port, from inside its host (as a monitor on the LAN would)."""
+        """GET on the daemon's HTTP port from another host (vb-caller), as a monitor on the LAN would."""
         with netns.entered(CALLER):
             try:
                 with urllib.request.urlopen(
