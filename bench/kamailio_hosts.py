@@ -566,6 +566,41 @@ def phase_daemon_bye(tmp: Path, front: Front, daemon: HostDaemon) -> dict[str, A
     }
 
 
+def checks(report: dict[str, Any]) -> dict[str, bool]:
+    """The claims, one boolean each, from the figures above (calls failed are reported, not
+    judged here: on a busy box SIPp itself loses calls, see the README)."""
+    s, t, k, b = report["spread"], report["sigterm"], report["sigkill"], report["daemon_bye"]
+    w = s["wire"]
+    hosts = [h for h in w if h.startswith("vb-host")]
+    front = ADDRESS[FRONT]
+    return {
+        "spread_over_both": all(n > 0 for n in s["calls_per_daemon"].values()),
+        "rtp_direct_caller_daemon": w[FRONT]["rtp_packets"] == 0
+        and all(w[h]["rtp_calls_both_ways"] > 0 for h in hosts)
+        and set(w[CALLER]["rtp_peers"]) == {ADDRESS[h] for h in hosts},
+        "sdp_and_contact_own_address": all(
+            set(w[h]["sdp_c_in_200"]) == {f"c=IN IP4 {ADDRESS[h]}"}
+            and all(f"@{ADDRESS[h]}:" in c for c in w[h]["contact_in_200"])
+            for h in hosts
+        ),
+        "record_route_is_the_front": w[FRONT]["record_route_is_the_front"],
+        "caller_byes_via_front": all(
+            w[h]["byes_from_elsewhere"] == 0 and w[h]["byes_from_front"] > 0 for h in hosts
+        ),
+        "sigterm_front_took_it_out": t["front_marked_host1_out_after_s"] is not None,
+        "sigterm_drained_exit_0": t["host1_exit_code"] == 0 and not t["host1_drain_timeout_logged"],
+        "sigterm_new_calls_answered": t["caller_side_around_sigterm"]["of_those_not_answered"] == 0,
+        "sigkill_marked_down_within_bound": k["front_marked_it_down_after_s"] is not None
+        and k["front_marked_it_down_after_s"] <= k["bound_s"],
+        "sigkill_new_calls_answered": k["caller_side_around_kill"]["of_those_not_answered"] == 0,
+        "sigkill_then_all_on_survivor": k["then_20_calls_on"][HOST2] == 0
+        and k["then_20_calls_on"][HOST1] > 0,
+        "daemon_byes_via_front": b["byes_sent_by_daemon_to"] == {front: b["calls"]}
+        and b["byes_reaching_caller_from"] == {front: b["calls"]},
+        "caller_heard_sip_only_from_front": w[CALLER]["sip_peers"] == [front],
+    }
+
+
 # -- the run -------------------------------------------------------------------------------------
 def the_lan(args: argparse.Namespace) -> netns.Lan:
     return netns.lan(*ADDRESS.items(), delay_ms=args.delay_ms, rate=args.rate_cap)
@@ -623,6 +658,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # "rtp-timeout": the caller sent no RTP for 30 s (a stalled SIPp on a busy box)
         report["daemon_call_ends"] = [{"host": d.host, "ends": call_ends(d)} for d in (first_one, two, one)]
     report["load_after"] = os.getloadavg()
+    report["checks"] = checks(report)
     return report
 
 
