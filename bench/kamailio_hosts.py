@@ -300,6 +300,25 @@ def outcomes(caller: list[Packet], at: float, until: float = float("inf")) -> di
     }
 
 
+def late_provisionals(caller: list[Packet]) -> int:
+    """Calls whose 180/183 reached the caller after their 200 (on ``caller_leg``): with
+    several UDP workers the front may forward the daemon's back-to-back 180 and 200 in the
+    other order. A UA drops a 1xx after the 2xx; SIPp's scenario takes it as a jump back to
+    its 180 step, waits for a second 200, plays no RTP and sends no BYE, and the daemon
+    ends the call at its RTP timeout (30 s): a failed call that is SIPp's, not the front's."""
+    ok_at: dict[str, float] = {}
+    late: set[str] = set()
+    for p in caller:
+        if p.dst != ADDRESS[CALLER] or not header(p.data, "CSeq").endswith("INVITE"):
+            continue
+        cid = header(p.data, "Call-ID")
+        if p.data.startswith(b"SIP/2.0 200"):
+            ok_at.setdefault(cid, p.t)
+        elif p.data.startswith((b"SIP/2.0 180", b"SIP/2.0 183")) and cid in ok_at:
+            late.add(cid)
+    return len(late)
+
+
 def setup_times(caller: list[Packet], call_ids: set[str]) -> list[float]:
     """First INVITE to its 200, seconds, on ``caller_leg``, for each of ``call_ids`` answered."""
     sent: dict[str, float] = {}
@@ -447,6 +466,7 @@ def phase_spread(
         "calls": args.calls,
         **result,
         "calls_per_daemon": {d.host: len(invites(caps[d.host])) for d in daemons},
+        "calls_with_1xx_after_200": late_provisionals(caller_leg(caps[FRONT])),
         "wire": wire(caps, daemons),
         "daemon_call_ends_so_far": {d.host: call_ends(d) for d in daemons},
     }
@@ -487,6 +507,7 @@ def phase_sigterm(
         "of_those_answered_503_by_host1": len(to_one_after & answered(k1, "503")),
         "invites_to_host2_after_sigterm": len(invites(k2, since=signalled)),
         "calls_per_daemon": {one.host: len(invites(k1)), two.host: len(invites(k2))},
+        "calls_with_1xx_after_200": late_provisionals(caller_leg(caps[FRONT])),
         "caller_side_around_sigterm": outcomes(caller_leg(caps[FRONT]), signalled),
     }
 
@@ -521,6 +542,7 @@ def phase_sigkill(
         "invites_to_killed_after_kill": len(invites(kv, since=killed)),
         "setup_s_of_those": setup_times(caller_leg(caps[FRONT]), invites(kv, since=killed)),
         "invites_to_survivor_after_kill": len(invites(ks, since=killed)),
+        "calls_with_1xx_after_200": late_provisionals(caller_leg(caps[FRONT])),
         "caller_side_around_kill": outcomes(caller_leg(caps[FRONT]), killed, then),
         "then_20_calls": second,
         "then_20_calls_on": {
@@ -562,6 +584,7 @@ def phase_daemon_bye(tmp: Path, front: Front, daemon: HostDaemon) -> dict[str, A
             Counter(p.src for p in kc if p.data.startswith(b"BYE ") and p.dst == caller)
         ),
         "byes_answered_200_at_daemon": len(answered(kd, "200", "BYE")),
+        "calls_with_1xx_after_200": late_provisionals(caller_leg(caps[FRONT])),
         "front": front_ip,
     }
 
@@ -633,7 +656,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             front = stack.enter_context(run_front(
                 tmp / "k", [], dispatcher_file=ds, listen_ip=ADDRESS[FRONT] if args.listen_ip else None,
                 address=ADDRESS[FRONT], port=SIP_FRONT, probe_interval_s=args.probe_interval,
-                fr_timer_ms=args.fr_timer_ms, pike_density=200, children=4,
+                fr_timer_ms=args.fr_timer_ms, pike_density=200, children=args.children,
                 config=args.kamailio_cfg))  # fmt: skip
         report["kamailio_cfg"] = str(args.kamailio_cfg)
         report["kamailio_args"] = front.args
@@ -680,6 +703,13 @@ def main() -> int:
         action="store_true",
         help="give the front LISTEN_IP=10.77.0.1; default: unset, as Debian's kamailio.service "
         "runs the file (every address of every interface)",
+    )
+    ap.add_argument(
+        "--children",
+        type=int,
+        default=4,
+        help="the front's CHILDREN (shipped: 4; 1 keeps the daemon's 180 and 200 in order, "
+        "which SIPp's scenario needs)",
     )
     ap.add_argument(
         "--kamailio-cfg",
