@@ -48,13 +48,16 @@ def check_config(*defines: str) -> subprocess.CompletedProcess[str]:
 
 
 class Kamailio:
-    """One Kamailio process on 127.0.0.1:``port``: ``start()``, ``stop()``, ``start()`` again
-    (same port, a new process), ``logs()``. ``ready`` says when it serves requests."""
+    """One Kamailio process on ``host``:``port`` (127.0.0.1 by default): ``start()``, ``stop()``,
+    ``start()`` again (same port, a new process), ``logs()``. ``ready`` says when it serves
+    requests."""
 
     def __init__(
-        self, config: Path, run_dir: Path, port: int, args: Sequence[str], ready: Callable[[Kamailio], bool]
+        self, config: Path, run_dir: Path, port: int, args: Sequence[str], ready: Callable[[Kamailio], bool],
+        host: str = "127.0.0.1",
     ) -> None:
         self.config = config
+        self.host = host  # where clients reach it
         self.run_dir = run_dir
         self.port = port
         self.args = list(args)
@@ -65,7 +68,7 @@ class Kamailio:
 
     @property
     def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def logs(self) -> str:
         return "\n".join(self.log_lines)
@@ -125,7 +128,7 @@ def running(kamailio: Kamailio) -> Iterator[Kamailio]:
 def tcp_listening_and_forked(kamailio: Kamailio) -> bool:
     """Kamailio opens its sockets before it forks its workers: the TCP one answering and the
     process table logged mean the configuration loaded and the workers are up."""
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", kamailio.port), timeout=0.5):
+    with contextlib.suppress(OSError), socket.create_connection((kamailio.host, kamailio.port), timeout=0.5):
         return "main(): processes" in kamailio.logs()
     return False
 
@@ -133,14 +136,35 @@ def tcp_listening_and_forked(kamailio: Kamailio) -> bool:
 class Front(Kamailio):
     """The shipped front, with its control socket for kamcmd."""
 
-    def __init__(self, run_dir: Path, port: int, ctl: str, args: Sequence[str]) -> None:
-        super().__init__(CONFIG, run_dir, port, args, ready=lambda k: options_answered(k.port))
+    def __init__(
+        self, run_dir: Path, port: int, ctl: str, args: Sequence[str], host: str = "127.0.0.1",
+        config: Path = CONFIG,
+    ) -> None:
+        # another configuration (an older copy, to compare) may answer its own OPTIONS otherwise
+        any_answer = config != CONFIG
+        super().__init__(
+            config, run_dir, port, args, host=host,
+            ready=lambda k: options_answered(k.port, host=k.host, any_answer=any_answer),
+        )
         self.ctl = ctl
 
     def rpc(self, *args: str) -> str:
         out = subprocess.run([_tool("kamcmd"), "-s", self.ctl, *args], capture_output=True, text=True,
                              timeout=10)
         return out.stdout + out.stderr
+
+    def destinations_by_address(self) -> dict[str, str]:
+        """The "host:port" of each daemon -> its dispatcher flags (daemons on other hosts may share
+        a port number)."""
+        out: dict[str, str] = {}
+        uri = None
+        for line in self.rpc("dispatcher.list").splitlines():
+            line = line.strip()
+            if line.startswith("URI:"):
+                uri = line.split(":", 1)[1].strip().removeprefix("sip:")
+            elif line.startswith("FLAGS:") and uri is not None:
+                out[uri] = line.split(":", 1)[1].strip()
+        return out
 
     def destinations(self) -> dict[int, str]:
         """SIP port of each daemon -> its dispatcher flags ('AP' active+probing, 'IP' inactive...).
@@ -170,22 +194,25 @@ def dispatcher_list(sip_ports: Sequence[Destination], maxload: int = 0) -> str:
     )
 
 
-def options_answered(port: int, timeout: float = 0.5) -> bool:
-    """True once Kamailio answers an OPTIONS addressed to itself."""
+def options_answered(
+    port: int, timeout: float = 0.5, host: str = "127.0.0.1", any_answer: bool = False
+) -> bool:
+    """True once Kamailio on ``host`` answers an OPTIONS addressed to itself with 200 (with
+    anything, if ``any_answer``)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host if host.startswith("127.") else "0.0.0.0", 0))
         s.settimeout(timeout)
         lport = s.getsockname()[1]
         call_id = uuid.uuid4().hex
         msg = (
-            f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{call_id[:12]};rport\r\n"
-            f"From: <sip:probe@127.0.0.1>;tag={call_id[:8]}\r\nTo: <sip:127.0.0.1:{port}>\r\n"
+            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {host}:{lport};branch=z9hG4bK{call_id[:12]};rport\r\n"
+            f"From: <sip:probe@{host}>;tag={call_id[:8]}\r\nTo: <sip:{host}:{port}>\r\n"
             f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         )
-        s.sendto(msg.encode(), ("127.0.0.1", port))
+        s.sendto(msg.encode(), (host, port))
         try:
-            return s.recv(65535).startswith(b"SIP/2.0 200")
+            return s.recv(65535).startswith(b"SIP/2.0 " if any_answer else b"SIP/2.0 200")
         except OSError:
             return False
 
@@ -201,25 +228,37 @@ def run_front(
     maxload: int = 0,
     children: int = 1,
     ready_timeout: float = 20.0,
+    listen_ip: str | None = "127.0.0.1",
+    address: str = "127.0.0.1",
+    port: int = 0,
+    dispatcher_file: Path | None = None,
+    config: Path = CONFIG,
 ) -> Iterator[Front]:
     """Kamailio with the shipped configuration in front of the daemons on ``sip_ports`` (a
     port on 127.0.0.1, or (address, port): a daemon on another address, as on another host).
 
+    ``listen_ip``: the address it binds (None: the file's own default, every address) and
+    ``address`` where it is reached; ``port``: its SIP port (0: a free one on 127.0.0.1);
+    ``dispatcher_file``: a list written by the caller (``sip_ports`` is then not used);
+    ``config``: another configuration file than the shipped one (e.g. an older copy).
+
     One worker by default: replies then leave in the order they came (with several workers a
     180 may overtake its 200, which SIPp counts as a failed call although a real UA would not)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    ds = workdir / "dispatcher.list"
-    ds.write_text(dispatcher_list(sip_ports, maxload))
-    port = free_port()
+    ds = dispatcher_file or workdir / "dispatcher.list"
+    if dispatcher_file is None:
+        ds.write_text(dispatcher_list(sip_ports, maxload))
+    port = port or free_port()
     run_dir = workdir / "kamailio-run"
     ctl = f"unix:{run_dir}/ctl"
     args = [
         "-m", "64", "-M", "8",
-        "-A", "LISTEN_IP=127.0.0.1", "-A", f"SIP_PORT={port}", "-A", f'DS_LIST="{ds}"',
+        *(["-A", f"LISTEN_IP={listen_ip}"] if listen_ip else []),
+        "-A", f"SIP_PORT={port}", "-A", f'DS_LIST="{ds}"',
         "-A", f'CTL_SOCKET="{ctl}"', "-A", f"PROBE_INTERVAL={probe_interval_s}",
         "-A", f"FR_TIMER={fr_timer_ms}", "-A", f"PIKE_DENSITY={pike_density}", "-A", f"CHILDREN={children}",
     ]  # fmt: skip
-    front = Front(run_dir, port, ctl, args)
+    front = Front(run_dir, port, ctl, args, host=address, config=config)
     front.start(ready_timeout)
     try:
         yield front
