@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,47 +115,7 @@ def _obj(value: object, what: str) -> dict[str, Any]:
     return value
 
 
-# The media event's fields, found in the raw bytes: Plivo sends 50 of these a second per call
-# and json.loads is most of their cost. Only for a message without a backslash (so every quote
-# delimits a string and a string followed by ':' is a key) that names event "media" and has
-# one "payload" key whose value is plain base64; anything else goes through json.loads.
-_MEDIA_EVENT = re.compile(rb'"event"\s*:\s*"media"')
-_PAYLOAD = re.compile(rb'"payload"\s*:\s*"([A-Za-z0-9+/=]*)"')
-_TRACK = re.compile(rb'"track"\s*:\s*"([A-Za-z0-9_]*)"')
-_TIMESTAMP = re.compile(rb'"timestamp"\s*:\s*"?(-?\d+)"?\s*[,}]')
-
-
-def _media_fast(data: bytes) -> Media | None:
-    body = data.strip()
-    if not (body.startswith(b"{") and body.endswith(b"}")) or b"\\" in body \
-            or body.count(b'"event"') != 1 or body.count(b'"payload"') != 1 \
-            or body.count(b'"track"') > 1 or body.count(b'"timestamp"') > 1 \
-            or _MEDIA_EVENT.search(body) is None:
-        return None
-    payload = _PAYLOAD.search(body)
-    if payload is None:
-        return None
-    try:
-        raw = binascii.a2b_base64(payload.group(1), strict_mode=True)
-    except (binascii.Error, ValueError):
-        return None  # json.loads and its error message
-    track = _TRACK.search(body)
-    stamp = _TIMESTAMP.search(body)
-    if (track is None and b'"track"' in body) or (stamp is None and b'"timestamp"' in body):
-        return None  # not the plain value Plivo sends: as json.loads reads it
-    return Media(raw, track.group(1).decode() if track else "inbound", int(stamp.group(1)) if stamp else None)
-
-
 def parse(text: str | bytes) -> Message:
-    if type(text) is bytes:
-        media = _media_fast(text)
-        if media is not None:
-            return media
-    return parse_json(text)
-
-
-def parse_json(text: str | bytes) -> Message:
-    """``parse`` by json.loads alone (every message but the usual media event)."""
     try:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -21,7 +21,6 @@ from bridge.callfacts import (
     token_valid,
     value_problem,
 )
-from bridge.simulator.plivo.stream_client import PlivoStreamClient
 from bridge.stream import protocol
 from bridge.stream.callfacts import parse_extra_headers
 
@@ -71,47 +70,6 @@ def test_bad_messages_raise_protocol_error(raw: str | bytes) -> None:
         protocol.parse(raw)
     with pytest.raises(protocol.ProtocolError):  # as bytes too (the media fast path's input)
         protocol.parse(raw.encode() if isinstance(raw, str) else raw)
-
-
-_B64 = base64.b64encode(bytes(range(160))).decode()
-
-
-@pytest.mark.parametrize(
-    ("message", "fast"),
-    [
-        # Plivo's documented shape, as the simulator writes it, and compact
-        (PlivoStreamClient("ws://h/stream", extra_headers="a=1").media_message(bytes(320), 7), True),
-        (json.dumps({"event": "media", "sequenceNumber": 3, "streamId": "s", "media": {
-            "track": "inbound", "timestamp": "1733090000000", "chunk": 2, "payload": _B64},
-            "extra_headers": "k=v"}, separators=(",", ":")), True),
-        # keys in another order, timestamp a number, no track, another track, odd spacing
-        (json.dumps({"media": {"payload": _B64, "timestamp": 40}, "event": "media"}), True),
-        (json.dumps({"event": "media", "media": {"payload": _B64}}), True),
-        (json.dumps({"event": "media", "media": {"payload": _B64, "track": "outbound"}}), True),
-        ('{ "event" :"media" , "media":{ "payload" :  "' + _B64 + '" }  }\n', True),
-        # json.loads decides: escapes, a timestamp it cannot read as an int, a second
-        # "payload" string, a track that is no string, payload that is no base64
-        (json.dumps({"event": "media", "media": {"payload": _B64}, "extra_headers": 'a="b"'}), False),
-        (json.dumps({"event": "media", "media": {"payload": _B64, "timestamp": 12.5}}), False),
-        (json.dumps({"event": "media", "media": {"payload": _B64}, "extra_headers": "payload"}), False),
-        (json.dumps({"event": "media", "media": {"payload": _B64, "track": 3}}), False),
-        (json.dumps({"event": "media", "media": {"payload": _B64 + "="}}), False),
-        (json.dumps({"event": "dtmf", "dtmf": {"digit": "5"}, "media": {"payload": _B64}}), False),
-    ],
-)
-def test_media_fast_path_reads_what_json_reads(message: str, fast: bool) -> None:
-    """The media event read from its bytes gives what json.loads gives, or is left to it."""
-    data = message.encode()
-    assert (protocol._media_fast(data) is not None) == fast
-    try:
-        expected: protocol.Message | str = protocol.parse_json(data)
-    except protocol.ProtocolError:
-        expected = "error"
-    try:
-        got: protocol.Message | str = protocol.parse(data)
-    except protocol.ProtocolError:
-        got = "error"
-    assert got == expected
 
 
 def test_mulaw_payload_decodes_to_pcm_that_keeps_the_payload() -> None:
