@@ -193,8 +193,8 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         "replies_delivered": f"{len(latency)} of {asked} questions on the streams served",
         "replies_lost": asked - len(latency),
         "voice_to_voice_ms": figures(latency, "voice_to_voice"),
-        # turns whose final transcript came only by the engine's stt_final_timeout_s (a
-        # Finalize left unanswered): the same at 1 call as at 150, not the load
+        # turns whose final transcript came only by the engine's stt_final_timeout_s: a
+        # Finalize left unanswered (the same at 1 call as at 150), or a loop starved of CPU
         "stt_final_timeouts": sum(1 for m in latency if m.get("stt_final", 0.0) >= final_timeout_ms),
         "stt_final_ms": figures(latency, "stt_final"),
         "llm_first_token_ms": figures(latency, "llm_first_token"),

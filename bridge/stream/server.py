@@ -382,6 +382,7 @@ class _StreamConnection(ServerConnection):
     messages, fragmented or binary ones) is queued for ``recv()`` as usual."""
 
     on_text: Callable[[bytes], bool] | None = None
+    _failures = 0
 
     def process_event(self, event: Event) -> None:
         take = self.on_text
@@ -391,7 +392,9 @@ class _StreamConnection(ServerConnection):
                 if take(bytes(event.data)):
                     return
             except Exception:  # never out of data_received: that would drop the connection
-                log.exception("stream message handling failed")
+                self._failures += 1
+                if self._failures <= 3 or self._failures % 1000 == 0:
+                    log.exception("stream message handling failed in the socket (%d)", self._failures)
                 return
         super().process_event(event)
 
@@ -414,6 +417,7 @@ class _Reader:
         self._loop = asyncio.get_running_loop()
         self.last_media = now
         self._bad = 0
+        self._failures = 0
         self._unknown: set[str] = set()
 
     def on_text(self, data: bytes) -> bool:
@@ -430,8 +434,18 @@ class _Reader:
             self.last_media = self._loop.time()
         elif not isinstance(msg, _LEG_MESSAGES):
             return False  # stop, a second start, unknown events
-        leg.on_message(msg)
+        self._deliver(msg)
         return True
+
+    def _deliver(self, msg: protocol.Message) -> None:
+        """To the leg; a failure there loses that message, not the call (logged)."""
+        try:
+            self._leg.on_message(msg)
+        except Exception:
+            self._failures += 1
+            if self._failures <= 3 or self._failures % 1000 == 0:
+                log.exception("stream message handling failed (%d)", self._failures,
+                              extra={"call_id": self._leg.call_id})
 
     async def run(self) -> str:
         ws, leg = self._ws, self._leg
@@ -468,5 +482,5 @@ class _Reader:
                     self._unknown.add(msg.event)
                     log.info("unknown stream event %r ignored", msg.event, extra={"call_id": leg.call_id})
                 continue
-            leg.on_message(msg)
+            self._deliver(msg)
         return "hangup"

@@ -445,3 +445,41 @@ async def test_media_reach_the_leg_in_order_however_framed_and_stop_ends_the_cal
     assert ended == ["stop"]
     received = [ulaw_to_pcm(pcm_to_ulaw(p)) for p in sent]  # the mu-law round trip
     assert frames == received
+
+
+async def test_a_message_the_leg_fails_on_is_logged_and_the_stream_goes_on(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while the leg handles a message (in the socket's data_received or in the
+    reader task) must not end the call: logged, that message lost, the next ones handled."""
+    frames: list[bytes] = []
+    original = StreamLeg.on_message
+    calls = [0]
+
+    def flaky(self: StreamLeg, msg: object) -> None:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise RuntimeError("boom")
+        original(self, msg)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StreamLeg, "on_message", flaky)
+
+    async def agent(leg: AudioLeg, info: CallInfo) -> None:
+        async for ev in leg.events():
+            if isinstance(ev, AudioFrame):
+                frames.append(bytes(ev.pcm))
+
+    async with running_server(agent) as server:
+        sim = sim_client(server, call_uuid="call-flaky", extra_headers=headers_for("call-flaky"))
+        with caplog.at_level(logging.ERROR):
+            async with signed_connect(server) as ws:
+                await ws.send(sim.start_message())
+                for i in range(4):
+                    await ws.send(sim.media_message(tone(20), i + 1))
+                for _ in range(100):
+                    if len(frames) >= 3:
+                        break
+                    await asyncio.sleep(0.02)
+                assert server.active_calls == 1
+    assert len(frames) == 3
+    assert "stream message handling failed" in caplog.text
