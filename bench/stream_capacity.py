@@ -110,7 +110,7 @@ def caller_audio(questions: list[bytes], turns: int) -> list[bytes]:
 
 # -- the bridge, here ------------------------------------------------------------------------
 async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list[bytes],
-                   turns: int, ramp_s: float) -> dict[str, Any]:
+                   turns: int, ramp_s: float, turns_out: str | None = None) -> dict[str, Any]:
     providers = build_providers(settings, secrets)
     # the daemon's monitor has run long before a call comes; here it starts before the warm-up
     # and has a full window (one second of probes) before the first caller knocks
@@ -118,12 +118,14 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
     load.start()
     monitor_since = time.monotonic()
     captures: list[Capture] = []
+    call_of: dict[int, int] = {}
     try:
         await warm_up(providers)
         fallback = await presynthesize(providers.tts, settings.conversation.fallback_text)
 
         async def converse(leg: AudioLeg, info: CallInfo) -> None:
             capture = Capture()
+            call_of[id(capture)] = int(info.call_id.rsplit("-", 1)[-1])  # "bench-N" (--turns-out)
             captures.append(capture)
             await run_conversation(leg, providers, settings, transcript=capture, call_info=info,
                                    fallback_audio=fallback)
@@ -171,6 +173,11 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         await load.stop()
         await close_providers(providers)
     latency = [m for c in captures for m in c.latency]
+    if turns_out is not None:  # one line per turn: which call, which question, its marks
+        _append_lines(turns_out, [{"calls": calls, "call": call_of[id(c)], "turn": i,
+                                   "question": (call_of[id(c)] + i) % len(QUESTIONS), **m}
+                                  for c in captures for i, m in enumerate(c.latency)])
+    final_timeout_ms = 1000 * settings.conversation.stt_final_timeout_s
     served = sum(1 for c in captures if len(c.latency) >= turns and not c.failures)
     refused = [r for r in results if r.get("status") in (503, 1013)]
     asked = len(captures) * turns  # the questions of the streams the bridge took
@@ -186,6 +193,9 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         "replies_delivered": f"{len(latency)} of {asked} questions on the streams served",
         "replies_lost": asked - len(latency),
         "voice_to_voice_ms": figures(latency, "voice_to_voice"),
+        # turns whose final transcript came only by the engine's stt_final_timeout_s: a
+        # Finalize left unanswered (the same at 1 call as at 150), or a loop starved of CPU
+        "stt_final_timeouts": sum(1 for m in latency if m.get("stt_final", 0.0) >= final_timeout_ms),
         "stt_final_ms": figures(latency, "stt_final"),
         "llm_first_token_ms": figures(latency, "llm_first_token"),
         "tts_first_byte_ms": figures(latency, "tts_first_byte"),
@@ -206,6 +216,11 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         "silero": {"windows": windows, "runs": runs,
                    "windows_per_run": round(windows / runs, 2) if runs else None},
     }
+
+
+def _append_lines(path: str, rows: list[dict[str, Any]]) -> None:
+    with open(path, "a") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 def runqueue_wait_s() -> float:
@@ -253,7 +268,7 @@ async def run(args: argparse.Namespace, url: str, audio: list[bytes], fakes_pid:
     for calls in args.calls:
         cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
         ramp = args.ramp_s if calls > 1 else 0.0
-        result = await scenario(calls, settings, secrets, audio, args.turns, ramp)
+        result = await scenario(calls, settings, secrets, audio, args.turns, ramp, args.turns_out)
         result["fakes_cores_busy"] = round((cpu_seconds(fakes_pid) - cpu) / (time.monotonic() - wall), 3)
         result["load_average"] = os.getloadavg()  # the machine's, at the end of the run
         out[str(calls)] = result
@@ -269,6 +284,8 @@ def main() -> None:
     parser.add_argument("--token-ms", type=float, default=20.0)
     parser.add_argument("--shed-cpu-percent", type=float, default=0.0,
                         help="daemon.shed_cpu_percent for the run (0: shed on loop lag only, the default)")
+    parser.add_argument("--turns-out", default=None,
+                        help="append one JSON line per turn (call, question, latency marks) to this file")
     parser.add_argument("--loop", choices=event_loop.LOOP_NAMES, default=event_loop.DEFAULT_LOOP,
                         help="the measured (bridge) process's event loop; callers and fakes: asyncio")
     args = parser.parse_args()

@@ -2,6 +2,11 @@
 cannot spoil (process CPU time, not wall time): Plivo's media message parsed and decoded as
 the StreamLeg does (receive side), and the frame sent by DeepgramStream.send to the fake
 Deepgram, which runs in a child process so that only the client's work is counted (send side).
+``stream_server_receive_us_per_frame``: the whole receive path on the wire, the daemon's
+StreamServer with an agent that reads its leg's events, WIRE_CALLS streams from simulated
+Plivo callers in a child process, each sending its media at Plivo's 20 ms pace (websockets'
+frame parser, the message handling, the leg, the agent's wake-ups: what 150 calls pay 7500
+times a second).
 
 Usage: .venv/bin/python bench/stream_frame_cost.py [TREE]   (TREE: a checkout to measure,
 default this one; e.g. main's, from `git archive`). Prints one JSON object.
@@ -12,15 +17,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import multiprocessing as mp
+import os
 import sys
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 FRAMES = 3000  # 60 s of caller audio
+WIRE_CALLS = 40
+WIRE_FRAMES = 250  # 5 s a call at 20 ms
 
 
 def serve_fake(conn: Connection, tree: str) -> None:
@@ -42,10 +52,11 @@ async def measure(url: str, frames: list[bytes]) -> tuple[float, float]:
     from devkit.fakes.server import DEEPGRAM_KEY
 
     decode = protocol.MediaFormat("audio/x-mulaw", 8000).decoder()
+    # bytes: what the stream server hands the parser
     messages = [json.dumps({"event": "media", "sequenceNumber": i, "streamId": "s-1",
                             "media": {"track": "inbound", "timestamp": "1733090000000", "chunk": i,
-                                      "payload": base64.b64encode(f).decode()}, "extra_headers": "{}"})
-                for i, f in enumerate(frames)]
+                                      "payload": base64.b64encode(f).decode()}, "extra_headers": "{}"}
+                           ).encode() for i, f in enumerate(frames)]
     cpu = time.process_time()
     pcms = []
     for m in messages:
@@ -66,6 +77,83 @@ async def measure(url: str, frames: list[bytes]) -> tuple[float, float]:
     return receive, send
 
 
+def serve_callers(conn: Connection, tree: str, url: str, payloads: list[str]) -> None:
+    """Child process: WIRE_CALLS streams; media at 20 ms once the parent says go."""
+    sys.path.insert(0, tree)
+    from websockets.asyncio.client import connect
+
+    async def one(n: int, go: asyncio.Event) -> None:
+        async with connect(url, compression=None) as ws:
+            await ws.send(json.dumps({"event": "start", "sequenceNumber": 0, "start": {
+                "callId": f"cost-{n}", "streamId": f"s-{n}", "accountId": "MA0", "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}, "extra_headers": ""}))
+            await go.wait()
+            loop = asyncio.get_running_loop()
+            t0 = loop.time() + n * 0.02 / WIRE_CALLS  # spread over the 20 ms, as calls are
+            for i in range(WIRE_FRAMES):
+                await ws.send(f'{{"event": "media", "sequenceNumber": {i + 1}, "streamId": "s-{n}", "media": '
+                              f'{{"track": "inbound", "timestamp": "1733090000000", "chunk": {i + 1}, '
+                              f'"payload": "{payloads[i]}"}}, "extra_headers": ""}}')
+                await asyncio.sleep(max(0.0, t0 + (i + 1) * 0.02 - loop.time()))
+            await asyncio.sleep(1.0)
+
+    async def callers() -> None:
+        go = asyncio.Event()
+        calls = [asyncio.create_task(one(n, go)) for n in range(WIRE_CALLS)]
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        go.set()
+        await asyncio.gather(*calls)
+
+    asyncio.run(callers())
+
+
+async def measure_wire(tree: str, frames: list[bytes]) -> float:
+    from bridge.admission import Admission
+    from bridge.leg import AudioFrame
+    from bridge.settings import Secrets, Settings
+    from bridge.stream.server import StreamServer
+    from bridge.supervisor import CallSupervisor
+
+    got = [0]
+
+    async def agent(leg: Any, info: Any) -> None:
+        async for ev in leg.events():
+            if isinstance(ev, AudioFrame):
+                got[0] += 1
+
+    settings = Settings.model_validate({"daemon": {"stream_listen": "127.0.0.1:0"}, "plivo": {
+        "stream_require_token": False, "stream_check_signature": False, "nonce_db": ":memory:"}})
+    server = StreamServer(settings, Secrets(), CallSupervisor(agent, Admission(1000)))
+    await server.start()
+    payloads = [base64.b64encode(f).decode() for f in frames[:WIRE_FRAMES]]
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    url = f"ws://127.0.0.1:{server.bound_port}/stream"
+    callers = ctx.Process(target=serve_callers, args=(child, tree, url, payloads), daemon=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, callers.start)
+    try:
+        for _ in range(1500):
+            if server.active_calls >= WIRE_CALLS:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise SystemExit("the callers did not connect")
+        cpu = time.process_time()
+        parent.send("go")
+        total = WIRE_CALLS * WIRE_FRAMES
+        for _ in range(3000):
+            if got[0] >= total:
+                break
+            await asyncio.sleep(0.01)
+        used = time.process_time() - cpu
+        frames_seen = got[0]
+    finally:
+        await server.stop(drain_timeout_s=3.0)
+        await loop.run_in_executor(None, callers.join, 10)
+    return used / max(1, frames_seen) * 1e6
+
+
 def main() -> None:
     here = Path(__file__).resolve().parent.parent
     tree = str(Path(sys.argv[1]).resolve()) if len(sys.argv) > 1 else str(here)
@@ -81,8 +169,12 @@ def main() -> None:
     finally:
         parent.send(None)
         fake.join(5)
+    logging.disable(logging.WARNING)  # the dev-mode warnings of the stream server
+    wire = asyncio.run(measure_wire(tree, frames))
     print(json.dumps({"tree": tree, "plivo_receive_us_per_frame": round(receive, 1),
-                      "deepgram_send_us_per_frame": round(send, 1)}))
+                      "deepgram_send_us_per_frame": round(send, 1),
+                      "stream_server_receive_us_per_frame": round(wire, 1),
+                      "wire_calls": WIRE_CALLS, "load_average": os.getloadavg()}))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,11 @@ CANCELLED_TOOL_RESULT = "cancelled: the caller interrupted before this finished"
 # how far the echo guard runs the played position past the leg's last PlaybackProgress (the
 # RTP leg reports every 100 ms)
 PLAYED_AHEAD_MS = 200.0
+# Deepgram answers Finalize only when it has "a significant amount of audio" to process (its
+# Finalize page; the amount is not given, the fake draws the line at 250 ms). An early Finalize
+# this soon after the last one (a second short pause in one sentence) may go unanswered, and
+# the turn would then wait stt_final_timeout_s for it: such a pause is not finalized early.
+EARLY_FINALIZE_MIN_AUDIO_MS = 250
 
 
 class State(enum.Enum):
@@ -86,6 +91,7 @@ class _Turn:
     pending_finals: int = 0  # finalize requests not answered yet
     early_finalized: bool = False  # finalize sent in this silence, before the endpoint (preemption)
     speech_end_frame: int = 0  # the engine's frame number of the last speech frame
+    finalize_frame: int | None = None  # the engine's frame number when a finalize last went out
 
     def text(self) -> str:
         # An interim is the segment after the last final (or the final never came or came
@@ -308,6 +314,7 @@ class Engine:
         self._preroll.clear()
         if not turn.early_finalized:  # else that request's answer is the final we wait for
             turn.pending_finals += 1
+            turn.finalize_frame = self._frame_no
             self._emit(SttFinalize())
 
     def _early_finalize(self, turn: _Turn) -> None:
@@ -318,8 +325,12 @@ class Engine:
         conv = self.conv
         if conv.preemptive_generation and not turn.early_finalized \
                 and turn.silence_ms >= conv.preemptive_after_ms and self._early_finalize_on():
+            last = turn.finalize_frame
+            if last is not None and (self._frame_no - last) * FRAME_MS < EARLY_FINALIZE_MIN_AUDIO_MS:
+                return  # the endpoint finalizes this one, if it is the end
             turn.early_finalized = True
             turn.pending_finals += 1
+            turn.finalize_frame = self._frame_no
             self._emit(SttFinalize())
 
     def _complete_turn(self, now: float) -> None:

@@ -172,3 +172,24 @@ def test_preemption_on_finals_only_waits_for_the_early_final() -> None:
     h.frames(10, False)
     assert [p.outcome for p in h.of(act.Preempted)] == ["confirmed"]
     assert len(h.of(act.StartLlm, before)) == 1
+
+
+def test_a_second_short_pause_soon_after_an_early_finalize_waits_for_the_endpoint() -> None:
+    """Deepgram leaves a Finalize unanswered when it has no significant audio to process: two
+    short pauses 60 ms apart in one sentence must not each send one (the turn then waited
+    stt_final_timeout_s for the second's answer; every "I would like to ... make an
+    appointment" in bench/stream_capacity.py did)."""
+    h = Harness(preemptive_generation=True)
+    before = _preempted(h, "I would like to")  # the first pause: early finalize
+    assert len(h.of(act.SttFinalize, before)) == 1
+    h.frames(2, True)
+    h.frames(1, False)  # a second pause 60 ms later: too little audio since the finalize
+    assert len(h.of(act.SttFinalize, before)) == 1
+    h.transcript("I would like to")  # the answer to the one finalize sent
+    h.frames(20, True)
+    h.frames(1, False)  # the end of the sentence: 400 ms of audio since, finalized early
+    assert len(h.of(act.SttFinalize, before)) == 2
+    h.transcript("make an appointment.")
+    h.frames(14, False)  # the endpoint: every finalize answered, the turn is complete
+    assert Message("user", "I would like to make an appointment.") in h.engine.history
+    assert h.engine.state is State.THINKING

@@ -68,6 +68,8 @@ def test_media_dtmf_played_cleared() -> None:
 def test_bad_messages_raise_protocol_error(raw: str | bytes) -> None:
     with pytest.raises(protocol.ProtocolError):
         protocol.parse(raw)
+    with pytest.raises(protocol.ProtocolError):  # as bytes too (the media fast path's input)
+        protocol.parse(raw.encode() if isinstance(raw, str) else raw)
 
 
 def test_mulaw_payload_decodes_to_pcm_that_keeps_the_payload() -> None:

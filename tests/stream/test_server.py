@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge.agents.echo import run_echo
+from bridge.audio.g711 import pcm_to_ulaw, ulaw_to_pcm
 from bridge.callmodel import CallInfo
 from bridge.leg import AudioFrame, AudioLeg, DtmfDigit, LegEnded, LegEvent, PlaybackDone
 from bridge.simulator.plivo.network import NetworkProfile
@@ -400,3 +401,85 @@ async def test_dtmf_goes_out_on_the_stream_as_send_dtmf() -> None:
         result = await sim_client(server, call_uuid="call-dtmf", extra_headers=headers_for("call-dtmf")).run(
             b"", tail_s=0.6)
     assert result.dtmf_received == ["1", "2", "#"] and result.bad_messages == 0
+
+
+async def test_media_reach_the_leg_in_order_however_framed_and_stop_ends_the_call() -> None:
+    """Whole text messages are taken as they arrive (the fast path), fragmented ones and the
+    rest through the socket's queue: the frames still reach the leg in the order sent."""
+    frames: list[bytes] = []
+    ended: list[str] = []
+
+    async def agent(leg: AudioLeg, info: CallInfo) -> None:
+        async for ev in leg.events():
+            if isinstance(ev, AudioFrame):
+                frames.append(bytes(ev.pcm))
+            elif isinstance(ev, LegEnded):
+                ended.append(ev.reason)
+
+    sent = [tone(20, freq=300.0 + 100 * i) for i in range(6)]
+    async with running_server(agent) as server:
+        sim = sim_client(server, call_uuid="call-order", extra_headers=headers_for("call-order"))
+        async with signed_connect(server) as ws:
+            await ws.send(sim.start_message())
+            await asyncio.sleep(0.2)  # the call is up
+            # all in one write (websockets' sans-I/O layer), so that the server reads them at once
+            proto = ws.protocol
+            for i, pcm in enumerate(sent):
+                text = sim.media_message(pcm, i + 1).encode()
+                if i in (1, 4):  # one message in 3 frames
+                    proto.send_text(text[:40], fin=False)
+                    proto.send_continuation(text[40:90], fin=False)
+                    proto.send_continuation(text[90:], fin=True)
+                elif i == 3:  # left to the reader, then media
+                    proto.send_text(b'{"event":"mystery"}')
+                    proto.send_text(text)
+                else:
+                    proto.send_text(text)
+            assert ws.transport is not None
+            ws.transport.write(b"".join(proto.data_to_send()))
+            await ws.send(json.dumps({"event": "stop"}))
+            for _ in range(500):  # bounded: 10 s on a slow machine
+                if ended:
+                    break
+                await asyncio.sleep(0.02)
+    assert ended == ["stop"]
+    received = [ulaw_to_pcm(pcm_to_ulaw(p)) for p in sent]  # the mu-law round trip
+    assert frames == received
+
+
+async def test_a_message_the_leg_fails_on_is_logged_and_the_stream_goes_on(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while the leg handles a message (in the socket's data_received or in the
+    reader task) must not end the call: logged, that message lost, the next ones handled."""
+    frames: list[bytes] = []
+    original = StreamLeg.on_message
+    calls = [0]
+
+    def flaky(self: StreamLeg, msg: object) -> None:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise RuntimeError("boom")
+        original(self, msg)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StreamLeg, "on_message", flaky)
+
+    async def agent(leg: AudioLeg, info: CallInfo) -> None:
+        async for ev in leg.events():
+            if isinstance(ev, AudioFrame):
+                frames.append(bytes(ev.pcm))
+
+    async with running_server(agent) as server:
+        sim = sim_client(server, call_uuid="call-flaky", extra_headers=headers_for("call-flaky"))
+        with caplog.at_level(logging.ERROR):
+            async with signed_connect(server) as ws:
+                await ws.send(sim.start_message())
+                for i in range(4):
+                    await ws.send(sim.media_message(tone(20), i + 1))
+                for _ in range(500):  # bounded: 10 s on a slow machine
+                    if len(frames) >= 3:
+                        break
+                    await asyncio.sleep(0.02)
+                assert server.active_calls == 1
+    assert len(frames) == 3
+    assert "stream message handling failed" in caplog.text
