@@ -71,7 +71,7 @@ class SipServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
         self._stopping = False
-        self._ringing: dict[str, asyncio.Event] = {}  # outbound INVITEs awaiting a final answer
+        self._ringing: set[asyncio.Event] = set()  # outbound calls until their INVITE's final answer
         self._byes: set[Any] = set()  # dialogs the stop sent a BYE
         self._task_ended = asyncio.Event()
         self.tx = TransactionLayer(self._transport.send, t1)  # client transactions
@@ -114,18 +114,19 @@ class SipServer:
         return self._stopping
 
     @contextlib.contextmanager
-    def ringing(self, call_id: str) -> Iterator[asyncio.Event]:
-        """An outbound INVITE waiting for its final answer. `stop()` sets the event: the caller
-        CANCELs (§9.1), and `stop()` waits, bounded, for the final answer, so a 200 that
-        crosses the CANCEL is still ACKed and then BYEd rather than left to the sockets' close."""
+    def ringing(self) -> Iterator[asyncio.Event]:
+        """An outbound call being placed, until its INVITE has a final answer. `stop()` sets
+        the event: no INVITE goes out after it, one already ringing is CANCELled (§9.1), and
+        `stop()` waits, bounded, for the final answer, so a 200 that crosses the CANCEL is
+        still ACKed and then BYEd rather than left to the sockets' close."""
         event = asyncio.Event()
         if self._stopping:
             event.set()
-        self._ringing[call_id] = event
+        self._ringing.add(event)
         try:
             yield event
         finally:
-            self._ringing.pop(call_id, None)
+            self._ringing.discard(event)
             self._task_ended.set()  # _settle looks again
 
     def send_raw(self, data: bytes, peer: Peer, dest: tuple[str, int]) -> None:
@@ -167,7 +168,7 @@ class SipServer:
         ctx, t1 = self._ctx, self._s.t1_ms / 1000
         ctx.draining = True
         self._stopping = True
-        for ringing in self._ringing.values():
+        for ringing in self._ringing:
             ringing.set()
         give_up_at = self._clock() + (8 * t1 if ack_wait_s is None else ack_wait_s)
         self._bye_confirmed()

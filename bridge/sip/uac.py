@@ -72,9 +72,16 @@ class TrunkCaller:
 
     async def call(self, to_e164: str, from_e164: str, headers: dict[str, str] | None = None,
                    ring_timeout_s: float | None = None) -> OutboundResult:
+        # From here until the INVITE's final answer the SIP stop knows of this call: it sends
+        # no INVITE after the stop began, CANCELs one that rings, and waits for the answer.
+        with self._server.ringing() as stopping:
+            if stopping.is_set():
+                return OutboundResult("failed", 503, "shutting down")
+            return await self._place(to_e164, from_e164, headers or {}, ring_timeout_s, stopping)
+
+    async def _place(self, to_e164: str, from_e164: str, headers: dict[str, str],
+                     ring_timeout_s: float | None, stopping: asyncio.Event) -> OutboundResult:
         server, app = self._server, self._server.app
-        if server.stopping:
-            return OutboundResult("failed", 503, "shutting down")
         domain = self._trunk.host.split(":", 1)[0]
         dest = await _resolve(self._trunk.outbound_proxy or self._trunk.host)
         peer = Peer("udp", dest)
@@ -102,9 +109,15 @@ class TrunkCaller:
         log.info("outbound INVITE", extra={"call_id": call_id, "to": mask_number(to_e164)})
         try:
             ring = ring_timeout_s or self._trunk.ring_timeout_s
-            result = await self._invite(call, offer, headers or {}, ring)
+            result = await self._invite(call, offer, headers, ring, stopping)
         except (TransactionTimeout, OSError) as exc:
             result = OutboundResult("failed", 408, f"trunk did not answer: {exc}")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our own caller gave up on us
+            # the stop closed the transaction layer with our INVITE (or CANCEL) unanswered
+            result = OutboundResult("failed", 503, "shutting down: no final answer before the stop")
         if result.outcome != "answered":
             server.forget_uac(call_id)
             if call.state != "ended":  # an unusable answer was already hung up (and ended)
@@ -131,13 +144,15 @@ class TrunkCaller:
         return req
 
     async def _invite(self, call: SipCall, offer: bytes, headers: dict[str, str],
-                      ring_timeout_s: float) -> OutboundResult:
+                      ring_timeout_s: float, stopping: asyncio.Event) -> OutboundResult:
         auth: tuple[str, str] | None = None
         cseq = 1
         for _attempt in range(2):
+            if stopping.is_set():  # the stop began while we set up (or were challenged)
+                return OutboundResult("failed", 503, "shutting down")
             branch = new_branch()
             req = self._request(call, cseq, branch, offer, headers, auth)
-            resp = await self._ring(call, req, branch, ring_timeout_s)
+            resp = await self._ring(call, req, branch, ring_timeout_s, stopping)
             code = resp.status_code
             if code >= 300:
                 self._ack_failure(call, req, resp, branch)
@@ -153,23 +168,23 @@ class TrunkCaller:
             return OutboundResult(outcome, code, f"{code} {resp.reason_phrase}")
         return OutboundResult("rejected", 403, "trunk refused our credentials")
 
-    async def _ring(self, call: SipCall, req: SipRequest, branch: str, ring_timeout_s: float) -> SipResponse:
+    async def _ring(self, call: SipCall, req: SipRequest, branch: str, ring_timeout_s: float,
+                    stopping: asyncio.Event) -> SipResponse:
         """Send the INVITE; CANCEL it if nobody answers in time (the 487 then comes back here)."""
         provisional = asyncio.Event()
         tx = asyncio.ensure_future(self._server.tx.request(
             bytes(req), branch, "INVITE", call.peer, call.peer.addr,
             on_provisional=lambda _r: provisional.set(),
         ))
-        with self._server.ringing(call.info.call_id) as stopping:
-            await _first(tx, stopping.wait(), ring_timeout_s)
-            if not tx.done() and not provisional.is_set():
-                # §9.1: no CANCEL before a provisional response; Timer B bounds this wait
-                await _first(tx, provisional.wait())
-            if tx.done():
-                return tx.result()
-            why = "shutting down" if stopping.is_set() else "ring timeout"
-            log.info("%s: CANCEL", why, extra={"call_id": call.info.call_id})
-            return await self._cancel(call, req, branch, tx)
+        await _first(tx, stopping.wait(), ring_timeout_s)
+        if not tx.done() and not provisional.is_set():
+            # §9.1: no CANCEL before a provisional response; Timer B bounds this wait
+            await _first(tx, provisional.wait())
+        if tx.done():
+            return tx.result()
+        why = "shutting down" if stopping.is_set() else "ring timeout"
+        log.info("%s: CANCEL", why, extra={"call_id": call.info.call_id})
+        return await self._cancel(call, req, branch, tx)
 
     async def _cancel(self, call: SipCall, req: SipRequest, branch: str,
                       tx: asyncio.Future[SipResponse]) -> SipResponse:
@@ -198,9 +213,11 @@ class TrunkCaller:
         if contacts and contacts[0].uri.host:
             call.remote_target = stringify_uri(contacts[0].uri)
         call.route_set = list(reversed(resp.get_header_values("record-route")))  # UAC: reversed (§12.1.2)
+        await self._send_ack(call)
+        # confirmed only once our ACK is out: a stop in progress BYEs confirmed dialogs, and
+        # its BYE must not overtake the ACK
         call.state = "confirmed"
         server.adopt(call)
-        await self._send_ack(call)
         try:
             if not resp.body:
                 raise SdpError("200 without SDP")

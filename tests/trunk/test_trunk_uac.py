@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,3 +189,64 @@ async def test_a_200_crossing_the_stop_cancel_is_acked_and_then_byed(tmp_path: P
             assert result.outcome == "answered", result
             assert stack.server.call_count == 0
         assert await _wait_exit(proc) == 0, proc.communicate(timeout=10)
+
+
+@contextlib.contextmanager
+def silent_trunk() -> Iterator[tuple[int, socket.socket]]:
+    """A trunk that reads our INVITEs and never answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    try:
+        yield sock.getsockname()[1], sock
+    finally:
+        sock.close()
+
+
+def _received(sock: socket.socket) -> list[bytes]:
+    out = []
+    with contextlib.suppress(BlockingIOError):
+        for _ in range(100):
+            out.append(sock.recv(65535))
+    return out
+
+
+async def test_a_stop_during_the_call_set_up_sends_no_invite() -> None:
+    with silent_trunk() as (port, sock):
+        async with sip_stack() as stack:
+            release = asyncio.Event()
+            prepare = stack.app.prepare
+
+            async def slow_prepare(call: Any) -> tuple[str, int]:
+                await release.wait()  # the media port is being set up as the stop begins
+                return await prepare(call)
+
+            stack.app.prepare = slow_prepare  # type: ignore[method-assign]
+            caller = TrunkCaller(stack.server, TrunkSettings(host=f"127.0.0.1:{port}"), None, ["PCMU"])
+            placing = asyncio.create_task(caller.call("+919876543210", "+911140001234", ring_timeout_s=30))
+            await asyncio.sleep(0.1)
+            stopping = asyncio.create_task(stack.server.stop())
+            await asyncio.sleep(0.1)
+            assert not stopping.done()  # the stop waits for the call being placed
+            release.set()
+            result = await asyncio.wait_for(placing, 5)
+            await asyncio.wait_for(stopping, 5)
+            assert (result.outcome, result.code) == ("failed", 503), result
+            await _until(lambda: stack.app.ports_in_use == 0)
+        assert _received(sock) == []
+
+
+async def test_an_invite_never_answered_at_the_stop_returns_a_result_and_frees_its_port() -> None:
+    """No provisional, so no CANCEL may go (§9.1); the stop's bound closes the transaction:
+    the call still ends with a result (not a CancelledError) and frees its media port."""
+    with silent_trunk() as (port, sock):
+        async with sip_stack() as stack:
+            caller = TrunkCaller(stack.server, TrunkSettings(host=f"127.0.0.1:{port}"), None, ["PCMU"])
+            placing = asyncio.create_task(caller.call("+919876543210", "+911140001234", ring_timeout_s=30))
+            await asyncio.sleep(0.2)
+            await asyncio.wait_for(stack.server.stop(), 10)
+            result = await asyncio.wait_for(placing, 5)
+            assert (result.outcome, result.code) == ("failed", 503), result
+            await _until(lambda: stack.app.ports_in_use == 0 and stack.app.active_calls == 0)
+        sent = _received(sock)
+        assert sent and all(d.startswith(b"INVITE ") for d in sent)  # retransmissions, never a CANCEL
