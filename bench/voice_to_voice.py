@@ -18,12 +18,16 @@ caller speech, the providers built once and shared by all calls as in the daemon
 arrive spread over ``--ramp-s``. Two answer shapes are measured, since the first clause must
 be complete before it goes to the TTS.
 
-With ``--stt deepgram-flux`` the STT is Deepgram Flux (listen v2, the real SDK against the
-fake /v2/listen): no endpointing window and no final delay; the fake sends EagerEndOfTurn
+With ``--stt deepgram-flux`` the STT is Deepgram Flux (listen v2: the bridge's own socket,
+with the SDK's request, against the fake /v2/listen): no endpointing window and no final
+delay; the fake sends EagerEndOfTurn
 ``--flux-eager-ms`` and EndOfTurn ``--flux-eot-ms`` after the end of speech (defaults 150 and
 300: Flux's published median end-of-turn latency is under 300 ms, eager mode saves about
 150 ms), and the engine starts the held reply on EagerEndOfTurn. ``--stt deepgram
 deepgram-flux`` measures both in one run.
+
+Caller audio goes to the STT in chunks of ``--send-chunk-ms`` (``stt.send_chunk_ms``, 80 by
+default; 20 sends every frame, as before that setting).
 
 Per scenario: voice_to_voice = first_audio_out - user_speech_end (DESIGN.md latency marks),
 each provider mark from user_speech_end, the bridge overhead, the event loop's lag, CPU.
