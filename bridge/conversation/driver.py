@@ -112,7 +112,6 @@ class Conversation:
         # stt.send_chunk_ms (stt_feed.py); the sender waits on _stt_waiter until some may go
         self._stt_feed = SttFeed(settings.stt.send_chunk_ms)
         self._stt_waiter: asyncio.Future[None] | None = None
-        self._caller_speaking = False  # the VAD's verdict on the last caller frame
         self._stt: SttStream | None = None
         self._stt_ready = asyncio.Event()
         self._stt_reader: asyncio.Task[None] | None = None
@@ -167,9 +166,12 @@ class Conversation:
                 speech = await vad.speech(event.pcm)
                 engine.on_frame(self.clock.now(), event.pcm, speech)
                 self._apply()
-                if self._caller_speaking and not speech:
-                    self._stt_flush()  # speech ended: the STT gets all of it now, not a chunk later
-                self._caller_speaking = speech
+                if not speech:
+                    # Chunks only while the caller speaks. The end of speech goes at once, and
+                    # so does each frame of the silence after it: an STT that ends the turn
+                    # itself (Flux) times its end of turn on that silence, and a chunk would
+                    # hold it back (measured: Flux's EagerEndOfTurn ~60 ms later at 80 ms).
+                    self._stt_flush()
             elif isinstance(event, PlaybackStarted):
                 self._feed(engine.on_playback_started, event.utterance_id, event.t)
             elif isinstance(event, PlaybackProgress):

@@ -4,11 +4,12 @@ Each WebSocket message costs the bridge a send (frame header, transport write, t
 lock and replay buffer) whatever its size: at 100-150 calls sending every frame was about a
 sixth of the event loop (bench/profiles). Deepgram recommends larger chunks anyway: Flux "80ms
 audio chunks strongly recommended for optimal model performance and latency" (Flux
-quickstart); any size is accepted on both endpoints. So audio is held until
-``stt.send_chunk_ms`` of it is waiting, and released at once (whatever is held) when the
-moment matters: the caller's speech ends, a Finalize / ForceEndTurn goes out (it must come
-after the audio it finalizes), or the caller cuts in on the agent. Nothing is held longer than
-a chunk, and no end of speech waits for a chunk to fill.
+quickstart); any size is accepted on both endpoints. So audio is held while the caller speaks
+until ``stt.send_chunk_ms`` of it is waiting, and released at once (whatever is held) when the
+moment matters: on every frame the VAD calls silence (the end of speech, and the silence after
+it on which an STT like Flux times its end of turn), when a Finalize / ForceEndTurn goes out
+(it must come after the audio it finalizes), or when the caller cuts in on the agent. Nothing
+is held longer than a chunk, and no end of speech waits for a chunk to fill.
 
 Sans-I/O: the driver puts frames and finalize marks in, ``take()`` gives what may go now.
 """

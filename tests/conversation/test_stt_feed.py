@@ -93,6 +93,7 @@ class RecordingSTT(FakeSTT):
         super().__init__(texts)
         self.clock = clock
         self.sends: list[tuple[float, int]] = []  # (clock time, loud frames sent so far)
+        self.sizes: list[tuple[float, int]] = []  # (clock time, bytes in that send)
         self.finalize_at: list[float] = []
         self.loud = 0
 
@@ -103,6 +104,7 @@ class RecordingSTT(FakeSTT):
         async def recording_send(pcm: bytes) -> None:
             self.loud += sum(pcm[i : i + FRAME_BYTES] == LOUD for i in range(0, len(pcm), FRAME_BYTES))
             self.sends.append((self.clock.now(), self.loud))
+            self.sizes.append((self.clock.now(), len(pcm)))
             await send(pcm)
 
         async def recording_finalize() -> None:
@@ -129,7 +131,8 @@ class LevelVadCall(Call):
 
 async def test_the_end_of_speech_reaches_the_stt_at_once_not_a_chunk_later(tmp_path: Path) -> None:
     """With 240 ms chunks, the last frames of speech go the moment the VAD sees the speech
-    end, not when the chunk would fill (or the Finalize, one endpoint window later)."""
+    end, not when the chunk would fill (or the Finalize, one endpoint window later), and the
+    silence after it goes frame by frame."""
     clock = ManualClock()
     stt = RecordingSTT(["are you open"], clock)
     providers = ProviderSet([stt], [FakeLLM(answers())], [FakeTTS()])
@@ -148,3 +151,9 @@ async def test_the_end_of_speech_reaches_the_stt_at_once_not_a_chunk_later(tmp_p
         assert at < stt.finalize_at[0]
         # and the speech went in chunks, not frame by frame (26 sends)
         assert len([t for t, _ in stt.sends if t <= at]) <= 26 // 4
+        # the silence after it (what an STT such as Flux times its end of turn on) goes frame
+        # by frame, each in its own 20 ms tick, until the turn is finalized
+        after = [(t, n) for t, n in stt.sizes if at < t < stt.finalize_at[0]]
+        assert len(after) >= 5
+        assert all(n == FRAME_BYTES for _, n in after)
+        assert len({round(t, 3) for t, _ in after}) == len(after)
