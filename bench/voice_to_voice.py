@@ -18,12 +18,16 @@ caller speech, the providers built once and shared by all calls as in the daemon
 arrive spread over ``--ramp-s``. Two answer shapes are measured, since the first clause must
 be complete before it goes to the TTS.
 
-With ``--stt deepgram-flux`` the STT is Deepgram Flux (listen v2, the real SDK against the
-fake /v2/listen): no endpointing window and no final delay; the fake sends EagerEndOfTurn
+With ``--stt deepgram-flux`` the STT is Deepgram Flux (listen v2: the bridge's own socket,
+with the SDK's request, against the fake /v2/listen): no endpointing window and no final
+delay; the fake sends EagerEndOfTurn
 ``--flux-eager-ms`` and EndOfTurn ``--flux-eot-ms`` after the end of speech (defaults 150 and
 300: Flux's published median end-of-turn latency is under 300 ms, eager mode saves about
 150 ms), and the engine starts the held reply on EagerEndOfTurn. ``--stt deepgram
 deepgram-flux`` measures both in one run.
+
+Caller audio goes to the STT in chunks of ``--send-chunk-ms`` (``stt.send_chunk_ms``, 80 by
+default; 20 sends every frame, as before that setting).
 
 Per scenario: voice_to_voice = first_audio_out - user_speech_end (DESIGN.md latency marks),
 each provider mark from user_speech_end, the bridge overhead, the event loop's lag, CPU.
@@ -351,13 +355,17 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
 
 def cloud_settings(url: str, tts: str, first_clause_words: int | None = None,
                    conversation: dict[str, Any] | None = None, stt: str = "deepgram",
-                   flux_eager: float | None = None) -> Settings:
+                   flux_eager: float | None = None, send_chunk_ms: int | None = None) -> Settings:
     conv: dict[str, Any] = {"greeting": "Hi, how can I help?", "transcripts_dir": "", **(conversation or {})}
     if first_clause_words is not None:
         conv["first_clause_words"] = first_clause_words
+    stt_settings: dict[str, Any] = {"providers": [stt], "deepgram_url": url,
+                                    "flux_eager_eot_threshold": flux_eager}
+    if send_chunk_ms is not None:
+        stt_settings["send_chunk_ms"] = send_chunk_ms
     return Settings.model_validate({
         "conversation": conv,
-        "stt": {"providers": [stt], "deepgram_url": url, "flux_eager_eot_threshold": flux_eager},
+        "stt": stt_settings,
         "llm": {"providers": ["openai"], "base_url": f"{url}/v1", "model": "gpt-4o"},
         "tts": {"providers": [tts], "elevenlabs_url": url},
     })
@@ -383,7 +391,8 @@ async def run(args: argparse.Namespace, url: str, questions: list[bytes], fakes_
                 "preemptive_generation": args.preemptive == "on",
                 "adaptive_endpointing": args.adaptive == "on",
                 "preemptive_on_interim": args.on_interim == "on",
-            }, stt=stt, flux_eager=None if args.flux_eager == "off" else float(args.flux_eager))
+            }, stt=stt, flux_eager=None if args.flux_eager == "off" else float(args.flux_eager),
+                send_chunk_ms=args.send_chunk_ms)
             for calls in args.calls:
                 cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
                 ramp = args.ramp_s if calls > 1 else 0.0
@@ -463,6 +472,9 @@ def main() -> None:
                         help="the fake Flux's silence before EagerEndOfTurn")
     parser.add_argument("--flux-eot-ms", type=int, default=300,
                         help="the fake Flux's silence before EndOfTurn")
+    parser.add_argument("--send-chunk-ms", type=int, default=None,
+                        help="stt.send_chunk_ms: caller audio to the STT in chunks this long (default: the "
+                             "settings' default; 20 sends every frame)")
     parser.add_argument("--loop", choices=event_loop.LOOP_NAMES, default=event_loop.DEFAULT_LOOP,
                         help="the measured (bridge) process's event loop; the fakes: asyncio")
     args = parser.parse_args()
@@ -486,6 +498,7 @@ def main() -> None:
         "adaptive_endpointing": args.adaptive,
         "preemptive_on_interim": args.on_interim,
         "endpointing_ms": conv.endpointing_ms,
+        "stt_send_chunk_ms": args.send_chunk_ms or Settings().stt.send_chunk_ms,
         "answers": {name: ANSWERS[name] for name in args.answers},
         # what the same chain costs done one step after the other, with the fixed window
         "stt": args.stt,

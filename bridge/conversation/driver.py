@@ -12,7 +12,6 @@ import contextlib
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from bridge.conversation import actions as act
 from bridge.conversation.convert import ChunkConverter
 from bridge.conversation.driver_clock import Clock, LoopClock
 from bridge.conversation.engine import Engine
+from bridge.conversation.stt_feed import SttFeed
 from bridge.conversation.tool_runner import run_tool
 from bridge.conversation.transcript import TranscriptWriter
 from bridge.conversation.vad import FrameVad, create_vad, release_vad
@@ -57,7 +57,6 @@ _LATE_S = 0.05
 # start + limit) is tried again this much later, not in a busy loop.
 _RETRY_S = 0.005
 _END_WAIT_S = 5.0  # after our hang-up/transfer, how long to wait for the leg to end
-_FINALIZE = object()
 _prompts: dict[tuple[str, float], str] = {}
 
 
@@ -109,9 +108,9 @@ class Conversation:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._llm_tasks: dict[str, asyncio.Task[None]] = {}  # reply id -> its running LLM round
         self._tts: dict[str, tuple[asyncio.Queue[str | None], asyncio.Task[None]]] = {}
-        # caller audio (and _FINALIZE) for the STT, in order; the sender waits on _stt_waiter
-        # when it is empty (a deque and one future: cheaper per frame than an asyncio.Queue)
-        self._stt_items: deque[Any] = deque()
+        # caller audio (and finalize marks) for the STT, in order, released in chunks of
+        # stt.send_chunk_ms (stt_feed.py); the sender waits on _stt_waiter until some may go
+        self._stt_feed = SttFeed(settings.stt.send_chunk_ms)
         self._stt_waiter: asyncio.Future[None] | None = None
         self._stt: SttStream | None = None
         self._stt_ready = asyncio.Event()
@@ -167,6 +166,12 @@ class Conversation:
                 speech = await vad.speech(event.pcm)
                 engine.on_frame(self.clock.now(), event.pcm, speech)
                 self._apply()
+                if not speech:
+                    # Chunks only while the caller speaks. The end of speech goes at once, and
+                    # so does each frame of the silence after it: an STT that ends the turn
+                    # itself (Flux) times its end of turn on that silence, and a chunk would
+                    # hold it back (measured: Flux's EagerEndOfTurn ~60 ms later at 80 ms).
+                    self._stt_flush()
             elif isinstance(event, PlaybackStarted):
                 self._feed(engine.on_playback_started, event.utterance_id, event.t)
             elif isinstance(event, PlaybackProgress):
@@ -267,7 +272,8 @@ class Conversation:
     def _do(self, a: act.Action) -> None:
         leg = self.leg
         if isinstance(a, act.SttAudio):
-            self._stt_put(a.pcm)
+            if self._stt_feed.audio(a.pcm):
+                self._stt_wake()
         elif isinstance(a, act.Play):
             leg.play(a.utterance_id, a.pcm)
         elif isinstance(a, act.TtsText):
@@ -275,13 +281,15 @@ class Conversation:
             if job is not None:
                 job[0].put_nowait(a.text)
         elif isinstance(a, act.SttFinalize):
-            self._stt_put(_FINALIZE)
+            self._stt_feed.finalize()  # after the audio it finalizes, at once
+            self._stt_wake()
         elif isinstance(a, act.EndUtterance):
             leg.end_utterance(a.utterance_id)
         elif isinstance(a, act.ClearPlayback):
             leg.clear()
         elif isinstance(a, act.PausePlayback):
             leg.pause()
+            self._stt_flush()  # a cut-in: its words are wanted now (min_words, the history)
         elif isinstance(a, act.ResumePlayback):
             FALSE_INTERRUPTIONS.inc()
             leg.resume()
@@ -323,6 +331,7 @@ class Conversation:
             self._turn_done(a)
         elif isinstance(a, act.BargeIn):
             BARGE_INS.inc()
+            self._stt_flush()
             log.info("barge-in after %d ms of the reply", a.heard_ms, extra=self._extra)
 
     def _name(self, kind: str, index: int) -> str:
@@ -463,46 +472,38 @@ class Conversation:
         self._stt_ready.clear()
         self._feed(self.engine.on_stt_failed, *_failure(exc))
 
-    def _stt_put(self, item: Any) -> None:
-        self._stt_items.append(item)
+    def _stt_wake(self) -> None:
         waiter = self._stt_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _stt_flush(self) -> None:
+        if self._stt_feed.flush():
+            self._stt_wake()
+
     async def _stt_sender(self) -> None:
-        """Caller audio to the STT in order; frames that queued up meanwhile go as one write."""
-        items = self._stt_items
+        """Caller audio to the STT in order, as the feed releases it: one send per chunk, and a
+        finalize after the audio queued before it."""
+        feed = self._stt_feed
         loop = asyncio.get_running_loop()
         while True:
-            while not items:
+            while not feed.ready:
                 self._stt_waiter = loop.create_future()
                 try:
                     await self._stt_waiter
                 finally:
                     self._stt_waiter = None
-            item = items.popleft()
             await self._stt_ready.wait()
             stream = self._stt
+            parts = feed.take()
             if stream is None:
                 continue
-            # one frame goes as it is: it may carry the caller's mu-law (g711.UlawPcm), which a
-            # join drops (the STT then re-encodes)
-            audio = b"" if item is _FINALIZE else item
-            finalize = item is _FINALIZE
-            if items and not finalize:
-                batch = [audio]
-                while items:
-                    nxt = items.popleft()
-                    if nxt is _FINALIZE:
-                        finalize = True
-                        break
-                    batch.append(nxt)
-                audio = b"".join(batch)
             try:
-                if audio:
-                    await stream.send(audio)
-                if finalize:
-                    await stream.finalize()
+                for audio, finalize in parts:
+                    if audio:
+                        await stream.send(audio)
+                    if finalize:
+                        await stream.finalize()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

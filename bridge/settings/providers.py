@@ -34,6 +34,11 @@ class SttSettings(Section):
     flux_eager_eot_threshold: float | None = Field(None, ge=0.3, le=0.9)
     # silence after speech that ends a turn even without a confident end
     flux_eot_timeout_ms: int = Field(5000, ge=500, le=10000)
+    # caller audio goes to a cloud STT in chunks this long (one WebSocket message each), not a
+    # message per 20 ms frame, while the caller speaks; silence goes frame by frame, and held audio
+    # goes at once when speech ends, before a Finalize /
+    # ForceEndTurn and on a cut-in. 20: every frame (Flux recommends 80 ms chunks)
+    send_chunk_ms: int = Field(80, ge=20, le=250)
     # reconnects per stream (unfinalized audio is replayed) before the engine is told to fail over
     max_reconnects: int = Field(2, ge=0, le=10)
     # pocketsphinx: optional JSGF grammar or keyphrase list for closed questions

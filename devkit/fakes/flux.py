@@ -73,7 +73,9 @@ class FakeFlux:
                                      headers={"dg-error": problem})
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        self.journal.add("request", query=query)
+        # what the client offered (permessage-deflate or not): accepted either way, journaled
+        extensions = request.headers.get("Sec-WebSocket-Extensions", "")
+        self.journal.add("request", query=query, extensions=extensions)
         await _FluxSession(self, ws, query).run()
         return ws
 

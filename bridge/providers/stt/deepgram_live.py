@@ -1,4 +1,5 @@
-"""Deepgram's live socket (``/v1/listen``), opened by us rather than by the SDK's connect.
+"""Deepgram's live sockets (``/v1/listen``, and Flux's ``/v2/listen``), opened by us rather
+than by the SDK's connect.
 
 Why not ``AsyncDeepgramClient.listen.v1.connect``: in deepgram-sdk 7.x it opens the socket with
 the legacy ``websockets`` client and its defaults, so permessage-deflate is negotiated and every
@@ -8,7 +9,9 @@ fields we read are plain JSON. So the socket is the new ``websockets`` client wi
 ``compression=None``, the query is built as the SDK builds it (lower-case booleans; pinned by
 a test against the SDK's own encoder), the Authorization header is Deepgram's documented
 ``Token <key>``, and messages come back as dicts. The control messages are Deepgram's
-documented JSON: Finalize, CloseStream, KeepAlive.
+documented JSON: Finalize, CloseStream, KeepAlive (v1); ForceEndTurn, CloseStream (v2), each
+the bytes the SDK's own send methods put on the wire (``json.dumps`` of ``{"type": ...}``).
+Flux (``listen.v2.connect``) has the same legacy client, deflate and per-message pydantic.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection, connect
 
 PATH = "/v1/listen"
+FLUX_PATH = "/v2/listen"
 USER_AGENT = "voice-bridge (deepgram live)"
 MAX_MESSAGE_BYTES = 1 << 20  # a Results message is a few kB; Deepgram sends no audio back
 # websockets logs the handshake's headers at DEBUG, Authorization included: never below INFO
@@ -31,6 +35,7 @@ _WS_LOG.setLevel(logging.INFO)
 _FINALIZE = json.dumps({"type": "Finalize"})
 _CLOSE_STREAM = json.dumps({"type": "CloseStream"})
 _KEEP_ALIVE = json.dumps({"type": "KeepAlive"})
+_FORCE_END_TURN = json.dumps({"type": "ForceEndTurn"})
 
 
 def query_string(options: dict[str, Any]) -> str:
@@ -58,6 +63,9 @@ class LiveSocket:
     async def send_keep_alive(self) -> None:
         await self.websocket.send(_KEEP_ALIVE)
 
+    async def send_force_end_turn(self) -> None:
+        await self.websocket.send(_FORCE_END_TURN)
+
     async def recv(self) -> dict[str, Any]:
         """The next message as a dict; ``{}`` for anything that is not a JSON object (Deepgram
         sends none: the caller skips it rather than failing the call)."""
@@ -71,11 +79,12 @@ class LiveSocket:
 
 @contextlib.asynccontextmanager
 async def live_socket(
-    ws_base: str, options: dict[str, Any], api_key: str, close_timeout_s: float
+    ws_base: str, options: dict[str, Any], api_key: str, close_timeout_s: float, path: str = PATH
 ) -> AsyncIterator[LiveSocket]:
-    """Open ``<ws_base>/v1/listen?<options>``; closed (close frame, bounded wait) on exit.
-    Handshake failures raise websockets' InvalidStatus (deepgram_errors maps it)."""
-    url = f"{ws_base.rstrip('/')}{PATH}?{query_string(options)}"
+    """Open ``<ws_base><path>?<options>`` (v1 by default, FLUX_PATH for Flux); closed (close
+    frame, bounded wait) on exit. Handshake failures raise websockets' InvalidStatus
+    (deepgram_errors maps it)."""
+    url = f"{ws_base.rstrip('/')}{path}?{query_string(options)}"
     async with connect(
         url,
         additional_headers={"Authorization": f"Token {api_key}"},

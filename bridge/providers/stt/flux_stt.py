@@ -1,5 +1,10 @@
-"""Deepgram Flux STT on deepgram-sdk 7.x (``listen.v2.connect``): speech recognition that
-detects the end of the caller's turn itself.
+"""Deepgram Flux STT (``/v2/listen``): speech recognition that detects the end of the
+caller's turn itself.
+
+The socket is deepgram_live.py's (the request deepgram-sdk 7.x ``listen.v2.connect`` makes,
+pinned by a test against the SDK's encoder, without its permessage-deflate on audio and its
+pydantic parse of every message); messages are read as dicts with the fields of the SDK's
+``ListenV2TurnInfo`` / ``ListenV2FatalError``.
 
 Flux's TurnInfo events become Transcripts: Update / StartOfTurn are interims (the turn's
 cumulative transcript), EndOfTurn is the final and the end of the utterance (so the engine
@@ -15,17 +20,16 @@ is reopened and the audio since the last EndOfTurn replayed; an ``Error`` messag
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
-
-from deepgram import AsyncDeepgramClient
-from deepgram.listen.v2.socket_client import AsyncV2SocketClient
-from deepgram.listen.v2.types import ListenV2FatalError, ListenV2TurnInfo
 
 from bridge.audio.g711 import UlawPcm, as_ulaw
 from bridge.providers.base import EAGER_END_OF_TURN, TURN_RESUMED, ProviderError, Transcript
-from bridge.providers.stt.deepgram_session import DeepgramSession, environment, open_socket
+from bridge.providers.stt.deepgram_live import FLUX_PATH, LiveSocket, live_socket
+from bridge.providers.stt.deepgram_session import CLOSE_WAIT_S, DeepgramSession, environment, open_socket
 from bridge.settings import Secrets, Settings
 
+log = logging.getLogger(__name__)
 NAME = "deepgram-flux"
 SILENCE_FRAME = b"\xff" * 160  # 20 ms of mu-law silence
 EVENTS = {"EagerEndOfTurn": EAGER_END_OF_TURN, "TurnResumed": TURN_RESUMED}
@@ -47,7 +51,8 @@ class FluxSTT:
         keepalive_s: float = 4.0,
         max_reconnects: int = 2,
     ) -> None:
-        self._client = AsyncDeepgramClient(api_key=api_key, environment=environment(url))
+        self._api_key = api_key
+        self._ws_base = environment(url).production  # validates the URL too
         self.options: dict[str, Any] = {
             "model": model,
             "encoding": "mulaw",
@@ -67,13 +72,12 @@ class FluxSTT:
         await stream.start()
         return stream
 
-    async def connect(self, stack: contextlib.AsyncExitStack) -> AsyncV2SocketClient:
-        return await open_socket(
-            NAME, stack, self._client.listen.v2.connect(**self.options), self.connect_timeout_s
-        )
+    async def connect(self, stack: contextlib.AsyncExitStack) -> LiveSocket:
+        socket = live_socket(self._ws_base, self.options, self._api_key, CLOSE_WAIT_S, FLUX_PATH)
+        return await open_socket(NAME, stack, socket, self.connect_timeout_s)
 
 
-class FluxStream(DeepgramSession[AsyncV2SocketClient]):
+class FluxStream(DeepgramSession[LiveSocket]):
     """One caller's Flux session (implements base.SttStream)."""
 
     name = NAME
@@ -112,32 +116,41 @@ class FluxStream(DeepgramSession[AsyncV2SocketClient]):
 
     # ---- internals --------------------------------------------------------------------
 
-    async def _read(self, conn: AsyncV2SocketClient) -> str:
-        """Consume messages until the socket ends (the session maps a close); returns why."""
+    async def _read(self, conn: LiveSocket) -> str:
+        """Consume messages until the socket ends (the session maps a close); returns why.
+        Connected, ConfigureSuccess/Failure and Warning need nothing from us."""
         while True:
             message = await conn.recv()
-            if isinstance(message, ListenV2FatalError):
-                self._refused = ProviderError(NAME, f"error {message.code}: {message.description[:80]}")
+            kind = message.get("type")
+            if kind == "Error":
+                code, description = str(message.get("code", "")), str(message.get("description", ""))
+                self._refused = ProviderError(NAME, f"error {code[:40]}: {description[:80]}")
                 return "error message"
-            if isinstance(message, ListenV2TurnInfo):
+            if kind == "TurnInfo":
                 self._got_result = True
                 self._handle(message)
 
-    def _handle(self, info: ListenV2TurnInfo) -> None:
-        text = info.transcript.strip()
-        event = str(info.event)
+    def _handle(self, info: dict[str, Any]) -> None:
+        try:
+            text = str(info.get("transcript", "")).strip()
+            event = str(info["event"])
+            window_end = float(info.get("audio_window_end", 0.0))
+            confidence = float(info.get("end_of_turn_confidence", 0.0))
+        except (KeyError, TypeError, ValueError):
+            log.warning("deepgram-flux TurnInfo without a usable event: skipped")
+            return
         if event == "EndOfTurn":
             self._turn_open = False
-            self._replay.finalized(0.0, float(info.audio_window_end))
+            self._replay.finalized(0.0, window_end)
             if self._force_owed:
                 self._force_owed -= 1
-            self._queue.put_nowait(Transcript(text, True, True, float(info.end_of_turn_confidence)))
+            self._queue.put_nowait(Transcript(text, True, True, confidence))
             return
         self._turn_open = True
         if event in EVENTS or text:
             self._queue.put_nowait(Transcript(text, False, False, 0.0, EVENTS.get(event, "")))
 
-    async def _resume(self, conn: AsyncV2SocketClient, replay: bytes) -> None:
+    async def _resume(self, conn: LiveSocket, replay: bytes) -> None:
         self._turn_open = False
         if replay:
             await conn.send_media(replay)

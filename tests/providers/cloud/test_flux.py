@@ -1,4 +1,5 @@
-"""Deepgram Flux (listen v2): the real deepgram-sdk against the fake /v2/listen."""
+"""Deepgram Flux (listen v2): our client (the request deepgram-sdk builds, on our own socket) and
+the SDK itself against the fake /v2/listen."""
 
 from __future__ import annotations
 
@@ -196,3 +197,58 @@ async def test_configure_is_answered_with_success_or_failure(cloud: FakeCloud) -
         await conn.send_close_stream()
     assert isinstance(ok, ListenV2ConfigureSuccess) and ok.sequence_id == 1
     assert isinstance(refused, ListenV2ConfigureFailure) and refused.sequence_id == 2
+
+
+def test_query_and_control_messages_are_the_ones_the_sdk_sends() -> None:
+    """Flux's socket is ours (deepgram_live.py), not listen.v2.connect: the same query string
+    and the same ForceEndTurn / CloseStream bytes as the SDK's send methods."""
+    import json
+    import urllib.parse
+
+    from deepgram.core.jsonable_encoder import jsonable_encoder
+    from deepgram.core.query_encoder import encode_query
+    from deepgram.listen.v2.types import ListenV2CloseStream, ListenV2ForceEndTurn
+
+    from bridge.providers.stt import deepgram_live
+    from bridge.providers.stt.deepgram_live import query_string
+
+    options = FluxSTT(api_key="k", eot_threshold=0.7, eager_eot_threshold=0.5).options
+    assert query_string(options) == urllib.parse.urlencode(encode_query(jsonable_encoder(options)))
+    assert "eager_eot_threshold=0.5" in query_string(options)
+    assert deepgram_live._FORCE_END_TURN == json.dumps(ListenV2ForceEndTurn(type="ForceEndTurn").dict())
+    assert deepgram_live._CLOSE_STREAM == json.dumps(ListenV2CloseStream(type="CloseStream").dict())
+
+
+async def test_socket_offers_no_compression_and_still_ends_turns(cloud: FakeCloud) -> None:
+    cloud.flux.script.append("No deflate here.")
+    stream = await make(cloud.http_url).open()
+    await push(stream, silence(100) + speech(700) + silence(600))
+    got = await until_end(stream)
+    await stream.close()
+    assert got[-1] == Transcript("No deflate here.", True, True, 0.9)
+    request = cloud.flux.journal.of("request")[0].data
+    assert "permessage-deflate" not in request["extensions"]
+    assert request["query"]["encoding"] == "mulaw" and request["query"]["model"] == "flux-general-en"
+
+
+async def test_chunks_of_several_frames_end_the_turn_as_frames_do(cloud: FakeCloud) -> None:
+    """80 ms chunks (Flux's recommended size, what the driver sends by default) are one
+    message each and end the turn with the same transcript as 20 ms frames."""
+    cloud.flux.script.append("Four frames a message.")
+    stream = await make(cloud.http_url).open()
+    audio = silence(80) + speech(720) + silence(640)
+    for i in range(0, len(audio), 1280):
+        await stream.send(audio[i : i + 1280])
+    got = await until_end(stream)
+    await stream.close()
+    assert got[-1].text == "Four frames a message." and got[-1].end_of_utterance
+
+
+def test_turn_info_without_an_event_is_skipped() -> None:
+    s = FluxStream(FluxSTT(api_key="k"))  # no socket needed to handle a message
+    s._handle({"type": "TurnInfo", "transcript": "hi"})  # no event
+    s._handle({"type": "TurnInfo", "event": "EndOfTurn", "audio_window_end": "x"})
+    assert s._queue.empty()
+    s._handle({"type": "TurnInfo", "event": "EndOfTurn", "transcript": " Yes. ", "audio_window_end": 1.0,
+               "end_of_turn_confidence": 0.9})
+    assert s._queue.get_nowait() == Transcript("Yes.", True, True, 0.9)
