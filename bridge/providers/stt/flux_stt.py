@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from typing import Any
 
 from bridge.audio.g711 import UlawPcm, as_ulaw
@@ -131,14 +132,15 @@ class FluxStream(DeepgramSession[LiveSocket]):
                 self._handle(message)
 
     def _handle(self, info: dict[str, Any]) -> None:
-        try:
-            text = str(info.get("transcript", "")).strip()
-            event = str(info["event"])
-            window_end = float(info.get("audio_window_end", 0.0))
-            confidence = float(info.get("end_of_turn_confidence", 0.0))
-        except (KeyError, TypeError, ValueError):
+        event = info.get("event")
+        if not isinstance(event, str) or not event:
             log.warning("deepgram-flux TurnInfo without a usable event: skipped")
             return
+        # each field on its own: one odd number must not lose a turn's end
+        transcript = info.get("transcript")
+        text = transcript.strip() if isinstance(transcript, str) else ""
+        window_end = _number(info.get("audio_window_end"))
+        confidence = _number(info.get("end_of_turn_confidence"))
         if event == "EndOfTurn":
             self._turn_open = False
             self._replay.finalized(0.0, window_end)
@@ -161,6 +163,15 @@ class FluxStream(DeepgramSession[LiveSocket]):
         """No KeepAlive in v2: silence while the engine sends nothing (kept for replay too, so
         Flux's audio clock and the replay buffer stay aligned)."""
         await self._send_audio(SILENCE_FRAME)
+
+
+def _number(value: Any) -> float:
+    """A finite float from a TurnInfo field, else 0.0."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0
 
 
 def create(settings: Settings, secrets: Secrets) -> FluxSTT:

@@ -247,8 +247,20 @@ async def test_chunks_of_several_frames_end_the_turn_as_frames_do(cloud: FakeClo
 def test_turn_info_without_an_event_is_skipped() -> None:
     s = FluxStream(FluxSTT(api_key="k"))  # no socket needed to handle a message
     s._handle({"type": "TurnInfo", "transcript": "hi"})  # no event
-    s._handle({"type": "TurnInfo", "event": "EndOfTurn", "audio_window_end": "x"})
+    s._handle({"type": "TurnInfo", "event": None, "transcript": "hi"})
     assert s._queue.empty()
+
+
+def test_an_odd_field_does_not_lose_the_end_of_turn() -> None:
+    """Each field is read on its own: a null transcript, a bad or non-finite number still
+    end the turn (before, one bad field skipped the whole EndOfTurn)."""
+    s = FluxStream(FluxSTT(api_key="k"))
+    s._handle({"type": "TurnInfo", "event": "EndOfTurn", "transcript": None, "audio_window_end": "x",
+               "end_of_turn_confidence": None})
+    assert s._queue.get_nowait() == Transcript("", True, True, 0.0)
+    s._handle({"type": "TurnInfo", "event": "EndOfTurn", "transcript": "Yes.",
+               "audio_window_end": float("nan"), "end_of_turn_confidence": float("inf")})
+    assert s._queue.get_nowait() == Transcript("Yes.", True, True, 0.0)
     s._handle({"type": "TurnInfo", "event": "EndOfTurn", "transcript": " Yes. ", "audio_window_end": 1.0,
                "end_of_turn_confidence": 0.9})
     assert s._queue.get_nowait() == Transcript("Yes.", True, True, 0.9)
