@@ -59,7 +59,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from sip_concurrency import sipp_counters  # noqa: E402
 
-from bridge.simulator.procs import VOICE_BRIDGE, started_process  # noqa: E402
+from bridge.simulator.procs import VOICE_BRIDGE, capture_udp, started_process  # noqa: E402
 from bridge.simulator.sipp import SCENARIOS, _routed, media_scenario  # noqa: E402
 from devkit import netns  # noqa: E402
 from devkit.hosts import (  # noqa: E402
@@ -158,49 +158,9 @@ def call_ends(daemon: HostDaemon) -> dict[str, int]:
 
 
 # -- captures ---------------------------------------------------------------------------------
-@contextlib.contextmanager
-def capture(host: str, path: Path) -> Iterator[Path]:
+def capture(host: str, path: Path) -> contextlib.AbstractContextManager[Path]:
     """tcpdump on ``host``'s eth0 (every UDP packet it sends or receives)."""
-    proc = subprocess.Popen(
-        netns.command(
-            host,
-            [
-                "tcpdump",
-                "-i",
-                "eth0",
-                "-n",
-                "-s",
-                "0",
-                "-U",
-                "-Z",
-                "root",
-                "--immediate-mode",
-                "-w",
-                str(path),
-                "udp",
-            ],
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        deadline = time.monotonic() + 10
-        line = ""
-        while time.monotonic() < deadline and "listening on" not in line:
-            line = proc.stderr.readline()
-            if not line and proc.poll() is not None:
-                raise RuntimeError(f"tcpdump on {host} failed to start")
-        yield path
-    finally:
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    return capture_udp(path, "udp", interface="eth0", prefix=netns.command(host, []), keep_root=True)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,10 +190,15 @@ def run_daemon(
 
 
 @contextlib.contextmanager
-def capture_udp(path: Path, bpf_filter: str) -> Iterator[Path]:
-    """tcpdump on loopback with a capture filter, e.g. "udp port 4000" (root needed; CI is root)."""
+def capture_udp(path: Path, bpf_filter: str, interface: str = "lo",
+                prefix: Sequence[str] = (), keep_root: bool = False) -> Iterator[Path]:
+    """tcpdump on ``interface`` (loopback) with a capture filter, e.g. "udp port 4000" (root
+    needed; CI is root). ``prefix`` runs it under another command (``ip netns exec HOST``);
+    ``keep_root``: no privilege drop, for a capture directory only root may write."""
+    stay = ["-Z", "root"] if keep_root else []
     proc = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "--immediate-mode", "-U", "-n", "-s", "0", "-w", str(path), bpf_filter],
+        [*prefix, "tcpdump", "-i", interface, *stay, "--immediate-mode", "-U", "-n", "-s", "0",
+         "-w", str(path), bpf_filter],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -206,7 +211,7 @@ def capture_udp(path: Path, bpf_filter: str) -> Iterator[Path]:
         while time.monotonic() < deadline and "listening on" not in line:
             line = proc.stderr.readline()
             if not line and proc.poll() is not None:
-                raise RuntimeError("tcpdump failed to start")
+                raise RuntimeError(f"tcpdump on {' '.join(prefix) or interface} failed to start")
         yield path
     finally:
         time.sleep(0.3)
