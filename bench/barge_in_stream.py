@@ -45,15 +45,12 @@ from bridge.simulator.plivo.stream_client import PlivoStreamClient, StreamCallRe
 from bridge.stream import protocol
 from bridge.stream.leg import StreamLeg
 from bridge.stream.server import StreamServer
-from tests.cloud_call.calls import ONSET_RMS, caller_line
+from tests.cloud_call.calls import CUT_INS, FIRST_REQUEST, ONSET_RMS, caller_line, cut_in_script
 from tests.conversation.fakes import FakeLLM, FakeSTT, FakeTTS, last_user
 from tests.conversation.harness import FALLBACK
 from tests.stream.support import AUTH_TOKEN, SECRET, headers_for, supervisor
 from tests.support.audio import have_speech_tools
 
-FIRST = "What are your opening hours?"
-CUT_INS = ("Wait what about parking?", "Sorry, and on Sundays?", "Hold on, is that every week?",
-           "No, I mean the other shop.", "Right, and the phone number?")
 LONG = (
     "We open at nine in the morning and close at six in the evening on weekdays. "
     "On Saturdays we open at ten and close at four. On Sundays and public holidays we are closed."
@@ -92,7 +89,7 @@ async def one_call(n: int, lines: dict[str, bytes], args: argparse.Namespace, fo
                    stamps: _Stamps) -> dict[str, Any]:
     cut_ins, latency_ms = args.cut_ins, args.latency_ms
     barge_in = {} if args.pause_after_ms is None else {"pause_after_ms": args.pause_after_ms}
-    texts = [FIRST, *[CUT_INS[i % len(CUT_INS)] for i in range(cut_ins)]]
+    texts = cut_in_script(cut_ins)
     settings = Settings.model_validate({
         "daemon": {"stream_listen": "127.0.0.1:0"},
         "plivo": {"nonce_db": ":memory:"},
@@ -177,7 +174,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         with tempfile.TemporaryDirectory(prefix="barge-in-stream-") as tmp_name:
             tmp = Path(tmp_name)
-            lines = {t: caller_line(t, tmp, f"line{i}") for i, t in enumerate([FIRST, *CUT_INS])}
+            lines = {t: caller_line(t, tmp, f"line{i}") for i, t in enumerate([FIRST_REQUEST, *CUT_INS])}
             for n in range(args.calls):
                 stamps.__init__()  # type: ignore[misc]
                 res = await one_call(n, lines, args, tmp / f"call{n}", stamps)

@@ -44,14 +44,20 @@ from bridge.simulator.procs import run_daemon
 from bridge.simulator.sipp import have_sipp
 from devkit.fakes import FakeCloud
 from devkit.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
-from tests.cloud_call.calls import ONSET_RMS, caller_line, onset_s, place_call, timeline
+from tests.cloud_call.calls import (
+    CUT_INS,
+    FIRST_REQUEST,
+    ONSET_RMS,
+    caller_line,
+    cut_in_script,
+    onset_s,
+    place_call,
+    timeline,
+)
 from tests.cloud_call.cloud_thread import CloudThread
 from tests.cloud_call.conftest import daemon_config
 from tests.support.audio import have_speech_tools
 
-FIRST = "What are your opening hours?"
-CUT_INS = ("Wait what about parking?", "Sorry, and on Sundays?", "Hold on, is that every week?",
-           "No, I mean the other shop.", "Right, and the phone number?")
 LONG = (
     "We open at nine in the morning and close at six in the evening on weekdays. "
     "On Saturdays we open at ten and close at four. On Sundays and public holidays we are closed. "
@@ -74,7 +80,7 @@ def active_dbfs(pcm: bytes) -> float:
 
 def one_call(cloud: CloudThread, daemon: Any, transcripts: Path, work: Path, lines: dict[str, bytes],
              cut_ins: int, caller_db: float, cut_in_db: float) -> dict[str, Any]:
-    texts = [FIRST, *[CUT_INS[i % len(CUT_INS)] for i in range(cut_ins)]]
+    texts = cut_in_script(cut_ins)
 
     def script(fakes: FakeCloud) -> None:
         fakes.deepgram.script.extend(texts)
@@ -113,8 +119,9 @@ def one_call(cloud: CloudThread, daemon: Any, transcripts: Path, work: Path, lin
     users = [e["text"] for e in call.events("user")]
     if os.environ.get("BARGE_IN_WIRE_EXPLAIN"):
         print(call.explain(), file=sys.stderr)
-    return {"stops_ms": stops, "missed": missed, "first_words_heard": bool(users) and users[0] == FIRST,
-            "user_turns": users, "sipp_rc": call.sipp.returncode, "detail": detail}
+    heard_first = bool(users) and users[0] == FIRST_REQUEST
+    return {"stops_ms": stops, "missed": missed, "first_words_heard": heard_first, "user_turns": users,
+            "sipp_rc": call.sipp.returncode, "detail": detail}
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -147,8 +154,8 @@ def main() -> None:
         if args.keep:
             tmp = args.keep
             tmp.mkdir(parents=True, exist_ok=True)
-        lines = {t: caller_line(t, tmp, f"line{i}") for i, t in enumerate([FIRST, *CUT_INS])}
-        print(f"caller level {active_dbfs(lines[FIRST]):.1f} dBFS active (before --caller-db)",
+        lines = {t: caller_line(t, tmp, f"line{i}") for i, t in enumerate([FIRST_REQUEST, *CUT_INS])}
+        print(f"caller level {active_dbfs(lines[FIRST_REQUEST]):.1f} dBFS active (before --caller-db)",
               file=sys.stderr)
         cloud = CloudThread()
         fakes = cloud.start()

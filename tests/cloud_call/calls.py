@@ -27,6 +27,18 @@ CAPTURE_SETTLE_S = 1.1
 ONSET_RMS = 1000.0  # a caller frame louder than this is voiced (the levelled lines peak at 28000)
 
 
+# The barge-in benches' caller (bench/barge_in_wire.py on SIP, bench/barge_in_stream.py on the
+# stream): a first request, then cut-ins taken in turn, the same lines on both paths.
+FIRST_REQUEST = "What are your opening hours?"
+CUT_INS = ("Wait what about parking?", "Sorry, and on Sundays?", "Hold on, is that every week?",
+           "No, I mean the other shop.", "Right, and the phone number?")
+
+
+def cut_in_script(cut_ins: int) -> list[str]:
+    """The caller's lines: the first request, then ``cut_ins`` cut-ins."""
+    return [FIRST_REQUEST, *[CUT_INS[i % len(CUT_INS)] for i in range(cut_ins)]]
+
+
 def caller_line(text: str, folder: Path, name: str) -> bytes:
     """espeak-ng speech, levelled like a phone's AGC does (soft compression): a caller who
     talks over the agent is louder than the agent's echo would be, so the echo guard lets
