@@ -11,7 +11,11 @@ cumulative transcript), EndOfTurn is the final and the end of the utterance (so 
 ends the turn on it), EagerEndOfTurn and TurnResumed are interims carrying ``event``
 (base.EAGER_END_OF_TURN / TURN_RESUMED) for an engine that prepares its reply early.
 ``finalize()`` sends ForceEndTurn; as with v1's Finalize, exactly one end of utterance follows
-each call (our own when no turn is open, since no reply is promised then). v2 has no
+each call (our own when no turn is open, since no reply is promised then). A turn is open from
+StartOfTurn to EndOfTurn, as Flux's state machine has it (developers.deepgram.com/docs/flux/state:
+Initial -> StartOfTurn -> TurnOngoing <-> AwaitingEnd -> EndOfTurn -> Initial); Update means
+"the turn state hasn't changed" and comes about every 0.25 s of audio "regardless of transcript
+updates", so it may come between turns and opens nothing. v2 has no
 KeepAlive message: while no audio flows, mu-law silence keeps the socket open. A dropped socket
 is reopened and the audio since the last EndOfTurn replayed; an ``Error`` message or a close
 1008 fails the stream at once.
@@ -34,6 +38,9 @@ log = logging.getLogger(__name__)
 NAME = "deepgram-flux"
 SILENCE_FRAME = b"\xff" * 160  # 20 ms of mu-law silence
 EVENTS = {"EagerEndOfTurn": EAGER_END_OF_TURN, "TurnResumed": TURN_RESUMED}
+# the events of a turn in progress (StartOfTurn opens it; the state machine has the other two
+# only inside one); Update changes no state and EndOfTurn closes the turn
+IN_TURN = frozenset({"StartOfTurn", "EagerEndOfTurn", "TurnResumed"})
 
 
 class FluxSTT:
@@ -85,8 +92,11 @@ class FluxStream(DeepgramSession[LiveSocket]):
 
     def __init__(self, stt: FluxSTT) -> None:
         super().__init__(stt, 1)
-        self._turn_open = False
+        self._turn_open = False  # between StartOfTurn and EndOfTurn
         self._force_owed = 0  # ForceEndTurn sent while a turn was open: its EndOfTurn is due
+        # ForceEndTurn answered here (no turn open); a manual EndOfTurn then is its late answer
+        # (a StartOfTurn was on its way): it ends nothing
+        self._answered_locally = 0
 
     # ---- SttStream --------------------------------------------------------------------
 
@@ -113,6 +123,7 @@ class FluxStream(DeepgramSession[LiveSocket]):
         if self._turn_open:
             self._force_owed += 1
         else:  # no turn: Flux owes no EndOfTurn (not promised), so answer here
+            self._answered_locally += 1
             self._queue.put_nowait(Transcript("", True, True, 0.0))
 
     # ---- internals --------------------------------------------------------------------
@@ -146,9 +157,16 @@ class FluxStream(DeepgramSession[LiveSocket]):
             self._replay.finalized(0.0, window_end)
             if self._force_owed:
                 self._force_owed -= 1
+            elif info.get("trigger") == "manual" and self._answered_locally:
+                # the answer to a ForceEndTurn answered here already: not another end
+                self._answered_locally -= 1
+                if text:
+                    self._queue.put_nowait(Transcript(text, True, False, confidence))
+                return
             self._queue.put_nowait(Transcript(text, True, True, confidence))
             return
-        self._turn_open = True
+        if event in IN_TURN:
+            self._turn_open = True
         if event in EVENTS or text:
             self._queue.put_nowait(Transcript(text, False, False, 0.0, EVENTS.get(event, "")))
 
