@@ -228,9 +228,22 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
         if replay:
             await conn.send_media(replay)
         self._since_finalize = None  # a new socket: no Finalize on it yet
-        if self._finalize_owed:
-            await conn.send_finalize()  # the lost socket's Finalize, for the same audio
-            self._since_finalize = 0
+        self._answered_locally = 0  # nor a late reply to the lost socket's
+        owed = self._finalize_owed
+        if not owed:
+            return
+        # The lost socket's Finalize messages: ONE covers all the replayed audio, so it owes
+        # at most one reply, and none when the replay is too short to be sure of one. The
+        # others are answered here (else the turn would wait stt_final_timeout_s for them).
+        await conn.send_finalize()
+        self._since_finalize = 0
+        kept = 1 if len(replay) >= FINALIZE_MIN_PENDING_S * self._replay.bytes_per_second else 0
+        self._answered_locally = 1 - kept
+        self._finalize_owed = kept
+        for _ in range(owed - kept):
+            self._queue.put_nowait(Transcript("", True, True, 0.0))
+        if not kept:
+            self._utterance_open = False
 
     def _resumed(self, replay: bytes) -> None:
         if replay:

@@ -12,10 +12,13 @@ ends the turn on it), EagerEndOfTurn and TurnResumed are interims carrying ``eve
 (base.EAGER_END_OF_TURN / TURN_RESUMED) for an engine that prepares its reply early.
 ``finalize()`` sends ForceEndTurn; as with v1's Finalize, exactly one end of utterance follows
 each call (our own when no turn is open, since no reply is promised then). A turn is open from
-StartOfTurn to EndOfTurn, as Flux's state machine has it (developers.deepgram.com/docs/flux/state:
-Initial -> StartOfTurn -> TurnOngoing <-> AwaitingEnd -> EndOfTurn -> Initial); Update means
-"the turn state hasn't changed" and comes about every 0.25 s of audio "regardless of transcript
-updates", so it may come between turns and opens nothing. v2 has no
+StartOfTurn to EndOfTurn or our ForceEndTurn, as Flux's state machine has it
+(developers.deepgram.com/docs/flux/state: Initial -> StartOfTurn -> TurnOngoing <-> AwaitingEnd
+-> EndOfTurn or ForceEndTurn -> Initial). Update means "the turn state hasn't changed" and comes
+about every 0.25 s of audio "regardless of transcript updates", so it may come between turns:
+only StartOfTurn opens one (EagerEndOfTurn / TurnResumed come only after it; and, still on their
+way after our ForceEndTurn, must not reopen the turn it ended). ``turn_index`` adds nothing: it
+moves on right after EndOfTurn, so Updates between turns already carry the next turn's. v2 has no
 KeepAlive message: while no audio flows, mu-law silence keeps the socket open. A dropped socket
 is reopened and the audio since the last EndOfTurn replayed; an ``Error`` message or a close
 1008 fails the stream at once.
@@ -38,9 +41,6 @@ log = logging.getLogger(__name__)
 NAME = "deepgram-flux"
 SILENCE_FRAME = b"\xff" * 160  # 20 ms of mu-law silence
 EVENTS = {"EagerEndOfTurn": EAGER_END_OF_TURN, "TurnResumed": TURN_RESUMED}
-# the events of a turn in progress (StartOfTurn opens it; the state machine has the other two
-# only inside one); Update changes no state and EndOfTurn closes the turn
-IN_TURN = frozenset({"StartOfTurn", "EagerEndOfTurn", "TurnResumed"})
 
 
 class FluxSTT:
@@ -122,6 +122,7 @@ class FluxStream(DeepgramSession[LiveSocket]):
                 await conn.send_force_end_turn()
         if self._turn_open:
             self._force_owed += 1
+            self._turn_open = False  # ended by it: a second one before the EndOfTurn gets none
         else:  # no turn: Flux owes no EndOfTurn (not promised), so answer here
             self._answered_locally += 1
             self._queue.put_nowait(Transcript("", True, True, 0.0))
@@ -165,7 +166,7 @@ class FluxStream(DeepgramSession[LiveSocket]):
                 return
             self._queue.put_nowait(Transcript(text, True, True, confidence))
             return
-        if event in IN_TURN:
+        if event == "StartOfTurn":
             self._turn_open = True
         if event in EVENTS or text:
             self._queue.put_nowait(Transcript(text, False, False, 0.0, EVENTS.get(event, "")))

@@ -99,6 +99,32 @@ async def test_late_reply_to_a_finalize_answered_by_the_client_ends_nothing(clou
     assert cloud.deepgram.journal.count("finalize_unanswered") == 0
 
 
+async def test_a_reconnect_owes_one_reply_for_all_the_lost_sockets_finalizes(cloud: FakeCloud) -> None:
+    """Two Finalize messages owed when the socket drops: the new socket gets the replay and ONE
+    Finalize, which covers all of it, so one reply comes. The client answers the other itself;
+    it waited for two (and the turn stt_final_timeout_s)."""
+    cloud.deepgram.script.extend(["First part.", "Second part."])
+    cloud.deepgram.final_delay_s = 1.0  # both replies still queued when the socket drops
+    first, second = speech(500) + silence(40), speech(300) + silence(40)
+    cloud.deepgram.faults.drop_after = len(first + second) // 2 + 1  # mu-law: the next audio
+    cloud.deepgram.faults.fault_times = 1
+    stream = await make(cloud.http_url, endpointing_ms=3000).open()
+    await push(stream, first)
+    await stream.finalize()
+    await push(stream, second)
+    await stream.finalize()  # 340 ms after the first: a reply is owed for each
+    await push(stream, silence(100))
+    await cloud.deepgram.journal.wait_for(lambda j: j.count("dropped") == 1)
+    got = await collect_until(stream, 2, limit_s=10.0)
+    await stream.close()
+    ends = [t for t in got if t.end_of_utterance]
+    assert len(ends) == 2 and ends[0] == Transcript("", True, True, 0.0), ends
+    assert ends[1].text and ends[1].is_final
+    assert stream.reconnects == 1
+    finalizes = [e for e in cloud.deepgram.journal.of("control") if e.data["type"] == "Finalize"]
+    assert len(finalizes) == 3  # two on the lost socket, one on the new one
+
+
 async def test_empty_speech_final_in_the_gap_does_not_end_a_short_answer(cloud: FakeCloud) -> None:
     """Defect 3: an empty speech_final comes between the last speech and the final of "Yes.";
     reported as the end of the utterance, it made the engine drop the answer."""

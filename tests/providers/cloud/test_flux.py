@@ -187,6 +187,24 @@ def test_late_manual_end_of_turn_after_a_local_answer_ends_nothing() -> None:
     assert s._queue.empty()
 
 
+def test_a_second_force_end_turn_before_the_end_of_turn_is_answered_by_the_client() -> None:
+    """ForceEndTurn ends the open turn (state machine: TurnOngoing -> Initial); a second one
+    before its EndOfTurn arrives finds no turn and gets no EndOfTurn of its own, and an event
+    of the ended turn still on its way does not reopen it."""
+    s = FluxStream(FluxSTT(api_key="k"))
+    s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})
+    asyncio.run(s.finalize())  # owed: Flux ends the turn with a manual EndOfTurn
+    assert s._queue.empty()
+    s._handle({"type": "TurnInfo", "event": "EagerEndOfTurn", "transcript": "Yes"})  # on its way
+    asyncio.run(s.finalize())  # nothing open: answered here
+    s._handle({"type": "TurnInfo", "event": "EndOfTurn", "trigger": "manual", "transcript": "Yes",
+               "end_of_turn_confidence": 0.9})
+    got = [s._queue.get_nowait() for _ in range(s._queue.qsize())]
+    assert [t for t in got if t.end_of_utterance] == [
+        Transcript("", True, True, 0.0), Transcript("Yes", True, True, 0.9)
+    ]
+
+
 async def test_trailing_off_turn_ends_by_timeout(cloud: FakeCloud) -> None:
     cloud.flux.script.append("Well I was thinking maybe...")
     stream = await make(cloud.http_url, eot_timeout_ms=900).open()
