@@ -173,10 +173,17 @@ class FluxStream(DeepgramSession[LiveSocket]):
 
     async def _resume(self, conn: LiveSocket, replay: bytes) -> None:
         self._turn_open = False
+        self._answered_locally = 0  # no late EndOfTurn of the lost socket comes on this one
         if replay:
             await conn.send_media(replay)
         if self._force_owed:
+            # The replay (everything since the last EndOfTurn) holds the speech of the turn
+            # the lost ForceEndTurn ended, so Flux opens it again and ONE ForceEndTurn ends it:
+            # one EndOfTurn is owed, the client answers any other.
             await conn.send_force_end_turn()
+            for _ in range(self._force_owed - 1):
+                self._queue.put_nowait(Transcript("", True, True, 0.0))
+            self._force_owed = 1
 
     async def _keep_alive(self) -> None:
         """No KeepAlive in v2: silence while the engine sends nothing (kept for replay too, so

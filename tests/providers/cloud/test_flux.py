@@ -205,6 +205,35 @@ def test_a_second_force_end_turn_before_the_end_of_turn_is_answered_by_the_clien
     ]
 
 
+class _RecordingSocket:
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    async def send_media(self, message: bytes) -> None:
+        self.sent.append(len(message))
+
+    async def send_force_end_turn(self) -> None:
+        self.sent.append("ForceEndTurn")
+
+
+def test_a_reconnect_owes_one_end_of_turn_for_the_lost_sockets_force_end_turns() -> None:
+    """Two ForceEndTurn owed when the socket dropped (one per turn). The new socket gets the
+    replay and one ForceEndTurn: one EndOfTurn is owed, the client answers the other."""
+    s = FluxStream(FluxSTT(api_key="k"))
+    for _ in range(2):
+        s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})
+        asyncio.run(s.finalize())
+    conn = _RecordingSocket()
+    asyncio.run(s._resume(conn, b"\xff" * 800))  # type: ignore[arg-type]
+    assert conn.sent == [800, "ForceEndTurn"]
+    assert s._queue.get_nowait() == Transcript("", True, True, 0.0) and s._queue.empty()
+    s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})
+    s._handle({"type": "TurnInfo", "event": "EndOfTurn", "trigger": "manual", "transcript": "Hi",
+               "end_of_turn_confidence": 0.9})
+    assert s._queue.get_nowait() == Transcript("Hi", True, True, 0.9)
+    assert s._force_owed == 0
+
+
 async def test_trailing_off_turn_ends_by_timeout(cloud: FakeCloud) -> None:
     cloud.flux.script.append("Well I was thinking maybe...")
     stream = await make(cloud.http_url, eot_timeout_ms=900).open()
