@@ -166,7 +166,7 @@ class Conversation:
                 speech = await vad.speech(event.pcm)
                 engine.on_frame(self.clock.now(), event.pcm, speech)
                 self._apply()
-                if not speech:
+                if not engine.heard_speech:  # the engine's verdict (echo guard, level gate)
                     # Chunks only while the caller speaks. The end of speech goes at once, and
                     # so does each frame of the silence after it: an STT that ends the turn
                     # itself (Flux) times its end of turn on that silence, and a chunk would

@@ -165,6 +165,7 @@ class Engine:
         # the merge window counts audio, not loop time (a stalled loop delivers frames late).
         self._frame_no = 0
         self._last_speech_frame = -(10**9)
+        self.heard_speech = False  # the verdict on the last caller frame (echo guard, level gate)
 
     # -- plumbing ----------------------------------------------------------------------------
     def take_actions(self) -> list[Action]:
@@ -231,6 +232,7 @@ class Engine:
                 is_speech = False
         # Far below the caller's own voice: background talk, not speech (level_gate.py).
         is_speech = gate.frame(rms, is_speech, in_turn=self._turn is not None or self._candidate is not None)
+        self.heard_speech = is_speech
         if self._turn is not None:
             self._turn_frame(now, pcm, is_speech)
         elif agent_busy:

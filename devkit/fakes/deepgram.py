@@ -12,8 +12,11 @@ As unkind as the service (vendor docs):
   interims cover only the current segment;
 - a burst too short to be a word (noise) ends with an EMPTY speech_final, and by default an
   empty speech_final also comes in the gap between the last speech and the words' final;
-- Finalize is answered (from_finalize) only when there is audio to process: speech in
-  progress or at least FINALIZE_MIN_MS of unfinalized audio; otherwise nothing comes;
+- Finalize is answered (from_finalize) when there is audio to process: speech in progress
+  or at least FINALIZE_MIN_MS of unfinalized audio (so a Finalize that follows another by
+  less than that has almost nothing to process). Otherwise the docs say a reply "may" come
+  but is "not guaranteed": by default nothing comes; `small_finalize_answered` plays the
+  other documented answer, an empty from_finalize final;
 - no data (audio or a text message) for `idle_timeout_s` closes the socket 1011 NET-0001;
 - `error_close` closes with a coded frame (1011 NET-0000, 1008 DATA-0000) after some audio;
 - an unknown model is refused at the handshake with HTTP 400 and a dg-error header.
@@ -82,6 +85,9 @@ class FakeDeepgram:
         # sends the whole utterance as an interim at the first silent block. Both playable.
         self.interim_on_silence = False
         self.error_close: ErrorClose | None = None
+        # a Finalize with less than FINALIZE_MIN_MS to process: unanswered (False) or answered
+        # with an empty from_finalize final (True); the Finalize page allows both
+        self.small_finalize_answered = False
         self.audio = bytearray()  # the audio received, as sent (all sockets; the first MiB)
 
     def next_text(self) -> str:
@@ -323,9 +329,12 @@ class _Session:
         """Documented: a from_finalize reply is not guaranteed without significant audio."""
         if self.speech_start is not None:
             await self._final(from_finalize=True)
-        elif (self.cursor - self.final_until) * 1000 >= FINALIZE_MIN_MS * self.rate and not quiet:
+        elif quiet:
+            return
+        elif (self.cursor - self.final_until) * 1000 >= FINALIZE_MIN_MS * self.rate \
+                or self.fake.small_finalize_answered:
             await self._results("", is_final=True, from_finalize=True, end=self.cursor)
-        elif not quiet:
+        else:
             self.fake.journal.add("finalize_unanswered")
 
     async def _results(

@@ -19,6 +19,14 @@ includes Flux's own processing, so nothing else is added. As the state-machine p
 EagerEndOfTurn carries a nonempty transcript, EndOfTurn's transcript matches the EagerEndOfTurn
 before it, and TurnResumed (only after an EagerEndOfTurn) comes first when speech returns.
 
+The state page also says Update comes "approximately every 0.25 seconds of transcribed
+audio, regardless of transcript updates, unless a state change has occurred", and that
+``turn_index`` "increments immediately following an EndOfTurn message": so whether Updates
+also come between turns (over silence, with an empty transcript and the NEXT turn's index) is
+left open; ``updates_outside_turns`` plays that (off by default: one message every 240 ms of
+silence per call would weigh on the capacity benches). turn_index starts at 0 and moves on
+right after each EndOfTurn.
+
 Recognition is the same energy detector as the v1 fake: each burst is the next `script`
 line. A line ending in "..." trails off: the model is never confident, so only the timeout
 (or ForceEndTurn) ends that turn. Not established from the documentation, so assumed here:
@@ -56,6 +64,7 @@ class FakeFlux:
         self.error: tuple[str, str] | None = None  # (code, description) once audio arrives
         self.eager_eot_after_ms = EAGER_AFTER_MS  # silence before EagerEndOfTurn (eager mode)
         self.eot_after_ms = EOT_AFTER_MS  # silence before a confident EndOfTurn
+        self.updates_outside_turns = False  # Updates every UPDATE_EVERY_MS between turns too
 
     def next_text(self) -> str:
         return self.script.popleft() if self.script else "hello"
@@ -112,7 +121,7 @@ class _FluxSession:
         self.block = self.blocks.block
         self.cursor = 0
         self.seq = 0
-        self.turn_index = -1
+        self.turn_index = 0  # the current (or, between turns, the next) turn's index
         self.in_turn = False
         self.turn_start = 0
         self.text = ""
@@ -185,7 +194,7 @@ class _FluxSession:
             self.voiced_ms += BLOCK_MS
             self.silence_run = 0
             if not self.in_turn and self.voiced_ms >= NOISE_MS:
-                self.in_turn, self.turn_index = True, self.turn_index + 1
+                self.in_turn = True
                 self.turn_start, self.text, self.spoken_ms = self.candidate_start, self.fake.next_text(), 0
                 self.eager_sent, self.since_update = False, 0
                 await self._turn_info("StartOfTurn", 0.1)
@@ -202,6 +211,7 @@ class _FluxSession:
         self.voiced_ms = 0
         self.silence_run += BLOCK_MS
         if not self.in_turn:
+            await self._idle_update()
             return
         confident = not self.text.endswith("...")
         fake = self.fake
@@ -215,6 +225,15 @@ class _FluxSession:
         elif self.silence_run >= self.eot_timeout_ms:
             await self._end_turn("timeout")
 
+    async def _idle_update(self) -> None:
+        """Between turns: an Update with nothing said, if this fake plays them."""
+        if not self.fake.updates_outside_turns:
+            return
+        self.since_update += BLOCK_MS
+        if self.since_update >= UPDATE_EVERY_MS:
+            self.since_update = 0
+            await self._turn_info("Update", 0.0)
+
     def _all_heard(self) -> None:
         self.spoken_ms = max(self.spoken_ms, len(self.text.split()) * MS_PER_WORD)
 
@@ -222,13 +241,15 @@ class _FluxSession:
         self._all_heard()
         await self._turn_info("EndOfTurn", 0.9, trigger=trigger)
         self.in_turn, self.text, self.eager_sent = False, "", False
+        self.turn_index += 1  # documented: right after EndOfTurn
+        self.spoken_ms, self.since_update, self.turn_start = 0, 0, self.cursor + self.block
 
     def _words(self) -> list[str]:
         words = self.text.split()
         return words[: max(1, min(len(words), self.spoken_ms // MS_PER_WORD))]
 
     async def _turn_info(self, event: str, confidence: float, trigger: str | None = None) -> None:
-        words = self._words() if event != "StartOfTurn" else []
+        words = self._words() if event != "StartOfTurn" and self.in_turn else []
         message: dict[str, Any] = {
             "type": "TurnInfo",
             "request_id": self.request_id,
@@ -249,5 +270,6 @@ class _FluxSession:
         self.seq += 1
         self.fake.journal.add("sent", type=message["type"], event=message.get("event"),
                               text=message.get("transcript"), trigger=message.get("trigger"),
+                              turn_index=message.get("turn_index"),
                               audio_end=message.get("audio_window_end"))
         await self.ws.send_str(json.dumps(message))

@@ -157,3 +157,45 @@ async def test_the_end_of_speech_reaches_the_stt_at_once_not_a_chunk_later(tmp_p
         assert len(after) >= 5
         assert all(n == FRAME_BYTES for _, n in after)
         assert len({round(t, 3) for t, _ in after}) == len(after)
+
+
+QUIET = tone(20)  # -67 dBFS: the VAD calls it speech, the level gate's -50 dBFS floor does not
+
+
+class QuietIsSpeechVad(LevelVad):
+    """Any sound is speech (a TV, a line hiss a real VAD takes for a voice); notes when the
+    caller's own (loud) speech last came."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(clock)
+        self.last_loud = -1.0
+
+    async def speech(self, pcm: bytes) -> bool:
+        if pcm == LOUD:
+            self.last_loud = self.clock.now()
+        return await super().speech(pcm)
+
+
+async def test_audio_the_engine_calls_silence_goes_frame_by_frame(tmp_path: Path) -> None:
+    """Debt (DESIGN, Known debts): the feed flushed on the raw VAD's silence. After the
+    caller's speech, sound the VAD takes for speech but the level gate calls silence (under
+    its floor) was held in chunks: the engine counted it as the silence that ends the turn,
+    the STT got it up to a chunk late. The flush follows the engine's verdict."""
+    clock = ManualClock()
+    stt = RecordingSTT(["are you open"], clock)
+    providers = ProviderSet([stt], [FakeLLM(answers())], [FakeTTS()])
+    vad = QuietIsSpeechVad(clock)
+    call = LevelVadCall(tmp_path, providers, MemoryLeg("call-1", clock), vad)
+    call.settings = Settings.model_validate({**call.settings.model_dump(), "stt": {"send_chunk_ms": 240}})
+    async with call:
+        await call.leg.run_for(1.5)  # the greeting
+        call.leg.say(LOUD * 26 + QUIET * 60)
+        await call.until(lambda: bool(stt.finalize_at), 3.0)
+        speech_end = vad.last_loud
+        assert speech_end > 0 and vad.last_speech >= stt.finalize_at[0]  # "speech" to the VAD
+        # the level gate's 200 ms window drains of the loud frames, then each quiet frame is
+        # silence to the engine (its endpoint counts it) and goes to the STT as it comes
+        after = [(t, n) for t, n in stt.sizes if speech_end + 0.3 < t < stt.finalize_at[0]]
+        assert len(after) >= 5, after
+        assert all(n == FRAME_BYTES for _, n in after), after
+        assert len({round(t, 3) for t, _ in after}) == len(after)

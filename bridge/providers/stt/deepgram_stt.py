@@ -30,8 +30,9 @@ __all__ = ["DeepgramSTT", "DeepgramStream", "create", "environment"]
 # (the silence after a final, when the caller then goes quiet) are owed no reply at all.
 REPLY_OWED_AFTER_S = 1.0
 # Deepgram does not promise a from_finalize reply "if there is no significant amount of audio
-# data to process" (developers.deepgram.com/docs/finalize). With less unfinalized audio than
-# this, finalize() answers itself instead of waiting for a reply that may never come.
+# data to process" (developers.deepgram.com/docs/finalize: the reply "typically occurs when
+# there is a noticeable amount of audio buffered"). With less audio to process than this,
+# finalize() answers itself instead of waiting for a reply that may never come.
 FINALIZE_MIN_PENDING_S = 0.25
 
 
@@ -105,6 +106,9 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
         self._reply_due = False  # a reply is owed: enough audio since the last message
         self._unanswered = 0  # audio bytes sent since the last message received
         self._reply_after = int(REPLY_OWED_AFTER_S * 8000) * (1 if mulaw else 2)
+        # audio bytes sent on this socket since the last Finalize sent on it, by finalize() or
+        # a reconnect's _resume (None: none yet): what the next Finalize would have to process
+        self._since_finalize: int | None = None
 
     # ---- SttStream --------------------------------------------------------------------
 
@@ -122,21 +126,32 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
             audio = as_ulaw(data) if self._mulaw else data
         if not await self._send_audio(audio):
             return  # no socket, or a dead one: the replay on the next socket sends it
+        if self._since_finalize is not None:
+            self._since_finalize += len(audio)
         self._unanswered += len(audio)
         if self._unanswered >= self._reply_after:
             self._arm()
 
     async def finalize(self) -> None:
         """Exactly one end-of-utterance transcript follows each call: Deepgram's from_finalize
-        reply, or, when too little audio is pending for Deepgram to owe one, our own. The stall
-        watchdog is not armed: an unanswered Finalize is normal, not a dead socket."""
+        reply, or, when too little audio is left for Deepgram to owe one, our own. What is left
+        is the audio since the LAST Finalize (whoever sent it, still unanswered or not), not
+        all the audio no final covers yet: a Finalize 100 ms after another has 100 ms to
+        process, and Deepgram may answer only the first. It is still sent (a flush costs
+        nothing and finalizes that tail now, if Deepgram hears words in it); a reply to it, if
+        one comes, is recognised in _results and ends nothing. The stall watchdog is not
+        armed: an unanswered Finalize is normal, not a dead socket."""
         if self._failed is not None:
             raise self._failed
+        pending_s = self._replay.pending_s
+        if self._since_finalize is not None:
+            pending_s = min(pending_s, self._since_finalize / self._replay.bytes_per_second)
         conn = self._conn
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.send_finalize()
-        if self._replay.pending_s < FINALIZE_MIN_PENDING_S and not self._finalize_owed:
+            self._since_finalize = 0
+        if pending_s < FINALIZE_MIN_PENDING_S:
             self._answered_locally += 1
             self._utterance_open = False
             self._queue.put_nowait(Transcript("", True, True, 0.0))
@@ -195,7 +210,9 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
             self._replay.finalized(start, duration)
             self._utterance_open = self._utterance_open or bool(text)
         if end and from_finalize and not self._finalize_owed and self._answered_locally:
-            self._answered_locally -= 1  # that Finalize was answered here already
+            # the reply to a Finalize answered here already (replies come in order, so the
+            # owed ones were answered first)
+            self._answered_locally -= 1
             end = False
         elif end and not text and not from_finalize and not self._utterance_open:
             # an empty speech_final (noise, or the gap before the words' final) with no
@@ -210,8 +227,23 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
     async def _resume(self, conn: LiveSocket, replay: bytes) -> None:
         if replay:
             await conn.send_media(replay)
-        if self._finalize_owed:
-            await conn.send_finalize()  # the lost socket's Finalize, for the same audio
+        self._since_finalize = None  # a new socket: no Finalize on it yet
+        self._answered_locally = 0  # nor a late reply to the lost socket's
+        owed = self._finalize_owed
+        if not owed:
+            return
+        # The lost socket's Finalize messages: ONE covers all the replayed audio, so it owes
+        # at most one reply, and none when the replay is too short to be sure of one. The
+        # others are answered here (else the turn would wait stt_final_timeout_s for them).
+        await conn.send_finalize()
+        self._since_finalize = 0
+        kept = 1 if len(replay) >= FINALIZE_MIN_PENDING_S * self._replay.bytes_per_second else 0
+        self._answered_locally = 1 - kept
+        self._finalize_owed = kept
+        for _ in range(owed - kept):
+            self._queue.put_nowait(Transcript("", True, True, 0.0))
+        if not kept:
+            self._utterance_open = False
 
     def _resumed(self, replay: bytes) -> None:
         if replay:

@@ -11,7 +11,14 @@ cumulative transcript), EndOfTurn is the final and the end of the utterance (so 
 ends the turn on it), EagerEndOfTurn and TurnResumed are interims carrying ``event``
 (base.EAGER_END_OF_TURN / TURN_RESUMED) for an engine that prepares its reply early.
 ``finalize()`` sends ForceEndTurn; as with v1's Finalize, exactly one end of utterance follows
-each call (our own when no turn is open, since no reply is promised then). v2 has no
+each call (our own when no turn is open, since no reply is promised then). A turn is open from
+StartOfTurn to EndOfTurn or our ForceEndTurn, as Flux's state machine has it
+(developers.deepgram.com/docs/flux/state: Initial -> StartOfTurn -> TurnOngoing <-> AwaitingEnd
+-> EndOfTurn or ForceEndTurn -> Initial). Update means "the turn state hasn't changed" and comes
+about every 0.25 s of audio "regardless of transcript updates", so it may come between turns:
+only StartOfTurn opens one (EagerEndOfTurn / TurnResumed come only after it; and, still on their
+way after our ForceEndTurn, must not reopen the turn it ended). ``turn_index`` adds nothing: it
+moves on right after EndOfTurn, so Updates between turns already carry the next turn's. v2 has no
 KeepAlive message: while no audio flows, mu-law silence keeps the socket open. A dropped socket
 is reopened and the audio since the last EndOfTurn replayed; an ``Error`` message or a close
 1008 fails the stream at once.
@@ -85,8 +92,11 @@ class FluxStream(DeepgramSession[LiveSocket]):
 
     def __init__(self, stt: FluxSTT) -> None:
         super().__init__(stt, 1)
-        self._turn_open = False
+        self._turn_open = False  # between StartOfTurn and EndOfTurn
         self._force_owed = 0  # ForceEndTurn sent while a turn was open: its EndOfTurn is due
+        # ForceEndTurn answered here (no turn open); a manual EndOfTurn then is its late answer
+        # (a StartOfTurn was on its way): it ends nothing
+        self._answered_locally = 0
 
     # ---- SttStream --------------------------------------------------------------------
 
@@ -112,7 +122,9 @@ class FluxStream(DeepgramSession[LiveSocket]):
                 await conn.send_force_end_turn()
         if self._turn_open:
             self._force_owed += 1
+            self._turn_open = False  # ended by it: a second one before the EndOfTurn gets none
         else:  # no turn: Flux owes no EndOfTurn (not promised), so answer here
+            self._answered_locally += 1
             self._queue.put_nowait(Transcript("", True, True, 0.0))
 
     # ---- internals --------------------------------------------------------------------
@@ -146,18 +158,32 @@ class FluxStream(DeepgramSession[LiveSocket]):
             self._replay.finalized(0.0, window_end)
             if self._force_owed:
                 self._force_owed -= 1
+            elif info.get("trigger") == "manual" and self._answered_locally:
+                # the answer to a ForceEndTurn answered here already: not another end
+                self._answered_locally -= 1
+                if text:
+                    self._queue.put_nowait(Transcript(text, True, False, confidence))
+                return
             self._queue.put_nowait(Transcript(text, True, True, confidence))
             return
-        self._turn_open = True
+        if event == "StartOfTurn":
+            self._turn_open = True
         if event in EVENTS or text:
             self._queue.put_nowait(Transcript(text, False, False, 0.0, EVENTS.get(event, "")))
 
     async def _resume(self, conn: LiveSocket, replay: bytes) -> None:
         self._turn_open = False
+        self._answered_locally = 0  # no late EndOfTurn of the lost socket comes on this one
         if replay:
             await conn.send_media(replay)
         if self._force_owed:
+            # The replay (everything since the last EndOfTurn) holds the speech of the turn
+            # the lost ForceEndTurn ended, so Flux opens it again and ONE ForceEndTurn ends it:
+            # one EndOfTurn is owed, the client answers any other.
             await conn.send_force_end_turn()
+            for _ in range(self._force_owed - 1):
+                self._queue.put_nowait(Transcript("", True, True, 0.0))
+            self._force_owed = 1
 
     async def _keep_alive(self) -> None:
         """No KeepAlive in v2: silence while the engine sends nothing (kept for replay too, so

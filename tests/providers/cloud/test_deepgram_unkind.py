@@ -52,6 +52,79 @@ async def test_finalize_with_speech_pending_is_answered_by_deepgram(cloud: FakeC
     assert _sent(cloud, from_finalize=True, text="Quick one.")
 
 
+async def test_finalize_soon_after_an_unanswered_one_is_answered_by_the_client(cloud: FakeCloud) -> None:
+    """Debt (DESIGN, Known debts): an early Finalize, then the endpoint's 100 ms of audio
+    later, before the first one's reply came. Deepgram has ~nothing left to process for the
+    second and (documented) may not answer it; the client counted the unfinalized audio
+    since the last FINAL (640 ms) and so waited for that reply: the turn waited
+    stt_final_timeout_s. Counted from the last Finalize, it answers the second itself."""
+    cloud.deepgram.script.append("Hello there.")
+    stream = await make(cloud.http_url, endpointing_ms=3000).open()
+    await push(stream, speech(500) + silence(40))
+    await stream.finalize()  # the early one: 540 ms to process, answered after a delay
+    await push(stream, silence(100))
+    await stream.finalize()  # the endpoint's, 100 ms of audio after it
+    got = await collect_until(stream, 2)
+    await cloud.deepgram.journal.wait_for(lambda j: j.count("finalize_unanswered") == 1)
+    await stream.close()
+    assert [t for t in got if t.end_of_utterance] == [
+        Transcript("", True, True, 0.0), Transcript("Hello there.", True, True, 0.98)
+    ]
+    assert len(_sent(cloud, from_finalize=True)) == 1
+
+
+async def test_late_reply_to_a_finalize_answered_by_the_client_ends_nothing(cloud: FakeCloud) -> None:
+    """The other documented answer to that second Finalize: an (empty) from_finalize reply
+    after the first one's. It must not count as the end of the next utterance."""
+    cloud.deepgram.script.extend(["Hello there.", "Second one."])
+    cloud.deepgram.small_finalize_answered = True
+    stream = await make(cloud.http_url, endpointing_ms=3000).open()
+    await push(stream, speech(500) + silence(40))
+    await stream.finalize()
+    await push(stream, silence(100))
+    await stream.finalize()
+    got = await collect_until(stream, 2)
+    await cloud.deepgram.journal.wait_for(
+        lambda j: sum(1 for e in j.of("sent") if e.data.get("from_finalize")) == 2
+    )  # both answered: the second reply was sent before anything of the next utterance
+    await push(stream, speech(600) + silence(40))
+    await stream.finalize()
+    got += await collect_until(stream, 1)
+    await stream.close()
+    assert [t for t in got if t.end_of_utterance] == [
+        Transcript("", True, True, 0.0),
+        Transcript("Hello there.", True, True, 0.98),
+        Transcript("Second one.", True, True, 0.98),
+    ]
+    assert cloud.deepgram.journal.count("finalize_unanswered") == 0
+
+
+async def test_a_reconnect_owes_one_reply_for_all_the_lost_sockets_finalizes(cloud: FakeCloud) -> None:
+    """Two Finalize messages owed when the socket drops: the new socket gets the replay and ONE
+    Finalize, which covers all of it, so one reply comes. The client answers the other itself;
+    it waited for two (and the turn stt_final_timeout_s)."""
+    cloud.deepgram.script.extend(["First part.", "Second part."])
+    cloud.deepgram.final_delay_s = 1.0  # both replies still queued when the socket drops
+    first, second = speech(500) + silence(40), speech(300) + silence(40)
+    cloud.deepgram.faults.drop_after = len(first + second) // 2 + 1  # mu-law: the next audio
+    cloud.deepgram.faults.fault_times = 1
+    stream = await make(cloud.http_url, endpointing_ms=3000).open()
+    await push(stream, first)
+    await stream.finalize()
+    await push(stream, second)
+    await stream.finalize()  # 340 ms after the first: a reply is owed for each
+    await push(stream, silence(100))
+    await cloud.deepgram.journal.wait_for(lambda j: j.count("dropped") == 1)
+    got = await collect_until(stream, 2, limit_s=10.0)
+    await stream.close()
+    ends = [t for t in got if t.end_of_utterance]
+    assert len(ends) == 2 and ends[0] == Transcript("", True, True, 0.0), ends
+    assert ends[1].text and ends[1].is_final
+    assert stream.reconnects == 1
+    finalizes = [e for e in cloud.deepgram.journal.of("control") if e.data["type"] == "Finalize"]
+    assert len(finalizes) == 3  # two on the lost socket, one on the new one
+
+
 async def test_empty_speech_final_in_the_gap_does_not_end_a_short_answer(cloud: FakeCloud) -> None:
     """Defect 3: an empty speech_final comes between the last speech and the final of "Yes.";
     reported as the end of the utterance, it made the engine drop the answer."""

@@ -118,6 +118,122 @@ async def test_force_end_turn_without_a_turn_is_answered_by_the_client(cloud: Fa
     assert got == [Transcript("", True, True, 0.0)]
 
 
+async def until_read(stream: FluxStream) -> None:
+    """Until the client has handled a TurnInfo (so every message before it too)."""
+    for _ in range(500):  # bounded: 5 s
+        if stream._got_result:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no TurnInfo handled")
+
+
+async def collect_ends(stream: FluxStream, ends: int, limit_s: float = 5.0) -> list[Transcript]:
+    got: list[Transcript] = []
+    async with asyncio.timeout(limit_s):
+        async for t in stream.transcripts():
+            got.append(t)
+            if sum(1 for g in got if g.end_of_utterance) >= ends:
+                break
+    return got
+
+
+async def test_updates_between_turns_open_no_turn(cloud: FakeCloud) -> None:
+    """Debt (DESIGN, Known debts): Flux sends Update about every 0.25 s of audio "regardless of
+    transcript updates" (its state page), so between turns too. The client took any TurnInfo
+    but EndOfTurn for an open turn: a ForceEndTurn sent then (the engine's, for a backchannel)
+    was counted as owed, no end came for it, and the next real EndOfTurn was taken as its
+    answer. A turn opens on StartOfTurn only."""
+    cloud.flux.updates_outside_turns = True
+    cloud.flux.script.append("Yes please")
+    stream = await make(cloud.http_url).open()
+    await push(stream, silence(600))
+    await until_read(stream)  # an Update between turns reached the client
+    await stream.finalize()  # no turn open: Flux owes nothing (and the fake sends nothing)
+    await push(stream, speech(600) + silence(500))
+    got = await collect_ends(stream, 2)
+    await push(stream, silence(300))
+    await cloud.flux.journal.wait_for(
+        lambda j: any(e.data.get("turn_index") == 1 for e in j.of("sent"))
+    )
+    await stream.close()
+    assert [t for t in got if t.end_of_utterance] == [
+        Transcript("", True, True, 0.0), Transcript("Yes please", True, True, 0.9)
+    ]
+    assert cloud.flux.journal.count("force_end_unanswered") == 1
+    infos = [(e["event"], e["turn_index"], e["text"]) for e in _sent(cloud, type="TurnInfo")]
+    start = infos.index(("StartOfTurn", 0, ""))
+    # documented sequence: Updates with nothing said, then the turn, then the index moves on
+    assert start >= 2 and all(i == ("Update", 0, "") for i in infos[:start])
+    end = next(n for n, i in enumerate(infos) if i[0] == "EndOfTurn")
+    assert infos[end] == ("EndOfTurn", 0, "Yes please")
+    assert infos[end + 1:] and all(i == ("Update", 1, "") for i in infos[end + 1:])
+
+
+def test_late_manual_end_of_turn_after_a_local_answer_ends_nothing() -> None:
+    """ForceEndTurn while the client saw no turn, but Flux's StartOfTurn was on its way: Flux
+    ends that turn (manual) after the client answered the ForceEndTurn itself. That EndOfTurn
+    answers the same ForceEndTurn and must not end the next turn too."""
+    s = FluxStream(FluxSTT(api_key="k"))
+    asyncio.run(s.finalize())  # no socket, no turn: answered here
+    assert s._queue.get_nowait() == Transcript("", True, True, 0.0)
+    s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})
+    s._handle({"type": "TurnInfo", "event": "EndOfTurn", "trigger": "manual", "transcript": "Um",
+               "end_of_turn_confidence": 0.9})
+    assert s._queue.get_nowait() == Transcript("Um", True, False, 0.9)  # words kept, no end
+    s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})
+    s._handle({"type": "TurnInfo", "event": "EndOfTurn", "trigger": "model", "transcript": "Hi",
+               "end_of_turn_confidence": 0.9})
+    assert s._queue.get_nowait() == Transcript("Hi", True, True, 0.9)
+    assert s._queue.empty()
+
+
+def test_a_second_force_end_turn_before_the_end_of_turn_is_answered_by_the_client() -> None:
+    """ForceEndTurn ends the open turn (state machine: TurnOngoing -> Initial); a second one
+    before its EndOfTurn arrives finds no turn and gets no EndOfTurn of its own, and an event
+    of the ended turn still on its way does not reopen it."""
+    s = FluxStream(FluxSTT(api_key="k"))
+    s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})
+    asyncio.run(s.finalize())  # owed: Flux ends the turn with a manual EndOfTurn
+    assert s._queue.empty()
+    s._handle({"type": "TurnInfo", "event": "EagerEndOfTurn", "transcript": "Yes"})  # on its way
+    asyncio.run(s.finalize())  # nothing open: answered here
+    s._handle({"type": "TurnInfo", "event": "EndOfTurn", "trigger": "manual", "transcript": "Yes",
+               "end_of_turn_confidence": 0.9})
+    got = [s._queue.get_nowait() for _ in range(s._queue.qsize())]
+    assert [t for t in got if t.end_of_utterance] == [
+        Transcript("", True, True, 0.0), Transcript("Yes", True, True, 0.9)
+    ]
+
+
+class _RecordingSocket:
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    async def send_media(self, message: bytes) -> None:
+        self.sent.append(len(message))
+
+    async def send_force_end_turn(self) -> None:
+        self.sent.append("ForceEndTurn")
+
+
+def test_a_reconnect_owes_one_end_of_turn_for_the_lost_sockets_force_end_turns() -> None:
+    """Two ForceEndTurn owed when the socket dropped (one per turn). The new socket gets the
+    replay and one ForceEndTurn: one EndOfTurn is owed, the client answers the other."""
+    s = FluxStream(FluxSTT(api_key="k"))
+    for _ in range(2):
+        s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})
+        asyncio.run(s.finalize())
+    conn = _RecordingSocket()
+    asyncio.run(s._resume(conn, b"\xff" * 800))  # type: ignore[arg-type]
+    assert conn.sent == [800, "ForceEndTurn"]
+    assert s._queue.get_nowait() == Transcript("", True, True, 0.0) and s._queue.empty()
+    s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})
+    s._handle({"type": "TurnInfo", "event": "EndOfTurn", "trigger": "manual", "transcript": "Hi",
+               "end_of_turn_confidence": 0.9})
+    assert s._queue.get_nowait() == Transcript("Hi", True, True, 0.9)
+    assert s._force_owed == 0
+
+
 async def test_trailing_off_turn_ends_by_timeout(cloud: FakeCloud) -> None:
     cloud.flux.script.append("Well I was thinking maybe...")
     stream = await make(cloud.http_url, eot_timeout_ms=900).open()
