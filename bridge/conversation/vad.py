@@ -152,7 +152,11 @@ class WebrtcSileroVad:
     async def speech(self, pcm: bytes) -> bool:
         if not self._silero_needed(pcm):
             return False
-        return await self._silero.speech(pcm) and self._since_webrtc <= 2
+        # SileroVad.speech inlined: two coroutine frames fewer on every frame silero hears
+        silero = self._silero
+        for window in silero._windows(pcm):
+            silero._decide(await silero._model.process_batched(window))
+        return silero._speaking and self._since_webrtc <= 2
 
 
 def create_vad(settings: VadSettings) -> FrameVad:
