@@ -57,12 +57,16 @@ class MemoryLeg:
         progress_every: int = 5,
         transfer_ok: bool = True,
         keep_caller_audio: bool = False,
+        keep_agent_audio: bool = True,
     ) -> None:
         self.call_id = call_id
         self.clock: Clock = clock or LoopClock()
         self.echo_gain = echo_gain
         self.transfer_ok = transfer_ok
         self.sent: list[SentFrame] = []  # every agent frame the caller heard, in order
+        # False: ``sent`` keeps each frame's time and utterance but not its audio (16 KB a
+        # second of agent speech a call that a bench's RSS per call would count as the bridge's)
+        self._keep_agent_audio = keep_agent_audio
         # every caller frame delivered (with echo mixed in), if asked for: 16 KB a second a call
         self.caller_audio = bytearray()
         self._keep_caller_audio = keep_caller_audio
@@ -201,7 +205,7 @@ class MemoryLeg:
         owner.frames -= 1
         if owner.frames == 0:
             self._owners.popleft()
-        self.sent.append(SentFrame(t, owner.utterance_id, pcm))
+        self.sent.append(SentFrame(t, owner.utterance_id, pcm if self._keep_agent_audio else b""))
         return pcm
 
     def _note_queued(self, utterance_id: str, before_ms: int) -> None:

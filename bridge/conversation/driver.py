@@ -19,7 +19,7 @@ from bridge.callmodel import CallInfo
 from bridge.conversation import actions as act
 from bridge.conversation.convert import ChunkConverter
 from bridge.conversation.driver_clock import Clock, LoopClock
-from bridge.conversation.engine import Engine
+from bridge.conversation.engine import Engine, State
 from bridge.conversation.stt_feed import SttFeed
 from bridge.conversation.tool_runner import run_tool
 from bridge.conversation.transcript import TranscriptWriter
@@ -144,9 +144,10 @@ class Conversation:
 
     async def _read_leg(self, events: AsyncIterator[Any], vad: FrameVad) -> None:
         engine = self.engine
+        now = self.clock.now
         iterator = events.__aiter__()
         while True:
-            if engine.ended:
+            if engine.state is State.ENDED:
                 # Our hang-up: the leg should end now; do not wait for ever.
                 try:
                     event = await asyncio.wait_for(iterator.__anext__(), _END_WAIT_S)
@@ -159,13 +160,18 @@ class Conversation:
                     self._feed(engine.on_leg_ended, "closed")
                     return
             if isinstance(event, AudioFrame):
-                if len(event.pcm) != FRAME_BYTES:
+                pcm = event.pcm
+                if len(pcm) != FRAME_BYTES:
                     continue  # the AudioLeg contract says 20 ms frames; skip anything else
                 # awaited: silero's window joins the batch of this loop pass (vad.py); the
                 # time is read after it, so the engine never sees time go back
-                speech = await vad.speech(event.pcm)
-                engine.on_frame(self.clock.now(), event.pcm, speech)
-                self._apply()
+                speech = await vad.speech(pcm)
+                engine.on_frame(now(), pcm, speech)
+                actions = engine.take_actions()
+                if actions:
+                    # A frame that emits nothing changes no engine deadline (the engine tests
+                    # check it on every frame): most frames skip the next_deadline re-read.
+                    self._run(actions)
                 if not engine.heard_speech:  # the engine's verdict (echo guard, level gate)
                     # Chunks only while the caller speaks. The end of speech goes at once, and
                     # so does each frame of the silence after it: an STT that ends the turn
@@ -262,7 +268,10 @@ class Conversation:
         self._apply()
 
     def _apply(self) -> None:
-        for action in self.engine.take_actions():
+        self._run(self.engine.take_actions())
+
+    def _run(self, actions: list[act.Action]) -> None:
+        for action in actions:
             self._do(action)
         if self.engine.end_reason == "transferred" and self._reader is not None:
             # The caller is with someone else now: stop reading; the daemon releases our side.

@@ -14,6 +14,11 @@ import numpy as np
 
 from bridge.leg import FRAME_BYTES
 
+# dtype objects built once: ``np.frombuffer(pcm, dtype="<i2")`` parses the string on every
+# call, ~1.5 us of the ~6 us a frame's RMS cost (50 frames a second a call)
+_I16 = np.dtype("<i2")
+_F64 = np.dtype(np.float64)
+
 
 def frame_rms(pcm: bytes) -> float:
     """The RMS of s16le samples. One float64 copy and a dot product: exact (a frame's sum of
@@ -22,7 +27,7 @@ def frame_rms(pcm: bytes) -> float:
     n = len(pcm) // 2
     if n == 0:
         return 0.0
-    samples = np.frombuffer(pcm, dtype="<i2", count=n).astype(np.float64)
+    samples = np.frombuffer(pcm, _I16, n).astype(_F64)
     return math.sqrt(float(samples.dot(samples)) / n)
 
 
@@ -31,7 +36,7 @@ def frames_rms(pcm: bytes) -> list[float]:
     frames = len(pcm) // FRAME_BYTES
     if frames == 0:
         return []
-    samples = np.frombuffer(pcm, dtype="<i2", count=frames * FRAME_BYTES // 2).astype(np.float64)
+    samples = np.frombuffer(pcm, _I16, frames * FRAME_BYTES // 2).astype(_F64)
     samples = samples.reshape(frames, FRAME_BYTES // 2)
     power = np.einsum("ij,ij->i", samples, samples) / (FRAME_BYTES // 2)
     return [math.sqrt(p) for p in power.tolist()]

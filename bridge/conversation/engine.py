@@ -217,7 +217,7 @@ class Engine:
 
     # -- caller audio -----------------------------------------------------------------------
     def on_frame(self, now: float, pcm: bytes, is_speech: bool) -> None:
-        if self.ended:
+        if self.state is State.ENDED:  # not the property: 50 frames a second a call
             return
         self._frame_no += 1
         reply = self._reply

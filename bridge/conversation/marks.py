@@ -42,7 +42,7 @@ class TurnMarks:
     def as_dict(self) -> dict[str, float]:
         """Milliseconds after user_speech_end, for logs, transcripts and metrics."""
         out: dict[str, float] = {}
-        for name in ("stt_final", "llm_first_token", "tts_first_byte", "first_audio_out"):
+        for name in ("stt_final", "llm_first_token", "first_clause", "tts_first_byte", "first_audio_out"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = round((value - self.user_speech_end) * 1000, 1)

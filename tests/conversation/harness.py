@@ -93,8 +93,11 @@ class Harness:
     def frames(self, n: int, speech: bool, pcm: bytes | None = None) -> None:
         for _ in range(n):
             frame = pcm if pcm is not None else (LOUD if speech else SILENCE)
+            due = self.engine.next_deadline()
             self.engine.on_frame(self.t, frame, speech)
-            self.collect()
+            if not self.collect():
+                # the driver does not re-read next_deadline after a frame that emitted nothing
+                assert self.engine.next_deadline() == due, f"a silent frame moved the deadline at {self.t}"
             self.tick()
             self.t += FRAME_S
 

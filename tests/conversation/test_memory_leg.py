@@ -124,3 +124,19 @@ async def test_realtime_legs_tick_on_the_rtp_legs_shared_media_clock() -> None:
     for leg in legs[1:]:
         await leg.aclose()
     assert len(media) == 0
+
+
+def test_without_agent_audio_kept_the_frames_keep_their_times_and_utterances() -> None:
+    def run(keep: bool) -> list[tuple[float, str, int]]:
+        clock = ManualClock()
+        leg = MemoryLeg("c", clock, keep_agent_audio=keep)
+        leg.play("a", _pcm(3 * FRAME_BYTES, 700))
+        leg.end_utterance("a")
+        for _ in range(5):
+            leg.step()
+            clock.advance(0.02)
+        return [(f.t, f.utterance_id, len(f.pcm)) for f in leg.sent]
+
+    kept, dropped = run(True), run(False)
+    assert [f[:2] for f in kept] == [f[:2] for f in dropped] and len(kept) == 3
+    assert all(n == FRAME_BYTES for *_, n in kept) and all(n == 0 for *_, n in dropped)

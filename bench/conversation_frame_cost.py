@@ -1,0 +1,211 @@
+"""CPU time per call per 20 ms tick of the conversation loop's bridge side, in one process;
+prints JSON.
+
+    .venv/bin/python bench/conversation_frame_cost.py [--calls 100] [--seconds 30] [--tree DIR]
+
+N conversations (the real driver, engine, VAD (webrtc + shared, batched silero), level gate,
+echo guard, STT feed) on in-memory legs, with zero-cost in-process providers (an STT that
+answers each Finalize with a final, an LLM that streams a two-clause answer in four deltas, a
+TTS that gives 1 s of tone a clause), so what is measured is the bridge's own per-call work and
+not the vendor SDKs'. Each caller asks an espeak-ng question every 5 s (staggered by call),
+the agent answers (2 s of audio), and so on: about 30 % of ticks carry caller speech, as in
+``bench/voice_to_voice.py``.
+
+Time is a manual clock: each tick every leg is stepped (agent frame out, caller frame in, as
+the media clock does), the event loop then runs until it has nothing ready (bounded), and the
+clock moves 20 ms. So the run is the same on a busy box as on a quiet one (same frames, same
+silero batches), and the figure is the thread's CPU time (``time.thread_time``: silero's ONNX
+Runtime runs in this thread) over the calls' ticks. ``--tree`` measures another checkout (e.g.
+a ``git archive`` of main) for a back-to-back A/B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+QUESTIONS = ["Where are you located?", "Are you open on Saturday?", "I would like to make an appointment."]
+_PERIOD_TICKS = 250  # a question every 5 s of the call
+_SETTLE = 200  # loop passes after each tick at most (stops as soon as nothing is ready)
+
+
+def speak(text: str, folder: Path, name: str) -> bytes:
+    from bridge.audio.wavfile import read_wav_8k_mono
+
+    path = folder / f"{name}.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us+klatt", "-s", "165", "-w", str(path), text],
+                   check=True, capture_output=True, timeout=30)
+    return read_wav_8k_mono(path)
+
+
+def providers() -> Any:
+    import numpy as np
+
+    from bridge.providers.base import AudioChunk, LlmEvent, Message, TextDelta, ToolSpec, Transcript
+    from bridge.providers.factory import ProviderSet
+
+    class Stream:
+        def __init__(self) -> None:
+            self.queue: asyncio.Queue[Transcript] = asyncio.Queue()
+
+        async def send(self, pcm: bytes) -> None:
+            return None
+
+        async def finalize(self) -> None:
+            heard = Transcript("Are you open on Saturday?", is_final=True, end_of_utterance=True)
+            self.queue.put_nowait(heard)
+
+        async def transcripts(self) -> AsyncIterator[Transcript]:
+            while True:
+                yield await self.queue.get()
+
+        async def close(self) -> None:
+            return None
+
+    class Stt:
+        name = "instant"
+
+        async def open(self) -> Stream:
+            return Stream()
+
+    class Llm:
+        name = "instant"
+
+        async def stream(self, messages: Sequence[Message],
+                         tools: Sequence[ToolSpec]) -> AsyncIterator[LlmEvent]:
+            if messages and messages[-1].role == "user":
+                for delta in ("We are open ", "from nine to six. ", "Anything ", "else?"):
+                    yield TextDelta(delta)
+
+    class Tts:
+        name = "instant"
+        pcm = (np.sin(np.arange(8000) * 2 * np.pi * 220 / 8000) * 6000).astype("<i2").tobytes()  # 1 s
+
+        async def synthesize(self, text: AsyncIterator[str]) -> AsyncIterator[AudioChunk]:
+            async for _clause in text:
+                for i in range(0, len(self.pcm), 3200):  # 100 ms chunks, as a TTS streams
+                    yield AudioChunk(self.pcm[i : i + 3200])
+
+        async def aclose(self) -> None:
+            return None
+
+    return ProviderSet([Stt()], [Llm()], [Tts()])  # type: ignore[list-item]
+
+
+async def measure(calls: int, seconds: float, questions: list[bytes]) -> dict[str, Any]:
+    from bridge.callmodel import CallInfo
+    from bridge.conversation import run_conversation
+    from bridge.conversation.silero_shared import shared_silero
+    from bridge.conversation.transcript import TranscriptWriter
+    from bridge.settings import Settings
+    from devkit.manual_clock import ManualClock
+    from devkit.memory_leg import MemoryLeg
+
+    class Capture(TranscriptWriter):
+        def __init__(self) -> None:
+            super().__init__(None)
+            self.turns = 0
+
+        def write(self, event: str, **data: Any) -> None:
+            if event == "latency":
+                self.turns += 1
+
+    settings = Settings.model_validate({"conversation": {"greeting": "Hi.", "transcripts_dir": ""}})
+    shared_silero()
+    clock = ManualClock()
+    provider_set = providers()
+    legs = [MemoryLeg(f"cost-{n}", clock) for n in range(calls)]
+    captures = [Capture() for _ in range(calls)]
+    tasks = [
+        asyncio.create_task(run_conversation(
+            leg, provider_set, settings, transcript=cap, clock=clock, fallback_audio=b"",
+            call_info=CallInfo(leg.call_id, "sip:caller@bench", "sip:agent@bench", ("127.0.0.1", 5060)),
+        ))
+        for leg, cap in zip(legs, captures, strict=True)
+    ]
+    loop = asyncio.get_running_loop()
+
+    async def settle() -> None:
+        for _ in range(_SETTLE):
+            await asyncio.sleep(0)
+            if not loop._ready:  # type: ignore[attr-defined]  # nothing else ready: the tick is done
+                return
+
+    async def tick(t: int) -> None:
+        for n, leg in enumerate(legs):
+            if t % _PERIOD_TICKS == (n * 7) % _PERIOD_TICKS and t >= _PERIOD_TICKS // 2:
+                leg.say(questions[(n + t // _PERIOD_TICKS) % len(questions)])
+            leg.step()
+        await settle()
+        clock.advance(0.020)
+
+    ticks = round(seconds / 0.020)
+    warm = _PERIOD_TICKS // 2
+    for t in range(warm):  # the greetings and VADs loaded (their threads), not counted
+        await tick(t)
+        if t == 0:
+            await asyncio.sleep(0.2)
+    gc.collect()
+    silero = shared_silero()
+    runs, windows = silero.runs, silero.windows
+    # silero's inference on its own (the same work on both sides of an A/B, and the noisiest
+    # part on a shared box: cache-bound), so the rest of the loop's cost can be read apart
+    inference = [0.0]
+    plain_run = silero.run
+
+    def timed_run(*args: Any) -> Any:
+        start = time.thread_time()
+        try:
+            return plain_run(*args)
+        finally:
+            inference[0] += time.thread_time() - start
+
+    silero.run = timed_run  # type: ignore[method-assign]
+    cpu = time.thread_time()
+    for t in range(warm, warm + ticks):
+        await tick(t)
+    cpu = time.thread_time() - cpu
+    silero.run = plain_run  # type: ignore[method-assign]
+    for leg in legs:
+        await leg.remote_hangup("bye")
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "calls": calls,
+        "ticks": ticks,
+        "us_per_call_tick": round(cpu * 1e6 / (calls * ticks), 1),
+        "silero_inference_us_per_call_tick": round(inference[0] * 1e6 / (calls * ticks), 1),
+        "rest_us_per_call_tick": round((cpu - inference[0]) * 1e6 / (calls * ticks), 1),
+        "cores_at_real_time": round(cpu / (ticks * 0.020), 3),
+        "turns_answered": sum(c.turns for c in captures),
+        "silero_windows_per_run": round((silero.windows - windows) / max(1, silero.runs - runs), 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--calls", type=int, default=100)
+    ap.add_argument("--seconds", type=float, default=30.0, help="call time measured (clock, not wall)")
+    ap.add_argument("--tree", type=Path, help="the checkout to measure (default: this one)")
+    args = ap.parse_args()
+    tree = (args.tree or Path(__file__).resolve().parents[1]).resolve()
+    sys.path.insert(0, str(tree))
+    with tempfile.TemporaryDirectory() as tmp:
+        questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
+    result = asyncio.run(measure(args.calls, args.seconds, questions))
+    print(json.dumps({"tree": str(tree), **result}))
+
+
+if __name__ == "__main__":
+    main()
