@@ -125,7 +125,8 @@ class StreamConnection(ServerConnection):
         # an incomplete frame: websockets' parser sees the same bytes it would have (no event)
         if self._tail:
             tail, self._tail = self._tail, b""
-            self.protocol.receive_data(tail)
+            with contextlib.suppress(EOFError):  # the stream already ended for websockets
+                self.protocol.receive_data(tail)
 
     def process_event(self, event: Event) -> None:
         # the frames websockets parsed (before cutting starts, and the ones not cut here)

@@ -159,3 +159,35 @@ async def test_a_frame_over_max_size_after_start_closes_1009_even_when_cut_in_pi
                 for _ in range(50):
                     await asyncio.wait_for(ws.recv(), 10)
             assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+
+
+async def test_a_drop_in_the_middle_of_a_frame_ends_the_call_as_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The socket dies with half a frame held here: websockets sees the same bytes and the same
+    end (no close frame: Plivo's DroppedStream), the call ends as dropped, nothing raises."""
+    ended: list[str] = []
+
+    async def agent(leg: AudioLeg, info: CallInfo) -> None:
+        async for ev in leg.events():
+            if isinstance(ev, LegEnded):
+                ended.append(ev.reason)
+
+    async with running_server(agent) as server:
+        sim = sim_client(server, call_uuid="call-drop", extra_headers=headers_for("call-drop"))
+        async with signed_connect(server) as ws:
+            await ws.send(sim.start_message())
+            await asyncio.sleep(0.2)
+            await ws.send(sim.media_message(tone(20), 1))
+            await asyncio.sleep(0.05)
+            wire = Frame(Opcode.TEXT, sim.media_message(tone(20), 2).encode()).serialize(mask=True)
+            assert ws.transport is not None
+            ws.transport.write(wire[:100])
+            await asyncio.sleep(0.05)
+            ws.transport.abort()
+            for _ in range(500):  # bounded: 10 s
+                if ended:
+                    break
+                await asyncio.sleep(0.02)
+    assert ended == ["dropped"]
+    assert not [r for r in caplog.records if r.exc_info]
