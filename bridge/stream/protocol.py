@@ -126,7 +126,7 @@ _scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type] 
 
 def _load(text: str | bytes) -> object:
     try:
-        whole = text.decode() if isinstance(text, bytes) else text  # a text frame is UTF-8
+        whole = text if isinstance(text, str) else bytes(text).decode()  # a text frame is UTF-8
         value, end = _scan(whole, 0)
         if end == len(whole):
             return value
