@@ -57,6 +57,8 @@ class StreamConnection(ServerConnection):
                 return
             self._cutting = True
             self._max = self._limit()
+            # a fragmented message websockets has begun (its next fragments are websockets')
+            self._fragmenting = getattr(self.protocol, "current_size", None) is not None
         if self._tail:
             data = self._tail + data
             self._tail = b""
