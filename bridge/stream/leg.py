@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from websockets.asyncio.connection import Connection
@@ -52,6 +52,8 @@ class StreamLeg:
         self.stream_id = start.stream_id
         self.media_format = start.media_format
         self._ws = ws
+        # a socket that writes several messages at once (connection.StreamConnection.send_texts)
+        self._send_pair: Callable[[str, str], Awaitable[None]] | None = getattr(ws, "send_texts", None)
         self._control = control
         self._decode = start.media_format.decoder()
         self._encode = start.media_format.encoder()
@@ -212,5 +214,10 @@ class StreamLeg:
 
     async def _send_chunk(self, chunk: Chunk) -> None:
         self.chunks_out += 1
-        await self._ws.send(protocol.play_audio(self.media_format, self._encode(chunk.pcm)))
-        await self._ws.send(protocol.checkpoint(self.stream_id, chunk.checkpoint))
+        play = protocol.play_audio(self.media_format, self._encode(chunk.pcm))
+        mark = protocol.checkpoint(self.stream_id, chunk.checkpoint)
+        if self._send_pair is not None:
+            await self._send_pair(play, mark)  # the stream server's socket: one write for both
+        else:
+            await self._ws.send(play)
+            await self._ws.send(mark)

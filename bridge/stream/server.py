@@ -12,16 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import Event
 
 from bridge import callcontext
 from bridge.callfacts import CALL_UUID, TOKEN, token_valid
@@ -36,6 +33,7 @@ from bridge.settings.addresses import parse_host_port
 from bridge.settings.plivo import nonce_path
 from bridge.stream import protocol
 from bridge.stream.callfacts import parse_extra_headers
+from bridge.stream.connection import StreamConnection
 from bridge.stream.leg import CallControl, StreamLeg
 from bridge.stream.tokens import UsedTokens
 from bridge.supervisor import AGENT_GRACE_S, CallSupervisor
@@ -122,7 +120,7 @@ class StreamServer:
             self._host,
             self._port,
             process_request=self._check_request,
-            create_connection=_StreamConnection,
+            create_connection=StreamConnection,
             max_size=self._plivo.stream_max_message_bytes,
             compression=None,  # audio does not deflate; save the CPU
             open_timeout=10,
@@ -303,12 +301,12 @@ class StreamServer:
         media seen meanwhile, a new one is set from that moment."""
         media_timeout_s = self._plivo.stream_media_timeout_s
         reader = _Reader(self, ws, leg, asyncio.get_running_loop().time())
-        if isinstance(ws, _StreamConnection):
+        if isinstance(ws, StreamConnection):
             ws.on_text = reader.on_text
         try:
             return await self._read_until_end(reader, leg, media_timeout_s)
         finally:
-            if isinstance(ws, _StreamConnection):
+            if isinstance(ws, StreamConnection):
                 ws.on_text = None
 
     async def _read_until_end(self, reader: _Reader, leg: StreamLeg, media_timeout_s: float) -> str:
@@ -372,44 +370,9 @@ class _StreamCall:
                 "clears": leg.clears_sent}
 
 
-class _StreamConnection(ServerConnection):
-    """A server connection whose whole text messages can be taken as they are parsed.
-
-    ``on_text`` (set once the stream has started) sees each complete text frame in
-    ``data_received``; what it takes (media, playedStream, ...: True) never goes through the
-    websockets message queue and the reader task's ``recv()``, a task wake-up and two futures
-    per message, 50 times a second per call. What it leaves (stop, start, bad or unknown
-    messages, fragmented or binary ones) is queued for ``recv()`` as usual."""
-
-    on_text: Callable[[bytes], bool] | None = None
-    _failures = 0
-
-    def process_event(self, event: Event) -> None:
-        take = self.on_text
-        if take is not None and type(event) is Frame and event.opcode is Opcode.TEXT and event.fin \
-                and self._nothing_queued():
-            try:
-                if take(bytes(event.data)):
-                    return
-            except Exception:  # never out of data_received: that would drop the connection
-                self._failures += 1
-                if self._failures <= 3 or self._failures % 1000 == 0:
-                    log.exception("stream message handling failed in the socket (%d)", self._failures)
-                return
-        super().process_event(event)
-
-    def _nothing_queued(self) -> bool:
-        """No earlier message waits for ``recv()``: taking this one keeps the order (a message
-        left to the queue is followed there by the rest until the reader has taken it)."""
-        try:
-            return len(self.recv_messages.frames) == 0
-        except (AttributeError, TypeError):  # another websockets' internals: always queue
-            return False
-
-
 class _Reader:
     """The receive loop of one stream, without a timeout of its own (see StreamServer._receive),
-    and the fast path of ``_StreamConnection.on_text`` for the messages of the 20 ms path."""
+    and the fast path of ``StreamConnection.on_text`` for the messages of the 20 ms path."""
 
     def __init__(self, server: StreamServer, ws: ServerConnection, leg: StreamLeg, now: float) -> None:
         self._ws = ws

@@ -88,6 +88,22 @@ def test_outgoing_messages() -> None:
     assert json.loads(protocol.clear_audio("s")) == {"event": "clearAudio", "streamId": "s"}
 
 
+@pytest.mark.parametrize("fmt", protocol.SUPPORTED_FORMATS)
+@pytest.mark.parametrize("ids", [("s-1", "vb1"), ("3b5a1a64-8e3e-11ee", "vb123456"),
+                                 ('q"uo\\te', "é\n\u2028")])
+def test_outgoing_messages_are_exactly_what_json_dumps_writes(fmt: protocol.MediaFormat,
+                                                               ids: tuple[str, str]) -> None:
+    """play_audio and checkpoint are built from parts (no json.dumps per chunk): byte for byte
+    what json.dumps writes, whatever the stream id and name hold."""
+    stream_id, name = ids
+    payload = bytes(range(256)) * 7
+    assert protocol.play_audio(fmt, payload) == json.dumps({"event": "playAudio", "media": {
+        "contentType": fmt.content_type, "sampleRate": fmt.sample_rate,
+        "payload": base64.b64encode(payload).decode()}})
+    assert protocol.checkpoint(stream_id, name) == json.dumps(
+        {"event": "checkpoint", "streamId": stream_id, "name": name})
+
+
 @pytest.mark.parametrize("value", ["abc123", "+919876543210", "3b5a1a64-8e3e-11ee", "ZZ41", "", "é x", "5%"])
 def test_header_values_round_trip_between_processes(value: str) -> None:
     encoded = encode_value(value)
