@@ -91,8 +91,9 @@ class PlayoutBuffer:
             self._ext = pos
         return pos
 
-    def put(self, timestamp: int, pcm: bytes) -> None:
-        """Buffer decoded s16le audio that starts at RTP ``timestamp``."""
+    def put(self, timestamp: int, pcm: bytes, seq: int | None = None) -> None:
+        """Buffer decoded s16le audio that starts at RTP ``timestamp``. ``seq`` (the RTP
+        sequence number) is not used here: a playout buffer judges by timestamp alone."""
         samples = len(pcm) // 2
         if samples == 0:
             return

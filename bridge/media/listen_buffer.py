@@ -10,7 +10,14 @@ cadence: here a missing frame (a lost or reordered packet) is waited for until a
 then concealed (bridge.media.plc); a packet after that is late and dropped. A run of
 concealment with nothing buffered means the sender paused (silence suppression, DTMF,
 hold): delivery suspends and restarts at the next audio. Sans-I/O, same input as
-PlayoutBuffer (decoded audio at RTP timestamps); ``frames()`` once per clock tick.
+PlayoutBuffer (decoded audio at RTP timestamps, and the RTP sequence number); ``frames()``
+once per clock tick.
+
+Stale audio is never delivered twice: a packet behind the delivered position whose sequence
+number is older than the newest one seen (a delayed or replayed block, RFC 3550 A.1 keeps
+within 100 packets as misorder) is dropped without counting towards the late-run resync, so
+only a sender whose timestamps moved back while its sequence numbers went on is followed; and
+after a resync, packets numbered before it belong to the timeline that was left.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ _HALF = 1 << 31
 _LATE_RUN_RESET = 5  # this many late packets in a row: the sender's timeline moved, follow it
 _MAX_CHUNKS = 200
 _MAX_FRAMES_PER_TICK = 50  # a burst after a stall comes out at once, within reason
+_SEQ_MOD = 1 << 16
+_SEQ_HALF = 1 << 15
+_MAX_MISORDER = 100  # RFC 3550 A.1: further back than this is a restarted sender, not a stale packet
 
 
 class ListenBuffer:
@@ -50,6 +60,8 @@ class ListenBuffer:
         self._conceal_run = 0
         self._stalled = 0  # ticks the head frame has been missing
         self._late_run = 0
+        self._seq_hi: int | None = None  # the newest sequence number seen, unwrapped
+        self._seq_epoch: int | None = None  # the first sequence number after a resync
         # counters (the same as PlayoutBuffer's, for the leg's stats)
         self.late = 0
         self.duplicates = 0
@@ -79,6 +91,7 @@ class ListenBuffer:
         self._conceal_run = 0
         self._stalled = 0
         self._late_run = 0
+        self._seq_hi = self._seq_epoch = None
 
     # -- input ---------------------------------------------------------------------------
     def _unwrap(self, timestamp: int) -> int:
@@ -91,22 +104,45 @@ class ListenBuffer:
             self._ext = pos
         return pos
 
-    def put(self, timestamp: int, pcm: bytes) -> None:
-        """Buffer decoded s16le audio that starts at RTP ``timestamp``."""
+    def _seq_age(self, seq: int) -> int:
+        """How many packets before the newest seen ``seq`` was sent (0: it is the newest);
+        -1 when it is older than the current timeline (sent before the last resync)."""
+        hi = self._seq_hi
+        if hi is None:
+            self._seq_hi = seq
+            return 0
+        delta = ((seq - hi) + _SEQ_HALF) % _SEQ_MOD - _SEQ_HALF
+        if delta >= 0:
+            self._seq_hi = hi + delta
+            return 0
+        if -delta > _MAX_MISORDER:
+            return 0  # far behind: the sender restarted its numbering, judge by timestamp alone
+        epoch = self._seq_epoch
+        return -1 if epoch is not None and hi + delta < epoch else -delta
+
+    def put(self, timestamp: int, pcm: bytes, seq: int | None = None) -> None:
+        """Buffer decoded s16le audio that starts at RTP ``timestamp``; ``seq``: its RTP
+        sequence number, which tells a stale packet from a sender's moved timeline."""
         samples = len(pcm) // 2
         if samples == 0:
+            return
+        age = 0 if seq is None else self._seq_age(seq)
+        if age < 0:
+            self.late += 1  # sent before the timeline we follow began
             return
         pos = self._unwrap(timestamp)
         behind = self._head if self._head is not None else self._floor
         if behind is not None and pos + samples <= behind:
             self.late += 1
+            if age:
+                return  # an older packet than one already seen: stale, never a new timeline
             self._late_run += 1
             if self._late_run < _LATE_RUN_RESET:
                 return
-            self._resync(timestamp)
+            self._resync(timestamp, seq)
             pos = self._unwrap(timestamp)
         elif self._head is not None and pos > self._head + self._resync_ahead:
-            self._resync(timestamp)
+            self._resync(timestamp, seq)
             pos = self._unwrap(timestamp)
         self._late_run = 0
         if pos in self._chunks:
@@ -118,10 +154,12 @@ class ListenBuffer:
         if len(self._starts) > _MAX_CHUNKS:
             self._drop_before(self._starts[1])
 
-    def _resync(self, timestamp: int) -> None:
+    def _resync(self, timestamp: int, seq: int | None) -> None:
         self.resyncs += 1
         self.reset()
         self._ext = timestamp
+        if seq is not None:
+            self._seq_hi = self._seq_epoch = seq  # packets numbered before this one are the old timeline
 
     # -- output --------------------------------------------------------------------------
     def frames(self) -> list[bytes]:

@@ -18,7 +18,6 @@ import asyncio
 import logging
 import random
 import struct
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -30,6 +29,7 @@ from bridge.media.dtmf import DtmfReceiver, DtmfSender, normalize_digits
 from bridge.media.events import EventChannel
 from bridge.media.jitter_buffer import PlayoutBuffer
 from bridge.media.listen_buffer import ListenBuffer
+from bridge.media.listen_recording import ListenRecording
 from bridge.media.media_clock import MediaClock, clock_for_loop
 from bridge.media.playback import PlaybackQueue
 from bridge.media.ports import PortAllocator, PortPair
@@ -89,7 +89,7 @@ class RtpLeg:
         self._channel = EventChannel()
         self._queue = PlaybackQueue(self._channel.put)
         self._playout: PlayoutBuffer | ListenBuffer = PlayoutBuffer(target_ms=settings.jitter_buffer_ms)
-        self._recorded: deque[bytes] = deque(maxlen=5)  # listen mode: caller frames for the recording
+        self._listen_rec: ListenRecording | None = None  # listen mode: the recording's caller frames
         self._dtmf_rx = DtmfReceiver()
         self._dtmf_tx = DtmfSender()
         self._rx = ReceiveStats()
@@ -159,6 +159,8 @@ class RtpLeg:
                 path = recording_path(self._settings.recordings_dir, self.call_id)
                 self._recorder = CallRecorder(path)
                 write_subject(path, self.subject)
+                if isinstance(self._playout, ListenBuffer):
+                    self._listen_rec = ListenRecording(self._recorder)
             except OSError as exc:
                 log.error("recording disabled for this call: %s", exc, extra={"call_id": self.call_id})
         self._ticking = True
@@ -210,6 +212,8 @@ class RtpLeg:
         stays the longest wait for a missing packet."""
         if not isinstance(self._playout, ListenBuffer):
             self._playout = ListenBuffer(max_wait_ms=self._settings.jitter_buffer_ms)
+            if self._recorder is not None:
+                self._listen_rec = ListenRecording(self._recorder)
 
     def inject_dtmf(self, digit: str, duration_ms: int) -> None:
         """A digit that came by SIP INFO: delivered like an RFC 4733 one."""
@@ -318,6 +322,8 @@ class RtpLeg:
         self._pair.rtcp.close()
         self._ports.release(self._pair.port)
         if self._recorder is not None:
+            if self._listen_rec is not None:
+                self._listen_rec.flush()
             self._recorder.close()
 
     def _end(self, reason: str, by: EndedBy) -> None:
@@ -393,7 +399,9 @@ class RtpLeg:
         caller_pcm: bytes | None = None
         playout = self._playout
         if isinstance(playout, ListenBuffer):
-            caller_pcm = self._listen_tick(playout, now) if self._rx_on else None
+            frames = self._listen_tick(playout, now) if self._rx_on else []
+            if self._listen_rec is not None:
+                self._listen_rec.tick(frames, self._agent_pcm, self._rx_on and playout.primed)
         elif self._rx_on:
             caller_pcm = playout.tick()
             if caller_pcm is None and self._rx_flowing:
@@ -402,14 +410,15 @@ class RtpLeg:
             if caller_pcm is not None:
                 self._n["frames_in"] += 1
                 self._channel.put(AudioFrame(caller_pcm, now))
-        if self._recorder is not None:
+        if self._recorder is not None and self._listen_rec is None:
             self._recorder.write(caller_pcm, self._agent_pcm)
         self._tick_no += 1
         if self._tick_no % _HOUSEKEEPING_TICKS == 0:
             self._housekeeping(now)
 
-    def _listen_tick(self, playout: ListenBuffer, now: float) -> bytes | None:
-        """Listen mode: every frame that is ready goes out now; the recording takes one a tick."""
+    def _listen_tick(self, playout: ListenBuffer, now: float) -> list[bytes]:
+        """Listen mode: every frame that is ready goes out now (and to the recording, all of
+        them: listen_recording.py)."""
         frames = playout.frames()
         if not frames and self._rx_flowing and not playout.primed:
             frames = [_SILENCE]  # the sender paused: keep the frames (the listener's time) coming
@@ -417,10 +426,7 @@ class RtpLeg:
         for pcm in frames:
             self._n["frames_in"] += 1
             self._channel.put(AudioFrame(pcm, now))
-        if self._recorder is None:
-            return None
-        self._recorded.extend(frames)
-        return self._recorded.popleft() if self._recorded else None
+        return frames
 
     def _on_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         n = self._n
@@ -462,7 +468,7 @@ class RtpLeg:
                 self._dtmf_in(digit, duration_ms, now, "rfc4733")
         elif self._rx_on and decode is not None:
             pcm = decode(payload)
-            self._playout.put(ts, pcm)
+            self._playout.put(ts, pcm, seq)
             if pt == self._pt:
                 self._passthrough.keep(pcm, payload)
             self._rx_flowing = True
