@@ -24,7 +24,7 @@ from typing import Any
 from bridge.callmodel import MediaParams
 from bridge.leg import FRAME_BYTES, FRAME_SAMPLES, AudioFrame, DtmfDigit, EndedBy, LegEnded, LegEvent
 from bridge.media import udp
-from bridge.media.codec import DECODERS, ENCODERS, Passthrough
+from bridge.media.codec import DECODERS, ENCODERS, Passthrough, decode_ulaw_keeping
 from bridge.media.dtmf import DtmfReceiver, DtmfSender, normalize_digits
 from bridge.media.events import EventChannel
 from bridge.media.jitter_buffer import PlayoutBuffer
@@ -99,6 +99,7 @@ class RtpLeg:
         self._encode = ENCODERS["PCMU"]
         self._passthrough = Passthrough()  # caller payloads in our codec, by decoded frame
         self._pt = 0
+        self._keep_pt = -1  # listen mode with PCMU: 0, its frames keep their payload (g711.UlawPcm)
         self._dtmf_pt: int | None = None
         self._tx_on = False
         self._rx_on = False
@@ -182,6 +183,7 @@ class RtpLeg:
         if media.payload_type != self._pt:
             self._passthrough.clear()  # the kept payloads are of the old codec
         self._pt = media.payload_type
+        self._set_keep_pt()
         self._dtmf_pt = media.dtmf_payload_type
         remote: tuple[str, int] | None = (media.remote_host, media.remote_port)
         if media.remote_host in _NO_ADDRESS or media.remote_port == 0:
@@ -214,6 +216,17 @@ class RtpLeg:
             self._playout = ListenBuffer(max_wait_ms=self._settings.jitter_buffer_ms)
             if self._recorder is not None:
                 self._listen_rec = ListenRecording(self._recorder)
+            self._set_keep_pt()
+
+    def _set_keep_pt(self) -> None:
+        """Listen mode on PCMU: caller frames keep the payload they came in (g711.UlawPcm), so
+        an STT fed mu-law (Deepgram) sends the caller's bytes as received, without a decode
+        here being encoded again there. A frame made here (concealment, filler, a frame cut
+        from packets of another size) is plain PCM. Not in echo mode: Passthrough does that
+        without a GC-tracked object per frame."""
+        media = self._media
+        listen = isinstance(self._playout, ListenBuffer)
+        self._keep_pt = 0 if listen and media is not None and media.codec == "PCMU" and self._pt == 0 else -1
 
     def inject_dtmf(self, digit: str, duration_ms: int) -> None:
         """A digit that came by SIP INFO: delivered like an RFC 4733 one."""
@@ -467,10 +480,14 @@ class RtpLeg:
             for digit, duration_ms in self._dtmf_rx.on_packet(ssrc, ts, payload, now):
                 self._dtmf_in(digit, duration_ms, now, "rfc4733")
         elif self._rx_on and decode is not None:
-            pcm = decode(payload)
+            pcm: bytes
+            if pt == self._keep_pt:
+                pcm = decode_ulaw_keeping(payload)  # listen mode, PCMU: the frame carries it
+            else:
+                pcm = decode(payload)
+                if pt == self._pt:
+                    self._passthrough.keep(pcm, payload)
             self._playout.put(ts, pcm, seq)
-            if pt == self._pt:
-                self._passthrough.keep(pcm, payload)
             self._rx_flowing = True
 
     def _dtmf_in(self, digit: str, duration_ms: int, now: float, method: str) -> None:

@@ -88,3 +88,54 @@ async def test_a_stale_block_is_not_handed_to_the_listener_again() -> None:
     await leg.close()
     peer.close()
     await c.stop()
+
+
+async def test_listen_mode_pcmu_frames_carry_the_payload_as_received() -> None:
+    """The SIP conversation path: a PCMU caller frame keeps the bytes it came in
+    (g711.UlawPcm), so the STT feed and Deepgram (encoding=mulaw) send them as received. A
+    mu-law 0x7F (one of G.711's two zeros) shows the difference: encoding the decoded frame
+    again gives 0xFF. Concealed and filler frames were never received: plain PCM."""
+    from bridge.conversation.stt_feed import join_frames
+
+    ports = allocator(2)
+    peer = await RawPeer.open()
+    leg = await RtpLeg.open("keep", "127.0.0.1", ports, MediaSettings(jitter_buffer_ms=40))
+    leg.listen_on_arrival()
+    c = Collector.start(leg)
+    leg.start(media(peer.port, "PCMU"))
+    sent = [bytes([0x7F, 0xFF, 0x80 + i, 0x00]) * 40 for i in range(6)]
+    for payload in sent:
+        peer.send(leg.local_port, 0, payload)
+        peer.ts = (peer.ts + 160) & 0xFFFFFFFF
+    assert await wait_until(lambda: len(c.frames) >= 12)  # the six, then concealment and filler
+    await leg.close()
+    peer.close()
+    await c.stop()
+    frames = [f.pcm for f in c.frames]
+    assert all(type(f) is g711.UlawPcm for f in frames[:6])
+    assert [f.ulaw for f in frames[:6]] == sent  # type: ignore[attr-defined]
+    assert frames[:6] == [DECODE(p) for p in sent]
+    assert g711.as_ulaw(join_frames(frames[:6])) == b"".join(sent)  # what Deepgram is sent
+    assert g711.pcm_to_ulaw(frames[0]) != sent[0]  # re-encoding would not give these bytes
+    assert all(type(f) is bytes for f in frames[6:])  # made here: concealment, then filler
+
+
+async def test_frames_keep_no_payload_in_echo_mode_or_on_pcma() -> None:
+    """The echo path keeps payloads beside the frames (codec.Passthrough), not on them; PCMA
+    frames have no mu-law to keep."""
+    ports = allocator(4)
+    for listen, codec, pt in ((False, "PCMU", 0), (True, "PCMA", 8)):
+        peer = await RawPeer.open()
+        leg = await RtpLeg.open("plain", "127.0.0.1", ports, MediaSettings(jitter_buffer_ms=20))
+        if listen:
+            leg.listen_on_arrival()
+        c = Collector.start(leg)
+        leg.start(media(peer.port, codec))
+        for i in range(4):
+            peer.send(leg.local_port, pt, bytes([0x80 + i]) * 160)
+            peer.ts = (peer.ts + 160) & 0xFFFFFFFF
+        assert await wait_until(lambda c=c: len(c.frames) >= 2)
+        await leg.close()
+        peer.close()
+        await c.stop()
+        assert all(type(f.pcm) is bytes for f in c.frames), (listen, codec)
