@@ -9,9 +9,8 @@ import wave
 from pathlib import Path
 
 from bridge.audio import g711
-from bridge.media.rtp_leg import RtpLeg
 from bridge.settings.media import MediaSettings
-from tests.media.support import Collector, RawPeer, allocator, media, wait_until
+from tests.media.support import allocator, started_leg, wait_until
 
 DECODE = g711.decoder("PCMU")
 
@@ -39,12 +38,7 @@ def caller_channel(path: Path) -> list[bytes]:
 
 async def test_the_recording_gets_every_frame_of_a_burst_the_listener_got(tmp_path: Path) -> None:
     settings = MediaSettings(jitter_buffer_ms=40, recordings_dir=str(tmp_path))
-    ports = allocator(2)
-    peer = await RawPeer.open()
-    leg = await RtpLeg.open("burst", "127.0.0.1", ports, settings)
-    leg.listen_on_arrival()
-    c = Collector.start(leg)
-    leg.start(media(peer.port, "PCMU"))
+    peer, leg, c = await started_leg("burst", settings)
     for i in range(30):  # 600 ms of audio at once (a network burst): read 8 a tick, all ready
         peer.send(leg.local_port, 0, code_frame(i))
         peer.ts = (peer.ts + 160) & 0xFFFFFFFF
@@ -61,12 +55,7 @@ async def test_the_recording_gets_every_frame_of_a_burst_the_listener_got(tmp_pa
 
 
 async def test_a_stale_block_is_not_handed_to_the_listener_again() -> None:
-    ports = allocator(2)
-    peer = await RawPeer.open()
-    leg = await RtpLeg.open("stale", "127.0.0.1", ports, MediaSettings(jitter_buffer_ms=40))
-    leg.listen_on_arrival()
-    c = Collector.start(leg)
-    leg.start(media(peer.port, "PCMU"))
+    peer, leg, c = await started_leg("stale", MediaSettings(jitter_buffer_ms=40))
     seq0, ts0 = peer.seq, peer.ts
 
     def send(i: int) -> None:
@@ -97,12 +86,7 @@ async def test_listen_mode_pcmu_frames_carry_the_payload_as_received() -> None:
     again gives 0xFF. Concealed and filler frames were never received: plain PCM."""
     from bridge.conversation.stt_feed import join_frames
 
-    ports = allocator(2)
-    peer = await RawPeer.open()
-    leg = await RtpLeg.open("keep", "127.0.0.1", ports, MediaSettings(jitter_buffer_ms=40))
-    leg.listen_on_arrival()
-    c = Collector.start(leg)
-    leg.start(media(peer.port, "PCMU"))
+    peer, leg, c = await started_leg("keep", MediaSettings(jitter_buffer_ms=40))
     sent = [bytes([0x7F, 0xFF, 0x80 + i, 0x00]) * 40 for i in range(6)]
     for payload in sent:
         peer.send(leg.local_port, 0, payload)
@@ -125,12 +109,7 @@ async def test_frames_keep_no_payload_in_echo_mode_or_on_pcma() -> None:
     frames have no mu-law to keep."""
     ports = allocator(4)
     for listen, codec, pt in ((False, "PCMU", 0), (True, "PCMA", 8)):
-        peer = await RawPeer.open()
-        leg = await RtpLeg.open("plain", "127.0.0.1", ports, MediaSettings(jitter_buffer_ms=20))
-        if listen:
-            leg.listen_on_arrival()
-        c = Collector.start(leg)
-        leg.start(media(peer.port, codec))
+        peer, leg, c = await started_leg("plain", MediaSettings(jitter_buffer_ms=20), codec, listen, ports)
         for i in range(4):
             peer.send(leg.local_port, pt, bytes([0x80 + i]) * 160)
             peer.ts = (peer.ts + 160) & 0xFFFFFFFF
