@@ -9,24 +9,24 @@ cadence: here a missing frame (a lost or reordered packet) is waited for until a
 ``max_wait_ms`` past it has come, or for ``max_wait_ms`` of ticks with nothing new, and only
 then concealed (bridge.media.plc); a packet after that is late and dropped. A run of
 concealment with nothing buffered means the sender paused (silence suppression, DTMF,
-hold): delivery suspends and restarts at the next audio. Sans-I/O, same input as
-PlayoutBuffer (decoded audio at RTP timestamps); ``frames()`` once per clock tick.
+hold): delivery suspends and restarts at the next audio. Sans-I/O; the packet intake is
+rx_timeline.RxTimeline (the same as PlayoutBuffer's), with the RTP sequence number used to
+tell a stale packet (never delivered twice) from a sender's moved timeline; ``frames()`` once
+per clock tick.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
+from bisect import bisect_right
 
-from bridge.media.plc import Concealer
+from bridge.media.rx_timeline import RxTimeline
 
-_WRAP = 1 << 32
-_HALF = 1 << 31
-_LATE_RUN_RESET = 5  # this many late packets in a row: the sender's timeline moved, follow it
-_MAX_CHUNKS = 200
 _MAX_FRAMES_PER_TICK = 50  # a burst after a stall comes out at once, within reason
 
 
-class ListenBuffer:
+class ListenBuffer(RxTimeline):
+    _stale_by_sequence = True
+
     def __init__(
         self,
         max_wait_ms: int = 60,
@@ -34,33 +34,10 @@ class ListenBuffer:
         max_conceal_ms: int = 60,
         clock_rate: int = 8000,
     ) -> None:
-        self._frame = frame_samples
-        self._rate = clock_rate
+        super().__init__(frame_samples, max_conceal_ms, clock_rate)
         self._wait = max(max_wait_ms * clock_rate // 1000, 0)
         self._wait_ticks = -(-self._wait // frame_samples)  # ticks with nothing new before concealing
-        self._max_conceal = max(max_conceal_ms * clock_rate // 1000, frame_samples)
-        self._resync_ahead = clock_rate  # a jump of more than 1 s ahead is a new timeline
-        self._starts: list[int] = []
-        self._chunks: dict[int, bytes] = {}
-        self._end = 0
-        self._head: int | None = None
-        self._floor: int | None = None  # last position delivered before a suspension
-        self._ext: int | None = None
-        self._concealer = Concealer(sample_rate=clock_rate)
-        self._conceal_run = 0
         self._stalled = 0  # ticks the head frame has been missing
-        self._late_run = 0
-        # counters (the same as PlayoutBuffer's, for the leg's stats)
-        self.late = 0
-        self.duplicates = 0
-        self.concealed_frames = 0
-        self.skipped_frames = 0
-        self.resyncs = 0
-
-    @property
-    def primed(self) -> bool:
-        """Delivering (not before the first audio, nor suspended after the sender paused)."""
-        return self._head is not None
 
     @property
     def depth_ms(self) -> float:
@@ -70,58 +47,8 @@ class ListenBuffer:
 
     def reset(self) -> None:
         """Forget the timeline (new sender SSRC, new remote)."""
-        self._starts.clear()
-        self._chunks.clear()
-        self._end = 0
-        self._head = None
-        self._floor = None
-        self._ext = None
-        self._conceal_run = 0
+        super().reset()
         self._stalled = 0
-        self._late_run = 0
-
-    # -- input ---------------------------------------------------------------------------
-    def _unwrap(self, timestamp: int) -> int:
-        if self._ext is None:
-            self._ext = timestamp
-            return timestamp
-        delta = ((timestamp - self._ext) + _HALF) % _WRAP - _HALF
-        pos = self._ext + delta
-        if delta > 0:
-            self._ext = pos
-        return pos
-
-    def put(self, timestamp: int, pcm: bytes) -> None:
-        """Buffer decoded s16le audio that starts at RTP ``timestamp``."""
-        samples = len(pcm) // 2
-        if samples == 0:
-            return
-        pos = self._unwrap(timestamp)
-        behind = self._head if self._head is not None else self._floor
-        if behind is not None and pos + samples <= behind:
-            self.late += 1
-            self._late_run += 1
-            if self._late_run < _LATE_RUN_RESET:
-                return
-            self._resync(timestamp)
-            pos = self._unwrap(timestamp)
-        elif self._head is not None and pos > self._head + self._resync_ahead:
-            self._resync(timestamp)
-            pos = self._unwrap(timestamp)
-        self._late_run = 0
-        if pos in self._chunks:
-            self.duplicates += 1
-            return
-        insort(self._starts, pos)
-        self._chunks[pos] = pcm[: samples * 2]
-        self._end = max(self._end, pos + samples)
-        if len(self._starts) > _MAX_CHUNKS:
-            self._drop_before(self._starts[1])
-
-    def _resync(self, timestamp: int) -> None:
-        self.resyncs += 1
-        self.reset()
-        self._ext = timestamp
 
     # -- output --------------------------------------------------------------------------
     def frames(self) -> list[bytes]:
@@ -138,18 +65,18 @@ class ListenBuffer:
         while len(out) < _MAX_FRAMES_PER_TICK and self._head is not None:
             head = self._head
             if self._have(head):
-                frame, _ = self._take(head)
+                frame, _ = self._take(head, self._frame)
                 self._concealer.update(frame)
                 self._conceal_run = 0
                 self._stalled = 0
             elif self._end - head >= self._wait + self._frame:
-                frame, concealed = self._take(head)  # later audio came: this packet is lost
+                frame, concealed = self._take(head, self._frame)  # later audio came: this packet is lost
                 self.concealed_frames += 1
                 self._conceal_run += concealed
             elif not out and self._stalled + 1 >= self._wait_ticks:
                 # nothing new for max_wait_ms: conceal, one frame a tick, until audio comes
                 self._stalled += 1
-                frame, concealed = self._take(head)
+                frame, concealed = self._take(head, self._frame)
                 self.concealed_frames += 1
                 self._conceal_run += concealed
             else:
@@ -179,36 +106,3 @@ class ListenBuffer:
             need -= take
             i += 1
         return need <= 0
-
-    def _take(self, pos: int) -> tuple[bytes, int]:
-        need = self._frame
-        chunk = self._chunks.get(pos)
-        if chunk is not None and len(chunk) == 2 * need:
-            return chunk, 0  # the usual case: one packet is one frame
-        out = bytearray()
-        concealed = 0
-        starts = self._starts
-        while need > 0:
-            i = bisect_right(starts, pos) - 1
-            if i >= 0:
-                start = starts[i]
-                chunk = self._chunks[start]
-                offset = pos - start
-                avail = len(chunk) // 2 - offset
-                if avail > 0:
-                    k = min(need, avail)
-                    out += chunk[offset * 2 : (offset + k) * 2]
-                    pos += k
-                    need -= k
-                    continue
-            gap = need if i + 1 >= len(starts) else min(need, starts[i + 1] - pos)
-            out += self._concealer.conceal(gap)
-            concealed += gap
-            pos += gap
-            need -= gap
-        return bytes(out), concealed
-
-    def _drop_before(self, pos: int) -> None:
-        starts = self._starts
-        while starts and starts[0] + len(self._chunks[starts[0]]) // 2 <= pos:
-            del self._chunks[starts.pop(0)]

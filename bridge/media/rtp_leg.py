@@ -18,18 +18,18 @@ import asyncio
 import logging
 import random
 import struct
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from bridge.callmodel import MediaParams
 from bridge.leg import FRAME_BYTES, FRAME_SAMPLES, AudioFrame, DtmfDigit, EndedBy, LegEnded, LegEvent
 from bridge.media import udp
-from bridge.media.codec import DECODERS, ENCODERS, Passthrough
+from bridge.media.codec import DECODERS, ENCODERS, Passthrough, decode_ulaw_keeping
 from bridge.media.dtmf import DtmfReceiver, DtmfSender, normalize_digits
 from bridge.media.events import EventChannel
 from bridge.media.jitter_buffer import PlayoutBuffer
 from bridge.media.listen_buffer import ListenBuffer
+from bridge.media.listen_recording import ListenRecording
 from bridge.media.media_clock import MediaClock, clock_for_loop
 from bridge.media.playback import PlaybackQueue
 from bridge.media.ports import PortAllocator, PortPair
@@ -89,7 +89,7 @@ class RtpLeg:
         self._channel = EventChannel()
         self._queue = PlaybackQueue(self._channel.put)
         self._playout: PlayoutBuffer | ListenBuffer = PlayoutBuffer(target_ms=settings.jitter_buffer_ms)
-        self._recorded: deque[bytes] = deque(maxlen=5)  # listen mode: caller frames for the recording
+        self._listen_rec: ListenRecording | None = None  # listen mode: the recording's caller frames
         self._dtmf_rx = DtmfReceiver()
         self._dtmf_tx = DtmfSender()
         self._rx = ReceiveStats()
@@ -99,6 +99,7 @@ class RtpLeg:
         self._encode = ENCODERS["PCMU"]
         self._passthrough = Passthrough()  # caller payloads in our codec, by decoded frame
         self._pt = 0
+        self._keep_pt = -1  # listen mode with PCMU: 0, its frames keep their payload (g711.UlawPcm)
         self._dtmf_pt: int | None = None
         self._tx_on = False
         self._rx_on = False
@@ -159,6 +160,8 @@ class RtpLeg:
                 path = recording_path(self._settings.recordings_dir, self.call_id)
                 self._recorder = CallRecorder(path)
                 write_subject(path, self.subject)
+                if isinstance(self._playout, ListenBuffer):
+                    self._listen_rec = ListenRecording(self._recorder)
             except OSError as exc:
                 log.error("recording disabled for this call: %s", exc, extra={"call_id": self.call_id})
         self._ticking = True
@@ -180,6 +183,7 @@ class RtpLeg:
         if media.payload_type != self._pt:
             self._passthrough.clear()  # the kept payloads are of the old codec
         self._pt = media.payload_type
+        self._set_keep_pt()
         self._dtmf_pt = media.dtmf_payload_type
         remote: tuple[str, int] | None = (media.remote_host, media.remote_port)
         if media.remote_host in _NO_ADDRESS or media.remote_port == 0:
@@ -210,6 +214,19 @@ class RtpLeg:
         stays the longest wait for a missing packet."""
         if not isinstance(self._playout, ListenBuffer):
             self._playout = ListenBuffer(max_wait_ms=self._settings.jitter_buffer_ms)
+            if self._recorder is not None:
+                self._listen_rec = ListenRecording(self._recorder)
+            self._set_keep_pt()
+
+    def _set_keep_pt(self) -> None:
+        """Listen mode on PCMU: caller frames keep the payload they came in (g711.UlawPcm), so
+        an STT fed mu-law (Deepgram) sends the caller's bytes as received, without a decode
+        here being encoded again there. A frame made here (concealment, filler, a frame cut
+        from packets of another size) is plain PCM. Not in echo mode: Passthrough does that
+        without a GC-tracked object per frame."""
+        media = self._media
+        listen = isinstance(self._playout, ListenBuffer)
+        self._keep_pt = 0 if listen and media is not None and media.codec == "PCMU" and self._pt == 0 else -1
 
     def inject_dtmf(self, digit: str, duration_ms: int) -> None:
         """A digit that came by SIP INFO: delivered like an RFC 4733 one."""
@@ -318,6 +335,8 @@ class RtpLeg:
         self._pair.rtcp.close()
         self._ports.release(self._pair.port)
         if self._recorder is not None:
+            if self._listen_rec is not None:
+                self._listen_rec.flush()
             self._recorder.close()
 
     def _end(self, reason: str, by: EndedBy) -> None:
@@ -393,7 +412,9 @@ class RtpLeg:
         caller_pcm: bytes | None = None
         playout = self._playout
         if isinstance(playout, ListenBuffer):
-            caller_pcm = self._listen_tick(playout, now) if self._rx_on else None
+            frames = self._listen_tick(playout, now) if self._rx_on else []
+            if self._listen_rec is not None:
+                self._listen_rec.tick(frames, self._agent_pcm, self._rx_on and playout.primed)
         elif self._rx_on:
             caller_pcm = playout.tick()
             if caller_pcm is None and self._rx_flowing:
@@ -402,14 +423,15 @@ class RtpLeg:
             if caller_pcm is not None:
                 self._n["frames_in"] += 1
                 self._channel.put(AudioFrame(caller_pcm, now))
-        if self._recorder is not None:
+        if self._recorder is not None and self._listen_rec is None:
             self._recorder.write(caller_pcm, self._agent_pcm)
         self._tick_no += 1
         if self._tick_no % _HOUSEKEEPING_TICKS == 0:
             self._housekeeping(now)
 
-    def _listen_tick(self, playout: ListenBuffer, now: float) -> bytes | None:
-        """Listen mode: every frame that is ready goes out now; the recording takes one a tick."""
+    def _listen_tick(self, playout: ListenBuffer, now: float) -> list[bytes]:
+        """Listen mode: every frame that is ready goes out now (and to the recording, all of
+        them: listen_recording.py)."""
         frames = playout.frames()
         if not frames and self._rx_flowing and not playout.primed:
             frames = [_SILENCE]  # the sender paused: keep the frames (the listener's time) coming
@@ -417,10 +439,7 @@ class RtpLeg:
         for pcm in frames:
             self._n["frames_in"] += 1
             self._channel.put(AudioFrame(pcm, now))
-        if self._recorder is None:
-            return None
-        self._recorded.extend(frames)
-        return self._recorded.popleft() if self._recorded else None
+        return frames
 
     def _on_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         n = self._n
@@ -461,10 +480,14 @@ class RtpLeg:
             for digit, duration_ms in self._dtmf_rx.on_packet(ssrc, ts, payload, now):
                 self._dtmf_in(digit, duration_ms, now, "rfc4733")
         elif self._rx_on and decode is not None:
-            pcm = decode(payload)
-            self._playout.put(ts, pcm)
-            if pt == self._pt:
-                self._passthrough.keep(pcm, payload)
+            pcm: bytes
+            if pt == self._keep_pt:
+                pcm = decode_ulaw_keeping(payload)  # listen mode, PCMU: the frame carries it
+            else:
+                pcm = decode(payload)
+                if pt == self._pt:
+                    self._passthrough.keep(pcm, payload)
+            self._playout.put(ts, pcm, seq)
             self._rx_flowing = True
 
     def _dtmf_in(self, digit: str, duration_ms: int, now: float, method: str) -> None:

@@ -16,7 +16,9 @@ from bridge.audio import g711
 from bridge.callmodel import Direction, MediaParams
 from bridge.leg import AudioFrame, DtmfDigit, LegEnded, LegEvent
 from bridge.media.ports import PortAllocator
+from bridge.media.rtp_leg import RtpLeg
 from bridge.media.rtp_packet import RtpHeader, build_rtp, is_rtcp, parse_rtp
+from bridge.settings.media import MediaSettings
 
 PT = {"PCMU": 0, "PCMA": 8}
 
@@ -186,3 +188,16 @@ async def wait_until(cond: Callable[[], bool], limit_s: float = 5.0) -> bool:
             return True
         await asyncio.sleep(0.01)
     return cond()
+
+
+async def started_leg(call_id: str, settings: MediaSettings, codec: str = "PCMU", listen: bool = True,
+                      ports: PortAllocator | None = None) -> tuple[RawPeer, RtpLeg, Collector]:
+    """An RtpLeg (in listen mode unless ``listen`` is False: RtpLeg.listen_on_arrival)
+    started towards a new RawPeer, its events collected."""
+    peer = await RawPeer.open()
+    leg = await RtpLeg.open(call_id, "127.0.0.1", ports or allocator(2), settings)
+    if listen:
+        leg.listen_on_arrival()
+    c = Collector.start(leg)
+    leg.start(media(peer.port, codec))
+    return peer, leg, c

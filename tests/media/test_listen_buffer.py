@@ -107,3 +107,42 @@ def test_duplicates_are_dropped() -> None:
     buf.put(ts(1), frame(1))
     assert ids(buf.frames()) == [0, 1]
     assert buf.duplicates == 1
+
+
+def test_a_stale_block_is_dropped_not_followed() -> None:
+    """A block of old packets (their own sequence numbers, behind the newest) arriving after
+    they were delivered or concealed: dropped as late, never a resync that re-delivers them."""
+    buf = ListenBuffer(max_wait_ms=60)
+    for i in range(20):
+        buf.put(ts(i), frame(i), seq=(65530 + i) & 0xFFFF)  # sequence numbers wrap too
+    assert ids(buf.frames()) == list(range(20))
+    for i in range(10, 20):  # 200 ms of stale audio, all at once
+        buf.put(ts(i), frame(i), seq=(65530 + i) & 0xFFFF)
+    assert buf.frames() == []
+    assert buf.resyncs == 0 and buf.late == 10
+    buf.put(ts(20), frame(20), seq=(65530 + 20) & 0xFFFF)
+    assert ids(buf.frames()) == [20]
+
+
+def test_a_timeline_moved_back_with_new_sequence_numbers_is_followed_and_the_old_one_dropped() -> None:
+    buf = ListenBuffer(max_wait_ms=60)
+    for i in range(10):
+        buf.put(ts(i), frame(i), seq=100 + i)
+    assert ids(buf.frames()) == list(range(10))
+    for i in range(5):  # the sender's timestamps went 1 s back, its numbering went on
+        buf.put(ts(-50 + i), frame(50 + i), seq=110 + i)
+    assert buf.resyncs == 1
+    assert ids(buf.frames()) == [54]
+    buf.put(ts(10), frame(10), seq=109)  # of the timeline left behind (ahead of the new one)
+    buf.put(ts(-45), frame(55), seq=115)
+    assert ids(buf.frames()) == [55]
+    assert buf.resyncs == 1
+
+
+def test_a_reordered_packet_is_still_taken_by_sequence() -> None:
+    buf = ListenBuffer(max_wait_ms=60)
+    buf.put(ts(0), frame(0), seq=7)
+    buf.put(ts(2), frame(2), seq=9)
+    buf.put(ts(1), frame(1), seq=8)  # older than the newest, not late: it fills its slot
+    assert ids(buf.frames()) == [0, 1, 2]
+    assert buf.late == 0

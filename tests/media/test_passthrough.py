@@ -9,7 +9,7 @@ import pytest
 
 from bridge.agents.echo import run_echo
 from bridge.audio import g711
-from bridge.media.codec import DECODERS, Passthrough
+from bridge.media.codec import DECODERS, Passthrough, decode_ulaw_keeping
 from bridge.media.rtp_leg import RtpLeg
 from bridge.settings.media import MediaSettings
 from tests.media.support import PT, RawPeer, allocator, media, wait_until
@@ -88,3 +88,10 @@ def test_the_ring_knows_only_the_frames_it_keeps_and_forgets_the_oldest() -> Non
     assert [ring.payload_of(pcm) for pcm, _ in frames[4:]] == [p for _, p in frames[4:]]
     ring.clear()
     assert ring.payload_of(frames[6][0]) is None
+
+
+def test_the_keeping_decoder_is_the_plain_one_plus_the_payload() -> None:
+    payload = bytes(range(256))
+    pcm = decode_ulaw_keeping(payload)
+    assert type(pcm) is g711.UlawPcm and pcm == DECODERS[0](payload) == g711.ulaw_to_pcm(payload)
+    assert pcm.ulaw is payload and g711.as_ulaw(pcm) is payload

@@ -10,7 +10,7 @@ from bridge.audio import g711
 from bridge.leg import PlaybackDone, PlaybackProgress
 from bridge.media.rtp_leg import RtpLeg
 from bridge.settings.media import MediaSettings
-from tests.media.support import Collector, RawPeer, allocator, media, wait_until
+from tests.media.support import Collector, RawPeer, allocator, media, started_leg, wait_until
 
 SETTINGS = MediaSettings(jitter_buffer_ms=40)
 
@@ -80,12 +80,7 @@ async def test_listen_mode_hands_each_caller_frame_on_as_it_arrives() -> None:
     """The conversation agent's leg (listen_on_arrival): a caller packet is a frame for the
     VAD at the next tick, not after the jitter buffer's depth; a sender that stops still
     gets the listener's time moving (concealment, then filler silence)."""
-    ports = allocator(2)
-    peer = await RawPeer.open()
-    leg = await RtpLeg.open("c", "127.0.0.1", ports, SETTINGS)
-    leg.listen_on_arrival()
-    c = Collector.start(leg)
-    leg.start(media(peer.port, "PCMU"))
+    peer, leg, c = await started_leg("c", SETTINGS)
     for i in range(8):
         peer.send(leg.local_port, 0, bytes([0x80 + i]) * 160)
         peer.ts = (peer.ts + 160) & 0xFFFFFFFF
