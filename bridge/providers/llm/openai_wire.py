@@ -62,8 +62,8 @@ class ChatWire:
         # built on first use, inside the running loop (the SDK's X-Stainless-Async names it)
         self._headers = sdk_headers(self._sdk, self._read_timeout_s)
         connector = aiohttp.TCPConnector(limit=POOL_LIMIT, keepalive_timeout=KEEPALIVE_S)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
-                                              auto_decompress=True)
+        # trust_env: HTTP(S)_PROXY / NO_PROXY (and .netrc) as the SDK's httpx2 client reads them
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=True)
         return self._session
 
     async def open(self, body: dict[str, Any]) -> WireChatStream:

@@ -79,7 +79,8 @@ class ElevenLabsHttpTTS:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:  # built inside the running loop
             connector = aiohttp.TCPConnector(limit=POOL_LIMIT, keepalive_timeout=KEEPALIVE_S)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            # trust_env: HTTP(S)_PROXY / NO_PROXY (and .netrc) as the SDK's httpx client reads them
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=True)
         return self._session
 
     async def warmup(self) -> None:

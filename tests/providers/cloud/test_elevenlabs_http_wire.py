@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from elevenlabs.client import AsyncElevenLabs
 
+from bridge.providers.base import ProviderError
 from bridge.providers.tts.elevenlabs_http import ElevenLabsHttpTTS
 
 VOICE = "21m00Tcm4TlvDq8ikWAM"  # ElevenLabs' voice ids: letters and digits
@@ -83,3 +84,23 @@ async def test_the_warm_up_request_is_the_sdks_models_list(capture: tuple[str, l
         await ours.aclose()
     assert len(seen) == 2 and seen[0]["method"] == "GET"
     assert seen[1] == seen[0]
+
+
+async def test_a_proxy_set_in_the_environment_is_used(
+    capture: tuple[str, list[dict[str, Any]]], refused_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the SDK's httpx client (trust_env): HTTP_PROXY carries the request; one that
+    refuses means nothing reaches the server."""
+    url, seen = capture
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
+                 "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", refused_url)
+    ours = ElevenLabsHttpTTS(api_key="el-pin-key", voice_id=VOICE, url=url)
+    try:
+        with pytest.raises(ProviderError, match="stream failed"):
+            async with asyncio.timeout(30):
+                _ = [c async for c in ours.synthesize(_one("Hello."))]
+    finally:
+        await ours.aclose()
+    assert seen == []

@@ -167,3 +167,27 @@ async def test_in_stream_error_event_reads_as_on_the_sdk_path(cloud: FakeCloud) 
         finally:
             await llm.aclose()
     assert errors[0] == errors[1] and "stream error" in errors[1]
+
+
+PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
+              "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.mark.parametrize("retries", [1, 0])  # the SDK path, then ours
+async def test_a_proxy_set_in_the_environment_is_used_on_both_paths(
+    cloud: FakeCloud, refused_url: str, monkeypatch: pytest.MonkeyPatch, retries: int
+) -> None:
+    """The SDK's client honours HTTP_PROXY (httpx trust_env); so does ours: a proxy that
+    refuses means no request reaches the server."""
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", refused_url)
+    llm = OpenAIChat(api_key=cloud.openai.api_key, model="gpt-4o", base_url=f"{cloud.http_url}/v1",
+                     max_retries=retries)
+    try:
+        with pytest.raises(ProviderError, match="connection failed"):
+            async with asyncio.timeout(30):
+                _ = [e async for e in llm.stream(HISTORY, [])]
+    finally:
+        await llm.aclose()
+    assert cloud.openai.journal.count("request") == 0
