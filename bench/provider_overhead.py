@@ -7,7 +7,18 @@ Transcript / TextDelta / AudioChunk to its caller. The difference is what the SD
 loopback socket and our code add. ``request_ms`` is the whole call from the provider's entry
 point to the first item with zero fake latency (includes HTTP request/handshake work).
 
+``--cpu`` measures instead the CPU time the bridge's process spends per reply in each LLM and
+TTS client (``time.process_time`` around a batch of whole replies, divided by the replies),
+with the fakes in a child process so that their CPU is not counted: the A/B measure for the
+clients' cost on a shared box, where wall-clock latency is noisy. Each reply is what a turn
+asks of the client: the OpenAI stream of a 14-word answer read to its end (a system prompt
+and two turns of history), and the three clauses of that answer spoken by the ElevenLabs
+WebSocket and HTTP clients; the fakes run the realistic profile (first token 350 ms, 20 ms a
+token, TTS first byte 120 ms). ``new_connections_per_reply`` is what the fakes saw: TCP
+connections opened per reply (the WebSocket API needs one per utterance).
+
 Usage: .venv/bin/python bench/provider_overhead.py [--n 40] [--concurrency 1 20]
+       .venv/bin/python bench/provider_overhead.py --cpu [--replies 300] [--concurrency 50]
 Prints one JSON object.
 """
 
@@ -17,18 +28,20 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing as mp
 import statistics
 import sys
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
 
 # devkit/ is not installed: run from the checkout (as the other benches do).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bridge.providers.base import Message
+from bridge.providers.base import Message, ToolSpec
 from bridge.providers.llm.openai_chat import OpenAIChat
 from bridge.providers.stt.deepgram_stt import DeepgramSTT
 from bridge.providers.tts.elevenlabs_http import ElevenLabsHttpTTS
@@ -134,11 +147,150 @@ async def main(n: int, levels: list[int]) -> dict[str, object]:
     return result
 
 
+# -- --cpu: CPU time per reply, fakes in a child process ------------------------------------------
+ANSWER = "Sure! We are open from nine to six on weekdays. Is there anything else?"
+CLAUSES = ("Sure!", "We are open from nine to six on weekdays.", "Is there anything else?")
+HISTORY = [
+    Message("system", "You are the phone agent of a small shop. Answer in one or two short sentences."),
+    Message("user", "Hello, is this the shop?"),
+    Message("assistant", "Yes, this is the shop. How can I help you?"),
+    Message("user", "When are you open?"),
+]
+TOOLS = [ToolSpec("end_call", "Hang up when the caller says goodbye.", {"type": "object", "properties": {}})]
+
+
+def serve_fakes(conn: Connection) -> None:
+    """Child process: FakeCloud on the realistic profile; answers "stats" with what it saw."""
+
+    async def run() -> None:
+        async with FakeCloud() as cloud:
+            cloud.openai.faults.first_byte_delay_s = 0.330  # chunk 0 carries only the role
+            cloud.openai.faults.chunk_delay_s = 0.020
+            cloud.elevenlabs.faults.first_byte_delay_s = 0.120
+            cloud.elevenlabs.ws_faults.first_byte_delay_s = 0.120
+            loop = asyncio.get_running_loop()
+
+            def keep_scripted() -> None:
+                while len(cloud.openai.script) < 1000:
+                    cloud.openai.script.append(ANSWER)
+                loop.call_later(0.5, keep_scripted)
+
+            keep_scripted()
+            conn.send(cloud.http_url)
+            known: set[object] = set()  # client ports seen so far: a new one is a new connection
+            while await loop.run_in_executor(None, _recv, conn) == "stats":
+                journals = (cloud.openai.journal, cloud.elevenlabs.journal)
+                peers = [e.data.get("peer") for j in journals for e in j.of("request") + j.of("warmup")]
+                conn.send({"requests": sum(j.count("request") for j in journals),
+                           "new_connections": len(set(peers) - known)})
+                known.update(peers)
+                for journal in journals:
+                    journal.clear()
+
+    asyncio.run(run())
+
+
+def _recv(conn: Connection) -> object:
+    try:
+        return conn.recv()
+    except EOFError:
+        return None
+
+
+async def _clauses() -> AsyncIterator[str]:
+    for clause in CLAUSES:
+        yield clause
+
+
+async def llm_reply(llm: OpenAIChat) -> None:
+    async with contextlib.aclosing(llm.stream(HISTORY, TOOLS)) as events:
+        async for _ in events:
+            pass
+
+
+async def tts_reply(tts: ElevenLabsHttpTTS | ElevenLabsWsTTS) -> None:
+    async with contextlib.aclosing(tts.synthesize(_clauses())) as out:
+        async for _ in out:
+            pass
+
+
+async def cpu_case(conn: Connection, replies: int, concurrency: int,
+                   once: Callable[[], Awaitable[None]]) -> dict[str, float]:
+    await asyncio.gather(*(once() for _ in range(concurrency)))  # warm: pools, imports, caches
+    conn.send("stats")
+    conn.recv()  # reset the fakes' journals
+    rounds = max(1, replies // concurrency)
+    cpu, wall = time.process_time(), time.monotonic()
+    for _ in range(rounds):
+        await asyncio.gather(*(once() for _ in range(concurrency)))
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    conn.send("stats")
+    seen = conn.recv()
+    assert isinstance(seen, dict)
+    n = rounds * concurrency
+    return {"replies": n, "cpu_ms_per_reply": round(cpu / n * 1000, 3),
+            "wall_s": round(wall, 2), "cores_busy": round(cpu / wall, 3),
+            "requests_per_reply": round(seen["requests"] / n, 3),
+            "new_connections_per_reply": round(seen["new_connections"] / n, 3)}
+
+
+async def cpu_main(conn: Connection, url: str, replies: int, concurrency: int,
+                   cases: list[str]) -> dict[str, object]:
+    llm = OpenAIChat(api_key=OPENAI_KEY, model="gpt-4o", base_url=f"{url}/v1")
+    http = ElevenLabsHttpTTS(api_key=ELEVENLABS_KEY, voice_id="v", url=url)
+    ws = ElevenLabsWsTTS(api_key=ELEVENLABS_KEY, voice_id="v", url=url)
+    every: dict[str, Callable[[], Awaitable[None]]] = {
+        "openai_reply": lambda: llm_reply(llm),
+        "elevenlabs_ws_reply": lambda: tts_reply(ws),
+        "elevenlabs_http_reply": lambda: tts_reply(http),
+    }
+    result: dict[str, object] = {}
+    try:
+        for name in cases:
+            result[name] = await cpu_case(conn, replies, concurrency, every[name])
+    finally:
+        await llm.aclose()
+        await http.aclose()
+        await ws.aclose()
+    return result
+
+
+def cpu_run(replies: int, concurrency: int, cases: list[str]) -> dict[str, object]:
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    fakes = ctx.Process(target=serve_fakes, args=(child,), daemon=True)
+    fakes.start()
+    try:
+        if not parent.poll(30):
+            raise SystemExit("the fakes did not start")
+        url = parent.recv()
+        return asyncio.run(cpu_main(parent, url, replies, concurrency, cases))
+    finally:
+        parent.close()
+        fakes.join(10)
+        if fakes.is_alive():
+            fakes.terminate()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=40, help="samples per provider and concurrency level")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 20])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=None,
+                        help="default: 1 20; with --cpu: one level, 50")
+    parser.add_argument("--cpu", action="store_true", help="CPU time per reply of the LLM and TTS clients")
+    parser.add_argument("--replies", type=int, default=300, help="--cpu: replies per client")
+    cases = ["openai_reply", "elevenlabs_ws_reply", "elevenlabs_http_reply"]
+    parser.add_argument("--cases", nargs="+", default=cases, choices=cases, help="--cpu: clients to measure")
     args = parser.parse_args()
+    if args.cpu:
+        level = (args.concurrency or [50])[0]
+        cpu_out = cpu_run(args.replies, level, args.cases)
+        cpu_out["concurrency"] = level
+        cpu_out["note"] = ("cpu_ms_per_reply: the bridge process's CPU time (all threads) over whole "
+                           "replies, fakes in a child process, realistic profile; 2-core shared box")
+        print(json.dumps(cpu_out, indent=2))
+        raise SystemExit(0)
+    args.concurrency = args.concurrency or [1, 20]
     out = asyncio.run(main(args.n, args.concurrency))
     out["note"] = (
         "overhead: fake's write -> provider yields (SDK + loopback + bridge code); "

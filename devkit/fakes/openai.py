@@ -71,7 +71,7 @@ class FakeOpenAI:
             kind = "rate_limit_exceeded" if status == 429 else "server_error"
             return _error(status, "injected fault", kind, kind)
         body = await request.json()
-        self.journal.add("request", body=body)
+        self.journal.add("request", body=body, peer=_peer(request))
         if not body.get("stream"):
             return _error(400, "this fake only streams", "invalid_request_error", "unsupported")
         refusal = check_request(body)
@@ -112,6 +112,12 @@ class FakeOpenAI:
             raise
         self.journal.add("completed")
         return resp
+
+
+def _peer(request: web.Request) -> int:
+    """The client's TCP port: the same port on two requests means a reused connection."""
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    return int(peer[1]) if peer else 0
 
 
 def _error(

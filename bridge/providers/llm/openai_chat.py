@@ -6,8 +6,10 @@ timeout): the engine, not the SDK, decides when to retry or fail over. The engin
 first token and the stalls; the client keeps only a read-timeout backstop well past them. Text deltas are
 yielded as they arrive; tool calls are assembled from their fragments and yielded whole.
 Closing the iterator early (barge-in) closes the HTTP stream at once. The chunks are read as
-raw SSE JSON (openai_sse.py): the SDK's client makes the request, but no SDK model object is
-built per chunk.
+raw SSE JSON, no SDK model object per chunk. With ``max_retries`` 0 (the default: the engine
+decides) the request is the SDK's own, sent on aiohttp (openai_wire.py: a quarter of the SDK
+path's CPU per reply); with retries, the SDK's client sends it (openai_sse.py), for its retry
+policy.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from openai import AsyncOpenAI
 
 from bridge.providers import base
 from bridge.providers.base import LlmEvent, Message, ProviderError, TextDelta, ToolCall, ToolSpec
+from bridge.providers.llm.openai_errors import NAME, map_error
 from bridge.providers.llm.openai_sse import RawChatStream, open_chat_stream
+from bridge.providers.llm.openai_wire import ChatWire, WireChatStream
 from bridge.settings import Secrets, Settings
 
-NAME = "openai"
+__all__ = ["NAME", "OpenAIChat", "create", "is_reasoning_model", "map_error", "to_wire", "tools_to_wire"]
 _O_SERIES = re.compile(r"^o\d")  # o1, o3-mini, o4-mini: OpenAI's reasoning models
 
 
@@ -62,39 +66,6 @@ def tools_to_wire(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
         }
         for t in tools
     ]
-
-
-def map_error(exc: BaseException) -> ProviderError:
-    """SDK exception -> ProviderError. Never quotes the server's message: OpenAI echoes part
-    of a wrong key in its 401 text."""
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        retryable = status in (408, 409, 429) or status >= 500
-        hint = ": check OPENAI_API_KEY" if status in (401, 403) else ""
-        if status == 429 and _error_code(exc) == "insufficient_quota":
-            # out of credit: no retry helps (the SDK's own retry logic agrees)
-            return ProviderError(
-                NAME, "HTTP 429: insufficient quota (check the OpenAI billing)", retryable=False
-            )
-        if status == 400:
-            hint = ": the request was refused (check llm.model and its parameters)"
-        return ProviderError(NAME, f"HTTP {status} ({type(exc).__name__}){hint}", retryable=retryable)
-    if isinstance(exc, openai.APITimeoutError):
-        return ProviderError(NAME, "request timed out")
-    if isinstance(exc, openai.APIConnectionError):
-        return ProviderError(NAME, "connection failed")
-    if isinstance(exc, openai.APIError):
-        return ProviderError(NAME, f"stream error ({type(exc).__name__})")
-    return ProviderError(NAME, f"unexpected failure ({type(exc).__name__})")
-
-
-def _error_code(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            return str(inner.get("code") or "")
-    return ""
 
 
 class _ToolCallAssembler:
@@ -154,6 +125,10 @@ class OpenAIChat:
         self._client = AsyncOpenAI(
             api_key=api_key, base_url=base_url or None, max_retries=max_retries, timeout=timeout
         )
+        # no retries: the SDK's request on aiohttp; retries: the SDK sends, for its policy
+        self._wire = None if max_retries else ChatWire(
+            self._client, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s
+        )
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
@@ -172,12 +147,15 @@ class OpenAIChat:
             kwargs["max_tokens"] = self.max_tokens
         if tools:
             body["tools"] = tools_to_wire(tools)
-        stream: RawChatStream | None = None
+        stream: RawChatStream | WireChatStream | None = None
         try:
-            try:
-                stream = await open_chat_stream(self._client, kwargs)
-            except openai.OpenAIError as exc:
-                raise map_error(exc) from None
+            if self._wire is not None:
+                stream = await self._wire.open(wire_body(kwargs))
+            else:
+                try:
+                    stream = await open_chat_stream(self._client, kwargs)
+                except openai.OpenAIError as exc:
+                    raise map_error(exc) from None
             calls = _ToolCallAssembler()
             while True:
                 try:
@@ -210,7 +188,17 @@ class OpenAIChat:
                 await stream.close()
 
     async def aclose(self) -> None:
+        if self._wire is not None:
+            await self._wire.aclose()
         await self._client.close()
+
+
+def wire_body(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body the SDK sends for these ``create()`` arguments: the top-level parameters
+    (none needs the SDK's transform: plain strings, numbers, booleans) with ``extra_body``
+    merged over them; ``messages=[]`` is the placeholder extra_body replaces."""
+    params = {k: v for k, v in kwargs.items() if k != "extra_body"}
+    return {**params, **kwargs.get("extra_body", {})}
 
 
 def create(settings: Settings, secrets: Secrets) -> OpenAIChat:

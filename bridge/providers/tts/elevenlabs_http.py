@@ -5,19 +5,25 @@ own codec, no transcoding). The HTTP client keeps its connection alive between t
 ``warmup()`` opens it ahead of the first turn, so a turn does not pay a TLS handshake.
 Closing the output early (barge-in) closes the HTTP response at once. The engine times the
 first byte and the stalls; the client keeps only a read-timeout backstop well past them.
+
+The request is the SDK's own (the path, query, JSON body and the SDK client's headers: its
+``xi-api-key``, User-Agent and X-Fern headers; pinned by a test against the SDK's request),
+sent on aiohttp. Why: httpx/httpcore's pool walks every pooled connection on each request and
+release (``is_idle``/``has_expired`` through anyio), O(pool) per request, which at 50
+concurrent clauses made ~29 ms of CPU per 3-clause reply (bench/provider_overhead.py --cpu,
+profiled); aiohttp keeps a per-host list and parses HTTP in C.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import time
+import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, cast
 
-import httpx
+import aiohttp
 from elevenlabs.client import AsyncElevenLabs
-from elevenlabs.core.api_error import ApiError
 
 from bridge.providers.base import AudioChunk, ProviderError, backstop_s
 from bridge.providers.tts.elevenlabs_audio import NativeAudio, check_output_format
@@ -25,7 +31,9 @@ from bridge.providers.tts.elevenlabs_common import detail_status, http_url, stat
 from bridge.settings import Secrets, Settings
 
 NAME = "elevenlabs"
-KEEPALIVE_S = 120.0  # httpx's default (5 s) would drop the warm connection between turns
+KEEPALIVE_S = 120.0  # the HTTP libraries' default (5 s) would drop the warm connection between turns
+POOL_LIMIT = 1000  # one clause in flight per call: sized well past 150 calls
+ERROR_BODY_MAX = 65536
 # A connection back in the pool this recently is taken as open: warmup() then sends nothing
 # (its request would hold that connection, and a greeting asked for meanwhile would open a
 # cold one: bench/tts_warmup.py --answer-ms 0 --pool warm). Well inside servers' idle limits.
@@ -54,19 +62,26 @@ class ElevenLabsHttpTTS:
         self.output_format = output_format
         self.streaming_latency = streaming_latency
         self.first_byte_timeout_s = first_byte_timeout_s  # the warm-up's limit
+        base = http_url(url)
+        # the SDK client supplies the headers it would send (built once, not per request)
+        sdk = AsyncElevenLabs(api_key=api_key, base_url=base)
+        self._headers = {k: v for k, v in sdk._client_wrapper.get_headers().items() if isinstance(v, str)}
+        query = urllib.parse.urlencode(
+            {"optimize_streaming_latency": streaming_latency, "output_format": output_format}
+        )
+        self._stream_url = f"{base}/v1/text-to-speech/{urllib.parse.quote(voice_id, safe='')}/stream?{query}"
+        self._models_url = f"{base}/v1/models"
         # a backstop only: the engine's first-byte and stall deadlines come first
-        backstop = read_timeout_s
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(backstop, connect=connect_timeout_s),
-            limits=httpx.Limits(max_keepalive_connections=32, keepalive_expiry=KEEPALIVE_S),
-        )
-        self._client = AsyncElevenLabs(
-            api_key=api_key, base_url=http_url(url), timeout=backstop, httpx_client=self._http
-        )
-        # chunk_size None: hand over bytes as they arrive (the SDK default re-chunks to 1 KiB,
-        # 128 ms of ulaw, which would delay the first audio)
-        self._options = cast(Any, {"max_retries": 0, "chunk_size": None})
+        self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout_s, sock_read=read_timeout_s)
+        self._session: aiohttp.ClientSession | None = None
         self._idle_since: float | None = None  # when the last request left its connection idle
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:  # built inside the running loop
+            connector = aiohttp.TCPConnector(limit=POOL_LIMIT, keepalive_timeout=KEEPALIVE_S)
+            # trust_env: HTTP(S)_PROXY / NO_PROXY (and .netrc) as the SDK's httpx client reads them
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=True)
+        return self._session
 
     async def warmup(self) -> None:
         """Open (and keep) the HTTPS connection before the first turn needs it."""
@@ -74,11 +89,13 @@ class ElevenLabsHttpTTS:
             return
         try:
             async with asyncio.timeout(self.first_byte_timeout_s):
-                await self._client.models.list(request_options=self._options)
+                # GET /v1/models, as the SDK's models.list() sends it
+                async with self._http().get(self._models_url, headers=self._headers) as resp:
+                    body = await resp.read()
+                    if resp.status >= 400:
+                        raise status_error(NAME, resp.status, detail_status(body))
             self._idle_since = time.monotonic()
-        except ApiError as exc:
-            raise status_error(NAME, exc.status_code or 0, detail_status(exc.body)) from None
-        except (TimeoutError, httpx.HTTPError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise ProviderError(NAME, f"warm-up failed ({type(exc).__name__})") from None
 
     async def synthesize(self, text: AsyncIterator[str]) -> AsyncGenerator[AudioChunk, None]:
@@ -90,36 +107,37 @@ class ElevenLabsHttpTTS:
     async def _clause(self, clause: str) -> AsyncIterator[AudioChunk]:
         native = NativeAudio(self.output_format)
         self._idle_since = None  # until this response is read to its end
-        audio = self._client.text_to_speech.stream(
-            voice_id=self.voice_id,
-            text=clause,
-            model_id=self.model_id,
-            output_format=cast(Any, self.output_format),
-            optimize_streaming_latency=self.streaming_latency,
-            request_options=self._options,
-        )
+        body = json.dumps({"text": clause, "model_id": self.model_id}, ensure_ascii=False,
+                          separators=(",", ":")).encode()
+        headers = {**self._headers, "Content-Type": "application/json"}
+        resp: aiohttp.ClientResponse | None = None
         try:
-            while True:
-                try:
-                    chunk = native.chunk(await anext(audio))
-                except StopAsyncIteration:
-                    break
-                except httpx.TimeoutException:
-                    raise ProviderError(NAME, "no audio (read timeout)") from None
-                except ApiError as exc:
-                    raise status_error(NAME, exc.status_code or 0, detail_status(exc.body)) from None
-                except httpx.HTTPError as exc:
-                    raise ProviderError(NAME, f"stream failed ({type(exc).__name__})") from None
-                if chunk is not None:
-                    yield chunk
+            try:
+                resp = await self._http().post(self._stream_url, data=body, headers=headers)
+                if resp.status >= 400:
+                    refusal = await resp.content.read(ERROR_BODY_MAX)
+                    raise status_error(NAME, resp.status, detail_status(refusal))
+                # bytes as they arrive (the SDK's chunk_size=None: no re-chunking that would
+                # delay the first audio)
+                async for data in resp.content.iter_any():
+                    chunk = native.chunk(data)
+                    if chunk is not None:
+                        yield chunk
+            except TimeoutError:
+                raise ProviderError(NAME, "no audio (read timeout)") from None
+            except aiohttp.ClientError as exc:
+                raise ProviderError(NAME, f"stream failed ({type(exc).__name__})") from None
+            resp.release()  # read to its end: the connection goes back to the pool
+            resp = None
             self._idle_since = time.monotonic()
         finally:
-            # barge-in or failure: close the response now (the server sees the disconnect)
-            with contextlib.suppress(Exception):
-                await audio.aclose()
+            if resp is not None:
+                # barge-in or failure: close the response now (the server sees the disconnect)
+                resp.close()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
 
 def create(settings: Settings, secrets: Secrets) -> ElevenLabsHttpTTS:

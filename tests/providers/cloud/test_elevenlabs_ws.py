@@ -197,3 +197,27 @@ async def test_warmup_replaces_a_spare_too_old_to_use(
     assert cloud.elevenlabs.journal.count("request") in (2, 3)  # the turn used the new spare (+ refill)
     assert cloud.elevenlabs.journal.count("completed") == 1
     await tts.aclose()
+
+
+@pytest.mark.parametrize("proxied", [True, False])
+async def test_a_proxy_set_in_the_environment_is_still_used(
+    cloud: FakeCloud, refused_url: str, monkeypatch: pytest.MonkeyPatch, proxied: bool
+) -> None:
+    """The proxy is looked up once, not per connect, but as websockets' default would: a
+    proxy named in the environment carries the socket (here one that refuses: no request)."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                 "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    if proxied:
+        monkeypatch.setenv("http_proxy", refused_url)
+    tts = make(cloud.http_url)
+    try:
+        if proxied:
+            with pytest.raises(ProviderError, match="connect failed"):
+                await tts.warmup()
+            assert cloud.elevenlabs.journal.count("request") == 0
+        else:
+            await tts.warmup()
+            await cloud.elevenlabs.journal.wait_for(lambda j: j.count("request") == 1)
+    finally:
+        await tts.aclose()
