@@ -1,7 +1,9 @@
 """A single-consumer event channel for a leg: cheap to feed from the media clock callback.
 
-Caller frames are bounded (a consumer that stops reading must not grow memory without end:
-the newest frames are dropped and counted); every other event is always kept. After
+Caller frames and DTMF digits are bounded (a consumer that stops reading must not grow memory
+without end, and a peer can send digits as fast as it likes: the newest are dropped and
+counted); every other event is the leg's own (playback marks, bounded by what the agent
+plays) or LegEnded, and is always kept. After
 LegEnded nothing more is accepted, so LegEnded is the last event and comes exactly once.
 """
 
@@ -11,20 +13,23 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 
-from bridge.leg import AudioFrame, LegEnded, LegEvent
+from bridge.leg import AudioFrame, DtmfDigit, LegEnded, LegEvent
 
 
 class EventChannel:
-    def __init__(self, max_frames: int = 500) -> None:
+    def __init__(self, max_frames: int = 500, max_digits: int = 100) -> None:
         self._items: deque[LegEvent] = deque()
         self._frames = 0
         self._max_frames = max_frames
+        self._digits = 0
+        self._max_digits = max_digits  # far more than a person keys while the agent is busy
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False
         self._taken_end = False
         self._end: LegEnded | None = None
         self._end_waiters: list[asyncio.Future[None]] = []
         self.dropped_frames = 0
+        self.dropped_digits = 0
 
     @property
     def ended(self) -> bool:
@@ -38,6 +43,11 @@ class EventChannel:
                 self.dropped_frames += 1
                 return
             self._frames += 1
+        elif isinstance(event, DtmfDigit):
+            if self._digits >= self._max_digits:
+                self.dropped_digits += 1
+                return
+            self._digits += 1
         elif isinstance(event, LegEnded):
             self._ended = True
             self._end = event
@@ -76,6 +86,8 @@ class EventChannel:
         event = items.popleft()
         if isinstance(event, AudioFrame):
             self._frames -= 1
+        elif isinstance(event, DtmfDigit):
+            self._digits -= 1
         elif isinstance(event, LegEnded):
             self._taken_end = True
         return event

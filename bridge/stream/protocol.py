@@ -125,20 +125,20 @@ _scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type] 
 
 
 def _load(text: str | bytes) -> object:
+    whole = text if isinstance(text, str) else bytes(text).decode()  # strict UTF-8 (RFC 6455 8.1)
     try:
-        whole = text if isinstance(text, str) else bytes(text).decode()  # a text frame is UTF-8
         value, end = _scan(whole, 0)
         if end == len(whole):
             return value
-    except (StopIteration, UnicodeDecodeError, ValueError):
+    except (StopIteration, ValueError):
         pass
-    return json.loads(text)  # whitespace around the value, or a useful error
+    return json.loads(whole)  # never json.loads(bytes): it guesses UTF-16/32 and passes surrogates
 
 
 def parse(text: str | bytes) -> Message:
     try:
         data = _load(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested deep
         raise ProtocolError(f"not JSON: {exc}") from None
     msg = _obj(data, "message")
     event = msg.get("event")
@@ -157,7 +157,7 @@ def parse(text: str | bytes) -> Message:
         ts = media.get("timestamp")
         try:
             timestamp = int(ts) if ts is not None else None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             timestamp = None
         return Media(raw, str(media.get("track", "inbound")), timestamp)
     if event == "start":
