@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from bridge.audio.g711 import UlawPcm, as_ulaw
@@ -34,6 +35,10 @@ REPLY_OWED_AFTER_S = 1.0
 # there is a noticeable amount of audio buffered"). With less audio to process than this,
 # finalize() answers itself instead of waiting for a reply that may never come.
 FINALIZE_MIN_PENDING_S = 0.25
+# How far past a locally answered Finalize's place a reply may end and still be its answer
+# (Deepgram reports times to the audio it processed; the fake, to its 20-40 ms block). Less
+# than FINALIZE_MIN_PENDING_S, the least audio between such a Finalize and an owed one.
+GHOST_REPLY_SLACK_S = 0.1
 
 
 class DeepgramSTT:
@@ -102,7 +107,12 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
         self._watch: asyncio.Timeout | None = None  # stall watchdog of the current read loop
         self._utterance_open = False  # finals with words since the last end of utterance
         self._finalize_owed = 0  # Finalize messages whose reply (an end of utterance) is expected
-        self._answered_locally = 0  # Finalize messages answered here; a late reply is not an end
+        # The Finalize messages sent on this socket whose reply has not come, in order: their
+        # place in the socket's audio (s) and whether it was answered here (a reply to such a
+        # one, if Deepgram sends it, is late and ends nothing). Bounded: a Finalize Deepgram
+        # never answers falls off.
+        self._sent_finalizes: deque[tuple[float, bool]] = deque(maxlen=16)
+        self._socket_bytes = 0  # audio bytes sent on this socket (replay included)
         self._reply_due = False  # a reply is owed: enough audio since the last message
         self._unanswered = 0  # audio bytes sent since the last message received
         self._reply_after = int(REPLY_OWED_AFTER_S * 8000) * (1 if mulaw else 2)
@@ -124,10 +134,13 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
             if not data:
                 return
             audio = as_ulaw(data) if self._mulaw else data
-        if not await self._send_audio(audio):
-            return  # no socket, or a dead one: the replay on the next socket sends it
+        # Counted sent or not: audio not sent now is replayed on the next socket, and the
+        # Finalize that covers it is resent there (_resume)
         if self._since_finalize is not None:
             self._since_finalize += len(audio)
+        if not await self._send_audio(audio):
+            return  # no socket, or a dead one: the replay on the next socket sends it
+        self._socket_bytes += len(audio)
         self._unanswered += len(audio)
         if self._unanswered >= self._reply_after:
             self._arm()
@@ -144,15 +157,20 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
         if self._failed is not None:
             raise self._failed
         pending_s = self._replay.pending_s
-        if self._since_finalize is not None:
-            pending_s = min(pending_s, self._since_finalize / self._replay.bytes_per_second)
         conn = self._conn
+        if conn is not None and self._since_finalize is not None:
+            # with no socket, the next one gets the replay and ONE Finalize for all of it
+            pending_s = min(pending_s, self._since_finalize / self._replay.bytes_per_second)
+        sent_at: float | None = None
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.send_finalize()
+                sent_at = self._socket_bytes / self._replay.bytes_per_second
             self._since_finalize = 0
-        if pending_s < FINALIZE_MIN_PENDING_S:
-            self._answered_locally += 1
+        answered_here = pending_s < FINALIZE_MIN_PENDING_S
+        if sent_at is not None:
+            self._sent_finalizes.append((sent_at, answered_here))
+        if answered_here:
             self._utterance_open = False
             self._queue.put_nowait(Transcript("", True, True, 0.0))
         else:
@@ -209,11 +227,8 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
         if is_final:
             self._replay.finalized(start, duration)
             self._utterance_open = self._utterance_open or bool(text)
-        if end and from_finalize and not self._finalize_owed and self._answered_locally:
-            # the reply to a Finalize answered here already (replies come in order, so the
-            # owed ones were answered first)
-            self._answered_locally -= 1
-            end = False
+        if end and from_finalize and self._is_ghost_reply(start + duration):
+            end = False  # the late reply to a Finalize answered here already
         elif end and not text and not from_finalize and not self._utterance_open:
             # an empty speech_final (noise, or the gap before the words' final) with no
             # words pending ends nothing: "yes" would otherwise be cut off
@@ -224,11 +239,28 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
             self._utterance_open = False
             self._finalize_owed = max(0, self._finalize_owed - 1)
 
+    def _is_ghost_reply(self, end_s: float) -> bool:
+        """Is a from_finalize reply whose audio ends at ``end_s`` (this socket's time) the late
+        answer to a Finalize answered here? Replies come in order, so it answers the oldest
+        Finalize still waiting, unless it ends past where one answered here was sent: that one
+        was never answered (Deepgram's documented "may") and is forgotten. An owed Finalize
+        follows the one before it by at least FINALIZE_MIN_PENDING_S of audio, more than the
+        slack, so the two cannot be confused."""
+        sent = self._sent_finalizes
+        while (sent and sent[0][1] and end_s > sent[0][0] + GHOST_REPLY_SLACK_S
+               and (len(sent) > 1 or self._finalize_owed)):
+            sent.popleft()
+        if not sent:
+            return False
+        return sent.popleft()[1]
+
     async def _resume(self, conn: LiveSocket, replay: bytes) -> None:
+        self._socket_bytes = 0
         if replay:
             await conn.send_media(replay)
+            self._socket_bytes = len(replay)
         self._since_finalize = None  # a new socket: no Finalize on it yet
-        self._answered_locally = 0  # nor a late reply to the lost socket's
+        self._sent_finalizes.clear()  # nor a late reply to the lost socket's
         owed = self._finalize_owed
         if not owed:
             return
@@ -238,7 +270,7 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
         await conn.send_finalize()
         self._since_finalize = 0
         kept = 1 if len(replay) >= FINALIZE_MIN_PENDING_S * self._replay.bytes_per_second else 0
-        self._answered_locally = 1 - kept
+        self._sent_finalizes.append((self._socket_bytes / self._replay.bytes_per_second, not kept))
         self._finalize_owed = kept
         for _ in range(owed - kept):
             self._queue.put_nowait(Transcript("", True, True, 0.0))
