@@ -13,7 +13,8 @@ With ``stale_by_sequence`` (the listener) the RTP sequence number is used too: a
 that is older than the newest one seen (within RFC 3550 A.1's misorder window of 100) is a
 delayed or replayed copy, dropped without counting towards that resync, so a stale block is
 never delivered again; after a resync, packets numbered before it belong to the timeline that
-was left and are dropped.
+was left and are dropped, unless their timestamp is within 200 ms before the resync packet's
+(the new timeline's first packets, reordered behind it).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class RxTimeline:
         self._late_run = 0
         self._seq_hi: int | None = None  # the newest sequence number seen, unwrapped
         self._seq_epoch: int | None = None  # the first sequence number after a resync
+        self._epoch_ts = 0  # and its RTP timestamp
         # counters (the leg's stats)
         self.late = 0
         self.duplicates = 0
@@ -121,8 +123,10 @@ class RxTimeline:
             return
         age = self._seq_age(seq) if seq is not None and self._stale_by_sequence else 0
         if age < 0:
-            self.late += 1  # sent before the timeline we follow began
-            return
+            if not 0 < (self._epoch_ts - timestamp) % _WRAP <= self._rate // 5:
+                self.late += 1  # sent before the timeline we follow began
+                return
+            age = 0  # that timeline's own first packets, reordered behind the one that began it
         pos = self._unwrap(timestamp)
         behind = self._head if self._head is not None else self._floor
         if behind is not None and pos + samples <= behind:
@@ -156,6 +160,7 @@ class RxTimeline:
         self._ext = timestamp
         if seq is not None and self._stale_by_sequence:
             self._seq_hi = self._seq_epoch = seq  # packets numbered before this one: the old timeline
+            self._epoch_ts = timestamp  # unless their timestamp is just before this one's
 
     # -- for the delivery ------------------------------------------------------------------
     def _take(self, pos: int, need: int) -> tuple[bytes, int]:

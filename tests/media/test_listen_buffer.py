@@ -146,3 +146,19 @@ def test_a_reordered_packet_is_still_taken_by_sequence() -> None:
     buf.put(ts(1), frame(1), seq=8)  # older than the newest, not late: it fills its slot
     assert ids(buf.frames()) == [0, 1, 2]
     assert buf.late == 0
+
+
+def test_a_reordered_first_packet_of_a_timeline_that_jumped_ahead_is_kept() -> None:
+    """The sender's timestamps jump 1.8 s ahead (a new source behind an SBC/PBX, numbering
+    going on), and the jump's first two packets come swapped. The second one (seq 111) resyncs
+    the buffer; the first one (seq 110) is numbered before the resync but its timestamp is the
+    new timeline's first slot: it is kept, not dropped as the old timeline's."""
+    buf = ListenBuffer(max_wait_ms=60)
+    for i in range(10):
+        buf.put(ts(i), frame(i), seq=100 + i)
+    assert ids(buf.frames()) == list(range(10))
+    buf.put(ts(101), frame(101), seq=111)  # more than 1 s ahead: a new timeline
+    buf.put(ts(100), frame(100), seq=110)  # its first packet, reordered behind it
+    assert buf.resyncs == 1
+    assert ids(buf.frames()) == [100, 101]
+    assert buf.late == 0
