@@ -29,7 +29,14 @@ from typing import Any
 import aiohttp
 from openai import AsyncOpenAI
 
-from bridge.providers.llm.openai_errors import connection_error, status_error, stream_error, timeout_error
+from bridge.providers.http_session import client_session, read_capped
+from bridge.providers.llm.openai_errors import (
+    NAME,
+    connection_error,
+    status_error,
+    stream_error,
+    timeout_error,
+)
 
 POOL_LIMIT = 1000  # the SDK's own max_connections (openai._constants.DEFAULT_CONNECTION_LIMITS)
 KEEPALIVE_S = 5.0  # httpx's keepalive_expiry, which the SDK's pool uses
@@ -57,27 +64,31 @@ class ChatWire:
         self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout_s, sock_read=read_timeout_s)
         self._headers: dict[str, str] | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._proxy: str | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         # built on first use, inside the running loop (the SDK's X-Stainless-Async names it)
         self._headers = sdk_headers(self._sdk, self._read_timeout_s)
-        connector = aiohttp.TCPConnector(limit=POOL_LIMIT, keepalive_timeout=KEEPALIVE_S)
-        # trust_env: HTTP(S)_PROXY / NO_PROXY (and .netrc) as the SDK's httpx2 client reads them
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=True)
+        # the proxy and TLS set up as the SDK's httpx2 client does (http_session.py)
+        self._session, self._proxy = client_session(
+            self._url, NAME, timeout=self._timeout, pool_limit=POOL_LIMIT, keepalive_s=KEEPALIVE_S
+        )
         return self._session
 
     async def open(self, body: dict[str, Any]) -> WireChatStream:
         """POST the body; the response as a stream of chunk dicts, or ProviderError."""
         session = self._session or self._open()
         try:
-            resp = await session.post(self._url, data=json.dumps(body).encode(), headers=self._headers)
+            resp = await session.post(
+                self._url, data=json.dumps(body).encode(), headers=self._headers, proxy=self._proxy
+            )
         except TimeoutError:  # aiohttp's connect and read timeouts are TimeoutErrors
             raise timeout_error() from None
         except aiohttp.ClientError:
             raise connection_error() from None
         if resp.status >= 400:
             try:
-                raw = await resp.content.read(ERROR_BODY_MAX)
+                raw = await read_capped(resp, ERROR_BODY_MAX)
             except (TimeoutError, aiohttp.ClientError):
                 raw = b""
             finally:

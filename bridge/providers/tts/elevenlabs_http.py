@@ -26,6 +26,7 @@ import aiohttp
 from elevenlabs.client import AsyncElevenLabs
 
 from bridge.providers.base import AudioChunk, ProviderError, backstop_s
+from bridge.providers.http_session import client_session, read_capped
 from bridge.providers.tts.elevenlabs_audio import NativeAudio, check_output_format
 from bridge.providers.tts.elevenlabs_common import detail_status, http_url, status_error
 from bridge.settings import Secrets, Settings
@@ -74,13 +75,15 @@ class ElevenLabsHttpTTS:
         # a backstop only: the engine's first-byte and stall deadlines come first
         self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout_s, sock_read=read_timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self._proxy: str | None = None
         self._idle_since: float | None = None  # when the last request left its connection idle
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:  # built inside the running loop
-            connector = aiohttp.TCPConnector(limit=POOL_LIMIT, keepalive_timeout=KEEPALIVE_S)
-            # trust_env: HTTP(S)_PROXY / NO_PROXY (and .netrc) as the SDK's httpx client reads them
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=True)
+            # the proxy and TLS set up as the SDK's httpx client does (http_session.py)
+            self._session, self._proxy = client_session(
+                self._stream_url, NAME, timeout=self._timeout, pool_limit=POOL_LIMIT, keepalive_s=KEEPALIVE_S
+            )
         return self._session
 
     async def warmup(self) -> None:
@@ -90,7 +93,10 @@ class ElevenLabsHttpTTS:
         try:
             async with asyncio.timeout(self.first_byte_timeout_s):
                 # GET /v1/models, as the SDK's models.list() sends it
-                async with self._http().get(self._models_url, headers=self._headers) as resp:
+                http = self._http()
+                async with http.get(
+                    self._models_url, headers=self._headers, proxy=self._proxy, allow_redirects=False
+                ) as resp:
                     body = await resp.read()
                     if resp.status >= 400:
                         raise status_error(NAME, resp.status, detail_status(body))
@@ -113,9 +119,13 @@ class ElevenLabsHttpTTS:
         resp: aiohttp.ClientResponse | None = None
         try:
             try:
-                resp = await self._http().post(self._stream_url, data=body, headers=headers)
+                http = self._http()
+                # no redirects: the SDK's client follows none, and one would take the key along
+                resp = await http.post(
+                    self._stream_url, data=body, headers=headers, proxy=self._proxy, allow_redirects=False
+                )
                 if resp.status >= 400:
-                    refusal = await resp.content.read(ERROR_BODY_MAX)
+                    refusal = await read_capped(resp, ERROR_BODY_MAX)
                     raise status_error(NAME, resp.status, detail_status(refusal))
                 # bytes as they arrive (the SDK's chunk_size=None: no re-chunking that would
                 # delay the first audio)
