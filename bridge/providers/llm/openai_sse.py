@@ -22,6 +22,8 @@ import httpx2
 import openai
 from openai import AsyncOpenAI
 
+from bridge.providers.llm.sse import SseData
+
 
 class RawChatStream:
     """Chat-completion chunks as dicts, in order; ``close()`` ends the HTTP response now."""
@@ -31,6 +33,7 @@ class RawChatStream:
         self._response = response
         self._lines: AsyncIterator[str] = response.iter_lines()
         self._done = False
+        self._sse = SseData("data:", " ", "\n")
 
     def __aiter__(self) -> RawChatStream:
         return self
@@ -66,18 +69,13 @@ class RawChatStream:
         return chunk
 
     async def _next_data(self) -> str | None:
-        """The next event's data (its ``data:`` lines joined by newlines); None at the end."""
-        parts: list[str] = []
+        """The next event's data; None at the end."""
+        sse = self._sse
         async for line in self._lines:
-            if not line:  # a blank line dispatches the event (one without data is dropped)
-                if parts:
-                    return "\n".join(parts)
-                continue
-            if line.startswith("data:"):
-                value = line[5:]
-                parts.append(value[1:] if value.startswith(" ") else value)
-            # ":" comments, event:, id:, retry: carry nothing a chat completion needs
-        return "\n".join(parts) if parts else None
+            data = sse.line(line)
+            if data is not None:
+                return data
+        return sse.end()
 
     async def close(self) -> None:
         self._done = True

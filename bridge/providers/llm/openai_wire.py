@@ -37,6 +37,7 @@ from bridge.providers.llm.openai_errors import (
     stream_error,
     timeout_error,
 )
+from bridge.providers.llm.sse import SseData
 
 POOL_LIMIT = 1000  # the SDK's own max_connections (openai._constants.DEFAULT_CONNECTION_LIMITS)
 KEEPALIVE_S = 5.0  # httpx's keepalive_expiry, which the SDK's pool uses
@@ -116,6 +117,7 @@ class WireChatStream:
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
         self._done = False
+        self._sse = SseData(b"data:", b" ", b"\n")
 
     def __aiter__(self) -> WireChatStream:
         return self
@@ -145,20 +147,14 @@ class WireChatStream:
         return chunk
 
     async def _next_data(self) -> bytes | None:
-        """The next event's data (its ``data:`` lines joined by newlines); None at the end."""
-        parts: list[bytes] = []
+        """The next event's data; None at the end."""
+        sse = self._sse
         content = self._resp.content
         while line := await content.readline():
-            line = line.rstrip(b"\r\n")
-            if not line:  # a blank line dispatches the event (one without data is dropped)
-                if parts:
-                    return b"\n".join(parts)
-                continue
-            if line.startswith(b"data:"):
-                value = line[5:]
-                parts.append(value[1:] if value.startswith(b" ") else value)
-            # ":" comments, event:, id:, retry: carry nothing a chat completion needs
-        return b"\n".join(parts) if parts else None
+            data = sse.line(line.rstrip(b"\r\n"))
+            if data is not None:
+                return data
+        return sse.end()
 
     async def close(self) -> None:
         if not self._done:
