@@ -38,28 +38,18 @@ def _encoder(table: np.ndarray) -> Callable[[bytes], bytes]:
 
 
 DECODERS: dict[int, Callable[[bytes], bytes]] = {0: _decoder(g711.ULAW_DECODE), 8: _decoder(g711.ALAW_DECODE)}
+_DECODE_ULAW = DECODERS[0]
 
 
-def _ulaw_keeping_decoder() -> Callable[[bytes], g711.UlawPcm]:
-    as_bytes = g711.ULAW_DECODE.astype("<i2").view(np.uint8)
-    low, high = bytes(as_bytes[0::2]), bytes(as_bytes[1::2])
-    new = g711.UlawPcm
-
-    def decode(payload: bytes) -> g711.UlawPcm:
-        out = bytearray(2 * len(payload))
-        out[0::2] = payload.translate(low)
-        out[1::2] = payload.translate(high)
-        pcm = new(out)
-        pcm.ulaw = payload
-        return pcm
-
-    return decode
+def decode_ulaw_keeping(payload: bytes) -> g711.UlawPcm:
+    """PCMU to PCM that keeps the payload (g711.UlawPcm): for a listener whose STT takes mu-law
+    (Deepgram), which then sends the caller's bytes as received instead of encoding them again.
+    Not for the echo path: each such frame is a GC-tracked object (see Passthrough)."""
+    pcm = g711.UlawPcm(_DECODE_ULAW(payload))
+    pcm.ulaw = payload
+    return pcm
 
 
-# PCMU to PCM that keeps the payload (g711.UlawPcm): for a listener whose STT takes mu-law
-# (Deepgram), which then sends the caller's bytes as received instead of encoding them again.
-# Not for the echo path: each such frame is a GC-tracked object (see Passthrough).
-decode_ulaw_keeping = _ulaw_keeping_decoder()
 ENCODERS: dict[str, Callable[[bytes], bytes]] = {
     "PCMU": _encoder(g711.ULAW_ENCODE),
     "PCMA": _encoder(g711.ALAW_ENCODE),
