@@ -30,8 +30,20 @@ right after each EndOfTurn.
 Recognition is the same energy detector as the v1 fake: each burst is the next `script`
 line. A line ending in "..." trails off: the model is never confident, so only the timeout
 (or ForceEndTurn) ends that turn. Not established from the documentation, so assumed here:
-ForceEndTurn with no turn open gets no reply, and a socket idle for 10 s closes 1011 as v1
-does (v2 has no KeepAlive message; the client sends silence instead).
+ForceEndTurn with no turn open gets no reply (the state page has no ForceEndTurn edge out of
+Initial; the Voice Agent's ForceEndTurn page says "the message is ignored"), and a socket idle for
+10 s closes 1011 as v1 does (v2 has no KeepAlive message; the client sends silence instead).
+
+ForceEndTurn "ends the turn on the audio transcribed so far" (its page): whether audio received
+just before it (a reconnect's replay, seconds in one message) is transcribed by then is not
+said. ``transcribe_behind_ms`` plays both: 0 (default), every block received before it is;
+N, the last N ms received are not yet (they are, in order, as more audio comes, and all of them
+on CloseStream), so a ForceEndTurn sent right after a replay finds the replay's turn not yet
+open and is ignored, and that turn ends on its own (model or timeout).
+
+Faults (``faults.drop_after``, audio bytes in; ``fault_times``): the TCP connection is cut with
+no close frame. Recognition is the same on the replayed audio: the words of a turn the cut left
+unended go back to the front of ``script``.
 """
 
 from __future__ import annotations
@@ -43,7 +55,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from devkit.fakes.control import Journal
+from devkit.fakes.control import Faults, Journal
 from devkit.fakes.energy import BLOCK_MS, EnergyBlocks, receive_or_idle_close
 
 NOISE_MS = 80  # less voiced audio than this opens no turn
@@ -65,6 +77,8 @@ class FakeFlux:
         self.eager_eot_after_ms = EAGER_AFTER_MS  # silence before EagerEndOfTurn (eager mode)
         self.eot_after_ms = EOT_AFTER_MS  # silence before a confident EndOfTurn
         self.updates_outside_turns = False  # Updates every UPDATE_EVERY_MS between turns too
+        self.transcribe_behind_ms = 0  # audio received but not yet transcribed (read per socket)
+        self.faults = Faults()
 
     def next_text(self) -> str:
         return self.script.popleft() if self.script else "hello"
@@ -85,7 +99,7 @@ class FakeFlux:
         # what the client offered (permessage-deflate or not): accepted either way, journaled
         extensions = request.headers.get("Sec-WebSocket-Extensions", "")
         self.journal.add("request", query=query, extensions=extensions)
-        await _FluxSession(self, ws, query).run()
+        await _FluxSession(self, ws, request, query).run()
         return ws
 
 
@@ -108,9 +122,16 @@ def _float(value: str | None) -> float | None:
 
 
 class _FluxSession:
-    def __init__(self, fake: FakeFlux, ws: web.WebSocketResponse, query: dict[str, str]) -> None:
+    def __init__(
+        self, fake: FakeFlux, ws: web.WebSocketResponse, request: web.Request, query: dict[str, str]
+    ) -> None:
         self.fake = fake
         self.ws = ws
+        self.request = request
+        _, self.drop_after = fake.faults.take_stream_faults()
+        self.bytes_in = 0
+        self.behind_blocks = fake.transcribe_behind_ms // BLOCK_MS
+        self.untranscribed: deque[bool] = deque()  # verdicts of blocks received, not yet transcribed
         self.request_id = str(uuid.uuid4())
         self.encoding = query.get("encoding", "linear16")
         self.rate = int(query.get("sample_rate", "16000"))
@@ -133,6 +154,14 @@ class _FluxSession:
         self.eager_sent = False
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self.in_turn and self.text:  # cut mid-turn: the replay says these words again
+                self.fake.script.appendleft(self.text)
+                self.in_turn = False
+
+    async def _run(self) -> None:
         await self._send({"type": "Connected", "request_id": self.request_id})
         journal = self.fake.journal
         while True:
@@ -140,6 +169,13 @@ class _FluxSession:
             if msg is None:
                 return
             if msg.type == WSMsgType.BINARY:
+                self.bytes_in += len(msg.data)
+                if self.drop_after is not None and self.bytes_in >= self.drop_after:
+                    journal.add("dropped", bytes_in=self.bytes_in)
+                    transport = self.request.transport
+                    if transport is not None:
+                        transport.abort()  # no close frame: a dead network path
+                    return
                 if self.error is not None:
                     code, description = self.error
                     self.fake.error = None
@@ -160,6 +196,7 @@ class _FluxSession:
                 elif kind == "Configure":
                     await self._configure(data)
                 elif kind == "CloseStream":
+                    await self._transcribe(0)
                     if self.in_turn:
                         await self._end_turn("manual")
                     await self.ws.close()
@@ -183,8 +220,13 @@ class _FluxSession:
                           "thresholds": thresholds, "keyterms": data.get("keyterms") or []})
 
     async def _audio(self, data: bytes) -> None:
-        for voiced in self.blocks.feed(data):
-            await self._block(voiced)
+        self.untranscribed.extend(self.blocks.feed(data))
+        await self._transcribe(self.behind_blocks)
+
+    async def _transcribe(self, behind: int) -> None:
+        """Transcribe the received blocks but the last ``behind``."""
+        while len(self.untranscribed) > behind:
+            await self._block(self.untranscribed.popleft())
             self.cursor += self.block
 
     async def _block(self, voiced: bool) -> None:

@@ -242,8 +242,12 @@ class DeepgramSession(Generic[ConnT]):
             replay = self._replay.reconnected()
             try:
                 await self._resume(conn, replay)
+            except Exception as exc:  # the new socket died under the replay: the read loop
+                # notices it and opens another (an escaping error ended that loop: no socket
+                # ever again, the caller's words lost with no error)
+                log.warning("%s replay on the new socket failed (%s)", self.name, type(exc).__name__)
             finally:
-                self._conn = conn  # even if the replay failed: the read loop will notice
+                self._conn = conn
         finally:
             self._lock.release()
         self._resumed(replay)

@@ -22,10 +22,23 @@ moves on right after EndOfTurn, so Updates between turns already carry the next 
 KeepAlive message: while no audio flows, mu-law silence keeps the socket open. A dropped socket
 is reopened and the audio since the last EndOfTurn replayed; an ``Error`` message or a close
 1008 fails the stream at once.
+
+Across a reconnect (the counterpart of v1's Finalize owed with the replay): a ForceEndTurn the
+lost socket owed an EndOfTurn for, or one that could not be sent (no socket, or a dead one),
+whether or not a turn was open in our view, since the caller may have begun speaking when the
+socket went, is owed to the next socket: it gets the replay and ONE ForceEndTurn. Whether the
+replay holds a turn is Flux's to say: a StartOfTurn that began in the replay opens the turn
+whose EndOfTurn answers it (ended by that ForceEndTurn, or by Flux itself when the replay's
+pause was long enough or the ForceEndTurn came before the replay was transcribed, "ends the
+turn on the audio transcribed so far"); a TurnInfo past the replay's end with no such turn
+(an Update between turns, or the StartOfTurn of later speech) says there was none, and the
+client answers, empty, before that later turn's events; with no word from Flux at all, the
+client answers after the replay's length plus ``replay_turn_wait_s``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -41,6 +54,9 @@ log = logging.getLogger(__name__)
 NAME = "deepgram-flux"
 SILENCE_FRAME = b"\xff" * 160  # 20 ms of mu-law silence
 EVENTS = {"EagerEndOfTurn": EAGER_END_OF_TURN, "TurnResumed": TURN_RESUMED}
+# After a reconnect, how long past the replay's own length (Flux transcribes at least as fast as
+# real time) a resent ForceEndTurn waits for a sign of whether the replay holds a turn
+REPLAY_TURN_WAIT_S = 1.0
 
 
 class FluxSTT:
@@ -58,6 +74,7 @@ class FluxSTT:
         connect_timeout_s: float = 3.0,
         keepalive_s: float = 4.0,
         max_reconnects: int = 2,
+        replay_turn_wait_s: float = REPLAY_TURN_WAIT_S,
     ) -> None:
         self._api_key = api_key
         self._ws_base = environment(url).production  # validates the URL too
@@ -74,6 +91,7 @@ class FluxSTT:
         self.connect_timeout_s = connect_timeout_s
         self.keepalive_s = keepalive_s
         self.max_reconnects = max_reconnects
+        self.replay_turn_wait_s = replay_turn_wait_s
 
     async def open(self) -> FluxStream:
         stream = FluxStream(self)
@@ -92,11 +110,19 @@ class FluxStream(DeepgramSession[LiveSocket]):
 
     def __init__(self, stt: FluxSTT) -> None:
         super().__init__(stt, 1)
+        self._stt = stt
         self._turn_open = False  # between StartOfTurn and EndOfTurn
         self._force_owed = 0  # ForceEndTurn sent while a turn was open: its EndOfTurn is due
         # ForceEndTurn answered here (no turn open); a manual EndOfTurn then is its late answer
         # (a StartOfTurn was on its way): it ends nothing
         self._answered_locally = 0
+        # ForceEndTurn not sent (no socket, or a dead one) while no turn was open in our view:
+        # the caller may have begun one; the next socket decides, with the replay
+        self._force_unsent = 0
+        # The ForceEndTurn resent after the replay on this socket whose answer is not known
+        # yet: the replay's end in this socket's audio time (s), and the bound on the wait
+        self._replay_end_s: float | None = None
+        self._replay_wait: asyncio.TimerHandle | None = None
 
     # ---- SttStream --------------------------------------------------------------------
 
@@ -116,16 +142,26 @@ class FluxStream(DeepgramSession[LiveSocket]):
         """ForceEndTurn; exactly one end of utterance follows (ours if no turn is open)."""
         if self._failed is not None:
             raise self._failed
+        sent = False
         conn = self._conn
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.send_force_end_turn()
-        if self._turn_open:
+                sent = True
+        if self._turn_open:  # owed; if it did not go out, the next socket gets it (_resume)
             self._force_owed += 1
             self._turn_open = False  # ended by it: a second one before the EndOfTurn gets none
+        elif not sent and not self._closing:
+            # the turn may be opening unseen (its StartOfTurn lost with the socket, or its audio
+            # not sent yet): the replay will tell
+            self._force_unsent += 1
         else:  # no turn: Flux owes no EndOfTurn (not promised), so answer here
             self._answered_locally += 1
             self._queue.put_nowait(Transcript("", True, True, 0.0))
+
+    async def close(self) -> None:
+        self._stop_replay_wait()
+        await super().close()
 
     # ---- internals --------------------------------------------------------------------
 
@@ -153,6 +189,9 @@ class FluxStream(DeepgramSession[LiveSocket]):
         text = transcript.strip() if isinstance(transcript, str) else ""
         window_end = _number(info.get("audio_window_end"))
         confidence = _number(info.get("end_of_turn_confidence"))
+        replays_turn = self._replay_end_s is not None and self._replay_turn(
+            event, _number(info.get("audio_window_start")), window_end
+        )
         if event == "EndOfTurn":
             self._turn_open = False
             self._replay.finalized(0.0, window_end)
@@ -167,23 +206,65 @@ class FluxStream(DeepgramSession[LiveSocket]):
             self._queue.put_nowait(Transcript(text, True, True, confidence))
             return
         if event == "StartOfTurn":
-            self._turn_open = True
+            # the replay's turn is ended in our view already, by the ForceEndTurn resent after
+            # it: a second one before its EndOfTurn gets none (as in finalize())
+            self._turn_open = not replays_turn
         if event in EVENTS or text:
             self._queue.put_nowait(Transcript(text, False, False, 0.0, EVENTS.get(event, "")))
+
+    def _replay_turn(self, event: str, window_start: float, window_end: float) -> bool:
+        """Is this the replay's turn (whose EndOfTurn answers the ForceEndTurn resent after
+        it)? Decides the resent ForceEndTurn's answer once Flux shows where the replay stands."""
+        replay_end = self._replay_end_s
+        assert replay_end is not None
+        if (event == "StartOfTurn" and window_start < replay_end) or event == "EndOfTurn":
+            self._stop_replay_wait()
+            self._force_owed += 1  # that turn's EndOfTurn answers it
+            return True
+        if window_end >= replay_end:  # Flux went past the replay and opened no turn in it
+            self._answer_replay_force()
+        return False
+
+    def _answer_replay_force(self) -> None:
+        self._stop_replay_wait()
+        self._answered_locally += 1  # ignored by Flux (no turn); a late manual answer ends nothing
+        self._queue.put_nowait(Transcript("", True, True, 0.0))
+
+    def _stop_replay_wait(self) -> None:
+        self._replay_end_s = None
+        if self._replay_wait is not None:
+            self._replay_wait.cancel()
+            self._replay_wait = None
 
     async def _resume(self, conn: LiveSocket, replay: bytes) -> None:
         self._turn_open = False
         self._answered_locally = 0  # no late EndOfTurn of the lost socket comes on this one
+        # every ForceEndTurn still unanswered: owed on the lost socket, never sent, or resent
+        # on an earlier new socket and still undecided
+        owed = self._force_owed + self._force_unsent + (self._replay_end_s is not None)
+        # unsent until the ForceEndTurn goes out: a socket that dies under the replay leaves
+        # them all to the next one
+        self._force_owed, self._force_unsent = 0, owed
+        self._stop_replay_wait()
         if replay:
             await conn.send_media(replay)
-        if self._force_owed:
-            # The replay (everything since the last EndOfTurn) holds the speech of the turn
-            # the lost ForceEndTurn ended, so Flux opens it again and ONE ForceEndTurn ends it:
-            # one EndOfTurn is owed, the client answers any other.
+        if not owed:
+            return
+        if replay:
+            # The replay (everything since the last EndOfTurn) holds any turn those ended or
+            # were meant to end, so ONE ForceEndTurn after it ends that: it owes at most one
+            # EndOfTurn, and the client answers the others at once.
             await conn.send_force_end_turn()
-            for _ in range(self._force_owed - 1):
-                self._queue.put_nowait(Transcript("", True, True, 0.0))
-            self._force_owed = 1
+            self._replay_end_s = len(replay) / self._replay.bytes_per_second
+            owed -= 1
+        self._force_unsent = 0
+        for _ in range(owed):
+            self._queue.put_nowait(Transcript("", True, True, 0.0))
+
+    def _resumed(self, replay: bytes) -> None:
+        if self._replay_end_s is not None:  # bounded: Flux may never say there was no turn
+            wait_s = self._replay_end_s + self._stt.replay_turn_wait_s
+            self._replay_wait = asyncio.get_running_loop().call_later(wait_s, self._answer_replay_force)
 
     async def _keep_alive(self) -> None:
         """No KeepAlive in v2: silence while the engine sends nothing (kept for replay too, so

@@ -174,7 +174,8 @@ def test_late_manual_end_of_turn_after_a_local_answer_ends_nothing() -> None:
     ends that turn (manual) after the client answered the ForceEndTurn itself. That EndOfTurn
     answers the same ForceEndTurn and must not end the next turn too."""
     s = FluxStream(FluxSTT(api_key="k"))
-    asyncio.run(s.finalize())  # no socket, no turn: answered here
+    s._conn = _RecordingSocket()  # type: ignore[assignment]
+    asyncio.run(s.finalize())  # sent, no turn: answered here
     assert s._queue.get_nowait() == Transcript("", True, True, 0.0)
     s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})
     s._handle({"type": "TurnInfo", "event": "EndOfTurn", "trigger": "manual", "transcript": "Um",
@@ -192,6 +193,7 @@ def test_a_second_force_end_turn_before_the_end_of_turn_is_answered_by_the_clien
     before its EndOfTurn arrives finds no turn and gets no EndOfTurn of its own, and an event
     of the ended turn still on its way does not reopen it."""
     s = FluxStream(FluxSTT(api_key="k"))
+    s._conn = _RecordingSocket()  # type: ignore[assignment]
     s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})
     asyncio.run(s.finalize())  # owed: Flux ends the turn with a manual EndOfTurn
     assert s._queue.empty()

@@ -1,0 +1,258 @@
+"""Flux across a reconnect, with the real client against the fake: audio spoken while the socket
+is down (the reconnect's handshake held back, as a slow network would), and the engine's
+ForceEndTurn sent then. The caller's words must come back as ONE end of turn: not answered
+empty by the client, not lost, not delivered twice (DESIGN, Known debts: the v1 Finalize fix had
+no Flux counterpart)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from bridge.providers.base import Transcript
+from bridge.providers.stt.deepgram_live import LiveSocket
+from bridge.providers.stt.flux_stt import FluxStream, FluxSTT
+from devkit.fakes import FakeCloud
+
+from .conftest import silence, speech
+from .test_flux import _sent, collect_ends, make, push
+
+WORDS = "Book a table for two"
+
+
+class HeldConnect:
+    """The client's connect, held at a gate after the first socket (a slow network)."""
+
+    def __init__(self, stt: FluxSTT) -> None:
+        self.gate = asyncio.Event()
+        self._connect = stt.connect
+        stt.connect = self  # type: ignore[method-assign]
+
+    async def __call__(self, stack: contextlib.AsyncExitStack) -> LiveSocket:
+        await self.gate.wait()
+        return await self._connect(stack)
+
+
+async def open_held(cloud: FakeCloud, **kw: object) -> tuple[FluxStream, HeldConnect]:
+    stt = make(cloud.http_url, max_reconnects=3, **kw)
+    stream = await stt.open()
+    return stream, HeldConnect(stt)
+
+
+async def until_down(cloud: FakeCloud, stream: FluxStream) -> None:
+    """Until the fake cut the socket and the client saw it (no socket now)."""
+    await cloud.flux.journal.wait_for(lambda j: j.count("dropped") == 1)
+    for _ in range(500):  # bounded: 5 s
+        if stream._conn is None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the client did not see the drop")
+
+
+async def until_reconnected(stream: FluxStream) -> None:
+    """Until the new socket got the replay (and the ForceEndTurn owed with it)."""
+    for _ in range(500):  # bounded: 5 s
+        if stream.reconnects == 1:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no reconnect")
+
+
+async def rest(stream: FluxStream) -> list[Transcript]:
+    """Close, and everything the stream still delivered (the queue ends at close)."""
+    await stream.close()
+    return [t async for t in stream.transcripts()]
+
+
+def ends(got: list[Transcript]) -> list[str]:
+    return [t.text for t in got if t.end_of_utterance]
+
+
+@pytest.mark.parametrize("tail_ms", [200, 700], ids=["forced", "model-first"])
+async def test_force_end_turn_while_down_as_the_turn_opens_is_owed_to_the_replays_turn(
+    cloud: FakeCloud, tail_ms: int
+) -> None:
+    """The socket drops as the caller starts speaking (no StartOfTurn yet); the turn is spoken
+    while no socket is open and the engine's ForceEndTurn comes then. The client answered it at
+    once, empty (no turn open in its view), and the replay's EndOfTurn then ended nothing the
+    engine still waited for: the words were lost. The next socket owes it: the replay and one
+    ForceEndTurn; the replay's turn is its answer, ended by the ForceEndTurn (short pause) or by
+    Flux itself first (long pause, the ForceEndTurn then ignored)."""
+    cloud.flux.script.append(WORDS)
+    cloud.flux.faults.drop_after = 8 * 200 + 1  # mu-law, 8 bytes a ms: the first frame after 200 ms
+    cloud.flux.faults.fault_times = 1
+    stream, held = await open_held(cloud)
+    await push(stream, silence(200) + speech(100))  # the fake cuts the socket on the speech
+    await until_down(cloud, stream)
+    await push(stream, speech(700) + silence(tail_ms))  # the turn, while no socket is open
+    await stream.finalize()  # the engine's end of turn, while no socket is open
+    held.gate.set()
+    got = await collect_ends(stream, 1)
+    await push(stream, silence(600))
+    got += await rest(stream)
+    assert ends(got) == [WORDS], got
+    assert stream.reconnects == 1
+    trigger = "manual" if tail_ms < cloud.flux.eot_after_ms else "model"
+    assert [e["trigger"] for e in _sent(cloud, event="EndOfTurn")] == [trigger]
+
+
+async def test_force_end_turn_while_down_in_an_open_turn_gets_the_turn_once(cloud: FakeCloud) -> None:
+    """StartOfTurn came, then the socket dropped mid-turn; the caller speaks on and the engine's
+    ForceEndTurn comes while no socket is open. The replay reopens the turn (the fake hears the
+    same words again) and one EndOfTurn carries them."""
+    cloud.flux.script.append(WORDS)
+    cloud.flux.faults.drop_after = 8 * 300 + 1  # mu-law, 8 bytes a ms: the first frame after 300 ms
+    cloud.flux.faults.fault_times = 1
+    stream, held = await open_held(cloud)
+    await push(stream, speech(300))
+    for _ in range(500):  # bounded: until the client read StartOfTurn
+        if stream._turn_open:
+            break
+        await asyncio.sleep(0.01)
+    assert stream._turn_open
+    await push(stream, speech(100))  # the fake cuts the socket on this
+    await until_down(cloud, stream)
+    await push(stream, speech(400) + silence(200))
+    await stream.finalize()
+    held.gate.set()
+    got = await collect_ends(stream, 1)
+    await push(stream, silence(600))
+    got += await rest(stream)
+    assert ends(got) == [WORDS], got
+
+
+@pytest.mark.parametrize("updates", [True, False], ids=["updates-between-turns", "silent-between-turns"])
+async def test_force_end_turn_while_down_with_no_turn_in_the_replay_is_answered_after_it(
+    cloud: FakeCloud, updates: bool
+) -> None:
+    """Only silence while the socket was down: Flux opens no turn in the replay and ignores the
+    resent ForceEndTurn, so the client answers it, empty, once Flux shows it went past the
+    replay (an Update between turns, or the StartOfTurn of speech after it), and before the
+    next turn's end."""
+    cloud.flux.updates_outside_turns = updates
+    cloud.flux.script.append("After the outage")
+    cloud.flux.faults.drop_after = 8 * 200 + 1
+    cloud.flux.faults.fault_times = 1
+    stream, held = await open_held(cloud, replay_turn_wait_s=30.0)
+    await push(stream, silence(200) + silence(100))
+    await until_down(cloud, stream)
+    await push(stream, silence(500))
+    await stream.finalize()
+    held.gate.set()
+    await until_reconnected(stream)  # what follows is live audio, not the replay's
+    await push(stream, silence(300) + speech(800) + silence(500))
+    got = await collect_ends(stream, 2)
+    got += await rest(stream)
+    assert ends(got) == ["", "After the outage"], got
+    assert cloud.flux.journal.count("force_end_unanswered") == 1
+
+
+async def test_force_end_turn_while_down_and_nothing_after_is_answered_by_the_bound(cloud: FakeCloud) -> None:
+    """Silence in the replay, no Updates between turns and the caller silent after it: nothing
+    ever says Flux went past the replay, so the client answers after the replay's length plus
+    ``replay_turn_wait_s``."""
+    cloud.flux.faults.drop_after = 8 * 200 + 1
+    cloud.flux.faults.fault_times = 1
+    stream, held = await open_held(cloud, replay_turn_wait_s=0.1)
+    await push(stream, silence(300))
+    await until_down(cloud, stream)
+    await stream.finalize()
+    held.gate.set()
+    got = await collect_ends(stream, 1)
+    got += await rest(stream)
+    assert ends(got) == [""], got
+
+
+async def test_force_end_turn_before_the_replay_is_transcribed_waits_for_its_turn(cloud: FakeCloud) -> None:
+    """ForceEndTurn "ends the turn on the audio transcribed so far": a Flux still transcribing
+    the replay when the resent ForceEndTurn comes finds no turn open and ignores it (the fake's
+    ``transcribe_behind_ms``); the replay's turn then ends on its own, and that is the answer."""
+    cloud.flux.script.append(WORDS)
+    cloud.flux.faults.drop_after = 8 * 200 + 1
+    cloud.flux.faults.fault_times = 1
+    stream, held = await open_held(cloud, replay_turn_wait_s=30.0)
+    await push(stream, silence(200) + speech(100))
+    await until_down(cloud, stream)
+    await push(stream, speech(700) + silence(200))
+    await stream.finalize()
+    cloud.flux.transcribe_behind_ms = 1500  # the next socket lags the replay
+    held.gate.set()
+    await until_reconnected(stream)
+    await cloud.flux.journal.wait_for(lambda j: j.count("force_end_unanswered") == 1)
+    await push(stream, silence(2000))  # live audio: the fake transcribes the replay meanwhile
+    got = await collect_ends(stream, 1)
+    got += await rest(stream)
+    assert ends(got) == [WORDS], got
+    assert [e["trigger"] for e in _sent(cloud, event="EndOfTurn")] == ["model"]
+
+
+async def test_a_force_end_turn_that_cannot_be_sent_is_owed_to_the_next_socket() -> None:
+    """The socket is dead but not yet seen so (the send fails): like no socket at all, the
+    ForceEndTurn is owed to the next one, not answered here."""
+
+    class Dead:
+        async def send_force_end_turn(self) -> None:
+            raise ConnectionResetError
+
+    s = FluxStream(FluxSTT(api_key="k"))
+    s._conn = Dead()  # type: ignore[assignment]
+    await s.finalize()
+    assert s._queue.empty() and s._force_unsent == 1
+
+
+class _StubSocket:
+    """A socket of a scripted connector: records what is sent; ``dead`` fails every send and
+    read (a socket that died under the replay)."""
+
+    def __init__(self, dead: bool = False) -> None:
+        self.dead = dead
+        self.sent: list[object] = []
+        self.cut = asyncio.Event()
+
+    async def send_media(self, audio: bytes) -> None:
+        if self.dead:
+            raise ConnectionResetError
+        self.sent.append(len(audio))
+
+    async def send_force_end_turn(self) -> None:
+        if self.dead:
+            raise ConnectionResetError
+        self.sent.append("ForceEndTurn")
+
+    async def send_close_stream(self) -> None:
+        self.cut.set()
+
+    async def recv(self) -> dict[str, object]:
+        if not self.dead:
+            await self.cut.wait()
+        raise ConnectionResetError
+
+
+async def test_a_socket_that_dies_under_the_replay_leaves_it_to_the_next() -> None:
+    """The new socket fails while the replay goes out: the read loop must notice it and open
+    another, which gets the replay and the owed ForceEndTurn. The send's error escaped the
+    session's reconnect (it caught ProviderError only) and ended its read loop: no socket
+    again, the caller's words and every end of turn after lost with no error."""
+    first, dying, third = _StubSocket(), _StubSocket(dead=True), _StubSocket()
+    sockets = iter([first, dying, third])
+    stt = FluxSTT(api_key="k", max_reconnects=3, keepalive_s=60.0)
+
+    async def connect(stack: contextlib.AsyncExitStack) -> _StubSocket:
+        return next(sockets)
+
+    stt.connect = connect  # type: ignore[method-assign,assignment]
+    stream = await stt.open()
+    await stream.send(b"\x00\x10" * 400)  # 50 ms of speech-ish audio on the first socket
+    first.dead = True
+    await stream.finalize()  # cannot be sent: owed to the next socket
+    first.cut.set()  # the client sees the drop
+    for _ in range(500):  # bounded: until the third socket got the replay
+        if len(third.sent) == 2:
+            break
+        await asyncio.sleep(0.01)
+    await stream.close()
+    assert stream.reconnects == 2
+    assert third.sent == [400, "ForceEndTurn"]  # the replay, then the owed ForceEndTurn
+    assert stream._queue.get_nowait() is None  # not answered here: the replay may hold a turn
