@@ -1,7 +1,9 @@
-"""A StreamServer on 127.0.0.1:0 with a chosen agent, and audio helpers."""
+"""A StreamServer on 127.0.0.1:0 with a chosen agent, a recording agent and the start of a
+stream on a raw socket, and audio helpers."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator
@@ -13,6 +15,8 @@ from websockets.asyncio.client import connect
 from bridge.admission import Admission
 from bridge.callfacts import encode_headers
 from bridge.callfacts import stream_token as expected_token
+from bridge.callmodel import CallInfo
+from bridge.leg import AudioFrame, AudioLeg, DtmfDigit, LegEnded
 from bridge.settings import Secrets, Settings
 from bridge.simulator.plivo.signing import sign_v3
 from bridge.simulator.plivo.stream_client import PlivoStreamClient
@@ -66,6 +70,64 @@ def headers_for(call_uuid: str, **extra: str) -> str:
     """extraHeaders as the XML server writes them: the facts, %-encoded, and the token over them."""
     text = encode_headers({**extra, "Token": expected_token(SECRET, call_uuid, extra)})
     return text
+
+
+class Recorder:
+    """An agent that keeps what its leg delivered: the leg and its socket (``_ws``), the audio
+    frames, the DTMF digits and the end reason, in order. ``read=False``: it reads no event
+    (an agent busy elsewhere) and only waits for the leg to finish."""
+
+    def __init__(self, *, read: bool = True) -> None:
+        self.read = read
+        self.legs: list[AudioLeg] = []
+        self.sockets: list[object] = []
+        self.frames: list[bytes] = []
+        self.digits: list[str] = []
+        self.ended: list[str] = []
+
+    async def __call__(self, leg: AudioLeg, info: CallInfo) -> None:
+        self.sockets.append(getattr(leg, "_ws", None))
+        self.legs.append(leg)
+        if not self.read:
+            await leg.finished()
+            return
+        async for ev in leg.events():
+            if isinstance(ev, AudioFrame):
+                self.frames.append(bytes(ev.pcm))
+            elif isinstance(ev, DtmfDigit):
+                self.digits.append(ev.digit)
+            elif isinstance(ev, LegEnded):
+                self.ended.append(ev.reason)
+
+    async def until_ended(self) -> None:
+        """Until the leg ended (bounded: 10 s on a slow machine)."""
+        for _ in range(500):
+            if self.ended:
+                return
+            await asyncio.sleep(0.02)
+
+
+    async def until_socket(self) -> None:
+        """Until the agent holds the call's socket (bounded: 5 s)."""
+        for _ in range(250):
+            if self.sockets:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def start_stream(ws: Any, sim: PlivoStreamClient, agent: Recorder) -> None:
+    """Plivo's start message on ``ws``, then until the agent holds the call's socket."""
+    await ws.send(sim.start_message())
+    await agent.until_socket()
+
+
+async def start_cutting(ws: Any, sim: PlivoStreamClient, agent: Recorder) -> None:
+    """``start_stream``, then one media message (after it the socket cuts frames itself) and
+    a ping answered after it."""
+    await start_stream(ws, sim, agent)
+    await ws.send(sim.media_message(tone(20), 1))
+    pong = await ws.ping(b"sync")
+    await asyncio.wait_for(pong, 10)
 
 
 def tone(ms: int, freq: float = 440.0, amp: int = 8000, phase: float = 0.3) -> bytes:

@@ -12,11 +12,17 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
 from bridge.audio.g711 import pcm_to_ulaw, ulaw_to_pcm
-from bridge.callmodel import CallInfo
-from bridge.leg import AudioFrame, AudioLeg, LegEnded
 from bridge.stream.connection import StreamConnection
 from bridge.stream.frames import fragment_state, frame_bounds
-from tests.stream.support import headers_for, running_server, signed_connect, sim_client, tone
+from tests.stream.support import (
+    Recorder,
+    headers_for,
+    running_server,
+    signed_connect,
+    sim_client,
+    start_stream,
+    tone,
+)
 
 
 @pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 400, 65535, 65536, 70000])
@@ -54,27 +60,12 @@ async def test_media_cut_from_the_byte_stream_however_split_with_pings_and_fragm
     size (a frame split in its header, its mask, its payload; several frames in one read),
     with pings and a fragmented message (a ping inside it) between them. Every frame reaches
     the leg in order, the pings are answered, stop ends the call."""
-    frames: list[bytes] = []
-    ended: list[str] = []
-    sockets: list[object] = []
-
-    async def agent(leg: AudioLeg, info: CallInfo) -> None:
-        sockets.append(getattr(leg, "_ws", None))
-        async for ev in leg.events():
-            if isinstance(ev, AudioFrame):
-                frames.append(bytes(ev.pcm))
-            elif isinstance(ev, LegEnded):
-                ended.append(ev.reason)
-
+    agent = Recorder()
     sent = [tone(20, freq=300.0 + 37 * i) for i in range(24)]
     async with running_server(agent) as server:
         sim = sim_client(server, call_uuid="call-cut", extra_headers=headers_for("call-cut"))
         async with signed_connect(server) as ws:
-            await ws.send(sim.start_message())
-            for _ in range(250):  # bounded: 5 s
-                if sockets:
-                    break
-                await asyncio.sleep(0.02)
+            await start_stream(ws, sim, agent)
             await ws.send(sim.media_message(sent[0], 1))  # whole, as websockets writes it
             await asyncio.sleep(0.1)
             proto = ws.protocol
@@ -101,13 +92,10 @@ async def test_media_cut_from_the_byte_stream_however_split_with_pings_and_fragm
             pong = await ws.ping(b"last")
             await asyncio.wait_for(pong, 10)  # the server answered through all of it
             await ws.send(json.dumps({"event": "stop"}))
-            for _ in range(500):  # bounded: 10 s on a slow machine
-                if ended:
-                    break
-                await asyncio.sleep(0.02)
-    assert ended == ["stop"]
-    assert frames == [ulaw_to_pcm(pcm_to_ulaw(p)) for p in sent]
-    conn = sockets[0]
+            await agent.until_ended()
+    assert agent.ended == ["stop"]
+    assert agent.frames == [ulaw_to_pcm(pcm_to_ulaw(p)) for p in sent]
+    conn = agent.sockets[0]
     assert isinstance(conn, StreamConnection)
     assert conn.frames_cut >= len(sent) - 3  # cut here, not parsed by websockets
 
@@ -115,15 +103,11 @@ async def test_media_cut_from_the_byte_stream_however_split_with_pings_and_fragm
 async def test_an_unmasked_frame_is_still_a_protocol_error() -> None:
     """A client frame without a mask (RFC 6455: the server must fail the connection) goes to
     websockets, which closes with 1002, as without the cutting."""
-    async def agent(leg: AudioLeg, info: CallInfo) -> None:
-        async for _ev in leg.events():
-            pass
-
+    agent = Recorder()
     async with running_server(agent) as server:
         sim = sim_client(server, call_uuid="call-nomask", extra_headers=headers_for("call-nomask"))
         async with signed_connect(server) as ws:
-            await ws.send(sim.start_message())
-            await asyncio.sleep(0.2)
+            await start_stream(ws, sim, agent)
             await ws.send(sim.media_message(tone(20), 1))
             assert ws.transport is not None
             unmasked = Frame(Opcode.TEXT, sim.media_message(tone(20), 2).encode())
@@ -135,15 +119,11 @@ async def test_an_unmasked_frame_is_still_a_protocol_error() -> None:
 
 
 async def test_a_frame_over_max_size_after_start_closes_1009_even_when_cut_in_pieces() -> None:
-    async def agent(leg: AudioLeg, info: CallInfo) -> None:
-        async for _ev in leg.events():
-            pass
-
+    agent = Recorder()
     async with running_server(agent, stream_max_message_bytes=4096) as server:
         sim = sim_client(server, call_uuid="call-huge", extra_headers=headers_for("call-huge"))
         async with signed_connect(server) as ws:
-            await ws.send(sim.start_message())
-            await asyncio.sleep(0.2)
+            await start_stream(ws, sim, agent)
             await ws.send(sim.media_message(tone(20), 1))
             await asyncio.sleep(0.05)
             huge = json.dumps({"event": "media", "media": {"payload": "A" * 100000}})
@@ -166,18 +146,11 @@ async def test_a_drop_in_the_middle_of_a_frame_ends_the_call_as_dropped(
 ) -> None:
     """The socket dies with half a frame held here: websockets sees the same bytes and the same
     end (no close frame: Plivo's DroppedStream), the call ends as dropped, nothing raises."""
-    ended: list[str] = []
-
-    async def agent(leg: AudioLeg, info: CallInfo) -> None:
-        async for ev in leg.events():
-            if isinstance(ev, LegEnded):
-                ended.append(ev.reason)
-
+    agent = Recorder()
     async with running_server(agent) as server:
         sim = sim_client(server, call_uuid="call-drop", extra_headers=headers_for("call-drop"))
         async with signed_connect(server) as ws:
-            await ws.send(sim.start_message())
-            await asyncio.sleep(0.2)
+            await start_stream(ws, sim, agent)
             await ws.send(sim.media_message(tone(20), 1))
             await asyncio.sleep(0.05)
             wire = Frame(Opcode.TEXT, sim.media_message(tone(20), 2).encode()).serialize(mask=True)
@@ -185,9 +158,6 @@ async def test_a_drop_in_the_middle_of_a_frame_ends_the_call_as_dropped(
             ws.transport.write(wire[:100])
             await asyncio.sleep(0.05)
             ws.transport.abort()
-            for _ in range(500):  # bounded: 10 s
-                if ended:
-                    break
-                await asyncio.sleep(0.02)
-    assert ended == ["dropped"]
+            await agent.until_ended()
+    assert agent.ended == ["dropped"]
     assert not [r for r in caplog.records if r.exc_info]

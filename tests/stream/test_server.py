@@ -23,12 +23,14 @@ from bridge.stream.leg import StreamLeg
 from bridge.supervisor import AgentRunner as Agent
 from tests.stream.support import (
     AUTH_TOKEN,
+    Recorder,
     best_correlation,
     headers_for,
     rms,
     running_server,
     signed_connect,
     sim_client,
+    start_stream,
     tone,
     url,
 )
@@ -327,13 +329,7 @@ async def test_wideband_l16_16k_stream_in_and_out() -> None:
 
 
 async def test_stop_ends_calls_in_progress() -> None:
-    ended: list[str] = []
-
-    async def agent(leg: AudioLeg, info: CallInfo) -> None:
-        async for ev in leg.events():
-            if isinstance(ev, LegEnded):
-                ended.append(ev.reason)
-
+    agent = Recorder()
     async with running_server(agent) as server:
         client = sim_client(server, call_uuid="call-stop", extra_headers=headers_for("call-stop"))
         task = asyncio.create_task(client.run(b"", tail_s=10.0))
@@ -343,7 +339,7 @@ async def test_stop_ends_calls_in_progress() -> None:
             await asyncio.sleep(0.02)
         await server.stop(drain_timeout_s=0.1)
         result = await asyncio.wait_for(task, 10)
-    assert ended == ["shutdown"] and result.ended_by == "bridge"
+    assert agent.ended == ["shutdown"] and result.ended_by == "bridge"
 
 
 async def test_upgrade_must_carry_plivos_signature_once() -> None:
@@ -406,22 +402,12 @@ async def test_dtmf_goes_out_on_the_stream_as_send_dtmf() -> None:
 async def test_media_reach_the_leg_in_order_however_framed_and_stop_ends_the_call() -> None:
     """Whole text messages are taken as they arrive (the fast path), fragmented ones and the
     rest through the socket's queue: the frames still reach the leg in the order sent."""
-    frames: list[bytes] = []
-    ended: list[str] = []
-
-    async def agent(leg: AudioLeg, info: CallInfo) -> None:
-        async for ev in leg.events():
-            if isinstance(ev, AudioFrame):
-                frames.append(bytes(ev.pcm))
-            elif isinstance(ev, LegEnded):
-                ended.append(ev.reason)
-
+    agent = Recorder()
     sent = [tone(20, freq=300.0 + 100 * i) for i in range(6)]
     async with running_server(agent) as server:
         sim = sim_client(server, call_uuid="call-order", extra_headers=headers_for("call-order"))
         async with signed_connect(server) as ws:
-            await ws.send(sim.start_message())
-            await asyncio.sleep(0.2)  # the call is up
+            await start_stream(ws, sim, agent)  # the call is up
             # all in one write (websockets' sans-I/O layer), so that the server reads them at once
             proto = ws.protocol
             for i, pcm in enumerate(sent):
@@ -438,13 +424,10 @@ async def test_media_reach_the_leg_in_order_however_framed_and_stop_ends_the_cal
             assert ws.transport is not None
             ws.transport.write(b"".join(proto.data_to_send()))
             await ws.send(json.dumps({"event": "stop"}))
-            for _ in range(500):  # bounded: 10 s on a slow machine
-                if ended:
-                    break
-                await asyncio.sleep(0.02)
-    assert ended == ["stop"]
+            await agent.until_ended()
+    assert agent.ended == ["stop"]
     received = [ulaw_to_pcm(pcm_to_ulaw(p)) for p in sent]  # the mu-law round trip
-    assert frames == received
+    assert agent.frames == received
 
 
 async def test_a_message_the_leg_fails_on_is_logged_and_the_stream_goes_on(
@@ -452,7 +435,6 @@ async def test_a_message_the_leg_fails_on_is_logged_and_the_stream_goes_on(
 ) -> None:
     """An error while the leg handles a message (in the socket's data_received or in the
     reader task) must not end the call: logged, that message lost, the next ones handled."""
-    frames: list[bytes] = []
     original = StreamLeg.on_message
     calls = [0]
 
@@ -463,12 +445,7 @@ async def test_a_message_the_leg_fails_on_is_logged_and_the_stream_goes_on(
         original(self, msg)  # type: ignore[arg-type]
 
     monkeypatch.setattr(StreamLeg, "on_message", flaky)
-
-    async def agent(leg: AudioLeg, info: CallInfo) -> None:
-        async for ev in leg.events():
-            if isinstance(ev, AudioFrame):
-                frames.append(bytes(ev.pcm))
-
+    agent = Recorder()
     async with running_server(agent) as server:
         sim = sim_client(server, call_uuid="call-flaky", extra_headers=headers_for("call-flaky"))
         with caplog.at_level(logging.ERROR):
@@ -477,9 +454,9 @@ async def test_a_message_the_leg_fails_on_is_logged_and_the_stream_goes_on(
                 for i in range(4):
                     await ws.send(sim.media_message(tone(20), i + 1))
                 for _ in range(500):  # bounded: 10 s on a slow machine
-                    if len(frames) >= 3:
+                    if len(agent.frames) >= 3:
                         break
                     await asyncio.sleep(0.02)
                 assert server.active_calls == 1
-    assert len(frames) == 3
+    assert len(agent.frames) == 3
     assert "stream message handling failed" in caplog.text

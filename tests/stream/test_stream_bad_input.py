@@ -16,11 +16,18 @@ import logging
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from bridge.callmodel import CallInfo
-from bridge.leg import AudioFrame, AudioLeg, DtmfDigit, LegEnded
 from bridge.stream import protocol
 from bridge.stream.connection import StreamConnection
-from tests.stream.support import headers_for, running_server, signed_connect, sim_client, tone
+from tests.stream.support import (
+    Recorder,
+    headers_for,
+    running_server,
+    signed_connect,
+    sim_client,
+    start_cutting,
+    start_stream,
+    tone,
+)
 
 _DTMF = json.dumps({"event": "dtmf", "dtmf": {"digit": "5", "track": "inbound"}})
 
@@ -51,26 +58,11 @@ async def test_a_text_frame_that_is_not_utf8_closes_1007_and_is_not_delivered(na
     """After start (the socket cuts frames), a DTMF text frame that is not UTF-8: websockets
     fails the connection with 1007 for such a frame; the cut path hands it to the agent and
     keeps the connection open."""
-    digits: list[str] = []
-    sockets: list[object] = []
-
-    async def agent(leg: AudioLeg, info: CallInfo) -> None:
-        sockets.append(getattr(leg, "_ws", None))
-        async for ev in leg.events():
-            if isinstance(ev, DtmfDigit):
-                digits.append(ev.digit)
-
+    agent = Recorder()
     async with running_server(agent) as server:
         sim = sim_client(server, call_uuid="call-utf8", extra_headers=headers_for("call-utf8"))
         async with signed_connect(server) as ws:
-            await ws.send(sim.start_message())
-            for _ in range(250):  # bounded: 5 s
-                if sockets:
-                    break
-                await asyncio.sleep(0.02)
-            await ws.send(sim.media_message(tone(20), 1))  # the socket now cuts frames itself
-            pong = await ws.ping(b"sync")
-            await asyncio.wait_for(pong, 10)
+            await start_cutting(ws, sim, agent)  # the socket now cuts frames itself
             await ws.send(NOT_UTF8[name], text=True)  # the real client: a masked text frame
             with pytest.raises(ConnectionClosed) as info:
                 for _ in range(20):  # bounded
@@ -78,8 +70,8 @@ async def test_a_text_frame_that_is_not_utf8_closes_1007_and_is_not_delivered(na
                     await asyncio.wait_for(pong, 10)
                     await asyncio.sleep(0.1)
             assert info.value.rcvd is not None and info.value.rcvd.code == 1007
-    assert digits == []
-    assert isinstance(sockets[0], StreamConnection)
+    assert agent.digits == []
+    assert isinstance(agent.sockets[0], StreamConnection)
 
 
 @pytest.mark.parametrize("number", ["1e999", "-1e999", "Infinity", "-Infinity"])
@@ -98,27 +90,12 @@ async def test_a_media_message_with_an_infinite_timestamp_costs_that_message_at_
     """One media message with ``"timestamp": 1e999`` after start: the call goes on, the next
     media arrives, stop ends it, and nothing is logged with a traceback.
     """
-    frames: list[bytes] = []
-    ended: list[str] = []
-    sockets: list[object] = []
-
-    async def agent(leg: AudioLeg, info: CallInfo) -> None:
-        sockets.append(getattr(leg, "_ws", None))
-        async for ev in leg.events():
-            if isinstance(ev, AudioFrame):
-                frames.append(bytes(ev.pcm))
-            elif isinstance(ev, LegEnded):
-                ended.append(ev.reason)
-
+    agent = Recorder()
     caplog.set_level(logging.WARNING)
     async with running_server(agent) as server:
         sim = sim_client(server, call_uuid="call-inf", extra_headers=headers_for("call-inf"))
         async with signed_connect(server) as ws:
-            await ws.send(sim.start_message())
-            for _ in range(250):  # bounded: 5 s
-                if sockets:
-                    break
-                await asyncio.sleep(0.02)
+            await start_stream(ws, sim, agent)
             await ws.send(sim.media_message(tone(20), 1))
             bad = json.loads(sim.media_message(tone(20), 2))
             bad_text = json.dumps(bad).replace(json.dumps(bad["media"]["timestamp"]), "1e999")
@@ -126,12 +103,9 @@ async def test_a_media_message_with_an_infinite_timestamp_costs_that_message_at_
             await ws.send(bad_text)
             await ws.send(sim.media_message(tone(20), 3))
             await ws.send(json.dumps({"event": "stop"}))
-            for _ in range(500):  # bounded: 10 s
-                if ended:
-                    break
-                await asyncio.sleep(0.02)
-    assert ended == ["stop"]
-    assert len(frames) == 3
+            await agent.until_ended()
+    assert agent.ended == ["stop"]
+    assert len(agent.frames) == 3
     assert not [r for r in caplog.records if r.exc_info]
 
 
@@ -140,22 +114,11 @@ async def test_a_dtmf_flood_is_bounded_while_the_agent_does_not_read() -> None:
     channel keeps at most its digit bound (the newest are dropped and counted), so memory does
     not grow with what the peer sends (nothing pauses the socket: the fast path bypasses
     websockets' max_queue)."""
-    sockets: list[object] = []
-    legs: list[AudioLeg] = []
-
-    async def agent(leg: AudioLeg, info: CallInfo) -> None:
-        sockets.append(getattr(leg, "_ws", None))
-        legs.append(leg)
-        await leg.finished()  # reads no event
-
+    agent = Recorder(read=False)  # reads no event
     async with running_server(agent) as server:
         sim = sim_client(server, call_uuid="call-flood", extra_headers=headers_for("call-flood"))
         async with signed_connect(server) as ws:
-            await ws.send(sim.start_message())
-            for _ in range(250):  # bounded: 5 s
-                if sockets:
-                    break
-                await asyncio.sleep(0.02)
+            await start_stream(ws, sim, agent)
             msg = json.dumps({"event": "dtmf", "dtmf": {"digit": "1"}})
             for _ in range(20):
                 for _ in range(1000):
@@ -165,6 +128,6 @@ async def test_a_dtmf_flood_is_bounded_while_the_agent_does_not_read() -> None:
                 await asyncio.sleep(0)
             pong = await ws.ping(b"end")
             await asyncio.wait_for(pong, 30)
-            held = len(legs[0]._channel._items)  # type: ignore[attr-defined]
+            held = len(agent.legs[0]._channel._items)  # type: ignore[attr-defined]
             await ws.send(json.dumps({"event": "stop"}))
     assert held <= 1000, f"{held} events held for an agent that reads none"

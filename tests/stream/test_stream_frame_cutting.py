@@ -11,21 +11,17 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
-from bridge.callmodel import CallInfo
-from bridge.leg import AudioFrame, AudioLeg, DtmfDigit
 from bridge.stream.connection import StreamConnection
-from tests.stream.support import headers_for, running_server, signed_connect, sim_client, tone
-
-
-async def _started(server: object, ws: object, sim: object, sockets: list[object]) -> None:
-    await ws.send(sim.start_message())  # type: ignore[attr-defined]
-    for _ in range(250):  # bounded: 5 s
-        if sockets:
-            break
-        await asyncio.sleep(0.02)
-    await ws.send(sim.media_message(tone(20), 1))  # type: ignore[attr-defined]
-    pong = await ws.ping(b"sync")  # type: ignore[attr-defined]
-    await asyncio.wait_for(pong, 10)
+from tests.stream.support import (
+    Recorder,
+    headers_for,
+    running_server,
+    signed_connect,
+    sim_client,
+    start_cutting,
+    start_stream,
+    tone,
+)
 
 
 async def _closed_code(ws: object) -> int | None:
@@ -37,32 +33,20 @@ async def _closed_code(ws: object) -> int | None:
     return info.value.rcvd.code if info.value.rcvd is not None else None
 
 
-def _agent(sockets: list[object], frames: list[bytes], digits: list[str]):  # type: ignore[no-untyped-def]
-    async def agent(leg: AudioLeg, info: CallInfo) -> None:
-        sockets.append(getattr(leg, "_ws", None))
-        async for ev in leg.events():
-            if isinstance(ev, AudioFrame):
-                frames.append(bytes(ev.pcm))
-            elif isinstance(ev, DtmfDigit):
-                digits.append(ev.digit)
-    return agent
-
-
 @pytest.mark.parametrize("first_byte", [0xC1, 0xA1, 0x91, 0x83, 0x8B])
 async def test_rsv_bits_and_reserved_opcodes_still_close_1002(first_byte: int) -> None:
-    sockets: list[object] = []
-    frames: list[bytes] = []
-    async with running_server(_agent(sockets, frames, [])) as server:
+    agent = Recorder()
+    async with running_server(agent) as server:
         sim = sim_client(server, call_uuid="call-rsv", extra_headers=headers_for("call-rsv"))
         async with signed_connect(server) as ws:
-            await _started(server, ws, sim, sockets)
+            await start_cutting(ws, sim, agent)
             wire = bytearray(Frame(Opcode.TEXT, sim.media_message(tone(20), 2).encode()).serialize(mask=True))
             wire[0] = first_byte
             assert ws.transport is not None
             ws.transport.write(bytes(wire))
             assert await _closed_code(ws) == 1002
-    assert len(frames) == 1
-    assert isinstance(sockets[0], StreamConnection) and sockets[0].frames_cut >= 0
+    assert len(agent.frames) == 1
+    assert isinstance(agent.sockets[0], StreamConnection) and agent.sockets[0].frames_cut >= 0
 
 
 @pytest.mark.parametrize("with_start", [False, True])
@@ -71,9 +55,8 @@ async def test_a_whole_text_frame_inside_a_fragmented_message_is_1002(with_start
     empty); a whole text frame then is a protocol error, not a message to take. ``with_start``:
     the fragment comes in the start message's write, so websockets parsed it before the socket
     began cutting (the fragment state is read from websockets' current_size)."""
-    sockets: list[object] = []
-    frames: list[bytes] = []
-    async with running_server(_agent(sockets, frames, [])) as server:
+    agent = Recorder()
+    async with running_server(agent) as server:
         sim = sim_client(server, call_uuid="call-frag", extra_headers=headers_for("call-frag"))
         async with signed_connect(server) as ws:
             proto = ws.protocol
@@ -81,33 +64,25 @@ async def test_a_whole_text_frame_inside_a_fragmented_message_is_1002(with_start
             if with_start:
                 proto.send_text(sim.start_message().encode())
             else:
-                await ws.send(sim.start_message())
-                for _ in range(250):
-                    if sockets:
-                        break
-                    await asyncio.sleep(0.02)
+                await start_stream(ws, sim, agent)
             proto.send_text(b'{"event": "unknown-x", ', fin=False)
             ws.transport.write(b"".join(proto.data_to_send()))
-            for _ in range(250):
-                if sockets:
-                    break
-                await asyncio.sleep(0.02)
+            await agent.until_socket()
             await asyncio.sleep(0.2)  # the reader takes the first fragment, waits for the rest
             # websockets' client refuses to send it: the frame serialised by hand
             whole = Frame(Opcode.TEXT, sim.media_message(tone(20), 2).encode())
             ws.transport.write(whole.serialize(mask=True))
             assert await _closed_code(ws) == 1002
-    assert frames == []
-    assert isinstance(sockets[0], StreamConnection)
+    assert agent.frames == []
+    assert isinstance(agent.sockets[0], StreamConnection)
 
 
 async def test_media_after_a_close_frame_in_the_same_read_is_not_delivered() -> None:
-    sockets: list[object] = []
-    frames: list[bytes] = []
-    async with running_server(_agent(sockets, frames, [])) as server:
+    agent = Recorder()
+    async with running_server(agent) as server:
         sim = sim_client(server, call_uuid="call-close", extra_headers=headers_for("call-close"))
         async with signed_connect(server) as ws:
-            await _started(server, ws, sim, sockets)
+            await start_cutting(ws, sim, agent)
             proto = ws.protocol
             proto.send_text(sim.media_message(tone(20), 2).encode())
             proto.send_close(1000, "bye")
@@ -119,17 +94,16 @@ async def test_media_after_a_close_frame_in_the_same_read_is_not_delivered() -> 
                 if ws.transport.is_closing():
                     break
                 await asyncio.sleep(0.02)
-    assert len(frames) == 2  # the one before the close, not the one after
+    assert len(agent.frames) == 2  # the one before the close, not the one after
 
 
 @pytest.mark.parametrize(("size_over", "code"), [(0, None), (1, 1009)])
 async def test_a_frame_at_max_size_is_taken_one_byte_more_is_1009(size_over: int, code: int | None) -> None:
-    sockets: list[object] = []
-    digits: list[str] = []
-    async with running_server(_agent(sockets, [], digits), stream_max_message_bytes=4096) as server:
+    agent = Recorder()
+    async with running_server(agent, stream_max_message_bytes=4096) as server:
         sim = sim_client(server, call_uuid="call-max", extra_headers=headers_for("call-max"))
         async with signed_connect(server) as ws:
-            await _started(server, ws, sim, sockets)
+            await start_cutting(ws, sim, agent)
             head = '{"event": "dtmf", "dtmf": {"digit": "7"}, "pad": "'
             text = head + "x" * (4096 + size_over - len(head) - 2) + '"}'
             assert len(text) == 4096 + size_over
@@ -138,9 +112,9 @@ async def test_a_frame_at_max_size_is_taken_one_byte_more_is_1009(size_over: int
                 pong = await ws.ping(b"x")
                 await asyncio.wait_for(pong, 10)
                 for _ in range(100):
-                    if digits:
+                    if agent.digits:
                         break
                     await asyncio.sleep(0.02)
-                assert digits == ["7"]
+                assert agent.digits == ["7"]
             else:
                 assert await _closed_code(ws) == 1009
