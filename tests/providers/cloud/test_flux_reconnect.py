@@ -98,10 +98,13 @@ async def test_force_end_turn_while_down_as_the_turn_opens_is_owed_to_the_replay
     assert [e["trigger"] for e in _sent(cloud, event="EndOfTurn")] == [trigger]
 
 
-async def test_force_end_turn_while_down_in_an_open_turn_gets_the_turn_once(cloud: FakeCloud) -> None:
-    """StartOfTurn came, then the socket dropped mid-turn; the caller speaks on and the engine's
-    ForceEndTurn comes while no socket is open. The replay reopens the turn (the fake hears the
-    same words again) and one EndOfTurn carries them."""
+@pytest.mark.parametrize("force", [True, False], ids=["force-end-turn", "flux-ends-it"])
+async def test_force_end_turn_while_down_in_an_open_turn_gets_the_turn_once(
+    cloud: FakeCloud, force: bool
+) -> None:
+    """StartOfTurn came, then the socket dropped mid-turn; the caller speaks on and (or not) the
+    engine's ForceEndTurn comes while no socket is open. The replay reopens the turn (the fake
+    hears the same words again) and one EndOfTurn carries them."""
     cloud.flux.script.append(WORDS)
     cloud.flux.faults.drop_after = 8 * 300 + 1  # mu-law, 8 bytes a ms: the first frame after 300 ms
     cloud.flux.faults.fault_times = 1
@@ -115,12 +118,35 @@ async def test_force_end_turn_while_down_in_an_open_turn_gets_the_turn_once(clou
     await push(stream, speech(100))  # the fake cuts the socket on this
     await until_down(cloud, stream)
     await push(stream, speech(400) + silence(200))
-    await stream.finalize()
+    if force:
+        await stream.finalize()
     held.gate.set()
-    got = await collect_ends(stream, 1)
     await push(stream, silence(600))
+    got = await collect_ends(stream, 1)
     got += await rest(stream)
     assert ends(got) == [WORDS], got
+
+
+async def test_a_turn_ended_before_the_drop_is_not_replayed(cloud: FakeCloud) -> None:
+    """The first turn ended (EndOfTurn read), then the socket dropped and the caller spoke again
+    while it was down: the replay starts where that EndOfTurn's audio ended, so the new socket
+    hears the second turn only: each turn's words once, in order."""
+    cloud.flux.script.extend(["Hello there", "Second turn words"])
+    first = speech(600) + silence(500)
+    cloud.flux.faults.drop_after = len(first) // 2 + 1  # mu-law: the first audio after it
+    cloud.flux.faults.fault_times = 1
+    stream, held = await open_held(cloud)
+    await push(stream, first)
+    got = await collect_ends(stream, 1)
+    await push(stream, silence(100))  # the fake cuts the socket on this
+    await until_down(cloud, stream)
+    await push(stream, speech(700) + silence(500))  # the next turn, while no socket is open
+    held.gate.set()
+    got += await collect_ends(stream, 1)
+    await push(stream, silence(300))
+    got += await rest(stream)
+    assert ends(got) == ["Hello there", "Second turn words"], got
+    assert stream.reconnects == 1
 
 
 @pytest.mark.parametrize("updates", [True, False], ids=["updates-between-turns", "silent-between-turns"])
