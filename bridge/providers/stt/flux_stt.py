@@ -33,7 +33,9 @@ pause was long enough or the ForceEndTurn came before the replay was transcribed
 turn on the audio transcribed so far"); a TurnInfo past the replay's end with no such turn
 (an Update between turns, or the StartOfTurn of later speech) says there was none, and the
 client answers, empty, before that later turn's events; with no word from Flux at all, the
-client answers after the replay's length plus ``replay_turn_wait_s``.
+client answers after the replay's length plus ``replay_turn_wait_s``. A ForceEndTurn sent after
+the reconnect with no turn open in our view waits for the same word (the replay's turn may not
+be open yet), and one sent while the new socket is being handed over waits for it (the lock).
 """
 
 from __future__ import annotations
@@ -119,9 +121,11 @@ class FluxStream(DeepgramSession[LiveSocket]):
         # ForceEndTurn not sent (no socket, or a dead one) while no turn was open in our view:
         # the caller may have begun one; the next socket decides, with the replay
         self._force_unsent = 0
-        # The ForceEndTurn resent after the replay on this socket whose answer is not known
-        # yet: the replay's end in this socket's audio time (s), and the bound on the wait
+        # After a reconnect, until Flux shows whether the replay holds a turn: the replay's end
+        # in this socket's audio time (s), the ForceEndTurns sent with no turn open in our view
+        # that wait for that answer, and the bound on the wait
         self._replay_end_s: float | None = None
+        self._replay_owed = 0
         self._replay_wait: asyncio.TimerHandle | None = None
 
     # ---- SttStream --------------------------------------------------------------------
@@ -142,22 +146,24 @@ class FluxStream(DeepgramSession[LiveSocket]):
         """ForceEndTurn; exactly one end of utterance follows (ours if no turn is open)."""
         if self._failed is not None:
             raise self._failed
-        sent = False
-        conn = self._conn
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.send_force_end_turn()
-                sent = True
-        if self._turn_open:  # owed; if it did not go out, the next socket gets it (_resume)
-            self._force_owed += 1
-            self._turn_open = False  # ended by it: a second one before the EndOfTurn gets none
-        elif not sent and not self._closing:
-            # the turn may be opening unseen (its StartOfTurn lost with the socket, or its audio
-            # not sent yet): the replay will tell
-            self._force_unsent += 1
-        else:  # no turn: Flux owes no EndOfTurn (not promised), so answer here
-            self._answered_locally += 1
-            self._queue.put_nowait(Transcript("", True, True, 0.0))
+        async with self._lock:  # not in the middle of a reconnect's hand-over (_resume)
+            sent = False
+            conn = self._conn
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.send_force_end_turn()
+                    sent = True
+            if self._turn_open:  # owed; if it did not go out, the next socket gets it (_resume)
+                self._force_owed += 1
+                self._turn_open = False  # ended by it: a second one before the EndOfTurn gets none
+            elif not sent and not self._closing:
+                # the turn may be opening unseen (its StartOfTurn lost with the socket, or its
+                # audio not sent yet): the replay will tell
+                self._force_unsent += 1
+            elif sent and self._replay_end_s is not None:
+                self._replay_owed += 1  # Flux has not yet said whether the replay holds a turn
+            else:  # no turn: Flux owes no EndOfTurn (not promised), so answer here
+                self._answer_here(1)
 
     async def close(self) -> None:
         self._stop_replay_wait()
@@ -213,22 +219,36 @@ class FluxStream(DeepgramSession[LiveSocket]):
             self._queue.put_nowait(Transcript(text, False, False, 0.0, EVENTS.get(event, "")))
 
     def _replay_turn(self, event: str, window_start: float, window_end: float) -> bool:
-        """Is this the replay's turn (whose EndOfTurn answers the ForceEndTurn resent after
-        it)? Decides the resent ForceEndTurn's answer once Flux shows where the replay stands."""
+        """Once Flux shows whether the replay holds a turn, answer the ForceEndTurns waiting for
+        that; True if this event is that turn's and one of them ends it already."""
         replay_end = self._replay_end_s
         assert replay_end is not None
         if (event == "StartOfTurn" and window_start < replay_end) or event == "EndOfTurn":
+            owed, self._replay_owed = self._replay_owed, 0
             self._stop_replay_wait()
-            self._force_owed += 1  # that turn's EndOfTurn answers it
+            if not owed:
+                return False
+            self._force_owed += 1  # that turn's EndOfTurn answers the first
+            self._answer_here(owed - 1)  # one turn: one EndOfTurn
             return True
         if window_end >= replay_end:  # Flux went past the replay and opened no turn in it
-            self._answer_replay_force()
+            self._replay_decided_empty()
         return False
 
-    def _answer_replay_force(self) -> None:
+    def _replay_decided_empty(self) -> None:
+        """No turn in the replay (or no word from Flux in time): the waiting ForceEndTurns found
+        none, so Flux owes them nothing."""
+        owed, self._replay_owed = self._replay_owed, 0
         self._stop_replay_wait()
-        self._answered_locally += 1  # ignored by Flux (no turn); a late manual answer ends nothing
-        self._queue.put_nowait(Transcript("", True, True, 0.0))
+        self._answer_here(owed)
+
+    def _answer_here(self, n: int, sent: bool = True) -> None:
+        """End-of-utterance answers for ``n`` ForceEndTurns Flux owes nothing for; a manual
+        EndOfTurn that still comes for one (``sent``) is its late answer and ends nothing."""
+        if sent:
+            self._answered_locally += n
+        for _ in range(n):
+            self._queue.put_nowait(Transcript("", True, True, 0.0))
 
     def _stop_replay_wait(self) -> None:
         self._replay_end_s = None
@@ -237,34 +257,34 @@ class FluxStream(DeepgramSession[LiveSocket]):
             self._replay_wait = None
 
     async def _resume(self, conn: LiveSocket, replay: bytes) -> None:
+        """(Under the audio lock, so no finalize() in between.)"""
         self._turn_open = False
         self._answered_locally = 0  # no late EndOfTurn of the lost socket comes on this one
-        # every ForceEndTurn still unanswered: owed on the lost socket, never sent, or resent
-        # on an earlier new socket and still undecided
-        owed = self._force_owed + self._force_unsent + (self._replay_end_s is not None)
+        # every ForceEndTurn still unanswered: owed on the lost socket, never sent, or sent
+        # after an earlier reconnect and still waiting for Flux's word on that replay
+        owed = self._force_owed + self._force_unsent + self._replay_owed
         # unsent until the ForceEndTurn goes out: a socket that dies under the replay leaves
         # them all to the next one
-        self._force_owed, self._force_unsent = 0, owed
+        self._force_owed, self._force_unsent, self._replay_owed = 0, owed, 0
         self._stop_replay_wait()
         if replay:
             await conn.send_media(replay)
-        if not owed:
-            return
-        if replay:
+        if replay and owed:
             # The replay (everything since the last EndOfTurn) holds any turn those ended or
             # were meant to end, so ONE ForceEndTurn after it ends that: it owes at most one
             # EndOfTurn, and the client answers the others at once.
             await conn.send_force_end_turn()
-            self._replay_end_s = len(replay) / self._replay.bytes_per_second
+            self._replay_owed = 1
             owed -= 1
         self._force_unsent = 0
-        for _ in range(owed):
-            self._queue.put_nowait(Transcript("", True, True, 0.0))
+        if replay:  # until Flux shows whether it holds a turn
+            self._replay_end_s = len(replay) / self._replay.bytes_per_second
+        self._answer_here(owed, sent=False)  # covered by the one sent, or no replay to end
 
     def _resumed(self, replay: bytes) -> None:
         if self._replay_end_s is not None:  # bounded: Flux may never say there was no turn
             wait_s = self._replay_end_s + self._stt.replay_turn_wait_s
-            self._replay_wait = asyncio.get_running_loop().call_later(wait_s, self._answer_replay_force)
+            self._replay_wait = asyncio.get_running_loop().call_later(wait_s, self._replay_decided_empty)
 
     async def _keep_alive(self) -> None:
         """No KeepAlive in v2: silence while the engine sends nothing (kept for replay too, so

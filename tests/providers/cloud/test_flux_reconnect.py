@@ -214,6 +214,29 @@ async def test_force_end_turn_before_the_replay_is_transcribed_waits_for_its_tur
     assert [e["trigger"] for e in _sent(cloud, event="EndOfTurn")] == ["model"]
 
 
+async def test_force_end_turn_just_after_the_reconnect_waits_for_the_replays_turn(cloud: FakeCloud) -> None:
+    """The socket drops as the caller starts speaking; the engine's ForceEndTurn comes just after
+    the reconnect, while Flux is still transcribing the replay (no StartOfTurn yet, the fake's
+    ``transcribe_behind_ms``). No turn is open in the client's view, but the replay may hold
+    one: until Flux says, the ForceEndTurn waits for it, as one owed across the reconnect."""
+    cloud.flux.script.append(WORDS)
+    cloud.flux.faults.drop_after = 8 * 200 + 1
+    cloud.flux.faults.fault_times = 1
+    stream, held = await open_held(cloud, replay_turn_wait_s=30.0)
+    await push(stream, silence(200) + speech(100))
+    await until_down(cloud, stream)
+    await push(stream, speech(700) + silence(200))
+    cloud.flux.transcribe_behind_ms = 1500  # the next socket lags the replay
+    held.gate.set()
+    await until_reconnected(stream)
+    await stream.finalize()  # sent on the new socket, before Flux said anything about the replay
+    await cloud.flux.journal.wait_for(lambda j: j.count("force_end_unanswered") == 1)
+    await push(stream, silence(2000))  # live audio: the fake transcribes the replay meanwhile
+    got = await collect_ends(stream, 1)
+    got += await rest(stream)
+    assert ends(got) == [WORDS], got
+
+
 async def test_a_force_end_turn_that_cannot_be_sent_is_owed_to_the_next_socket() -> None:
     """The socket is dead but not yet seen so (the send fails): like no socket at all, the
     ForceEndTurn is owed to the next one, not answered here."""
@@ -282,3 +305,43 @@ async def test_a_socket_that_dies_under_the_replay_leaves_it_to_the_next() -> No
     assert stream.reconnects == 2
     assert third.sent == [400, "ForceEndTurn"]  # the replay, then the owed ForceEndTurn
     assert stream._queue.get_nowait() is None  # not answered here: the replay may hold a turn
+
+
+async def test_a_force_end_turn_during_the_replay_hand_over_is_not_lost() -> None:
+    """finalize() while the reconnect is sending the replay (the new socket not handed over
+    yet): it waits for the hand-over, goes out on the new socket and waits with the replay's
+    answer (here: none from Flux, so the bound answers it). Counted as unsent while the hand-over
+    reset the count, it was lost: no end of turn ever came for it."""
+    first, slow = _StubSocket(), _StubSocket()
+    sockets = iter([first, slow])
+    release = asyncio.Event()
+    send_media = slow.send_media
+
+    async def slow_replay(audio: bytes) -> None:
+        await release.wait()
+        await send_media(audio)
+
+    slow.send_media = slow_replay  # type: ignore[method-assign]
+    stt = FluxSTT(api_key="k", max_reconnects=3, keepalive_s=60.0, replay_turn_wait_s=0.05)
+
+    async def connect(stack: contextlib.AsyncExitStack) -> _StubSocket:
+        return next(sockets)
+
+    stt.connect = connect  # type: ignore[method-assign,assignment]
+    stream = await stt.open()
+    await stream.send(b"\x00\x10" * 400)
+    first.dead = True
+    first.cut.set()  # the first socket drops; the reconnect hangs in the replay's send
+    for _ in range(500):  # bounded: until the hand-over holds the audio lock
+        if stream._lock.locked():
+            break
+        await asyncio.sleep(0.01)
+    assert stream._lock.locked()
+    finalize = asyncio.create_task(stream.finalize())
+    await asyncio.sleep(0.05)
+    release.set()
+    await finalize
+    got = await collect_ends(stream, 1)
+    got += await rest(stream)
+    assert slow.sent == [400, "ForceEndTurn"]
+    assert ends(got) == [""], got
