@@ -137,9 +137,9 @@ class EventChannel:
 
     def release(self) -> None:
         """Undo one ``hold``; the last one hands the queued events over, in order, until the
-        consumer holds again."""
+        consumer holds again. One after ``detach`` (which forgets every hold) does nothing."""
         if self._held <= 0:
-            raise RuntimeError("release() without hold()")
+            return
         self._held -= 1
         if not self._held and self._items and self._consumer is not None:
             self._drain()
