@@ -14,9 +14,10 @@ the agent answers (2 s of audio), and so on: about 30 % of ticks carry caller sp
 Time is a manual clock: each tick every leg is stepped (agent frame out, caller frame in, as
 the media clock does), the event loop then runs until it has nothing ready (bounded), and the
 clock moves 20 ms. So the run is the same on a busy box as on a quiet one (same frames, same
-silero batches), and the figure is the thread's CPU time (``time.thread_time``: silero's ONNX
-Runtime runs in this thread) over the calls' ticks. ``--tree`` measures another checkout (e.g.
-a ``git archive`` of main) for a back-to-back A/B.
+silero batches, same decisions: ``decisions_digest`` hashes every call's transcript events and
+the times and utterances of the agent frames it sent), and the figure is the thread's CPU
+time (``time.thread_time``: silero's ONNX Runtime runs in this thread) over the calls' ticks.
+``--tree`` measures another checkout (e.g. a ``git archive`` of main) for a back-to-back A/B.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import hashlib
 import json
 import os
 import subprocess
@@ -117,10 +119,12 @@ async def measure(calls: int, seconds: float, questions: list[bytes]) -> dict[st
         def __init__(self) -> None:
             super().__init__(None)
             self.turns = 0
+            self.log: list[str] = []  # what the engine decided, for the digest
 
         def write(self, event: str, **data: Any) -> None:
             if event == "latency":
                 self.turns += 1
+            self.log.append(f"{event} {sorted(data.items())!r}")
 
     settings = Settings.model_validate({"conversation": {"greeting": "Hi.", "transcripts_dir": ""}})
     shared_silero()
@@ -181,6 +185,12 @@ async def measure(calls: int, seconds: float, questions: list[bytes]) -> dict[st
     for leg in legs:
         await leg.remote_hangup("bye")
     await asyncio.gather(*tasks, return_exceptions=True)
+    # The engine's decisions (transcript events with their clock times, and when each agent
+    # frame went out, of which utterance): two trees that decide alike print the same digest.
+    digest = hashlib.sha256()
+    for leg, cap in zip(legs, captures, strict=True):
+        digest.update("\n".join(cap.log).encode())
+        digest.update(repr([(round(f.t, 3), f.utterance_id) for f in leg.sent]).encode())
     return {
         "calls": calls,
         "ticks": ticks,
@@ -190,6 +200,7 @@ async def measure(calls: int, seconds: float, questions: list[bytes]) -> dict[st
         "cores_at_real_time": round(cpu / (ticks * 0.020), 3),
         "turns_answered": sum(c.turns for c in captures),
         "silero_windows_per_run": round((silero.windows - windows) / max(1, silero.runs - runs), 1),
+        "decisions_digest": digest.hexdigest()[:16],
     }
 
 

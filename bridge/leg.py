@@ -6,7 +6,7 @@ real time itself; the engine only queues utterances and reacts to events.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -77,6 +77,25 @@ class LegEnded:
 
 LegEvent = AudioFrame | DtmfDigit | PlaybackStarted | PlaybackProgress | PlaybackDone | LegEnded
 
+EventConsumer = Callable[[LegEvent], None]
+
+
+class EventFeed(Protocol):
+    """A leg's events handed to one plain function (``AudioLeg.consume``)."""
+
+    def hold(self) -> None:
+        """Queue events (the leg's bounds on caller frames and digits apply) instead of handing
+        them over: the consumer is waiting for something before it can take the next."""
+        ...
+
+    def release(self) -> None:
+        """Undo one ``hold``; the last one hands the queued events over, in order."""
+        ...
+
+    def detach(self) -> None:
+        """The consumer is done: nothing more is handed to it."""
+        ...
+
 
 @runtime_checkable
 class AudioLeg(Protocol):
@@ -86,6 +105,15 @@ class AudioLeg(Protocol):
 
     def events(self) -> AsyncIterator[LegEvent]:
         """Caller frames, DTMF and playback events, ending with exactly one LegEnded."""
+        ...
+
+    def consume(self, consumer: EventConsumer) -> EventFeed:
+        """The same events, in the same order, handed to ``consumer`` as the leg produces them,
+        in the leg's own call (the media tick, the socket reader): no task is woken per
+        event. Instead of ``events()``, not beside it. The feed starts held (``release()``
+        once set up). The consumer must not block; it is never called re-entrantly: what the
+        leg produces while it runs (a PlaybackStarted from its own ``play()``) is handed over
+        after it returns, and while it holds the feed, later events queue behind."""
         ...
 
     def play(self, utterance_id: str, pcm: bytes) -> None:

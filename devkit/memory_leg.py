@@ -22,7 +22,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from bridge.conversation.driver_clock import Clock, LoopClock
-from bridge.leg import FRAME_BYTES, FRAME_MS, AudioFrame, DtmfDigit, LegEnded, LegEvent
+from bridge.leg import (
+    FRAME_BYTES,
+    FRAME_MS,
+    AudioFrame,
+    DtmfDigit,
+    EventConsumer,
+    EventFeed,
+    LegEnded,
+    LegEvent,
+)
 from bridge.media.events import EventChannel
 from bridge.media.media_clock import MediaClock, clock_for_loop
 from bridge.media.playback import PlaybackQueue
@@ -120,14 +129,20 @@ class MemoryLeg:
         self._receive(t)
 
     def _send(self, t: float) -> None:
-        if self._early is not None:
-            played, self._early = self._early, None
-        else:
-            # Paused (caller speech being judged): the queue waits, nothing of it is heard.
-            pcm = None if self._paused else self._next_frame(t)
-            self._talking = pcm is not None
-            played = _SILENCE if pcm is None else pcm
-        self._echo.append(played)
+        # as RtpLeg.on_send: the queue's playback events reach a consumer after the send
+        events = self._events
+        events.hold()
+        try:
+            if self._early is not None:
+                played, self._early = self._early, None
+            else:
+                # Paused (caller speech being judged): the queue waits, nothing of it is heard.
+                pcm = None if self._paused else self._next_frame(t)
+                self._talking = pcm is not None
+                played = _SILENCE if pcm is None else pcm
+            self._echo.append(played)
+        finally:
+            events.release()
 
     def _receive(self, t: float) -> None:
         if self._caller:
@@ -220,6 +235,9 @@ class MemoryLeg:
     # -- AudioLeg -----------------------------------------------------------------------------
     def events(self) -> AsyncIterator[LegEvent]:
         return self._events.stream()
+
+    def consume(self, consumer: EventConsumer) -> EventFeed:
+        return self._events.attach(consumer)
 
     def take_events(self) -> list[LegEvent]:
         """Tests that step the leg by hand: the events queued so far, no longer queued."""

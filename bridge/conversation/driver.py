@@ -23,13 +23,15 @@ from bridge.conversation.engine import Engine, State
 from bridge.conversation.stt_feed import SttFeed
 from bridge.conversation.tool_runner import run_tool
 from bridge.conversation.transcript import TranscriptWriter
-from bridge.conversation.vad import FrameVad, create_vad, release_vad
+from bridge.conversation.vad import FrameVad, Later, create_vad, release_vad
 from bridge.leg import (
     FRAME_BYTES,
     AudioFrame,
     AudioLeg,
     DtmfDigit,
+    EventFeed,
     LegEnded,
+    LegEvent,
     PlaybackDone,
     PlaybackProgress,
     PlaybackStarted,
@@ -115,7 +117,17 @@ class Conversation:
         self._stt: SttStream | None = None
         self._stt_ready = asyncio.Event()
         self._stt_reader: asyncio.Task[None] | None = None
-        self._reader: asyncio.Task[None] | None = None
+        # the leg's events come to _on_event (AudioLeg.consume); until run() starts, a feed
+        # that holds nothing
+        self._events: EventFeed = _NO_FEED
+        self._loop: asyncio.AbstractEventLoop  # run()'s
+        self._over: asyncio.Future[None] | None = None  # set when the driver is done (run())
+        self._now = self.clock.now
+        self._speech_now: Callable[[bytes, Later], bool | None] = _no_vad
+        self._vad_later: Later = self._vad_done  # one bound method, not one a frame
+        self._pending: bytes | None = None  # the frame waiting for silero's batched window
+        self._end_timer: asyncio.TimerHandle | None = None  # our hang-up: waiting for the leg's end
+        self._last_event = 0.0
         self._extra = {"call_id": call_info.call_id}
         self._wake = math.inf  # when the ticker wakes next (the engine's next deadline or sooner)
         self._ticker_task: asyncio.Task[None] | None = None
@@ -128,56 +140,55 @@ class Conversation:
             # Loading silero takes ~30 ms: not on the loop that paces every call's audio.
             self.vad = await asyncio.to_thread(create_vad, self.settings.conversation.vad)
         vad = self.vad
-        events = self.leg.events()
+        self._speech_now = vad.speech_now
+        loop = self._loop = asyncio.get_running_loop()
+        over = self._over = loop.create_future()
         self._spawn(self._switch_stt(0), "stt-open")
         self._spawn(self._stt_sender(), "stt-send")
-        self._reader = asyncio.get_running_loop().create_task(self._read_leg(events, vad))
-        self._feed(self.engine.start)
+        # The leg hands each event to _on_event in its own call (no task woken per frame);
+        # the feed starts held: what came meanwhile waits until the engine has started.
+        self._events = self.leg.consume(self._on_event)
         try:
-            await asyncio.wait({self._reader})
+            self._feed(self.engine.start)
+            self._events.release()
+            await over
         finally:
-            self._reader.cancel()
+            self._pending = None  # a window still queued: its answer finds no frame
+            self._events.detach()
+            if self._end_timer is not None:
+                self._end_timer.cancel()
             await self._shutdown()
             if own_vad:
                 release_vad(vad)
         return self.engine.end_reason or "ended"
 
-    async def _read_leg(self, events: AsyncIterator[Any], vad: FrameVad) -> None:
+    def _finish(self) -> None:
+        """The call is over for the driver (the leg ended, the caller was transferred, or our
+        hang-up was never answered): no more events; run() returns."""
+        self._pending = None
+        self._events.detach()
+        if self._over is not None and not self._over.done():
+            self._over.set_result(None)
+
+    def _on_event(self, event: LegEvent) -> None:
+        """The leg's consumer: one event, in order, in the leg's own call (the media tick,
+        the socket reader). Never re-entered: the leg queues what comes meanwhile."""
+        if self._end_timer is not None:
+            self._last_event = self._loop.time()
         engine = self.engine
-        now = self.clock.now
-        iterator = events.__aiter__()
-        while True:
-            if engine.state is State.ENDED:
-                # Our hang-up: the leg should end now; do not wait for ever.
-                try:
-                    event = await asyncio.wait_for(iterator.__anext__(), _END_WAIT_S)
-                except (TimeoutError, StopAsyncIteration):
-                    return
-            else:
-                try:
-                    event = await iterator.__anext__()
-                except StopAsyncIteration:
-                    self._feed(engine.on_leg_ended, "closed")
-                    return
+        try:
             if isinstance(event, AudioFrame):
                 pcm = event.pcm
                 if len(pcm) != FRAME_BYTES:
-                    continue  # the AudioLeg contract says 20 ms frames; skip anything else
-                # awaited: silero's window joins the batch of this loop pass (vad.py); the
-                # time is read after it, so the engine never sees time go back
-                speech = await vad.speech(pcm)
-                engine.on_frame(now(), pcm, speech)
-                actions = engine.take_actions()
-                if actions:
-                    # A frame that emits nothing changes no engine deadline (the engine tests
-                    # check it on every frame): most frames skip the next_deadline re-read.
-                    self._run(actions)
-                if not engine.heard_speech:  # the engine's verdict (echo guard, level gate)
-                    # Chunks only while the caller speaks. The end of speech goes at once, and
-                    # so does each frame of the silence after it: an STT that ends the turn
-                    # itself (Flux) times its end of turn on that silence, and a chunk would
-                    # hold it back (measured: Flux's EagerEndOfTurn ~60 ms later at 80 ms).
-                    self._stt_flush()
+                    return  # the AudioLeg contract says 20 ms frames; skip anything else
+                speech = self._speech_now(pcm, self._vad_later)
+                if speech is None:
+                    # silero's window joins the batch of this loop pass (vad.py); the frame
+                    # waits for it and so do the events after it (the feed holds them)
+                    self._pending = pcm
+                    self._events.hold()
+                    return
+                self._on_frame(pcm, speech)
             elif isinstance(event, PlaybackStarted):
                 self._feed(engine.on_playback_started, event.utterance_id, event.t)
             elif isinstance(event, PlaybackProgress):
@@ -188,7 +199,58 @@ class Conversation:
                 self._feed(engine.on_dtmf, event.digit)
             elif isinstance(event, LegEnded):
                 self._feed(engine.on_leg_ended, event.reason)
-                return
+                self._finish()
+        except Exception as exc:
+            self._crashed(exc)
+
+    def _vad_done(self, result: bool | BaseException) -> None:
+        """silero's batched run answered the waiting frame: it goes to the engine now (the
+        time is read now, so the engine never sees time go back), then the events held
+        behind it."""
+        pcm, self._pending = self._pending, None
+        if pcm is None:
+            return  # the call finished meanwhile
+        try:
+            if isinstance(result, BaseException):
+                raise result
+            self._on_frame(pcm, result)
+        except Exception as exc:
+            self._crashed(exc)
+        self._events.release()
+
+    def _on_frame(self, pcm: bytes, speech: bool) -> None:
+        engine = self.engine
+        engine.on_frame(self._now(), pcm, speech)
+        actions = engine.take_actions()
+        if actions:
+            # A frame that emits nothing changes no engine deadline (the engine tests
+            # check it on every frame): most frames skip the next_deadline re-read.
+            self._run(actions)
+        if not engine.heard_speech:  # the engine's verdict (echo guard, level gate)
+            # Chunks only while the caller speaks. The end of speech goes at once, and
+            # so does each frame of the silence after it: an STT that ends the turn
+            # itself (Flux) times its end of turn on that silence, and a chunk would
+            # hold it back (measured: Flux's EagerEndOfTurn ~60 ms later at 80 ms).
+            self._stt_flush()
+
+    def _crashed(self, exc: BaseException) -> None:
+        """A bug on the frame path (the engine, the VAD, silero's run): end the call rather
+        than leave the caller in dead air, as for a crashed task."""
+        log.error("conversation failed on a leg event", exc_info=exc, extra=self._extra)
+        if not self.engine.ended:
+            self.engine.on_leg_ended(self._now(), "error")
+            self._loop.create_task(self.leg.hangup("error"))
+        self._finish()
+
+    def _end_wait(self) -> None:
+        """Our hang-up or transfer ended the engine and the leg has not ended: after
+        _END_WAIT_S without any event from it, stop waiting."""
+        idle = self._loop.time() - self._last_event
+        if idle >= _END_WAIT_S:
+            self._end_timer = None
+            self._finish()
+            return
+        self._end_timer = self._loop.call_later(_END_WAIT_S - idle, self._end_wait)
 
     def _schedule(self) -> None:
         """After every engine input: wake the ticker sooner if the engine's next deadline came
@@ -261,6 +323,8 @@ class Conversation:
             if not self.engine.ended:
                 self.engine.on_leg_ended(self.clock.now(), "error")
                 asyncio.get_running_loop().create_task(self.leg.hangup("error"))
+                if self._end_timer is None:
+                    self._wait_for_end()
 
     # -- engine in, actions out ------------------------------------------------------------
     def _feed(self, method: Callable[..., None], *args: Any) -> None:
@@ -271,12 +335,30 @@ class Conversation:
         self._run(self.engine.take_actions())
 
     def _run(self, actions: list[act.Action]) -> None:
-        for action in actions:
-            self._do(action)
-        if self.engine.end_reason == "transferred" and self._reader is not None:
-            # The caller is with someone else now: stop reading; the daemon releases our side.
-            self._reader.cancel()
-        self._schedule()
+        # What the leg reports while we act on it (a PlaybackStarted from play(), a
+        # PlaybackProgress from pause()) is handed to _on_event after these actions, as it
+        # was read after them when a task read the leg.
+        events = self._events
+        events.hold()
+        try:
+            for action in actions:
+                self._do(action)
+            engine = self.engine
+            if engine.end_reason == "transferred":
+                # The caller is with someone else now: stop reading; the daemon releases our side.
+                self._finish()
+            self._schedule()
+            if engine.state is State.ENDED and self._end_timer is None:
+                self._wait_for_end()
+        finally:
+            events.release()
+
+    def _wait_for_end(self) -> None:
+        """The engine ended (our hang-up): the leg should end now; do not wait for ever."""
+        if self._over is None or self._over.done():
+            return
+        self._last_event = self._loop.time()
+        self._end_timer = self._loop.call_later(_END_WAIT_S, self._end_wait)
 
     def _do(self, a: act.Action) -> None:
         leg = self.leg
@@ -517,6 +599,26 @@ class Conversation:
                 raise
             except Exception as exc:
                 self._stt_failed(stream, exc)
+
+
+class _NoFeed:
+    """The feed before run() attached the leg's: holds nothing."""
+
+    def hold(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+    def detach(self) -> None:
+        pass
+
+
+_NO_FEED = _NoFeed()
+
+
+def _no_vad(pcm: bytes, later: Later) -> bool | None:
+    raise RuntimeError("no VAD before run()")
 
 
 def _failure(exc: BaseException) -> tuple[str, str]:

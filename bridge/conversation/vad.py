@@ -5,15 +5,17 @@ frames; silero is far better in noise but costs ~90 us per 32 ms window
 (DESIGN.md, Wire notes: Offline speech). The default pairs them: webrtc is the cheap pre-filter, and
 silero runs only around webrtc's detections and has the final word.
 
-Two ways to ask, with the same answers: ``is_speech`` runs silero at once, window by window;
-``speech`` (what the conversation driver awaits) queues silero's window into the batch of the
-calls handled in the same pass of the event loop (silero_shared.SileroBatch) and only waits
-when a window is complete; frames that need no silero window return without waiting.
+Three ways to ask, with the same answers: ``is_speech`` runs silero at once, window by window;
+``speech_now`` (the conversation driver's, called from the leg's event consumer) answers at
+once when the frame needs no silero window, and otherwise queues the window into the batch of
+the calls handled in the same pass of the event loop (silero_shared.SileroBatch), returns None
+and hands the answer to a callback when that batch has run; ``speech`` is the same for code
+that awaits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -28,6 +30,9 @@ _SCALE = np.float32(1.0 / 32768.0)
 _I16 = np.dtype("<i2")  # built once: a dtype string is parsed on every frombuffer (~1.5 us)
 _NO_WINDOWS: tuple[np.ndarray, ...] = ()
 
+# a decision that waited for silero's batched window: speech or not, or the run's exception
+Later = Callable[[bool | BaseException], None]
+
 
 class FrameVad(Protocol):
     def is_speech(self, pcm: bytes) -> bool:
@@ -36,6 +41,12 @@ class FrameVad(Protocol):
 
     async def speech(self, pcm: bytes) -> bool:
         """The same decision; may wait for the end of this loop pass (batched silero)."""
+        ...
+
+    def speech_now(self, pcm: bytes, later: Later) -> bool | None:
+        """The same decision now, or None: then ``later`` gets it (once) when silero's
+        batched window has run, at the end of this loop pass. One frame at a time: the next
+        frame is asked only after the answer (a call's windows depend on each other)."""
         ...
 
 
@@ -58,6 +69,9 @@ class WebrtcVad:
     async def speech(self, pcm: bytes) -> bool:
         return self.is_speech(pcm)
 
+    def speech_now(self, pcm: bytes, later: Later) -> bool | None:
+        return self.is_speech(pcm)
+
 
 def release_vad(vad: object) -> None:
     """A call is over. Nothing to give back any more: silero's weights are shared by every
@@ -78,6 +92,9 @@ class SileroVad:
         self._pending = np.zeros(self._window, dtype=np.float32)
         self._filled = 0
         self._speaking = False
+        # a frame waiting for its window(s): the ones still to run, then the answer's callback
+        self._rest: list[np.ndarray] = []
+        self._later: Callable[[BaseException | None], None] | None = None
 
     def _windows(self, pcm: bytes) -> Sequence[np.ndarray]:
         """This frame's samples added; the windows they completed (0 or 1 for 20 ms frames).
@@ -122,6 +139,40 @@ class SileroVad:
         await self.feed_batched(pcm)
         return self._speaking
 
+    def feed_then(self, windows: Sequence[np.ndarray], later: Callable[[BaseException | None], None]) -> None:
+        """Run ``windows`` (at least one) batched, one after the other, then call ``later``
+        (with the batch's exception if one failed)."""
+        self._rest = list(windows[1:])
+        self._later = later
+        self._model.process_then(windows[0], self._window_done)
+
+    def _window_done(self, result: float | BaseException) -> None:
+        later = self._later
+        if isinstance(result, BaseException):
+            self._rest = []
+            self._later = None
+            if later is not None:
+                later(result)
+            return
+        self._decide(result)
+        if self._rest:  # only a frame longer than a window has a second one
+            self._model.process_then(self._rest.pop(0), self._window_done)
+            return
+        self._later = None
+        if later is not None:
+            later(None)
+
+    def speech_now(self, pcm: bytes, later: Later) -> bool | None:
+        windows = self._windows(pcm)
+        if not windows:
+            return self._speaking
+
+        def done(error: BaseException | None) -> None:
+            later(self._speaking if error is None else error)
+
+        self.feed_then(windows, done)
+        return None
+
     def reset(self) -> None:
         self._model.reset()
         self._filled = 0
@@ -133,6 +184,7 @@ class WebrtcSileroVad:
         self._webrtc = WebrtcVad(mode)
         self._silero = SileroVad(threshold)
         self._since_webrtc = _SILERO_HANGOVER_FRAMES + 1
+        self._later: Later | None = None  # speech_now's caller, while its window runs
 
     def _silero_needed(self, pcm: bytes) -> bool:
         """webrtc's part of the decision: False when silero need not run on this frame."""
@@ -157,6 +209,24 @@ class WebrtcSileroVad:
         for window in silero._windows(pcm):
             silero._decide(await silero._model.process_batched(window))
         return silero._speaking and self._since_webrtc <= 2
+
+    def speech_now(self, pcm: bytes, later: Later) -> bool | None:
+        if not self._silero_needed(pcm):
+            return False
+        silero = self._silero
+        windows = silero._windows(pcm)
+        if not windows:  # 5 frames in 8: no window completed, the last decision stands
+            return silero._speaking and self._since_webrtc <= 2
+        self._later = later
+        silero.feed_then(windows, self._silero_done)
+        return None
+
+    def _silero_done(self, error: BaseException | None) -> None:
+        later, self._later = self._later, None
+        if later is None:
+            return
+        # _since_webrtc is as the frame left it: the next frame is asked only after this
+        later(self._silero._speaking and self._since_webrtc <= 2 if error is None else error)
 
 
 def create_vad(settings: VadSettings) -> FrameVad:

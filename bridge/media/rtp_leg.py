@@ -22,7 +22,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from bridge.callmodel import MediaParams
-from bridge.leg import FRAME_BYTES, FRAME_SAMPLES, AudioFrame, DtmfDigit, EndedBy, LegEnded, LegEvent
+from bridge.leg import (
+    FRAME_BYTES,
+    FRAME_SAMPLES,
+    AudioFrame,
+    DtmfDigit,
+    EndedBy,
+    EventConsumer,
+    EventFeed,
+    LegEnded,
+    LegEvent,
+)
 from bridge.media import udp
 from bridge.media.codec import DECODERS, ENCODERS, Passthrough, decode_ulaw_keeping
 from bridge.media.dtmf import DtmfReceiver, DtmfSender, normalize_digits
@@ -244,6 +254,9 @@ class RtpLeg:
     def events(self) -> AsyncIterator[LegEvent]:
         return self._channel.stream()
 
+    def consume(self, consumer: EventConsumer) -> EventFeed:
+        return self._channel.attach(consumer)
+
     def play(self, utterance_id: str, pcm: bytes) -> None:
         if self._ending:
             return
@@ -404,7 +417,14 @@ class RtpLeg:
         self._on_datagram(data, addr[:2], now)
 
     def on_send(self, now: float) -> None:
-        self._agent_pcm = self._send_tick(now)
+        # The queue's playback events wait until this tick's frame is sent: a consumer that
+        # plays or clears in reply must not re-enter the queue in the middle of next_frame.
+        channel = self._channel
+        channel.hold()
+        try:
+            self._agent_pcm = self._send_tick(now)
+        finally:
+            channel.release()
 
     def on_tick(self, now: float) -> None:
         if self._ending:

@@ -20,7 +20,16 @@ from typing import Protocol
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 
-from bridge.leg import FRAME_BYTES, AudioFrame, DtmfDigit, EndedBy, LegEnded, LegEvent
+from bridge.leg import (
+    FRAME_BYTES,
+    AudioFrame,
+    DtmfDigit,
+    EndedBy,
+    EventConsumer,
+    EventFeed,
+    LegEnded,
+    LegEvent,
+)
 from bridge.media.events import EventChannel
 from bridge.stream import protocol
 from bridge.stream.send_pacer import Chunk, Playout
@@ -74,6 +83,9 @@ class StreamLeg:
 
     def events(self) -> AsyncIterator[LegEvent]:
         return self._channel.stream()
+
+    def consume(self, consumer: EventConsumer) -> EventFeed:
+        return self._channel.attach(consumer)
 
     def play(self, utterance_id: str, pcm: bytes) -> None:
         if self._ended:
@@ -167,7 +179,14 @@ class StreamLeg:
         elif isinstance(msg, protocol.Dtmf):
             self._channel.put(DtmfDigit(msg.digit, 0, now))
         elif isinstance(msg, protocol.PlayedStream):
-            self._playout.played(msg.name, now)
+            # its Progress/Done events go to a consumer once played() is through (no
+            # re-entry into the playout from the consumer's reply)
+            channel = self._channel
+            channel.hold()
+            try:
+                self._playout.played(msg.name, now)
+            finally:
+                channel.release()
         elif isinstance(msg, protocol.ClearedAudio):
             self._playout.cleared()
 
@@ -194,7 +213,12 @@ class StreamLeg:
                     self._clear_pending = False
                     self.clears_sent += 1
                     await self._ws.send(protocol.clear_audio(self.stream_id))
-                step = self._playout.next_chunk(self._loop.time())
+                channel = self._channel
+                channel.hold()  # PlaybackStarted after next_chunk is through (as played())
+                try:
+                    step = self._playout.next_chunk(self._loop.time())
+                finally:
+                    channel.release()
                 if isinstance(step, Chunk):
                     await self._send_chunk(step)
                     continue

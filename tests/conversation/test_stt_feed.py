@@ -10,7 +10,7 @@ from pathlib import Path
 from bridge.audio.g711 import as_ulaw, pcm_to_ulaw, ulaw_to_pcm_keeping
 from bridge.conversation import run_conversation
 from bridge.conversation.stt_feed import SttFeed, join_frames
-from bridge.conversation.vad import FrameVad
+from bridge.conversation.vad import FrameVad, Later
 from bridge.leg import FRAME_BYTES
 from bridge.providers.factory import ProviderSet
 from bridge.settings import Settings
@@ -79,11 +79,14 @@ class LevelVad:
     def is_speech(self, pcm: bytes) -> bool:
         return pcm != SILENCE
 
-    async def speech(self, pcm: bytes) -> bool:
+    def speech_now(self, pcm: bytes, later: Later) -> bool | None:
         loud = self.is_speech(pcm)
         if loud:
             self.last_speech = self.clock.now()
         return loud
+
+    async def speech(self, pcm: bytes) -> bool:
+        return bool(self.speech_now(pcm, lambda _: None))
 
 
 class RecordingSTT(FakeSTT):
@@ -170,10 +173,10 @@ class QuietIsSpeechVad(LevelVad):
         super().__init__(clock)
         self.last_loud = -1.0
 
-    async def speech(self, pcm: bytes) -> bool:
+    def speech_now(self, pcm: bytes, later: Later) -> bool | None:
         if pcm == LOUD:
             self.last_loud = self.clock.now()
-        return await super().speech(pcm)
+        return super().speech_now(pcm, later)
 
 
 async def test_audio_the_engine_calls_silence_goes_frame_by_frame(tmp_path: Path) -> None:

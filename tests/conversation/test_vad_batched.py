@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,77 @@ def test_onnx_runtime_telemetry_is_off_without_being_asked(tmp_path: Path) -> No
     if trace is not None:
         calls = trace.read_text()
         assert "AF_INET" not in calls and "connect(" not in calls, calls[:2000]
+
+
+def test_window_callbacks_follow_queue_order_and_may_queue_the_next_window(calls: list[bytes]) -> None:
+    """The driver's way (process_then): each window's callback gets its probability in the
+    order the windows were queued, every stream is free by then, so a callback can queue its
+    call's next window at once; it joins the next pass's run. Same probabilities as alone."""
+    model = shared_silero()
+    windows = [_windows(pcm)[:12] for pcm in calls[:3]]
+    alone = []
+    for ws in windows:
+        stream = model.stream()
+        alone.append([stream.process(w) for w in ws])
+
+    async def run() -> tuple[list[list[float]], list[int], int]:
+        streams = [model.stream() for _ in windows]
+        got: list[list[float]] = [[] for _ in windows]
+        order: list[int] = []
+        finished = asyncio.get_running_loop().create_future()
+
+        def done_for(i: int) -> Callable[[float | BaseException], None]:
+            def done(result: float | BaseException) -> None:
+                assert not isinstance(result, BaseException)
+                got[i].append(result)
+                order.append(i)
+                if len(got[i]) < len(windows[i]):
+                    streams[i].process_then(windows[i][len(got[i])], done)
+                elif all(len(g) == len(w) for g, w in zip(got, windows, strict=True)):
+                    finished.set_result(None)
+            return done
+
+        runs = model.runs
+        for i in (2, 0, 1):
+            streams[i].process_then(windows[i][0], done_for(i))
+        await asyncio.wait_for(finished, 10)
+        return got, order, model.runs - runs
+
+    got, order, runs = asyncio.run(run())
+    assert order[:3] == [2, 0, 1] and order == [2, 0, 1] * 12
+    assert runs == 12  # one run per pass, three windows each
+    for mine, reference in zip(got, alone, strict=True):
+        assert mine == pytest.approx(reference, abs=1e-5)
+
+
+def test_a_failed_run_reaches_every_window_and_a_failing_callback_spares_the_others(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = shared_silero()
+    window = np.zeros(WINDOW, dtype=np.float32)
+
+    async def run() -> list[object]:
+        got: list[object] = []
+        first, second, third = model.stream(), model.stream(), model.stream()
+        def failing(*args: object) -> None:
+            raise RuntimeError("ort failed")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(model, "run", failing)
+            first.process_then(window, got.append)
+            second.process_then(window, got.append)
+            await asyncio.sleep(0)
+        assert [type(r) for r in got] == [RuntimeError, RuntimeError]
+        first.process_then(window, got.append)  # free again after the failure
+
+        def broken(result: float | BaseException) -> None:
+            raise ValueError("a call's bug")
+
+        second.process_then(window, broken)
+        third.process_then(window, got.append)
+        await asyncio.sleep(0)
+        return got
+
+    got = asyncio.run(run())
+    assert len(got) == 4 and all(isinstance(p, float) for p in got[2:])
+    assert "window callback failed" in caplog.text

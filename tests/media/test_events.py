@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bridge.leg import AudioFrame, DtmfDigit, LegEnded, PlaybackDone
 from bridge.media.events import EventChannel
 
@@ -57,3 +59,134 @@ async def test_digits_are_bounded_apart_from_frames_and_the_bound_frees_as_they_
     assert rest == [DtmfDigit("1", 100, 1.0), DtmfDigit("2", 100, 2.0), PlaybackDone("u", 0, 5.0),
                     DtmfDigit("9", 100, 6.0), LegEnded("bye", 8.0)]
     assert ch.dropped_digits == 3
+
+
+# -- push mode (AudioLeg.consume): a plain function takes each event as it is put -------------
+
+def _frame(i: int) -> AudioFrame:
+    return AudioFrame(bytes([i]) * 320, float(i))
+
+
+def test_an_attached_consumer_starts_held_then_takes_each_event_as_it_is_put() -> None:
+    ch = EventChannel()
+    ch.put(_frame(0))  # before anyone consumes: queued
+    got: list[object] = []
+    feed = ch.attach(got.append)
+    ch.put(_frame(1))
+    assert got == []  # held until the consumer is set up
+    feed.release()
+    assert got == [_frame(0), _frame(1)]
+    ch.put(_frame(2))  # no task, no loop pass: handed over in put() itself
+    assert got[-1] == _frame(2)
+    with pytest.raises(RuntimeError):
+        ch.attach(got.append)  # one consumer at a time
+
+
+def test_the_consumer_is_never_reentered_what_it_causes_comes_after_it() -> None:
+    """A consumer that makes the leg report something (play() -> PlaybackStarted) gets that
+    event once it has returned, after the events already waiting, in put order."""
+    ch = EventChannel()
+    seen: list[str] = []
+    depth = [0]
+
+    def consumer(event: object) -> None:
+        depth[0] += 1
+        assert depth[0] == 1, "re-entered"
+        if isinstance(event, AudioFrame):
+            seen.append(f"frame{event.pcm[0]}")
+            ch.put(PlaybackDone(f"u{event.pcm[0]}", 0, 0.0))
+        else:
+            assert isinstance(event, PlaybackDone | LegEnded)
+            seen.append(event.utterance_id if isinstance(event, PlaybackDone) else "end")
+        depth[0] -= 1
+
+    ch.attach(consumer).release()
+    ch.put(_frame(1))
+    ch.put(_frame(2))
+    ch.put(LegEnded("bye", 3.0))
+    assert seen == ["frame1", "u1", "frame2", "u2", "end"]
+
+
+def test_while_held_frames_and_digits_queue_under_the_bounds_and_legended_comes_last_once() -> None:
+    """A consumer waiting (a frame's silero window) holds the feed: later events queue behind
+    it with the channel's bounds (newest frames and digits dropped and counted, marks and
+    LegEnded kept), then go over in order on release; LegEnded exactly once, last."""
+    ch = EventChannel(max_frames=3, max_digits=2)
+    got: list[object] = []
+    feed = ch.attach(got.append)
+    feed.release()
+    ch.put(_frame(0))
+    feed.hold()  # the consumer waits for something
+    for i in range(1, 6):
+        ch.put(_frame(i))
+    for d in "123":
+        ch.put(DtmfDigit(d, 100, 9.0))
+    ch.put(PlaybackDone("u", 0, 9.0))
+    ch.put(LegEnded("bye", 10.0))
+    ch.put(LegEnded("again", 11.0))
+    ch.put(_frame(9))  # after the end: ignored
+    assert got == [_frame(0)]
+    assert ch.ended  # the owner's view does not wait for the consumer
+    assert (ch.dropped_frames, ch.dropped_digits) == (2, 1)
+    feed.hold()  # holds nest
+    feed.release()
+    assert len(got) == 1
+    feed.release()
+    assert got == [_frame(0), _frame(1), _frame(2), _frame(3), DtmfDigit("1", 100, 9.0),
+                   DtmfDigit("2", 100, 9.0), PlaybackDone("u", 0, 9.0), LegEnded("bye", 10.0)]
+
+
+def test_a_consumer_holding_from_inside_stops_the_hand_over_until_it_releases() -> None:
+    ch = EventChannel()
+    got: list[int] = []
+
+    def consumer(event: object) -> None:
+        assert isinstance(event, AudioFrame)
+        got.append(event.pcm[0])
+        if event.pcm[0] == 1:
+            feed.hold()  # this frame's answer comes later
+
+    feed = ch.attach(consumer)
+    for i in range(4):
+        ch.put(_frame(i))
+    assert got == []
+    feed.release()
+    assert got == [0, 1]  # frame 1's consumer holds: 2 and 3 wait
+    feed.release()
+    assert got == [0, 1, 2, 3]
+
+
+def test_a_failing_consumer_is_logged_and_the_next_events_still_go(caplog: pytest.LogCaptureFixture) -> None:
+    ch = EventChannel()
+    got: list[int] = []
+
+    def consumer(event: object) -> None:
+        assert isinstance(event, AudioFrame)
+        if event.pcm[0] == 1:
+            raise ValueError("bug")
+        got.append(event.pcm[0])
+
+    ch.attach(consumer).release()
+    for i in range(3):
+        ch.put(_frame(i))  # the leg's tick goes on
+    assert got == [0, 2]
+    assert "consumer failed" in caplog.text
+
+
+async def test_detached_the_events_queue_again_for_the_async_iterator() -> None:
+    ch = EventChannel(max_frames=2)
+    got: list[object] = []
+    feed = ch.attach(got.append)
+    feed.release()
+    ch.put(_frame(0))
+    feed.hold()
+    ch.put(_frame(1))
+    feed.detach()
+    feed.release()  # a release after detach (a window answered late) is harmless
+    for i in range(2, 5):
+        ch.put(_frame(i))
+    ch.put(LegEnded("bye", 5.0))
+    assert got == [_frame(0)]
+    rest = [ev async for ev in ch.stream()]
+    assert rest == [_frame(1), _frame(2), LegEnded("bye", 5.0)]
+    assert ch.dropped_frames == 2
