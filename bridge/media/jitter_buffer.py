@@ -8,7 +8,9 @@ delivery suspends and re-primes on the next audio.
 
 Depth: delivery starts once ``target_ms`` + one frame is buffered. If the buffer stays deeper
 than needed for a whole window (clock drift, a burst), one frame is skipped; packets that
-arrive after their slot was played are dropped as late.
+arrive after their slot was played are dropped as late. A late block whose RTP sequence
+numbers are behind the newest seen (a delayed or replayed copy) is never followed as a moved
+timeline: it is not heard twice (rx_timeline.py).
 """
 
 from __future__ import annotations

@@ -53,6 +53,8 @@ _MAX_RTCP_PER_SECOND = 32
 _SEQ_TS_SSRC = struct.Struct("!HII")
 _HEADER = struct.Struct("!BBHII")
 _NO_ADDRESS = ("0.0.0.0", "::", "")
+_MAX_MISORDER = 100  # RFC 3550 A.1
+_STRAGGLER_S = 1.0  # a packet of the SSRC left this long ago is a switch back, not a straggler
 
 TransferCallback = Callable[[str], Awaitable[bool]]
 
@@ -117,6 +119,9 @@ class RtpLeg:
         self._reports = ReportBuilder(self._ssrc)
         # receive state
         self._rx_ssrc: int | None = None
+        # the SSRC left at the last change, its newest sequence number and the change's time:
+        # its reordered stragglers are dropped, not taken for a change back (_straggler)
+        self._rx_left: tuple[int, int, float] | None = None
         self._rx_flowing = False  # caller audio seen since start/resume: keep the frame cadence
         self._last_rx = 0.0
         self._source: tuple[str, int] | None = None  # where the caller's packets come from
@@ -472,10 +477,15 @@ class RtpLeg:
         self._last_rx = now
         n["packets_in"] += 1
         n["bytes_in"] += len(payload)
-        self._rx.on_packet(ssrc, seq, ts, now)
         if ssrc != self._rx_ssrc:
+            if self._straggler(ssrc, seq, now):
+                self._playout.late += 1
+                return
+            if self._rx_ssrc is not None:
+                self._rx_left = (self._rx_ssrc, self._rx.extended_max_seq & 0xFFFF, now)
             self._rx_ssrc = ssrc
             self._playout.reset()
+        self._rx.on_packet(ssrc, seq, ts, now)
         if is_dtmf:
             for digit, duration_ms in self._dtmf_rx.on_packet(ssrc, ts, payload, now):
                 self._dtmf_in(digit, duration_ms, now, "rfc4733")
@@ -489,6 +499,18 @@ class RtpLeg:
                     self._passthrough.keep(pcm, payload)
             self._playout.put(ts, pcm, seq)
             self._rx_flowing = True
+
+    def _straggler(self, ssrc: int, seq: int, now: float) -> bool:
+        """A packet of the SSRC the caller's stream just left (less than ``_STRAGGLER_S``
+        ago), numbered near that stream's newest (RFC 3550 A.1's misorder window, either
+        way): sent before the change and reordered or delayed behind it. Following it would
+        reset the receive timeline twice and hand the listener a stale frame. Later, or
+        numbered elsewhere, it is the sender switching back: followed as any change."""
+        left = self._rx_left
+        if left is None or left[0] != ssrc or now - left[2] >= _STRAGGLER_S:
+            return False
+        distance = (seq - left[1] + _MAX_MISORDER) & 0xFFFF
+        return distance <= 2 * _MAX_MISORDER
 
     def _dtmf_in(self, digit: str, duration_ms: int, now: float, method: str) -> None:
         """Every digit the caller sends is counted (per call in stats(), in total in
