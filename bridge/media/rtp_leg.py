@@ -102,6 +102,8 @@ class RtpLeg:
         self._passthrough = Passthrough()  # caller payloads in our codec, by decoded frame
         self._pt = 0
         self._keep_pt = -1  # listen mode with PCMU: 0, its frames keep their payload (g711.UlawPcm)
+        self._fast_pt = -1  # the payload type on_readable's usual-packet path takes (-1: none)
+        self._decode_fast = DECODERS[0]
         self._dtmf_pt: int | None = None
         self._tx_on = False
         self._rx_on = False
@@ -188,7 +190,6 @@ class RtpLeg:
         if media.payload_type != self._pt:
             self._passthrough.clear()  # the kept payloads are of the old codec
         self._pt = media.payload_type
-        self._set_keep_pt()
         self._dtmf_pt = media.dtmf_payload_type
         remote: tuple[str, int] | None = (media.remote_host, media.remote_port)
         if media.remote_host in _NO_ADDRESS or media.remote_port == 0:
@@ -206,6 +207,7 @@ class RtpLeg:
             self._rx_flowing = False
             self._last_rx = self._loop.time()
         self._rx_on = rx_on
+        self._set_keep_pt()
         if old is not None and old != media:
             log.info(
                 "media updated",
@@ -232,6 +234,11 @@ class RtpLeg:
         media = self._media
         listen = isinstance(self._playout, ListenBuffer)
         self._keep_pt = 0 if listen and media is not None and media.codec == "PCMU" and self._pt == 0 else -1
+        # on_readable's usual packet: audio in our codec, received, decoded to plain PCM
+        pt = self._pt
+        usual = self._rx_on and pt in DECODERS and pt != self._dtmf_pt and pt != self._keep_pt
+        self._fast_pt = pt if usual else -1
+        self._decode_fast = DECODERS.get(pt, self._decode_fast)
 
     def inject_dtmf(self, digit: str, duration_ms: int) -> None:
         """A digit that came by SIP INFO: delivered like an RFC 4733 one."""
@@ -406,7 +413,25 @@ class RtpLeg:
             data, addr = self._sock.recvfrom(udp.MAX_DATAGRAM)
         except OSError:  # nothing after all (EAGAIN), or an ICMP error report
             return
-        self._on_datagram(data, addr[:2], now)
+        addr = addr[:2]
+        if len(data) > 12 and data[0] == 0x80 and data[1] == self._fast_pt:
+            seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+            if ssrc == self._rx_ssrc and addr == self._source:
+                # The usual packet, once per call every 20 ms (no marker, padding, extension
+                # or CSRC; our audio codec; the caller's source and SSRC; receiving): what
+                # _on_datagram does with it, without its general checks.
+                self._last_rx = now
+                payload = data[12:]
+                n = self._n
+                n["packets_in"] += 1
+                n["bytes_in"] += len(payload)
+                self._rx.on_packet(ssrc, seq, ts, now)
+                pcm = self._decode_fast(payload)
+                self._passthrough.keep(pcm, payload)
+                self._playout.put(ts, pcm, seq)
+                self._rx_flowing = True
+                return
+        self._on_datagram(data, addr, now)
 
     def on_send(self, now: float) -> None:
         self._agent_pcm = self._send_tick(now)
@@ -575,8 +600,8 @@ class RtpLeg:
                 if isinstance(token, asyncio.Future) and not token.done():
                     token.set_result(None)
             if audible and step.packets and self._dtmf_pt is not None:
-                for payload, marker, event_ts in step.packets:
-                    self._send(self._dtmf_pt, event_ts, payload, marker)
+                for event, marker, event_ts in step.packets:
+                    self._send(self._dtmf_pt, event_ts, event, marker)
                 if step.packets[0][1]:
                     self._n["dtmf_out"] += 1
                     _DTMF_OUT.inc()
@@ -594,7 +619,19 @@ class RtpLeg:
             return None
         # A caller frame sent back as it came (the echo agent) goes out as its own payload.
         kept = self._passthrough.payload_of(pcm)
-        self._send(self._pt, ts, self._encode(pcm) if kept is None else kept, not self._talking)
+        payload = self._encode(pcm) if kept is None else kept
+        # _send inlined: this runs once per packet of every call
+        pt = self._pt
+        seq = self._seq
+        n = self._n
+        try:
+            self._sock.sendto(_HEADER.pack(0x80, pt if self._talking else 0x80 | pt, seq, ts, self._ssrc)
+                              + payload, self._remote)  # type: ignore[arg-type]  # audible: not None
+        except OSError:  # full buffer, no route: UDP drops, the stream goes on
+            n["send_errors"] += 1
+        self._seq = (seq + 1) & 0xFFFF
+        n["packets_out"] += 1
+        n["bytes_out"] += len(payload)
         self._talking = True
         return pcm
 
@@ -604,7 +641,7 @@ class RtpLeg:
             return
         n = self._n
         try:
-            # build_rtp inlined: this runs once per packet of every call
+            # build_rtp inlined (and this in _send_tick): it runs once per packet of every call
             self._sock.sendto(_HEADER.pack(0x80, 0x80 | pt if marker else pt, self._seq, ts & 0xFFFFFFFF,
                                            self._ssrc)
                               + payload, remote)

@@ -118,6 +118,31 @@ class RxTimeline:
         """Buffer decoded s16le audio that starts at RTP ``timestamp``; ``seq``: its RTP
         sequence number (None: judged by the timestamp alone)."""
         samples = len(pcm) // 2
+        head = self._head
+        hi = self._seq_hi
+        ext = self._ext
+        if seq is not None and hi is not None and ext is not None and head is not None and samples:
+            # The usual packet, once per call every 20 ms: the newest by number and by time,
+            # at or after the end of what is buffered, neither late nor a jump. The general
+            # path below does the same in that case, with its calls and bookkeeping.
+            ds = (seq - hi) & 0xFFFF
+            dt = (timestamp - ext) & 0xFFFFFFFF
+            if 0 < ds < _SEQ_HALF and 0 < dt < _HALF:
+                pos = ext + dt
+                if self._end <= pos <= head + self._resync_ahead and pos + samples > head:
+                    self._seq_hi = hi + ds
+                    self._ext = pos
+                    self._late_run = 0
+                    starts = self._starts
+                    starts.append(pos)
+                    # the same object when whole: codec.Passthrough finds a frame by identity
+                    self._chunks[pos] = pcm if len(pcm) == samples * 2 else pcm[: samples * 2]
+                    self._end = end = pos + samples
+                    if len(starts) > _MAX_CHUNKS:
+                        self._drop_before(starts[1])
+                    if end - head > self._max_depth:
+                        self._overfull()
+                    return
         if samples == 0:
             return
         age = self._seq_age(seq) if seq is not None else 0
