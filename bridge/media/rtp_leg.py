@@ -104,6 +104,7 @@ class RtpLeg:
         self._keep_pt = -1  # listen mode with PCMU: 0, its frames keep their payload (g711.UlawPcm)
         self._fast_pt = -1  # the payload type on_readable's usual-packet path takes (-1: none)
         self._decode_fast = DECODERS[0]
+        self._fast_keeps = False  # that path's frames keep their payload (listen mode, PCMU)
         self._dtmf_pt: int | None = None
         self._tx_on = False
         self._rx_on = False
@@ -234,11 +235,12 @@ class RtpLeg:
         media = self._media
         listen = isinstance(self._playout, ListenBuffer)
         self._keep_pt = 0 if listen and media is not None and media.codec == "PCMU" and self._pt == 0 else -1
-        # on_readable's usual packet: audio in our codec, received, decoded to plain PCM
+        # on_readable's usual packet: audio in our codec, received
         pt = self._pt
-        usual = self._rx_on and pt in DECODERS and pt != self._dtmf_pt and pt != self._keep_pt
+        usual = self._rx_on and pt in DECODERS and pt != self._dtmf_pt
         self._fast_pt = pt if usual else -1
-        self._decode_fast = DECODERS.get(pt, self._decode_fast)
+        self._fast_keeps = pt == self._keep_pt
+        self._decode_fast = decode_ulaw_keeping if self._fast_keeps else DECODERS.get(pt, self._decode_fast)
 
     def inject_dtmf(self, digit: str, duration_ms: int) -> None:
         """A digit that came by SIP INFO: delivered like an RFC 4733 one."""
@@ -427,7 +429,8 @@ class RtpLeg:
                 n["bytes_in"] += len(payload)
                 self._rx.on_packet(ssrc, seq, ts, now)
                 pcm = self._decode_fast(payload)
-                self._passthrough.keep(pcm, payload)
+                if not self._fast_keeps:  # (a kept-payload frame carries it: g711.UlawPcm)
+                    self._passthrough.keep(pcm, payload)
                 self._playout.put(ts, pcm, seq)
                 self._rx_flowing = True
                 return

@@ -87,6 +87,8 @@ def state(leg: RtpLeg) -> dict[str, Any]:
         "buf": {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
                 for k, v in vars(buf).items() if k != "_concealer"},
         "kept": sorted(leg._passthrough._new.values()) + sorted(leg._passthrough._old.values()),
+        # listen mode on PCMU: frames that carry their payload (g711.UlawPcm), with it
+        "frames": sorted((type(c).__name__, getattr(c, "ulaw", None) or b"") for c in buf._chunks.values()),
         "leg": (leg._rx_ssrc, leg._rx_left, leg._last_rx, leg._rx_flowing, leg._source),
     }
 
