@@ -8,7 +8,9 @@ delivery suspends and re-primes on the next audio.
 
 Depth: delivery starts once ``target_ms`` + one frame is buffered. If the buffer stays deeper
 than needed for a whole window (clock drift, a burst), one frame is skipped; packets that
-arrive after their slot was played are dropped as late.
+arrive after their slot was played are dropped as late. A late block whose RTP sequence
+numbers are behind the newest seen (a delayed or replayed copy) is never followed as a moved
+timeline: it is not heard twice (rx_timeline.py).
 """
 
 from __future__ import annotations
@@ -65,7 +67,17 @@ class PlayoutBuffer(RxTimeline):
                     self._drop_before(head)
                 self._concealer.update(chunk)
                 self._conceal_run = 0
-                self._track_drift()
+                # _track_drift's usual case inline: the window is not over yet
+                depth = self._end - head
+                low = self._min_depth
+                if low is None or depth < low:
+                    self._min_depth = depth
+                window = self._window + 1
+                if window < _DRIFT_WINDOW_TICKS:
+                    self._window = window
+                else:
+                    self._window = window
+                    self._end_window()
                 return chunk
         if self._head is None:
             if not self._starts or self._end - self._starts[0] < self._target + self._frame:
@@ -99,8 +111,11 @@ class PlayoutBuffer(RxTimeline):
         if self._min_depth is None or depth < self._min_depth:
             self._min_depth = depth
         self._window += 1
-        if self._window < _DRIFT_WINDOW_TICKS:
-            return
+        if self._window >= _DRIFT_WINDOW_TICKS:
+            self._end_window()
+
+    def _end_window(self) -> None:
+        assert self._head is not None and self._min_depth is not None
         excess = self._min_depth - self._target - self._frame
         if excess > self._frame:
             # Shed half the excess (at least a frame) per window: fast after a burst, gentle for drift.

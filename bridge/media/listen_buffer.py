@@ -10,9 +10,9 @@ cadence: here a missing frame (a lost or reordered packet) is waited for until a
 then concealed (bridge.media.plc); a packet after that is late and dropped. A run of
 concealment with nothing buffered means the sender paused (silence suppression, DTMF,
 hold): delivery suspends and restarts at the next audio. Sans-I/O; the packet intake is
-rx_timeline.RxTimeline (the same as PlayoutBuffer's), with the RTP sequence number used to
-tell a stale packet (never delivered twice) from a sender's moved timeline; ``frames()`` once
-per clock tick.
+rx_timeline.RxTimeline (the same as PlayoutBuffer's, the RTP sequence number telling a stale
+packet, never delivered twice, from a sender's moved timeline); ``frames()`` once per clock
+tick.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ _MAX_FRAMES_PER_TICK = 50  # a burst after a stall comes out at once, within rea
 
 
 class ListenBuffer(RxTimeline):
-    _stale_by_sequence = True
-
     def __init__(
         self,
         max_wait_ms: int = 60,
@@ -62,9 +60,17 @@ class ListenBuffer(RxTimeline):
             self._conceal_run = 0
             self._stalled = 0
         out: list[bytes] = []
+        whole = 2 * self._frame
         while len(out) < _MAX_FRAMES_PER_TICK and self._head is not None:
             head = self._head
-            if self._have(head):
+            chunk = self._chunks.get(head)
+            if chunk is not None and len(chunk) == whole:
+                # the usual case: one packet is the whole frame (what _have and _take find)
+                frame = chunk
+                self._concealer.update(frame)
+                self._conceal_run = 0
+                self._stalled = 0
+            elif self._have(head):
                 frame, _ = self._take(head, self._frame)
                 self._concealer.update(frame)
                 self._conceal_run = 0

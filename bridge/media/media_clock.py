@@ -26,6 +26,7 @@ import asyncio
 import logging
 import select
 import weakref
+from collections.abc import Callable
 from typing import Protocol
 
 from bridge.metrics import MEDIA_CLOCK_LATENESS, MEDIA_CLOCK_TICKS
@@ -56,7 +57,9 @@ class MediaClock:
         self._loop = loop
         self._interval = interval
         self._members: dict[int, Ticking] = {}
-        self._by_fd: dict[int, Ticking] = {}
+        # the members' bound methods, made once per change of membership, not per tick
+        self._phases: tuple[list[Callable[[float], None]], list[Callable[[float], None]]] = ([], [])
+        self._by_fd: dict[int, Callable[[float], None]] = {}
         self._fd_of: dict[int, int] = {}
         self._poller: select.epoll | None = None
         self._task: asyncio.Task[None] | None = None
@@ -72,11 +75,12 @@ class MediaClock:
         """Tick ``member`` every 20 ms; if ``fd`` is given, call its on_readable when the fd
         has data (once per datagram, before on_tick)."""
         self._members[id(member)] = member
+        self._rebuild()
         if fd is not None:
             if self._poller is None:
                 self._poller = select.epoll()
             self._poller.register(fd, select.EPOLLIN)
-            self._by_fd[fd] = member
+            self._by_fd[fd] = member.on_readable
             self._fd_of[id(member)] = fd
         if self._task is None:
             self._task = self._loop.create_task(self._run(), name="media-clock")
@@ -84,6 +88,7 @@ class MediaClock:
     def remove(self, member: Ticking) -> None:
         """Stop ticking ``member`` (call before closing its socket)."""
         self._members.pop(id(member), None)
+        self._rebuild()
         fd = self._fd_of.pop(id(member), None)
         if fd is not None:
             self._by_fd.pop(fd, None)
@@ -100,6 +105,12 @@ class MediaClock:
                 task, self._task = self._task, None
                 if task is not asyncio.current_task():
                     task.cancel()
+
+    def _rebuild(self) -> None:
+        """New lists (a tick under way keeps walking the ones it took: a member may leave,
+        or another join, from inside a tick)."""
+        members = self._members.values()
+        self._phases = ([m.on_send for m in members], [m.on_tick for m in members])
 
     async def _run(self) -> None:
         loop = self._loop
@@ -138,17 +149,16 @@ class MediaClock:
 
     def _tick(self, now: float) -> None:
         self.ticks += 1
-        # A copy: a member may leave (hang up) from inside its own tick.
-        members = list(self._members.values())
-        for member in members:
+        sends, ticks = self._phases  # the members as this tick began (_rebuild)
+        for send in sends:
             try:
-                member.on_send(now)
+                send(now)
             except Exception:
                 self._failed()
         self._read(now)
-        for member in members:
+        for tick in ticks:
             try:
-                member.on_tick(now)
+                tick(now)
             except Exception:
                 self._failed()
 
@@ -162,11 +172,11 @@ class MediaClock:
             if not ready:
                 return
             for fd, _mask in ready:
-                member = by_fd.get(fd)
-                if member is None:
+                reader = by_fd.get(fd)
+                if reader is None:
                     continue
                 try:
-                    member.on_readable(now)
+                    reader(now)
                 except Exception:
                     self._failed()
 

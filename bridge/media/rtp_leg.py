@@ -63,6 +63,8 @@ _MAX_RTCP_PER_SECOND = 32
 _SEQ_TS_SSRC = struct.Struct("!HII")
 _HEADER = struct.Struct("!BBHII")
 _NO_ADDRESS = ("0.0.0.0", "::", "")
+_MAX_MISORDER = 100  # RFC 3550 A.1
+_STRAGGLER_S = 1.0  # a packet of the SSRC left this long ago is a switch back, not a straggler
 
 TransferCallback = Callable[[str], Awaitable[bool]]
 
@@ -110,6 +112,9 @@ class RtpLeg:
         self._passthrough = Passthrough()  # caller payloads in our codec, by decoded frame
         self._pt = 0
         self._keep_pt = -1  # listen mode with PCMU: 0, its frames keep their payload (g711.UlawPcm)
+        self._fast_pt = -1  # the payload type on_readable's usual-packet path takes (-1: none)
+        self._decode_fast = DECODERS[0]
+        self._fast_keeps = False  # that path's frames keep their payload (listen mode, PCMU)
         self._dtmf_pt: int | None = None
         self._tx_on = False
         self._rx_on = False
@@ -127,6 +132,9 @@ class RtpLeg:
         self._reports = ReportBuilder(self._ssrc)
         # receive state
         self._rx_ssrc: int | None = None
+        # the SSRC left at the last change, its newest sequence number and the change's time:
+        # its reordered stragglers are dropped, not taken for a change back (_straggler)
+        self._rx_left: tuple[int, int, float] | None = None
         self._rx_flowing = False  # caller audio seen since start/resume: keep the frame cadence
         self._last_rx = 0.0
         self._source: tuple[str, int] | None = None  # where the caller's packets come from
@@ -193,7 +201,6 @@ class RtpLeg:
         if media.payload_type != self._pt:
             self._passthrough.clear()  # the kept payloads are of the old codec
         self._pt = media.payload_type
-        self._set_keep_pt()
         self._dtmf_pt = media.dtmf_payload_type
         remote: tuple[str, int] | None = (media.remote_host, media.remote_port)
         if media.remote_host in _NO_ADDRESS or media.remote_port == 0:
@@ -211,6 +218,7 @@ class RtpLeg:
             self._rx_flowing = False
             self._last_rx = self._loop.time()
         self._rx_on = rx_on
+        self._set_keep_pt()
         if old is not None and old != media:
             log.info(
                 "media updated",
@@ -237,6 +245,12 @@ class RtpLeg:
         media = self._media
         listen = isinstance(self._playout, ListenBuffer)
         self._keep_pt = 0 if listen and media is not None and media.codec == "PCMU" and self._pt == 0 else -1
+        # on_readable's usual packet: audio in our codec, received
+        pt = self._pt
+        usual = self._rx_on and pt in DECODERS and pt != self._dtmf_pt
+        self._fast_pt = pt if usual else -1
+        self._fast_keeps = pt == self._keep_pt
+        self._decode_fast = decode_ulaw_keeping if self._fast_keeps else DECODERS.get(pt, self._decode_fast)
 
     def inject_dtmf(self, digit: str, duration_ms: int) -> None:
         """A digit that came by SIP INFO: delivered like an RFC 4733 one."""
@@ -414,7 +428,26 @@ class RtpLeg:
             data, addr = self._sock.recvfrom(udp.MAX_DATAGRAM)
         except OSError:  # nothing after all (EAGAIN), or an ICMP error report
             return
-        self._on_datagram(data, addr[:2], now)
+        addr = addr[:2]
+        if len(data) > 12 and data[0] == 0x80 and data[1] == self._fast_pt:
+            seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+            if ssrc == self._rx_ssrc and addr == self._source:
+                # The usual packet, once per call every 20 ms (no marker, padding, extension
+                # or CSRC; our audio codec; the caller's source and SSRC; receiving): what
+                # _on_datagram does with it, without its general checks.
+                self._last_rx = now
+                payload = data[12:]
+                n = self._n
+                n["packets_in"] += 1
+                n["bytes_in"] += len(payload)
+                self._rx.on_packet(ssrc, seq, ts, now)
+                pcm = self._decode_fast(payload)
+                if not self._fast_keeps:  # (a kept-payload frame carries it: g711.UlawPcm)
+                    self._passthrough.keep(pcm, payload)
+                self._playout.put(ts, pcm, seq)
+                self._rx_flowing = True
+                return
+        self._on_datagram(data, addr, now)
 
     def on_send(self, now: float) -> None:
         # The queue's playback events wait until this tick's frame is sent: a consumer that
@@ -492,10 +525,15 @@ class RtpLeg:
         self._last_rx = now
         n["packets_in"] += 1
         n["bytes_in"] += len(payload)
-        self._rx.on_packet(ssrc, seq, ts, now)
         if ssrc != self._rx_ssrc:
+            if self._straggler(ssrc, seq, now):
+                self._playout.late += 1
+                return
+            if self._rx_ssrc is not None:
+                self._rx_left = (self._rx_ssrc, self._rx.extended_max_seq & 0xFFFF, now)
             self._rx_ssrc = ssrc
             self._playout.reset()
+        self._rx.on_packet(ssrc, seq, ts, now)
         if is_dtmf:
             for digit, duration_ms in self._dtmf_rx.on_packet(ssrc, ts, payload, now):
                 self._dtmf_in(digit, duration_ms, now, "rfc4733")
@@ -509,6 +547,18 @@ class RtpLeg:
                     self._passthrough.keep(pcm, payload)
             self._playout.put(ts, pcm, seq)
             self._rx_flowing = True
+
+    def _straggler(self, ssrc: int, seq: int, now: float) -> bool:
+        """A packet of the SSRC the caller's stream just left (less than ``_STRAGGLER_S``
+        ago), numbered near that stream's newest (RFC 3550 A.1's misorder window, either
+        way): sent before the change and reordered or delayed behind it. Following it would
+        reset the receive timeline twice and hand the listener a stale frame. Later, or
+        numbered elsewhere, it is the sender switching back: followed as any change."""
+        left = self._rx_left
+        if left is None or left[0] != ssrc or now - left[2] >= _STRAGGLER_S:
+            return False
+        distance = (seq - left[1] + _MAX_MISORDER) & 0xFFFF
+        return distance <= 2 * _MAX_MISORDER
 
     def _dtmf_in(self, digit: str, duration_ms: int, now: float, method: str) -> None:
         """Every digit the caller sends is counted (per call in stats(), in total in
@@ -573,8 +623,8 @@ class RtpLeg:
                 if isinstance(token, asyncio.Future) and not token.done():
                     token.set_result(None)
             if audible and step.packets and self._dtmf_pt is not None:
-                for payload, marker, event_ts in step.packets:
-                    self._send(self._dtmf_pt, event_ts, payload, marker)
+                for event, marker, event_ts in step.packets:
+                    self._send(self._dtmf_pt, event_ts, event, marker)
                 if step.packets[0][1]:
                     self._n["dtmf_out"] += 1
                     _DTMF_OUT.inc()
@@ -592,7 +642,19 @@ class RtpLeg:
             return None
         # A caller frame sent back as it came (the echo agent) goes out as its own payload.
         kept = self._passthrough.payload_of(pcm)
-        self._send(self._pt, ts, self._encode(pcm) if kept is None else kept, not self._talking)
+        payload = self._encode(pcm) if kept is None else kept
+        # _send inlined: this runs once per packet of every call
+        pt = self._pt
+        seq = self._seq
+        n = self._n
+        try:
+            self._sock.sendto(_HEADER.pack(0x80, pt if self._talking else 0x80 | pt, seq, ts, self._ssrc)
+                              + payload, self._remote)  # type: ignore[arg-type]  # audible: not None
+        except OSError:  # full buffer, no route: UDP drops, the stream goes on
+            n["send_errors"] += 1
+        self._seq = (seq + 1) & 0xFFFF
+        n["packets_out"] += 1
+        n["bytes_out"] += len(payload)
         self._talking = True
         return pcm
 
@@ -602,7 +664,7 @@ class RtpLeg:
             return
         n = self._n
         try:
-            # build_rtp inlined: this runs once per packet of every call
+            # build_rtp inlined (and this in _send_tick): it runs once per packet of every call
             self._sock.sendto(_HEADER.pack(0x80, 0x80 | pt if marker else pt, self._seq, ts & 0xFFFFFFFF,
                                            self._ssrc)
                               + payload, remote)

@@ -34,6 +34,7 @@ class _Stream:
 class ReceiveStats:
     def __init__(self, clock_rate: int = 8000) -> None:
         self._rate = clock_rate
+        self._jump = clock_rate * 10  # a transit change this large is a jump, not jitter
         self._ssrc: int | None = None
         self._stream: _Stream | None = None
         self._done_received = 0
@@ -50,23 +51,28 @@ class ReceiveStats:
             stream = self._stream = _Stream(seq)
             self._ssrc = ssrc
         stream.received += 1
-        delta = (seq - stream.max_seq) % _SEQ_MOD
-        if 0 < delta < _MAX_DROPOUT:
-            if seq < stream.max_seq:
-                stream.cycles += _SEQ_MOD
-            stream.max_seq = seq
-        elif delta >= _SEQ_MOD - _MAX_MISORDER or delta == 0:
-            pass  # reordered or duplicate: counted as received only
+        max_seq = stream.max_seq
+        if seq == max_seq + 1:
+            stream.max_seq = seq  # the usual packet: the next one, no wrap (the first case below)
         else:
-            # A large jump: the sender restarted its sequence; start over (RFC 3550 A.1).
-            self._done_received += stream.received - 1
-            self._done_lost += stream.lost
-            stream = self._stream = _Stream(seq)
-            stream.received = 1
+            delta = (seq - max_seq) % _SEQ_MOD
+            if 0 < delta < _MAX_DROPOUT:
+                if seq < max_seq:
+                    stream.cycles += _SEQ_MOD
+                stream.max_seq = seq
+            elif delta >= _SEQ_MOD - _MAX_MISORDER or delta == 0:
+                pass  # reordered or duplicate: counted as received only
+            else:
+                # A large jump: the sender restarted its sequence; start over (RFC 3550 A.1).
+                self._done_received += stream.received - 1
+                self._done_lost += stream.lost
+                stream = self._stream = _Stream(seq)
+                stream.received = 1
         transit = arrival_s * self._rate - timestamp
-        if stream.transit is not None:
-            d = abs(transit - stream.transit)
-            if d < self._rate * 10:  # ignore timestamp jumps (talkspurts, restarts)
+        last = stream.transit
+        if last is not None:
+            d = abs(transit - last)
+            if d < self._jump:  # ignore timestamp jumps (talkspurts, restarts)
                 stream.jitter += (d - stream.jitter) / 16.0
         stream.transit = transit
 

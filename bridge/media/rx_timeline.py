@@ -9,7 +9,8 @@ wrap), so any packet time works (10/20/30 ms) and frames always come out as exac
 behind the delivered position is late. A sender's timeline that moved (5 late packets in a
 row, or a jump of more than 1 s ahead) is followed: the buffer starts again from it.
 
-With ``stale_by_sequence`` (the listener) the RTP sequence number is used too: a late packet
+The RTP sequence number, when given, is used too (by both deliveries: a person must not
+hear a replayed block again any more than a listener may transcribe it twice): a late packet
 that is older than the newest one seen (within RFC 3550 A.1's misorder window of 100) is a
 delayed or replayed copy, dropped without counting towards that resync, so a stale block is
 never delivered again; after a resync, packets numbered before it belong to the timeline that
@@ -36,8 +37,6 @@ class RxTimeline:
     """The intake; a subclass adds the delivery (it moves ``_head`` and takes frames with
     ``_take``). ``_floor``: the last position delivered before a suspension (a paused
     sender), behind which packets are still late."""
-
-    _stale_by_sequence = False
 
     def __init__(
         self,
@@ -117,11 +116,36 @@ class RxTimeline:
 
     def put(self, timestamp: int, pcm: bytes, seq: int | None = None) -> None:
         """Buffer decoded s16le audio that starts at RTP ``timestamp``; ``seq``: its RTP
-        sequence number (used with ``stale_by_sequence`` only)."""
+        sequence number (None: judged by the timestamp alone)."""
         samples = len(pcm) // 2
+        head = self._head
+        hi = self._seq_hi
+        ext = self._ext
+        if seq is not None and hi is not None and ext is not None and head is not None and samples:
+            # The usual packet, once per call every 20 ms: the newest by number and by time,
+            # at or after the end of what is buffered, neither late nor a jump. The general
+            # path below does the same in that case, with its calls and bookkeeping.
+            ds = (seq - hi) & 0xFFFF
+            dt = (timestamp - ext) & 0xFFFFFFFF
+            if 0 < ds < _SEQ_HALF and 0 < dt < _HALF:
+                pos = ext + dt
+                if self._end <= pos <= head + self._resync_ahead and pos + samples > head:
+                    self._seq_hi = hi + ds
+                    self._ext = pos
+                    self._late_run = 0
+                    starts = self._starts
+                    starts.append(pos)
+                    # the same object when whole: codec.Passthrough finds a frame by identity
+                    self._chunks[pos] = pcm if len(pcm) == samples * 2 else pcm[: samples * 2]
+                    self._end = end = pos + samples
+                    if len(starts) > _MAX_CHUNKS:
+                        self._drop_before(starts[1])
+                    if end - head > self._max_depth:
+                        self._overfull()
+                    return
         if samples == 0:
             return
-        age = self._seq_age(seq) if seq is not None and self._stale_by_sequence else 0
+        age = self._seq_age(seq) if seq is not None else 0
         if age < 0:
             if not 0 < (self._epoch_ts - timestamp) % _WRAP <= self._rate // 5:
                 self.late += 1  # sent before the timeline we follow began
@@ -158,7 +182,7 @@ class RxTimeline:
         self.resyncs += 1
         self.reset()
         self._ext = timestamp
-        if seq is not None and self._stale_by_sequence:
+        if seq is not None:
             self._seq_hi = self._seq_epoch = seq  # packets numbered before this one: the old timeline
             self._epoch_ts = timestamp  # unless their timestamp is just before this one's
 

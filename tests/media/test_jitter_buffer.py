@@ -163,3 +163,53 @@ def test_whole_frame_packets_and_split_ones_mix_without_a_seam() -> None:
     tail = drain(buf, 3)
     assert buf.concealed_frames == 1 and len(tail) == 3
     assert list(values(tail[1:])) == list(range(pos + FRAME, pos + 3 * FRAME))
+
+
+def test_a_replayed_block_is_not_heard_again() -> None:
+    """A block of packets already played, arriving again with their own (older) sequence
+    numbers: late, dropped, never taken for a moved timeline and replayed to the person."""
+    buf = PlayoutBuffer(target_ms=20)
+    seq0 = 65530  # the numbering wraps inside the block
+    for i in range(12):
+        buf.put(i * FRAME, ramp(i * FRAME, FRAME), seq=(seq0 + i) & 0xFFFF)
+    heard = drain(buf, 10)
+    for i in range(2, 10):  # 160 ms of it again, at once (a delayed copy of the stream)
+        buf.put(i * FRAME, ramp(i * FRAME, FRAME), seq=(seq0 + i) & 0xFFFF)
+    assert buf.resyncs == 0 and buf.late == 8
+    for i in range(12, 16):
+        buf.put(i * FRAME, ramp(i * FRAME, FRAME), seq=(seq0 + i) & 0xFFFF)
+    heard += drain(buf, 6)
+    assert list(values(heard)) == list(range(16 * FRAME))  # each sample once, in order
+
+
+def test_a_timeline_moved_back_with_sequence_numbers_going_on_is_followed() -> None:
+    """The sender's timestamps go back for good while its numbering goes on (a restart
+    behind an SBC without a new SSRC): 5 late packets in a row move the buffer to it."""
+    buf = PlayoutBuffer(target_ms=20)
+    for i in range(8):
+        buf.put(50_000 + i * FRAME, ramp(i * FRAME, FRAME), seq=200 + i)
+    drain(buf, 6)
+    for i in range(6):
+        buf.put(1_000 + i * FRAME, ramp(10_000 + i * FRAME, FRAME), seq=208 + i)
+    assert buf.resyncs == 1
+    frames = drain(buf, 2)
+    assert list(values(frames)) == list(range(10_000 + 4 * FRAME, 10_000 + 6 * FRAME))
+
+
+def test_a_new_talkspurt_far_ahead_resyncs_and_a_straggler_from_before_it_is_dropped() -> None:
+    """Silence suppression: the next talkspurt's timestamps are 3 s ahead, numbering going
+    on; a packet of the previous talkspurt reordered behind the jump must not be played in
+    front of it."""
+    buf = PlayoutBuffer(target_ms=20)
+    for i in range(5):
+        buf.put(i * FRAME, ramp(i * FRAME, FRAME), seq=10 + i)
+    drain(buf, 3)
+    jump = 24_000
+    buf.put(jump, ramp(5_000, FRAME), seq=16)
+    assert buf.resyncs == 1
+    buf.put(5 * FRAME, ramp(5 * FRAME, FRAME), seq=15)  # sent before the jump, came after it
+    assert buf.late == 1
+    for i in range(1, 4):
+        buf.put(jump + i * FRAME, ramp(5_000 + i * FRAME, FRAME), seq=16 + i)
+    frames = drain(buf, 4)
+    assert list(values(frames)) == list(range(5_000, 5_000 + 4 * FRAME))
