@@ -58,7 +58,17 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 import cpu_budget  # noqa: E402
 from cpu_budget import Budget, CpuGroup  # noqa: E402
-from kamailio_scaleout import Sampler, _daemons, _health, addresses, capacity, limits, wait_all_active  # noqa: E402
+from kamailio_scaleout import (  # noqa: E402
+    Sampler,
+    _daemons,
+    _health,
+    add_plan_arguments,
+    addresses,
+    capacity,
+    limits,
+    plan,
+    wait_all_active,
+)
 from sip_concurrency import caller_media_sinks, media_bases, sipp_command, sipp_counters, split  # noqa: E402
 from stream_capacity import ANSWER_S, GREETING_S, caller_audio  # noqa: E402
 from voice_to_voice import ANSWERS, QUESTIONS, cloud_settings, pct, serve_fakes, speak  # noqa: E402
@@ -404,8 +414,7 @@ def v2v_bound(runs: list[dict[str, Any]], explicit: float | None) -> float | Non
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--daemons", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--calls", type=int, nargs="+", default=[1, 60, 150])
+    add_plan_arguments(ap, [1, 60, 150])
     ap.add_argument("--turns", type=int, default=2)
     ap.add_argument("--tts", default="elevenlabs-ws", choices=["elevenlabs-ws", "elevenlabs"])
     ap.add_argument("--ramp-s", type=float, default=10.0, help="calls start spread over this long")
@@ -429,7 +438,7 @@ def main() -> int:
         questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
     with _fakes(args.token_ms) as (url, fakes_pid):
         runs = [run_once(args, d, c, url, fakes_pid, questions, budget)
-                for d in args.daemons for c in args.calls]
+                for d, c in plan(args)]
     bound = v2v_bound(runs, args.v2v_p95_ms)
     for run in runs:
         run["bound_broken"] = bound_broken(run, bound)

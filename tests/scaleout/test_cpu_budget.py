@@ -1,5 +1,5 @@
 """The benches' fixed CPU budget per daemon (bench/cpu_budget.py, --daemon-cpu-quota): the cfs
-values it writes, the groups it makes and removes, and how the echo bench turns runs into the
+values it writes, the groups it makes and removes, and how the echo benches turn runs into the
 capacity of 1 and 2 daemons. The benches themselves are not run here."""
 
 from __future__ import annotations
@@ -9,11 +9,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.cpu_budget import CGROUP_CPU, Budget, CpuGroup, budget, from_args, throttled
-from bench.kamailio_scaleout import capacity, echo_limits, parser
+from bench.kamailio_scaleout import capacity, echo_limits, parser, plan, rtp_bound_ms
 from bench.sip_conversation_capacity import parser as conversation_parser
+from bench.stream_scaleout import echo_figures, stream_limits
+from bench.stream_scaleout import parser as stream_parser
 
 
 def test_a_budget_is_its_share_of_a_short_period() -> None:
@@ -31,7 +34,7 @@ def test_an_unusable_budget_is_refused_with_the_reason(cores: float, period_ms: 
         budget(cores, period_ms, cpus=2)
 
 
-@pytest.mark.parametrize("make", [parser, conversation_parser])
+@pytest.mark.parametrize("make", [parser, conversation_parser, stream_parser])
 def test_both_benches_take_the_quota_option(make: object) -> None:
     ap = make()  # type: ignore[operator]
     assert from_args(ap.parse_args([])) is None
@@ -39,6 +42,15 @@ def test_both_benches_take_the_quota_option(make: object) -> None:
     assert from_args(args) == Budget(0.3, 5_000, 1_500, 10240)
     with pytest.raises(SystemExit, match="--daemon-cpu-quota: a CPU budget must be above 0"):
         from_args(ap.parse_args(["--daemon-cpu-quota", "0"]))
+
+
+@pytest.mark.parametrize("make", [parser, conversation_parser, stream_parser])
+def test_calls_per_daemon_pairs_the_daemon_counts_back_to_back(make: object) -> None:
+    ap = make()  # type: ignore[operator]
+    assert plan(ap.parse_args(["--daemons", "1", "2", "--calls", "10", "20"])) == [
+        (1, 10), (1, 20), (2, 10), (2, 20)]
+    assert plan(ap.parse_args(["--daemons", "1", "2", "--calls-per-daemon", "40", "45"])) == [
+        (1, 40), (2, 80), (1, 45), (2, 90)]
 
 
 def test_a_group_is_set_up_filled_and_removed(tmp_path: Path) -> None:
@@ -79,6 +91,13 @@ def test_capacity_is_the_last_count_before_a_bound_broke() -> None:
         "2": {"calls": 0, "first_over": {"calls": 10, "limit": ["failed calls"]}}}
 
 
+def test_the_rtp_bound_leaves_room_for_the_caps_own_pause() -> None:
+    assert rtp_bound_ms(None, None) == 25.0
+    assert rtp_bound_ms(None, budget(0.3, cpus=2)) == 32.0  # 25 + (10 - 3) ms
+    assert rtp_bound_ms(None, budget(0.3, period_ms=5, cpus=2)) == 28.5
+    assert rtp_bound_ms(40.0, budget(0.3, cpus=2)) == 40.0
+
+
 def test_echo_bounds() -> None:
     assert echo_limits(0, 21.0, 25, [4.0, 6.0], [95.0, 95.0], budget(0.3, cpus=2)) is None  # at budget: fine
     assert echo_limits(0, 21.0, 25, [4.0], [95.0], None) == ["cpu > 80 % of a core"]
@@ -103,3 +122,24 @@ def test_a_real_process_lands_in_the_group_and_the_group_goes() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def _stream(heard_share: float = 1.0, echoed: int = 700, gaps: int = 0, **over: object) -> dict[str, object]:
+    return {"close_code": 1000, "ended_by": "caller", "bad_messages": 0, "heard_share": heard_share,
+            "echoed_ticks": echoed, "gap_ticks": gaps, **over}
+
+
+def test_what_a_stream_caller_heard() -> None:
+    frame = np.full(160, 800, dtype="<i2").tobytes()
+    quiet = bytes(320)
+    assert echo_figures(quiet * 3 + frame * 2 + quiet + frame + quiet * 2) == (3, 1)  # one gap inside
+    assert echo_figures(quiet * 4) == (0, 0)
+
+
+def test_stream_bounds() -> None:
+    assert stream_limits([_stream(), _stream(gaps=7)], [3.0, 4.0], [30.0, 30.0], None) is None  # 0.5 %
+    assert stream_limits([_stream(), {"error": "InvalidStatus"}], [3.0], [30.0], None) == ["failed streams"]
+    assert stream_limits([_stream(0.9)], [3.0], [30.0], None) == ["a call heard < 95% of its tone"]
+    assert stream_limits([_stream(gaps=8, echoed=700)], [3.0], [30.0], None) == ["echo gaps > 1%"]
+    assert stream_limits([_stream(ended_by="bridge")], [60.0], [30.0], None) == [
+        "failed streams", "loop lag p99 > 50 ms"]
