@@ -9,8 +9,8 @@ the callers all dial ``ws://127.0.0.1:PORT/stream``; the kernel hands each new c
 one of the listeners. The callers are the project's Plivo stream simulator
 (bridge/simulator/plivo: upgrades signed with the Plivo auth token, the XML server's stream
 token in extraHeaders, mu-law media every 20 ms, playAudio played out as Plivo's buffer does),
-in child processes (one per 50 calls), calls started over ``--ramp-s``; each plays a 440 Hz
-tone for ``--seconds`` and hangs up.
+in child processes (one per ``--callers-per-process`` calls, 50), calls started over
+``--ramp-s``; each plays a 440 Hz tone for ``--seconds`` and hangs up.
 
 Per (daemons, calls): streams ok / failed, how the kernel spread them (each daemon's
 ``voice_bridge_calls_total{transport="stream"}``), per daemon the CPU over the steady part,
@@ -57,7 +57,7 @@ from kamailio_scaleout import (  # noqa: E402
 )
 from sip_concurrency import split  # noqa: E402
 
-from bridge.simulator.procs import free_port  # noqa: E402
+from bridge.simulator.procs import cpu_seconds, free_port  # noqa: E402
 
 SECRET = "bench-stream-secret"  # the XML server's stream token secret (VOICE_BRIDGE_STREAM_SECRET)
 AUTH_TOKEN = "YmVuY2gtcGxpdm8tYXV0aC10b2tlbg"  # PLIVO_AUTH_TOKEN: the simulator signs upgrades with it
@@ -136,7 +136,7 @@ def _stream_calls(text: str) -> int:
 
 
 def run_once(n_daemons: int, calls: int, seconds: float, ramp_s: float,
-             budget: Budget | None) -> dict[str, Any]:
+             budget: Budget | None, per_process: int = CALLS_PER_PROCESS) -> dict[str, Any]:
     port = free_port(socket.SOCK_STREAM)
     config = f'[daemon]\nstream_listen = "127.0.0.1:{port}"\n[plivo]\nnonce_db = ":memory:"\n'
     env = {"VOICE_BRIDGE_STREAM_SECRET": SECRET, "PLIVO_AUTH_TOKEN": AUTH_TOKEN}
@@ -147,7 +147,7 @@ def run_once(n_daemons: int, calls: int, seconds: float, ramp_s: float,
         tmp = Path(tmp_s)
         groups: list[CpuGroup] = []
         with _daemons(tmp, n_daemons, calls, config=config, env=env, budget=budget, groups=groups) as daemons:
-            parts = [n for n in split(calls, -(-calls // CALLS_PER_PROCESS)) if n]
+            parts = [n for n in split(calls, -(-calls // per_process)) if n]
             children, pipes, first = [], [], 0
             with Sampler(daemons, groups) as sampler:
                 for n in parts:
@@ -158,9 +158,14 @@ def run_once(n_daemons: int, calls: int, seconds: float, ramp_s: float,
                     children.append(proc)
                     pipes.append(parent)
                     first += n
+                started, callers_cpu = time.monotonic(), 0.0
                 results: list[dict[str, Any]] = []
                 for parent, proc in zip(pipes, children, strict=True):
                     if parent.poll(seconds + ramp_s + 120):
+                        try:  # the callers' CPU before they exit: the load generator's share
+                            callers_cpu += cpu_seconds(proc.pid) if proc.pid else 0.0
+                        except (OSError, IndexError, ValueError):
+                            pass
                         results += parent.recv()
                     proc.join(10)
                     if proc.is_alive():
@@ -183,7 +188,8 @@ def run_once(n_daemons: int, calls: int, seconds: float, ramp_s: float,
     return {"daemons": n_daemons, "calls": calls, "seconds": seconds, "stream_url": "one (shared port)",
             "ok": len(ok), "failed": calls - len(ok),
             "errors": sorted({str(r.get("error") or r.get("close_code")) for r in results if r not in ok}),
-            "kernel_spread": spread,
+            "kernel_spread": spread, "caller_processes": len(parts),
+            "callers_cores_busy": round(callers_cpu / (time.monotonic() - started), 2),
             "echo": {"heard_share_min": min(heard) if heard else None,
                      "heard_share_p50": float(np.median(heard)) if heard else None,
                      "gap_share": round(sum(r["gap_ticks"] for r in ok) / echoed, 4) if echoed else None},
@@ -197,6 +203,8 @@ def parser() -> argparse.ArgumentParser:
     add_plan_arguments(ap, [20, 60])
     ap.add_argument("--seconds", type=float, default=15.0, help="tone each caller plays")
     ap.add_argument("--ramp-s", type=float, default=5.0, help="calls start spread over this long")
+    ap.add_argument("--callers-per-process", type=int, default=CALLS_PER_PROCESS,
+                    help="simulated callers per child process (each is one Python event loop)")
     cpu_budget.add_arguments(ap)
     return ap
 
@@ -204,7 +212,8 @@ def parser() -> argparse.ArgumentParser:
 def main() -> int:
     args = parser().parse_args()
     budget = cpu_budget.from_args(args)
-    runs = [run_once(d, c, args.seconds, args.ramp_s, budget) for d, c in plan(args)]
+    runs = [run_once(d, c, args.seconds, args.ramp_s, budget, args.callers_per_process)
+            for d, c in plan(args)]
     print(json.dumps({"bench": "stream_scaleout", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                       "cpus": os.cpu_count(), "daemon_cpu_budget": budget.__dict__ if budget else None,
                       "bounds": {"failed_streams": 0, "heard_share_min": HEARD_MIN, "gap_share_max": GAPS_MAX,
