@@ -24,6 +24,13 @@ daemon on another address, as it would to one on another host. It is the same ma
 kernel: it shows the configuration addressing another host, not a second machine's figures.
 
 All processes share this VM's cores (2 here): read CPU figures next to the load printed.
+
+``--daemon-cpu-quota B`` gives every daemon the same fixed budget of B cores (its own cgroup,
+bench/cpu_budget.py; root), so that the callers, tcpdump, Kamailio and the fakes keep the rest
+of the box; "capacity" then names, per daemon count, the most calls of the list that kept the
+bound (no failed call, every reply delivered, voice-to-voice p95 on the wire within
+``--v2v-p95-ms``, by default 1.15x the 1-call run's), every smaller count passing too, and
+how many times one daemon's calls the others carried (issue 13, target 3).
 """
 
 from __future__ import annotations
@@ -49,7 +56,19 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from kamailio_scaleout import Sampler, _daemons, _health, addresses, limits, wait_all_active  # noqa: E402
+import cpu_budget  # noqa: E402
+from cpu_budget import Budget, CpuGroup  # noqa: E402
+from kamailio_scaleout import (  # noqa: E402
+    Sampler,
+    _daemons,
+    _health,
+    add_plan_arguments,
+    addresses,
+    capacity,
+    limits,
+    plan,
+    wait_all_active,
+)
 from sip_concurrency import caller_media_sinks, media_bases, sipp_command, sipp_counters, split  # noqa: E402
 from stream_capacity import ANSWER_S, GREETING_S, caller_audio  # noqa: E402
 from voice_to_voice import ANSWERS, QUESTIONS, cloud_settings, pct, serve_fakes, speak  # noqa: E402
@@ -244,7 +263,7 @@ def _mem_available_mib() -> float:
 
 
 def run_once(args: argparse.Namespace, n_daemons: int, calls: int, url: str, fakes_pid: int,
-             questions: list[bytes]) -> dict[str, Any]:
+             questions: list[bytes], budget: Budget | None = None) -> dict[str, Any]:
     audio = caller_audio(questions, args.turns)
     procs = max(min(calls, len(audio)), -(-calls // 100))
     counts = [n for n in split(calls, procs) if n]
@@ -256,8 +275,10 @@ def run_once(args: argparse.Namespace, n_daemons: int, calls: int, url: str, fak
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="vb-sipconv-") as tmp_s:
         tmp = Path(tmp_s)
+        groups: list[CpuGroup] = []
         with _daemons(tmp, n_daemons, calls, agent="conversation", config=config, env=env,
-                      hosts=args.hosts[:n_daemons] if args.hosts else None) as daemons, \
+                      hosts=args.hosts[:n_daemons] if args.hosts else None,
+                      budget=budget, groups=groups) as daemons, \
                 run_front(tmp / "k", addresses(daemons), probe_interval_s=2) as front:
             wait_all_active(front)
             ranges = [d.rtp_range for d in daemons]
@@ -278,9 +299,11 @@ def run_once(args: argparse.Namespace, n_daemons: int, calls: int, url: str, fak
                                                        call_s + args.ramp_s, workdir)))
             fakes_cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
             port_filter = " or ".join(f"portrange {lo}-{hi}" for lo, hi in ranges)
-            capture = capture_udp(tmp / "rtp.pcap", f"udp and ({port_filter})") if args.capture \
+            # a short snaplen and a 32 MiB ring: tcpdump's defaults hold 8 packets of a burst
+            capture = capture_udp(tmp / "rtp.pcap", f"udp and ({port_filter})", snaplen=512,
+                                  buffer_kib=32768) if args.capture \
                 else contextlib.nullcontext(None)
-            with capture, Sampler(daemons) as sampler:
+            with capture, Sampler(daemons, groups) as sampler:
                 sipps = []
                 for workdir, cmd in commands:
                     with (workdir / "stderr.txt").open("wb") as err:  # a file: a full pipe stalls SIPp
@@ -304,7 +327,13 @@ def run_once(args: argparse.Namespace, n_daemons: int, calls: int, url: str, fak
                 shutil.copytree(tmp, args.keep / f"d{n_daemons}-c{calls}", dirs_exist_ok=True,
                                 ignore=shutil.ignore_patterns("kamailio-run"))
     ok, failed = counters.get("SuccessfulCall", 0), counters.get("FailedCall", 0)
-    cpu = sampler.cpu_pct(args.ramp_s + 2, call_s - 2)  # every call up (the ramp is over)
+    window = (args.ramp_s + 2, call_s - 2)  # every call up (the ramp is over)
+    cpu = sampler.cpu_pct(*window)
+    per_daemon = sampler.per_process(cpu, spread)
+    for row, pressure in zip(per_daemon, sampler.pressure(*window), strict=True):
+        row.update(pressure)
+        if budget is not None:
+            row["cpu_pct_of_budget"] = round(row["cpu_pct_of_core"] / budget.cores, 1)
     figures = daemon_figures(texts)
     hit = limits(failed, cpu, sampler.lag_max) or []
     if figures["replies"] < calls * args.turns:
@@ -320,11 +349,14 @@ def run_once(args: argparse.Namespace, n_daemons: int, calls: int, url: str, fak
         "voice_to_voice_ms_daemon_histogram": figures["voice_to_voice_ms"],
         "wire": wire,
         "call_ends": figures["call_ends"],
-        "per_daemon": sampler.per_process(cpu, spread),
+        "per_daemon": per_daemon,
         "daemon_loop_lag_ms_histogram": figures["loop_lag_ms"],
         "fakes_cores_busy": round(fakes_busy, 3),
         "load_average_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "limit": hit or None,
+        "quality": {"calls_failed": failed, "replies_missing": calls * args.turns - figures["replies"],
+                    "wire_v2v_p95_ms": wire["voice_to_voice_ms"]["p95"] if wire else None,
+                    "memory": "memory" in hit},
     }
 
 
@@ -352,10 +384,37 @@ def _media_bases(counts: list[int], ranges: list[tuple[int, int]]) -> list[int]:
     raise SystemExit("no free block of media ports for SIPp")
 
 
-def main() -> int:
+def bound_broken(run: dict[str, Any], v2v_p95_ms: float | None) -> list[str] | None:
+    """The capacity bound a run broke: a failed call, a reply missing, voice-to-voice p95 as the
+    callers hear it over ``v2v_p95_ms`` (not judged without a capture or a bound), memory.
+    CPU and loop lag are what the daemon spends to keep it, reported beside."""
+    q = run["quality"]
+    hit = []
+    if q["calls_failed"]:
+        hit.append("failed calls")
+    if q["replies_missing"] > 0:
+        hit.append("replies missing")
+    if v2v_p95_ms is not None and run["wire"] is not None and \
+            (q["wire_v2v_p95_ms"] is None or q["wire_v2v_p95_ms"] > v2v_p95_ms):
+        hit.append(f"wire voice-to-voice p95 > {v2v_p95_ms:g} ms")
+    if q["memory"]:
+        hit.append("memory")
+    return hit or None
+
+
+def v2v_bound(runs: list[dict[str, Any]], explicit: float | None) -> float | None:
+    """``--v2v-p95-ms``, else 1.15x the wire p95 of the first 1-call run (issue 13's 1.15x)."""
+    if explicit is not None:
+        return explicit
+    for run in runs:
+        if run["calls"] == 1 and run["quality"]["wire_v2v_p95_ms"] is not None:
+            return round(1.15 * run["quality"]["wire_v2v_p95_ms"])
+    return None
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--daemons", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--calls", type=int, nargs="+", default=[1, 60, 150])
+    add_plan_arguments(ap, [1, 60, 150])
     ap.add_argument("--turns", type=int, default=2)
     ap.add_argument("--tts", default="elevenlabs-ws", choices=["elevenlabs-ws", "elevenlabs"])
     ap.add_argument("--ramp-s", type=float, default=10.0, help="calls start spread over this long")
@@ -364,16 +423,31 @@ def main() -> int:
     ap.add_argument("--no-capture", dest="capture", action="store_false",
                     help="no tcpdump (needs root): no voice-to-voice as the caller hears it")
     ap.add_argument("--keep", type=Path, help="copy each run's capture, SIPp files and scenarios here")
-    args = ap.parse_args()
+    ap.add_argument("--v2v-p95-ms", type=float,
+                    help="capacity bound on the wire voice-to-voice p95 (default: 1.15x the 1-call run's)")
+    cpu_budget.add_arguments(ap)
+    return ap
+
+
+def main() -> int:
+    args = parser().parse_args()
+    budget = cpu_budget.from_args(args)
     import json
 
     with tempfile.TemporaryDirectory() as tmp:
         questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
     with _fakes(args.token_ms) as (url, fakes_pid):
-        runs = [run_once(args, d, c, url, fakes_pid, questions) for d in args.daemons for c in args.calls]
+        runs = [run_once(args, d, c, url, fakes_pid, questions, budget)
+                for d, c in plan(args)]
+    bound = v2v_bound(runs, args.v2v_p95_ms)
+    for run in runs:
+        run["bound_broken"] = bound_broken(run, bound)
     print(json.dumps({"bench": "sip_conversation_capacity", "path": "sip via kamailio",
                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
-                      "tts": args.tts, "answer": ANSWERS["short_first_clause"], "runs": runs}, indent=1))
+                      "tts": args.tts, "answer": ANSWERS["short_first_clause"],
+                      "daemon_cpu_budget": budget.__dict__ if budget else None,
+                      "bound": {"calls_failed": 0, "replies_missing": 0, "wire_v2v_p95_ms": bound},
+                      "runs": runs, "capacity": capacity(runs, key="bound_broken")}, indent=1))
     return 0
 
 

@@ -191,13 +191,19 @@ def run_daemon(
 
 @contextlib.contextmanager
 def capture_udp(path: Path, bpf_filter: str, interface: str = "lo",
-                prefix: Sequence[str] = (), keep_root: bool = False) -> Iterator[Path]:
+                prefix: Sequence[str] = (), keep_root: bool = False, snaplen: int = 0,
+                buffer_kib: int | None = None) -> Iterator[Path]:
     """tcpdump on ``interface`` (loopback) with a capture filter, e.g. "udp port 4000" (root
     needed; CI is root). ``prefix`` runs it under another command (``ip netns exec HOST``);
-    ``keep_root``: no privilege drop, for a capture directory only root may write."""
+    ``keep_root``: no privilege drop, for a capture directory only root may write.
+    ``snaplen`` / ``buffer_kib``: tcpdump's -s / -B. In immediate mode its ring holds buffer /
+    snaplen packets (2 MiB / 256 KiB: 8 with the defaults), so bursts of more packets than that
+    are partly lost; a small snaplen and a larger buffer keep them."""
     stay = ["-Z", "root"] if keep_root else []
+    buffer = ["-B", str(buffer_kib)] if buffer_kib else []
     proc = subprocess.Popen(
-        [*prefix, "tcpdump", "-i", interface, *stay, "--immediate-mode", "-U", "-n", "-s", "0",
+        [*prefix, "tcpdump", "-i", interface, *stay, *buffer, "--immediate-mode", "-U", "-n",
+         "-s", str(snaplen),
          "-w", str(path), bpf_filter],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
