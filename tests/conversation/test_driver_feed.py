@@ -250,3 +250,58 @@ async def test_our_hang_up_unanswered_by_the_leg_stops_waiting_after_a_quiet_spe
         assert leg.hangup_reason is not None
         assert h.task is not None and not h.task.done()
         await asyncio.wait_for(h.task, 5)  # the leg is quiet: no more events
+
+
+def _break_the_engine(h: Harness) -> None:
+    """An engine bug that also breaks ending it: on_frame raises, and so does on_leg_ended
+    (both go through the same broken reply state, e.g. _cancel_reply)."""
+    engine = h.conv.engine
+
+    def broken_frame(now: float, pcm: bytes, speech: bool) -> None:
+        raise RuntimeError("engine bug on a frame")
+
+    def broken_end(now: float, reason: str) -> None:
+        h.inputs.append(f"ended:{reason}")
+        raise RuntimeError("the same bug on the end")
+
+    engine.on_frame = broken_frame  # type: ignore[method-assign]
+    engine.on_leg_ended = broken_end  # type: ignore[method-assign]
+
+
+async def test_a_bug_that_also_breaks_ending_the_engine_still_ends_the_call(tmp_path: Path) -> None:
+    """The frame path's bug handler (_crashed) ends the engine; if that raises too, the call
+    must still be over for the driver (run() returns, the leg is hung up), as on main, where
+    the reader task died and run() returned. Not a consumer left attached for ever, failing
+    on every frame, and a run() that never returns even after the leg's LegEnded."""
+    h = Harness(tmp_path, HeldVad(set()))
+    async with h:
+        _break_the_engine(h)
+        h.leg.say(numbered(1))
+        h.step(1)
+        await settle()
+        assert h.task is not None
+        assert h.task.done(), "run() still waiting after the frame path crashed"
+        await h.task
+    assert h.leg.hangup_reason == "error"
+
+
+async def test_a_bug_after_a_silero_window_that_also_breaks_ending_the_engine_still_ends_the_call(
+    tmp_path: Path,
+) -> None:
+    """The same from the window's answer (_vad_done): the feed must not stay held (LegEnded
+    queued behind it for ever) and run() must return."""
+    vad = HeldVad({1})
+    h = Harness(tmp_path, vad)
+    async with h:
+        _break_the_engine(h)
+        h.leg.say(numbered(1) + numbered(2))
+        h.step(2)
+        try:  # as silero_shared._call: a raising window callback is logged, the batch goes on
+            vad.answer(False)
+        except Exception:
+            pass
+        await settle()
+        assert h.task is not None
+        assert h.task.done(), "run() still waiting after the window's frame crashed"
+        await h.task
+    assert h.leg.hangup_reason == "error"
