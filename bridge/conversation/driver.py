@@ -238,7 +238,10 @@ class Conversation:
         than leave the caller in dead air, as for a crashed task."""
         log.error("conversation failed on a leg event", exc_info=exc, extra=self._extra)
         if not self.engine.ended:
-            self.engine.on_leg_ended(self._now(), "error")
+            try:
+                self.engine.on_leg_ended(self._now(), "error")
+            except Exception:  # the same bug again: the call must still end
+                log.exception("ending the conversation failed too", extra=self._extra)
             self._loop.create_task(self.leg.hangup("error"))
         self._finish()
 
