@@ -305,3 +305,51 @@ async def test_a_bug_after_a_silero_window_that_also_breaks_ending_the_engine_st
         assert h.task.done(), "run() still waiting after the window's frame crashed"
         await h.task
     assert h.leg.hangup_reason == "error"
+
+
+async def test_tasks_started_from_the_legs_call_run_in_the_calls_context(tmp_path: Path) -> None:
+    """The agent task carries its call's context (callcontext: Plivo's CallUUID on every log
+    line of the call); the leg hands events over in ITS own call (the media clock's task, the
+    socket's protocol callback), which is no call's. What the driver starts from there (here
+    the LLM round a '#' key starts, and the hang-up after a frame-path bug) must still run in
+    the call's context, as when the driver's own reader task started them."""
+    from bridge import callcontext
+
+    seen: dict[str, str] = {}
+
+    class ContextLLM(FakeLLM):
+        async def stream(self, messages: Any, tools: Any) -> Any:
+            seen["llm"] = callcontext.CALL_UUID.get()
+            async for event in super().stream(messages, tools):
+                yield event
+
+    class ContextLeg(MemoryLeg):
+        async def hangup(self, reason: str = "normal") -> None:
+            seen["hangup"] = callcontext.CALL_UUID.get()
+            await super().hangup(reason)
+
+    h = Harness(tmp_path, HeldVad(set()), ContextLeg, {"greeting": ""})
+    h.conv.providers.llm[0] = ContextLLM(answers())
+
+    async def agent() -> str:  # as Supervised._run_agent: callcontext.enter(call_id)
+        callcontext.CALL_UUID.set("uuid-of-this-call")
+        return await h.conv.run()
+
+    h.task = asyncio.create_task(agent())
+    await settle()
+    assert callcontext.CALL_UUID.get() == ""  # the leg's caller (here the test) is no call's
+    h.leg.press("#")
+    h.step(1)  # the digit goes to the engine in the leg's call: '#' starts an LLM round
+    await settle()
+    assert seen.get("llm") == "uuid-of-this-call"
+    engine = h.conv.engine
+
+    def broken_frame(now: float, pcm: bytes, speech: bool) -> None:
+        raise RuntimeError("engine bug on a frame")
+
+    engine.on_frame = broken_frame  # type: ignore[method-assign]
+    h.step(1)
+    await settle()
+    assert await asyncio.wait_for(h.task, 5) == "error"
+    h.writer.close()
+    assert seen.get("hangup") == "uuid-of-this-call"
