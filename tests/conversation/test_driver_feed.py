@@ -353,3 +353,52 @@ async def test_tasks_started_from_the_legs_call_run_in_the_calls_context(tmp_pat
     assert await asyncio.wait_for(h.task, 5) == "error"
     h.writer.close()
     assert seen.get("hangup") == "uuid-of-this-call"
+
+
+async def test_no_consumer_runs_in_the_media_clocks_send_phase() -> None:
+    """media_clock.py: every leg sends first ('keep it short and uniform': that keeps each
+    leg's send time at a steady offset within the tick), then the receive-side work. The
+    playback marks a leg's send produces (PlaybackProgress every 5 frames, PlaybackDone) go
+    to its consumer, i.e. into the engine (a transcript line, a log line, the next reply),
+    only after every leg of the tick has sent: never between two legs' sends."""
+    from bridge.media.media_clock import MediaClock
+    from bridge.media.rtp_leg import RtpLeg
+    from bridge.settings.media import MediaSettings
+    from tests.media.support import allocator
+
+    class OtherLeg:
+        def __init__(self, log: list[str]) -> None:
+            self.log = log
+
+        def on_send(self, now: float) -> None:
+            self.log.append("send")
+
+        def on_readable(self, now: float) -> None:
+            pass
+
+        def on_tick(self, now: float) -> None:
+            self.log.append("tick")
+
+    loop = asyncio.get_running_loop()
+    rtp = await RtpLeg.open("c", "127.0.0.1", allocator(2), MediaSettings())
+    legs: list[Any] = [rtp, MemoryLeg("m", ManualClock())]
+    try:
+        for leg in legs:
+            log: list[str] = []
+            leg.play("u", bytes(FRAME_BYTES * 12))
+            leg.end_utterance("u")
+            leg.consume(lambda event, log=log: log.append(type(event).__name__)).release()
+            log.clear()
+            clock = MediaClock(loop)  # stepped by hand here: its members set directly
+            other = OtherLeg(log)
+            clock._members = {id(leg): leg, id(other): other}
+            for _ in range(14):
+                log.append("|")
+                clock._tick(loop.time())
+            ticks = "".join(log).split("|")[1:]
+            marks = [t for t in ticks if "PlaybackProgress" in t or "PlaybackDone" in t]
+            assert len(marks) >= 3, ticks
+            for tick in marks:  # the other leg sent before any mark reached the consumer
+                assert tick.startswith("send"), (type(leg).__name__, ticks)
+    finally:
+        await rtp.close()
