@@ -99,6 +99,7 @@ class MemoryLeg:
         self._talking = False
         self._early: bytes | None = None
         self._paused = False
+        self._send_hold = False  # _send's hold on the events, released in _receive
         self.pauses: list[tuple[float, str]] = []  # (clock time, "pause" | "resume" | "clear")
 
     # -- the scripted caller ----------------------------------------------------------------
@@ -129,22 +130,27 @@ class MemoryLeg:
         self._receive(t)
 
     def _send(self, t: float) -> None:
-        # as RtpLeg.on_send: the queue's playback events reach a consumer after the send
-        events = self._events
-        events.hold()
-        try:
-            if self._early is not None:
-                played, self._early = self._early, None
-            else:
-                # Paused (caller speech being judged): the queue waits, nothing of it is heard.
-                pcm = None if self._paused else self._next_frame(t)
-                self._talking = pcm is not None
-                played = _SILENCE if pcm is None else pcm
-            self._echo.append(played)
-        finally:
-            events.release()
+        # as RtpLeg.on_send: the queue's playback events reach a consumer in the receive
+        # phase (_receive), not in the middle of the send nor between two legs' sends
+        if not self._send_hold:
+            self._send_hold = True
+            self._events.hold()
+        if self._early is not None:
+            played, self._early = self._early, None
+        else:
+            # Paused (caller speech being judged): the queue waits, nothing of it is heard.
+            pcm = None if self._paused else self._next_frame(t)
+            self._talking = pcm is not None
+            played = _SILENCE if pcm is None else pcm
+        self._echo.append(played)
+
+    def _release_send_hold(self) -> None:
+        if self._send_hold:
+            self._send_hold = False
+            self._events.release()
 
     def _receive(self, t: float) -> None:
+        self._release_send_hold()
         if self._caller:
             frame = bytes(self._caller[:FRAME_BYTES])
             del self._caller[:FRAME_BYTES]
@@ -191,6 +197,8 @@ class MemoryLeg:
     def on_tick(self, now: float) -> None:
         if not self._ended:
             self._receive(self.clock.now())
+        else:
+            self._release_send_hold()
 
     def _stop_realtime(self) -> None:
         clock, self._media_clock = self._media_clock, None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import time
@@ -121,6 +122,10 @@ class Conversation:
         # that holds nothing
         self._events: EventFeed = _NO_FEED
         self._loop: asyncio.AbstractEventLoop  # run()'s
+        # run()'s context (the call's: callcontext's CallUUID). The engine also runs in the
+        # leg's own call (the media clock's task, a socket callback), which is no call's: the
+        # tasks it starts from there are given this one.
+        self._context: contextvars.Context | None = None
         self._over: asyncio.Future[None] | None = None  # set when the driver is done (run())
         self._now = self.clock.now
         self._speech_now: Callable[[bytes, Later], bool | None] = _no_vad
@@ -142,6 +147,7 @@ class Conversation:
         vad = self.vad
         self._speech_now = vad.speech_now
         loop = self._loop = asyncio.get_running_loop()
+        self._context = contextvars.copy_context()
         over = self._over = loop.create_future()
         self._spawn(self._switch_stt(0), "stt-open")
         self._spawn(self._stt_sender(), "stt-send")
@@ -238,8 +244,11 @@ class Conversation:
         than leave the caller in dead air, as for a crashed task."""
         log.error("conversation failed on a leg event", exc_info=exc, extra=self._extra)
         if not self.engine.ended:
-            self.engine.on_leg_ended(self._now(), "error")
-            self._loop.create_task(self.leg.hangup("error"))
+            try:
+                self.engine.on_leg_ended(self._now(), "error")
+            except Exception:  # the same bug again: the call must still end
+                log.exception("ending the conversation failed too", extra=self._extra)
+            self._spawn_free(self.leg.hangup("error"), "hangup")
         self._finish()
 
     def _end_wait(self) -> None:
@@ -306,10 +315,16 @@ class Conversation:
         await self._close_stt()
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=f"{name}-{self.info.call_id}")
+        task = self._spawn_free(coro, name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
+
+    def _spawn_free(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """A task in the call's context, wherever it is started from (see _context)."""
+        context = self._context.copy() if self._context is not None else None
+        name = f"{name}-{self.info.call_id}"
+        return asyncio.get_running_loop().create_task(coro, name=name, context=context)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -322,7 +337,7 @@ class Conversation:
             log.error("conversation task %s crashed", task.get_name(), exc_info=exc, extra=self._extra)
             if not self.engine.ended:
                 self.engine.on_leg_ended(self.clock.now(), "error")
-                asyncio.get_running_loop().create_task(self.leg.hangup("error"))
+                self._spawn_free(self.leg.hangup("error"), "hangup")
                 if self._end_timer is None:
                     self._wait_for_end()
 

@@ -63,6 +63,7 @@ class EventChannel:
         consumer = self._consumer
         if consumer is not None and not self._held and not self._items:
             # the usual case in push mode: straight to the consumer, nothing queued
+            self._taken_end = self._ended  # (this event is LegEnded): stream() ends at once
             self._held = 1
             self._hand(consumer, event)
             if self._consumer is consumer:

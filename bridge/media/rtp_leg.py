@@ -129,6 +129,7 @@ class RtpLeg:
         self._early_pcm: bytes | None = None  # a talkspurt's first frame, sent ahead of its tick
         self._paused = False  # pause(): agent audio held in the queue, not sent
         self._agent_pcm: bytes | None = None  # what this tick sent (for the recording)
+        self._send_hold = False  # on_send's hold on the events, released in on_tick
         self._reports = ReportBuilder(self._ssrc)
         # receive state
         self._rx_ssrc: int | None = None
@@ -450,16 +451,18 @@ class RtpLeg:
         self._on_datagram(data, addr, now)
 
     def on_send(self, now: float) -> None:
-        # The queue's playback events wait until this tick's frame is sent: a consumer that
-        # plays or clears in reply must not re-enter the queue in the middle of next_frame.
-        channel = self._channel
-        channel.hold()
-        try:
-            self._agent_pcm = self._send_tick(now)
-        finally:
-            channel.release()
+        # The queue's playback events wait until on_tick: a consumer that plays or clears in
+        # reply must not re-enter the queue in the middle of next_frame, and the engine's work
+        # on them is receive-side work, not done between two legs' sends.
+        if not self._send_hold:
+            self._send_hold = True
+            self._channel.hold()
+        self._agent_pcm = self._send_tick(now)
 
     def on_tick(self, now: float) -> None:
+        if self._send_hold:
+            self._send_hold = False
+            self._channel.release()
         if self._ending:
             return  # ended during this tick's send or read phase
         caller_pcm: bytes | None = None

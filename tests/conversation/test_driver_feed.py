@@ -250,3 +250,155 @@ async def test_our_hang_up_unanswered_by_the_leg_stops_waiting_after_a_quiet_spe
         assert leg.hangup_reason is not None
         assert h.task is not None and not h.task.done()
         await asyncio.wait_for(h.task, 5)  # the leg is quiet: no more events
+
+
+def _break_the_engine(h: Harness) -> None:
+    """An engine bug that also breaks ending it: on_frame raises, and so does on_leg_ended
+    (both go through the same broken reply state, e.g. _cancel_reply)."""
+    engine = h.conv.engine
+
+    def broken_frame(now: float, pcm: bytes, speech: bool) -> None:
+        raise RuntimeError("engine bug on a frame")
+
+    def broken_end(now: float, reason: str) -> None:
+        h.inputs.append(f"ended:{reason}")
+        raise RuntimeError("the same bug on the end")
+
+    engine.on_frame = broken_frame  # type: ignore[method-assign]
+    engine.on_leg_ended = broken_end  # type: ignore[method-assign]
+
+
+async def test_a_bug_that_also_breaks_ending_the_engine_still_ends_the_call(tmp_path: Path) -> None:
+    """The frame path's bug handler (_crashed) ends the engine; if that raises too, the call
+    must still be over for the driver (run() returns, the leg is hung up), as on main, where
+    the reader task died and run() returned. Not a consumer left attached for ever, failing
+    on every frame, and a run() that never returns even after the leg's LegEnded."""
+    h = Harness(tmp_path, HeldVad(set()))
+    async with h:
+        _break_the_engine(h)
+        h.leg.say(numbered(1))
+        h.step(1)
+        await settle()
+        assert h.task is not None
+        assert h.task.done(), "run() still waiting after the frame path crashed"
+        await h.task
+    assert h.leg.hangup_reason == "error"
+
+
+async def test_a_bug_after_a_silero_window_that_also_breaks_ending_the_engine_still_ends_the_call(
+    tmp_path: Path,
+) -> None:
+    """The same from the window's answer (_vad_done): the feed must not stay held (LegEnded
+    queued behind it for ever) and run() must return."""
+    vad = HeldVad({1})
+    h = Harness(tmp_path, vad)
+    async with h:
+        _break_the_engine(h)
+        h.leg.say(numbered(1) + numbered(2))
+        h.step(2)
+        try:  # as silero_shared._call: a raising window callback is logged, the batch goes on
+            vad.answer(False)
+        except Exception:
+            pass
+        await settle()
+        assert h.task is not None
+        assert h.task.done(), "run() still waiting after the window's frame crashed"
+        await h.task
+    assert h.leg.hangup_reason == "error"
+
+
+async def test_tasks_started_from_the_legs_call_run_in_the_calls_context(tmp_path: Path) -> None:
+    """The agent task carries its call's context (callcontext: Plivo's CallUUID on every log
+    line of the call); the leg hands events over in ITS own call (the media clock's task, the
+    socket's protocol callback), which is no call's. What the driver starts from there (here
+    the LLM round a '#' key starts, and the hang-up after a frame-path bug) must still run in
+    the call's context, as when the driver's own reader task started them."""
+    from bridge import callcontext
+
+    seen: dict[str, str] = {}
+
+    class ContextLLM(FakeLLM):
+        async def stream(self, messages: Any, tools: Any) -> Any:
+            seen["llm"] = callcontext.CALL_UUID.get()
+            async for event in super().stream(messages, tools):
+                yield event
+
+    class ContextLeg(MemoryLeg):
+        async def hangup(self, reason: str = "normal") -> None:
+            seen["hangup"] = callcontext.CALL_UUID.get()
+            await super().hangup(reason)
+
+    h = Harness(tmp_path, HeldVad(set()), ContextLeg, {"greeting": ""})
+    h.conv.providers.llm[0] = ContextLLM(answers())
+
+    async def agent() -> str:  # as Supervised._run_agent: callcontext.enter(call_id)
+        callcontext.CALL_UUID.set("uuid-of-this-call")
+        return await h.conv.run()
+
+    h.task = asyncio.create_task(agent())
+    await settle()
+    assert callcontext.CALL_UUID.get() == ""  # the leg's caller (here the test) is no call's
+    h.leg.press("#")
+    h.step(1)  # the digit goes to the engine in the leg's call: '#' starts an LLM round
+    await settle()
+    assert seen.get("llm") == "uuid-of-this-call"
+    engine = h.conv.engine
+
+    def broken_frame(now: float, pcm: bytes, speech: bool) -> None:
+        raise RuntimeError("engine bug on a frame")
+
+    engine.on_frame = broken_frame  # type: ignore[method-assign]
+    h.step(1)
+    await settle()
+    assert await asyncio.wait_for(h.task, 5) == "error"
+    h.writer.close()
+    assert seen.get("hangup") == "uuid-of-this-call"
+
+
+async def test_no_consumer_runs_in_the_media_clocks_send_phase() -> None:
+    """media_clock.py: every leg sends first ('keep it short and uniform': that keeps each
+    leg's send time at a steady offset within the tick), then the receive-side work. The
+    playback marks a leg's send produces (PlaybackProgress every 5 frames, PlaybackDone) go
+    to its consumer, i.e. into the engine (a transcript line, a log line, the next reply),
+    only after every leg of the tick has sent: never between two legs' sends."""
+    from bridge.media.media_clock import MediaClock
+    from bridge.media.rtp_leg import RtpLeg
+    from bridge.settings.media import MediaSettings
+    from tests.media.support import allocator
+
+    class OtherLeg:
+        def __init__(self, log: list[str]) -> None:
+            self.log = log
+
+        def on_send(self, now: float) -> None:
+            self.log.append("send")
+
+        def on_readable(self, now: float) -> None:
+            pass
+
+        def on_tick(self, now: float) -> None:
+            self.log.append("tick")
+
+    loop = asyncio.get_running_loop()
+    rtp = await RtpLeg.open("c", "127.0.0.1", allocator(2), MediaSettings())
+    legs: list[Any] = [rtp, MemoryLeg("m", ManualClock())]
+    try:
+        for leg in legs:
+            log: list[str] = []
+            leg.play("u", bytes(FRAME_BYTES * 12))
+            leg.end_utterance("u")
+            leg.consume(lambda event, log=log: log.append(type(event).__name__)).release()
+            log.clear()
+            clock = MediaClock(loop)  # stepped by hand here: its members set directly
+            other = OtherLeg(log)
+            clock._members = {id(leg): leg, id(other): other}
+            for _ in range(14):
+                log.append("|")
+                clock._tick(loop.time())
+            ticks = "".join(log).split("|")[1:]
+            marks = [t for t in ticks if "PlaybackProgress" in t or "PlaybackDone" in t]
+            assert len(marks) >= 3, ticks
+            for tick in marks:  # the other leg sent before any mark reached the consumer
+                assert tick.startswith("send"), (type(leg).__name__, ticks)
+    finally:
+        await rtp.close()

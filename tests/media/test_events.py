@@ -190,3 +190,27 @@ async def test_detached_the_events_queue_again_for_the_async_iterator() -> None:
     rest = [ev async for ev in ch.stream()]
     assert rest == [_frame(1), _frame(2), LegEnded("bye", 5.0)]
     assert ch.dropped_frames == 2
+
+
+async def test_a_legended_handed_straight_to_the_consumer_leaves_the_channel_finished() -> None:
+    """'A finished channel stays finished' (the first test) whichever way LegEnded was taken:
+    handed straight over in put() to a consumer that then detaches, a later stream() ends at
+    once instead of waiting for ever, as it does when LegEnded went over from the queue."""
+    for queued in (False, True):
+        ch = EventChannel()
+        got: list[object] = []
+        feed = ch.attach(got.append)
+        if not queued:
+            feed.release()
+        ch.put(LegEnded("bye", 1.0))
+        if queued:
+            feed.release()
+        assert got == [LegEnded("bye", 1.0)]
+        feed.detach()
+        reader = asyncio.create_task(anext(ch.stream()))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        done = reader.done()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        assert done, f"stream() waits for ever after LegEnded was taken ({queued=})"
