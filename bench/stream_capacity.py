@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -37,20 +38,24 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
+from loop_probe import CallbackProfile, GcPauses, LagProbe  # noqa: E402
 from voice_to_voice import (  # noqa: E402  (the same fakes, profile and figures)
     ANSWERS,
     QUESTIONS,
     Capture,
+    append_lines,
     close_providers,
     cloud_settings,
     cpu_seconds,
+    fakes_lag,
     figures,
-    loop_lag,
     pct,
     rss_mib,
     sample_rss,
     serve_fakes,
     speak,
+    stage_table,
+    turn_rows,
     warm_up,
 )
 
@@ -94,8 +99,12 @@ def serve_callers(conn: Connection, url: str, calls: int, ramp_s: float, audio: 
         return {"ended_by": result.ended_by, "agent_audio_ms": result.agent_audio_ms,
                 "clears": result.clears}
 
-    async def main() -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(one(n) for n in range(calls))))
+    async def main() -> tuple[list[dict[str, Any]], tuple[list[float], list[float]]]:
+        probe = LagProbe()  # the callers' own loop: late callers send late frames
+        probe.start()
+        results = list(await asyncio.gather(*(one(n) for n in range(calls))))
+        probe.stop()
+        return results, (probe.times, probe.lags)
 
     conn.send(asyncio.run(main()))
 
@@ -110,7 +119,9 @@ def caller_audio(questions: list[bytes], turns: int) -> list[bytes]:
 
 # -- the bridge, here ------------------------------------------------------------------------
 async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list[bytes],
-                   turns: int, ramp_s: float, turns_out: str | None = None) -> dict[str, Any]:
+                   turns: int, ramp_s: float, turns_out: str | None = None,
+                   fakes: Any = None, profile: CallbackProfile | None = None,
+                   gc_freeze: bool = True) -> dict[str, Any]:
     providers = build_providers(settings, secrets)
     # the daemon's monitor has run long before a call comes; here it starts before the warm-up
     # and has a full window (one second of probes) before the first caller knocks
@@ -141,10 +152,20 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         await asyncio.sleep(max(0.0, 1.5 - (time.monotonic() - monitor_since)))
         silero = shared_silero()
         runs, windows = silero.runs, silero.windows
-        lag: list[float] = []
         rss_before = rss_mib()
         rss_seen = [rss_before]
-        monitor = asyncio.create_task(loop_lag(lag))
+        fakes_lag(fakes)  # drop the fakes' samples of before this scenario
+        probe = LagProbe()
+        probe.start()
+        if profile is not None:
+            profile.install()
+        if gc_freeze:
+            # as the daemon does once its providers are up (daemon/main.py): what lives as long
+            # as the process stays out of the cyclic GC's scans, which otherwise walk the
+            # SDKs' and models' objects in the middle of calls
+            gc.freeze()
+        gc_pauses = GcPauses()
+        gc_pauses.install()
         sampler = asyncio.create_task(sample_rss(rss_seen))
         cpu, wall = time.process_time(), time.monotonic()
         queued = runqueue_wait_s()
@@ -158,13 +179,17 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         await loop.run_in_executor(None, callers.start)
         assert callers.pid is not None
         try:
-            results: list[dict[str, Any]] = await loop.run_in_executor(None, parent.recv)
+            results, callers_samples = await loop.run_in_executor(None, parent.recv)
             busy = (time.process_time() - cpu) / max(1e-9, time.monotonic() - wall)
             waited = runqueue_wait_s() - queued
             queued_share = round(waited / max(1e-9, time.monotonic() - wall), 3) if waited >= 0 else None
             callers_busy = cpu_seconds(callers.pid) / max(1e-9, time.monotonic() - wall)
         finally:
-            monitor.cancel()
+            probe.stop()
+            if profile is not None:
+                profile.uninstall()
+            gc_pauses.uninstall()
+            gc.unfreeze()
             sampler.cancel()
             await server.stop(drain_timeout_s=10.0)
             await loop.run_in_executor(None, callers.join, 10)
@@ -173,10 +198,15 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         await load.stop()
         await close_providers(providers)
     latency = [m for c in captures for m in c.latency]
+    lag = probe.lags
+    fakes_probe = fakes_lag(fakes)
+    callers_probe = LagProbe()
+    callers_probe.times, callers_probe.lags = callers_samples
     if turns_out is not None:  # one line per turn: which call, which question, its marks
-        _append_lines(turns_out, [{"calls": calls, "call": call_of[id(c)], "turn": i,
-                                   "question": (call_of[id(c)] + i) % len(QUESTIONS), **m}
-                                  for c in captures for i, m in enumerate(c.latency)])
+        rows = iter(turn_rows(captures, probe, fakes_probe))
+        append_lines(turns_out, [{"calls": calls, "call": call_of[id(c)], "turn": i,
+                                  "question": (call_of[id(c)] + i) % len(QUESTIONS), **next(rows)}
+                                 for c in captures for i, _ in enumerate(c.latency)])
     final_timeout_ms = 1000 * settings.conversation.stt_final_timeout_s
     served = sum(1 for c in captures if len(c.latency) >= turns and not c.failures)
     refused = [r for r in results if r.get("status") in (503, 1013)]
@@ -203,6 +233,13 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         "provider_failures": sorted({f for c in captures for f in c.failures})[:5],
         "barge_ins_heard_by_callers": sum(int(r.get("clears", 0)) for r in results),
         "loop_lag_ms": {"p50": pct(lag, 0.5), "p95": pct(lag, 0.95), "max": pct(lag, 1.0)},
+        # each turn split into stages, with the worst loop lag of the bridge and of the fakes
+        # while it ran (bench/profiles/latency_150.md)
+        "stages": stage_table(captures, probe, fakes_probe),
+        "fakes_loop_lag_ms": fakes_probe.summary(),
+        # the bridge process's garbage-collector passes during the calls, per generation
+        "gc_pauses": gc_pauses.report(),
+        "callers_loop_lag_ms": callers_probe.summary(),
         # the same samples weighted by the time each one covers: the lag a message arriving at
         # a random moment meets (one 2 s stall is one sample above, but 2 s of the run here)
         "loop_lag_ms_time_weighted": {"p50": time_weighted(lag, 0.5), "p95": time_weighted(lag, 0.95)},
@@ -216,11 +253,6 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         "silero": {"windows": windows, "runs": runs,
                    "windows_per_run": round(windows / runs, 2) if runs else None},
     }
-
-
-def _append_lines(path: str, rows: list[dict[str, Any]]) -> None:
-    with open(path, "a") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 def runqueue_wait_s() -> float:
@@ -253,7 +285,8 @@ def _shed_count() -> float:
                and s.labels.get("transport") == "stream")
 
 
-async def run(args: argparse.Namespace, url: str, audio: list[bytes], fakes_pid: int) -> dict[str, Any]:
+async def run(args: argparse.Namespace, url: str, audio: list[bytes], fakes_pid: int,
+              fakes: Any = None) -> dict[str, Any]:
     secrets = Secrets.from_env(
         {"DEEPGRAM_API_KEY": DEEPGRAM_KEY, "OPENAI_API_KEY": OPENAI_KEY, "ELEVENLABS_API_KEY": ELEVENLABS_KEY}
     )
@@ -268,7 +301,11 @@ async def run(args: argparse.Namespace, url: str, audio: list[bytes], fakes_pid:
     for calls in args.calls:
         cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
         ramp = args.ramp_s if calls > 1 else 0.0
-        result = await scenario(calls, settings, secrets, audio, args.turns, ramp, args.turns_out)
+        profile = CallbackProfile() if calls in args.callback_profile else None
+        result = await scenario(calls, settings, secrets, audio, args.turns, ramp, args.turns_out,
+                                fakes, profile, args.gc_freeze == "on")
+        if profile is not None:
+            result["callback_profile"] = profile.report()
         result["fakes_cores_busy"] = round((cpu_seconds(fakes_pid) - cpu) / (time.monotonic() - wall), 3)
         result["load_average"] = os.getloadavg()  # the machine's, at the end of the run
         out[str(calls)] = result
@@ -288,6 +325,12 @@ def main() -> None:
                         help="append one JSON line per turn (call, question, latency marks) to this file")
     parser.add_argument("--loop", choices=event_loop.LOOP_NAMES, default=event_loop.DEFAULT_LOOP,
                         help="the measured (bridge) process's event loop; callers and fakes: asyncio")
+    parser.add_argument("--gc-freeze", choices=["on", "off"], default="on",
+                        help="gc.freeze() once the providers are up, as the daemon does (off: the bench "
+                             "before 2026-12-02 08:00, every GC pass walking the SDKs' objects)")
+    parser.add_argument("--callback-profile", type=int, nargs="*", default=[],
+                        help="at these call counts, time every callback of the bridge's loop (thread CPU "
+                             "and wall time; adds ~1 us each) and print the longest (loop_probe.py)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
@@ -302,7 +345,7 @@ def main() -> None:
         if not parent.poll(30):
             raise SystemExit("the fakes did not start")
         assert fakes.pid is not None
-        results = event_loop.run(run(args, parent.recv(), audio, fakes.pid), args.loop)
+        results = event_loop.run(run(args, parent.recv(), audio, fakes.pid, parent), args.loop)
     finally:
         parent.close()
         fakes.join(10)
