@@ -73,7 +73,7 @@ from devkit.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
 from devkit.memory_leg import MemoryLeg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loop_probe import CallbackProfile, GcPauses, LagProbe
+from loop_probe import CallbackProfile, GcPauses, LagProbe, gc_census
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the Deepgram SDK's websockets.legacy
 
@@ -409,7 +409,8 @@ async def close_providers(providers: ProviderSet) -> None:
 async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: list[bytes],
                    turns: int, ramp_s: float, fakes: Connection | None = None,
                    profile: CallbackProfile | None = None, turns_out: str | None = None,
-                   label: str = "", gc_freeze: bool = True) -> dict[str, Any]:
+                   label: str = "", gc_freeze: bool = True, census: bool = False,
+                   gc_threshold: tuple[int, int, int] | None = None) -> dict[str, Any]:
     providers = build_providers(settings, secrets)
     try:
         await warm_up(providers)
@@ -417,11 +418,14 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         silero = shared_silero()
         runs, windows = silero.runs, silero.windows
         fakes_lag(fakes)  # drop the fakes' samples of before this scenario
+        threshold_before = gc.get_threshold()
         cpu, wall = time.process_time(), time.monotonic()
         probe = LagProbe()
         probe.start()
         if profile is not None:
             profile.install()
+        if gc_threshold:
+            gc.set_threshold(*gc_threshold)
         if gc_freeze:
             # as the daemon does once its providers are up (daemon/main.py): what lives as long
             # as the process stays out of the cyclic GC's scans, which otherwise walk the
@@ -432,6 +436,9 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         rss_before = rss_mib()
         rss_seen = [rss_before]
         rss_sampler = asyncio.create_task(sample_rss(rss_seen))
+        counted: dict[str, Any] = {}
+        if census:  # once every call is up: what the GC walks, by type
+            asyncio.get_running_loop().call_later(ramp_s + 2.0, lambda: counted.update(gc_census()))
         try:
             captures = await asyncio.gather(*(
                 one_call(n, ramp_s * n / calls, providers, settings, questions, fallback, turns)
@@ -443,6 +450,7 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
                 profile.uninstall()
             gc_pauses.uninstall()
             gc.unfreeze()
+            gc.set_threshold(*threshold_before)
             rss_sampler.cancel()
         cpu = time.process_time() - cpu
         fakes_probe = fakes_lag(fakes)
@@ -494,6 +502,7 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         "fakes_loop_lag_ms": fakes_probe.summary(),
         # the bridge process's garbage-collector passes during the calls, per generation
         "gc_pauses": gc_pauses.report(),
+        **({"gc_census": counted} if counted else {}),
         "cpu_cores_busy": round(busy, 3),
         # the process's CPU per second of call (all calls' durations summed): the cost of a
         # call, less sensitive than cores busy to how much of the CPU a shared box gave us
@@ -555,7 +564,8 @@ async def run(args: argparse.Namespace, url: str, questions: list[bytes], fakes_
                 profile = CallbackProfile() if calls in args.callback_profile else None
                 result = await scenario(calls, settings, secrets, questions, args.turns, ramp, fakes, profile,
                                         args.turns_out, f"{stt}/{tts}/{args.answer_now}",
-                                        args.gc_freeze == "on")
+                                        args.gc_freeze == "on", calls in args.gc_census,
+                                        tuple(args.gc_threshold) if args.gc_threshold else None)
                 busy = (cpu_seconds(fakes_pid) - cpu) / (time.monotonic() - wall)
                 result["fakes_cores_busy"] = round(busy, 3)
                 result["load_average"] = os.getloadavg()  # the machine's, at the end of the run
@@ -645,6 +655,11 @@ def main() -> None:
     parser.add_argument("--gc-freeze", choices=["on", "off"], default="on",
                         help="gc.freeze() once the providers are up, as the daemon does (off: the bench "
                              "before 2026-12-02 08:00, every GC pass walking the SDKs' objects)")
+    parser.add_argument("--gc-threshold", type=int, nargs=3, default=None,
+                        help="gc.set_threshold() for the calls (default: Python's 700 10 10)")
+    parser.add_argument("--gc-census", type=int, nargs="*", default=[],
+                        help="at these call counts, count the GC-tracked objects by type once all calls "
+                             "are up (a ~1 s pause of the measured process)")
     parser.add_argument("--callback-profile", type=int, nargs="*", default=[],
                         help="at these call counts, time every callback of the bridge's loop (thread CPU "
                              "and wall time; adds ~1 us each) and print the longest (loop_probe.py)")
