@@ -54,8 +54,10 @@ from voice_to_voice import (  # noqa: E402  (the same fakes, profile and figures
     rss_mib,
     sample_rss,
     serve_fakes,
+    set_tts_spares,
     speak,
     stage_table,
+    tts_sockets,
     turn_rows,
     warm_up,
 )
@@ -66,6 +68,7 @@ from bridge.callmodel import CallInfo  # noqa: E402
 from bridge.conversation import run_conversation  # noqa: E402
 from bridge.conversation.fallback import presynthesize  # noqa: E402
 from bridge.conversation.silero_shared import shared_silero  # noqa: E402
+from bridge.daemon.gc_policy import settle_gc  # noqa: E402
 from bridge.daemon.load import LoadMonitor  # noqa: E402
 from bridge.leg import AudioLeg  # noqa: E402
 from bridge.metrics import CALLS_REFUSED  # noqa: E402
@@ -125,8 +128,9 @@ def caller_audio(questions: list[bytes], turns: int) -> list[bytes]:
 async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list[bytes],
                    turns: int, ramp_s: float, turns_out: str | None = None,
                    fakes: Any = None, profile: CallbackProfile | None = None,
-                   gc_freeze: bool = True) -> dict[str, Any]:
+                   gc_freeze: bool = True, tts_spares: int | None = None) -> dict[str, Any]:
     providers = build_providers(settings, secrets)
+    set_tts_spares(providers, tts_spares)
     # the daemon's monitor has run long before a call comes; here it starts before the warm-up
     # and has a full window (one second of probes) before the first caller knocks
     load = LoadMonitor(settings.daemon.shed_loop_lag_ms, settings.daemon.shed_cpu_percent)
@@ -159,15 +163,18 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         rss_before = rss_mib()
         rss_seen = [rss_before]
         fakes_lag(fakes)  # drop the fakes' samples of before this scenario
+        sockets_before = tts_sockets(providers)
         probe = LagProbe()
         probe.start()
         if profile is not None:
             profile.install()
+        threshold_before = gc.get_threshold()
         if gc_freeze:
-            # as the daemon does once its providers are up (daemon/main.py): what lives as long
-            # as the process stays out of the cyclic GC's scans, which otherwise walk the
-            # SDKs' and models' objects in the middle of calls
-            gc.freeze()
+            # the daemon's GC policy once its providers are up (daemon/gc_policy.py): what lives
+            # as long as the process stays out of the cyclic GC's scans, which otherwise walk
+            # the SDKs' and models' objects in the middle of calls, and per-frame objects die
+            # young instead of being promoted to the generations whose passes walk every call
+            settle_gc()
         gc_pauses = GcPauses()
         gc_pauses.install()
         sampler = asyncio.create_task(sample_rss(rss_seen))
@@ -194,10 +201,12 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
                 profile.uninstall()
             gc_pauses.uninstall()
             gc.unfreeze()
+            gc.set_threshold(*threshold_before)
             sampler.cancel()
             await server.stop(drain_timeout_s=10.0)
             await loop.run_in_executor(None, callers.join, 10)
         runs, windows = silero.runs - runs, silero.windows - windows
+        sockets = [a - b for a, b in zip(tts_sockets(providers), sockets_before, strict=True)]
     finally:
         await load.stop()
         await close_providers(providers)
@@ -241,6 +250,8 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         # while it ran (bench/profiles/latency_150.md)
         "stages": stage_table(captures, probe, fakes_probe),
         "fakes_loop_lag_ms": fakes_probe.summary(),
+        # TTS replies that had to open their socket on the turn's path (no spare left)
+        "tts_socket_misses": f"{sockets[1]} of {sockets[0]} replies",
         # the bridge process's garbage-collector passes during the calls, per generation
         "gc_pauses": gc_pauses.report(),
         "callers_loop_lag_ms": callers_probe.summary(),
@@ -307,7 +318,7 @@ async def run(args: argparse.Namespace, url: str, audio: list[bytes], fakes_pid:
         ramp = args.ramp_s if calls > 1 else 0.0
         profile = CallbackProfile() if calls in args.callback_profile else None
         result = await scenario(calls, settings, secrets, audio, args.turns, ramp, args.turns_out,
-                                fakes, profile, args.gc_freeze == "on")
+                                fakes, profile, args.gc_freeze == "on", args.tts_spares)
         if profile is not None:
             result["callback_profile"] = profile.report()
         result["fakes_cores_busy"] = round((cpu_seconds(fakes_pid) - cpu) / (time.monotonic() - wall), 3)
@@ -329,9 +340,13 @@ def main() -> None:
                         help="append one JSON line per turn (call, question, latency marks) to this file")
     parser.add_argument("--loop", choices=event_loop.LOOP_NAMES, default=event_loop.DEFAULT_LOOP,
                         help="the measured (bridge) process's event loop; callers and fakes: asyncio")
+    parser.add_argument("--tts-spares", type=int, default=None,
+                        help="spare TTS sockets the provider may keep (elevenlabs-ws; default its own, "
+                             "1 = the single spare of before 2026-12-02)")
     parser.add_argument("--gc-freeze", choices=["on", "off"], default="on",
-                        help="gc.freeze() once the providers are up, as the daemon does (off: the bench "
-                             "before 2026-12-02 08:00, every GC pass walking the SDKs' objects)")
+                        help="the daemon's GC policy once the providers are up (daemon/gc_policy.py: freeze, "
+                             "and a 10000-allocation first generation); off: Python's defaults, every "
+                             "full pass walking the SDKs' objects, as the bench before 2026-12-02 08:00")
     parser.add_argument("--callback-profile", type=int, nargs="*", default=[],
                         help="at these call counts, time every callback of the bridge's loop (thread CPU "
                              "and wall time; adds ~1 us each) and print the longest (loop_probe.py)")

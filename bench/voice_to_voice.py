@@ -66,6 +66,7 @@ from bridge.conversation.clauses import ClauseSplitter
 from bridge.conversation.fallback import presynthesize
 from bridge.conversation.silero_shared import shared_silero
 from bridge.conversation.transcript import TranscriptWriter
+from bridge.daemon.gc_policy import settle_gc
 from bridge.providers.factory import ProviderSet, build_providers
 from bridge.settings import Secrets, Settings
 from devkit.fakes.deepgram import DEFAULT_FINAL_DELAY_S
@@ -390,6 +391,20 @@ def figures(latency: list[dict[str, float]], key: str) -> dict[str, float | None
     return {"p50": pct(values, 0.5), "p95": pct(values, 0.95), "max": pct(values, 1.0)}
 
 
+def set_tts_spares(providers: ProviderSet, spares: int | None) -> None:
+    """--tts-spares: the spare TTS sockets a provider may keep (1: one, as before 2026-12-02)."""
+    for tts in providers.tts:
+        if spares is not None and hasattr(tts, "max_spares"):
+            tts.max_spares = spares
+
+
+def tts_sockets(providers: ProviderSet) -> tuple[int, int]:
+    """(replies started, of them replies that found no spare TTS socket and opened one while
+    the caller waited), summed over the TTS providers that keep spares (elevenlabs-ws)."""
+    return (sum(int(getattr(t, "takes", 0)) for t in providers.tts),
+            sum(int(getattr(t, "misses", 0)) for t in providers.tts))
+
+
 async def warm_up(providers: ProviderSet) -> None:
     """Open the TTS connections before the first call, as the daemon does."""
     for tts in providers.tts:
@@ -410,27 +425,31 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
                    turns: int, ramp_s: float, fakes: Connection | None = None,
                    profile: CallbackProfile | None = None, turns_out: str | None = None,
                    label: str = "", gc_freeze: bool = True, census: bool = False,
-                   gc_threshold: tuple[int, int, int] | None = None) -> dict[str, Any]:
+                   gc_threshold: tuple[int, int, int] | None = None,
+                   tts_spares: int | None = None) -> dict[str, Any]:
     providers = build_providers(settings, secrets)
+    set_tts_spares(providers, tts_spares)
     try:
         await warm_up(providers)
         fallback = await presynthesize(providers.tts, settings.conversation.fallback_text)
         silero = shared_silero()
         runs, windows = silero.runs, silero.windows
         fakes_lag(fakes)  # drop the fakes' samples of before this scenario
+        sockets_before = tts_sockets(providers)
         threshold_before = gc.get_threshold()
         cpu, wall = time.process_time(), time.monotonic()
         probe = LagProbe()
         probe.start()
         if profile is not None:
             profile.install()
+        if gc_freeze:
+            # the daemon's GC policy once its providers are up (daemon/gc_policy.py): what lives
+            # as long as the process stays out of the cyclic GC's scans, which otherwise walk
+            # the SDKs' and models' objects in the middle of calls, and per-frame objects die
+            # young instead of being promoted to the generations whose passes walk every call
+            settle_gc()
         if gc_threshold:
             gc.set_threshold(*gc_threshold)
-        if gc_freeze:
-            # as the daemon does once its providers are up (daemon/main.py): what lives as long
-            # as the process stays out of the cyclic GC's scans, which otherwise walk the
-            # SDKs' and models' objects in the middle of calls
-            gc.freeze()
         gc_pauses = GcPauses()
         gc_pauses.install()
         rss_before = rss_mib()
@@ -454,6 +473,7 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
             rss_sampler.cancel()
         cpu = time.process_time() - cpu
         fakes_probe = fakes_lag(fakes)
+        sockets = [a - b for a, b in zip(tts_sockets(providers), sockets_before, strict=True)]
         busy = cpu / max(1e-9, time.monotonic() - wall)
         runs, windows = silero.runs - runs, silero.windows - windows
     finally:
@@ -500,6 +520,8 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         # while it ran (bench/profiles/latency_150.md)
         "stages": stage_table(captures, probe, fakes_probe),
         "fakes_loop_lag_ms": fakes_probe.summary(),
+        # TTS replies that had to open their socket on the turn's path (no spare left)
+        "tts_socket_misses": f"{sockets[1]} of {sockets[0]} replies",
         # the bridge process's garbage-collector passes during the calls, per generation
         "gc_pauses": gc_pauses.report(),
         **({"gc_census": counted} if counted else {}),
@@ -565,7 +587,8 @@ async def run(args: argparse.Namespace, url: str, questions: list[bytes], fakes_
                 result = await scenario(calls, settings, secrets, questions, args.turns, ramp, fakes, profile,
                                         args.turns_out, f"{stt}/{tts}/{args.answer_now}",
                                         args.gc_freeze == "on", calls in args.gc_census,
-                                        tuple(args.gc_threshold) if args.gc_threshold else None)
+                                        tuple(args.gc_threshold) if args.gc_threshold else None,
+                                        args.tts_spares)
                 busy = (cpu_seconds(fakes_pid) - cpu) / (time.monotonic() - wall)
                 result["fakes_cores_busy"] = round(busy, 3)
                 result["load_average"] = os.getloadavg()  # the machine's, at the end of the run
@@ -652,9 +675,13 @@ def main() -> None:
     parser.add_argument("--turns-out", default=None,
                         help="append one JSON line per turn (scenario, marks, stage spans, worst loop lag "
                              "of the bridge and the fakes per stage) to this file")
+    parser.add_argument("--tts-spares", type=int, default=None,
+                        help="spare TTS sockets the provider may keep (elevenlabs-ws; default its own, "
+                             "1 = the single spare of before 2026-12-02)")
     parser.add_argument("--gc-freeze", choices=["on", "off"], default="on",
-                        help="gc.freeze() once the providers are up, as the daemon does (off: the bench "
-                             "before 2026-12-02 08:00, every GC pass walking the SDKs' objects)")
+                        help="the daemon's GC policy once the providers are up (daemon/gc_policy.py: freeze, "
+                             "and a 10000-allocation first generation); off: Python's defaults, every "
+                             "full pass walking the SDKs' objects, as the bench before 2026-12-02 08:00")
     parser.add_argument("--gc-threshold", type=int, nargs=3, default=None,
                         help="gc.set_threshold() for the calls (default: Python's 700 10 10)")
     parser.add_argument("--gc-census", type=int, nargs="*", default=[],
