@@ -333,8 +333,9 @@ STAGES = {
 
 
 def turn_rows(captures: list[Capture], bridge: LagProbe, fakes: LagProbe) -> list[dict[str, float]]:
-    """Per turn: its marks, each stage's span and, per stage, the worst loop lag the bridge
-    and the fakes had while it ran (``lag_bridge_<stage>``, ``lag_fakes_<stage>``)."""
+    """Per turn: its marks, each stage's span (``stage_<stage>``) and, per stage, the worst
+    loop lag the bridge and the fakes had while it ran (``lag_bridge_<stage>``,
+    ``lag_fakes_<stage>``)."""
     rows: list[dict[str, float]] = []
     for capture in captures:
         for marks, at in zip(capture.latency, capture.latency_at, strict=True):
@@ -349,7 +350,7 @@ def turn_rows(captures: list[Capture], bridge: LagProbe, fakes: LagProbe) -> lis
                 b = marks.get(end)
                 if b is None or (start and start not in marks):
                     continue
-                row[stage] = round(b - a, 1)
+                row[f"stage_{stage}"] = round(b - a, 1)  # (the marks keep their own names)
                 t0, t1 = speech_end + min(a, b) / 1000, speech_end + max(a, b) / 1000
                 row[f"lag_bridge_{stage}"] = round(bridge.worst_between(t0, t1), 1)
                 if fakes.times:
@@ -367,7 +368,7 @@ def stage_table(captures: list[Capture], bridge: LagProbe, fakes: LagProbe) -> d
     for stage in (*STAGES, "turn"):
         entry: dict[str, Any] = {}
         if stage != "turn":
-            entry["span_ms"] = _p50_p95([r[stage] for r in rows if stage in r])
+            entry["span_ms"] = _p50_p95([r[f"stage_{stage}"] for r in rows if f"stage_{stage}" in r])
         for who in ("bridge", "fakes"):
             values = [r[f"lag_{who}_{stage}"] for r in rows if f"lag_{who}_{stage}" in r]
             if values:

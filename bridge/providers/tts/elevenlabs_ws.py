@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 NAME = "elevenlabs-ws"
 INACTIVITY_TIMEOUT_S = 60  # asked of the server for spare sockets (its default is 20 s)
 SPARE_MAX_AGE_S = 50.0  # a spare older than this may be closed by the server: open a new one
-MAX_SPARES = 4  # idle sockets held at most (each one is an open connection to the service)
+MAX_SPARES = 16  # idle sockets held at most (each one is an open connection to the service)
 CLOSE_TIMEOUT_S = 0.5
 
 
