@@ -4,9 +4,10 @@ comes back while later clauses are still being written (the lowest-latency path)
 The async SDK does not expose this socket, so a small client on ``websockets`` speaks it
 (DESIGN.md, Wire notes: Cloud providers). One socket serves one utterance (the server closes after isFinal);
 spare sockets are kept open (``keep_warm``) so a turn skips the TCP/TLS/WebSocket handshake.
-One client serves every call of the process: a reply that finds no spare (several replies
-starting within one handshake's time, common at 100+ calls) opens its socket while the caller
-waits and grows the pool by one, up to ``max_spares`` (bench/profiles/latency_150.md).
+One client serves every call of the process: a reply that finds no spare while another reply
+is under way and a spare on its way (replies overlapping faster than a handshake, common at
+100+ calls) opens its socket while the caller waits and grows the pool by one, up to
+``max_spares`` (bench/profiles/latency_150.md).
 
 Timeouts: the engine times the first audio and the stalls (DESIGN.md, Turn contract). The
 client keeps one loose backstop, ``read_timeout_s``: for the first audio after the first text,
@@ -91,6 +92,7 @@ class ElevenLabsWsTTS:
         self._want = 1  # spares to keep: one more each time a reply found none, up to max_spares
         self.max_spares = max(1, max_spares)
         self._closed = False
+        self._active = 0  # replies under way (their socket taken or being opened)
         self.takes = 0  # replies started
         self.misses = 0  # of them, replies that found no spare and connected on the turn's path
 
@@ -142,41 +144,56 @@ class ElevenLabsWsTTS:
         else:
             if self.keep_warm:
                 self.misses += 1
-                self._want = min(self.max_spares, self._want + 1)
+                if self._refills and self._active > 1:
+                    # another reply is under way and the spare it started is not there yet:
+                    # replies overlap faster than a handshake, keep one more (not on a cold
+                    # start, nothing on its way, nor a call's own reply started over)
+                    self._want = min(self.max_spares, self._want + 1)
             self._start_refills()  # before the handshake below: the next reply may come meanwhile
             ws = await self._connect()
         self._start_refills()
         return ws
 
     def _start_refills(self) -> None:
-        """Open spares (in the background) until the pool, counting those on their way, holds
-        as many as wanted."""
-        if not self.keep_warm or self._closed:
+        """Open spares in the background, one handshake at a time (as many at once would be a
+        burst of CPU on the loop every call shares), until the pool holds as many as wanted."""
+        if not self.keep_warm or self._closed or self._refills:
             return
-        while len(self._spares) + len(self._refills) < self._want:
-            task = asyncio.get_running_loop().create_task(self._refill_spare())
+        if len(self._spares) < self._want:
+            task = asyncio.get_running_loop().create_task(self._refill_spares())
             self._refills.add(task)
             task.add_done_callback(self._refills.discard)
 
-    async def _refill_spare(self) -> None:
-        try:
-            ws = await self._connect()
-        except ProviderError as exc:
-            log.warning("elevenlabs-ws: spare socket not opened: %s", exc)
-            return
-        if self._closed or len(self._spares) >= self.max_spares:
-            await ws.close()
-        else:
+    async def _refill_spares(self) -> None:
+        while not self._closed and len(self._spares) < self._want:
+            try:
+                ws = await self._connect()
+            except ProviderError as exc:
+                log.warning("elevenlabs-ws: spare socket not opened: %s", exc)
+                return
+            if self._closed or len(self._spares) >= self.max_spares:
+                await ws.close()
+                return
             self._spares.append((ws, time.monotonic()))
 
     async def synthesize(self, text: AsyncIterator[str]) -> AsyncGenerator[AudioChunk, None]:
-        ws = await self._take()
-        session = _Session(self, ws, text)
+        self._active += 1
+        counted = True
         try:
-            async for chunk in session.run():
-                yield chunk
+            ws = await self._take()
+            session = _Session(self, ws, text)
+            try:
+                async for chunk in session.run():
+                    yield chunk
+            finally:
+                # no longer under way once cut: a reply started over meanwhile (preemption)
+                # must not count this one while its socket closes
+                self._active -= 1
+                counted = False
+                await session.stop()
         finally:
-            await session.stop()
+            if counted:
+                self._active -= 1
 
     async def aclose(self) -> None:
         self._closed = True
