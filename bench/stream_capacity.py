@@ -172,8 +172,7 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         if gc_freeze:
             # the daemon's GC policy once its providers are up (daemon/gc_policy.py): what lives
             # as long as the process stays out of the cyclic GC's scans, which otherwise walk
-            # the SDKs' and models' objects in the middle of calls, and per-frame objects die
-            # young instead of being promoted to the generations whose passes walk every call
+            # the SDKs' and models' objects in the middle of calls
             settle_gc()
         gc_pauses = GcPauses()
         gc_pauses.install()
@@ -344,9 +343,9 @@ def main() -> None:
                         help="spare TTS sockets the provider may keep (elevenlabs-ws; default its own, "
                              "1 = the single spare of before 2026-12-02)")
     parser.add_argument("--gc-freeze", choices=["on", "off"], default="on",
-                        help="the daemon's GC policy once the providers are up (daemon/gc_policy.py: freeze, "
-                             "and a 10000-allocation first generation); off: Python's defaults, every "
-                             "full pass walking the SDKs' objects, as the bench before 2026-12-02 08:00")
+                        help="the daemon's GC policy once the providers are up (gc_policy.py: freeze); "
+                             "off: nothing frozen, every full pass walking the SDKs' objects, as the "
+                             "bench before 2026-12-02 08:00")
     parser.add_argument("--callback-profile", type=int, nargs="*", default=[],
                         help="at these call counts, time every callback of the bridge's loop (thread CPU "
                              "and wall time; adds ~1 us each) and print the longest (loop_probe.py)")

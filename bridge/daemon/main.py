@@ -170,8 +170,7 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
 
     retention = asyncio.get_running_loop().create_task(run_retention(settings), name="retention")
     # Everything built so far lives as long as the process: keep it out of the cyclic GC's
-    # scans, which otherwise walk the SDKs' and models' objects during calls; and let the
-    # calls' short-lived objects die young (gc_policy.py)
+    # scans, which otherwise walk the SDKs' and models' objects during calls (gc_policy.py)
     settle_gc()
 
     await stop.wait()
