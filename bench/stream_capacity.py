@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing as mp
 import os
+import random
 import sys
 import tempfile
 import time
@@ -37,20 +39,26 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
+from loop_probe import CallbackProfile, GcPauses, LagProbe  # noqa: E402
 from voice_to_voice import (  # noqa: E402  (the same fakes, profile and figures)
     ANSWERS,
     QUESTIONS,
     Capture,
+    append_lines,
     close_providers,
     cloud_settings,
     cpu_seconds,
+    fakes_lag,
     figures,
-    loop_lag,
     pct,
     rss_mib,
     sample_rss,
     serve_fakes,
+    set_tts_spares,
     speak,
+    stage_table,
+    tts_sockets,
+    turn_rows,
     warm_up,
 )
 
@@ -60,6 +68,7 @@ from bridge.callmodel import CallInfo  # noqa: E402
 from bridge.conversation import run_conversation  # noqa: E402
 from bridge.conversation.fallback import presynthesize  # noqa: E402
 from bridge.conversation.silero_shared import shared_silero  # noqa: E402
+from bridge.daemon.gc_policy import settle_gc  # noqa: E402
 from bridge.daemon.load import LoadMonitor  # noqa: E402
 from bridge.leg import AudioLeg  # noqa: E402
 from bridge.metrics import CALLS_REFUSED  # noqa: E402
@@ -82,7 +91,10 @@ def serve_callers(conn: Connection, url: str, calls: int, ramp_s: float, audio: 
     from bridge.simulator.plivo.stream_client import PlivoStreamClient
 
     async def one(n: int) -> dict[str, Any]:
-        await asyncio.sleep(ramp_s * n / calls)
+        # Real calls are answered at random instants, so their 20 ms media clocks have random
+        # phases; the ramp's even steps (10 s / 150 = 66.7 ms) alone put every stream on one
+        # of three phases, 50 streams' frames arriving within a millisecond or two
+        await asyncio.sleep(ramp_s * n / calls + random.Random(n).uniform(0.0, 0.02))
         client = PlivoStreamClient(url, call_uuid=f"bench-{n}", network=NetworkProfile.none())
         try:
             result = await client.run(audio[n % len(audio)], tail_s=1.0, max_s=120.0)
@@ -94,8 +106,12 @@ def serve_callers(conn: Connection, url: str, calls: int, ramp_s: float, audio: 
         return {"ended_by": result.ended_by, "agent_audio_ms": result.agent_audio_ms,
                 "clears": result.clears}
 
-    async def main() -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(one(n) for n in range(calls))))
+    async def main() -> tuple[list[dict[str, Any]], tuple[list[float], list[float]]]:
+        probe = LagProbe()  # the callers' own loop: late callers send late frames
+        probe.start()
+        results = list(await asyncio.gather(*(one(n) for n in range(calls))))
+        probe.stop()
+        return results, (probe.times, probe.lags)
 
     conn.send(asyncio.run(main()))
 
@@ -110,8 +126,11 @@ def caller_audio(questions: list[bytes], turns: int) -> list[bytes]:
 
 # -- the bridge, here ------------------------------------------------------------------------
 async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list[bytes],
-                   turns: int, ramp_s: float, turns_out: str | None = None) -> dict[str, Any]:
+                   turns: int, ramp_s: float, turns_out: str | None = None,
+                   fakes: Any = None, profile: CallbackProfile | None = None,
+                   gc_freeze: bool = True, tts_spares: int | None = None) -> dict[str, Any]:
     providers = build_providers(settings, secrets)
+    set_tts_spares(providers, tts_spares)
     # the daemon's monitor has run long before a call comes; here it starts before the warm-up
     # and has a full window (one second of probes) before the first caller knocks
     load = LoadMonitor(settings.daemon.shed_loop_lag_ms, settings.daemon.shed_cpu_percent)
@@ -141,10 +160,22 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         await asyncio.sleep(max(0.0, 1.5 - (time.monotonic() - monitor_since)))
         silero = shared_silero()
         runs, windows = silero.runs, silero.windows
-        lag: list[float] = []
         rss_before = rss_mib()
         rss_seen = [rss_before]
-        monitor = asyncio.create_task(loop_lag(lag))
+        fakes_lag(fakes)  # drop the fakes' samples of before this scenario
+        sockets_before = tts_sockets(providers)
+        probe = LagProbe()
+        probe.start()
+        if profile is not None:
+            profile.install()
+        threshold_before = gc.get_threshold()
+        if gc_freeze:
+            # the daemon's GC policy once its providers are up (daemon/gc_policy.py): what lives
+            # as long as the process stays out of the cyclic GC's scans, which otherwise walk
+            # the SDKs' and models' objects in the middle of calls
+            settle_gc()
+        gc_pauses = GcPauses()
+        gc_pauses.install()
         sampler = asyncio.create_task(sample_rss(rss_seen))
         cpu, wall = time.process_time(), time.monotonic()
         queued = runqueue_wait_s()
@@ -158,25 +189,36 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         await loop.run_in_executor(None, callers.start)
         assert callers.pid is not None
         try:
-            results: list[dict[str, Any]] = await loop.run_in_executor(None, parent.recv)
+            results, callers_samples = await loop.run_in_executor(None, parent.recv)
             busy = (time.process_time() - cpu) / max(1e-9, time.monotonic() - wall)
             waited = runqueue_wait_s() - queued
             queued_share = round(waited / max(1e-9, time.monotonic() - wall), 3) if waited >= 0 else None
             callers_busy = cpu_seconds(callers.pid) / max(1e-9, time.monotonic() - wall)
         finally:
-            monitor.cancel()
+            probe.stop()
+            if profile is not None:
+                profile.uninstall()
+            gc_pauses.uninstall()
+            gc.unfreeze()
+            gc.set_threshold(*threshold_before)
             sampler.cancel()
             await server.stop(drain_timeout_s=10.0)
             await loop.run_in_executor(None, callers.join, 10)
         runs, windows = silero.runs - runs, silero.windows - windows
+        sockets = [a - b for a, b in zip(tts_sockets(providers), sockets_before, strict=True)]
     finally:
         await load.stop()
         await close_providers(providers)
     latency = [m for c in captures for m in c.latency]
+    lag = probe.lags
+    fakes_probe = fakes_lag(fakes)
+    callers_probe = LagProbe()
+    callers_probe.times, callers_probe.lags = callers_samples
     if turns_out is not None:  # one line per turn: which call, which question, its marks
-        _append_lines(turns_out, [{"calls": calls, "call": call_of[id(c)], "turn": i,
-                                   "question": (call_of[id(c)] + i) % len(QUESTIONS), **m}
-                                  for c in captures for i, m in enumerate(c.latency)])
+        rows = iter(turn_rows(captures, probe, fakes_probe))
+        append_lines(turns_out, [{"calls": calls, "call": call_of[id(c)], "turn": i,
+                                  "question": (call_of[id(c)] + i) % len(QUESTIONS), **next(rows)}
+                                 for c in captures for i, _ in enumerate(c.latency)])
     final_timeout_ms = 1000 * settings.conversation.stt_final_timeout_s
     served = sum(1 for c in captures if len(c.latency) >= turns and not c.failures)
     refused = [r for r in results if r.get("status") in (503, 1013)]
@@ -203,6 +245,15 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         "provider_failures": sorted({f for c in captures for f in c.failures})[:5],
         "barge_ins_heard_by_callers": sum(int(r.get("clears", 0)) for r in results),
         "loop_lag_ms": {"p50": pct(lag, 0.5), "p95": pct(lag, 0.95), "max": pct(lag, 1.0)},
+        # each turn split into stages, with the worst loop lag of the bridge and of the fakes
+        # while it ran (bench/profiles/latency_150.md)
+        "stages": stage_table(captures, probe, fakes_probe),
+        "fakes_loop_lag_ms": fakes_probe.summary(),
+        # TTS replies that had to open their socket on the turn's path (no spare left)
+        "tts_socket_misses": f"{sockets[1]} of {sockets[0]} replies",
+        # the bridge process's garbage-collector passes during the calls, per generation
+        "gc_pauses": gc_pauses.report(),
+        "callers_loop_lag_ms": callers_probe.summary(),
         # the same samples weighted by the time each one covers: the lag a message arriving at
         # a random moment meets (one 2 s stall is one sample above, but 2 s of the run here)
         "loop_lag_ms_time_weighted": {"p50": time_weighted(lag, 0.5), "p95": time_weighted(lag, 0.95)},
@@ -216,11 +267,6 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         "silero": {"windows": windows, "runs": runs,
                    "windows_per_run": round(windows / runs, 2) if runs else None},
     }
-
-
-def _append_lines(path: str, rows: list[dict[str, Any]]) -> None:
-    with open(path, "a") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 def runqueue_wait_s() -> float:
@@ -253,7 +299,8 @@ def _shed_count() -> float:
                and s.labels.get("transport") == "stream")
 
 
-async def run(args: argparse.Namespace, url: str, audio: list[bytes], fakes_pid: int) -> dict[str, Any]:
+async def run(args: argparse.Namespace, url: str, audio: list[bytes], fakes_pid: int,
+              fakes: Any = None) -> dict[str, Any]:
     secrets = Secrets.from_env(
         {"DEEPGRAM_API_KEY": DEEPGRAM_KEY, "OPENAI_API_KEY": OPENAI_KEY, "ELEVENLABS_API_KEY": ELEVENLABS_KEY}
     )
@@ -268,7 +315,11 @@ async def run(args: argparse.Namespace, url: str, audio: list[bytes], fakes_pid:
     for calls in args.calls:
         cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
         ramp = args.ramp_s if calls > 1 else 0.0
-        result = await scenario(calls, settings, secrets, audio, args.turns, ramp, args.turns_out)
+        profile = CallbackProfile() if calls in args.callback_profile else None
+        result = await scenario(calls, settings, secrets, audio, args.turns, ramp, args.turns_out,
+                                fakes, profile, args.gc_freeze == "on", args.tts_spares)
+        if profile is not None:
+            result["callback_profile"] = profile.report()
         result["fakes_cores_busy"] = round((cpu_seconds(fakes_pid) - cpu) / (time.monotonic() - wall), 3)
         result["load_average"] = os.getloadavg()  # the machine's, at the end of the run
         out[str(calls)] = result
@@ -288,6 +339,16 @@ def main() -> None:
                         help="append one JSON line per turn (call, question, latency marks) to this file")
     parser.add_argument("--loop", choices=event_loop.LOOP_NAMES, default=event_loop.DEFAULT_LOOP,
                         help="the measured (bridge) process's event loop; callers and fakes: asyncio")
+    parser.add_argument("--tts-spares", type=int, default=None,
+                        help="spare TTS sockets the provider may keep (elevenlabs-ws; default its own, "
+                             "1 = the single spare of before 2026-12-02)")
+    parser.add_argument("--gc-freeze", choices=["on", "off"], default="on",
+                        help="the daemon's GC policy once the providers are up (gc_policy.py: freeze); "
+                             "off: nothing frozen, every full pass walking the SDKs' objects, as the "
+                             "bench before 2026-12-02 08:00")
+    parser.add_argument("--callback-profile", type=int, nargs="*", default=[],
+                        help="at these call counts, time every callback of the bridge's loop (thread CPU "
+                             "and wall time; adds ~1 us each) and print the longest (loop_probe.py)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
@@ -302,7 +363,7 @@ def main() -> None:
         if not parent.poll(30):
             raise SystemExit("the fakes did not start")
         assert fakes.pid is not None
-        results = event_loop.run(run(args, parent.recv(), audio, fakes.pid), args.loop)
+        results = event_loop.run(run(args, parent.recv(), audio, fakes.pid, parent), args.loop)
     finally:
         parent.close()
         fakes.join(10)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -65,11 +66,15 @@ from bridge.conversation.clauses import ClauseSplitter
 from bridge.conversation.fallback import presynthesize
 from bridge.conversation.silero_shared import shared_silero
 from bridge.conversation.transcript import TranscriptWriter
+from bridge.daemon.gc_policy import settle_gc
 from bridge.providers.factory import ProviderSet, build_providers
 from bridge.settings import Secrets, Settings
 from devkit.fakes.deepgram import DEFAULT_FINAL_DELAY_S
 from devkit.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
 from devkit.memory_leg import MemoryLeg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loop_probe import CallbackProfile, GcPauses, LagProbe, gc_census
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the Deepgram SDK's websockets.legacy
 
@@ -94,6 +99,8 @@ def serve_fakes(conn: Connection, token_s: float, answer: str, flux_ms: tuple[in
     from devkit.fakes import FakeCloud
 
     async def main() -> None:
+        probe = LagProbe()  # the fakes' own loop: a late fake is the bench's delay, not the bridge's
+        probe.start()
         async with FakeCloud() as cloud:
             cloud.deepgram.final_delay_s = PROFILE["stt_final_s"]
             cloud.flux.eager_eot_after_ms, cloud.flux.eot_after_ms = flux_ms
@@ -121,9 +128,31 @@ def serve_fakes(conn: Connection, token_s: float, answer: str, flux_ms: tuple[in
 
             keep_scripted()
             conn.send(cloud.http_url)
-            await loop.run_in_executor(None, _wait_closed, conn)
+            await loop.run_in_executor(None, _serve_stats, conn, probe)
 
     asyncio.run(main())
+
+
+def _serve_stats(conn: Connection, probe: LagProbe) -> None:
+    """In a thread of the fakes' process until the parent closes the pipe: each request gets
+    the loop-lag samples (wake-up times, ms late) since the last one."""
+    while True:
+        try:
+            conn.recv()
+        except EOFError:
+            return
+        times, lags = probe.times, probe.lags
+        probe.reset()  # the loop appends to the new lists from now on
+        conn.send((times, lags))
+
+
+def fakes_lag(conn: Connection | None) -> LagProbe:
+    """The fakes' loop-lag samples since the last call (an empty probe without a pipe)."""
+    probe = LagProbe()
+    if conn is not None:
+        conn.send("stats")
+        probe.times, probe.lags = conn.recv()
+    return probe
 
 
 def _seconds(key: str) -> float:
@@ -136,13 +165,6 @@ def _ms(value: float | tuple[float, float]) -> float | list[float]:
     return [round(v * 1000) for v in value] if isinstance(value, tuple) else value * 1000
 
 
-def _wait_closed(conn: Connection) -> None:
-    try:
-        conn.recv()
-    except EOFError:
-        pass
-
-
 # -- the bridge side ---------------------------------------------------------------------------
 class Capture(TranscriptWriter):
     """Keeps each turn's latency marks instead of writing a file."""
@@ -150,6 +172,9 @@ class Capture(TranscriptWriter):
     def __init__(self) -> None:
         super().__init__(None)
         self.latency: list[dict[str, float]] = []
+        # loop time of each latency record (the engine writes it at first_audio_out): puts the
+        # turn's marks on the clock, to match them with the loop lag of the bench's processes
+        self.latency_at: list[float] = []
         self.failures: list[str] = []
         self.end_reason = ""
         self.replies = 0  # agent utterances finished (heard in full or cut)
@@ -176,6 +201,7 @@ class Capture(TranscriptWriter):
             _wake(self._waiter)
         if event == "latency":
             self.latency.append(data)
+            self.latency_at.append(time.monotonic())
         elif event == "agent":
             self.replies += 1
         elif event == "call_end":
@@ -292,9 +318,92 @@ def spans(latency: list[dict[str, float]], start: str, end: str) -> list[dict[st
     return [{"span": round(m[end] - m[start], 1)} for m in latency if start in m and end in m]
 
 
+# A turn's stages, as spans between its marks (ms after user_speech_end): the endpointing
+# window and STT final (user_speech_end -> turn_end), the bridge starting the LLM after the
+# turn ended (turn_end -> llm_start; negative when preempted), the LLM's wait for its first
+# token, the rest of the first clause, the TTS's first byte, and the first byte's way out.
+STAGES = {
+    "endpoint_and_final": ("", "turn_end"),
+    "to_llm_start": ("turn_end", "llm_start"),
+    "llm_first_token": ("llm_start", "llm_first_token"),
+    "first_clause": ("llm_first_token", "first_clause"),
+    "tts_first_byte": ("first_clause", "tts_first_byte"),
+    "to_first_audio_out": ("tts_first_byte", "first_audio_out"),
+}
+
+
+def turn_rows(captures: list[Capture], bridge: LagProbe, fakes: LagProbe) -> list[dict[str, float]]:
+    """Per turn: its marks, each stage's span (``stage_<stage>``) and, per stage, the worst
+    loop lag the bridge and the fakes had while it ran (``lag_bridge_<stage>``,
+    ``lag_fakes_<stage>``)."""
+    rows: list[dict[str, float]] = []
+    for capture in captures:
+        for marks, at in zip(capture.latency, capture.latency_at, strict=True):
+            v2v = marks.get("voice_to_voice")
+            row = dict(marks)
+            if v2v is None:
+                rows.append(row)
+                continue
+            speech_end = at - v2v / 1000  # the record is written at first_audio_out
+            for stage, (start, end) in STAGES.items():
+                a = marks.get(start, 0.0) if start else 0.0
+                b = marks.get(end)
+                if b is None or (start and start not in marks):
+                    continue
+                row[f"stage_{stage}"] = round(b - a, 1)  # (the marks keep their own names)
+                t0, t1 = speech_end + min(a, b) / 1000, speech_end + max(a, b) / 1000
+                row[f"lag_bridge_{stage}"] = round(bridge.worst_between(t0, t1), 1)
+                if fakes.times:
+                    row[f"lag_fakes_{stage}"] = round(fakes.worst_between(t0, t1), 1)
+            row["lag_bridge_turn"] = round(bridge.worst_between(speech_end, at), 1)
+            if fakes.times:
+                row["lag_fakes_turn"] = round(fakes.worst_between(speech_end, at), 1)
+            rows.append(row)
+    return rows
+
+
+def stage_table(captures: list[Capture], bridge: LagProbe, fakes: LagProbe) -> dict[str, Any]:
+    rows = turn_rows(captures, bridge, fakes)
+    out: dict[str, Any] = {}
+    for stage in (*STAGES, "turn"):
+        entry: dict[str, Any] = {}
+        if stage != "turn":
+            entry["span_ms"] = _p50_p95([r[f"stage_{stage}"] for r in rows if f"stage_{stage}" in r])
+        for who in ("bridge", "fakes"):
+            values = [r[f"lag_{who}_{stage}"] for r in rows if f"lag_{who}_{stage}" in r]
+            if values:
+                entry[f"worst_lag_{who}_ms"] = _p50_p95(values)
+        out[stage] = entry
+    return out
+
+
+def append_lines(path: str, rows: list[dict[str, Any]]) -> None:
+    """One JSON line per row (a few hundred lines at the end of a scenario)."""
+    with open(path, "a") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+def _p50_p95(values: list[float]) -> dict[str, float | None]:
+    return {"p50": pct(values, 0.5), "p95": pct(values, 0.95)}
+
+
 def figures(latency: list[dict[str, float]], key: str) -> dict[str, float | None]:
     values = [m[key] for m in latency if key in m]
     return {"p50": pct(values, 0.5), "p95": pct(values, 0.95), "max": pct(values, 1.0)}
+
+
+def set_tts_spares(providers: ProviderSet, spares: int | None) -> None:
+    """--tts-spares: the spare TTS sockets a provider may keep (1: one, as before 2026-12-02)."""
+    for tts in providers.tts:
+        if spares is not None and hasattr(tts, "max_spares"):
+            tts.max_spares = spares
+
+
+def tts_sockets(providers: ProviderSet) -> tuple[int, int]:
+    """(replies started, of them replies that found no spare TTS socket and opened one while
+    the caller waited), summed over the TTS providers that keep spares (elevenlabs-ws)."""
+    return (sum(int(getattr(t, "takes", 0)) for t in providers.tts),
+            sum(int(getattr(t, "misses", 0)) for t in providers.tts))
 
 
 async def warm_up(providers: ProviderSet) -> None:
@@ -314,34 +423,67 @@ async def close_providers(providers: ProviderSet) -> None:
 
 
 async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: list[bytes],
-                   turns: int, ramp_s: float) -> dict[str, Any]:
+                   turns: int, ramp_s: float, fakes: Connection | None = None,
+                   profile: CallbackProfile | None = None, turns_out: str | None = None,
+                   label: str = "", gc_freeze: bool = True, census: bool = False,
+                   gc_threshold: tuple[int, int, int] | None = None,
+                   tts_spares: int | None = None) -> dict[str, Any]:
     providers = build_providers(settings, secrets)
+    set_tts_spares(providers, tts_spares)
     try:
         await warm_up(providers)
         fallback = await presynthesize(providers.tts, settings.conversation.fallback_text)
         silero = shared_silero()
         runs, windows = silero.runs, silero.windows
+        fakes_lag(fakes)  # drop the fakes' samples of before this scenario
+        sockets_before = tts_sockets(providers)
+        threshold_before = gc.get_threshold()
         cpu, wall = time.process_time(), time.monotonic()
-        lag: list[float] = []
-        monitor = asyncio.create_task(loop_lag(lag))
+        probe = LagProbe()
+        probe.start()
+        if profile is not None:
+            profile.install()
+        if gc_freeze:
+            # the daemon's GC policy once its providers are up (daemon/gc_policy.py): what lives
+            # as long as the process stays out of the cyclic GC's scans, which otherwise walk
+            # the SDKs' and models' objects in the middle of calls
+            settle_gc()
+        if gc_threshold:
+            gc.set_threshold(*gc_threshold)
+        gc_pauses = GcPauses()
+        gc_pauses.install()
         rss_before = rss_mib()
         rss_seen = [rss_before]
         rss_sampler = asyncio.create_task(sample_rss(rss_seen))
+        counted: dict[str, Any] = {}
+        if census:  # once every call is up: what the GC walks, by type
+            asyncio.get_running_loop().call_later(ramp_s + 2.0, lambda: counted.update(gc_census()))
         try:
             captures = await asyncio.gather(*(
                 one_call(n, ramp_s * n / calls, providers, settings, questions, fallback, turns)
                 for n in range(calls)
             ))
         finally:
-            monitor.cancel()
+            probe.stop()
+            if profile is not None:
+                profile.uninstall()
+            gc_pauses.uninstall()
+            gc.unfreeze()
+            gc.set_threshold(*threshold_before)
             rss_sampler.cancel()
         cpu = time.process_time() - cpu
+        fakes_probe = fakes_lag(fakes)
+        sockets = [a - b for a, b in zip(tts_sockets(providers), sockets_before, strict=True)]
         busy = cpu / max(1e-9, time.monotonic() - wall)
         runs, windows = silero.runs - runs, silero.windows - windows
     finally:
         await close_providers(providers)
     latency = [m for c in captures for m in c.latency]
     failures = [f for c in captures for f in c.failures]
+    lag = probe.lags
+    if turns_out is not None:
+        append_lines(turns_out, [{"scenario": label, "calls": calls, **row}
+                                 for row in turn_rows(captures, probe, fakes_probe)])
     v2v = figures(latency, "voice_to_voice")
     target = 600 if calls == 1 else 650  # issue 12
     return {
@@ -374,6 +516,15 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         },
         "provider_failures": sorted(set(failures))[:5],
         "loop_lag_ms": {"p50": pct(lag, 0.5), "p95": pct(lag, 0.95), "max": pct(lag, 1.0)},
+        # each turn split into stages, with the worst loop lag of the bridge and of the fakes
+        # while it ran (bench/profiles/latency_150.md)
+        "stages": stage_table(captures, probe, fakes_probe),
+        "fakes_loop_lag_ms": fakes_probe.summary(),
+        # TTS replies that had to open their socket on the turn's path (no spare left)
+        "tts_socket_misses": f"{sockets[1]} of {sockets[0]} replies",
+        # the bridge process's garbage-collector passes during the calls, per generation
+        "gc_pauses": gc_pauses.report(),
+        **({"gc_census": counted} if counted else {}),
         "cpu_cores_busy": round(busy, 3),
         # the process's CPU per second of call (all calls' durations summed): the cost of a
         # call, less sensitive than cores busy to how much of the CPU a shared box gave us
@@ -415,7 +566,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def run(args: argparse.Namespace, url: str, questions: list[bytes], fakes_pid: int) -> dict[str, Any]:
+async def run(args: argparse.Namespace, url: str, questions: list[bytes], fakes_pid: int,
+              fakes: Connection | None = None) -> dict[str, Any]:
     secrets = Secrets.from_env(
         {"DEEPGRAM_API_KEY": DEEPGRAM_KEY, "OPENAI_API_KEY": OPENAI_KEY, "ELEVENLABS_API_KEY": ELEVENLABS_KEY}
     )
@@ -431,9 +583,17 @@ async def run(args: argparse.Namespace, url: str, questions: list[bytes], fakes_
             for calls in args.calls:
                 cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
                 ramp = args.ramp_s if calls > 1 else 0.0
-                result = await scenario(calls, settings, secrets, questions, args.turns, ramp)
+                profile = CallbackProfile() if calls in args.callback_profile else None
+                result = await scenario(calls, settings, secrets, questions, args.turns, ramp, fakes, profile,
+                                        args.turns_out, f"{stt}/{tts}/{args.answer_now}",
+                                        args.gc_freeze == "on", calls in args.gc_census,
+                                        tuple(args.gc_threshold) if args.gc_threshold else None,
+                                        args.tts_spares)
                 busy = (cpu_seconds(fakes_pid) - cpu) / (time.monotonic() - wall)
                 result["fakes_cores_busy"] = round(busy, 3)
+                result["load_average"] = os.getloadavg()  # the machine's, at the end of the run
+                if profile is not None:
+                    result["callback_profile"] = profile.report()
                 out[f"{stt}/{tts}/{calls}"] = result
     return out
 
@@ -451,7 +611,7 @@ def with_fakes(args: argparse.Namespace, answer: str, questions: list[bytes]) ->
         if not parent.poll(30):
             raise SystemExit("the fakes did not start")
         assert fakes.pid is not None
-        return event_loop.run(run(args, parent.recv(), questions, fakes.pid), args.loop)
+        return event_loop.run(run(args, parent.recv(), questions, fakes.pid, parent), args.loop)
     finally:
         parent.close()
         fakes.join(10)
@@ -512,6 +672,24 @@ def main() -> None:
                              "settings' default; 20 sends every frame)")
     parser.add_argument("--loop", choices=event_loop.LOOP_NAMES, default=event_loop.DEFAULT_LOOP,
                         help="the measured (bridge) process's event loop; the fakes: asyncio")
+    parser.add_argument("--turns-out", default=None,
+                        help="append one JSON line per turn (scenario, marks, stage spans, worst loop lag "
+                             "of the bridge and the fakes per stage) to this file")
+    parser.add_argument("--tts-spares", type=int, default=None,
+                        help="spare TTS sockets the provider may keep (elevenlabs-ws; default its own, "
+                             "1 = the single spare of before 2026-12-02)")
+    parser.add_argument("--gc-freeze", choices=["on", "off"], default="on",
+                        help="the daemon's GC policy once the providers are up (gc_policy.py: freeze); "
+                             "off: nothing frozen, every full pass walking the SDKs' objects, as the "
+                             "bench before 2026-12-02 08:00")
+    parser.add_argument("--gc-threshold", type=int, nargs=3, default=None,
+                        help="gc.set_threshold() for the calls (default: Python's 700 10 10)")
+    parser.add_argument("--gc-census", type=int, nargs="*", default=[],
+                        help="at these call counts, count the GC-tracked objects by type once all calls "
+                             "are up (a ~1 s pause of the measured process)")
+    parser.add_argument("--callback-profile", type=int, nargs="*", default=[],
+                        help="at these call counts, time every callback of the bridge's loop (thread CPU "
+                             "and wall time; adds ~1 us each) and print the longest (loop_probe.py)")
     args = parser.parse_args()
     if args.turns % len(QUESTIONS):
         # The fakes' scripts run on across scenarios (one fakes process per answer shape): with
@@ -543,7 +721,8 @@ def main() -> None:
         "serial_sum_ms": {stt: {name: serial_sum(ANSWERS[name], words, args.token_ms, conv.endpointing_ms,
                                                  args.flux_eot_ms if stt == "deepgram-flux" else None)
                                 for name in args.answers} for stt in args.stt},
-        "results": {name: with_fakes(args, ANSWERS[name], questions) for name in args.answers},
+        "results": {name: with_fakes(argparse.Namespace(**vars(args), answer_now=name), ANSWERS[name],
+                                     questions) for name in args.answers},
     }
     print(json.dumps(out, indent=2))
 

@@ -42,9 +42,12 @@ class TurnMarks:
     def as_dict(self) -> dict[str, float]:
         """Milliseconds after user_speech_end, for logs, transcripts and metrics."""
         out: dict[str, float] = {}
-        for name in ("stt_final", "llm_first_token", "first_clause", "tts_first_byte", "first_audio_out"):
+        # turn_end and llm_start too: with them a turn's time splits into the endpointing,
+        # the LLM's own wait and the bridge's gaps between stages (bench/profiles/latency_150.md)
+        for name in ("turn_end", "stt_final", "llm_start", "llm_first_token", "first_clause",
+                     "tts_first_byte", "first_audio_out"):
             value = getattr(self, name)
-            if value is not None:
+            if value is not None and not (name == "turn_end" and value == 0.0):  # 0.0: not yet
                 out[name] = round((value - self.user_speech_end) * 1000, 1)
         v2v = self.voice_to_voice()
         if v2v is not None:

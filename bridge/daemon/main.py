@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 from collections.abc import Awaitable
@@ -13,6 +12,7 @@ from typing import Any
 from bridge.admission import Admission
 from bridge.daemon.agents import build_agent
 from bridge.daemon.calls import DaemonCallApp
+from bridge.daemon.gc_policy import settle_gc
 from bridge.daemon.http_api import build_http_app, start_http
 from bridge.daemon.load import LoadMonitor
 from bridge.daemon.notify import Notifier
@@ -170,8 +170,8 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
 
     retention = asyncio.get_running_loop().create_task(run_retention(settings), name="retention")
     # Everything built so far lives as long as the process: keep it out of the cyclic GC's
-    # scans, which otherwise walk the SDKs' and models' objects during calls.
-    gc.freeze()
+    # scans, which otherwise walk the SDKs' and models' objects during calls (gc_policy.py)
+    settle_gc()
 
     await stop.wait()
     stop.clear()  # from here a second SIGTERM/SIGINT ends the drain at once

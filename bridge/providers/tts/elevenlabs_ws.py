@@ -3,7 +3,11 @@ comes back while later clauses are still being written (the lowest-latency path)
 
 The async SDK does not expose this socket, so a small client on ``websockets`` speaks it
 (DESIGN.md, Wire notes: Cloud providers). One socket serves one utterance (the server closes after isFinal);
-a spare socket is kept open (``keep_warm``) so a turn skips the TCP/TLS/WebSocket handshake.
+spare sockets are kept open (``keep_warm``) so a turn skips the TCP/TLS/WebSocket handshake.
+One client serves every call of the process: a reply that finds no spare while another reply
+is under way and a spare on its way (replies overlapping faster than a handshake, common at
+100+ calls) opens its socket while the caller waits and grows the pool by one, up to
+``max_spares`` (bench/profiles/latency_150.md).
 
 Timeouts: the engine times the first audio and the stalls (DESIGN.md, Turn contract). The
 client keeps one loose backstop, ``read_timeout_s``: for the first audio after the first text,
@@ -20,6 +24,7 @@ import json
 import logging
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -39,6 +44,7 @@ log = logging.getLogger(__name__)
 NAME = "elevenlabs-ws"
 INACTIVITY_TIMEOUT_S = 60  # asked of the server for spare sockets (its default is 20 s)
 SPARE_MAX_AGE_S = 50.0  # a spare older than this may be closed by the server: open a new one
+MAX_SPARES = 16  # idle sockets held at most (each one is an open connection to the service)
 CLOSE_TIMEOUT_S = 0.5
 
 
@@ -57,6 +63,7 @@ class ElevenLabsWsTTS:
         read_timeout_s: float = backstop_s(2.0),
         keep_warm: bool = True,
         chunk_length_schedule: tuple[int, ...] = (50,),
+        max_spares: int = MAX_SPARES,
     ) -> None:
         check_output_format(output_format)
         self._api_key = api_key
@@ -79,24 +86,37 @@ class ElevenLabsWsTTS:
         # up once: per connect (two a reply: the socket taken and the spare refilled) the
         # lookup walked os.environ twice, ~10 % of this client's CPU (profiled)
         self._proxy = get_proxy(parse_uri(self._url))
-        self._spare: tuple[ClientConnection, float] | None = None
-        self._refill: asyncio.Task[None] | None = None
+        # open spare sockets, oldest first, with the time each was opened
+        self._spares: deque[tuple[ClientConnection, float]] = deque()
+        self._refills: set[asyncio.Task[None]] = set()
+        self._want = 1  # spares to keep: one more each time a reply found none, up to max_spares
+        self.max_spares = max(1, max_spares)
         self._closed = False
+        self._active = 0  # replies under way (their socket taken or being opened)
+        self.takes = 0  # replies started
+        self.misses = 0  # of them, replies that found no spare and connected on the turn's path
 
     async def warmup(self) -> None:
         """Have a fresh spare socket open now (ProviderError if the service is unreachable).
-        A spare the next turn would throw away (closed, or too old) is replaced."""
-        spare = self._spare
-        if spare is not None and (spare[0].state is not State.OPEN
-                                  or time.monotonic() - spare[1] >= SPARE_MAX_AGE_S):
-            self._spare = None
-            await spare[0].close()
-        if self._spare is None:
+        Spares the next turn would throw away (closed, or too old) are replaced."""
+        await self._drop_stale()
+        if not self._spares:
             ws = await self._connect()
-            if self._spare is None and not self._closed:
-                self._spare = (ws, time.monotonic())
+            if not self._spares and not self._closed:
+                self._spares.append((ws, time.monotonic()))
             else:  # a refill got there first, or the provider was closed meanwhile
                 await ws.close()
+
+    async def _drop_stale(self) -> None:
+        """Close the spares a turn could not use: closed by the server, or too old."""
+        now = time.monotonic()
+        fresh = [s for s in self._spares if s[0].state is State.OPEN and now - s[1] < SPARE_MAX_AGE_S]
+        if len(fresh) == len(self._spares):
+            return
+        stale = [s for s in self._spares if s not in fresh]
+        self._spares = deque(fresh)
+        for ws, _ in stale:
+            await ws.close()
 
     async def _connect(self) -> ClientConnection:
         try:
@@ -117,50 +137,73 @@ class ElevenLabsWsTTS:
             raise ProviderError(NAME, f"connect failed ({type(exc).__name__})") from None
 
     async def _take(self) -> ClientConnection:
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            ws, opened = spare
-            if ws.state is State.OPEN and time.monotonic() - opened < SPARE_MAX_AGE_S:
-                self._start_refill()
-                return ws
-            await ws.close()
-        ws = await self._connect()
-        self._start_refill()
+        self.takes += 1
+        await self._drop_stale()
+        if self._spares:
+            ws = self._spares.popleft()[0]
+        else:
+            if self.keep_warm:
+                self.misses += 1
+                if self._refills and self._active > 1:
+                    # another reply is under way and the spare it started is not there yet:
+                    # replies overlap faster than a handshake, keep one more (not on a cold
+                    # start, nothing on its way, nor a call's own reply started over)
+                    self._want = min(self.max_spares, self._want + 1)
+            self._start_refills()  # before the handshake below: the next reply may come meanwhile
+            ws = await self._connect()
+        self._start_refills()
         return ws
 
-    def _start_refill(self) -> None:
-        if self.keep_warm and not self._closed and (self._refill is None or self._refill.done()):
-            self._refill = asyncio.create_task(self._refill_spare())
-
-    async def _refill_spare(self) -> None:
-        try:
-            ws = await self._connect()
-        except ProviderError as exc:
-            log.warning("elevenlabs-ws: spare socket not opened: %s", exc)
+    def _start_refills(self) -> None:
+        """Open spares in the background, one handshake at a time (as many at once would be a
+        burst of CPU on the loop every call shares), until the pool holds as many as wanted."""
+        if not self.keep_warm or self._closed or self._refills:
             return
-        if self._closed or self._spare is not None:
-            await ws.close()
-        else:
-            self._spare = (ws, time.monotonic())
+        if len(self._spares) < self._want:
+            task = asyncio.get_running_loop().create_task(self._refill_spares())
+            self._refills.add(task)
+            task.add_done_callback(self._refills.discard)
+
+    async def _refill_spares(self) -> None:
+        while not self._closed and len(self._spares) < self._want:
+            try:
+                ws = await self._connect()
+            except ProviderError as exc:
+                log.warning("elevenlabs-ws: spare socket not opened: %s", exc)
+                return
+            if self._closed or len(self._spares) >= self.max_spares:
+                await ws.close()
+                return
+            self._spares.append((ws, time.monotonic()))
 
     async def synthesize(self, text: AsyncIterator[str]) -> AsyncGenerator[AudioChunk, None]:
-        ws = await self._take()
-        session = _Session(self, ws, text)
+        self._active += 1
+        counted = True
         try:
-            async for chunk in session.run():
-                yield chunk
+            ws = await self._take()
+            session = _Session(self, ws, text)
+            try:
+                async for chunk in session.run():
+                    yield chunk
+            finally:
+                # no longer under way once cut: a reply started over meanwhile (preemption)
+                # must not count this one while its socket closes
+                self._active -= 1
+                counted = False
+                await session.stop()
         finally:
-            await session.stop()
+            if counted:
+                self._active -= 1
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._refill is not None:
-            self._refill.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refill
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            await spare[0].close()
+        refills = list(self._refills)
+        for task in refills:
+            task.cancel()
+        await asyncio.gather(*refills, return_exceptions=True)
+        spares, self._spares = self._spares, deque()
+        for ws, _ in spares:
+            await ws.close()
 
 
 class _Session:

@@ -21,6 +21,11 @@ class NetworkProfile:
     def none() -> NetworkProfile:
         return NetworkProfile(0.0, 0.0, 0.0)
 
+    @property
+    def is_none(self) -> bool:
+        """No delay at all: a message goes out as it is sent."""
+        return self.max_ms <= 0.0 and self.jitter_ms <= 0.0
+
 
 class DelayedPipe:
     """Delivers items to ``deliver`` in order, each no sooner than its send time + delay."""

@@ -17,7 +17,7 @@ import random
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -127,7 +127,11 @@ class PlivoStreamClient:
         self._pending_dtmf: deque[str] = deque()
         self._down_rate = StreamResampler(sample_rate, 8000)
         self._up: DelayedPipe | None = None
+        # a path without delay (NetworkProfile.none()): messages go straight to the socket, in
+        # order, instead of through a queue and a pump task each (the capacity bench's callers)
+        self._direct = network is not None and network.is_none
         self._closed = False
+        self._ws_send: Callable[[str], Awaitable[None]] | None = None
         self._media_head: str | None = None  # the media event's fixed parts (media_message)
         self._media_tail = ""
         self.tick = 0  # the current 20 ms tick of the call
@@ -189,8 +193,13 @@ class PlivoStreamClient:
         """Send a DTMF event on the next tick."""
         self._pending_dtmf.append(digit)
 
-    def _send(self, text: str) -> None:
-        if self._up is not None and not self._closed:
+    async def _send(self, text: str) -> None:
+        if self._closed:
+            return
+        if self._direct:
+            if self._ws_send is not None:
+                await self._ws_send(text)
+        elif self._up is not None:
             self._up.put(text)
 
     async def run(
@@ -221,7 +230,8 @@ class PlivoStreamClient:
             up = self._up = DelayedPipe(self.network, to_bridge, random.Random(self.network.seed))
             down = DelayedPipe(self.network, from_bridge, random.Random(self.network.seed + 1))
             result.network_rtt_ms = round(up.base_ms + down.base_ms, 1)
-            self._send(self.start_message())
+            self._ws_send = to_bridge
+            await self._send(self.start_message())
             self._print(f"stream open: call {self.call_uuid}")
             receiver = asyncio.create_task(self._receive(ws, down, result))
             try:
@@ -263,10 +273,10 @@ class PlivoStreamClient:
                 on_tick(self, tick)
             frame = wire_pcm[tick * frame_bytes : (tick + 1) * frame_bytes]
             frame += bytes(frame_bytes - len(frame))
-            self._send(self.media_message(frame, tick + 1))
+            await self._send(self.media_message(frame, tick + 1))
             while self._pending_dtmf:
                 digit = self._pending_dtmf.popleft()
-                self._send(json.dumps({"event": "dtmf", "sequenceNumber": self._next_seq(),
+                await self._send(json.dumps({"event": "dtmf", "sequenceNumber": self._next_seq(),
                                        "streamId": self.stream_id,
                                        "dtmf": {"digit": digit, "track": "inbound",
                                                 "timestamp": str(int(time.time() * 1000))},
@@ -280,7 +290,7 @@ class PlivoStreamClient:
                     self._print(f"agent audio starts at {tick * 20} ms")
             for name in marks:
                 result.played_checkpoints.append(name)
-                self._send(json.dumps({"event": "playedStream", "sequenceNumber": self._next_seq(),
+                await self._send(json.dumps({"event": "playedStream", "sequenceNumber": self._next_seq(),
                                        "streamId": self.stream_id, "name": name}))
             # absolute deadlines: no drift over a long call
             delay = t0 + (tick + 1) * FRAME_S - loop.time()
@@ -290,7 +300,10 @@ class PlivoStreamClient:
     async def _receive(self, ws: ClientConnection, down: DelayedPipe, result: StreamCallResult) -> None:
         try:
             async for raw in ws:
-                down.put(_text(raw))
+                if self._direct:
+                    await self._handle(_text(raw), result)
+                else:
+                    down.put(_text(raw))
         except ConnectionClosed:
             pass
         down.close()  # what was in flight still arrives
@@ -323,7 +336,7 @@ class PlivoStreamClient:
             result.clear_ticks.append(self.tick)
             result.clear_audio_ms.append(result.agent_audio_ms)
             self._print("clearAudio: playback buffer dropped")
-            self._send(json.dumps({"event": "clearedAudio", "sequenceNumber": self._next_seq(),
+            await self._send(json.dumps({"event": "clearedAudio", "sequenceNumber": self._next_seq(),
                                    "streamId": self.stream_id}))
         elif event == "sendDTMF":
             digit = msg.get("dtmf")

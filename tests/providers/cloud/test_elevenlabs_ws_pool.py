@@ -1,0 +1,79 @@
+"""ElevenLabs stream-input: the spare sockets one client keeps for every call of the process.
+Replies that start together (more than one within a handshake's time) must not all wait for
+a handshake: each reply that found no spare while another reply was under way and a spare
+on its way grows the pool by one, up to max_spares; a cold start or replies one after the
+other (one call's reply started over) do not."""
+
+from __future__ import annotations
+
+import asyncio
+
+from devkit.fakes import FakeCloud
+
+from .conftest import clauses
+from .test_elevenlabs_ws import make, synth
+
+
+async def test_replies_starting_together_grow_the_spare_pool(cloud: FakeCloud) -> None:
+    tts = make(cloud.http_url, keep_warm=True, max_spares=3)
+    await tts.warmup()
+    # three replies at once: one takes the spare, two connect on their own path (misses)
+    await asyncio.gather(*(synth(tts, clauses(f"Reply {i}.")) for i in range(3)))
+    assert (tts.takes, tts.misses) == (3, 2)
+    journal = cloud.elevenlabs.journal
+    # the pool refills to three spares (1 + one per miss), opened in the background
+    await journal.wait_for(lambda j: j.count("request") == 3 + 3)
+    await asyncio.gather(*(synth(tts, clauses(f"Again {i}.")) for i in range(3)))
+    assert (tts.takes, tts.misses) == (6, 2)  # the next three replies all found a spare
+    assert journal.count("completed") == 6
+    await journal.wait_for(lambda j: j.count("request") == 6 + 3)  # each one replaced
+    await tts.aclose()
+    await journal.wait_for(lambda j: j.count("aborted") == 3)  # the spares, closed
+
+
+async def test_the_pool_never_holds_more_than_max_spares(cloud: FakeCloud) -> None:
+    tts = make(cloud.http_url, keep_warm=True, max_spares=2)
+    await asyncio.gather(*(synth(tts, clauses(f"Reply {i}.")) for i in range(4)))  # no warm-up
+    assert tts.misses == 4
+    journal = cloud.elevenlabs.journal
+    await journal.wait_for(lambda j: j.count("request") == 4 + 2)
+    await asyncio.sleep(0.05)  # nothing more is opened
+    assert journal.count("request") == 6
+    await tts.aclose()
+    await journal.wait_for(lambda j: j.count("aborted") == 2)
+
+
+async def test_without_keep_warm_no_spare_is_opened(cloud: FakeCloud) -> None:
+    tts = make(cloud.http_url, keep_warm=False)
+    await asyncio.gather(*(synth(tts, clauses(f"Reply {i}.")) for i in range(2)))
+    await asyncio.sleep(0.05)
+    assert cloud.elevenlabs.journal.count("request") == 2
+    assert tts.misses == 0  # not a miss: nothing was kept to be found
+    await tts.aclose()
+
+
+async def test_a_cold_start_keeps_a_single_spare(cloud: FakeCloud) -> None:
+    tts = make(cloud.http_url, keep_warm=True)
+    await synth(tts, clauses("First."))  # no warm-up: this reply connects, nothing was on its way
+    journal = cloud.elevenlabs.journal
+    await journal.wait_for(lambda j: j.count("request") == 2)  # its socket and one spare
+    await synth(tts, clauses("Second."))  # takes the spare
+    await journal.wait_for(lambda j: j.count("request") == 3)  # replaced by one
+    await asyncio.sleep(0.05)
+    assert journal.count("request") == 3
+    assert (tts.takes, tts.misses) == (2, 1)
+    await tts.aclose()
+
+
+async def test_replies_one_after_the_other_keep_a_single_spare(cloud: FakeCloud) -> None:
+    """A call's reply cancelled and started over at once (preemption) finds the spare's
+    replacement still on its way: one reply at a time is not a reason to hold more sockets."""
+    tts = make(cloud.http_url, keep_warm=True)
+    await tts.warmup()
+    for i in range(3):
+        await synth(tts, clauses(f"Reply {i}."))  # the refill may or may not be back in time
+    journal = cloud.elevenlabs.journal
+    await journal.wait_for(lambda j: j.count("request") == 1 + 3)
+    await asyncio.sleep(0.05)
+    assert journal.count("request") == 4  # one spare replaced per reply, never more
+    await tts.aclose()
