@@ -392,6 +392,7 @@ async def test_no_consumer_runs_in_the_media_clocks_send_phase() -> None:
             clock = MediaClock(loop)  # stepped by hand here: its members set directly
             other = OtherLeg(log)
             clock._members = {id(leg): leg, id(other): other}
+            clock._rebuild()  # the clock's phase lists follow its members (media_clock.py)
             for _ in range(14):
                 log.append("|")
                 clock._tick(loop.time())
