@@ -345,3 +345,28 @@ async def test_a_force_end_turn_during_the_replay_hand_over_is_not_lost() -> Non
     got += await rest(stream)
     assert slow.sent == [400, "ForceEndTurn"]
     assert ends(got) == [""], got
+
+
+async def test_speech_begun_after_a_force_end_turn_while_down_is_not_its_answer(cloud: FakeCloud) -> None:
+    """Review (review10): the engine's ForceEndTurn comes while no socket is open and nothing
+    was said before it (e.g. its backchannel discard of a cough Flux does not hear as a turn);
+    the caller then begins the next turn, still while the socket is down. On a healthy socket
+    the ForceEndTurn finds no turn and is answered empty, then the next turn ends on its own:
+    ends ``["", WORDS]``. Sent only after the whole replay, the owed ForceEndTurn ended the turn
+    begun AFTER it, and that turn's EndOfTurn was taken as its answer: ``[WORDS]``, the caller's
+    next turn consumed as the answer to the earlier request (a backchannel discard drops it)."""
+    cloud.flux.script.append(WORDS)
+    cloud.flux.faults.drop_after = 8 * 200 + 1  # mu-law, 8 bytes a ms: the first frame after 200 ms
+    cloud.flux.faults.fault_times = 1
+    stream, held = await open_held(cloud, replay_turn_wait_s=30.0)
+    await push(stream, silence(200) + silence(100))  # the fake cuts the socket on this
+    await until_down(cloud, stream)
+    await push(stream, silence(300))
+    await stream.finalize()  # the engine's end of turn, nothing said before it
+    await push(stream, speech(700) + silence(200))  # the caller's next turn, still while down
+    held.gate.set()
+    await until_reconnected(stream)
+    got = await collect_ends(stream, 1)
+    await push(stream, silence(600))  # live: the next turn ends on its own
+    got += await rest(stream)
+    assert ends(got) == ["", WORDS], got
