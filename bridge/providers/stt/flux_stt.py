@@ -127,6 +127,10 @@ class FluxStream(DeepgramSession[LiveSocket]):
         self._replay_end_s: float | None = None
         self._replay_owed = 0
         self._replay_wait: asyncio.TimerHandle | None = None
+        # Stream time (the replay buffer's clock) of the latest ForceEndTurn still owed an
+        # answer: a reconnect resends it THERE in the replay, not after all of it, so speech
+        # begun after it (still while down) is the next turn, as on a healthy socket
+        self._owed_at = 0.0
 
     # ---- SttStream --------------------------------------------------------------------
 
@@ -153,6 +157,8 @@ class FluxStream(DeepgramSession[LiveSocket]):
                 with contextlib.suppress(Exception):
                     await conn.send_force_end_turn()
                     sent = True
+            if self._turn_open or not sent or self._replay_end_s is not None:
+                self._owed_at = self._replay.end_s  # where the next socket would resend it
             if self._turn_open:  # owed; if it did not go out, the next socket gets it (_resume)
                 self._force_owed += 1
                 self._turn_open = False  # ended by it: a second one before the EndOfTurn gets none
@@ -267,18 +273,27 @@ class FluxStream(DeepgramSession[LiveSocket]):
         # them all to the next one
         self._force_owed, self._force_unsent, self._replay_owed = 0, owed, 0
         self._stop_replay_wait()
-        if replay:
-            await conn.send_media(replay)
+        # The replay up to where the latest of them was sent (or meant to be): audio after it
+        # is the caller's next turn, not the one they end
+        bps, width = self._replay.bytes_per_second, self._replay.sample_bytes
+        split = len(replay)
+        if owed:
+            at = round((self._owed_at - self._replay.connection_offset_s) * bps) // width * width
+            split = max(0, min(split, at))
+        if replay[:split]:
+            await conn.send_media(replay[:split])
         if replay and owed:
             # The replay (everything since the last EndOfTurn) holds any turn those ended or
-            # were meant to end, so ONE ForceEndTurn after it ends that: it owes at most one
+            # were meant to end, so ONE ForceEndTurn there ends that: it owes at most one
             # EndOfTurn, and the client answers the others at once.
             await conn.send_force_end_turn()
             self._replay_owed = 1
             owed -= 1
         self._force_unsent = 0
-        if replay:  # until Flux shows whether it holds a turn
-            self._replay_end_s = len(replay) / self._replay.bytes_per_second
+        if replay[split:]:
+            await conn.send_media(replay[split:])
+        if replay:  # until Flux shows whether it holds a turn (one begun before the split)
+            self._replay_end_s = split / bps
         self._answer_here(owed, sent=False)  # covered by the one sent, or no replay to end
 
     def _resumed(self, replay: bytes) -> None:
