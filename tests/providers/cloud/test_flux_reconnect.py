@@ -370,3 +370,49 @@ async def test_speech_begun_after_a_force_end_turn_while_down_is_not_its_answer(
     await push(stream, silence(600))  # live: the next turn ends on its own
     got += await rest(stream)
     assert ends(got) == ["", WORDS], got
+
+
+@pytest.mark.parametrize("tail_ms", [200, 700], ids=["forced", "model-first"])
+async def test_a_second_drop_under_the_replay_leaves_the_owed_turn_to_the_third_socket(
+    cloud: FakeCloud, tail_ms: int
+) -> None:
+    """Review (review10): the ForceEndTurn owed across the first reconnect is resent with the
+    replay, and the second socket is cut as the replay arrives (before Flux said anything about
+    it, the wait for its word armed): the third socket gets the replay and ONE ForceEndTurn,
+    and the turn comes back once (not answered empty by the lost wait, not twice)."""
+    cloud.flux.script.append(WORDS)
+    cloud.flux.faults.drop_after = 8 * 200 + 1  # mu-law, 8 bytes a ms; the replay is longer
+    cloud.flux.faults.fault_times = 2
+    stream, held = await open_held(cloud, replay_turn_wait_s=30.0)
+    await push(stream, silence(200) + speech(100))  # the fake cuts the first socket on this
+    await until_down(cloud, stream)
+    await push(stream, speech(700) + silence(tail_ms))
+    await stream.finalize()  # while no socket is open: owed
+    held.gate.set()
+    got = await collect_ends(stream, 1)
+    await push(stream, silence(600))
+    got += await rest(stream)
+    assert ends(got) == [WORDS], got
+    assert stream.reconnects == 2
+    assert cloud.flux.journal.count("dropped") == 2
+    assert len(_sent(cloud, event="EndOfTurn")) == 1
+
+
+async def test_close_while_waiting_for_the_replays_word_ends_the_stream(cloud: FakeCloud) -> None:
+    """Review (review10): close() while the resent ForceEndTurn waits for Flux's word on the
+    replay (silence only, Flux says nothing, a long bound): the stream ends at once, and the
+    bound's timer, cancelled, adds nothing after the stream's end."""
+    cloud.flux.faults.drop_after = 8 * 200 + 1
+    cloud.flux.faults.fault_times = 1
+    stream, held = await open_held(cloud, replay_turn_wait_s=30.0)
+    await push(stream, silence(300))
+    await until_down(cloud, stream)
+    await stream.finalize()
+    held.gate.set()
+    await until_reconnected(stream)
+    assert stream._replay_wait is not None  # waiting
+    async with asyncio.timeout(5):  # bounded: far less than the 30 s wait
+        got = await rest(stream)
+    assert stream._replay_wait is None
+    assert all(t.text == "" for t in got), got
+    assert stream._queue.empty()
