@@ -416,3 +416,47 @@ async def test_close_while_waiting_for_the_replays_word_ends_the_stream(cloud: F
     assert stream._replay_wait is None
     assert all(t.text == "" for t in got), got
     assert stream._queue.empty()
+
+
+async def test_a_wait_for_the_replays_word_that_runs_out_while_down_does_not_answer_it(
+    cloud: FakeCloud,
+) -> None:
+    """Review (review10): the ForceEndTurn owed across the first reconnect is resent with the
+    replay and waits for Flux's word on it; the second socket is cut as the replay arrives, and
+    the third is slow to open, longer than the wait's bound. The bound ran out while no socket
+    was open and answered the ForceEndTurn empty, so the third socket was owed nothing: the
+    replay's turn then ended on its own after the engine had closed the turn empty (its words
+    outside any turn). Flux said nothing because it had no socket, not because the replay holds
+    no turn: the third socket must get the replay and the owed ForceEndTurn."""
+    cloud.flux.script.append(WORDS)
+    cloud.flux.faults.drop_after = 8 * 200 + 1  # mu-law, 8 bytes a ms; the replay is longer
+    cloud.flux.faults.fault_times = 2
+    stream, held = await open_held(cloud, replay_turn_wait_s=0.01)
+    third = asyncio.Event()
+    calls = [0]
+    second_connect = held.__call__
+
+    async def connect(stack: contextlib.AsyncExitStack) -> LiveSocket:
+        calls[0] += 1
+        if calls[0] == 2:  # the third socket: a slow network again
+            await third.wait()
+        return await second_connect(stack)
+
+    stream._stt.connect = connect  # type: ignore[method-assign]
+    await push(stream, silence(200) + speech(100))  # the fake cuts the first socket on this
+    await until_down(cloud, stream)
+    await push(stream, speech(300) + silence(200))
+    await stream.finalize()  # while no socket is open: owed
+    held.gate.set()
+    for _ in range(500):  # bounded: 5 s, until the second socket was cut in its turn
+        if calls[0] == 2 and stream._conn is None:
+            break
+        await asyncio.sleep(0.01)
+    assert calls[0] == 2 and stream._conn is None
+    await asyncio.sleep(0.8 + 0.5)  # past the bound (the replay's 0.8 s + 0.01 s): not a timed assertion
+    third.set()
+    got = await collect_ends(stream, 1)
+    await push(stream, silence(600))
+    got += await rest(stream)
+    assert ends(got) == [WORDS], got
+    assert stream.reconnects == 2
