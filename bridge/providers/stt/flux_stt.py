@@ -26,16 +26,18 @@ is reopened and the audio since the last EndOfTurn replayed; an ``Error`` messag
 Across a reconnect (the counterpart of v1's Finalize owed with the replay): a ForceEndTurn the
 lost socket owed an EndOfTurn for, or one that could not be sent (no socket, or a dead one),
 whether or not a turn was open in our view, since the caller may have begun speaking when the
-socket went, is owed to the next socket: it gets the replay and ONE ForceEndTurn. Whether the
-replay holds a turn is Flux's to say: a StartOfTurn that began in the replay opens the turn
-whose EndOfTurn answers it (ended by that ForceEndTurn, or by Flux itself when the replay's
-pause was long enough or the ForceEndTurn came before the replay was transcribed, "ends the
-turn on the audio transcribed so far"); a TurnInfo past the replay's end with no such turn
-(an Update between turns, or the StartOfTurn of later speech) says there was none, and the
-client answers, empty, before that later turn's events; with no word from Flux at all, the
-client answers after the replay's length plus ``replay_turn_wait_s``. A ForceEndTurn sent after
-the reconnect with no turn open in our view waits for the same word (the replay's turn may not
-be open yet), and one sent while the new socket is being handed over waits for it (the lock).
+socket went, is owed to the next socket: it gets the replay and ONE ForceEndTurn, placed in the
+replay where the latest of them was sent (or meant to be): speech begun after it is the next
+turn, as on a healthy socket. Whether the replay up to there holds a turn is Flux's to say: a
+StartOfTurn that began before it opens the turn whose EndOfTurn answers it (ended by that
+ForceEndTurn, or by Flux itself when the replay's pause was long enough or the ForceEndTurn came
+before the replay was transcribed, "ends the turn on the audio transcribed so far"); a TurnInfo
+past that point with no such turn (an Update between turns, or the StartOfTurn of later speech)
+says there was none, and the client answers, empty, before that later turn's events; with no
+word from Flux at all, the client answers after the replay's length plus ``replay_turn_wait_s``
+(unless that socket is lost first: then the next one decides). A ForceEndTurn sent after the
+reconnect with no turn open in our view waits for the same word (the replay's turn may not be
+open yet), and one sent while the new socket is being handed over waits for it (the lock).
 """
 
 from __future__ import annotations
@@ -174,6 +176,13 @@ class FluxStream(DeepgramSession[LiveSocket]):
     async def close(self) -> None:
         self._stop_replay_wait()
         await super().close()
+
+    async def _disconnect(self) -> None:
+        # The socket is gone: Flux's silence from now on says nothing about the replay, so the
+        # wait's bound must not answer the ForceEndTurns waiting for its word; they stay owed
+        # (_replay_owed) and the next socket decides, with the replay (_resume)
+        self._stop_replay_wait()
+        await super()._disconnect()
 
     # ---- internals --------------------------------------------------------------------
 
