@@ -460,3 +460,30 @@ async def test_a_wait_for_the_replays_word_that_runs_out_while_down_does_not_ans
     got += await rest(stream)
     assert ends(got) == [WORDS], got
     assert stream.reconnects == 2
+
+
+async def test_a_force_end_turn_just_after_the_reconnect_waits_for_the_whole_replay(cloud: FakeCloud) -> None:
+    """Review (review10): an owed ForceEndTurn (sent while down, nothing said before it) goes
+    back at its place in the replay, and the caller's next turn, begun after it while still
+    down, is in the rest of the replay. The engine's next ForceEndTurn comes just after the
+    reconnect, before Flux said anything (still transcribing the replay): it was sent after
+    the WHOLE replay, so it is answered by the turn in the rest of it, not decided with the
+    owed one at its place (both answered empty, the turn's end then a third end)."""
+    cloud.flux.script.append(WORDS)
+    cloud.flux.faults.drop_after = 8 * 200 + 1
+    cloud.flux.faults.fault_times = 1
+    stream, held = await open_held(cloud, replay_turn_wait_s=30.0)
+    await push(stream, silence(200) + silence(100))  # the fake cuts the socket on this
+    await until_down(cloud, stream)
+    await push(stream, silence(300))
+    await stream.finalize()  # while down, nothing said before it
+    await push(stream, speech(700) + silence(200))  # the next turn, still while down
+    cloud.flux.transcribe_behind_ms = 3000  # the next socket lags the replay
+    held.gate.set()
+    await until_reconnected(stream)
+    await stream.finalize()  # on the new socket, before Flux said anything about the replay
+    await cloud.flux.journal.wait_for(lambda j: j.count("force_end_unanswered") == 2)
+    await push(stream, silence(3000))  # live audio: the fake transcribes the replay meanwhile
+    got = await collect_ends(stream, 2)
+    got += await rest(stream)
+    assert ends(got) == ["", WORDS], got
