@@ -128,6 +128,10 @@ class FluxStream(DeepgramSession[LiveSocket]):
         # that wait for that answer, and the bound on the wait
         self._replay_end_s: float | None = None
         self._replay_owed = 0
+        # the whole replay's end (s): a ForceEndTurn sent after the reconnect went after all of
+        # it, so Flux's word on all of it decides (_replay_end_s moves there); when the wait began
+        self._replay_full_s = 0.0
+        self._replay_wait_from = 0.0
         self._replay_wait: asyncio.TimerHandle | None = None
         # Stream time (the replay buffer's clock) of the latest ForceEndTurn still owed an
         # answer: a reconnect resends it THERE in the replay, not after all of it, so speech
@@ -170,6 +174,9 @@ class FluxStream(DeepgramSession[LiveSocket]):
                 self._force_unsent += 1
             elif sent and self._replay_end_s is not None:
                 self._replay_owed += 1  # Flux has not yet said whether the replay holds a turn
+                if self._replay_end_s < self._replay_full_s:  # sent after all of it
+                    self._replay_end_s = self._replay_full_s
+                    self._arm_replay_wait()
             else:  # no turn: Flux owes no EndOfTurn (not promised), so answer here
                 self._answer_here(1)
 
@@ -302,13 +309,22 @@ class FluxStream(DeepgramSession[LiveSocket]):
         if replay[split:]:
             await conn.send_media(replay[split:])
         if replay:  # until Flux shows whether it holds a turn (one begun before the split)
-            self._replay_end_s = split / bps
+            self._replay_end_s, self._replay_full_s = split / bps, len(replay) / bps
         self._answer_here(owed, sent=False)  # covered by the one sent, or no replay to end
 
     def _resumed(self, replay: bytes) -> None:
-        if self._replay_end_s is not None:  # bounded: Flux may never say there was no turn
-            wait_s = self._replay_end_s + self._stt.replay_turn_wait_s
-            self._replay_wait = asyncio.get_running_loop().call_later(wait_s, self._replay_decided_empty)
+        self._replay_wait_from = asyncio.get_running_loop().time()
+        self._arm_replay_wait()
+
+    def _arm_replay_wait(self) -> None:
+        """Bounded: Flux may never say there was no turn. From when the replay went out."""
+        if self._replay_end_s is None:
+            return
+        if self._replay_wait is not None:
+            self._replay_wait.cancel()
+        loop = asyncio.get_running_loop()
+        due = self._replay_wait_from + self._replay_end_s + self._stt.replay_turn_wait_s
+        self._replay_wait = loop.call_at(due, self._replay_decided_empty)
 
     async def _keep_alive(self) -> None:
         """No KeepAlive in v2: silence while the engine sends nothing (kept for replay too, so

@@ -483,7 +483,7 @@ async def test_a_force_end_turn_just_after_the_reconnect_waits_for_the_whole_rep
     await until_reconnected(stream)
     await stream.finalize()  # on the new socket, before Flux said anything about the replay
     await cloud.flux.journal.wait_for(lambda j: j.count("force_end_unanswered") == 2)
-    await push(stream, silence(3000))  # live audio: the fake transcribes the replay meanwhile
+    await push(stream, silence(3600))  # live audio: the fake transcribes the replay meanwhile
     got = await collect_ends(stream, 2)
     got += await rest(stream)
     assert ends(got) == ["", WORDS], got
