@@ -36,6 +36,11 @@ class ReplayBuffer:
         return bytes(self._data)
 
     @property
+    def end_s(self) -> float:
+        """Stream time of the end of the audio kept (where audio appended now begins)."""
+        return self._start_s + len(self._data) / self.bytes_per_second
+
+    @property
     def pending_s(self) -> float:
         return len(self._data) / self.bytes_per_second
 

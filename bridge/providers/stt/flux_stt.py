@@ -26,16 +26,18 @@ is reopened and the audio since the last EndOfTurn replayed; an ``Error`` messag
 Across a reconnect (the counterpart of v1's Finalize owed with the replay): a ForceEndTurn the
 lost socket owed an EndOfTurn for, or one that could not be sent (no socket, or a dead one),
 whether or not a turn was open in our view, since the caller may have begun speaking when the
-socket went, is owed to the next socket: it gets the replay and ONE ForceEndTurn. Whether the
-replay holds a turn is Flux's to say: a StartOfTurn that began in the replay opens the turn
-whose EndOfTurn answers it (ended by that ForceEndTurn, or by Flux itself when the replay's
-pause was long enough or the ForceEndTurn came before the replay was transcribed, "ends the
-turn on the audio transcribed so far"); a TurnInfo past the replay's end with no such turn
-(an Update between turns, or the StartOfTurn of later speech) says there was none, and the
-client answers, empty, before that later turn's events; with no word from Flux at all, the
-client answers after the replay's length plus ``replay_turn_wait_s``. A ForceEndTurn sent after
-the reconnect with no turn open in our view waits for the same word (the replay's turn may not
-be open yet), and one sent while the new socket is being handed over waits for it (the lock).
+socket went, is owed to the next socket: it gets the replay and ONE ForceEndTurn, placed in the
+replay where the latest of them was sent (or meant to be): speech begun after it is the next
+turn, as on a healthy socket. Whether the replay up to there holds a turn is Flux's to say: a
+StartOfTurn that began before it opens the turn whose EndOfTurn answers it (ended by that
+ForceEndTurn, or by Flux itself when the replay's pause was long enough or the ForceEndTurn came
+before the replay was transcribed, "ends the turn on the audio transcribed so far"); a TurnInfo
+past that point with no such turn (an Update between turns, or the StartOfTurn of later speech)
+says there was none, and the client answers, empty, before that later turn's events; with no
+word from Flux at all, the client answers after the replay's length plus ``replay_turn_wait_s``
+(unless that socket is lost first: then the next one decides). A ForceEndTurn sent after the
+reconnect with no turn open in our view waits for the same word (the replay's turn may not be
+open yet), and one sent while the new socket is being handed over waits for it (the lock).
 """
 
 from __future__ import annotations
@@ -126,7 +128,15 @@ class FluxStream(DeepgramSession[LiveSocket]):
         # that wait for that answer, and the bound on the wait
         self._replay_end_s: float | None = None
         self._replay_owed = 0
+        # the whole replay's end (s): a ForceEndTurn sent after the reconnect went after all of
+        # it, so Flux's word on all of it decides (_replay_end_s moves there); when the wait began
+        self._replay_full_s = 0.0
+        self._replay_wait_from = 0.0
         self._replay_wait: asyncio.TimerHandle | None = None
+        # Stream time (the replay buffer's clock) of the latest ForceEndTurn still owed an
+        # answer: a reconnect resends it THERE in the replay, not after all of it, so speech
+        # begun after it (still while down) is the next turn, as on a healthy socket
+        self._owed_at = 0.0
 
     # ---- SttStream --------------------------------------------------------------------
 
@@ -153,6 +163,8 @@ class FluxStream(DeepgramSession[LiveSocket]):
                 with contextlib.suppress(Exception):
                     await conn.send_force_end_turn()
                     sent = True
+            if self._turn_open or not sent or self._replay_end_s is not None:
+                self._owed_at = self._replay.end_s  # where the next socket would resend it
             if self._turn_open:  # owed; if it did not go out, the next socket gets it (_resume)
                 self._force_owed += 1
                 self._turn_open = False  # ended by it: a second one before the EndOfTurn gets none
@@ -162,12 +174,22 @@ class FluxStream(DeepgramSession[LiveSocket]):
                 self._force_unsent += 1
             elif sent and self._replay_end_s is not None:
                 self._replay_owed += 1  # Flux has not yet said whether the replay holds a turn
+                if self._replay_end_s < self._replay_full_s:  # sent after all of it
+                    self._replay_end_s = self._replay_full_s
+                    self._arm_replay_wait()
             else:  # no turn: Flux owes no EndOfTurn (not promised), so answer here
                 self._answer_here(1)
 
     async def close(self) -> None:
         self._stop_replay_wait()
         await super().close()
+
+    async def _disconnect(self) -> None:
+        # The socket is gone: Flux's silence from now on says nothing about the replay, so the
+        # wait's bound must not answer the ForceEndTurns waiting for its word; they stay owed
+        # (_replay_owed) and the next socket decides, with the replay (_resume)
+        self._stop_replay_wait()
+        await super()._disconnect()
 
     # ---- internals --------------------------------------------------------------------
 
@@ -267,24 +289,42 @@ class FluxStream(DeepgramSession[LiveSocket]):
         # them all to the next one
         self._force_owed, self._force_unsent, self._replay_owed = 0, owed, 0
         self._stop_replay_wait()
-        if replay:
-            await conn.send_media(replay)
+        # The replay up to where the latest of them was sent (or meant to be): audio after it
+        # is the caller's next turn, not the one they end
+        bps, width = self._replay.bytes_per_second, self._replay.sample_bytes
+        split = len(replay)
+        if owed:
+            at = round((self._owed_at - self._replay.connection_offset_s) * bps) // width * width
+            split = max(0, min(split, at))
+        if replay[:split]:
+            await conn.send_media(replay[:split])
         if replay and owed:
             # The replay (everything since the last EndOfTurn) holds any turn those ended or
-            # were meant to end, so ONE ForceEndTurn after it ends that: it owes at most one
+            # were meant to end, so ONE ForceEndTurn there ends that: it owes at most one
             # EndOfTurn, and the client answers the others at once.
             await conn.send_force_end_turn()
             self._replay_owed = 1
             owed -= 1
         self._force_unsent = 0
-        if replay:  # until Flux shows whether it holds a turn
-            self._replay_end_s = len(replay) / self._replay.bytes_per_second
+        if replay[split:]:
+            await conn.send_media(replay[split:])
+        if replay:  # until Flux shows whether it holds a turn (one begun before the split)
+            self._replay_end_s, self._replay_full_s = split / bps, len(replay) / bps
         self._answer_here(owed, sent=False)  # covered by the one sent, or no replay to end
 
     def _resumed(self, replay: bytes) -> None:
-        if self._replay_end_s is not None:  # bounded: Flux may never say there was no turn
-            wait_s = self._replay_end_s + self._stt.replay_turn_wait_s
-            self._replay_wait = asyncio.get_running_loop().call_later(wait_s, self._replay_decided_empty)
+        self._replay_wait_from = asyncio.get_running_loop().time()
+        self._arm_replay_wait()
+
+    def _arm_replay_wait(self) -> None:
+        """Bounded: Flux may never say there was no turn. From when the replay went out."""
+        if self._replay_end_s is None:
+            return
+        if self._replay_wait is not None:
+            self._replay_wait.cancel()
+        loop = asyncio.get_running_loop()
+        due = self._replay_wait_from + self._replay_end_s + self._stt.replay_turn_wait_s
+        self._replay_wait = loop.call_at(due, self._replay_decided_empty)
 
     async def _keep_alive(self) -> None:
         """No KeepAlive in v2: silence while the engine sends nothing (kept for replay too, so

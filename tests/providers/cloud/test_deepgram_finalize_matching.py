@@ -76,3 +76,65 @@ async def test_a_late_reply_to_a_locally_answered_finalize_ends_not_the_next_one
     await stream.close()
     ends = [t for t in got if t.end_of_utterance]
     assert ends[-1].text == "Second part.", got
+
+
+class _V1Stub:
+    """A v1 socket of a scripted connector: records what is sent; ``dead`` fails every send and
+    read (a socket that died under the replay)."""
+
+    def __init__(self, dead: bool = False) -> None:
+        self.dead = dead
+        self.sent: list[object] = []
+        self.cut = asyncio.Event()
+
+    async def send_media(self, audio: bytes) -> None:
+        if self.dead:
+            raise ConnectionResetError
+        self.sent.append(len(audio))
+
+    async def send_finalize(self) -> None:
+        if self.dead:
+            raise ConnectionResetError
+        self.sent.append("Finalize")
+
+    async def send_keep_alive(self) -> None:
+        if self.dead:
+            raise ConnectionResetError
+
+    async def send_close_stream(self) -> None:
+        self.cut.set()
+
+    async def recv(self) -> dict[str, object]:
+        if not self.dead:
+            await self.cut.wait()
+        raise ConnectionResetError
+
+
+async def test_v1_a_socket_that_dies_under_the_replay_leaves_the_owed_finalize_to_the_next() -> None:
+    """Review (review10): the session's reconnect now survives a replay that fails on the new
+    socket (fluxdebt); for v1 too, the Finalize owed with the replay must survive it: the third
+    socket gets the replay and ONE Finalize, and nothing is answered here meanwhile (the
+    reply, with the words, is owed)."""
+    from bridge.providers.stt.deepgram_stt import DeepgramSTT
+
+    first, dying, third = _V1Stub(), _V1Stub(dead=True), _V1Stub()
+    sockets = iter([first, dying, third])
+    stt = DeepgramSTT(api_key="k", encoding="mulaw", max_reconnects=3, keepalive_s=60.0)
+
+    async def connect(stack: contextlib.AsyncExitStack) -> _V1Stub:
+        return next(sockets)
+
+    stt.connect = connect  # type: ignore[method-assign,assignment]
+    stream = await stt.open()
+    first.dead = True
+    await stream.send(b"\x00\x10" * 4000)  # 500 ms (4000 bytes of mu-law), not sent: dead socket
+    await stream.finalize()  # cannot be sent; 500 ms to process: owed
+    first.cut.set()  # the client sees the drop
+    for _ in range(500):  # bounded: until the third socket got the replay and the Finalize
+        if len(third.sent) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert third.sent == [4000, "Finalize"]
+    await stream.close()
+    assert stream.reconnects == 2
+    assert stream._queue.get_nowait() is None  # not answered here: the reply is owed

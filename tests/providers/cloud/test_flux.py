@@ -222,11 +222,12 @@ def test_a_reconnect_owes_one_end_of_turn_for_the_lost_sockets_force_end_turns()
     """Two ForceEndTurn owed when the socket dropped (one per turn). The new socket gets the
     replay and one ForceEndTurn: one EndOfTurn is owed, the client answers the other."""
     s = FluxStream(FluxSTT(api_key="k"))
+    s._replay.append(b"\xff" * 800)  # the turns' audio, kept for the replay (sent before them)
     for _ in range(2):
         s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})
         asyncio.run(s.finalize())
     conn = _RecordingSocket()
-    asyncio.run(s._resume(conn, b"\xff" * 800))  # type: ignore[arg-type]
+    asyncio.run(s._resume(conn, s._replay.reconnected()))  # type: ignore[arg-type]
     assert conn.sent == [800, "ForceEndTurn"]
     assert s._queue.get_nowait() == Transcript("", True, True, 0.0) and s._queue.empty()
     s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})

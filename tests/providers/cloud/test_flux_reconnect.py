@@ -345,3 +345,145 @@ async def test_a_force_end_turn_during_the_replay_hand_over_is_not_lost() -> Non
     got += await rest(stream)
     assert slow.sent == [400, "ForceEndTurn"]
     assert ends(got) == [""], got
+
+
+async def test_speech_begun_after_a_force_end_turn_while_down_is_not_its_answer(cloud: FakeCloud) -> None:
+    """Review (review10): the engine's ForceEndTurn comes while no socket is open and nothing
+    was said before it (e.g. its backchannel discard of a cough Flux does not hear as a turn);
+    the caller then begins the next turn, still while the socket is down. On a healthy socket
+    the ForceEndTurn finds no turn and is answered empty, then the next turn ends on its own:
+    ends ``["", WORDS]``. Sent only after the whole replay, the owed ForceEndTurn ended the turn
+    begun AFTER it, and that turn's EndOfTurn was taken as its answer: ``[WORDS]``, the caller's
+    next turn consumed as the answer to the earlier request (a backchannel discard drops it)."""
+    cloud.flux.script.append(WORDS)
+    cloud.flux.faults.drop_after = 8 * 200 + 1  # mu-law, 8 bytes a ms: the first frame after 200 ms
+    cloud.flux.faults.fault_times = 1
+    stream, held = await open_held(cloud, replay_turn_wait_s=30.0)
+    await push(stream, silence(200) + silence(100))  # the fake cuts the socket on this
+    await until_down(cloud, stream)
+    await push(stream, silence(300))
+    await stream.finalize()  # the engine's end of turn, nothing said before it
+    await push(stream, speech(700) + silence(200))  # the caller's next turn, still while down
+    held.gate.set()
+    await until_reconnected(stream)
+    got = await collect_ends(stream, 1)
+    await push(stream, silence(600))  # live: the next turn ends on its own
+    got += await rest(stream)
+    assert ends(got) == ["", WORDS], got
+
+
+@pytest.mark.parametrize("tail_ms", [200, 700], ids=["forced", "model-first"])
+async def test_a_second_drop_under_the_replay_leaves_the_owed_turn_to_the_third_socket(
+    cloud: FakeCloud, tail_ms: int
+) -> None:
+    """Review (review10): the ForceEndTurn owed across the first reconnect is resent with the
+    replay, and the second socket is cut as the replay arrives (before Flux said anything about
+    it, the wait for its word armed): the third socket gets the replay and ONE ForceEndTurn,
+    and the turn comes back once (not answered empty by the lost wait, not twice)."""
+    cloud.flux.script.append(WORDS)
+    cloud.flux.faults.drop_after = 8 * 200 + 1  # mu-law, 8 bytes a ms; the replay is longer
+    cloud.flux.faults.fault_times = 2
+    stream, held = await open_held(cloud, replay_turn_wait_s=30.0)
+    await push(stream, silence(200) + speech(100))  # the fake cuts the first socket on this
+    await until_down(cloud, stream)
+    await push(stream, speech(700) + silence(tail_ms))
+    await stream.finalize()  # while no socket is open: owed
+    held.gate.set()
+    got = await collect_ends(stream, 1)
+    await push(stream, silence(600))
+    got += await rest(stream)
+    assert ends(got) == [WORDS], got
+    assert stream.reconnects == 2
+    assert cloud.flux.journal.count("dropped") == 2
+    assert len(_sent(cloud, event="EndOfTurn")) == 1
+
+
+async def test_close_while_waiting_for_the_replays_word_ends_the_stream(cloud: FakeCloud) -> None:
+    """Review (review10): close() while the resent ForceEndTurn waits for Flux's word on the
+    replay (silence only, Flux says nothing, a long bound): the stream ends at once, and the
+    bound's timer, cancelled, adds nothing after the stream's end."""
+    cloud.flux.faults.drop_after = 8 * 200 + 1
+    cloud.flux.faults.fault_times = 1
+    stream, held = await open_held(cloud, replay_turn_wait_s=30.0)
+    await push(stream, silence(300))
+    await until_down(cloud, stream)
+    await stream.finalize()
+    held.gate.set()
+    await until_reconnected(stream)
+    assert stream._replay_wait is not None  # waiting
+    async with asyncio.timeout(5):  # bounded: far less than the 30 s wait
+        got = await rest(stream)
+    assert stream._replay_wait is None
+    assert all(t.text == "" for t in got), got
+    assert stream._queue.empty()
+
+
+async def test_a_wait_for_the_replays_word_that_runs_out_while_down_does_not_answer_it(
+    cloud: FakeCloud,
+) -> None:
+    """Review (review10): the ForceEndTurn owed across the first reconnect is resent with the
+    replay and waits for Flux's word on it; the second socket is cut as the replay arrives, and
+    the third is slow to open, longer than the wait's bound. The bound ran out while no socket
+    was open and answered the ForceEndTurn empty, so the third socket was owed nothing: the
+    replay's turn then ended on its own after the engine had closed the turn empty (its words
+    outside any turn). Flux said nothing because it had no socket, not because the replay holds
+    no turn: the third socket must get the replay and the owed ForceEndTurn."""
+    cloud.flux.script.append(WORDS)
+    cloud.flux.faults.drop_after = 8 * 200 + 1  # mu-law, 8 bytes a ms; the replay is longer
+    cloud.flux.faults.fault_times = 2
+    stream, held = await open_held(cloud, replay_turn_wait_s=0.01)
+    third = asyncio.Event()
+    calls = [0]
+    second_connect = held.__call__
+
+    async def connect(stack: contextlib.AsyncExitStack) -> LiveSocket:
+        calls[0] += 1
+        if calls[0] == 2:  # the third socket: a slow network again
+            await third.wait()
+        return await second_connect(stack)
+
+    stream._stt.connect = connect  # type: ignore[method-assign]
+    await push(stream, silence(200) + speech(100))  # the fake cuts the first socket on this
+    await until_down(cloud, stream)
+    await push(stream, speech(300) + silence(200))
+    await stream.finalize()  # while no socket is open: owed
+    held.gate.set()
+    for _ in range(500):  # bounded: 5 s, until the second socket was cut in its turn
+        if calls[0] == 2 and stream._conn is None:
+            break
+        await asyncio.sleep(0.01)
+    assert calls[0] == 2 and stream._conn is None
+    await asyncio.sleep(0.8 + 0.5)  # past the bound (the replay's 0.8 s + 0.01 s): not a timed assertion
+    third.set()
+    got = await collect_ends(stream, 1)
+    await push(stream, silence(600))
+    got += await rest(stream)
+    assert ends(got) == [WORDS], got
+    assert stream.reconnects == 2
+
+
+async def test_a_force_end_turn_just_after_the_reconnect_waits_for_the_whole_replay(cloud: FakeCloud) -> None:
+    """Review (review10): an owed ForceEndTurn (sent while down, nothing said before it) goes
+    back at its place in the replay, and the caller's next turn, begun after it while still
+    down, is in the rest of the replay. The engine's next ForceEndTurn comes just after the
+    reconnect, before Flux said anything (still transcribing the replay): it was sent after
+    the WHOLE replay, so it is answered by the turn in the rest of it, not decided with the
+    owed one at its place (both answered empty, the turn's end then a third end)."""
+    cloud.flux.script.append(WORDS)
+    cloud.flux.faults.drop_after = 8 * 200 + 1
+    cloud.flux.faults.fault_times = 1
+    stream, held = await open_held(cloud, replay_turn_wait_s=30.0)
+    await push(stream, silence(200) + silence(100))  # the fake cuts the socket on this
+    await until_down(cloud, stream)
+    await push(stream, silence(300))
+    await stream.finalize()  # while down, nothing said before it
+    await push(stream, speech(700) + silence(200))  # the next turn, still while down
+    cloud.flux.transcribe_behind_ms = 3000  # the next socket lags the replay
+    held.gate.set()
+    await until_reconnected(stream)
+    await stream.finalize()  # on the new socket, before Flux said anything about the replay
+    await cloud.flux.journal.wait_for(lambda j: j.count("force_end_unanswered") == 2)
+    await push(stream, silence(3600))  # live audio: the fake transcribes the replay meanwhile
+    got = await collect_ends(stream, 2)
+    got += await rest(stream)
+    assert ends(got) == ["", WORDS], got
