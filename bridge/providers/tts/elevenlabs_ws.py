@@ -89,6 +89,7 @@ class ElevenLabsWsTTS:
         # open spare sockets, oldest first, with the time each was opened
         self._spares: deque[tuple[ClientConnection, float]] = deque()
         self._refills: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[None]] = set()  # stale spares being closed
         self._want = 1  # spares to keep: one more each time a reply found none, up to max_spares
         self.max_spares = max(1, max_spares)
         self._closed = False
@@ -99,7 +100,7 @@ class ElevenLabsWsTTS:
     async def warmup(self) -> None:
         """Have a fresh spare socket open now (ProviderError if the service is unreachable).
         Spares the next turn would throw away (closed, or too old) are replaced."""
-        await self._drop_stale()
+        self._drop_stale()
         if not self._spares:
             ws = await self._connect()
             if not self._spares and not self._closed:
@@ -107,16 +108,19 @@ class ElevenLabsWsTTS:
             else:  # a refill got there first, or the provider was closed meanwhile
                 await ws.close()
 
-    async def _drop_stale(self) -> None:
-        """Close the spares a turn could not use: closed by the server, or too old."""
+    def _drop_stale(self) -> None:
+        """Set aside the spares a turn could not use (closed by the server, or too old). Their
+        close handshakes run in the background: after an idle spell every spare of the pool
+        is stale, and a reply must not wait for each one's close (up to CLOSE_TIMEOUT_S)."""
         now = time.monotonic()
         fresh = [s for s in self._spares if s[0].state is State.OPEN and now - s[1] < SPARE_MAX_AGE_S]
         if len(fresh) == len(self._spares):
             return
-        stale = [s for s in self._spares if s not in fresh]
+        stale = [ws for ws, opened in self._spares if (ws, opened) not in fresh]
         self._spares = deque(fresh)
-        for ws, _ in stale:
-            await ws.close()
+        task = asyncio.get_running_loop().create_task(_close_all(stale))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _connect(self) -> ClientConnection:
         try:
@@ -138,7 +142,7 @@ class ElevenLabsWsTTS:
 
     async def _take(self) -> ClientConnection:
         self.takes += 1
-        await self._drop_stale()
+        self._drop_stale()
         if self._spares:
             ws = self._spares.popleft()[0]
         else:
@@ -204,6 +208,16 @@ class ElevenLabsWsTTS:
         spares, self._spares = self._spares, deque()
         for ws, _ in spares:
             await ws.close()
+        closing = list(self._closing)
+        if closing:  # each close is bounded by close_timeout; a stuck one is not waited for
+            _done, stuck = await asyncio.wait(closing, timeout=2 * CLOSE_TIMEOUT_S)
+            for task in stuck:
+                task.cancel()
+
+
+async def _close_all(sockets: list[ClientConnection]) -> None:
+    # together: each close waits up to close_timeout for a server that may be gone
+    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
 
 
 class _Session:

@@ -77,3 +77,35 @@ async def test_replies_one_after_the_other_keep_a_single_spare(cloud: FakeCloud)
     await asyncio.sleep(0.05)
     assert journal.count("request") == 4  # one spare replaced per reply, never more
     await tts.aclose()
+
+
+class _StuckSocket:
+    """A spare the server stopped answering: its close handshake never completes."""
+
+    def __init__(self) -> None:
+        from websockets.protocol import State
+
+        self.state = State.OPEN
+        self.close_started = asyncio.Event()
+
+    async def close(self) -> None:
+        self.close_started.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_reply_does_not_wait_for_stale_spares_to_close(cloud: FakeCloud) -> None:
+    """After an idle spell every spare is too old: the reply connects (or takes a fresh one)
+    at once and the old ones are closed in the background, not one by one on its path."""
+    from bridge.providers.tts import elevenlabs_ws
+
+    tts = make(cloud.http_url, keep_warm=True)
+    stale = [_StuckSocket() for _ in range(3)]
+    too_old = -2 * elevenlabs_ws.SPARE_MAX_AGE_S
+    tts._spares.extend((ws, too_old) for ws in stale)  # type: ignore[misc]
+    reply = asyncio.ensure_future(synth(tts, clauses("After a quiet spell.")))
+    done, _ = await asyncio.wait({reply}, timeout=10)
+    assert reply in done  # it did not wait for the stuck closes
+    reply.result()
+    for ws in stale:
+        await asyncio.wait_for(ws.close_started.wait(), 10)  # each one's close was begun
+    await tts.aclose()  # returns though those closes never complete
