@@ -118,6 +118,8 @@ class ElevenLabsWsTTS:
             return
         stale = [ws for ws, opened in self._spares if (ws, opened) not in fresh]
         self._spares = deque(fresh)
+        # a spare that aged out was not needed: the pool shrinks back as the load goes down
+        self._want = max(1, self._want - len(stale))
         task = asyncio.get_running_loop().create_task(_close_all(stale))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

@@ -109,3 +109,23 @@ async def test_a_reply_does_not_wait_for_stale_spares_to_close(cloud: FakeCloud)
     for ws in stale:
         await asyncio.wait_for(ws.close_started.wait(), 10)  # each one's close was begun
     await tts.aclose()  # returns though those closes never complete
+
+
+async def test_spares_that_aged_out_unused_shrink_the_pool(cloud: FakeCloud) -> None:
+    """A pool grown at a busy hour does not keep reopening its sockets through a quiet one:
+    each spare that aged out unused lowers the number kept (never below one)."""
+    from bridge.providers.tts import elevenlabs_ws
+
+    tts = make(cloud.http_url, keep_warm=True, max_spares=3)
+    await tts.warmup()
+    await asyncio.gather(*(synth(tts, clauses(f"Reply {i}.")) for i in range(3)))
+    journal = cloud.elevenlabs.journal
+    await journal.wait_for(lambda j: j.count("request") == 3 + 3)  # the pool grew to three
+    aged = [(ws, opened - 2 * elevenlabs_ws.SPARE_MAX_AGE_S) for ws, opened in tts._spares]
+    tts._spares.clear()
+    tts._spares.extend(aged)  # a quiet spell: all three too old now
+    await synth(tts, clauses("After the quiet spell."))
+    await journal.wait_for(lambda j: j.count("request") == 6 + 1 + 1)  # its socket, one spare
+    await asyncio.sleep(0.05)
+    assert journal.count("request") == 8
+    await tts.aclose()
