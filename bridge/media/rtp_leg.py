@@ -531,7 +531,11 @@ class RtpLeg:
         n["bytes_in"] += len(payload)
         if ssrc != self._rx_ssrc:
             if self._straggler(ssrc, seq, ts, now):
-                self._playout.late += 1
+                if is_dtmf:  # it still belongs to its digit (an end packet): no reset, no stats
+                    for digit, duration_ms in self._dtmf_rx.on_packet(ssrc, ts, payload, now):
+                        self._dtmf_in(digit, duration_ms, now, "rfc4733")
+                else:
+                    self._playout.late += 1
                 return
             if self._rx_ssrc is not None:
                 self._rx_left = (self._rx_ssrc, self._rx.extended_max_seq & 0xFFFF,

@@ -49,3 +49,42 @@ async def test_a_switch_back_within_a_second_to_the_ssrc_left_is_heard() -> None
     finally:
         leg._sock = leg._pair.rtp
         await leg.close()
+
+
+async def test_dtmf_on_its_own_ssrc_beside_the_audio_keeps_its_digit_and_the_audio() -> None:
+    """A gateway that sends RFC 4733 events under an SSRC of their own while the audio goes
+    on under its SSRC: every alternation is an SSRC change. The digit keeps its duration (its
+    later packets, stragglers of the SSRC left, still reach the DTMF receiver) and the
+    caller's audio is heard again within 100 ms, not dropped for a second."""
+    leg = await RtpLeg.open("dtmf-ssrc", "127.0.0.1", allocator(2), MediaSettings())
+    leg.listen_on_arrival()
+    leg.start(media(PEER[1]))
+    sock = FakeSocket()
+    leg._sock = sock  # type: ignore[assignment]
+    digits: list[tuple[str, int]] = []
+    leg._dtmf_in = lambda digit, ms, now, method: digits.append((digit, ms))  # type: ignore[method-assign]
+    heard: list[int | None] = []
+    now = 1000.0
+
+    def send(pkt: bytes) -> None:
+        sock.next = (pkt, PEER)
+        leg.on_readable(now)
+
+    try:
+        a, a_seq, a_ts, d, d_seq = 0x11111111, 100, 5_000, 0x22222222, 900
+        for i in range(60):
+            now += 0.02
+            send(struct.pack("!BBHII", 0x80, 0, a_seq + i, a_ts + 160 * i, a) + code_frame(i))
+            if 10 <= i < 30:  # a 400 ms '5' (event code 5), its end packet sent 3 times
+                end = i == 29
+                for _ in range(3 if end else 1):
+                    second = 101 | (0x80 if i == 10 else 0)
+                    event = bytes([5, 0x80 if end else 0]) + struct.pack("!H", (i - 9) * 160)
+                    send(struct.pack("!BBHII", 0x80, second, d_seq, 7_000, d) + event)
+                    d_seq += 1
+            heard.extend(identify(f) for f in leg._playout.frames())
+        assert digits == [("5", 400)]
+        assert [n for n in heard if n is not None and n >= 16] == list(range(16, 60))
+    finally:
+        leg._sock = leg._pair.rtp
+        await leg.close()
