@@ -531,8 +531,8 @@ class RtpLeg:
         n["bytes_in"] += len(payload)
         if ssrc != self._rx_ssrc:
             if self._straggler(ssrc, seq, ts, now):
-                if is_dtmf:  # it still belongs to its digit (an end packet): no reset, no stats
-                    for digit, duration_ms in self._dtmf_rx.on_packet(ssrc, ts, payload, now):
+                if is_dtmf:  # it may still belong to the digit in progress: no reset, no stats
+                    for digit, duration_ms in self._dtmf_rx.on_straggler(ssrc, ts, payload, now):
                         self._dtmf_in(digit, duration_ms, now, "rfc4733")
                 else:
                     self._playout.late += 1

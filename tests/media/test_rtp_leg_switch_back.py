@@ -88,3 +88,39 @@ async def test_dtmf_on_its_own_ssrc_beside_the_audio_keeps_its_digit_and_the_aud
     finally:
         leg._sock = leg._pair.rtp
         await leg.close()
+
+
+async def test_an_old_digits_end_reordered_behind_a_fail_over_is_not_reported_again() -> None:
+    """The other side of the test above: after an SSRC change (an SBC fail-over) the old
+    stream's last end packet of digit '1', reordered behind the new stream's first packet of
+    digit '2', neither reports '1' again nor cuts '2' short."""
+    leg = await RtpLeg.open("dtmf-failover", "127.0.0.1", allocator(2), MediaSettings())
+    leg.start(media(PEER[1]))
+    sock = FakeSocket()
+    leg._sock = sock  # type: ignore[assignment]
+    digits: list[tuple[str, int]] = []
+    leg._dtmf_in = lambda digit, ms, now, method: digits.append((digit, ms))  # type: ignore[method-assign]
+    now = 1000.0
+
+    def event(ssrc: int, seq: int, ts: int, code: int, end: bool, samples: int) -> None:
+        nonlocal now
+        now += 0.02
+        second = 101 | (0x80 if samples == 160 and not end else 0)
+        sock.next = (struct.pack("!BBHII", 0x80, second, seq, ts, ssrc)
+                     + bytes([code, 0x80 if end else 0]) + struct.pack("!H", samples), PEER)
+        leg.on_readable(now)
+
+    try:
+        a, b = 0x11111111, 0x22222222
+        for i in range(5):
+            event(a, 10 + i, 7_000, 1, False, 160 * (i + 1))
+        event(a, 15, 7_000, 1, True, 800)
+        event(a, 16, 7_000, 1, True, 800)
+        event(b, 500, 90_000, 2, False, 160)  # B takes over, a new digit at once
+        event(a, 17, 7_000, 1, True, 800)  # A's third end packet, reordered behind it
+        for i in range(1, 6):
+            event(b, 500 + i, 90_000, 2, i == 5, 160 * (i + 1))
+        assert digits == [("1", 100), ("2", 120)]
+    finally:
+        leg._sock = leg._pair.rtp
+        await leg.close()
