@@ -73,6 +73,15 @@ class DtmfReceiver:
             out += self._flush()
         return out
 
+    def on_straggler(self, ssrc: int, timestamp: int, payload: bytes, now: float) -> list[tuple[str, int]]:
+        """A packet of the SSRC the caller's stream just left (RtpLeg._straggler): it may
+        still go on with or end the event in progress (a gateway that sends events under an
+        SSRC of their own), never start one (an old digit's reordered end packet, after a
+        fail-over, must not cut the new stream's digit short nor be reported again)."""
+        if not payload or self._key != (ssrc, timestamp, payload[0]):
+            return []
+        return self.on_packet(ssrc, timestamp, payload, now)
+
     def expire(self, now: float) -> list[tuple[str, int]]:
         """Report an event whose end packets never came (call this from a clock)."""
         if not self._reported and now - self._last_seen >= self._expire_s:

@@ -65,6 +65,9 @@ _HEADER = struct.Struct("!BBHII")
 _NO_ADDRESS = ("0.0.0.0", "::", "")
 _MAX_MISORDER = 100  # RFC 3550 A.1
 _STRAGGLER_S = 1.0  # a packet of the SSRC left this long ago is a switch back, not a straggler
+# a straggler was sent before the change: its timestamp is at most a few packets past that
+# stream's newest; a sender switching back after a pause is past it by the pause
+_STRAGGLER_AHEAD = 5 * FRAME_SAMPLES
 
 TransferCallback = Callable[[str], Awaitable[bool]]
 
@@ -134,8 +137,9 @@ class RtpLeg:
         # receive state
         self._rx_ssrc: int | None = None
         # the SSRC left at the last change, its newest sequence number and the change's time:
-        # its reordered stragglers are dropped, not taken for a change back (_straggler)
-        self._rx_left: tuple[int, int, float] | None = None
+        # its newest timestamp (None: no audio of it buffered); its reordered stragglers are
+        # dropped, not taken for a change back (_straggler)
+        self._rx_left: tuple[int, int, int | None, float] | None = None
         self._rx_flowing = False  # caller audio seen since start/resume: keep the frame cadence
         self._last_rx = 0.0
         self._source: tuple[str, int] | None = None  # where the caller's packets come from
@@ -529,11 +533,16 @@ class RtpLeg:
         n["packets_in"] += 1
         n["bytes_in"] += len(payload)
         if ssrc != self._rx_ssrc:
-            if self._straggler(ssrc, seq, now):
-                self._playout.late += 1
+            if self._straggler(ssrc, seq, ts, now):
+                if is_dtmf:  # it may still belong to the digit in progress: no reset, no stats
+                    for digit, duration_ms in self._dtmf_rx.on_straggler(ssrc, ts, payload, now):
+                        self._dtmf_in(digit, duration_ms, now, "rfc4733")
+                else:
+                    self._playout.late += 1
                 return
             if self._rx_ssrc is not None:
-                self._rx_left = (self._rx_ssrc, self._rx.extended_max_seq & 0xFFFF, now)
+                self._rx_left = (self._rx_ssrc, self._rx.extended_max_seq & 0xFFFF,
+                                 self._playout.newest_timestamp, now)
             self._rx_ssrc = ssrc
             self._playout.reset()
         self._rx.on_packet(ssrc, seq, ts, now)
@@ -551,17 +560,22 @@ class RtpLeg:
             self._playout.put(ts, pcm, seq)
             self._rx_flowing = True
 
-    def _straggler(self, ssrc: int, seq: int, now: float) -> bool:
+    def _straggler(self, ssrc: int, seq: int, ts: int, now: float) -> bool:
         """A packet of the SSRC the caller's stream just left (less than ``_STRAGGLER_S``
         ago), numbered near that stream's newest (RFC 3550 A.1's misorder window, either
-        way): sent before the change and reordered or delayed behind it. Following it would
-        reset the receive timeline twice and hand the listener a stale frame. Later, or
-        numbered elsewhere, it is the sender switching back: followed as any change."""
+        way) and timed at most ``_STRAGGLER_AHEAD`` past its newest timestamp: sent before
+        the change and reordered or delayed behind it. Following it would reset the receive
+        timeline twice and hand the listener a stale frame. Later, numbered elsewhere, or
+        timed further on (the sender back after a short prompt from another source: its
+        numbering goes on, its clock ran through the pause, RFC 3550 5.1), it is the sender
+        switching back: followed as any change."""
         left = self._rx_left
-        if left is None or left[0] != ssrc or now - left[2] >= _STRAGGLER_S:
+        if left is None or left[0] != ssrc or now - left[3] >= _STRAGGLER_S:
             return False
-        distance = (seq - left[1] + _MAX_MISORDER) & 0xFFFF
-        return distance <= 2 * _MAX_MISORDER
+        if (seq - left[1] + _MAX_MISORDER) & 0xFFFF > 2 * _MAX_MISORDER:
+            return False
+        newest = left[2]
+        return newest is None or ((ts - newest + (1 << 31)) & 0xFFFFFFFF) - (1 << 31) <= _STRAGGLER_AHEAD
 
     def _dtmf_in(self, digit: str, duration_ms: int, now: float, method: str) -> None:
         """Every digit the caller sends is counted (per call in stats(), in total in

@@ -75,6 +75,11 @@ class RxTimeline:
         """Delivering (not before the first audio, nor suspended after the sender paused)."""
         return self._head is not None
 
+    @property
+    def newest_timestamp(self) -> int | None:
+        """The RTP timestamp of the newest audio buffered since the last reset (None: none)."""
+        return None if self._ext is None else self._ext & 0xFFFFFFFF
+
     def reset(self) -> None:
         """Forget the timeline (new sender SSRC, new remote)."""
         self._starts.clear()

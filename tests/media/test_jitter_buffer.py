@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bridge.media.jitter_buffer import PlayoutBuffer
 
@@ -213,3 +214,24 @@ def test_a_new_talkspurt_far_ahead_resyncs_and_a_straggler_from_before_it_is_dro
         buf.put(jump + i * FRAME, ramp(5_000 + i * FRAME, FRAME), seq=16 + i)
     frames = drain(buf, 4)
     assert list(values(frames)) == list(range(5_000, 5_000 + 4 * FRAME))
+
+
+@pytest.mark.xfail(strict=True, reason="review11: the stale-by-sequence rule cannot tell a sender "
+                   "renumbered a little behind from a replayed block; up to 100 packets (2 s) lost")
+def test_a_sender_renumbered_a_little_behind_with_its_timeline_moved_back_is_followed() -> None:
+    """A sender restarted without a new SSRC (a PBX or SBC that keeps the SSRC across a
+    source change, renumbering and retiming): its new sequence numbers happen to start 60
+    behind the old newest (any new random start within RFC 3550 A.1's 100 of it), its
+    timestamps far back. On main the playout buffer followed it after 5 late packets (the
+    resync rule); with the sequence number used, every packet numbered before the old
+    newest is taken for a replayed copy and dropped: 60 packets (1.2 s) of the restarted
+    stream are never heard."""
+    buf = PlayoutBuffer(target_ms=20)
+    for i in range(8):
+        buf.put(50_000 + i * FRAME, ramp(i * FRAME, FRAME), seq=1_000 + i)
+    drain(buf, 6)
+    for i in range(6):
+        buf.put(1_000 + i * FRAME, ramp(10_000 + i * FRAME, FRAME), seq=947 + i)
+    assert buf.resyncs == 1
+    frames = drain(buf, 2)
+    assert list(values(frames)) == list(range(10_000 + 4 * FRAME, 10_000 + 6 * FRAME))

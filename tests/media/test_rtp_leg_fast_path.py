@@ -3,7 +3,8 @@ the same random datagrams into two legs, one of them with the usual-packet path 
 both in the same state after every packet (counters, receive stats, the buffer, the
 passthrough map, the SSRC followed). The datagrams mix the usual packet with markers, DTMF,
 another codec, comfort noise, RTCP, malformed packets, header extensions, strangers, SSRC
-changes and their stragglers, and hold/resume."""
+changes and their stragglers, hold/resume, and re-INVITEs changing the codec or the DTMF
+payload type (even to the audio's)."""
 
 from __future__ import annotations
 
@@ -44,14 +45,14 @@ def datagram(rng: random.Random, s: dict[str, int]) -> tuple[bytes, tuple[str, i
     ssrc = s["ssrc"] if rng.random() > 0.02 else s["old"]
     if ssrc != s["old"] and rng.random() < 0.01:
         s["old"] = ssrc
-    second = 0
+    second = s["pt"]
     r = rng.random()
     if r < 0.03:
-        second = 0x80  # marker
+        second = 0x80 | s["pt"]  # marker
     elif r < 0.05:
         second = 101  # DTMF
     elif r < 0.07:
-        second = 8  # the other G.711
+        second = 8 - s["pt"]  # the other G.711
     elif r < 0.08:
         second = 13  # comfort noise
     elif r < 0.09:
@@ -107,16 +108,30 @@ async def test_the_usual_packet_path_leaves_the_leg_as_the_general_one(listen: b
         leg._tick_no = 1  # the same housekeeping ticks (RTCP, timeout) for both
     general = legs[1]
     checked = 0
+    slow_calls = 0  # datagrams the fast leg handed to the general path
+    fast_general = legs[0]._on_datagram
+
+    def counted(*args: Any) -> None:
+        nonlocal slow_calls
+        slow_calls += 1
+        fast_general(*args)
+
+    legs[0]._on_datagram = counted  # type: ignore[method-assign]
     try:
         for seed in range(8):
             rng = random.Random(seed)
             s = {"ssrc": rng.getrandbits(32), "seq": rng.getrandbits(16), "ts": rng.getrandbits(32)}
             s["old"] = s["ssrc"]
+            s["pt"] = 0
             for step in range(400):
                 if rng.random() < 0.01:  # hold or resume by re-INVITE
                     direction = rng.choice(["sendrecv", "sendonly", "recvonly"])
+                    codec = rng.choice(["PCMU", "PCMA"])  # a re-INVITE may change the codec
+                    dtmf = rng.choice([101, None, 0, 8])  # or the DTMF type (even to the audio's)
+                    s["pt"] = 0 if codec == "PCMU" else 8
                     for leg in legs:
-                        leg.update(media(PEER[1], direction=direction))  # type: ignore[arg-type]
+                        leg.update(media(PEER[1], codec, dtmf, direction))  # type: ignore[arg-type]
+                    general._last_rx = legs[0]._last_rx  # the loop's time, read twice by _apply
                 general._fast_pt = -1  # the general path for every packet
                 data = datagram(rng, s)
                 now = seed * 100 + step * 0.02
@@ -133,6 +148,7 @@ async def test_the_usual_packet_path_leaves_the_leg_as_the_general_one(listen: b
                     assert fast[key] == slow[key], f"seed {seed} step {step}: {key}"
                 checked += 1
         assert legs[0]._n["packets_in"] > 2000  # mostly the usual packet
+        assert checked - slow_calls > 1000  # and the fast leg took its own path for most of them
     finally:
         for leg in legs:
             leg._sock = leg._pair.rtp
