@@ -304,7 +304,8 @@ async def run(args: argparse.Namespace, url: str, audio: list[bytes], fakes_pid:
     secrets = Secrets.from_env(
         {"DEEPGRAM_API_KEY": DEEPGRAM_KEY, "OPENAI_API_KEY": OPENAI_KEY, "ELEVENLABS_API_KEY": ELEVENLABS_KEY}
     )
-    base = cloud_settings(url, args.tts)
+    base = cloud_settings(url, args.tts, stt=args.stt,
+                          flux_eager=None if args.flux_eager == "off" else float(args.flux_eager))
     settings = Settings.model_validate({
         **base.model_dump(),
         "daemon": {"stream_listen": "127.0.0.1:0", "shed_cpu_percent": args.shed_cpu_percent},
@@ -331,6 +332,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, nargs="+", default=[1, 60, 150])
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--tts", default="elevenlabs-ws", choices=["elevenlabs-ws", "elevenlabs"])
+    parser.add_argument("--stt", default="deepgram", choices=["deepgram", "deepgram-flux"],
+                        help="Deepgram v1 (the default) or Flux, against the same fakes process")
+    parser.add_argument("--flux-eager", default="0.5",
+                        help="stt.flux_eager_eot_threshold for deepgram-flux (off: no EagerEndOfTurn)")
     parser.add_argument("--ramp-s", type=float, default=10.0)
     parser.add_argument("--token-ms", type=float, default=20.0)
     parser.add_argument("--shed-cpu-percent", type=float, default=0.0,
@@ -369,7 +374,7 @@ def main() -> None:
         fakes.join(10)
         if fakes.is_alive():
             fakes.terminate()
-    print(json.dumps({"path": "plivo stream", "event_loop": args.loop, "tts": args.tts,
+    print(json.dumps({"path": "plivo stream", "event_loop": args.loop, "stt": args.stt, "tts": args.tts,
                       "turns": args.turns, "answer": answer,
                       "results": results}, indent=2))
 
