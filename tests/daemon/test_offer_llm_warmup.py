@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 
 from bridge.daemon.agents import _Conversation
-from bridge.providers.base import ProviderError
+from bridge.providers.base import Message, ProviderError
 from bridge.providers.factory import ProviderSet
+from bridge.providers.llm import warm
+from bridge.providers.llm.openai_chat import OpenAIChat
 from bridge.settings import Settings
+from devkit.fakes import FakeCloud
 from devkit.memory_leg import MemoryLeg
 from tests.conversation.fakes import FakeLLM, FakeSTT, FakeTTS
 from tests.daemon.test_offer_warmup import GREETING, INFO
@@ -37,7 +40,7 @@ class WarmLLM(FakeLLM):
         self.warm_done = True
 
 
-def _agent(tmp_path: Path, llms: list[WarmLLM], enabled: bool = True) -> _Conversation:
+def _agent(tmp_path: Path, llms: list[object], enabled: bool = True) -> _Conversation:
     settings = Settings.model_validate({
         "conversation": {"greeting": GREETING, "transcripts_dir": str(tmp_path / "t")},
         "llm": {"warmup_on_call": enabled},
@@ -92,3 +95,22 @@ async def test_a_hung_or_failed_llm_warm_up_does_not_hold_the_greeting(
         await leg.remote_hangup("bye")
         await asyncio.wait_for(task, 10)
         await leg.aclose()
+
+
+async def test_the_offer_warms_the_real_openai_client_for_its_first_request(tmp_path: Path) -> None:
+    """offered() -> llm.warm -> OpenAIChat.warmup() -> GET /v1/models on the chat session:
+    the first chat request then comes from the same client port (no new connection)."""
+    async with FakeCloud() as cloud:
+        llm = OpenAIChat(api_key=cloud.openai.api_key, model="gpt-4o", base_url=f"{cloud.http_url}/v1")
+        try:
+            _agent(tmp_path, [llm]).offered(INFO)
+            await asyncio.wait_for(asyncio.gather(*list(warm._running)), 10)
+            cloud.openai.script.append("Hi.")
+            async with asyncio.timeout(10):
+                _ = [e async for e in llm.stream([Message("user", "hello")], [])]
+        finally:
+            await llm.aclose()
+        seen = cloud.openai.journal.events
+        kinds = [(e.kind, e.data.get("peer")) for e in seen if e.kind in ("models", "request")]
+    assert [k for k, _ in kinds] == ["models", "request"]
+    assert kinds[0][1] == kinds[1][1]
