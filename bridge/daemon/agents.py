@@ -120,11 +120,14 @@ class _Conversation:
         self._fallback_audio = fallback_audio
 
     def offered(self, info: CallInfo) -> None:
-        """Warm the TTS while the call is being answered, so the greeting's request finds the
-        connection open (bench/tts_warmup.py --answer-ms); a failure is only logged."""
-        from bridge.providers.tts.warm import warm_on_call
+        """Warm the TTS and the LLM while the call is being answered, so the greeting's and
+        the first turn's requests find their connections open (bench/tts_warmup.py
+        --answer-ms); a failure is only logged."""
+        from bridge.providers.llm import warm as llm_warm
+        from bridge.providers.tts import warm as tts_warm
 
-        warm_on_call(self._providers.tts, self._settings.tts.warmup_on_call)
+        tts_warm.warm_on_call(self._providers.tts, self._settings.tts.warmup_on_call)
+        llm_warm.warm_on_call(self._providers.llm, self._settings.llm.warmup_on_call)
 
     async def __call__(self, leg: AudioLeg, info: CallInfo) -> None:
         from bridge.conversation import run_conversation

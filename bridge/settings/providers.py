@@ -69,6 +69,9 @@ class LlmSettings(Section):
     stall_timeout_s: float = Field(3.0, gt=0)
     max_retries: int = Field(0, ge=0)
     connect_timeout_s: float = Field(2.0, gt=0)
+    # Open (or refresh) the first LLM's connection when a call is offered (GET {base_url}/models
+    # with the same key), so the first turn skips TCP + TLS set-up; the offline engine has none
+    warmup_on_call: bool = True
     script_file: str = "config/agent-script.toml"
 
 

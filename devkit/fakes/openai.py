@@ -8,6 +8,11 @@ chunk comes first (Azure's prompt-filter chunk; OpenAI's usage chunk has the sam
 models in `reasoning_s` stream `reasoning_content` (DeepSeek, vLLM reasoning parsers) for
 that long before the first content token, and `stream_error_after` sends an in-stream
 ``data: {"error": ...}`` event, which the SDK raises as APIError.
+
+GET /v1/models lists the models as the API reference documents it (a ``list`` object whose
+``data`` holds ``model`` objects: id, object, created, owned_by; 401 ``invalid_api_key`` with a
+bad key). Every request is journaled with the client's TCP port (``peer``), so a test can
+tell a reused connection from a new one.
 """
 
 from __future__ import annotations
@@ -54,6 +59,22 @@ class FakeOpenAI:
         # after this many chunks, an in-stream error event ends the stream (once per request)
         self.stream_error_after: int | None = None
         self.quota_exhausted = False  # 429 insufficient_quota: out of credit, not a rate limit
+        self.models_status: int | None = None  # GET /v1/models answers this error status once
+        self.models = ["gpt-4o", "gpt-4o-mini"]
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        """GET /v1/models (platform.openai.com/docs/api-reference/models/list)."""
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            self.journal.add("rejected", status=401, peer=_peer(request))
+            return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+        if self.models_status is not None:
+            status, self.models_status = self.models_status, None
+            self.journal.add("rejected", status=status, peer=_peer(request))
+            return _error(status, "injected fault", "server_error", "server_error")
+        self.journal.add("models", peer=_peer(request))
+        created = 1686935002
+        data = [{"id": m, "object": "model", "created": created, "owned_by": "system"} for m in self.models]
+        return web.json_response({"object": "list", "data": data})
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":

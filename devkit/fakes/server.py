@@ -28,13 +28,20 @@ class FakeCloud:
         self.app.router.add_post("/v1/chat/completions", self.openai.handle)
         self.app.router.add_post("/v1/text-to-speech/{voice}/stream", self.elevenlabs.stream)
         self.app.router.add_get("/v1/text-to-speech/{voice}/stream-input", self.elevenlabs.stream_input)
-        self.app.router.add_get("/v1/models", self.elevenlabs.models)
+        self.app.router.add_get("/v1/models", self._models)
         # handler_cancellation: a client that hangs up mid-reply cancels the handler, so the
         # fakes can record the abort even while stalled
         self._runner = web.AppRunner(
             self.app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5
         )
         self.port = 0
+
+    async def _models(self, request: web.Request) -> web.Response:
+        # both APIs serve GET /v1/models on their own hosts; here the key's header tells them
+        # apart (ElevenLabs: xi-api-key, OpenAI: Authorization: Bearer)
+        if "xi-api-key" in request.headers:
+            return await self.elevenlabs.models(request)
+        return await self.openai.list_models(request)
 
     @property
     def http_url(self) -> str:

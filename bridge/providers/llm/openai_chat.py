@@ -9,13 +9,17 @@ Closing the iterator early (barge-in) closes the HTTP stream at once. The chunks
 raw SSE JSON, no SDK model object per chunk. With ``max_retries`` 0 (the default: the engine
 decides) the request is the SDK's own, sent on aiohttp (openai_wire.py: a quarter of the SDK
 path's CPU per reply); with retries, the SDK's client sends it (openai_sse.py), for its retry
-policy.
+policy. ``warmup()`` (``llm.warmup_on_call``, llm/warm.py) opens a pooled connection to the
+API host with ``GET {base_url}/models`` when a call is offered, so the first request does
+not pay TCP and TLS set-up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -30,6 +34,10 @@ from bridge.providers.llm.openai_wire import ChatWire, WireChatStream
 from bridge.settings import Secrets, Settings
 
 __all__ = ["NAME", "OpenAIChat", "create", "is_reasoning_model", "map_error", "to_wire", "tools_to_wire"]
+# A reply that left its connection pooled this recently is taken as warm: warmup() then
+# sends nothing. Below the pools' keep-alive (openai_wire.KEEPALIVE_S, httpx's 5 s).
+FRESH_S = 2.0
+WARM_REPLY_S = 2.0  # the warm-up's GET /models answer, after the connect timeout
 _O_SERIES = re.compile(r"^o\d")  # o1, o3-mini, o4-mini: OpenAI's reasoning models
 
 
@@ -129,6 +137,28 @@ class OpenAIChat:
         self._wire = None if max_retries else ChatWire(
             self._client, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s
         )
+        self._warm_timeout_s = connect_timeout_s + WARM_REPLY_S
+        self._idle_since: float | None = None  # when the last reply left its connection idle
+
+    async def warmup(self) -> None:
+        """Open (or refresh) a pooled connection to the API host before a call's first
+        request: ``GET {base_url}/models`` on the client that sends the chat requests.
+        Sends nothing when a reply left a connection idle less than FRESH_S ago (the GET
+        would hold it, and a request asked for meanwhile would open a cold one)."""
+        if self._idle_since is not None and time.monotonic() - self._idle_since < FRESH_S:
+            return
+        try:
+            async with asyncio.timeout(self._warm_timeout_s):
+                if self._wire is not None:
+                    await self._wire.warm()
+                else:  # the SDK sends (max_retries > 0): its pool, one attempt
+                    try:
+                        await self._client.with_options(max_retries=0).models.list()
+                    except openai.OpenAIError as exc:
+                        raise map_error(exc) from None
+        except TimeoutError:
+            raise ProviderError(NAME, "warm-up failed (timeout)") from None
+        self._idle_since = time.monotonic()
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
@@ -148,6 +178,7 @@ class OpenAIChat:
         if tools:
             body["tools"] = tools_to_wire(tools)
         stream: RawChatStream | WireChatStream | None = None
+        self._idle_since = None  # until this reply is read to its end
         try:
             if self._wire is not None:
                 stream = await self._wire.open(wire_body(kwargs))
@@ -180,6 +211,7 @@ class OpenAIChat:
                 if choice is not None and choice.get("finish_reason") in ("tool_calls", "function_call"):
                     for call in calls.take():
                         yield call
+            self._idle_since = time.monotonic()  # read to its end: the connection is pooled
             for call in calls.take():  # servers that end without finish_reason "tool_calls"
                 yield call
         finally:

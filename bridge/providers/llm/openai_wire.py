@@ -59,6 +59,7 @@ class ChatWire:
     def __init__(self, client: AsyncOpenAI, *, connect_timeout_s: float, read_timeout_s: float) -> None:
         self._sdk = client
         self._url = str(client.base_url).rstrip("/") + "/chat/completions"
+        self._models_url = str(client.base_url).rstrip("/") + "/models"
         self._read_timeout_s = read_timeout_s
         # sock_read: the SDK's read timeout, a backstop per read (the engine times first
         # token and stalls); sock_connect: its connect timeout
@@ -96,6 +97,23 @@ class ChatWire:
                 resp.close()
             raise status_error(resp.status, _error_code(raw))
         return WireChatStream(resp)
+
+    async def warm(self) -> None:
+        """GET {base_url}/models (the SDK's ``models.list()``) on this session, so its pool
+        holds an open connection to the API host for the next chat request; ProviderError."""
+        session = self._session or self._open()
+        try:
+            # no redirects: one would take the key to another host
+            async with session.get(
+                self._models_url, headers=self._headers, proxy=self._proxy, allow_redirects=False
+            ) as resp:
+                raw = await resp.read()  # to its end: the connection goes back to the pool
+                if resp.status >= 400:
+                    raise status_error(resp.status, _error_code(raw))
+        except TimeoutError:
+            raise timeout_error() from None
+        except aiohttp.ClientError:
+            raise connection_error() from None
 
     async def aclose(self) -> None:
         if self._session is not None:
