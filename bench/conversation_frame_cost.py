@@ -2,6 +2,7 @@
 prints JSON.
 
     .venv/bin/python bench/conversation_frame_cost.py [--calls 100] [--seconds 30] [--tree DIR]
+        [--decisions-out FILE]
 
 N conversations (the real driver, engine, VAD (webrtc + shared, batched silero), level gate,
 echo guard, STT feed) on in-memory legs, with zero-cost in-process providers (an STT that
@@ -17,7 +18,11 @@ clock moves 20 ms. So the run is the same on a busy box as on a quiet one (same 
 silero batches, same decisions: ``decisions_digest`` hashes every call's transcript events and
 the times and utterances of the agent frames it sent), and the figure is the thread's CPU
 time (``time.thread_time``: silero's ONNX Runtime runs in this thread) over the calls' ticks.
-``--tree`` measures another checkout (e.g. a ``git archive`` of main) for a back-to-back A/B.
+``--tree`` measures another checkout (e.g. a ``git archive`` of main) for a back-to-back A/B;
+``--decisions-out`` writes what the digest hashes, a line each, to diff two runs or two trees.
+The first tick waits (real time) until every call has queued its greeting: the drivers load
+their VADs in threads, and without the wait the greetings' first frames went out at 1000.00
+or 1000.02 depending on thread timing, which made the digest vary run to run.
 """
 
 from __future__ import annotations
@@ -106,7 +111,8 @@ def providers() -> Any:
     return ProviderSet([Stt()], [Llm()], [Tts()])  # type: ignore[list-item]
 
 
-async def measure(calls: int, seconds: float, questions: list[bytes]) -> dict[str, Any]:
+async def measure(calls: int, seconds: float, questions: list[bytes],
+                  decisions: list[str] | None = None) -> dict[str, Any]:
     from bridge.callmodel import CallInfo
     from bridge.conversation import run_conversation
     from bridge.conversation.silero_shared import shared_silero
@@ -147,20 +153,33 @@ async def measure(calls: int, seconds: float, questions: list[bytes]) -> dict[st
             if not loop._ready:  # type: ignore[attr-defined]  # nothing else ready: the tick is done
                 return
 
+    async def greetings_queued() -> None:
+        # Each driver loads its VAD in a thread (asyncio.to_thread) before its engine starts,
+        # and settle() cannot see a thread still running: how many calls had started by the
+        # end of the first tick depended on thread timing, and so did when each greeting's
+        # first frame went out (1000.00 or 1000.02) and the digest. So the first tick waits
+        # (real time, bounded) until every call has queued its greeting, then settles.
+        for _ in range(1000):
+            if all(leg.first_queued for leg in legs):
+                await settle()
+                return
+            await asyncio.sleep(0.01)
+        raise RuntimeError("a call did not queue its greeting within 10 s")
+
     async def tick(t: int) -> None:
         for n, leg in enumerate(legs):
             if t % _PERIOD_TICKS == (n * 7) % _PERIOD_TICKS and t >= _PERIOD_TICKS // 2:
                 leg.say(questions[(n + t // _PERIOD_TICKS) % len(questions)])
             leg.step()
         await settle()
+        if t == 0:
+            await greetings_queued()
         clock.advance(0.020)
 
     ticks = round(seconds / 0.020)
     warm = _PERIOD_TICKS // 2
     for t in range(warm):  # the greetings and VADs loaded (their threads), not counted
         await tick(t)
-        if t == 0:
-            await asyncio.sleep(0.2)
     gc.collect()
     silero = shared_silero()
     runs, windows = silero.runs, silero.windows
@@ -188,9 +207,13 @@ async def measure(calls: int, seconds: float, questions: list[bytes]) -> dict[st
     # The engine's decisions (transcript events with their clock times, and when each agent
     # frame went out, of which utterance): two trees that decide alike print the same digest.
     digest = hashlib.sha256()
+    dump = [] if decisions is None else decisions  # what the digest hashes, a line each
     for leg, cap in zip(legs, captures, strict=True):
+        sent = [(round(f.t, 3), f.utterance_id) for f in leg.sent]
         digest.update("\n".join(cap.log).encode())
-        digest.update(repr([(round(f.t, 3), f.utterance_id) for f in leg.sent]).encode())
+        digest.update(repr(sent).encode())
+        dump += [f"{leg.call_id} {line}" for line in cap.log]
+        dump += [f"{leg.call_id} sent {t} {u}" for t, u in sent]
     return {
         "calls": calls,
         "ticks": ticks,
@@ -209,12 +232,17 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=30.0, help="call time measured (clock, not wall)")
     ap.add_argument("--tree", type=Path, help="the checkout to measure (default: this one)")
+    ap.add_argument("--decisions-out", type=Path,
+                    help="write what decisions_digest hashes to this file, a line each (call id first)")
     args = ap.parse_args()
     tree = (args.tree or Path(__file__).resolve().parents[1]).resolve()
     sys.path.insert(0, str(tree))
     with tempfile.TemporaryDirectory() as tmp:
         questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
-    result = asyncio.run(measure(args.calls, args.seconds, questions))
+    decisions: list[str] = []
+    result = asyncio.run(measure(args.calls, args.seconds, questions, decisions))
+    if args.decisions_out is not None:  # to diff two runs' decisions line by line
+        args.decisions_out.write_text("\n".join(decisions) + "\n")
     print(json.dumps({"tree": str(tree), **result}))
 
 
