@@ -9,31 +9,15 @@ only logged, the turn connects by itself (and its own failure goes through failo
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 
-from bridge.providers.base import ProviderError
+from bridge.providers.warm_up import RUNNING, warm_first
 
 log = logging.getLogger(__name__)
-_running: set[asyncio.Task[None]] = set()  # a reference each, until they finish
-
-
-async def _warm(tts: object) -> None:
-    warmup = getattr(tts, "warmup", None)  # only network TTS have it
-    if warmup is None:
-        return
-    try:
-        await warmup()
-    except ProviderError as exc:
-        log.warning("tts warm-up failed: %s", exc)
-    except Exception as exc:  # best effort: the first reply connects anyway; never an unread task error
-        log.warning("tts warm-up failed: %s", type(exc).__name__)
+_running = RUNNING  # the warm-ups under way (tests wait for them)
 
 
 def warm_on_call(tts: Sequence[object], enabled: bool) -> None:
     """Start warming the first TTS in the failover list (the one the first reply uses)."""
-    if enabled and tts:
-        task = asyncio.create_task(_warm(tts[0]))
-        _running.add(task)
-        task.add_done_callback(_running.discard)
+    warm_first(tts, enabled, "tts", log)
