@@ -44,12 +44,14 @@ from voice_to_voice import (  # noqa: E402  (the same fakes, profile and figures
     ANSWERS,
     QUESTIONS,
     Capture,
+    add_shared_args,
     append_lines,
     close_providers,
     cloud_settings,
     cpu_seconds,
     fakes_lag,
     figures,
+    flux_eager_threshold,
     pct,
     rss_mib,
     sample_rss,
@@ -304,8 +306,7 @@ async def run(args: argparse.Namespace, url: str, audio: list[bytes], fakes_pid:
     secrets = Secrets.from_env(
         {"DEEPGRAM_API_KEY": DEEPGRAM_KEY, "OPENAI_API_KEY": OPENAI_KEY, "ELEVENLABS_API_KEY": ELEVENLABS_KEY}
     )
-    base = cloud_settings(url, args.tts, stt=args.stt,
-                          flux_eager=None if args.flux_eager == "off" else float(args.flux_eager))
+    base = cloud_settings(url, args.tts, stt=args.stt, flux_eager=flux_eager_threshold(args))
     settings = Settings.model_validate({
         **base.model_dump(),
         "daemon": {"stream_listen": "127.0.0.1:0", "shed_cpu_percent": args.shed_cpu_percent},
@@ -329,13 +330,12 @@ async def run(args: argparse.Namespace, url: str, audio: list[bytes], fakes_pid:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    add_shared_args(parser)
     parser.add_argument("--calls", type=int, nargs="+", default=[1, 60, 150])
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--tts", default="elevenlabs-ws", choices=["elevenlabs-ws", "elevenlabs"])
     parser.add_argument("--stt", default="deepgram", choices=["deepgram", "deepgram-flux"],
                         help="Deepgram v1 (the default) or Flux, against the same fakes process")
-    parser.add_argument("--flux-eager", default="0.5",
-                        help="stt.flux_eager_eot_threshold for deepgram-flux (off: no EagerEndOfTurn)")
     parser.add_argument("--ramp-s", type=float, default=10.0)
     parser.add_argument("--token-ms", type=float, default=20.0)
     parser.add_argument("--shed-cpu-percent", type=float, default=0.0,
@@ -344,13 +344,6 @@ def main() -> None:
                         help="append one JSON line per turn (call, question, latency marks) to this file")
     parser.add_argument("--loop", choices=event_loop.LOOP_NAMES, default=event_loop.DEFAULT_LOOP,
                         help="the measured (bridge) process's event loop; callers and fakes: asyncio")
-    parser.add_argument("--tts-spares", type=int, default=None,
-                        help="spare TTS sockets the provider may keep (elevenlabs-ws; default its own, "
-                             "1 = the single spare of before 2026-12-02)")
-    parser.add_argument("--gc-freeze", choices=["on", "off"], default="on",
-                        help="the daemon's GC policy once the providers are up (gc_policy.py: freeze); "
-                             "off: nothing frozen, every full pass walking the SDKs' objects, as the "
-                             "bench before 2026-12-02 08:00")
     parser.add_argument("--callback-profile", type=int, nargs="*", default=[],
                         help="at these call counts, time every callback of the bridge's loop (thread CPU "
                              "and wall time; adds ~1 us each) and print the longest (loop_probe.py)")

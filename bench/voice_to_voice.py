@@ -578,7 +578,7 @@ async def run(args: argparse.Namespace, url: str, questions: list[bytes], fakes_
                 "preemptive_generation": args.preemptive == "on",
                 "adaptive_endpointing": args.adaptive == "on",
                 "preemptive_on_interim": args.on_interim == "on",
-            }, stt=stt, flux_eager=None if args.flux_eager == "off" else float(args.flux_eager),
+            }, stt=stt, flux_eager=flux_eager_threshold(args),
                 send_chunk_ms=args.send_chunk_ms)
             for calls in args.calls:
                 cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
@@ -636,8 +636,26 @@ def serial_sum(answer: str, first_clause_words: int, token_ms: float, endpointin
     return round(endpointing_ms + sum(chain.values()) * 1000 + (words - 1) * token_ms, 1)
 
 
+def add_shared_args(parser: argparse.ArgumentParser) -> None:
+    """The options this bench and stream_capacity.py both take."""
+    parser.add_argument("--flux-eager", default="0.5",
+                        help="stt.flux_eager_eot_threshold for deepgram-flux (off: no EagerEndOfTurn)")
+    parser.add_argument("--tts-spares", type=int, default=None,
+                        help="spare TTS sockets the provider may keep (elevenlabs-ws; default its own, "
+                             "1 = the single spare of before 2026-12-02)")
+    parser.add_argument("--gc-freeze", choices=["on", "off"], default="on",
+                        help="the daemon's GC policy once the providers are up (gc_policy.py: freeze); "
+                             "off: nothing frozen, every full pass walking the SDKs' objects, as the "
+                             "bench before 2026-12-02 08:00")
+
+
+def flux_eager_threshold(args: argparse.Namespace) -> float | None:
+    return None if args.flux_eager == "off" else float(args.flux_eager)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    add_shared_args(parser)
     parser.add_argument("--calls", type=int, nargs="+", default=[1, 100])
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--tts", nargs="+", default=["elevenlabs-ws", "elevenlabs"],
@@ -661,8 +679,6 @@ def main() -> None:
     parser.add_argument("--dg-interim-on-silence", choices=["on", "off"], default="off",
                         help="fake Deepgram v1 sends every word as an interim when speech stops "
                              "(not documented either way: off = only the cadence's interims)")
-    parser.add_argument("--flux-eager", default="0.5",
-                        help="stt.flux_eager_eot_threshold for deepgram-flux (off: no EagerEndOfTurn)")
     parser.add_argument("--flux-eager-ms", type=int, default=150,
                         help="the fake Flux's silence before EagerEndOfTurn")
     parser.add_argument("--flux-eot-ms", type=int, default=300,
@@ -675,13 +691,6 @@ def main() -> None:
     parser.add_argument("--turns-out", default=None,
                         help="append one JSON line per turn (scenario, marks, stage spans, worst loop lag "
                              "of the bridge and the fakes per stage) to this file")
-    parser.add_argument("--tts-spares", type=int, default=None,
-                        help="spare TTS sockets the provider may keep (elevenlabs-ws; default its own, "
-                             "1 = the single spare of before 2026-12-02)")
-    parser.add_argument("--gc-freeze", choices=["on", "off"], default="on",
-                        help="the daemon's GC policy once the providers are up (gc_policy.py: freeze); "
-                             "off: nothing frozen, every full pass walking the SDKs' objects, as the "
-                             "bench before 2026-12-02 08:00")
     parser.add_argument("--gc-threshold", type=int, nargs=3, default=None,
                         help="gc.set_threshold() for the calls (default: Python's 700 10 10)")
     parser.add_argument("--gc-census", type=int, nargs="*", default=[],
