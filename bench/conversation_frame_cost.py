@@ -147,10 +147,15 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
     ]
     loop = asyncio.get_running_loop()
 
+    def due() -> bool:
+        """A callback ready, or a timer due now (silero's next slice is one: silero_shared)."""
+        timers = loop._scheduled  # type: ignore[attr-defined]
+        return bool(loop._ready) or bool(timers and timers[0].when() <= loop.time())  # type: ignore[attr-defined]
+
     async def settle() -> None:
         for _ in range(_SETTLE):
             await asyncio.sleep(0)
-            if not loop._ready:  # type: ignore[attr-defined]  # nothing else ready: the tick is done
+            if not due():  # nothing else ready: the tick is done
                 return
 
     async def greetings_queued() -> None:
@@ -183,6 +188,8 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
     gc.collect()
     silero = shared_silero()
     runs, windows = silero.runs, silero.windows
+    batch = silero.batch()
+    batch.largest = 0  # the measured ticks' only
     # silero's inference on its own (the same work on both sides of an A/B, and the noisiest
     # part on a shared box: cache-bound), so the rest of the loop's cost can be read apart
     inference = [0.0]
@@ -223,6 +230,11 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
         "cores_at_real_time": round(cpu / (ticks * 0.020), 3),
         "turns_answered": sum(c.turns for c in captures),
         "silero_windows_per_run": round((silero.windows - windows) / max(1, silero.runs - runs), 1),
+        "silero_runs": silero.runs - runs,
+        # the most windows one run (one loop callback) carried, and the most one pass queued
+        # (more than the first when the batch is sliced; a tree without slices has no figure)
+        "silero_largest_run": batch.largest,
+        "silero_most_queued": getattr(batch, "most_queued", None),
         "decisions_digest": digest.hexdigest()[:16],
     }
 
