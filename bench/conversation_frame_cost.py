@@ -2,7 +2,7 @@
 prints JSON.
 
     .venv/bin/python bench/conversation_frame_cost.py [--calls 100] [--seconds 30] [--tree DIR]
-        [--decisions-out FILE]
+        [--decisions-out FILE] [--silero-slice N]
 
 N conversations (the real driver, engine, VAD (webrtc + shared, batched silero), level gate,
 echo guard, STT feed) on in-memory legs, with zero-cost in-process providers (an STT that
@@ -244,6 +244,9 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=30.0, help="call time measured (clock, not wall)")
     ap.add_argument("--tree", type=Path, help="the checkout to measure (default: this one)")
+    ap.add_argument("--silero-slice", type=int, default=None,
+                    help="silero_shared.SLICE for this run (e.g. 100000: one run a pass, unsliced), "
+                         "for an A/B of the slicing on one tree; default: the tree's own")
     ap.add_argument("--decisions-out", type=Path,
                     help="write what decisions_digest hashes to this file, a line each (call id first)")
     args = ap.parse_args()
@@ -251,11 +254,17 @@ def main() -> None:
     sys.path.insert(0, str(tree))
     with tempfile.TemporaryDirectory() as tmp:
         questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
+    if args.silero_slice is not None:
+        from bridge.conversation import silero_shared
+
+        if not hasattr(silero_shared, "SLICE"):
+            ap.error(f"{tree} has no silero slices")
+        silero_shared.SLICE = args.silero_slice  # type: ignore[attr-defined]
     decisions: list[str] = []
     result = asyncio.run(measure(args.calls, args.seconds, questions, decisions))
     if args.decisions_out is not None:  # to diff two runs' decisions line by line
         args.decisions_out.write_text("\n".join(decisions) + "\n")
-    print(json.dumps({"tree": str(tree), **result}))
+    print(json.dumps({"tree": str(tree), "silero_slice": args.silero_slice, **result}))
 
 
 if __name__ == "__main__":
