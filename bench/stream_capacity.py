@@ -166,6 +166,10 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         await asyncio.sleep(max(0.0, 1.5 - (time.monotonic() - monitor_since)))
         silero = shared_silero()
         runs, windows = silero.runs, silero.windows
+        batch = silero.batch()
+        batch.largest = 0  # this scenario's (the batch lives as long as the loop)
+        if hasattr(batch, "most_queued"):  # a tree with silero slices
+            batch.most_queued = 0
         rss_before = rss_mib()
         rss_seen = [rss_before]
         fakes_lag(fakes)  # drop the fakes' samples of before this scenario
@@ -273,7 +277,9 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         "rss_mib": {"before_calls": round(rss_before, 1), "peak": round(max(rss_seen), 1),
                     "per_call": round((max(rss_seen) - rss_before) / calls, 3)},
         "silero": {"windows": windows, "runs": runs,
-                   "windows_per_run": round(windows / runs, 2) if runs else None},
+                   "windows_per_run": round(windows / runs, 2) if runs else None,
+                   # the most windows one run carried, and one pass queued (sliced above 47)
+                   "largest_run": batch.largest, "most_queued": getattr(batch, "most_queued", None)},
     }
 
 

@@ -435,6 +435,10 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         fallback = await presynthesize(providers.tts, settings.conversation.fallback_text)
         silero = shared_silero()
         runs, windows = silero.runs, silero.windows
+        batch = silero.batch()
+        batch.largest = 0  # this scenario's (the batch lives as long as the loop)
+        if hasattr(batch, "most_queued"):  # a tree with silero slices
+            batch.most_queued = 0
         fakes_lag(fakes)  # drop the fakes' samples of before this scenario
         sockets_before = tts_sockets(providers)
         threshold_before = gc.get_threshold()
@@ -531,7 +535,9 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         "cpu_ms_per_call_second": round(cpu * 1000 / max(1e-9, sum(c.seconds for c in captures)), 2),
         # silero's confirming windows and the batched runs that carried them (silero_shared.py)
         "silero": {"windows": windows, "runs": runs,
-                   "windows_per_run": round(windows / runs, 2) if runs else None},
+                   "windows_per_run": round(windows / runs, 2) if runs else None,
+                   # the most windows one run carried, and one pass queued (sliced above 47)
+                   "largest_run": batch.largest, "most_queued": getattr(batch, "most_queued", None)},
         # the process's RSS once providers are up, its peak during the calls, and the growth
         # per call (all calls are up at once after the ramp)
         "rss_mib": {"before_calls": round(rss_before, 1), "peak": round(max(rss_seen), 1),
