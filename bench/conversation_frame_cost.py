@@ -2,7 +2,7 @@
 prints JSON.
 
     .venv/bin/python bench/conversation_frame_cost.py [--calls 100] [--seconds 30] [--tree DIR]
-        [--decisions-out FILE] [--silero-slice N]
+        [--decisions-out FILE] [--silero-slice N] [--callback-profile]
 
 N conversations (the real driver, engine, VAD (webrtc + shared, batched silero), level gate,
 echo guard, STT feed) on in-memory legs, with zero-cost in-process providers (an STT that
@@ -112,7 +112,7 @@ def providers() -> Any:
 
 
 async def measure(calls: int, seconds: float, questions: list[bytes],
-                  decisions: list[str] | None = None) -> dict[str, Any]:
+                  decisions: list[str] | None = None, profile: Any = None) -> dict[str, Any]:
     from bridge.callmodel import CallInfo
     from bridge.conversation import run_conversation
     from bridge.conversation.silero_shared import shared_silero
@@ -203,10 +203,14 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
             inference[0] += time.thread_time() - start
 
     silero.run = timed_run  # type: ignore[method-assign]
+    if profile is not None:
+        profile.install()
     cpu = time.thread_time()
     for t in range(warm, warm + ticks):
         await tick(t)
     cpu = time.thread_time() - cpu
+    if profile is not None:
+        profile.uninstall()
     silero.run = plain_run  # type: ignore[method-assign]
     for leg in legs:
         await leg.remote_hangup("bye")
@@ -247,6 +251,10 @@ def main() -> None:
     ap.add_argument("--silero-slice", type=int, default=None,
                     help="silero_shared.SLICE for this run (e.g. 100000: one run a pass, unsliced), "
                          "for an A/B of the slicing on one tree; default: the tree's own")
+    ap.add_argument("--callback-profile", action="store_true",
+                    help="time every loop callback of the measured ticks (thread CPU; bench/loop_probe.py): "
+                         "the longest ones, runs over 1/2/5 ms, silero batch runs' percentiles. The bench's "
+                         "own tick (every leg stepped, as the media clock does) is one 'task tick' callback")
     ap.add_argument("--decisions-out", type=Path,
                     help="write what decisions_digest hashes to this file, a line each (call id first)")
     args = ap.parse_args()
@@ -260,8 +268,18 @@ def main() -> None:
         if not hasattr(silero_shared, "SLICE"):
             ap.error(f"{tree} has no silero slices")
         silero_shared.SLICE = args.silero_slice  # type: ignore[attr-defined]
+    profile = None
+    if args.callback_profile:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))  # this bench's loop_probe.py
+        from loop_probe import CallbackProfile
+
+        profile = CallbackProfile()
     decisions: list[str] = []
-    result = asyncio.run(measure(args.calls, args.seconds, questions, decisions))
+    result = asyncio.run(measure(args.calls, args.seconds, questions, decisions, profile))
+    if profile is not None:
+        report = profile.report(top=6)
+        result["callback_profile"] = {k: report[k] for k in (
+            "callbacks", "cpu_s", "runs_over_ms_cpu", "tracked", "by_longest_run")}
     if args.decisions_out is not None:  # to diff two runs' decisions line by line
         args.decisions_out.write_text("\n".join(decisions) + "\n")
     print(json.dumps({"tree": str(tree), "silero_slice": args.silero_slice, **result}))
