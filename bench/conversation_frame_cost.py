@@ -2,7 +2,7 @@
 prints JSON.
 
     .venv/bin/python bench/conversation_frame_cost.py [--calls 100] [--seconds 30] [--tree DIR]
-        [--decisions-out FILE]
+        [--decisions-out FILE] [--silero-slice N] [--callback-profile]
 
 N conversations (the real driver, engine, VAD (webrtc + shared, batched silero), level gate,
 echo guard, STT feed) on in-memory legs, with zero-cost in-process providers (an STT that
@@ -112,7 +112,7 @@ def providers() -> Any:
 
 
 async def measure(calls: int, seconds: float, questions: list[bytes],
-                  decisions: list[str] | None = None) -> dict[str, Any]:
+                  decisions: list[str] | None = None, profile: Any = None) -> dict[str, Any]:
     from bridge.callmodel import CallInfo
     from bridge.conversation import run_conversation
     from bridge.conversation.silero_shared import shared_silero
@@ -147,10 +147,15 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
     ]
     loop = asyncio.get_running_loop()
 
+    def due() -> bool:
+        """A callback ready, or a timer due now (silero's next slice is one: silero_shared)."""
+        timers = loop._scheduled  # type: ignore[attr-defined]
+        return bool(loop._ready) or bool(timers and timers[0].when() <= loop.time())  # type: ignore[attr-defined]
+
     async def settle() -> None:
         for _ in range(_SETTLE):
             await asyncio.sleep(0)
-            if not loop._ready:  # type: ignore[attr-defined]  # nothing else ready: the tick is done
+            if not due():  # nothing else ready: the tick is done
                 return
 
     async def greetings_queued() -> None:
@@ -183,6 +188,8 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
     gc.collect()
     silero = shared_silero()
     runs, windows = silero.runs, silero.windows
+    batch = silero.batch()
+    batch.largest = 0  # the measured ticks' only
     # silero's inference on its own (the same work on both sides of an A/B, and the noisiest
     # part on a shared box: cache-bound), so the rest of the loop's cost can be read apart
     inference = [0.0]
@@ -196,10 +203,14 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
             inference[0] += time.thread_time() - start
 
     silero.run = timed_run  # type: ignore[method-assign]
+    if profile is not None:
+        profile.install()
     cpu = time.thread_time()
     for t in range(warm, warm + ticks):
         await tick(t)
     cpu = time.thread_time() - cpu
+    if profile is not None:
+        profile.uninstall()
     silero.run = plain_run  # type: ignore[method-assign]
     for leg in legs:
         await leg.remote_hangup("bye")
@@ -223,6 +234,11 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
         "cores_at_real_time": round(cpu / (ticks * 0.020), 3),
         "turns_answered": sum(c.turns for c in captures),
         "silero_windows_per_run": round((silero.windows - windows) / max(1, silero.runs - runs), 1),
+        "silero_runs": silero.runs - runs,
+        # the most windows one run (one loop callback) carried, and the most one pass queued
+        # (more than the first when the batch is sliced; a tree without slices has no figure)
+        "silero_largest_run": batch.largest,
+        "silero_most_queued": getattr(batch, "most_queued", None),
         "decisions_digest": digest.hexdigest()[:16],
     }
 
@@ -232,6 +248,13 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=30.0, help="call time measured (clock, not wall)")
     ap.add_argument("--tree", type=Path, help="the checkout to measure (default: this one)")
+    ap.add_argument("--silero-slice", type=int, default=None,
+                    help="silero_shared.SLICE for this run (e.g. 100000: one run a pass, unsliced), "
+                         "for an A/B of the slicing on one tree; default: the tree's own")
+    ap.add_argument("--callback-profile", action="store_true",
+                    help="time every loop callback of the measured ticks (thread CPU; bench/loop_probe.py): "
+                         "the longest ones, runs over 1/2/5 ms, silero batch runs' percentiles. The bench's "
+                         "own tick (every leg stepped, as the media clock does) is one 'task tick' callback")
     ap.add_argument("--decisions-out", type=Path,
                     help="write what decisions_digest hashes to this file, a line each (call id first)")
     args = ap.parse_args()
@@ -239,11 +262,27 @@ def main() -> None:
     sys.path.insert(0, str(tree))
     with tempfile.TemporaryDirectory() as tmp:
         questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
+    if args.silero_slice is not None:
+        from bridge.conversation import silero_shared
+
+        if not hasattr(silero_shared, "SLICE"):
+            ap.error(f"{tree} has no silero slices")
+        silero_shared.SLICE = args.silero_slice  # type: ignore[attr-defined]
+    profile = None
+    if args.callback_profile:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))  # this bench's loop_probe.py
+        from loop_probe import CallbackProfile
+
+        profile = CallbackProfile()
     decisions: list[str] = []
-    result = asyncio.run(measure(args.calls, args.seconds, questions, decisions))
+    result = asyncio.run(measure(args.calls, args.seconds, questions, decisions, profile))
+    if profile is not None:
+        report = profile.report(top=6)
+        result["callback_profile"] = {k: report[k] for k in (
+            "callbacks", "cpu_s", "runs_over_ms_cpu", "tracked", "by_longest_run")}
     if args.decisions_out is not None:  # to diff two runs' decisions line by line
         args.decisions_out.write_text("\n".join(decisions) + "\n")
-    print(json.dumps({"tree": str(tree), **result}))
+    print(json.dumps({"tree": str(tree), "silero_slice": args.silero_slice, **result}))
 
 
 if __name__ == "__main__":

@@ -94,6 +94,10 @@ def _key(handle: asyncio.events.Handle) -> str:
     return f"{module}.{name}" if module else name
 
 
+# callbacks whose every run is kept (CallbackProfile.samples): silero's batch run
+TRACKED = ("SileroBatch._run",)
+
+
 class CallbackProfile:
     """Thread CPU time and wall time of every loop callback while installed (one at a time)."""
 
@@ -103,6 +107,11 @@ class CallbackProfile:
         self.max_cpu_ns: dict[str, int] = defaultdict(int)
         self.max_wall_ns: dict[str, int] = defaultdict(int)
         self.long: list[tuple[int, int, str]] = []  # (cpu ns, wall ns, key) of runs over 5 ms CPU
+        # runs over 1, 2 and 5 ms of CPU, all callbacks (what a provider message may wait behind)
+        self.over_ns = {1_000_000: 0, 2_000_000: 0, 5_000_000: 0}
+        # every run's CPU of the callbacks named here (silero's batch: sliced or not), for
+        # percentiles; a few thousand runs a minute, so kept whole
+        self.samples: dict[str, list[int]] = defaultdict(list)
         self._original: Any = None
 
     def install(self) -> None:
@@ -111,6 +120,7 @@ class CallbackProfile:
         thread_ns, wall_ns = time.thread_time_ns, time.perf_counter_ns
         cpu, count, max_cpu, max_wall, long = (self.cpu_ns, self.count, self.max_cpu_ns,
                                                self.max_wall_ns, self.long)
+        over, samples = self.over_ns, self.samples
 
         def _run(handle: asyncio.events.Handle) -> None:
             c0, w0 = thread_ns(), wall_ns()
@@ -123,8 +133,14 @@ class CallbackProfile:
                 max_cpu[key] = c
             if w > max_wall[key]:
                 max_wall[key] = w
-            if c > 5_000_000:
-                long.append((c, w, key))
+            if c > 1_000_000:
+                for limit in over:
+                    if c > limit:
+                        over[limit] += 1
+                if c > 5_000_000:
+                    long.append((c, w, key))
+            if key.endswith(TRACKED):
+                samples[key].append(c)
 
         handle_cls._run = _run  # type: ignore[method-assign]
 
@@ -151,9 +167,17 @@ class CallbackProfile:
         long_by: dict[str, int] = defaultdict(int)
         for _, _, key in self.long:
             long_by[key] += 1
+        tracked = {}
+        for key, runs in self.samples.items():
+            ordered = sorted(runs)
+            tracked[key] = {"count": len(ordered), **{
+                f"{name}_cpu_ms": round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6, 2)
+                for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))}}
         return {
             "callbacks": sum(self.count.values()),
             "cpu_s": round(total / 1e9, 2),
+            "runs_over_ms_cpu": {str(limit // 1_000_000): n for limit, n in self.over_ns.items()},
+            "tracked": tracked,
             "runs_over_5ms_cpu": len(self.long),
             "their_cpu_share": round(long_cpu / total, 3),
             "runs_over_5ms_by_callback": dict(sorted(long_by.items(), key=lambda kv: -kv[1])[:top]),

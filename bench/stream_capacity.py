@@ -52,6 +52,9 @@ from voice_to_voice import (  # noqa: E402  (the same fakes, profile and figures
     fakes_lag,
     figures,
     flux_eager_threshold,
+    gc_ab,
+    gc_label,
+    gc_settings,
     pct,
     rss_mib,
     sample_rss,
@@ -130,7 +133,8 @@ def caller_audio(questions: list[bytes], turns: int) -> list[bytes]:
 async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list[bytes],
                    turns: int, ramp_s: float, turns_out: str | None = None,
                    fakes: Any = None, profile: CallbackProfile | None = None,
-                   gc_freeze: bool = True, tts_spares: int | None = None) -> dict[str, Any]:
+                   gc_freeze: bool = True, tts_spares: int | None = None,
+                   gc_threshold: tuple[int, int, int] | None = None) -> dict[str, Any]:
     providers = build_providers(settings, secrets)
     set_tts_spares(providers, tts_spares)
     # the daemon's monitor has run long before a call comes; here it starts before the warm-up
@@ -162,6 +166,10 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         await asyncio.sleep(max(0.0, 1.5 - (time.monotonic() - monitor_since)))
         silero = shared_silero()
         runs, windows = silero.runs, silero.windows
+        batch = silero.batch()
+        batch.largest = 0  # this scenario's (the batch lives as long as the loop)
+        if hasattr(batch, "most_queued"):  # a tree with silero slices
+            batch.most_queued = 0
         rss_before = rss_mib()
         rss_seen = [rss_before]
         fakes_lag(fakes)  # drop the fakes' samples of before this scenario
@@ -176,6 +184,8 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
             # as long as the process stays out of the cyclic GC's scans, which otherwise walk
             # the SDKs' and models' objects in the middle of calls
             settle_gc()
+        if gc_threshold:
+            gc.set_threshold(*gc_threshold)
         gc_pauses = GcPauses()
         gc_pauses.install()
         sampler = asyncio.create_task(sample_rss(rss_seen))
@@ -267,7 +277,9 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, audio: list
         "rss_mib": {"before_calls": round(rss_before, 1), "peak": round(max(rss_seen), 1),
                     "per_call": round((max(rss_seen) - rss_before) / calls, 3)},
         "silero": {"windows": windows, "runs": runs,
-                   "windows_per_run": round(windows / runs, 2) if runs else None},
+                   "windows_per_run": round(windows / runs, 2) if runs else None,
+                   # the most windows one run carried, and one pass queued (sliced above 47)
+                   "largest_run": batch.largest, "most_queued": getattr(batch, "most_queued", None)},
     }
 
 
@@ -314,17 +326,22 @@ async def run(args: argparse.Namespace, url: str, audio: list[bytes], fakes_pid:
         "plivo": {"stream_require_token": False, "stream_check_signature": False, "nonce_db": ":memory:"},
     })
     out: dict[str, Any] = {}
+    settings_ab = gc_settings(args)
     for calls in args.calls:
-        cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
-        ramp = args.ramp_s if calls > 1 else 0.0
-        profile = CallbackProfile() if calls in args.callback_profile else None
-        result = await scenario(calls, settings, secrets, audio, args.turns, ramp, args.turns_out,
-                                fakes, profile, args.gc_freeze == "on", args.tts_spares)
-        if profile is not None:
-            result["callback_profile"] = profile.report()
-        result["fakes_cores_busy"] = round((cpu_seconds(fakes_pid) - cpu) / (time.monotonic() - wall), 3)
-        result["load_average"] = os.getloadavg()  # the machine's, at the end of the run
-        out[str(calls)] = result
+        for setting in settings_ab:  # several: back to back, same call count
+            cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
+            ramp = args.ramp_s if calls > 1 else 0.0
+            profile = CallbackProfile() if calls in args.callback_profile else None
+            result = await scenario(calls, settings, secrets, audio, args.turns, ramp, args.turns_out,
+                                    fakes, profile, args.gc_freeze == "on", args.tts_spares, setting)
+            if profile is not None:
+                result["callback_profile"] = profile.report()
+            result["fakes_cores_busy"] = round((cpu_seconds(fakes_pid) - cpu) / (time.monotonic() - wall), 3)
+            result["load_average"] = os.getloadavg()  # the machine's, at the end of the run
+            result["gc_threshold"] = gc_label(setting)
+            out[str(calls) if len(settings_ab) == 1 else f"{calls}/gc={gc_label(setting)}"] = result
+    if len(settings_ab) > 1:
+        out["gc_ab"] = gc_ab(out)
     return out
 
 

@@ -435,6 +435,10 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         fallback = await presynthesize(providers.tts, settings.conversation.fallback_text)
         silero = shared_silero()
         runs, windows = silero.runs, silero.windows
+        batch = silero.batch()
+        batch.largest = 0  # this scenario's (the batch lives as long as the loop)
+        if hasattr(batch, "most_queued"):  # a tree with silero slices
+            batch.most_queued = 0
         fakes_lag(fakes)  # drop the fakes' samples of before this scenario
         sockets_before = tts_sockets(providers)
         threshold_before = gc.get_threshold()
@@ -531,7 +535,9 @@ async def scenario(calls: int, settings: Settings, secrets: Secrets, questions: 
         "cpu_ms_per_call_second": round(cpu * 1000 / max(1e-9, sum(c.seconds for c in captures)), 2),
         # silero's confirming windows and the batched runs that carried them (silero_shared.py)
         "silero": {"windows": windows, "runs": runs,
-                   "windows_per_run": round(windows / runs, 2) if runs else None},
+                   "windows_per_run": round(windows / runs, 2) if runs else None,
+                   # the most windows one run carried, and one pass queued (sliced above 47)
+                   "largest_run": batch.largest, "most_queued": getattr(batch, "most_queued", None)},
         # the process's RSS once providers are up, its peak during the calls, and the growth
         # per call (all calls are up at once after the ramp)
         "rss_mib": {"before_calls": round(rss_before, 1), "peak": round(max(rss_seen), 1),
@@ -581,20 +587,26 @@ async def run(args: argparse.Namespace, url: str, questions: list[bytes], fakes_
             }, stt=stt, flux_eager=flux_eager_threshold(args),
                 send_chunk_ms=args.send_chunk_ms)
             for calls in args.calls:
-                cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
-                ramp = args.ramp_s if calls > 1 else 0.0
-                profile = CallbackProfile() if calls in args.callback_profile else None
-                result = await scenario(calls, settings, secrets, questions, args.turns, ramp, fakes, profile,
-                                        args.turns_out, f"{stt}/{tts}/{args.answer_now}",
-                                        args.gc_freeze == "on", calls in args.gc_census,
-                                        tuple(args.gc_threshold) if args.gc_threshold else None,
-                                        args.tts_spares)
-                busy = (cpu_seconds(fakes_pid) - cpu) / (time.monotonic() - wall)
-                result["fakes_cores_busy"] = round(busy, 3)
-                result["load_average"] = os.getloadavg()  # the machine's, at the end of the run
-                if profile is not None:
-                    result["callback_profile"] = profile.report()
-                out[f"{stt}/{tts}/{calls}"] = result
+                for setting in gc_settings(args):  # several: back to back, same call count
+                    cpu, wall = cpu_seconds(fakes_pid), time.monotonic()
+                    ramp = args.ramp_s if calls > 1 else 0.0
+                    profile = CallbackProfile() if calls in args.callback_profile else None
+                    result = await scenario(calls, settings, secrets, questions, args.turns, ramp, fakes,
+                                            profile, args.turns_out, f"{stt}/{tts}/{args.answer_now}",
+                                            args.gc_freeze == "on", calls in args.gc_census, setting,
+                                            args.tts_spares)
+                    busy = (cpu_seconds(fakes_pid) - cpu) / (time.monotonic() - wall)
+                    result["fakes_cores_busy"] = round(busy, 3)
+                    result["load_average"] = os.getloadavg()  # the machine's, at the end of the run
+                    result["gc_threshold"] = gc_label(setting)
+                    if profile is not None:
+                        result["callback_profile"] = profile.report()
+                    key = f"{stt}/{tts}/{calls}"
+                    if len(gc_settings(args)) > 1:
+                        key += f"/gc={gc_label(setting)}"
+                    out[key] = result
+    if len(gc_settings(args)) > 1:
+        out["gc_ab"] = gc_ab(out)
     return out
 
 
@@ -647,6 +659,49 @@ def add_shared_args(parser: argparse.ArgumentParser) -> None:
                         help="the daemon's GC policy once the providers are up (gc_policy.py: freeze); "
                              "off: nothing frozen, every full pass walking the SDKs' objects, as the "
                              "bench before 2026-12-02 08:00")
+    parser.add_argument("--gc-threshold", nargs="+", default=None, metavar="SETTING",
+                        help="gc.set_threshold() for the calls: one or more settings, each 'default' "
+                             "(Python's 700,10,10) or 'A,B,C', run one after the other at each call "
+                             "count (an A/B in one command: --gc-threshold default 10000,20,10); "
+                             "the old form of three numbers (10000 20 10) is one setting")
+
+
+def gc_settings(args: argparse.Namespace) -> list[tuple[int, int, int] | None]:
+    """--gc-threshold as the settings to run, None for Python's own (the daemon's)."""
+    tokens: list[str] | None = args.gc_threshold
+    if not tokens:
+        return [None]
+    if len(tokens) == 3 and all(t.isdigit() for t in tokens):  # the old form: one setting
+        tokens = [",".join(tokens)]
+    out: list[tuple[int, int, int] | None] = []
+    for token in tokens:
+        if token == "default":
+            out.append(None)
+            continue
+        parts = token.split(",")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            raise SystemExit(f"--gc-threshold: {token!r} is neither 'default' nor 'A,B,C'")
+        out.append((int(parts[0]), int(parts[1]), int(parts[2])))
+    return out
+
+
+def gc_label(setting: tuple[int, int, int] | None) -> str:
+    return "default" if setting is None else ",".join(map(str, setting))
+
+
+def gc_ab(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The GC A/B side by side, a line a run (both benches print it with several settings)."""
+    return [gc_ab_row(key, result) for key, result in results.items()]
+
+
+def gc_ab_row(key: str, result: dict[str, Any]) -> dict[str, Any]:
+    pauses = result.get("gc_pauses", {})
+    return {"run": key, "gc_threshold": result.get("gc_threshold"),
+            "voice_to_voice_ms": result.get("voice_to_voice_ms"),
+            "gc_cpu_ms": round(sum(g["cpu_ms"] for g in pauses.values()), 1),
+            "gc_passes": {gen: g["passes"] for gen, g in pauses.items()},
+            "longest_gc_pause_cpu_ms": max((g["max_cpu_ms"] for g in pauses.values()), default=0.0),
+            "loop_lag_ms": result.get("loop_lag_ms"), "cpu_cores_busy": result.get("cpu_cores_busy")}
 
 
 def flux_eager_threshold(args: argparse.Namespace) -> float | None:
@@ -691,8 +746,6 @@ def main() -> None:
     parser.add_argument("--turns-out", default=None,
                         help="append one JSON line per turn (scenario, marks, stage spans, worst loop lag "
                              "of the bridge and the fakes per stage) to this file")
-    parser.add_argument("--gc-threshold", type=int, nargs=3, default=None,
-                        help="gc.set_threshold() for the calls (default: Python's 700 10 10)")
     parser.add_argument("--gc-census", type=int, nargs="*", default=[],
                         help="at these call counts, count the GC-tracked objects by type once all calls "
                              "are up (a ~1 s pause of the measured process)")

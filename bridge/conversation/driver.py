@@ -47,6 +47,7 @@ from bridge.metrics import (
 )
 from bridge.providers.base import LLM, TTS, Message, ProviderError, SttStream, TextDelta, ToolCall, ToolSpec
 from bridge.providers.factory import ProviderSet
+from bridge.providers.llm.warm import warm_on_speech
 from bridge.settings import Settings
 from bridge.settings.paths import resolve_path
 
@@ -131,6 +132,7 @@ class Conversation:
         self._speech_now: Callable[[bytes, Later], bool | None] = _no_vad
         self._vad_later: Later = self._vad_done  # one bound method, not one a frame
         self._pending: bytes | None = None  # the frame waiting for silero's batched window
+        self._heard = False  # the engine heard speech on the last frame (an onset: False -> True)
         self._end_timer: asyncio.TimerHandle | None = None  # our hang-up: waiting for the leg's end
         self._last_event = 0.0
         self._extra = {"call_id": call_info.call_id}
@@ -237,7 +239,12 @@ class Conversation:
             # so does each frame of the silence after it: an STT that ends the turn
             # itself (Flux) times its end of turn on that silence, and a chunk would
             # hold it back (measured: Flux's EagerEndOfTurn ~60 ms later at 80 ms).
+            self._heard = False
             self._stt_flush()
+        elif not self._heard:  # the caller started speaking: a question may follow
+            self._heard = True
+            # the LLM's pool may have dropped its idle connection since the offer (llm/warm.py)
+            warm_on_speech(self.providers.llm, self._index["llm"], self.settings.llm.warmup_on_speech)
 
     def _crashed(self, exc: BaseException) -> None:
         """A bug on the frame path (the engine, the VAD, silero's run): end the call rather

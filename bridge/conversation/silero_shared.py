@@ -15,8 +15,18 @@ handled in the same pass. ``SileroStream.process_then`` queues the window with a
 callback (``process_batched``: the same with a future, for code that awaits); the first window
 of a pass schedules one run at the end of that pass (``call_soon``) for every window queued by
 then, each row with its own call's state, and calls each window's callback in queue order
-with its probability (or the run's exception). No timer, no task and no future on the
-driver's path: the run happens as soon as the loop has handled what was ready with it.
+with its probability (or the run's exception). No task and no future on the driver's path:
+the run happens as soon as the loop has handled what was ready with it.
+
+Slices: one run of every window a busy pass queued held the loop for 4-13 ms of CPU at 150
+calls on a shared box, and a provider message that arrived meanwhile waited behind all of it
+(bench/profiles/latency_150.md). So the queued windows are cut into even slices of about
+``SLICE`` windows (48 or more make two slices; a run never carries more than 47, ~1.7 ms of
+CPU here), and each further slice runs in its own callback, due at once but queued as a timer,
+so the loop first polls its sockets and handles what arrived. The fixed cost of a run
+(~150-200 us against ~35 us a window) is paid once more per slice only where a pass queued
+48 windows or more. Each window's probability depends only on its own call's state, so
+slicing changes no decision.
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ SAMPLE_RATE = 8000
 WINDOW = 256  # 32 ms at 8 kHz, the model's window
 CONTEXT = 32  # 4 ms of the previous window the model reads in front of each window
 _STATE_SHAPE = (2, 1, 128)
+# the windows one run (one loop callback) carries, about: ~200 us fixed + ~35 us a window
+SLICE = 32
 
 log = logging.getLogger(__name__)
 # a window's completion: its speech probability, or the exception the batch run raised
@@ -114,15 +126,28 @@ class SileroBatch:
         self._model = model
         self._loop = loop
         self._queued: list[tuple[SileroStream, WindowDone]] = []
+        self._due = False  # a run is scheduled (the end of this pass, or the next slice)
         self.largest = 0  # the most windows one run carried (benches report it)
+        self.most_queued = 0  # the most windows waiting when a run started (before slicing)
 
     def submit(self, stream: SileroStream, done: WindowDone) -> None:
-        if not self._queued:
+        if not self._due:
+            self._due = True
             self._loop.call_soon(self._run)
         self._queued.append((stream, done))
 
     def _run(self) -> None:
-        queued, self._queued = self._queued, []
+        queued = self._queued
+        self.most_queued = max(self.most_queued, len(queued))
+        slices = (len(queued) + SLICE // 2) // SLICE  # the nearest count: 47 is one, 48 two
+        if slices > 1:
+            size = -(-len(queued) // slices)  # even slices
+            queued, self._queued = queued[:size], queued[size:]
+            # a timer due now: the loop polls its sockets (a provider's message) before it
+            self._loop.call_at(self._loop.time(), self._run)
+        else:
+            self._queued = []
+            self._due = False
         self.largest = max(self.largest, len(queued))
         try:
             if len(queued) == 1:
@@ -142,7 +167,7 @@ class SileroBatch:
             stream._state = new_states[:, i : i + 1, :].copy()
             stream._in_flight = False
         # every stream is free before any callback runs: a callback may queue its call's next
-        # window at once (it joins the next pass's run)
+        # window at once (it joins the next run: the next slice's, or the next pass's)
         for i, (_, done) in enumerate(queued):
             _call(done, float(probs[i]))
 

@@ -9,12 +9,14 @@ Three ways to ask, with the same answers: ``is_speech`` runs silero at once, win
 ``speech_now`` (the conversation driver's, called from the leg's event consumer) answers at
 once when the frame needs no silero window, and otherwise queues the window into the batch of
 the calls handled in the same pass of the event loop (silero_shared.SileroBatch), returns None
-and hands the answer to a callback when that batch has run; ``speech`` is the same for code
-that awaits.
+and hands the answer to a callback when that batch has run; ``speech`` is ``speech_now``
+awaited (``awaited``: the callback settles a future), for code that awaits. So the batched
+decision is written once, in ``speech_now``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -32,6 +34,32 @@ _NO_WINDOWS: tuple[np.ndarray, ...] = ()
 
 # a decision that waited for silero's batched window: speech or not, or the run's exception
 Later = Callable[[bool | BaseException], None]
+
+
+async def awaited(speech_now: Callable[[bytes, Later], bool | None], pcm: bytes) -> bool:
+    """``speech_now``'s decision for code that awaits: at once when it needs no silero window,
+    else from a future its callback settles when the batched window has run."""
+    future: asyncio.Future[bool] | None = None
+    early: list[bool | BaseException] = []  # an answer given before the future existed
+
+    def later(result: bool | BaseException) -> None:
+        if future is None:
+            early.append(result)
+        elif not future.done():  # the awaiting task may have been cancelled (its call ended)
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    answer = speech_now(pcm, later)
+    if answer is not None:
+        return answer
+    if not early:  # the usual case: the window runs at the end of this loop pass
+        future = asyncio.get_running_loop().create_future()
+        return await future
+    if isinstance(early[0], BaseException):
+        raise early[0]
+    return early[0]
 
 
 class FrameVad(Protocol):
@@ -67,7 +95,7 @@ class WebrtcVad:
         return bool(self._process(self._handle, SAMPLE_RATE, pcm, FRAME_BYTES // 2))
 
     async def speech(self, pcm: bytes) -> bool:
-        return self.is_speech(pcm)
+        return await awaited(self.speech_now, pcm)
 
     def speech_now(self, pcm: bytes, later: Later) -> bool | None:
         return self.is_speech(pcm)
@@ -127,17 +155,12 @@ class SileroVad:
         for window in self._windows(pcm):
             self._decide(self._model.process(window))
 
-    async def feed_batched(self, pcm: bytes) -> None:
-        for window in self._windows(pcm):
-            self._decide(await self._model.process_batched(window))
-
     def is_speech(self, pcm: bytes) -> bool:
         self.feed(pcm)
         return self._speaking
 
     async def speech(self, pcm: bytes) -> bool:
-        await self.feed_batched(pcm)
-        return self._speaking
+        return await awaited(self.speech_now, pcm)
 
     def feed_then(self, windows: Sequence[np.ndarray], later: Callable[[BaseException | None], None]) -> None:
         """Run ``windows`` (at least one) batched, one after the other, then call ``later``
@@ -196,19 +219,19 @@ class WebrtcSileroVad:
         self._since_webrtc += 1
         return self._since_webrtc <= _SILERO_HANGOVER_FRAMES
 
+    def _verdict(self) -> bool:
+        """silero's decision, only while webrtc fired in the last 2 frames (the longer
+        hangover keeps silero's state warm; it does not stretch speech)."""
+        return self._silero._speaking and self._since_webrtc <= 2
+
     def is_speech(self, pcm: bytes) -> bool:
         if not self._silero_needed(pcm):
             return False
-        return self._silero.is_speech(pcm) and self._since_webrtc <= 2
+        self._silero.feed(pcm)
+        return self._verdict()
 
     async def speech(self, pcm: bytes) -> bool:
-        if not self._silero_needed(pcm):
-            return False
-        # SileroVad.speech inlined: two coroutine frames fewer on every frame silero hears
-        silero = self._silero
-        for window in silero._windows(pcm):
-            silero._decide(await silero._model.process_batched(window))
-        return silero._speaking and self._since_webrtc <= 2
+        return await awaited(self.speech_now, pcm)
 
     def speech_now(self, pcm: bytes, later: Later) -> bool | None:
         if not self._silero_needed(pcm):
@@ -216,7 +239,7 @@ class WebrtcSileroVad:
         silero = self._silero
         windows = silero._windows(pcm)
         if not windows:  # 5 frames in 8: no window completed, the last decision stands
-            return silero._speaking and self._since_webrtc <= 2
+            return self._verdict()
         self._later = later
         silero.feed_then(windows, self._silero_done)
         return None
@@ -226,7 +249,7 @@ class WebrtcSileroVad:
         if later is None:
             return
         # _since_webrtc is as the frame left it: the next frame is asked only after this
-        later(self._silero._speaking and self._since_webrtc <= 2 if error is None else error)
+        later(self._verdict() if error is None else error)
 
 
 def create_vad(settings: VadSettings) -> FrameVad:

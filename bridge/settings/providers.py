@@ -72,6 +72,9 @@ class LlmSettings(Section):
     # Open (or refresh) the first LLM's connection when a call is offered (GET {base_url}/models
     # with the same key), so the first turn skips TCP + TLS set-up; the offline engine has none
     warmup_on_call: bool = True
+    # Again when the caller starts speaking, if the pool sat idle >= 2 s since (it drops a
+    # connection idle 5 s): a first question asked late still finds its connection open
+    warmup_on_speech: bool = True
     script_file: str = "config/agent-script.toml"
 
 

@@ -244,3 +244,81 @@ def test_a_failed_run_reaches_every_window_and_a_failing_callback_spares_the_oth
     got = asyncio.run(run())
     assert len(got) == 4 and all(isinstance(p, float) for p in got[2:])
     assert "window callback failed" in caplog.text
+
+
+def test_a_busy_pass_runs_in_slices_and_a_socket_message_is_handled_between_them(
+    calls: list[bytes],
+) -> None:
+    """100 calls' windows queued in one pass run as 3 slices of about SLICE windows, each its
+    own loop callback; a message that reaches a socket while the first slice runs is handled
+    before the second. Every window gets what it gets alone, callbacks in queue order."""
+    model = shared_silero()
+    sources = [_windows(pcm) for pcm in calls]
+    windows = [sources[i % len(sources)][5 + i // len(sources)] for i in range(100)]
+    alone = [model.stream().process(w) for w in windows]
+
+    async def run() -> tuple[list[tuple[str, int]], list[float], int, int]:
+        import socket
+
+        loop = asyncio.get_running_loop()
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        events: list[tuple[str, int]] = []
+        got: list[float] = [0.0] * len(windows)
+        finished = loop.create_future()
+
+        def message() -> None:
+            reader.recv(16)
+            events.append(("message", 0))
+
+        loop.add_reader(reader.fileno(), message)
+
+        def done_for(i: int) -> Callable[[float | BaseException], None]:
+            def done(result: float | BaseException) -> None:
+                assert not isinstance(result, BaseException)
+                got[i] = result
+                events.append(("window", i))
+                if i == 0:
+                    writer.send(b"x")  # a provider's message lands while slice 1 runs
+                if i == len(windows) - 1:
+                    finished.set_result(None)
+            return done
+
+        runs = model.runs
+        batch = model.batch()
+        largest = batch.largest
+        batch.largest = 0
+        try:
+            for i, window in enumerate(windows):
+                model.stream().process_then(window, done_for(i))
+            await asyncio.wait_for(finished, 10)
+        finally:
+            loop.remove_reader(reader.fileno())
+            reader.close()
+            writer.close()
+        sliced = batch.largest
+        batch.largest = max(largest, sliced)
+        return events, got, model.runs - runs, sliced
+
+    events, got, runs, largest = asyncio.run(run())
+    assert runs == 3 and largest == 34  # 100 windows: slices of 34, 34, 32
+    assert [i for kind, i in events if kind == "window"] == list(range(100))
+    assert events.index(("message", 0)) == 34  # after slice 1's callbacks, before slice 2's
+    assert got == pytest.approx(alone, abs=1e-5)
+
+
+def test_a_pass_of_47_windows_is_one_run() -> None:
+    """Slicing pays the run's fixed cost again: under 48 windows a pass stays one run."""
+    model = shared_silero()
+    window = np.zeros(WINDOW, dtype=np.float32)
+
+    async def run() -> int:
+        runs = model.runs
+        got: list[object] = []
+        for _ in range(47):
+            model.stream().process_then(window, got.append)
+        await asyncio.sleep(0)
+        assert len(got) == 47
+        return model.runs - runs
+
+    assert asyncio.run(run()) == 1

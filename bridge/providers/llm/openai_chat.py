@@ -11,7 +11,8 @@ decides) the request is the SDK's own, sent on aiohttp (openai_wire.py: a quarte
 path's CPU per reply); with retries, the SDK's client sends it (openai_sse.py), for its retry
 policy. ``warmup()`` (``llm.warmup_on_call``, llm/warm.py) opens a pooled connection to the
 API host with ``GET {base_url}/models`` when a call is offered, so the first request does
-not pay TCP and TLS set-up.
+not pay TCP and TLS set-up; again when the caller starts speaking if the pool sat idle since
+(``llm.warmup_on_speech``: the pool drops a connection idle for KEEPALIVE_S).
 """
 
 from __future__ import annotations
@@ -139,14 +140,31 @@ class OpenAIChat:
         )
         self._warm_timeout_s = connect_timeout_s + WARM_REPLY_S
         self._idle_since: float | None = None  # when the last reply left its connection idle
+        self._busy = 0  # replies and warm-ups under way (the pool is not idle)
+
+    def warmup_due(self) -> bool:
+        """Whether a warm-up would help: nothing under way on this client's pool, and no
+        reply or warm-up left a connection idle in the last FRESH_S (a GET then would hold
+        that connection, and a request asked for meanwhile would open a cold one). Cheap:
+        the caller's speech onset asks it (llm/warm.py warm_on_speech)."""
+        if self._busy:
+            return False
+        return self._idle_since is None or time.monotonic() - self._idle_since >= FRESH_S
 
     async def warmup(self) -> None:
-        """Open (or refresh) a pooled connection to the API host before a call's first
-        request: ``GET {base_url}/models`` on the client that sends the chat requests.
-        Sends nothing when a reply left a connection idle less than FRESH_S ago (the GET
-        would hold it, and a request asked for meanwhile would open a cold one)."""
-        if self._idle_since is not None and time.monotonic() - self._idle_since < FRESH_S:
+        """Open (or refresh) a pooled connection to the API host before a request:
+        ``GET {base_url}/models`` on the client that sends the chat requests. Sends nothing
+        unless ``warmup_due()`` (e.g. a second warm-up while one is under way)."""
+        if not self.warmup_due():
             return
+        self._busy += 1
+        try:
+            await self._warm()
+        finally:
+            self._busy -= 1
+        self._idle_since = time.monotonic()
+
+    async def _warm(self) -> None:
         try:
             async with asyncio.timeout(self._warm_timeout_s):
                 if self._wire is not None:
@@ -158,7 +176,6 @@ class OpenAIChat:
                         raise map_error(exc) from None
         except TimeoutError:
             raise ProviderError(NAME, "warm-up failed (timeout)") from None
-        self._idle_since = time.monotonic()
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
@@ -179,6 +196,7 @@ class OpenAIChat:
             body["tools"] = tools_to_wire(tools)
         stream: RawChatStream | WireChatStream | None = None
         self._idle_since = None  # until this reply is read to its end
+        self._busy += 1
         try:
             if self._wire is not None:
                 stream = await self._wire.open(wire_body(kwargs))
@@ -215,6 +233,7 @@ class OpenAIChat:
             for call in calls.take():  # servers that end without finish_reason "tool_calls"
                 yield call
         finally:
+            self._busy -= 1
             if stream is not None:
                 # barge-in or failure: close the HTTP response now, not when GC finds it
                 await stream.close()

@@ -1,10 +1,19 @@
-"""Warm the LLM connection when a call is offered (``llm.warmup_on_call``).
+"""Warm the LLM connection when a call is offered (``llm.warmup_on_call``), and again when the
+caller starts speaking if the client's pool sat idle since (``llm.warmup_on_speech``).
 
 The first request of a process, and any request after the pool dropped its idle connection
 (openai_wire.KEEPALIVE_S), otherwise pays TCP and TLS set-up (2-3 round trips: 100-300 ms
 to a distant endpoint). Only the configured endpoint, only when a call is offered; best effort
 and not awaited: a failure is only logged, the turn connects by itself (and its own failure
 goes through failover). Engines without a network connection have no ``warmup()``.
+
+Why a second one: the pool drops a connection idle for KEEPALIVE_S (5 s), so a first question
+asked more than 5 s after the offer (a long greeting, a caller who waits) opened its
+connection on the caller's time after all. The caller's speech onset comes at least an
+utterance and an endpointing window before the request: time for the GET to open or
+refresh the connection. Only when the provider says a warm-up is due (``warmup_due()``:
+nothing under way on its pool and no connection left idle in the last 2 s): at 150 calls the
+shared pool is busy once replies flow, and this sent one GET a run (bench/voice_to_voice.py).
 """
 
 from __future__ import annotations
@@ -21,3 +30,13 @@ _running = RUNNING  # the warm-ups under way (tests wait for them)
 def warm_on_call(llms: Sequence[object], enabled: bool) -> None:
     """Start warming the first LLM in the failover list (the one the first turn uses)."""
     warm_first(llms, enabled, "llm", log)
+
+
+def warm_on_speech(llms: Sequence[object], index: int, enabled: bool) -> None:
+    """The caller started speaking: warm the LLM the next turn uses (``llms[index]``, the
+    failover's current one) if its pool has been idle long enough for it to matter."""
+    if not enabled or index >= len(llms):
+        return
+    due = getattr(llms[index], "warmup_due", None)  # only network engines have it
+    if due is not None and due():
+        warm_first(llms[index:], True, "llm", log)
