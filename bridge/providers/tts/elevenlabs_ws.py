@@ -113,11 +113,16 @@ class ElevenLabsWsTTS:
         close handshakes run in the background: after an idle spell every spare of the pool
         is stale, and a reply must not wait for each one's close (up to CLOSE_TIMEOUT_S)."""
         now = time.monotonic()
-        fresh = [s for s in self._spares if s[0].state is State.OPEN and now - s[1] < SPARE_MAX_AGE_S]
-        if len(fresh) == len(self._spares):
+        fresh: deque[tuple[ClientConnection, float]] = deque()
+        stale: list[ClientConnection] = []
+        for ws, opened in self._spares:  # one pass: each spare is judged once
+            if ws.state is State.OPEN and now - opened < SPARE_MAX_AGE_S:
+                fresh.append((ws, opened))
+            else:
+                stale.append(ws)
+        if not stale:
             return
-        stale = [ws for ws, opened in self._spares if (ws, opened) not in fresh]
-        self._spares = deque(fresh)
+        self._spares = fresh
         # a spare that aged out was not needed: the pool shrinks back as the load goes down
         self._want = max(1, self._want - len(stale))
         task = asyncio.get_running_loop().create_task(_close_all(stale))
