@@ -414,3 +414,12 @@ def test_an_odd_field_does_not_lose_the_end_of_turn() -> None:
     s._handle({"type": "TurnInfo", "event": "EndOfTurn", "transcript": " Yes. ", "audio_window_end": 1.0,
                "end_of_turn_confidence": 0.9})
     assert s._queue.get_nowait() == Transcript("Yes.", True, True, 0.9)
+
+
+async def test_a_force_end_turn_while_closing_is_answered_at_once() -> None:
+    """Closing, no socket: nothing more will come from Flux, and nothing can prove the socket
+    alive (no Ping): the client answers the ForceEndTurn itself, as it always did."""
+    s = FluxStream(FluxSTT(api_key="k"))
+    s._closing = True
+    await s.finalize()
+    assert s._queue.get_nowait() == Transcript("", True, True, 0.0)
