@@ -160,6 +160,9 @@ class FluxStream(DeepgramSession[LiveSocket]):
         # (and the audio before it), so Flux owes it nothing unless a turn ends before the Pong;
         # no Pong, a dead socket: the next one decides, with the replay (_resume)
         self._unconfirmed: deque[int] = deque()
+        # each one's (serial of the _owed_at it set, _owed_at before it)
+        self._owed_before: dict[int, tuple[int, float]] = {}
+        self._owed_serial = 0  # counts the places _owed_at was set to
         self._confirm_seq = 0
         self._socket_epoch = 0  # moves on with each new socket: a Pong of a lost one is moot
         self._unheard = 0  # audio bytes sent in an open turn since Flux's last TurnInfo
@@ -190,7 +193,7 @@ class FluxStream(DeepgramSession[LiveSocket]):
                     await conn.send_force_end_turn()
                     sent = True
             if self._turn_open or not sent or self._replay_end_s is not None:
-                self._owed_at = self._replay.end_s  # where the next socket would resend it
+                self._owe_at(self._replay.end_s)  # where the next socket would resend it
             if self._turn_open:  # owed; if it did not go out, the next socket gets it (_resume)
                 self._force_owed += 1
                 self._turn_open = False  # ended by it: a second one before the EndOfTurn gets none
@@ -208,7 +211,6 @@ class FluxStream(DeepgramSession[LiveSocket]):
             else:  # no turn: Flux owes no EndOfTurn (not promised): answered here once the
                 # socket is shown alive (else a turn opening unseen, its StartOfTurn lost on a
                 # path dead without FIN, would come back after the reconnect as an extra end)
-                self._owed_at = self._replay.end_s
                 await self._confirm(conn)
 
     async def close(self) -> None:
@@ -237,6 +239,9 @@ class FluxStream(DeepgramSession[LiveSocket]):
         self._confirm_seq += 1
         token, epoch = self._confirm_seq, self._socket_epoch
         self._unconfirmed.append(token)
+        # owed until the Pong: the latest owed place, until settled (then the one before it)
+        self._owed_before[token] = (self._owed_serial + 1, self._owed_at)
+        self._owe_at(self._replay.end_s)
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self._stt.ping_timeout_s, self._pong_missing, conn, token, epoch)
         pong.add_done_callback(lambda done: self._ponged(done, token, epoch, timer))
@@ -248,8 +253,20 @@ class FluxStream(DeepgramSession[LiveSocket]):
         if done.cancelled() or done.exception() is not None:
             return  # the socket closed: the read loop reconnects, _resume takes it
         if epoch == self._socket_epoch and token in self._unconfirmed:
-            self._unconfirmed.remove(token)
+            self._settle(token)
             self._answer_here(1)
+
+    def _settle(self, token: int) -> None:
+        """A ForceEndTurn awaiting its Pong is answered: the place a reconnect would resend
+        the latest owed one goes back to where it was before it (if none came since)."""
+        self._unconfirmed.remove(token)
+        serial, before = self._owed_before.pop(token)
+        if serial == self._owed_serial:  # no ForceEndTurn owed since
+            self._owed_at = before
+
+    def _owe_at(self, at: float) -> None:
+        self._owed_at = at
+        self._owed_serial += 1
 
     def _pong_missing(self, conn: LiveSocket, token: int, epoch: int) -> None:
         if self._closing or epoch != self._socket_epoch or token not in self._unconfirmed:
@@ -304,7 +321,7 @@ class FluxStream(DeepgramSession[LiveSocket]):
                 # a turn ended before the Pong of a ForceEndTurn sent with none open in our view
                 # (its StartOfTurn was on its way): Flux read that ForceEndTurn after this turn's
                 # audio, so this end is its answer (by it, or by Flux first), not one more
-                self._unconfirmed.popleft()
+                self._settle(self._unconfirmed[0])
             elif info.get("trigger") == "manual" and self._answered_locally:
                 # the answer to a ForceEndTurn answered here already: not another end
                 self._answered_locally -= 1
@@ -369,6 +386,7 @@ class FluxStream(DeepgramSession[LiveSocket]):
         # still waiting for Flux's word on that replay
         owed = self._force_owed + self._force_unsent + self._replay_owed + len(self._unconfirmed)
         self._unconfirmed.clear()
+        self._owed_before.clear()
         # unsent until the ForceEndTurn goes out: a socket that dies under the replay leaves
         # them all to the next one
         self._force_owed, self._force_unsent, self._replay_owed = 0, owed, 0

@@ -423,3 +423,21 @@ async def test_a_force_end_turn_while_closing_is_answered_at_once() -> None:
     s._closing = True
     await s.finalize()
     assert s._queue.get_nowait() == Transcript("", True, True, 0.0)
+
+
+async def test_a_force_end_turn_answered_on_its_pong_leaves_the_owed_ones_place() -> None:
+    """A ForceEndTurn owed for an open turn, then more audio and one with no turn open, which
+    its Pong answers; then the socket drops. The reconnect resends the owed one where IT was
+    sent, not where the answered one was: the audio after it is the next turn's."""
+    s = FluxStream(FluxSTT(api_key="k"))
+    s._conn = conn = _RecordingSocket()  # type: ignore[assignment]
+    s._replay.append(b"\xff" * 800)
+    s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})
+    await s.finalize()  # owed: its EndOfTurn is due
+    s._replay.append(b"\xff" * 800)
+    await s.finalize()  # no turn open in our view: answered on the Pong
+    await conn.pong()
+    assert s._queue.get_nowait() == Transcript("", True, True, 0.0)
+    new = _RecordingSocket()
+    await s._resume(new, s._replay.reconnected())  # type: ignore[arg-type]
+    assert new.sent == [800, "ForceEndTurn", 800]
