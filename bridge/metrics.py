@@ -78,6 +78,11 @@ FALSE_INTERRUPTIONS = Counter(
     "voice_bridge_false_interruptions_total",
     "Agent audio paused on caller sound that was not a barge-in, then resumed", registry=REGISTRY,
 )
+STT_LATE_FINALS = Counter(
+    "voice_bridge_stt_late_finals_total",
+    "STT ends of utterance that came after their turn stopped waiting (stt_final_timeout_s), "
+    "recorded as stt_late_final and kept out of the caller's next turn", registry=REGISTRY,
+)
 PREEMPTIONS = Counter(
     "voice_bridge_preemptive_replies_total",
     "Replies started before the turn was confirmed, by outcome (confirmed, changed, resumed, dropped)",

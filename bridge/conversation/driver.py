@@ -21,6 +21,7 @@ from bridge.conversation import actions as act
 from bridge.conversation.convert import ChunkConverter
 from bridge.conversation.driver_clock import Clock, LoopClock
 from bridge.conversation.engine import Engine, State
+from bridge.conversation.stt_ends import LATE_RECORD
 from bridge.conversation.stt_feed import SttFeed
 from bridge.conversation.tool_runner import run_tool
 from bridge.conversation.transcript import TranscriptWriter
@@ -43,6 +44,7 @@ from bridge.metrics import (
     PREEMPTIONS,
     PROVIDER_FAILURES,
     PROVIDER_HEALTHY,
+    STT_LATE_FINALS,
     TURN_LATENCY,
 )
 from bridge.providers.base import LLM, TTS, Message, ProviderError, SttStream, TextDelta, ToolCall, ToolSpec
@@ -439,6 +441,8 @@ class Conversation:
         elif isinstance(a, act.Hangup):
             self._spawn(leg.hangup(a.reason), "hangup")
         elif isinstance(a, act.Record):
+            if a.event == LATE_RECORD:
+                STT_LATE_FINALS.inc()
             self.transcript.write(a.event, **a.data)
         elif isinstance(a, act.TurnDone):
             self._turn_done(a)

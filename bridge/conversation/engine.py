@@ -48,6 +48,7 @@ from bridge.conversation.history import recent_turns
 from bridge.conversation.level_gate import LevelGate
 from bridge.conversation.marks import TurnMarks
 from bridge.conversation.reply import After, Reply, ReplyKind, truncate_history
+from bridge.conversation.stt_ends import LATE_RECORD, OwedEnds
 from bridge.leg import FRAME_MS
 from bridge.providers.base import EAGER_END_OF_TURN, TURN_RESUMED, Message, ToolCall, Transcript
 from bridge.settings import Settings
@@ -148,7 +149,8 @@ class Engine:
         self._candidate: _Candidate | None = None
         self._reply: Reply | None = None
         self._fallback_utts: dict[str, str] = {}  # fallback utterance -> what follows it
-        self._discard_finals = 0
+        # ends the STT owes to a backchannel or to a turn that stopped waiting (stt_ends.py)
+        self._owed_ends = OwedEnds()
         self._preroll: deque[bytes] = deque(maxlen=max(1, self.conv.preroll_ms // FRAME_MS))
         self._silence_since = 0.0
         self._reprompted = False
@@ -340,6 +342,8 @@ class Engine:
         assert turn is not None
         self._turn = None
         text = turn.text()
+        if turn.pending_finals:  # answered without waiting for them (stt_final_timeout_s)
+            self._owed_ends.late(now, turn.pending_finals, text)
         self._silence_since = now
         if text:
             self._gate.turn_confirmed()
@@ -472,7 +476,7 @@ class Engine:
             # A cough, an "mm-hm", a door: not a turn. Its transcript is dropped. (Until now the
             # audio stays with the STT, so "Wait, ... what about Sunday" keeps its first word.)
             self._candidate = None
-            self._discard_finals += 1
+            self._owed_ends.discard()
             self._emit(SttFinalize())
             self._emit(Record("backchannel", {"speech_ms": cand.total_ms, "text": cand.text}))
 
@@ -548,10 +552,12 @@ class Engine:
     def on_transcript(self, now: float, tr: Transcript) -> None:
         if self.ended:
             return
-        if tr.is_final and self._discard_finals and (tr.end_of_utterance or self._turn is None):
-            if tr.end_of_utterance:
-                self._discard_finals -= 1
-            return
+        if self._owed_ends:
+            claimed, late = self._owed_ends.claim(now, tr, self._turn is not None)
+            if late is not None:
+                self._emit(Record(LATE_RECORD, late))
+            if claimed:
+                return
         if self._candidate is not None:
             cand = self._candidate
             cand.text = (cand.text + " " + tr.text).strip() if tr.is_final else tr.text
@@ -610,7 +616,7 @@ class Engine:
             self._drop_preempt(now, "dropped")
         self._turn = None
         self._candidate = None
-        self._discard_finals = 0
+        self._owed_ends.clear()  # the new STT owes nothing
         if self._reply is None:
             self.state = State.LISTENING
         if not self._failover("stt"):

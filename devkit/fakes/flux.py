@@ -42,12 +42,19 @@ on CloseStream), so a ForceEndTurn sent right after a replay finds the replay's 
 open and is ignored, and that turn ends on its own (model or timeout).
 
 Faults (``faults.drop_after``, audio bytes in; ``fault_times``): the TCP connection is cut with
-no close frame. Recognition is the same on the replayed audio: the words of a turn the cut left
-unended go back to the front of ``script``.
+no close frame. ``faults.stall_after`` (audio bytes in): the network path dies WITHOUT a FIN or
+a close: the connection stays open and the fake reads and sends nothing more, so WebSocket pings
+go unanswered too (RFC 6455 5.5.2: a Ping is answered by a Pong "as soon as practical", by any
+server, Deepgram's included); with ``stall_answers_pings`` the server still answers pings but
+Flux sends nothing more (a transcription backend stuck behind a live socket). Recognition is the
+same on the replayed audio: the words of a turn the cut or stall left unended go back to the
+front of ``script``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from collections import deque
@@ -59,11 +66,12 @@ from devkit.fakes.control import Faults, Journal
 from devkit.fakes.energy import BLOCK_MS, EnergyBlocks, receive_or_idle_close
 
 NOISE_MS = 80  # less voiced audio than this opens no turn
-UPDATE_EVERY_MS = 240  # Flux sends a TurnInfo about every 240 ms of audio
+UPDATE_EVERY_MS = 240  # Flux sends a TurnInfo about every 240 ms of audio (speech or pause)
 MS_PER_WORD = 250
 EAGER_AFTER_MS = 150  # pause before EagerEndOfTurn (when eager_eot_threshold is set)
 EOT_AFTER_MS = 300  # pause before a confident EndOfTurn
 IDLE_TIMEOUT_S = 10.0
+STALL_HOLD_S = 60.0  # a stalled connection is held open at most this long (bounded)
 MODELS = frozenset({"flux-general-en", "flux-general-multi"})
 
 
@@ -78,6 +86,7 @@ class FakeFlux:
         self.eot_after_ms = EOT_AFTER_MS  # silence before a confident EndOfTurn
         self.updates_outside_turns = False  # Updates every UPDATE_EVERY_MS between turns too
         self.transcribe_behind_ms = 0  # audio received but not yet transcribed (read per socket)
+        self.stall_answers_pings = False  # faults.stall_after: pings still answered (else not)
         self.faults = Faults()
 
     def next_text(self) -> str:
@@ -128,7 +137,7 @@ class _FluxSession:
         self.fake = fake
         self.ws = ws
         self.request = request
-        _, self.drop_after = fake.faults.take_stream_faults()
+        self.stall_after, self.drop_after = fake.faults.take_stream_faults()
         self.bytes_in = 0
         self.behind_blocks = fake.transcribe_behind_ms // BLOCK_MS
         self.untranscribed: deque[bool] = deque()  # verdicts of blocks received, not yet transcribed
@@ -176,6 +185,10 @@ class _FluxSession:
                     if transport is not None:
                         transport.abort()  # no close frame: a dead network path
                     return
+                if self.stall_after is not None and self.bytes_in >= self.stall_after:
+                    journal.add("stalled", bytes_in=self.bytes_in)
+                    await self._stalled()
+                    return
                 if self.error is not None:
                     code, description = self.error
                     self.fake.error = None
@@ -205,6 +218,23 @@ class _FluxSession:
             else:
                 break
         journal.add("aborted")
+
+    async def _stalled(self) -> None:
+        """Hold the connection open, silent, until the client gives up on it (bounded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STALL_HOLD_S
+        transport = self.request.transport
+        while loop.time() < deadline and transport is not None and not transport.is_closing():
+            if not self.fake.stall_answers_pings:
+                await asyncio.sleep(0.02)  # nothing read: aiohttp answers pings in receive()
+                continue
+            with contextlib.suppress(TimeoutError):
+                msg = await self.ws.receive(timeout=0.1)  # pings answered, the rest ignored
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                    break
+        self.fake.journal.add("stall_ended")
+        if transport is not None:
+            transport.abort()
 
     async def _configure(self, data: dict[str, Any]) -> None:
         thresholds = data.get("thresholds") or {}
@@ -257,15 +287,22 @@ class _FluxSession:
             return
         confident = not self.text.endswith("...")
         fake = self.fake
+        self.since_update += BLOCK_MS
         if self.eager and confident and not self.eager_sent and self.silence_run >= fake.eager_eot_after_ms \
                 and self.silence_run < fake.eot_after_ms:
             self.eager_sent = True
             self._all_heard()  # the EndOfTurn that may follow says the same
+            self.since_update = 0
             await self._turn_info("EagerEndOfTurn", 0.6)
         if confident and self.silence_run >= fake.eot_after_ms:
             await self._end_turn("model")
         elif self.silence_run >= self.eot_timeout_ms:
             await self._end_turn("timeout")
+        elif self.since_update >= UPDATE_EVERY_MS:
+            # "regardless of transcript updates, unless a state change has occurred": the
+            # turn's pause gets its Updates too
+            self.since_update = 0
+            await self._turn_info("Update", 0.1)
 
     async def _idle_update(self) -> None:
         """Between turns: an Update with nothing said, if this fake plays them."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from bridge.conversation import actions as act
 from bridge.conversation.engine import State
+from bridge.conversation.stt_ends import LATE_FINAL_MAX_S
 from bridge.providers.base import EAGER_END_OF_TURN, TURN_RESUMED, Message, Transcript
 from bridge.settings import Settings
 from tests.conversation.harness import Harness, make_settings
@@ -152,3 +153,99 @@ def test_pause_on_onset_still_uses_the_vad() -> None:
     assert len(h.of(act.PausePlayback, before)) == 1 and not h.of(act.ClearPlayback, before)
     h.frames(11, True)  # 260 ms: confirmed on the VAD
     assert h.of(act.ClearPlayback, before) and h.of(act.BargeIn, before)
+
+
+def _timed_out_turn(h: Harness, interim: str) -> int:
+    """A turn whose EndOfTurn does not come (its socket is being reopened): the safety
+    ForceEndTurn goes out, then the turn is answered from the interim after stt_final_timeout_s."""
+    before = _speaking(h, interim)
+    h.frames((h.settings.stt.flux_eot_timeout_ms + 1000) // 20 - 20, False)
+    assert len(h.of(act.SttFinalize, before)) == 1
+    h.wait(h.settings.conversation.stt_final_timeout_s + 0.1)
+    assert h.last(act.StartLlm).messages[-1] == Message("user", interim)
+    return before
+
+
+def _answered(h: Harness, text: str) -> None:
+    rid = h.reply_id
+    h.llm(text)
+    h.tts(rid, 600)
+    h.play(rid, 600)
+    assert h.engine.reply is None and h.engine.state is State.LISTENING
+
+
+def test_a_late_end_of_turn_does_not_end_the_callers_next_turn() -> None:
+    """The timed-out turn's EndOfTurn comes after the reconnect's replay, while the caller is
+    in their NEXT turn: it is that old turn's (Flux answers in audio order), not this one's."""
+    h = Harness(_flux_settings())
+    _timed_out_turn(h, "book a table")
+    _answered(h, "For how many?")
+    before = len(h.log)
+    h.frames(30, True)
+    _event(h, "for four")
+    _event(h, "book a table for two on friday", EAGER_END_OF_TURN)  # the replay's turn, late
+    _end_of_turn(h, "Book a table for two on Friday.")
+    # the caller is still talking: no reply, no preemption, the turn is open
+    assert not h.of(act.StartLlm, before) and h.engine.reply is None
+    assert h.engine.state is State.USER_SPEAKING
+    late = [r for r in h.of(act.Record, before) if r.event == "stt_late_final"]
+    assert len(late) == 1 and late[0].data["text"] == "Book a table for two on Friday."
+    assert late[0].data["answered_with"] == "book a table"
+    h.frames(10, True)
+    _event(h, "for four people")
+    h.frames(5, False)
+    _end_of_turn(h, "For four people.")
+    assert h.last(act.StartLlm).messages[-1] == Message("user", "For four people.")
+
+
+def test_a_late_end_of_turn_during_the_reply_leaves_the_next_turn_its_own_end() -> None:
+    h = Harness(_flux_settings())
+    _timed_out_turn(h, "book a table")
+    rid = h.reply_id
+    _end_of_turn(h, "Book a table for two.")  # late, while the reply is on its way
+    assert h.reply_id == rid
+    _answered(h, "For when?")
+    before = len(h.log)
+    h.frames(30, True)
+    _event(h, "friday")
+    h.frames(5, False)
+    _end_of_turn(h, "Friday at eight.")
+    assert h.last(act.StartLlm).messages[-1] == Message("user", "Friday at eight.")
+    assert len(h.of(act.StartLlm, before)) == 1
+
+
+def test_a_late_end_that_never_comes_stops_being_waited_for() -> None:
+    """A bound: an STT that broke its one-end-per-finalize promise must not swallow the
+    caller's turns for the rest of the call."""
+    h = Harness(_flux_settings(reprompt_after_s=60, hangup_after_s=90))
+    _timed_out_turn(h, "book a table")
+    _answered(h, "For how many?")
+    h.wait(LATE_FINAL_MAX_S)
+    before = len(h.log)
+    h.frames(30, True)
+    _event(h, "for four")
+    h.frames(5, False)
+    _end_of_turn(h, "For four.")
+    assert h.last(act.StartLlm).messages[-1] == Message("user", "For four.")
+    assert len(h.of(act.StartLlm, before)) == 1
+
+
+def test_v1_a_late_final_is_not_taken_into_the_callers_next_turn() -> None:
+    """Deepgram v1: the late answer to the endpoint's Finalize is the old turn's words; they
+    must not be prepended to the next turn (nor its end count as that turn's)."""
+    h = Harness(stt_final_timeout_s=1.0)
+    h.greet()
+    h.frames(20, True)
+    h.transcript("are you open", final=False)
+    h.wait(1.6)  # endpoint, Finalize, no answer: the turn goes on the interim
+    assert h.last(act.StartLlm).messages[-1] == Message("user", "are you open")
+    _answered(h, "Yes.")
+    before = len(h.log)
+    h.frames(20, True)
+    h.transcript("are you open on sunday")  # the late from_finalize answer
+    late = [r for r in h.of(act.Record, before) if r.event == "stt_late_final"]
+    assert [r.data["text"] for r in late] == ["are you open on sunday"]
+    h.frames(n := h.settings.conversation.endpointing_ms // 20, False)
+    h.transcript("until when")
+    assert h.last(act.StartLlm).messages[-1] == Message("user", "until when")
+    assert len(h.of(act.StartLlm, before)) == 1 and n

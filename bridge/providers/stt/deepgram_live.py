@@ -16,6 +16,7 @@ Flux (``listen.v2.connect``) has the same legacy client, deflate and per-message
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -66,6 +67,15 @@ class LiveSocket:
     async def send_force_end_turn(self) -> None:
         await self.websocket.send(_FORCE_END_TURN)
 
+    async def ping(self) -> asyncio.Future[float]:
+        """A WebSocket Ping; the future completes when its Pong comes (RFC 6455: any server
+        answers, after reading everything sent before it), or fails if the socket closes."""
+        return asyncio.ensure_future(await self.websocket.ping())
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once (a dead path: no close handshake to wait for)."""
+        self.websocket.transport.abort()
+
     async def recv(self) -> dict[str, Any]:
         """The next message as a dict; ``{}`` for anything that is not a JSON object (Deepgram
         sends none: the caller skips it rather than failing the call)."""
@@ -79,11 +89,13 @@ class LiveSocket:
 
 @contextlib.asynccontextmanager
 async def live_socket(
-    ws_base: str, options: dict[str, Any], api_key: str, close_timeout_s: float, path: str = PATH
+    ws_base: str, options: dict[str, Any], api_key: str, close_timeout_s: float, path: str = PATH,
+    ping_interval_s: float | None = 20.0, ping_timeout_s: float | None = 20.0,
 ) -> AsyncIterator[LiveSocket]:
     """Open ``<ws_base><path>?<options>`` (v1 by default, FLUX_PATH for Flux); closed (close
     frame, bounded wait) on exit. Handshake failures raise websockets' InvalidStatus
-    (deepgram_errors maps it)."""
+    (deepgram_errors maps it). Keepalive pings every ``ping_interval_s``; a Pong missing for
+    ``ping_timeout_s`` closes the socket (1011), which the session's read loop sees."""
     url = f"{ws_base.rstrip('/')}{path}?{query_string(options)}"
     async with connect(
         url,
@@ -94,6 +106,8 @@ async def live_socket(
         max_size=MAX_MESSAGE_BYTES,
         open_timeout=None,  # the caller bounds the whole open (connect_timeout_s)
         close_timeout=close_timeout_s,
+        ping_interval=ping_interval_s,
+        ping_timeout=ping_timeout_s,
         logger=_WS_LOG,
     ) as ws:
         yield LiveSocket(ws)

@@ -46,6 +46,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections import deque
 from typing import Any
 
 from bridge.audio.g711 import UlawPcm, as_ulaw
@@ -61,6 +62,16 @@ EVENTS = {"EagerEndOfTurn": EAGER_END_OF_TURN, "TurnResumed": TURN_RESUMED}
 # After a reconnect, how long past the replay's own length (Flux transcribes at least as fast as
 # real time) a resent ForceEndTurn waits for a sign of whether the replay holds a turn
 REPLAY_TURN_WAIT_S = 1.0
+# The stall watchdog. Flux promises no message between turns, so its silence there proves
+# nothing; but any RFC 6455 server answers a Ping with a Pong once it has read what came before
+# it: WebSocket pings every PING_INTERVAL_S, a Pong missing PING_TIMEOUT_S ends the socket (a path
+# dead without FIN or close was noticed only by websockets' 20 s + 20 s before). And in a turn,
+# Flux sends a TurnInfo "for approximately every 0.25 seconds of transcribed audio, regardless of
+# transcript updates" (its state page): TURN_SILENT_S of audio sent in an open turn with no
+# TurnInfo back is a stalled transcription behind a live socket. Either way: reconnect + replay.
+PING_INTERVAL_S = 2.0
+PING_TIMEOUT_S = 3.0
+TURN_SILENT_S = 3.0
 
 
 class FluxSTT:
@@ -79,6 +90,9 @@ class FluxSTT:
         keepalive_s: float = 4.0,
         max_reconnects: int = 2,
         replay_turn_wait_s: float = REPLAY_TURN_WAIT_S,
+        ping_interval_s: float = PING_INTERVAL_S,
+        ping_timeout_s: float = PING_TIMEOUT_S,
+        turn_silent_s: float = TURN_SILENT_S,
     ) -> None:
         self._api_key = api_key
         self._ws_base = environment(url).production  # validates the URL too
@@ -96,6 +110,9 @@ class FluxSTT:
         self.keepalive_s = keepalive_s
         self.max_reconnects = max_reconnects
         self.replay_turn_wait_s = replay_turn_wait_s
+        self.ping_interval_s = ping_interval_s
+        self.ping_timeout_s = ping_timeout_s
+        self.turn_silent_s = turn_silent_s
 
     async def open(self) -> FluxStream:
         stream = FluxStream(self)
@@ -103,7 +120,8 @@ class FluxSTT:
         return stream
 
     async def connect(self, stack: contextlib.AsyncExitStack) -> LiveSocket:
-        socket = live_socket(self._ws_base, self.options, self._api_key, CLOSE_WAIT_S, FLUX_PATH)
+        socket = live_socket(self._ws_base, self.options, self._api_key, CLOSE_WAIT_S, FLUX_PATH,
+                             self.ping_interval_s, self.ping_timeout_s)
         return await open_socket(NAME, stack, socket, self.connect_timeout_s)
 
 
@@ -137,6 +155,17 @@ class FluxStream(DeepgramSession[LiveSocket]):
         # answer: a reconnect resends it THERE in the replay, not after all of it, so speech
         # begun after it (still while down) is the next turn, as on a healthy socket
         self._owed_at = 0.0
+        # ForceEndTurns sent with no turn open in our view, each waiting for the Pong of the Ping
+        # sent after it (oldest first): the Pong says this socket is alive and Flux has read it
+        # (and the audio before it), so Flux owes it nothing unless a turn ends before the Pong;
+        # no Pong, a dead socket: the next one decides, with the replay (_resume)
+        self._unconfirmed: deque[int] = deque()
+        # each one's (serial of the _owed_at it set, _owed_at before it)
+        self._owed_before: dict[int, tuple[int, float]] = {}
+        self._owed_serial = 0  # counts the places _owed_at was set to
+        self._confirm_seq = 0
+        self._socket_epoch = 0  # moves on with each new socket: a Pong of a lost one is moot
+        self._unheard = 0  # audio bytes sent in an open turn since Flux's last TurnInfo
 
     # ---- SttStream --------------------------------------------------------------------
 
@@ -164,7 +193,7 @@ class FluxStream(DeepgramSession[LiveSocket]):
                     await conn.send_force_end_turn()
                     sent = True
             if self._turn_open or not sent or self._replay_end_s is not None:
-                self._owed_at = self._replay.end_s  # where the next socket would resend it
+                self._owe_at(self._replay.end_s)  # where the next socket would resend it
             if self._turn_open:  # owed; if it did not go out, the next socket gets it (_resume)
                 self._force_owed += 1
                 self._turn_open = False  # ended by it: a second one before the EndOfTurn gets none
@@ -177,12 +206,74 @@ class FluxStream(DeepgramSession[LiveSocket]):
                 if self._replay_end_s < self._replay_full_s:  # sent after all of it
                     self._replay_end_s = self._replay_full_s
                     self._arm_replay_wait()
-            else:  # no turn: Flux owes no EndOfTurn (not promised), so answer here
+            elif not sent or conn is None:  # closing: nothing more comes from Flux
                 self._answer_here(1)
+            else:  # no turn: Flux owes no EndOfTurn (not promised): answered here once the
+                # socket is shown alive (else a turn opening unseen, its StartOfTurn lost on a
+                # path dead without FIN, would come back after the reconnect as an extra end)
+                await self._confirm(conn)
 
     async def close(self) -> None:
         self._stop_replay_wait()
         await super().close()
+
+    async def _send_audio(self, audio: bytes) -> bool:
+        conn = self._conn
+        sent = await super()._send_audio(audio)
+        if sent and self._turn_open and conn is not None:
+            self._unheard += len(audio)
+            if self._unheard >= self._stt.turn_silent_s * self._replay.bytes_per_second:
+                self._unheard = 0
+                log.warning("deepgram-flux: no TurnInfo for %.1f s of audio in an open turn: "
+                            "the socket is dropped and reopened", self._stt.turn_silent_s)
+                conn.abort()  # the read loop sees it: reconnect + replay
+        return sent
+
+    async def _confirm(self, conn: LiveSocket) -> None:
+        """A Ping after the ForceEndTurn: its Pong answers it here, unless a turn ends first."""
+        try:
+            pong = await conn.ping()
+        except Exception:  # the socket is gone: owed to the next one, with the replay
+            self._force_unsent += 1
+            return
+        self._confirm_seq += 1
+        token, epoch = self._confirm_seq, self._socket_epoch
+        self._unconfirmed.append(token)
+        # owed until the Pong: the latest owed place, until settled (then the one before it)
+        self._owed_before[token] = (self._owed_serial + 1, self._owed_at)
+        self._owe_at(self._replay.end_s)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self._stt.ping_timeout_s, self._pong_missing, conn, token, epoch)
+        pong.add_done_callback(lambda done: self._ponged(done, token, epoch, timer))
+
+    def _ponged(
+        self, done: asyncio.Future[float], token: int, epoch: int, timer: asyncio.TimerHandle
+    ) -> None:
+        timer.cancel()
+        if done.cancelled() or done.exception() is not None:
+            return  # the socket closed: the read loop reconnects, _resume takes it
+        if epoch == self._socket_epoch and token in self._unconfirmed:
+            self._settle(token)
+            self._answer_here(1)
+
+    def _settle(self, token: int) -> None:
+        """A ForceEndTurn awaiting its Pong is answered: the place a reconnect would resend
+        the latest owed one goes back to where it was before it (if none came since)."""
+        self._unconfirmed.remove(token)
+        serial, before = self._owed_before.pop(token)
+        if serial == self._owed_serial:  # no ForceEndTurn owed since
+            self._owed_at = before
+
+    def _owe_at(self, at: float) -> None:
+        self._owed_at = at
+        self._owed_serial += 1
+
+    def _pong_missing(self, conn: LiveSocket, token: int, epoch: int) -> None:
+        if self._closing or epoch != self._socket_epoch or token not in self._unconfirmed:
+            return
+        log.warning("deepgram-flux: no Pong %.1f s after a ForceEndTurn: the socket is dropped and "
+                    "reopened", self._stt.ping_timeout_s)
+        conn.abort()
 
     async def _disconnect(self) -> None:
         # The socket is gone: Flux's silence from now on says nothing about the replay, so the
@@ -205,6 +296,7 @@ class FluxStream(DeepgramSession[LiveSocket]):
                 return "error message"
             if kind == "TurnInfo":
                 self._got_result = True
+                self._unheard = 0
                 self._handle(message)
 
     def _handle(self, info: dict[str, Any]) -> None:
@@ -225,6 +317,11 @@ class FluxStream(DeepgramSession[LiveSocket]):
             self._replay.finalized(0.0, window_end)
             if self._force_owed:
                 self._force_owed -= 1
+            elif self._unconfirmed:
+                # a turn ended before the Pong of a ForceEndTurn sent with none open in our view
+                # (its StartOfTurn was on its way): Flux read that ForceEndTurn after this turn's
+                # audio, so this end is its answer (by it, or by Flux first), not one more
+                self._settle(self._unconfirmed[0])
             elif info.get("trigger") == "manual" and self._answered_locally:
                 # the answer to a ForceEndTurn answered here already: not another end
                 self._answered_locally -= 1
@@ -282,9 +379,14 @@ class FluxStream(DeepgramSession[LiveSocket]):
         """(Under the audio lock, so no finalize() in between.)"""
         self._turn_open = False
         self._answered_locally = 0  # no late EndOfTurn of the lost socket comes on this one
-        # every ForceEndTurn still unanswered: owed on the lost socket, never sent, or sent
-        # after an earlier reconnect and still waiting for Flux's word on that replay
-        owed = self._force_owed + self._force_unsent + self._replay_owed
+        self._socket_epoch += 1
+        self._unheard = 0
+        # every ForceEndTurn still unanswered: owed on the lost socket, never sent, sent with
+        # no turn open and never shown read (no Pong), or sent after an earlier reconnect and
+        # still waiting for Flux's word on that replay
+        owed = self._force_owed + self._force_unsent + self._replay_owed + len(self._unconfirmed)
+        self._unconfirmed.clear()
+        self._owed_before.clear()
         # unsent until the ForceEndTurn goes out: a socket that dies under the replay leaves
         # them all to the next one
         self._force_owed, self._force_unsent, self._replay_owed = 0, owed, 0

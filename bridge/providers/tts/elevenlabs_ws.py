@@ -94,8 +94,14 @@ class ElevenLabsWsTTS:
         self.max_spares = max(1, max_spares)
         self._closed = False
         self._active = 0  # replies under way (their socket taken or being opened)
+        # Replies that found no spare while a spare's handshake was under way, waiting for it
+        # as well as for their own (whichever opens first serves the reply; the other joins
+        # the pool), oldest first
+        self._waiters: deque[asyncio.Future[ClientConnection]] = deque()
+        self._adopting = 0  # such own handshakes still under way, bound for the pool
         self.takes = 0  # replies started
         self.misses = 0  # of them, replies that found no spare and connected on the turn's path
+        self.refill_hits = 0  # of the misses, replies served by the spare's handshake under way
 
     async def warmup(self) -> None:
         """Have a fresh spare socket open now (ProviderError if the service is unreachable).
@@ -113,11 +119,16 @@ class ElevenLabsWsTTS:
         close handshakes run in the background: after an idle spell every spare of the pool
         is stale, and a reply must not wait for each one's close (up to CLOSE_TIMEOUT_S)."""
         now = time.monotonic()
-        fresh = [s for s in self._spares if s[0].state is State.OPEN and now - s[1] < SPARE_MAX_AGE_S]
-        if len(fresh) == len(self._spares):
+        fresh: deque[tuple[ClientConnection, float]] = deque()
+        stale: list[ClientConnection] = []
+        for ws, opened in self._spares:  # one pass: each spare is judged once
+            if ws.state is State.OPEN and now - opened < SPARE_MAX_AGE_S:
+                fresh.append((ws, opened))
+            else:
+                stale.append(ws)
+        if not stale:
             return
-        stale = [ws for ws, opened in self._spares if (ws, opened) not in fresh]
-        self._spares = deque(fresh)
+        self._spares = fresh
         # a spare that aged out was not needed: the pool shrinks back as the load goes down
         self._want = max(1, self._want - len(stale))
         task = asyncio.get_running_loop().create_task(_close_all(stale))
@@ -155,10 +166,70 @@ class ElevenLabsWsTTS:
                     # replies overlap faster than a handshake, keep one more (not on a cold
                     # start, nothing on its way, nor a call's own reply started over)
                     self._want = min(self.max_spares, self._want + 1)
+            in_flight = bool(self._refills)
             self._start_refills()  # before the handshake below: the next reply may come meanwhile
-            ws = await self._connect()
+            ws = await (self._first_socket() if in_flight else self._connect())
         self._start_refills()
         return ws
+
+    async def _first_socket(self) -> ClientConnection:
+        """No spare, but one's handshake is under way (begun before this reply, so likely done
+        sooner than a fresh one: a reply started over at once, replies overlapping). Wait for
+        both, bounded by our own handshake; the first to open serves this reply, the other
+        goes to the pool (the refill would open one more for it anyway)."""
+        waiter: asyncio.Future[ClientConnection] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        own = asyncio.ensure_future(self._connect())
+        self._adopting += 1  # bound for the pool unless it serves this reply: no refill for it
+        try:
+            await asyncio.wait({waiter, own}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled (barge-in): whatever opens goes to the pool
+            self._leave(waiter, keep=True)
+            own.add_done_callback(self._adopt_later)
+            raise
+        self._leave(waiter)
+        if waiter.done() and not waiter.cancelled():
+            own.add_done_callback(self._adopt_later)
+            self.refill_hits += 1
+            return waiter.result()
+        self._adopting -= 1
+        return own.result()  # ProviderError if our handshake failed
+
+    def _leave(self, waiter: asyncio.Future[ClientConnection], *, keep: bool = False) -> None:
+        """Stop waiting; with ``keep`` (the reply is gone), a socket handed over is pooled."""
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+        if not waiter.done():
+            waiter.cancel()
+        elif keep:
+            self._adopt(waiter)
+
+    def _adopt_later(self, task: asyncio.Future[ClientConnection]) -> None:
+        self._adopting -= 1
+        self._adopt(task)
+
+    def _adopt(self, task: asyncio.Future[ClientConnection]) -> None:
+        """A socket no reply took: to a waiting reply, else to the pool."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        ws = task.result()
+        if not self._closed and self._hand_over(ws):
+            return
+        if self._closed or len(self._spares) >= self.max_spares:
+            closing = asyncio.get_running_loop().create_task(_close_all([ws]))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+            return
+        self._spares.append((ws, time.monotonic()))
+
+    def _hand_over(self, ws: ClientConnection) -> bool:
+        """Give a just-opened socket to the oldest reply waiting for one, if any."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(ws)
+                return True
+        return False
 
     def _start_refills(self) -> None:
         """Open spares in the background, one handshake at a time (as many at once would be a
@@ -171,12 +242,15 @@ class ElevenLabsWsTTS:
             task.add_done_callback(self._refills.discard)
 
     async def _refill_spares(self) -> None:
-        while not self._closed and len(self._spares) < self._want:
+        # a reply's own handshake that lost its race is bound for the pool too
+        while not self._closed and len(self._spares) + self._adopting < self._want:
             try:
                 ws = await self._connect()
             except ProviderError as exc:
                 log.warning("elevenlabs-ws: spare socket not opened: %s", exc)
                 return
+            if self._hand_over(ws):  # a reply is waiting for it: it replaces no spare
+                continue
             if self._closed or len(self._spares) >= self.max_spares:
                 await ws.close()
                 return
@@ -203,6 +277,9 @@ class ElevenLabsWsTTS:
 
     async def aclose(self) -> None:
         self._closed = True
+        for waiter in self._waiters:
+            waiter.cancel()
+        self._waiters.clear()
         refills = list(self._refills)
         for task in refills:
             task.cancel()

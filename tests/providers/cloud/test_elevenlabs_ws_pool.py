@@ -7,6 +7,8 @@ other (one call's reply started over) do not."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 
 from devkit.fakes import FakeCloud
 
@@ -129,3 +131,90 @@ async def test_spares_that_aged_out_unused_shrink_the_pool(cloud: FakeCloud) -> 
     await asyncio.sleep(0.05)
     assert journal.count("request") == 8
     await tts.aclose()
+
+
+class _GatedConnects:
+    """The client's handshakes, numbered; those listed wait at their own gate (a slow network),
+    the others go through at once."""
+
+    def __init__(self, tts: object, gated: tuple[int, ...]) -> None:
+        self.gates = {n: asyncio.Event() for n in gated}
+        self.started = 0
+        self._connect = tts._connect  # type: ignore[attr-defined]
+        tts._connect = self  # type: ignore[attr-defined]
+
+    async def __call__(self) -> object:
+        self.started += 1
+        gate = self.gates.get(self.started)
+        if gate is not None:
+            await gate.wait()
+        return await self._connect()
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    for _ in range(1000):  # bounded: 10 s
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("never happened")
+
+
+async def test_a_reply_takes_the_spare_whose_handshake_is_under_way_when_it_comes_first(
+    cloud: FakeCloud,
+) -> None:
+    """A reply started over at once (v1 preemption: the held reply dropped, a new one begun)
+    finds the spare it replaces still in its handshake. It opened its own socket on the
+    caller's time even when the spare's handshake, begun earlier, was done first. Now it takes
+    whichever comes first; the other socket joins the pool (no handshake wasted)."""
+    tts = make(cloud.http_url, keep_warm=True)
+    await tts.warmup()
+    gates = _GatedConnects(tts, gated=(1, 2))  # from here: 1 the refill, 2 the next reply's own
+    await synth(tts, clauses("Held reply."))  # takes the spare; the refill (1) starts, held
+    again = asyncio.ensure_future(synth(tts, clauses("Started over.")))
+    await _until(lambda: gates.started == 2)  # no spare: its own handshake (2) is under way too
+    gates.gates[1].set()  # the refill's handshake completes first
+    done, _ = await asyncio.wait({again}, timeout=10)
+    assert again in done, "the reply waited for its own handshake"
+    assert again.result()
+    assert (tts.takes, tts.misses, tts.refill_hits) == (2, 1, 1)
+    gates.gates[2].set()  # its own socket, opened for nothing, is kept as the spare
+    await _until(lambda: len(tts._spares) == 1)
+    await asyncio.sleep(0.05)
+    assert gates.started == 2  # and no further handshake was needed
+    await synth(tts, clauses("Next."))  # takes it
+    assert (tts.takes, tts.misses) == (3, 1)
+    await tts.aclose()
+
+
+async def test_a_reply_whose_own_handshake_comes_first_does_not_wait_for_the_refill(
+    cloud: FakeCloud,
+) -> None:
+    tts = make(cloud.http_url, keep_warm=True)
+    await tts.warmup()
+    gates = _GatedConnects(tts, gated=(1,))  # the refill is slow; the reply's own is not
+    await synth(tts, clauses("Held reply."))
+    await synth(tts, clauses("Started over."))  # on its own socket, not held by the refill
+    assert (tts.takes, tts.misses, tts.refill_hits) == (2, 1, 0)
+    gates.gates[1].set()
+    await _until(lambda: len(tts._spares) == 1)  # the refill still ends in the pool
+    await tts.aclose()
+
+
+async def test_a_reply_cut_while_waiting_for_a_socket_leaves_both_to_the_pool(cloud: FakeCloud) -> None:
+    """Barge-in while the reply waits for the spare's handshake and its own: neither socket is
+    lost or left open unowned; both end in the pool (up to what it keeps) or closed."""
+    tts = make(cloud.http_url, keep_warm=True, max_spares=2)
+    await tts.warmup()
+    gates = _GatedConnects(tts, gated=(1, 2))
+    await synth(tts, clauses("Held reply."))
+    cut = asyncio.ensure_future(synth(tts, clauses("Cut.")))
+    await _until(lambda: gates.started == 2)
+    cut.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cut
+    gates.gates[1].set()
+    gates.gates[2].set()
+    await _until(lambda: len(tts._spares) == 2)
+    assert not tts._waiters and tts._adopting == 0
+    await tts.aclose()
+    await cloud.elevenlabs.journal.wait_for(lambda j: j.count("aborted") == 2)  # both closed by aclose

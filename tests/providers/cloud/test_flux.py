@@ -169,13 +169,16 @@ async def test_updates_between_turns_open_no_turn(cloud: FakeCloud) -> None:
     assert infos[end + 1:] and all(i == ("Update", 1, "") for i in infos[end + 1:])
 
 
-def test_late_manual_end_of_turn_after_a_local_answer_ends_nothing() -> None:
+async def test_late_manual_end_of_turn_after_a_local_answer_ends_nothing() -> None:
     """ForceEndTurn while the client saw no turn, but Flux's StartOfTurn was on its way: Flux
-    ends that turn (manual) after the client answered the ForceEndTurn itself. That EndOfTurn
-    answers the same ForceEndTurn and must not end the next turn too."""
+    ends that turn (manual) after the client answered the ForceEndTurn itself (on the Pong: the
+    socket is alive and Flux read it, not yet processed it). That EndOfTurn answers the same
+    ForceEndTurn and must not end the next turn too."""
     s = FluxStream(FluxSTT(api_key="k"))
-    s._conn = _RecordingSocket()  # type: ignore[assignment]
-    asyncio.run(s.finalize())  # sent, no turn: answered here
+    s._conn = conn = _RecordingSocket()  # type: ignore[assignment]
+    await s.finalize()  # sent, no turn: answered here once the Pong comes
+    assert s._queue.empty()
+    await conn.pong()
     assert s._queue.get_nowait() == Transcript("", True, True, 0.0)
     s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})
     s._handle({"type": "TurnInfo", "event": "EndOfTurn", "trigger": "manual", "transcript": "Um",
@@ -188,17 +191,18 @@ def test_late_manual_end_of_turn_after_a_local_answer_ends_nothing() -> None:
     assert s._queue.empty()
 
 
-def test_a_second_force_end_turn_before_the_end_of_turn_is_answered_by_the_client() -> None:
+async def test_a_second_force_end_turn_before_the_end_of_turn_is_answered_by_the_client() -> None:
     """ForceEndTurn ends the open turn (state machine: TurnOngoing -> Initial); a second one
     before its EndOfTurn arrives finds no turn and gets no EndOfTurn of its own, and an event
     of the ended turn still on its way does not reopen it."""
     s = FluxStream(FluxSTT(api_key="k"))
-    s._conn = _RecordingSocket()  # type: ignore[assignment]
+    s._conn = conn = _RecordingSocket()  # type: ignore[assignment]
     s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})
-    asyncio.run(s.finalize())  # owed: Flux ends the turn with a manual EndOfTurn
+    await s.finalize()  # owed: Flux ends the turn with a manual EndOfTurn
     assert s._queue.empty()
     s._handle({"type": "TurnInfo", "event": "EagerEndOfTurn", "transcript": "Yes"})  # on its way
-    asyncio.run(s.finalize())  # nothing open: answered here
+    await s.finalize()  # nothing open: answered here (on the Pong)
+    await conn.pong()
     s._handle({"type": "TurnInfo", "event": "EndOfTurn", "trigger": "manual", "transcript": "Yes",
                "end_of_turn_confidence": 0.9})
     got = [s._queue.get_nowait() for _ in range(s._queue.qsize())]
@@ -207,9 +211,36 @@ def test_a_second_force_end_turn_before_the_end_of_turn_is_answered_by_the_clien
     ]
 
 
+async def test_an_end_of_turn_before_the_pong_answers_the_force_end_turn() -> None:
+    """The other order (Flux processed the ForceEndTurn before its frontend answered the Ping
+    sent after it): the turn whose StartOfTurn was on its way ends before the Pong. That end is
+    the ForceEndTurn's answer, words and all; the Pong then answers nothing more."""
+    s = FluxStream(FluxSTT(api_key="k"))
+    s._conn = conn = _RecordingSocket()  # type: ignore[assignment]
+    await s.finalize()
+    s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})
+    s._handle({"type": "TurnInfo", "event": "EndOfTurn", "trigger": "manual", "transcript": "Um",
+               "end_of_turn_confidence": 0.9})
+    await conn.pong()
+    got = [s._queue.get_nowait() for _ in range(s._queue.qsize())]
+    assert got == [Transcript("Um", True, True, 0.9)]
+
+
 class _RecordingSocket:
     def __init__(self) -> None:
         self.sent: list[object] = []
+        self.pings: list[asyncio.Future[float]] = []
+
+    async def ping(self) -> asyncio.Future[float]:
+        self.pings.append(asyncio.get_running_loop().create_future())
+        return self.pings[-1]
+
+    async def pong(self) -> None:
+        """The Pong to every Ping so far (RFC 6455: a Pong answers the Pings before it)."""
+        for ping in self.pings:
+            if not ping.done():
+                ping.set_result(0.0)
+        await asyncio.sleep(0)
 
     async def send_media(self, message: bytes) -> None:
         self.sent.append(len(message))
@@ -383,3 +414,30 @@ def test_an_odd_field_does_not_lose_the_end_of_turn() -> None:
     s._handle({"type": "TurnInfo", "event": "EndOfTurn", "transcript": " Yes. ", "audio_window_end": 1.0,
                "end_of_turn_confidence": 0.9})
     assert s._queue.get_nowait() == Transcript("Yes.", True, True, 0.9)
+
+
+async def test_a_force_end_turn_while_closing_is_answered_at_once() -> None:
+    """Closing, no socket: nothing more will come from Flux, and nothing can prove the socket
+    alive (no Ping): the client answers the ForceEndTurn itself, as it always did."""
+    s = FluxStream(FluxSTT(api_key="k"))
+    s._closing = True
+    await s.finalize()
+    assert s._queue.get_nowait() == Transcript("", True, True, 0.0)
+
+
+async def test_a_force_end_turn_answered_on_its_pong_leaves_the_owed_ones_place() -> None:
+    """A ForceEndTurn owed for an open turn, then more audio and one with no turn open, which
+    its Pong answers; then the socket drops. The reconnect resends the owed one where IT was
+    sent, not where the answered one was: the audio after it is the next turn's."""
+    s = FluxStream(FluxSTT(api_key="k"))
+    s._conn = conn = _RecordingSocket()  # type: ignore[assignment]
+    s._replay.append(b"\xff" * 800)
+    s._handle({"type": "TurnInfo", "event": "StartOfTurn", "transcript": ""})
+    await s.finalize()  # owed: its EndOfTurn is due
+    s._replay.append(b"\xff" * 800)
+    await s.finalize()  # no turn open in our view: answered on the Pong
+    await conn.pong()
+    assert s._queue.get_nowait() == Transcript("", True, True, 0.0)
+    new = _RecordingSocket()
+    await s._resume(new, s._replay.reconnected())  # type: ignore[arg-type]
+    assert new.sent == [800, "ForceEndTurn", 800]
