@@ -29,6 +29,7 @@ from openai import AsyncOpenAI
 
 from bridge.providers import base
 from bridge.providers.base import LlmEvent, Message, ProviderError, TextDelta, ToolCall, ToolSpec
+from bridge.providers.llm import openai_wire
 from bridge.providers.llm.openai_errors import NAME, map_error
 from bridge.providers.llm.openai_sse import RawChatStream, open_chat_stream
 from bridge.providers.llm.openai_wire import ChatWire, WireChatStream
@@ -43,9 +44,11 @@ WARM_REPLY_S = 2.0  # the warm-up's GET /models answer, after the connect timeou
 # every speech onset, on every call sharing the client, would otherwise send a GET that fails
 # again (and log it). The turn's own request still goes, and fails over.
 RETRY_S = 30.0
-# A request that finds a warm-up's GET under way waits this long at most for it: the GET holds
-# (or is opening) the pooled connection, and a request sent meanwhile opens another, cold one
-# (TCP + TLS: 100-300 ms to a distant endpoint, about what this bounds the wait to).
+# A request that finds a warm-up's GET under way on a pooled connection (one round trip) waits
+# this long at most for it: the GET holds that connection, and a request sent meanwhile opens
+# another, cold one (TCP + TLS: 100-300 ms to a distant endpoint, about what this bounds the
+# wait to). Not for a warm-up that opens a connection itself (the offer's on a cold pool, e.g.
+# before an LLM-made greeting): its set-up takes as long as the request's own would.
 JOIN_WARM_S = 0.3
 _O_SERIES = re.compile(r"^o\d")  # o1, o3-mini, o4-mini: OpenAI's reasoning models
 
@@ -169,12 +172,15 @@ class OpenAIChat:
         """Open (or refresh) a pooled connection to the API host before a request:
         ``GET {base_url}/models`` on the client that sends the chat requests. Sends nothing
         unless ``warmup_due()`` (e.g. a second warm-up while one is under way). A chat
-        request that starts meanwhile waits for it (JOIN_WARM_S at most) and reuses its
-        connection."""
+        request that starts while its GET holds the pooled connection waits for it
+        (JOIN_WARM_S at most) and reuses that connection."""
         if not self.warmup_due():
             return
+        idle = self._idle_since
+        pooled = idle is not None and time.monotonic() - idle < openai_wire.KEEPALIVE_S
+        warming = asyncio.get_running_loop().create_future() if pooled else None
+        self._warming = warming
         self._busy += 1
-        warming = self._warming = asyncio.get_running_loop().create_future()
         try:
             await self._warm()
         except Exception:  # (a cancelled one is no sign of a failing provider)
@@ -183,7 +189,8 @@ class OpenAIChat:
         finally:
             self._busy -= 1
             self._warming = None
-            warming.set_result(None)
+            if warming is not None:
+                warming.set_result(None)
         self._failed_at = None
         self._idle_since = time.monotonic()
 

@@ -68,3 +68,23 @@ async def test_a_request_that_meets_the_onset_warm_up_reuses_its_connection(
     (onset,) = [e.data["peer"] for e in cloud.openai.journal.of("models")]
     assert onset == first  # the warm-up refreshed the pooled connection
     assert second == first  # and the request went out on it, not on a new one
+
+
+async def test_a_request_beside_a_warm_up_that_opens_its_own_connection_does_not_wait(
+    cloud: FakeCloud,
+) -> None:
+    """A cold pool (the process's first call, its greeting made by the LLM right after the
+    offer's warm-up): the GET is setting up a connection of its own, which takes as long as the
+    request's would, so the request does not wait behind it (a bounded wait that ran out would
+    only add to the greeting's time): it goes on a connection of its own at once."""
+    llm = _chat(cloud)
+    try:
+        warm.warm_on_call([llm], enabled=True)  # the offer: its task runs first
+        cloud.openai.script.append("Hello, how can I help?")
+        assert await asyncio.create_task(_reply(llm)) == "Hello, how can I help?"
+        await asyncio.wait_for(_settled(), 10)
+    finally:
+        await llm.aclose()
+    (offer,) = [e.data["peer"] for e in cloud.openai.journal.of("models")]
+    (greeting,) = [e.data["peer"] for e in cloud.openai.journal.of("request")]
+    assert greeting != offer
