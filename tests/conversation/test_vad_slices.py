@@ -159,3 +159,35 @@ def test_a_failed_slice_costs_only_its_own_windows(monkeypatch: pytest.MonkeyPat
 
     got = asyncio.run(run())
     assert len(got) == 6 and all(isinstance(p, float) for p in got[3:])
+
+
+def test_each_window_answer_runs_in_the_context_of_the_call_that_queued_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On the stream path a call's frames come from its connection's task, which carries its
+    CallUUID (callcontext.enter): the VAD's answer, and what the driver does on it (the engine,
+    the held events, the onset's LLM warm-up task and its log line), must run in that call's
+    context, not in the context of whichever call queued the pass's first window. With one
+    window a slice too (the further slices are callbacks of their own)."""
+    from bridge import callcontext
+
+    window = np.zeros(WINDOW, dtype=np.float32)
+
+    async def run(size: int) -> list[tuple[str, str]]:
+        monkeypatch.setattr(silero_shared, "SLICE", size)
+        model = shared_silero()
+        seen: list[tuple[str, str]] = []
+
+        async def call(uuid: str) -> None:
+            callcontext.CALL_UUID.set(uuid)  # as stream/server.py's connection task does
+            stream = model.stream()
+            stream.process_then(window, lambda _: seen.append((uuid, callcontext.CALL_UUID.get())))
+
+        await asyncio.gather(*(call(f"uuid-{i}") for i in range(5)))
+        await _idle(model.batch())
+        return seen
+
+    for size in (32, 1):
+        seen = asyncio.run(run(size))
+        assert len(seen) == 5
+        assert all(mine == context for mine, context in seen), seen
