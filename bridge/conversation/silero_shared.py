@@ -15,8 +15,10 @@ handled in the same pass. ``SileroStream.process_then`` queues the window with a
 callback (``process_batched``: the same with a future, for code that awaits); the first window
 of a pass schedules one run at the end of that pass (``call_soon``) for every window queued by
 then, each row with its own call's state, and calls each window's callback in queue order
-with its probability (or the run's exception). No task and no future on the driver's path:
-the run happens as soon as the loop has handled what was ready with it.
+with its probability (or the run's exception), in the context the window was queued in (its
+call's: on the stream path the connection task's, with the CallUUID its log lines carry).
+No task and no future on the driver's path: the run happens as soon as the loop has handled
+what was ready with it.
 
 Slices: one run of every window a busy pass queued held the loop for 4-13 ms of CPU at 150
 calls on a shared box, and a provider message that arrived meanwhile waited behind all of it
@@ -32,6 +34,7 @@ slicing changes no decision.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import threading
@@ -125,7 +128,9 @@ class SileroBatch:
     def __init__(self, model: SharedSilero, loop: asyncio.AbstractEventLoop) -> None:
         self._model = model
         self._loop = loop
-        self._queued: list[tuple[SileroStream, WindowDone]] = []
+        # each window with its callback and the context it was queued in (its call's: the
+        # stream path's connection task carries the CallUUID), where the callback runs
+        self._queued: list[tuple[SileroStream, WindowDone, contextvars.Context]] = []
         self._due = False  # a run is scheduled (the end of this pass, or the next slice)
         self.largest = 0  # the most windows one run carried (benches report it)
         self.most_queued = 0  # the most windows waiting when a run started (before slicing)
@@ -134,7 +139,7 @@ class SileroBatch:
         if not self._due:
             self._due = True
             self._loop.call_soon(self._run)
-        self._queued.append((stream, done))
+        self._queued.append((stream, done, contextvars.copy_context()))
 
     def _run(self) -> None:
         queued = self._queued
@@ -153,23 +158,23 @@ class SileroBatch:
             if len(queued) == 1:
                 inputs, states = queued[0][0]._input, queued[0][0]._state
             else:
-                inputs = np.concatenate([s._input for s, _ in queued])
-                states = np.concatenate([s._state for s, _ in queued], axis=1)
+                inputs = np.concatenate([s._input for s, _, _ in queued])
+                states = np.concatenate([s._state for s, _, _ in queued], axis=1)
             probs, new_states = self._model.run(inputs, states)
         except Exception as exc:  # the callers see it as the result of their own window
-            for stream, _ in queued:
+            for stream, _, _ in queued:
                 stream._in_flight = False
-            for _, done in queued:
-                _call(done, exc)
+            for _, done, context in queued:
+                context.run(_call, done, exc)
             return
-        for i, (stream, _) in enumerate(queued):
+        for i, (stream, _, _) in enumerate(queued):
             # a copy: a view would keep the whole batch's array alive with this call
             stream._state = new_states[:, i : i + 1, :].copy()
             stream._in_flight = False
         # every stream is free before any callback runs: a callback may queue its call's next
         # window at once (it joins the next run: the next slice's, or the next pass's)
-        for i, (_, done) in enumerate(queued):
-            _call(done, float(probs[i]))
+        for i, (_, done, context) in enumerate(queued):
+            context.run(_call, done, float(probs[i]))
 
 
 def _call(done: WindowDone, result: float | BaseException) -> None:

@@ -54,7 +54,7 @@ async def awaited(speech_now: Callable[[bytes, Later], bool | None], pcm: bytes)
     answer = speech_now(pcm, later)
     if answer is not None:
         return answer
-    if not early:  # the usual case: the window runs at the end of this loop pass
+    if not early:  # the usual case: the window runs after this loop pass (or in a later slice)
         future = asyncio.get_running_loop().create_future()
         return await future
     if isinstance(early[0], BaseException):
@@ -68,13 +68,15 @@ class FrameVad(Protocol):
         ...
 
     async def speech(self, pcm: bytes) -> bool:
-        """The same decision; may wait for the end of this loop pass (batched silero)."""
+        """The same decision; may wait for silero's batched run (after this loop pass, or in
+        a later slice)."""
         ...
 
     def speech_now(self, pcm: bytes, later: Later) -> bool | None:
         """The same decision now, or None: then ``later`` gets it (once) when silero's
-        batched window has run, at the end of this loop pass. One frame at a time: the next
-        frame is asked only after the answer (a call's windows depend on each other)."""
+        batched window has run (after this loop pass, or in a later slice). One frame at a
+        time: the next frame is asked only after the answer (a call's windows depend on each
+        other)."""
         ...
 
 

@@ -29,6 +29,7 @@ from openai import AsyncOpenAI
 
 from bridge.providers import base
 from bridge.providers.base import LlmEvent, Message, ProviderError, TextDelta, ToolCall, ToolSpec
+from bridge.providers.llm import openai_wire
 from bridge.providers.llm.openai_errors import NAME, map_error
 from bridge.providers.llm.openai_sse import RawChatStream, open_chat_stream
 from bridge.providers.llm.openai_wire import ChatWire, WireChatStream
@@ -39,6 +40,16 @@ __all__ = ["NAME", "OpenAIChat", "create", "is_reasoning_model", "map_error", "t
 # sends nothing. Below the pools' keep-alive (openai_wire.KEEPALIVE_S, httpx's 5 s).
 FRESH_S = 2.0
 WARM_REPLY_S = 2.0  # the warm-up's GET /models answer, after the connect timeout
+# After a failed warm-up (a revoked key, the API down) none is due for this long: the caller's
+# every speech onset, on every call sharing the client, would otherwise send a GET that fails
+# again (and log it). The turn's own request still goes, and fails over.
+RETRY_S = 30.0
+# A request that finds a warm-up's GET under way on a pooled connection (one round trip) waits
+# this long at most for it: the GET holds that connection, and a request sent meanwhile opens
+# another, cold one (TCP + TLS: 100-300 ms to a distant endpoint, about what this bounds the
+# wait to). Not for a warm-up that opens a connection itself (the offer's on a cold pool, e.g.
+# before an LLM-made greeting): its set-up takes as long as the request's own would.
+JOIN_WARM_S = 0.3
 _O_SERIES = re.compile(r"^o\d")  # o1, o3-mini, o4-mini: OpenAI's reasoning models
 
 
@@ -141,27 +152,46 @@ class OpenAIChat:
         self._warm_timeout_s = connect_timeout_s + WARM_REPLY_S
         self._idle_since: float | None = None  # when the last reply left its connection idle
         self._busy = 0  # replies and warm-ups under way (the pool is not idle)
+        self._failed_at: float | None = None  # when the last warm-up failed
+        self._warming: asyncio.Future[None] | None = None  # set when the warm-up under way ends
 
     def warmup_due(self) -> bool:
-        """Whether a warm-up would help: nothing under way on this client's pool, and no
+        """Whether a warm-up would help: nothing under way on this client's pool, no
         reply or warm-up left a connection idle in the last FRESH_S (a GET then would hold
-        that connection, and a request asked for meanwhile would open a cold one). Cheap:
+        that connection, and a request asked for meanwhile would open a cold one), and no
+        warm-up failed in the last RETRY_S. Cheap:
         the caller's speech onset asks it (llm/warm.py warm_on_speech)."""
         if self._busy:
             return False
-        return self._idle_since is None or time.monotonic() - self._idle_since >= FRESH_S
+        now = time.monotonic()
+        if self._failed_at is not None and now - self._failed_at < RETRY_S:
+            return False
+        return self._idle_since is None or now - self._idle_since >= FRESH_S
 
     async def warmup(self) -> None:
         """Open (or refresh) a pooled connection to the API host before a request:
         ``GET {base_url}/models`` on the client that sends the chat requests. Sends nothing
-        unless ``warmup_due()`` (e.g. a second warm-up while one is under way)."""
+        unless ``warmup_due()`` (e.g. a second warm-up while one is under way). A chat
+        request that starts while its GET holds the pooled connection waits for it
+        (JOIN_WARM_S at most) and reuses that connection."""
         if not self.warmup_due():
             return
+        idle = self._idle_since
+        pooled = idle is not None and time.monotonic() - idle < openai_wire.KEEPALIVE_S
+        warming = asyncio.get_running_loop().create_future() if pooled else None
+        self._warming = warming
         self._busy += 1
         try:
             await self._warm()
+        except Exception:  # (a cancelled one is no sign of a failing provider)
+            self._failed_at = time.monotonic()
+            raise
         finally:
             self._busy -= 1
+            self._warming = None
+            if warming is not None:
+                warming.set_result(None)
+        self._failed_at = None
         self._idle_since = time.monotonic()
 
     async def _warm(self) -> None:
@@ -198,6 +228,9 @@ class OpenAIChat:
         self._idle_since = None  # until this reply is read to its end
         self._busy += 1
         try:
+            warming = self._warming
+            if warming is not None:  # the GET holds the pooled connection: reuse it after
+                await asyncio.wait((warming,), timeout=JOIN_WARM_S)
             if self._wire is not None:
                 stream = await self._wire.open(wire_body(kwargs))
             else:

@@ -12,8 +12,11 @@ asked more than 5 s after the offer (a long greeting, a caller who waits) opened
 connection on the caller's time after all. The caller's speech onset comes at least an
 utterance and an endpointing window before the request: time for the GET to open or
 refresh the connection. Only when the provider says a warm-up is due (``warmup_due()``:
-nothing under way on its pool and no connection left idle in the last 2 s): at 150 calls the
-shared pool is busy once replies flow, and this sent one GET a run (bench/voice_to_voice.py).
+nothing under way on its pool, no connection left idle in the last 2 s, no warm-up failed in
+the last 30 s): at 150 calls the shared pool is busy once replies flow, and this sent one GET
+a run (bench/voice_to_voice.py). A request that starts while the GET is under way waits for it
+briefly (openai_chat.JOIN_WARM_S) rather than open a second, cold connection beside the one
+the GET holds.
 """
 
 from __future__ import annotations
