@@ -71,6 +71,14 @@ _STRAGGLER_AHEAD = 5 * FRAME_SAMPLES
 
 TransferCallback = Callable[[str], Awaitable[bool]]
 
+# A caller frame made once per call every 20 ms: AudioFrame is a frozen dataclass, whose
+# __init__ is a Python call setting each field through object.__setattr__; its slots'
+# descriptors set the same fields directly (tests/media/test_rtp_leg_fast_path.py checks
+# the frame is equal to AudioFrame(pcm, t)).
+_new_frame = AudioFrame.__new__
+_set_frame_pcm = AudioFrame.pcm.__set__  # type: ignore[attr-defined,misc]
+_set_frame_t = AudioFrame.t.__set__  # type: ignore[attr-defined,misc]
+
 _COUNTERS = (
     "packets_in", "bytes_in", "packets_out", "bytes_out", "dtmf_in", "dtmf_out", "rtcp_in", "rtcp_out",
     "malformed", "ignored", "foreign", "frames_in", "filler_frames", "latches", "send_errors",
@@ -105,6 +113,8 @@ class RtpLeg:
         self._queue = PlaybackQueue(self._channel.put)
         self._playout: PlayoutBuffer | ListenBuffer = PlayoutBuffer(target_ms=settings.jitter_buffer_ms)
         self._listen_rec: ListenRecording | None = None  # listen mode: the recording's caller frames
+        # self._playout when it is a ListenBuffer (on_tick's test, without isinstance)
+        self._listening: ListenBuffer | None = None
         self._dtmf_rx = DtmfReceiver()
         self._dtmf_tx = DtmfSender()
         self._rx = ReceiveStats()
@@ -116,7 +126,7 @@ class RtpLeg:
         self._pt = 0
         self._keep_pt = -1  # listen mode with PCMU: 0, its frames keep their payload (g711.UlawPcm)
         self._fast_pt = -1  # the payload type on_readable's usual-packet path takes (-1: none)
-        self._decode_fast = DECODERS[0]
+        self._decode_fast = self._passthrough.decoder(0)
         self._fast_keeps = False  # that path's frames keep their payload (listen mode, PCMU)
         self._dtmf_pt: int | None = None
         self._tx_on = False
@@ -237,6 +247,7 @@ class RtpLeg:
         stays the longest wait for a missing packet."""
         if not isinstance(self._playout, ListenBuffer):
             self._playout = ListenBuffer(max_wait_ms=self._settings.jitter_buffer_ms)
+            self._listening = self._playout
             if self._recorder is not None:
                 self._listen_rec = ListenRecording(self._recorder)
             self._set_keep_pt()
@@ -255,7 +266,12 @@ class RtpLeg:
         usual = self._rx_on and pt in DECODERS and pt != self._dtmf_pt
         self._fast_pt = pt if usual else -1
         self._fast_keeps = pt == self._keep_pt
-        self._decode_fast = decode_ulaw_keeping if self._fast_keeps else DECODERS.get(pt, self._decode_fast)
+        # the usual packet's decode: keeping the payload on the frame (listen mode, PCMU) or
+        # in the Passthrough (codec.Passthrough.decoder: the decode and keep() in one call)
+        if self._fast_keeps:
+            self._decode_fast = decode_ulaw_keeping
+        elif pt in DECODERS:
+            self._decode_fast = self._passthrough.decoder(pt)
 
     def inject_dtmf(self, digit: str, duration_ms: int) -> None:
         """A digit that came by SIP INFO: delivered like an RFC 4733 one."""
@@ -279,7 +295,8 @@ class RtpLeg:
     def play(self, utterance_id: str, pcm: bytes) -> None:
         if self._ending:
             return
-        idle = not self._talking and self._early_pcm is None and self._queue.queued_ms == 0 \
+        # (the queue's frame count: queued_ms == 0 without the property's call and arithmetic)
+        idle = not self._talking and self._early_pcm is None and not self._queue._queued_frames \
             and not self._paused
         self._queue.play(utterance_id, pcm)
         if idle:
@@ -446,10 +463,8 @@ class RtpLeg:
                 n["packets_in"] += 1
                 n["bytes_in"] += len(payload)
                 self._rx.on_packet(ssrc, seq, ts, now)
-                pcm = self._decode_fast(payload)
-                if not self._fast_keeps:  # (a kept-payload frame carries it: g711.UlawPcm)
-                    self._passthrough.keep(pcm, payload)
-                self._playout.put(ts, pcm, seq)
+                # decoded and kept (Passthrough.decoder), or carrying it (g711.UlawPcm)
+                self._playout.put(ts, self._decode_fast(payload), seq)
                 self._rx_flowing = True
                 return
         self._on_datagram(data, addr, now)
@@ -460,29 +475,37 @@ class RtpLeg:
         # on them is receive-side work, not done between two legs' sends.
         if not self._send_hold:
             self._send_hold = True
-            self._channel.hold()
+            self._channel._held += 1  # EventChannel.hold() inline (once per call every 20 ms)
         self._agent_pcm = self._send_tick(now)
 
     def on_tick(self, now: float) -> None:
         if self._send_hold:
             self._send_hold = False
-            self._channel.release()
+            channel = self._channel
+            if channel._held == 1 and not channel._items:
+                channel._held = 0  # EventChannel.release() when nothing waits, inline
+            else:
+                channel.release()
         if self._ending:
             return  # ended during this tick's send or read phase
         caller_pcm: bytes | None = None
-        playout = self._playout
-        if isinstance(playout, ListenBuffer):
-            frames = self._listen_tick(playout, now) if self._rx_on else []
+        listen = self._listening
+        if listen is not None:
+            frames = self._listen_tick(listen, now) if self._rx_on else []
             if self._listen_rec is not None:
-                self._listen_rec.tick(frames, self._agent_pcm, self._rx_on and playout.primed)
+                self._listen_rec.tick(frames, self._agent_pcm, self._rx_on and listen.primed)
         elif self._rx_on:
+            playout: PlayoutBuffer = self._playout  # type: ignore[assignment]  # not listening
             caller_pcm = playout.tick()
             if caller_pcm is None and self._rx_flowing:
                 caller_pcm = _SILENCE  # a pause in the caller's stream: keep the cadence
                 self._n["filler_frames"] += 1
             if caller_pcm is not None:
                 self._n["frames_in"] += 1
-                self._channel.put(AudioFrame(caller_pcm, now))
+                frame = _new_frame(AudioFrame)  # AudioFrame(caller_pcm, now) without its __init__
+                _set_frame_pcm(frame, caller_pcm)
+                _set_frame_t(frame, now)
+                self._channel.put(frame)
         if self._recorder is not None and self._listen_rec is None:
             self._recorder.write(caller_pcm, self._agent_pcm)
         self._tick_no += 1
