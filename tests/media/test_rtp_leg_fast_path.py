@@ -82,7 +82,7 @@ def state(leg: RtpLeg) -> dict[str, Any]:
     rx, buf = leg._rx, leg._playout
     stream = rx._stream
     return {
-        "n": dict(leg._n),
+        "n": leg.counters(),
         "rx": (dict(vars(rx), _stream=None), None if stream is None else
                tuple(getattr(stream, k) for k in stream.__slots__)),
         "buf": {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
@@ -147,7 +147,7 @@ async def test_the_usual_packet_path_leaves_the_leg_as_the_general_one(listen: b
                         assert not diff, f"seed {seed} step {step}: counters {diff}"
                     assert fast[key] == slow[key], f"seed {seed} step {step}: {key}"
                 checked += 1
-        assert legs[0]._n["packets_in"] > 2000  # mostly the usual packet
+        assert legs[0].counters()["packets_in"] > 2000  # mostly the usual packet
         assert checked - slow_calls > 1000  # and the fast leg took its own path for most of them
     finally:
         for leg in legs:
