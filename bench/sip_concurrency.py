@@ -265,6 +265,8 @@ def main() -> int:
     ap.add_argument("--daemon-cpus", help="pin the daemon's threads to these CPUs (e.g. 0, or 0-1)")
     ap.add_argument("--callers-cpus", help="pin the SIPp callers, tcpdump and this bench to these CPUs "
                     "(e.g. 1): with --daemon-cpus 0, callers on another host, emulated")
+    ap.add_argument("--tree", type=Path, help="run the daemon from this checkout (e.g. a git archive of "
+                    "main) for an A/B with the same bench; default: this one")
     args = ap.parse_args()
     daemon_cpus, callers_cpus = parse_cpus(args.daemon_cpus), parse_cpus(args.callers_cpus)
     procs = args.sipp_procs or max(1, -(-args.calls // 100))
@@ -280,6 +282,8 @@ def main() -> int:
         )
         env = {"VOICE_BRIDGE_LOGGING__LEVEL": "WARNING", "VOICE_BRIDGE_SIP__MAX_CALLS": str(args.calls + 10),
                "VOICE_BRIDGE_DAEMON__EVENT_LOOP": args.loop}
+        if args.tree:  # its bridge package ahead of this checkout's (installed editable)
+            env["PYTHONPATH"] = str(args.tree.resolve())
         with run_daemon(tmp, agent="echo", env=env, rtp_ports=2 * args.calls + 40) as daemon:
             lo, hi = daemon.rtp_range
             pid, sip_port = daemon.proc.pid, daemon.sip_port
@@ -394,6 +398,7 @@ def main() -> int:
         json.dumps(
             {
                 "calls": args.calls,
+                "daemon_tree": str((args.tree or Path(__file__).resolve().parents[1]).resolve()),
                 "event_loop": args.loop,
                 # the daemon's scheduling: default (nice 0, SCHED_OTHER) unless set
                 "daemon_nice": args.daemon_nice,

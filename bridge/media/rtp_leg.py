@@ -770,12 +770,11 @@ class RtpLeg:
         # _send inlined: this runs once per packet of every call
         pt = self._pt
         seq = self._seq
-        n = self._n
         try:
             self._sock.sendto(_HEADER.pack(0x80, pt if self._talking else 0x80 | pt, seq, ts, self._ssrc)
                               + payload, self._remote)  # type: ignore[arg-type]  # audible: not None
         except OSError:  # full buffer, no route: UDP drops, the stream goes on
-            n["send_errors"] += 1
+            self._n["send_errors"] += 1
         self._seq = (seq + 1) & 0xFFFF
         self._packets_out += 1
         self._bytes_out += len(payload)

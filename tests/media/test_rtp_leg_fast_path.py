@@ -154,3 +154,15 @@ async def test_the_usual_packet_path_leaves_the_leg_as_the_general_one(listen: b
             leg._sock = leg._pair.rtp
             await leg.close()
     assert checked == 8 * 400
+
+
+def test_a_caller_frame_made_through_its_slots_is_the_dataclass() -> None:
+    from bridge.leg import AudioFrame
+    from bridge.media.rtp_leg import _new_frame, _set_frame_pcm, _set_frame_t
+
+    pcm = bytes(range(256)) + bytes(64)
+    frame = _new_frame(AudioFrame)
+    _set_frame_pcm(frame, pcm)
+    _set_frame_t(frame, 12.5)
+    assert frame == AudioFrame(pcm, 12.5) and hash(frame) == hash(AudioFrame(pcm, 12.5))
+    assert type(frame) is AudioFrame and frame.pcm is pcm
