@@ -555,7 +555,64 @@ class RtpLeg:
         if not self._send_hold:
             self._send_hold = True
             self._channel._held += 1  # EventChannel.hold() inline (once per call every 20 ms)
-        self._agent_pcm = self._send_tick(now)
+        # Send this tick's frame (DTMF first, then agent audio); _agent_pcm: the agent PCM
+        # sent (for the recording). In this method, not a call of its own: once per call
+        # every 20 ms.
+        early = self._early_pcm
+        if early is not None:  # this tick's frame already left in _start_talkspurt
+            self._early_pcm = None
+            self._agent_pcm = early
+            return
+        ts = self._ts
+        self._ts = (ts + FRAME_SAMPLES) & 0xFFFFFFFF
+        audible = self._tx_on and self._remote is not None
+        pcm: bytes | None = None
+        if self._dtmf_tx._jobs:  # DtmfSender.busy without the property's call
+            step = self._dtmf_tx.tick(ts, inband=self._dtmf_pt is None)
+            for token in step.finished:
+                if isinstance(token, asyncio.Future) and not token.done():
+                    token.set_result(None)
+            if audible and step.packets and self._dtmf_pt is not None:
+                for event, marker, event_ts in step.packets:
+                    self._send(self._dtmf_pt, event_ts, event, marker)
+                if step.packets[0][1]:
+                    self._n["dtmf_out"] += 1
+                    _DTMF_OUT.inc()
+            pcm = step.tone
+            if step.busy and pcm is None:
+                self._talking = False
+                self._agent_pcm = None
+                return
+        if pcm is None:
+            # Paused (caller speech being judged): the queue waits, nothing of it is heard.
+            pcm = None if self._paused else self._queue.next_frame(now, audible)
+            if pcm is None and self._settings.send_silence:
+                pcm = _SILENCE
+        if pcm is None or not audible:
+            self._talking = False
+            self._agent_pcm = None
+            return
+        # A caller frame sent back as it came (the echo agent) goes out as its own payload
+        # (Passthrough.payload_of inline: this runs once per packet of every call).
+        passthrough = self._passthrough
+        key = id(pcm)
+        kept = passthrough._new.get(key)
+        if kept is None:
+            kept = passthrough._old.get(key)
+        payload = self._encode(pcm) if kept is None else kept
+        # _send inlined: this runs once per packet of every call
+        pt = self._pt
+        seq = self._seq
+        try:
+            self._sock.sendto(_HEADER.pack(0x80, pt if self._talking else 0x80 | pt, seq, ts, self._ssrc)
+                              + payload, self._remote)  # type: ignore[arg-type]  # audible: not None
+        except OSError:  # full buffer, no route: UDP drops, the stream goes on
+            self._n["send_errors"] += 1
+        self._seq = (seq + 1) & 0xFFFF
+        self._packets_out += 1
+        self._bytes_out += len(payload)
+        self._talking = True
+        self._agent_pcm = pcm
 
     def on_tick(self, now: float) -> None:
         if self._send_hold:
@@ -726,68 +783,13 @@ class RtpLeg:
                         extra={"call_id": self.call_id, "rtp_from": f"{addr[0]}:{addr[1]}"})
         self._n["foreign"] += 1
 
-    def _send_tick(self, now: float) -> bytes | None:
-        """Send this tick's frame (DTMF first, then agent audio); returns the agent PCM."""
-        early = self._early_pcm
-        if early is not None:  # this tick's frame already left in _start_talkspurt
-            self._early_pcm = None
-            return early
-        ts = self._ts
-        self._ts = (ts + FRAME_SAMPLES) & 0xFFFFFFFF
-        audible = self._tx_on and self._remote is not None
-        pcm: bytes | None = None
-        if self._dtmf_tx._jobs:  # DtmfSender.busy without the property's call
-            step = self._dtmf_tx.tick(ts, inband=self._dtmf_pt is None)
-            for token in step.finished:
-                if isinstance(token, asyncio.Future) and not token.done():
-                    token.set_result(None)
-            if audible and step.packets and self._dtmf_pt is not None:
-                for event, marker, event_ts in step.packets:
-                    self._send(self._dtmf_pt, event_ts, event, marker)
-                if step.packets[0][1]:
-                    self._n["dtmf_out"] += 1
-                    _DTMF_OUT.inc()
-            pcm = step.tone
-            if step.busy and pcm is None:
-                self._talking = False
-                return None
-        if pcm is None:
-            # Paused (caller speech being judged): the queue waits, nothing of it is heard.
-            pcm = None if self._paused else self._queue.next_frame(now, audible)
-            if pcm is None and self._settings.send_silence:
-                pcm = _SILENCE
-        if pcm is None or not audible:
-            self._talking = False
-            return None
-        # A caller frame sent back as it came (the echo agent) goes out as its own payload
-        # (Passthrough.payload_of inline: this runs once per packet of every call).
-        passthrough = self._passthrough
-        key = id(pcm)
-        kept = passthrough._new.get(key)
-        if kept is None:
-            kept = passthrough._old.get(key)
-        payload = self._encode(pcm) if kept is None else kept
-        # _send inlined: this runs once per packet of every call
-        pt = self._pt
-        seq = self._seq
-        try:
-            self._sock.sendto(_HEADER.pack(0x80, pt if self._talking else 0x80 | pt, seq, ts, self._ssrc)
-                              + payload, self._remote)  # type: ignore[arg-type]  # audible: not None
-        except OSError:  # full buffer, no route: UDP drops, the stream goes on
-            self._n["send_errors"] += 1
-        self._seq = (seq + 1) & 0xFFFF
-        self._packets_out += 1
-        self._bytes_out += len(payload)
-        self._talking = True
-        return pcm
-
     def _send(self, pt: int, ts: int, payload: bytes, marker: bool) -> None:
         remote = self._remote
         if remote is None:
             return
         n = self._n
         try:
-            # build_rtp inlined (and this in _send_tick): it runs once per packet of every call
+            # build_rtp inlined (and this in on_send): it runs once per packet of every call
             self._sock.sendto(_HEADER.pack(0x80, 0x80 | pt if marker else pt, self._seq, ts & 0xFFFFFFFF,
                                            self._ssrc)
                               + payload, remote)
