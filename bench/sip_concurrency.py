@@ -38,6 +38,7 @@ import time
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -65,9 +66,20 @@ def udp_sockets_by_pid() -> dict[tuple[int, str], tuple[int, int]]:
     return found
 
 
-def rtp_intervals(pcap: Path) -> tuple[np.ndarray, int, int]:
-    """(intervals in ms between consecutive-sequence packets, packets, packets the capture
-    missed) for the RTP (not RTCP) packets in ``pcap``, per source port."""
+class Intervals(NamedTuple):
+    gaps_ms: np.ndarray  # between consecutive-sequence packets of one call
+    at: np.ndarray  # capture time (s) of each interval's second packet
+    packets: int
+    missed: int  # packets the capture missed (sequence numbers skipped)
+    all_set_up: float  # first packet of the call whose echo began last
+    first_ended: float  # last packet of the call whose echo ended first
+    first_packet: float
+
+
+def rtp_intervals(pcap: Path) -> Intervals:
+    """Intervals between consecutive-sequence packets of the RTP (not RTCP) packets in
+    ``pcap``, per source port (one a call), with the time each was seen and the span in which
+    every call's echo ran (after the last call was set up, before the first hang-up)."""
     by_stream: dict[int, list[tuple[float, int, bool]]] = defaultdict(list)
     for ts, sport, _dport, payload in read_udp_payloads(pcap):
         if len(payload) < 12 or 200 <= payload[1] <= 204:  # RTCP shares the port range
@@ -75,6 +87,7 @@ def rtp_intervals(pcap: Path) -> tuple[np.ndarray, int, int]:
         seq = int.from_bytes(payload[2:4], "big")
         by_stream[sport].append((ts, seq, bool(payload[1] & 0x80)))
     gaps: list[float] = []
+    at: list[float] = []
     packets = missed = 0
     for pkts in by_stream.values():
         packets += len(pkts)
@@ -85,7 +98,44 @@ def rtp_intervals(pcap: Path) -> tuple[np.ndarray, int, int]:
                 continue
             if not m1:
                 gaps.append((t1 - t0) * 1000)
-    return np.array(gaps), packets, missed
+                at.append(t1)
+    firsts = [pkts[0][0] for pkts in by_stream.values()] or [0.0]
+    lasts = [pkts[-1][0] for pkts in by_stream.values()] or [0.0]
+    return Intervals(np.array(gaps), np.array(at), packets, missed, max(firsts), min(lasts), min(firsts))
+
+
+def interval_figures(gaps: np.ndarray) -> dict[str, float | int | None]:
+    """p50/p99/p99.9/max of ``gaps`` (ms), how many, and how many above the 25 ms target."""
+    if not gaps.size:
+        return {"intervals": 0, "p50": None, "p99": None, "p999": None, "max": None, "over_25_ms": 0}
+    return {"intervals": int(gaps.size),
+            **{k: round(float(np.percentile(gaps, q)), 2)
+               for k, q in (("p50", 50), ("p99", 99), ("p999", 99.9))},
+            "max": round(float(gaps.max()), 2), "over_25_ms": int((gaps > 25).sum())}
+
+
+def parse_cpus(text: str | None) -> set[int] | None:
+    """'0' / '1,2' / '2-3' -> a CPU set (None when not given)."""
+    if not text:
+        return None
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def pin_threads(pid: int, cpus: set[int]) -> list[int]:
+    """Every thread of ``pid`` onto ``cpus`` (threads started later inherit their creator's
+    set). Returns the thread ids moved."""
+    moved = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+            moved.append(int(tid))
+        except OSError:  # the thread ended meanwhile
+            pass
+    return moved
 
 
 def media_clock_figures(http_port: int) -> dict[str, object]:
@@ -212,7 +262,13 @@ def main() -> int:
                     help="the daemon's event loop")
     ap.add_argument("--daemon-nice", type=int, help="run the daemon at this niceness (e.g. -10; root)")
     ap.add_argument("--daemon-rr", type=int, help="run the daemon SCHED_RR at this priority (1-99; root)")
+    ap.add_argument("--daemon-cpus", help="pin the daemon's threads to these CPUs (e.g. 0, or 0-1)")
+    ap.add_argument("--callers-cpus", help="pin the SIPp callers, tcpdump and this bench to these CPUs "
+                    "(e.g. 1): with --daemon-cpus 0, callers on another host, emulated")
+    ap.add_argument("--tree", type=Path, help="run the daemon from this checkout (e.g. a git archive of "
+                    "main) for an A/B with the same bench; default: this one")
     args = ap.parse_args()
+    daemon_cpus, callers_cpus = parse_cpus(args.daemon_cpus), parse_cpus(args.callers_cpus)
     procs = args.sipp_procs or max(1, -(-args.calls // 100))
     counts = [n for n in split(args.calls, procs) if n]
     load_before = os.getloadavg()
@@ -226,10 +282,17 @@ def main() -> int:
         )
         env = {"VOICE_BRIDGE_LOGGING__LEVEL": "WARNING", "VOICE_BRIDGE_SIP__MAX_CALLS": str(args.calls + 10),
                "VOICE_BRIDGE_DAEMON__EVENT_LOOP": args.loop}
+        if args.tree:  # its bridge package ahead of this checkout's (installed editable)
+            env["PYTHONPATH"] = str(args.tree.resolve())
         with run_daemon(tmp, agent="echo", env=env, rtp_ports=2 * args.calls + 40) as daemon:
             lo, hi = daemon.rtp_range
             pid, sip_port = daemon.proc.pid, daemon.sip_port
             priority_errors = prioritise(pid, args.daemon_nice, args.daemon_rr)
+            if daemon_cpus:
+                pin_threads(pid, daemon_cpus)
+            if callers_cpus:
+                # this process's children (tcpdump, SIPps) inherit it; the sampler thread too
+                os.sched_setaffinity(0, callers_cpus)
             # (time, daemon CPU s, SIPps' CPU s, daemon loop thread's run-queue wait s)
             samples: list[tuple[float, float, float, float]] = []
             sipps: list[subprocess.Popen[bytes]] = []
@@ -250,6 +313,8 @@ def main() -> int:
             def sample() -> None:
                 tick = 0
                 while not stop.is_set():
+                    if daemon_cpus:  # threads the daemon started since (executors) too
+                        pin_threads(pid, daemon_cpus)
                     samples.append((time.monotonic(), cpu_seconds(pid), sipp_cpu(), runqueue_wait_s(pid)))
                     if tick % 2 == 0:  # sockets come and go with the calls: keep each one's last
                         for key, (queued, dropped) in udp_sockets_by_pid().items():
@@ -292,8 +357,12 @@ def main() -> int:
                     sock.close()
             sipp_pids = {p.pid for p in sipps}
             daemon_log = daemon.log_lines
+            affinity = {"daemon": sorted(os.sched_getaffinity(pid)),
+                        "callers_and_tcpdump": sorted(os.sched_getaffinity(0)),
+                        "cpus_online": os.cpu_count()}
             clock = media_clock_figures(daemon.http_port)
-        gaps, packets, missed = rtp_intervals(tmp / "out.pcap")
+        iv = rtp_intervals(tmp / "out.pcap")
+        gaps = iv.gaps_ms
         if args.keep:
             shutil.copytree(tmp, args.keep, dirs_exist_ok=True)
             (args.keep / "daemon.log").write_text("\n".join(daemon_log))
@@ -320,18 +389,23 @@ def main() -> int:
         sipp_pct = 100 * (steady[-1][2] - steady[0][2]) / span
         wait_share = (steady[-1][3] - steady[0][3]) / span
 
-    def pct(q: float) -> float | None:
-        return round(float(np.percentile(gaps, q)), 2) if gaps.size else None
-
+    # Ramp against steady state: every call's echo running (after the last call's first
+    # packet) versus the rest, so a reader can tell whether the p99 comes from the set-up burst
+    # (INVITEs and ACKs of the last calls while the first ones' media run) or from steady load.
+    steady_mask = (iv.at > iv.all_set_up) & (iv.at <= iv.first_ended)
+    ramp_mask = iv.at <= iv.all_set_up
     print(
         json.dumps(
             {
                 "calls": args.calls,
+                "daemon_tree": str((args.tree or Path(__file__).resolve().parents[1]).resolve()),
                 "event_loop": args.loop,
                 # the daemon's scheduling: default (nice 0, SCHED_OTHER) unless set
                 "daemon_nice": args.daemon_nice,
                 "daemon_sched_rr": args.daemon_rr,
                 "daemon_priority_errors": priority_errors,
+                # CPUs the daemon and the callers (SIPps, tcpdump, the bench) were allowed on
+                "affinity": affinity,
                 "call_seconds": args.seconds,
                 "codec": args.codec,
                 "sipp_processes": len(counts),
@@ -359,10 +433,17 @@ def main() -> int:
                 "load_average_1m": {"before": round(load_before[0], 2),
                                     "after": round(os.getloadavg()[0], 2)},
                 "daemon_media_clock": clock,
-                "rtp_out_packets": packets,
-                "rtp_out_capture_missed": missed,
-                "rtp_out_interval_ms": {"p50": pct(50), "p99": pct(99), "p999": pct(99.9),
-                                        "max": round(float(gaps.max()), 2) if gaps.size else None},
+                "rtp_out_packets": iv.packets,
+                "rtp_out_capture_missed": iv.missed,
+                "rtp_out_interval_ms": interval_figures(gaps),
+                # from the first call's first echoed packet to the last call's
+                "rtp_out_interval_ms_ramp": {
+                    "seconds": round(iv.all_set_up - iv.first_packet, 2),
+                    **interval_figures(gaps[ramp_mask])},
+                # every call's echo running: after the ramp, before the first hang-up
+                "rtp_out_interval_ms_steady": {
+                    "seconds": round(max(0.0, iv.first_ended - iv.all_set_up), 2),
+                    **interval_figures(gaps[steady_mask])},
             },
             indent=2,
         )

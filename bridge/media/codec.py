@@ -14,9 +14,17 @@ import numpy as np
 from bridge.audio import g711
 
 
-def _decoder(table: np.ndarray) -> Callable[[bytes], bytes]:
+def _tables(table: np.ndarray) -> tuple[bytes, bytes]:
+    """bytes.translate tables of the low and the high byte of each code's s16le sample."""
     as_bytes = table.astype("<i2").view(np.uint8)
-    low, high = bytes(as_bytes[0::2]), bytes(as_bytes[1::2])
+    return bytes(as_bytes[0::2]), bytes(as_bytes[1::2])
+
+
+_TABLES = {0: _tables(g711.ULAW_DECODE), 8: _tables(g711.ALAW_DECODE)}
+
+
+def _decoder(table: np.ndarray) -> Callable[[bytes], bytes]:
+    low, high = _tables(table)
 
     def decode(payload: bytes) -> bytes:
         out = bytearray(2 * len(payload))
@@ -86,6 +94,28 @@ class Passthrough:
             self._new_frames = []
         new[id(pcm)] = payload
         self._new_frames.append(pcm)
+
+    def decoder(self, payload_type: int) -> Callable[[bytes], bytes]:
+        """DECODERS[payload_type] and ``keep`` in one call: the receive path's usual packet
+        (once per call every 20 ms) decodes its payload and keeps it."""
+        low, high = _TABLES[payload_type]
+        depth = self._depth
+
+        def decode_keeping(payload: bytes) -> bytes:
+            out = bytearray(2 * len(payload))
+            out[0::2] = payload.translate(low)
+            out[1::2] = payload.translate(high)
+            pcm = bytes(out)
+            new = self._new
+            if len(new) >= depth:
+                self._old, self._old_frames = new, self._new_frames
+                self._new = new = {}
+                self._new_frames = []
+            new[id(pcm)] = payload
+            self._new_frames.append(pcm)
+            return pcm
+
+        return decode_keeping
 
     def payload_of(self, pcm: bytes) -> bytes | None:
         """The payload ``pcm`` was decoded from, if it is one of the kept frames."""

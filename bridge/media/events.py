@@ -13,6 +13,10 @@ An attached consumer is never called re-entrantly: an event put while it runs, o
 (or the leg) holds the channel (``hold``/``release``), is queued under the same bounds and
 handed over, in order, when the last hold is released. So a frame whose decision waits for
 something (silero's batched window) holds the channel, and later events wait behind it.
+
+``_held`` and ``_items`` are also read and set by RtpLeg's tick (its hold over the send
+phase, taken and given back without a call: ``hold`` / ``release`` exactly, in their usual
+case), so keep their meaning if you change them.
 """
 
 from __future__ import annotations
@@ -51,6 +55,21 @@ class EventChannel:
         return self._ended
 
     def put(self, event: LegEvent) -> None:
+        consumer = self._consumer
+        if consumer is not None and not self._held and not self._items and not self._ended \
+                and not isinstance(event, LegEnded):
+            # The usual event in push mode (a caller frame every 20 ms): straight to the
+            # consumer, as the general case below with _hand inline.
+            self._held = 1
+            try:
+                consumer(event)
+            except Exception:  # a bug in the consumer must not stop the leg's own tick
+                log.exception("leg event consumer failed on %s", type(event).__name__)
+            if self._consumer is consumer:
+                self._held -= 1
+                if not self._held and self._items:
+                    self._drain()
+            return
         if self._ended:
             return
         if isinstance(event, LegEnded):

@@ -65,7 +65,9 @@ class PlayoutBuffer(RxTimeline):
                 self._head = head = head + self._frame
                 if starts and starts[0] < head:
                     self._drop_before(head)
-                self._concealer.update(chunk)
+                concealer = self._concealer  # Concealer.update(chunk) inline
+                concealer._history = chunk
+                concealer._elapsed = 0
                 self._conceal_run = 0
                 # _track_drift's usual case inline: the window is not over yet
                 depth = self._end - head

@@ -71,6 +71,14 @@ _STRAGGLER_AHEAD = 5 * FRAME_SAMPLES
 
 TransferCallback = Callable[[str], Awaitable[bool]]
 
+# A caller frame made once per call every 20 ms: AudioFrame is a frozen dataclass, whose
+# __init__ is a Python call setting each field through object.__setattr__; its slots'
+# descriptors set the same fields directly (tests/media/test_rtp_leg_fast_path.py checks
+# the frame is equal to AudioFrame(pcm, t)).
+_new_frame = AudioFrame.__new__
+_set_frame_pcm = AudioFrame.pcm.__set__  # type: ignore[attr-defined,misc]
+_set_frame_t = AudioFrame.t.__set__  # type: ignore[attr-defined,misc]
+
 _COUNTERS = (
     "packets_in", "bytes_in", "packets_out", "bytes_out", "dtmf_in", "dtmf_out", "rtcp_in", "rtcp_out",
     "malformed", "ignored", "foreign", "frames_in", "filler_frames", "latches", "send_errors",
@@ -79,6 +87,76 @@ _COUNTERS = (
 
 class RtpLeg:
     """One call's RTP audio. Create with ``await RtpLeg.open(...)``."""
+
+    # Slots: an instance has ~60 attributes, past the 30 of CPython's shared-key instance
+    # layout, so without them each attribute read per packet was a dict lookup with a hint
+    # (callgrind: -4 % instructions per call-tick). ``__dict__`` stays for tests that
+    # replace a method on one leg.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_agent_pcm",
+        "_bytes_in",
+        "_bytes_out",
+        "_channel",
+        "_clock",
+        "_closed",
+        "_decode_fast",
+        "_dtmf_pt",
+        "_dtmf_rx",
+        "_dtmf_tx",
+        "_early_pcm",
+        "_encode",
+        "_ending",
+        "_fast_keeps",
+        "_fast_pt",
+        "_flushed",
+        "_frames_in",
+        "_keep_pt",
+        "_last_rx",
+        "_latch_until",
+        "_listen_rec",
+        "_listening",
+        "_loop",
+        "_media",
+        "_n",
+        "_packets_in",
+        "_packets_out",
+        "_pair",
+        "_passthrough",
+        "_paused",
+        "_playout",
+        "_ports",
+        "_pt",
+        "_queue",
+        "_recorder",
+        "_remote",
+        "_remote_rtcp",
+        "_reports",
+        "_rx",
+        "_rx_flowing",
+        "_rx_left",
+        "_rx_on",
+        "_rx_ssrc",
+        "_sdp_remote",
+        "_send_hold",
+        "_seq",
+        "_settings",
+        "_signalling_ip",
+        "_sock",
+        "_source",
+        "_ssrc",
+        "_started",
+        "_talking",
+        "_tick_no",
+        "_ticking",
+        "_ts",
+        "_tx_on",
+        "call_id",
+        "local_port",
+        "on_transfer",
+        "subject",
+    )
 
     def __init__(
         self,
@@ -105,6 +183,8 @@ class RtpLeg:
         self._queue = PlaybackQueue(self._channel.put)
         self._playout: PlayoutBuffer | ListenBuffer = PlayoutBuffer(target_ms=settings.jitter_buffer_ms)
         self._listen_rec: ListenRecording | None = None  # listen mode: the recording's caller frames
+        # self._playout when it is a ListenBuffer (on_tick's test, without isinstance)
+        self._listening: ListenBuffer | None = None
         self._dtmf_rx = DtmfReceiver()
         self._dtmf_tx = DtmfSender()
         self._rx = ReceiveStats()
@@ -116,7 +196,7 @@ class RtpLeg:
         self._pt = 0
         self._keep_pt = -1  # listen mode with PCMU: 0, its frames keep their payload (g711.UlawPcm)
         self._fast_pt = -1  # the payload type on_readable's usual-packet path takes (-1: none)
-        self._decode_fast = DECODERS[0]
+        self._decode_fast = self._passthrough.decoder(0)
         self._fast_keeps = False  # that path's frames keep their payload (listen mode, PCMU)
         self._dtmf_pt: int | None = None
         self._tx_on = False
@@ -153,6 +233,9 @@ class RtpLeg:
         self._tick_no = random.randrange(_RTCP_TICKS)  # spreads housekeeping over the ticks
         # counters (stats()); the Prometheus ones are flushed once a second
         self._n: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+        # the counters every packet moves, as attributes (a dict item costs more per update);
+        # stats() and counters() put them in with the rest
+        self._packets_in = self._bytes_in = self._packets_out = self._bytes_out = self._frames_in = 0
         self._flushed = {"in": 0, "out": 0, "lost": 0, "foreign": 0}
 
     # -- construction ----------------------------------------------------------------------
@@ -237,6 +320,7 @@ class RtpLeg:
         stays the longest wait for a missing packet."""
         if not isinstance(self._playout, ListenBuffer):
             self._playout = ListenBuffer(max_wait_ms=self._settings.jitter_buffer_ms)
+            self._listening = self._playout
             if self._recorder is not None:
                 self._listen_rec = ListenRecording(self._recorder)
             self._set_keep_pt()
@@ -255,7 +339,12 @@ class RtpLeg:
         usual = self._rx_on and pt in DECODERS and pt != self._dtmf_pt
         self._fast_pt = pt if usual else -1
         self._fast_keeps = pt == self._keep_pt
-        self._decode_fast = decode_ulaw_keeping if self._fast_keeps else DECODERS.get(pt, self._decode_fast)
+        # the usual packet's decode: keeping the payload on the frame (listen mode, PCMU) or
+        # in the Passthrough (codec.Passthrough.decoder: the decode and keep() in one call)
+        if self._fast_keeps:
+            self._decode_fast = decode_ulaw_keeping
+        elif pt in DECODERS:
+            self._decode_fast = self._passthrough.decoder(pt)
 
     def inject_dtmf(self, digit: str, duration_ms: int) -> None:
         """A digit that came by SIP INFO: delivered like an RFC 4733 one."""
@@ -279,7 +368,8 @@ class RtpLeg:
     def play(self, utterance_id: str, pcm: bytes) -> None:
         if self._ending:
             return
-        idle = not self._talking and self._early_pcm is None and self._queue.queued_ms == 0 \
+        # (the queue's frame count: queued_ms == 0 without the property's call and arithmetic)
+        idle = not self._talking and self._early_pcm is None and not self._queue._queued_frames \
             and not self._paused
         self._queue.play(utterance_id, pcm)
         if idle:
@@ -386,9 +476,16 @@ class RtpLeg:
         self._channel.put(LegEnded(reason, self._loop.time(), by))
 
     # -- stats -----------------------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        """Every counter of stats(), by name (_COUNTERS)."""
+        out = dict(self._n)
+        out.update(packets_in=self._packets_in, bytes_in=self._bytes_in, packets_out=self._packets_out,
+                   bytes_out=self._bytes_out, frames_in=self._frames_in)
+        return out
+
     def stats(self) -> dict[str, Any]:
         media = self._media
-        out: dict[str, Any] = dict(self._n)
+        out: dict[str, Any] = self.counters()
         out.update(
             codec=media.codec if media else None,
             payload_type=media.payload_type if media else None,
@@ -412,12 +509,12 @@ class RtpLeg:
 
     def _flush_metrics(self) -> None:
         n, done = self._n, self._flushed
-        if n["packets_in"] > done["in"]:
-            _RTP_IN.inc(n["packets_in"] - done["in"])
-            done["in"] = n["packets_in"]
-        if n["packets_out"] > done["out"]:
-            _RTP_OUT.inc(n["packets_out"] - done["out"])
-            done["out"] = n["packets_out"]
+        if self._packets_in > done["in"]:
+            _RTP_IN.inc(self._packets_in - done["in"])
+            done["in"] = self._packets_in
+        if self._packets_out > done["out"]:
+            _RTP_OUT.inc(self._packets_out - done["out"])
+            done["out"] = self._packets_out
         if n["foreign"] > done["foreign"]:
             _RTP_FOREIGN.inc(n["foreign"] - done["foreign"])
             done["foreign"] = n["foreign"]
@@ -433,26 +530,23 @@ class RtpLeg:
             data, addr = self._sock.recvfrom(udp.MAX_DATAGRAM)
         except OSError:  # nothing after all (EAGAIN), or an ICMP error report
             return
-        addr = addr[:2]
         if len(data) > 12 and data[0] == 0x80 and data[1] == self._fast_pt:
             seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
-            if ssrc == self._rx_ssrc and addr == self._source:
+            # (an IPv4 address is (host, port) as it comes; IPv6's 4-tuple is cut first)
+            if ssrc == self._rx_ssrc and (addr == self._source or addr[:2] == self._source):
                 # The usual packet, once per call every 20 ms (no marker, padding, extension
                 # or CSRC; our audio codec; the caller's source and SSRC; receiving): what
                 # _on_datagram does with it, without its general checks.
                 self._last_rx = now
                 payload = data[12:]
-                n = self._n
-                n["packets_in"] += 1
-                n["bytes_in"] += len(payload)
+                self._packets_in += 1
+                self._bytes_in += len(payload)
                 self._rx.on_packet(ssrc, seq, ts, now)
-                pcm = self._decode_fast(payload)
-                if not self._fast_keeps:  # (a kept-payload frame carries it: g711.UlawPcm)
-                    self._passthrough.keep(pcm, payload)
-                self._playout.put(ts, pcm, seq)
+                # decoded and kept (Passthrough.decoder), or carrying it (g711.UlawPcm)
+                self._playout.put(ts, self._decode_fast(payload), seq)
                 self._rx_flowing = True
                 return
-        self._on_datagram(data, addr, now)
+        self._on_datagram(data, addr[:2], now)
 
     def on_send(self, now: float) -> None:
         # The queue's playback events wait until on_tick: a consumer that plays or clears in
@@ -460,29 +554,94 @@ class RtpLeg:
         # on them is receive-side work, not done between two legs' sends.
         if not self._send_hold:
             self._send_hold = True
-            self._channel.hold()
-        self._agent_pcm = self._send_tick(now)
+            self._channel._held += 1  # EventChannel.hold() inline (once per call every 20 ms)
+        # Send this tick's frame (DTMF first, then agent audio); _agent_pcm: the agent PCM
+        # sent (for the recording). In this method, not a call of its own: once per call
+        # every 20 ms.
+        early = self._early_pcm
+        if early is not None:  # this tick's frame already left in _start_talkspurt
+            self._early_pcm = None
+            self._agent_pcm = early
+            return
+        ts = self._ts
+        self._ts = (ts + FRAME_SAMPLES) & 0xFFFFFFFF
+        audible = self._tx_on and self._remote is not None
+        pcm: bytes | None = None
+        if self._dtmf_tx._jobs:  # DtmfSender.busy without the property's call
+            step = self._dtmf_tx.tick(ts, inband=self._dtmf_pt is None)
+            for token in step.finished:
+                if isinstance(token, asyncio.Future) and not token.done():
+                    token.set_result(None)
+            if audible and step.packets and self._dtmf_pt is not None:
+                for event, marker, event_ts in step.packets:
+                    self._send(self._dtmf_pt, event_ts, event, marker)
+                if step.packets[0][1]:
+                    self._n["dtmf_out"] += 1
+                    _DTMF_OUT.inc()
+            pcm = step.tone
+            if step.busy and pcm is None:
+                self._talking = False
+                self._agent_pcm = None
+                return
+        if pcm is None:
+            # Paused (caller speech being judged): the queue waits, nothing of it is heard.
+            pcm = None if self._paused else self._queue.next_frame(now, audible)
+            if pcm is None and self._settings.send_silence:
+                pcm = _SILENCE
+        if pcm is None or not audible:
+            self._talking = False
+            self._agent_pcm = None
+            return
+        # A caller frame sent back as it came (the echo agent) goes out as its own payload
+        # (Passthrough.payload_of inline: this runs once per packet of every call).
+        passthrough = self._passthrough
+        key = id(pcm)
+        kept = passthrough._new.get(key)
+        if kept is None:
+            kept = passthrough._old.get(key)
+        payload = self._encode(pcm) if kept is None else kept
+        # _send inlined: this runs once per packet of every call
+        pt = self._pt
+        seq = self._seq
+        try:
+            self._sock.sendto(_HEADER.pack(0x80, pt if self._talking else 0x80 | pt, seq, ts, self._ssrc)
+                              + payload, self._remote)  # type: ignore[arg-type]  # audible: not None
+        except OSError:  # full buffer, no route: UDP drops, the stream goes on
+            self._n["send_errors"] += 1
+        self._seq = (seq + 1) & 0xFFFF
+        self._packets_out += 1
+        self._bytes_out += len(payload)
+        self._talking = True
+        self._agent_pcm = pcm
 
     def on_tick(self, now: float) -> None:
         if self._send_hold:
             self._send_hold = False
-            self._channel.release()
+            channel = self._channel
+            if channel._held == 1 and not channel._items:
+                channel._held = 0  # EventChannel.release() when nothing waits, inline
+            else:
+                channel.release()
         if self._ending:
             return  # ended during this tick's send or read phase
         caller_pcm: bytes | None = None
-        playout = self._playout
-        if isinstance(playout, ListenBuffer):
-            frames = self._listen_tick(playout, now) if self._rx_on else []
+        listen = self._listening
+        if listen is not None:
+            frames = self._listen_tick(listen, now) if self._rx_on else []
             if self._listen_rec is not None:
-                self._listen_rec.tick(frames, self._agent_pcm, self._rx_on and playout.primed)
+                self._listen_rec.tick(frames, self._agent_pcm, self._rx_on and listen.primed)
         elif self._rx_on:
+            playout: PlayoutBuffer = self._playout  # type: ignore[assignment]  # not listening
             caller_pcm = playout.tick()
             if caller_pcm is None and self._rx_flowing:
                 caller_pcm = _SILENCE  # a pause in the caller's stream: keep the cadence
                 self._n["filler_frames"] += 1
             if caller_pcm is not None:
-                self._n["frames_in"] += 1
-                self._channel.put(AudioFrame(caller_pcm, now))
+                self._frames_in += 1
+                frame = _new_frame(AudioFrame)  # AudioFrame(caller_pcm, now) without its __init__
+                _set_frame_pcm(frame, caller_pcm)
+                _set_frame_t(frame, now)
+                self._channel.put(frame)
         if self._recorder is not None and self._listen_rec is None:
             self._recorder.write(caller_pcm, self._agent_pcm)
         self._tick_no += 1
@@ -497,7 +656,7 @@ class RtpLeg:
             frames = [_SILENCE]  # the sender paused: keep the frames (the listener's time) coming
             self._n["filler_frames"] += 1
         for pcm in frames:
-            self._n["frames_in"] += 1
+            self._frames_in += 1
             self._channel.put(AudioFrame(pcm, now))
         return frames
 
@@ -530,8 +689,8 @@ class RtpLeg:
         if addr != self._source and not self._accept_source(addr, now):
             return
         self._last_rx = now
-        n["packets_in"] += 1
-        n["bytes_in"] += len(payload)
+        self._packets_in += 1
+        self._bytes_in += len(payload)
         if ssrc != self._rx_ssrc:
             if self._straggler(ssrc, seq, ts, now):
                 if is_dtmf:  # it may still belong to the digit in progress: no reset, no stats
@@ -624,72 +783,21 @@ class RtpLeg:
                         extra={"call_id": self.call_id, "rtp_from": f"{addr[0]}:{addr[1]}"})
         self._n["foreign"] += 1
 
-    def _send_tick(self, now: float) -> bytes | None:
-        """Send this tick's frame (DTMF first, then agent audio); returns the agent PCM."""
-        early = self._early_pcm
-        if early is not None:  # this tick's frame already left in _start_talkspurt
-            self._early_pcm = None
-            return early
-        ts = self._ts
-        self._ts = (ts + FRAME_SAMPLES) & 0xFFFFFFFF
-        audible = self._tx_on and self._remote is not None
-        pcm: bytes | None = None
-        if self._dtmf_tx.busy:
-            step = self._dtmf_tx.tick(ts, inband=self._dtmf_pt is None)
-            for token in step.finished:
-                if isinstance(token, asyncio.Future) and not token.done():
-                    token.set_result(None)
-            if audible and step.packets and self._dtmf_pt is not None:
-                for event, marker, event_ts in step.packets:
-                    self._send(self._dtmf_pt, event_ts, event, marker)
-                if step.packets[0][1]:
-                    self._n["dtmf_out"] += 1
-                    _DTMF_OUT.inc()
-            pcm = step.tone
-            if step.busy and pcm is None:
-                self._talking = False
-                return None
-        if pcm is None:
-            # Paused (caller speech being judged): the queue waits, nothing of it is heard.
-            pcm = None if self._paused else self._queue.next_frame(now, audible)
-            if pcm is None and self._settings.send_silence:
-                pcm = _SILENCE
-        if pcm is None or not audible:
-            self._talking = False
-            return None
-        # A caller frame sent back as it came (the echo agent) goes out as its own payload.
-        kept = self._passthrough.payload_of(pcm)
-        payload = self._encode(pcm) if kept is None else kept
-        # _send inlined: this runs once per packet of every call
-        pt = self._pt
-        seq = self._seq
-        n = self._n
-        try:
-            self._sock.sendto(_HEADER.pack(0x80, pt if self._talking else 0x80 | pt, seq, ts, self._ssrc)
-                              + payload, self._remote)  # type: ignore[arg-type]  # audible: not None
-        except OSError:  # full buffer, no route: UDP drops, the stream goes on
-            n["send_errors"] += 1
-        self._seq = (seq + 1) & 0xFFFF
-        n["packets_out"] += 1
-        n["bytes_out"] += len(payload)
-        self._talking = True
-        return pcm
-
     def _send(self, pt: int, ts: int, payload: bytes, marker: bool) -> None:
         remote = self._remote
         if remote is None:
             return
         n = self._n
         try:
-            # build_rtp inlined (and this in _send_tick): it runs once per packet of every call
+            # build_rtp inlined (and this in on_send): it runs once per packet of every call
             self._sock.sendto(_HEADER.pack(0x80, 0x80 | pt if marker else pt, self._seq, ts & 0xFFFFFFFF,
                                            self._ssrc)
                               + payload, remote)
         except OSError:  # full buffer, no route: UDP drops, the stream goes on
             n["send_errors"] += 1
         self._seq = (self._seq + 1) & 0xFFFF
-        n["packets_out"] += 1
-        n["bytes_out"] += len(payload)
+        self._packets_out += 1
+        self._bytes_out += len(payload)
 
     def _housekeeping(self, now: float) -> None:
         for digit, duration_ms in self._dtmf_rx.expire(now):
@@ -701,7 +809,7 @@ class RtpLeg:
                 self._remote_rtcp = addr
         self._flush_metrics()
         if self._tick_no % _RTCP_TICKS == 0 and self._remote_rtcp is not None:
-            report = self._reports.report(self._rx, self._ts, self._n["packets_out"], self._n["bytes_out"])
+            report = self._reports.report(self._rx, self._ts, self._packets_out, self._bytes_out)
             udp.send(self._pair.rtcp, report, self._remote_rtcp)
             self._n["rtcp_out"] += 1
         media = self._media

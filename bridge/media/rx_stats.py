@@ -43,6 +43,18 @@ class ReceiveStats:
 
     def on_packet(self, ssrc: int, seq: int, timestamp: int, arrival_s: float) -> None:
         stream = self._stream
+        if stream is not None and seq == stream.max_seq + 1 and ssrc == self._ssrc:
+            # the usual packet: the next one of the current SSRC (the first case below)
+            stream.received += 1
+            stream.max_seq = seq
+            transit = arrival_s * self._rate - timestamp
+            last = stream.transit
+            if last is not None:
+                d = abs(transit - last)
+                if d < self._jump:
+                    stream.jitter += (d - stream.jitter) / 16.0
+            stream.transit = transit
+            return
         if stream is None or ssrc != self._ssrc:
             if stream is not None:
                 self._done_received += stream.received

@@ -57,6 +57,7 @@ class RxTimeline:
         self._head: int | None = None
         self._floor: int | None = None
         self._ext: int | None = None
+        self._origin = 0  # where the timeline we follow began (its first packet's position)
         self._concealer = Concealer(sample_rate=clock_rate)
         self._conceal_run = 0
         self._late_run = 0
@@ -95,7 +96,7 @@ class RxTimeline:
     # -- input ---------------------------------------------------------------------------
     def _unwrap(self, timestamp: int) -> int:
         if self._ext is None:
-            self._ext = timestamp
+            self._ext = self._origin = timestamp
             return timestamp
         delta = ((timestamp - self._ext) + _HALF) % _WRAP - _HALF
         pos = self._ext + delta
@@ -160,8 +161,12 @@ class RxTimeline:
         behind = self._head if self._head is not None else self._floor
         if behind is not None and pos + samples <= behind:
             self.late += 1
-            if age:
-                return  # older than a packet already seen: stale, never a new timeline
+            if age and pos >= self._origin:
+                # numbered before a packet already seen and timed within the timeline we
+                # follow: a stale copy, never a new timeline. One timed before that timeline
+                # began is no copy of it: a sender restarted under the same SSRC, renumbered
+                # a little behind and retimed back, followed after 5 such packets as before.
+                return
             self._late_run += 1
             if self._late_run < _LATE_RUN_RESET:
                 return
@@ -186,7 +191,7 @@ class RxTimeline:
     def _resync(self, timestamp: int, seq: int | None) -> None:
         self.resyncs += 1
         self.reset()
-        self._ext = timestamp
+        self._ext = self._origin = timestamp
         if seq is not None:
             self._seq_hi = self._seq_epoch = seq  # packets numbered before this one: the old timeline
             self._epoch_ts = timestamp  # unless their timestamp is just before this one's

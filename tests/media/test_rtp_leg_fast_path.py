@@ -82,7 +82,7 @@ def state(leg: RtpLeg) -> dict[str, Any]:
     rx, buf = leg._rx, leg._playout
     stream = rx._stream
     return {
-        "n": dict(leg._n),
+        "n": leg.counters(),
         "rx": (dict(vars(rx), _stream=None), None if stream is None else
                tuple(getattr(stream, k) for k in stream.__slots__)),
         "buf": {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
@@ -147,10 +147,22 @@ async def test_the_usual_packet_path_leaves_the_leg_as_the_general_one(listen: b
                         assert not diff, f"seed {seed} step {step}: counters {diff}"
                     assert fast[key] == slow[key], f"seed {seed} step {step}: {key}"
                 checked += 1
-        assert legs[0]._n["packets_in"] > 2000  # mostly the usual packet
+        assert legs[0].counters()["packets_in"] > 2000  # mostly the usual packet
         assert checked - slow_calls > 1000  # and the fast leg took its own path for most of them
     finally:
         for leg in legs:
             leg._sock = leg._pair.rtp
             await leg.close()
     assert checked == 8 * 400
+
+
+def test_a_caller_frame_made_through_its_slots_is_the_dataclass() -> None:
+    from bridge.leg import AudioFrame
+    from bridge.media.rtp_leg import _new_frame, _set_frame_pcm, _set_frame_t
+
+    pcm = bytes(range(256)) + bytes(64)
+    frame = _new_frame(AudioFrame)
+    _set_frame_pcm(frame, pcm)
+    _set_frame_t(frame, 12.5)
+    assert frame == AudioFrame(pcm, 12.5) and hash(frame) == hash(AudioFrame(pcm, 12.5))
+    assert type(frame) is AudioFrame and frame.pcm is pcm
