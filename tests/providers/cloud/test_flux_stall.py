@@ -73,7 +73,12 @@ async def test_a_flux_gone_quiet_behind_a_live_socket_is_reopened_in_an_open_tur
             break
         await asyncio.sleep(0.01)
     assert stream._turn_open
-    await push(stream, speech(500) + silence(200))  # 0.7 s of audio, no TurnInfo back
+    # the caller goes on, in real time (20 ms frames): 0.6 s of audio and of time, no TurnInfo
+    for _ in range(500):  # bounded: 10 s
+        if stream.reconnects:
+            break
+        await push(stream, speech(20))
+        await asyncio.sleep(0.02)
     await until_reconnected(stream)
     await push(stream, silence(500))
     got = await collect_ends(stream, 1)
