@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from bridge.providers.base import Transcript
 from devkit.fakes import FakeCloud
 
 from .conftest import silence, speech
@@ -138,3 +139,28 @@ async def test_v1_a_socket_that_dies_under_the_replay_leaves_the_owed_finalize_t
     await stream.close()
     assert stream.reconnects == 2
     assert stream._queue.get_nowait() is None  # not answered here: the reply is owed
+
+
+async def test_a_finalize_deepgram_leaves_unanswered_is_answered_before_the_next_speech(
+    cloud: FakeCloud,
+) -> None:
+    """The engine's VAD heard a cough, Deepgram no words; the endpoint's Finalize has 600 ms of
+    audio to process, over the client's 250 ms guess, but Deepgram's reply "may" come and
+    "typically" does when "a noticeable amount of audio" is buffered (its Finalize page): here
+    none comes. The caller then speaks. Deepgram has gone past the Finalize's place without a
+    from_finalize reply, so none will come: the one end of utterance each finalize() promises
+    must come before the next speech's words. Counted by the engine as a late end owed to the
+    cough's turn, the next end (the caller's "Hello there.") was swallowed whole."""
+    cloud.deepgram.script.append("Hello there.")
+    cloud.deepgram.finalize_min_ms = 2000  # a service that draws "noticeable" higher
+    stream = await make(cloud.http_url).open()
+    await push(stream, silence(600))
+    await stream.finalize()  # owed: 600 ms to process
+    await push(stream, speech(600) + silence(600))
+    got = await collect_until(stream, 1, limit_s=10.0)
+    assert cloud.deepgram.journal.count("finalize_unanswered") == 1
+    assert got[-1] == Transcript("", True, True, 0.0), got
+    assert not any(t.text for t in got), got  # nothing of the next speech before it
+    got = await collect_until(stream, 1, limit_s=10.0)
+    await stream.close()
+    assert [t.text for t in got if t.end_of_utterance] == ["Hello there."], got
