@@ -223,6 +223,8 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
             return
         is_final = message.get("is_final") is True
         from_finalize = message.get("from_finalize") is True
+        if not from_finalize and self._finalize_owed:
+            self._answer_skipped(start + duration)
         end = is_final and (message.get("speech_final") is True or from_finalize)
         if is_final:
             self._replay.finalized(start, duration)
@@ -238,6 +240,23 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
         if end:
             self._utterance_open = False
             self._finalize_owed = max(0, self._finalize_owed - 1)
+
+    def _answer_skipped(self, end_s: float) -> None:
+        """A result for audio past the place of a Finalize still owed, and no from_finalize reply
+        to it: Deepgram processes in order, so that Finalize got none (its page: a reply "may"
+        come, "typically" with "a noticeable amount of audio", more than our guess here) and will
+        get none. Answered here, before this result: the end keeps its place, ahead of the next
+        speech's words (else the engine takes that speech's end as the one it waits for)."""
+        for entry in list(self._sent_finalizes):
+            at, answered_here = entry
+            if answered_here:
+                continue
+            if not self._finalize_owed or end_s <= at + GHOST_REPLY_SLACK_S:
+                return
+            self._sent_finalizes.remove(entry)
+            self._finalize_owed -= 1
+            self._utterance_open = False
+            self._queue.put_nowait(Transcript("", True, True, 0.0))
 
     def _is_ghost_reply(self, end_s: float) -> bool:
         """Is a from_finalize reply whose audio ends at ``end_s`` (this socket's time) the late
