@@ -414,3 +414,12 @@ def test_an_odd_field_does_not_lose_the_end_of_turn() -> None:
     s._handle({"type": "TurnInfo", "event": "EndOfTurn", "transcript": " Yes. ", "audio_window_end": 1.0,
                "end_of_turn_confidence": 0.9})
     assert s._queue.get_nowait() == Transcript("Yes.", True, True, 0.9)
+
+
+async def test_finalize_on_a_closed_stream_answers_without_raising() -> None:
+    """finalize() after close() (a sender still draining its last chunk at a call's end or a
+    failover): no socket, nothing will come. It must keep its promise (an end, or nothing
+    more once closed), not raise AssertionError from the ForceEndTurn-on-Pong path."""
+    s = FluxStream(FluxSTT(api_key="k"))
+    await s.close()
+    await s.finalize()
