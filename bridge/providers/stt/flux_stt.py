@@ -207,10 +207,11 @@ class FluxStream(DeepgramSession[LiveSocket]):
                 if self._replay_end_s < self._replay_full_s:  # sent after all of it
                     self._replay_end_s = self._replay_full_s
                     self._arm_replay_wait()
+            elif conn is None or not sent:  # closing: nothing more will come; answered here
+                self._answer_here(1, sent=False)
             else:  # no turn: Flux owes no EndOfTurn (not promised): answered here once the
                 # socket is shown alive (else a turn opening unseen, its StartOfTurn lost on a
                 # path dead without FIN, would come back after the reconnect as an extra end)
-                assert conn is not None
                 self._owed_at = self._replay.end_s
                 await self._confirm(conn)
 
