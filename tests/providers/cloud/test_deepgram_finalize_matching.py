@@ -164,3 +164,43 @@ async def test_a_finalize_deepgram_leaves_unanswered_is_answered_before_the_next
     got = await collect_until(stream, 1, limit_s=10.0)
     await stream.close()
     assert [t.text for t in got if t.end_of_utterance] == ["Hello there."], got
+
+
+async def test_after_a_reconnect_each_owed_finalize_is_answered_in_audio_order(cloud: FakeCloud) -> None:
+    """Turn 1's Finalize is owed when the socket drops (its reply still on its way); turn 2 is
+    spoken while no socket is open and its Finalize is owed too. The new socket got the replay
+    and ONE Finalize after all of it, and the client answered the other at once, empty, AHEAD
+    of the replay's results: ends ["", "Hello there.", ...]. The engine takes the first end
+    for turn 1's (which stopped waiting: a late end), so turn 2 was answered with turn 1's
+    words. Each owed Finalize is resent at its own place in the replay: turn 1's end comes
+    first, with its words, then turn 2's."""
+    cloud.deepgram.script.extend(["Hello there.", "Second turn words."])
+    cloud.deepgram.final_delay_s = 1.0  # turn 1's reply still queued when the socket drops
+    first = speech(500) + silence(340)
+    cloud.deepgram.faults.drop_after = len(first) // 2 + 1  # mu-law: the first audio after it
+    cloud.deepgram.faults.fault_times = 1
+    stt = make(cloud.http_url, max_reconnects=3)
+    gate = asyncio.Event()
+    connect = stt.connect
+
+    async def held_connect(stack: contextlib.AsyncExitStack):  # type: ignore[no-untyped-def]
+        await gate.wait()  # the network is slow to give us the new socket
+        return await connect(stack)
+
+    stream = await stt.open()
+    stt.connect = held_connect  # type: ignore[method-assign]
+    await push(stream, first)
+    await stream.finalize()  # turn 1's endpoint: owed
+    await push(stream, silence(100))  # the fake cuts the socket on this
+    for _ in range(500):  # bounded: until the client saw the drop (no socket now)
+        if stream._conn is None:
+            break
+        await asyncio.sleep(0.01)
+    assert stream._conn is None
+    await push(stream, speech(600) + silence(340))  # turn 2, while no socket is open
+    await stream.finalize()  # turn 2's endpoint: owed
+    gate.set()
+    got = await collect_until(stream, 2, limit_s=10.0)
+    await stream.close()
+    assert stream.reconnects == 1
+    assert [t.text for t in got if t.end_of_utterance] == ["Hello there.", "Second turn words."], got
