@@ -204,3 +204,31 @@ async def test_after_a_reconnect_each_owed_finalize_is_answered_in_audio_order(c
     await stream.close()
     assert stream.reconnects == 1
     assert [t.text for t in got if t.end_of_utterance] == ["Hello there.", "Second turn words."], got
+
+
+async def test_v1_owed_finalizes_keep_their_places_when_a_socket_dies_under_the_replay() -> None:
+    """Two Finalizes owed (two turns); the second socket dies under the replay: the third
+    still gets each one resent at its own place, not both after all of the audio."""
+    from bridge.providers.stt.deepgram_stt import DeepgramSTT
+
+    first, dying, third = _V1Stub(), _V1Stub(dead=True), _V1Stub()
+    sockets = iter([first, dying, third])
+    stt = DeepgramSTT(api_key="k", encoding="mulaw", max_reconnects=3, keepalive_s=60.0)
+
+    async def connect(stack: contextlib.AsyncExitStack) -> _V1Stub:
+        return next(sockets)
+
+    stt.connect = connect  # type: ignore[method-assign,assignment]
+    stream = await stt.open()
+    first.dead = True
+    for _ in range(2):  # a turn of 500 ms (4000 bytes of mu-law) and its endpoint, twice
+        await stream.send(b"\x00\x10" * 4000)
+        await stream.finalize()
+    first.cut.set()
+    for _ in range(500):  # bounded: until the third socket got the replay and the Finalizes
+        if len(third.sent) == 4:
+            break
+        await asyncio.sleep(0.01)
+    assert third.sent == [4000, "Finalize", 4000, "Finalize"]
+    await stream.close()
+    assert stream.reconnects == 2
