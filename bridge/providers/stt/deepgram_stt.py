@@ -299,7 +299,10 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
         places = list(self._owed_places)[-owed:] if owed else []
         while len(places) < owed:
             places.insert(0, places[0] if places else self._replay.end_s)
-        self._owed_places.clear()
+        # the state changes only once all of it went out: a socket that dies under the replay
+        # leaves every owed Finalize, in its place, to the next one
+        kept_places: deque[float] = deque()
+        local = 0
         bps, width = self._replay.bytes_per_second, self._replay.sample_bytes
         least = FINALIZE_MIN_PENDING_S * bps
         done = last = kept = 0  # replay bytes sent; where the last Finalize went; owed ones
@@ -314,16 +317,18 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
             self._sent_finalizes.append((at / bps, here))
             last = at
             if here:
-                self._queue.put_nowait(Transcript("", True, True, 0.0))
+                local += 1
             else:
                 kept += 1
-                self._owed_places.append(place)
+                kept_places.append(place)
         if done < len(replay):
             await conn.send_media(replay[done:])
             self._socket_bytes = len(replay)
         if places:
             self._since_finalize = len(replay) - last
-        self._finalize_owed = kept
+        self._finalize_owed, self._owed_places = kept, kept_places
+        for _ in range(local):  # all ahead of any owed one: in order, before its reply
+            self._queue.put_nowait(Transcript("", True, True, 0.0))
         if owed and not kept:
             self._utterance_open = False
 
