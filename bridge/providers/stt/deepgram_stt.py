@@ -112,6 +112,10 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
         # one, if Deepgram sends it, is late and ends nothing). Bounded: a Finalize Deepgram
         # never answers falls off.
         self._sent_finalizes: deque[tuple[float, bool]] = deque(maxlen=16)
+        # The owed Finalizes' places in the stream's audio (s), oldest first (as many as
+        # _finalize_owed): a reconnect resends each one THERE in the replay, so their ends come
+        # in audio order, a turn's before the next turn's words
+        self._owed_places: deque[float] = deque()
         self._socket_bytes = 0  # audio bytes sent on this socket (replay included)
         self._reply_due = False  # a reply is owed: enough audio since the last message
         self._unanswered = 0  # audio bytes sent since the last message received
@@ -175,6 +179,7 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
             self._queue.put_nowait(Transcript("", True, True, 0.0))
         else:
             self._finalize_owed += 1
+            self._owed_places.append(self._replay.end_s)
 
     # ---- internals --------------------------------------------------------------------
 
@@ -223,6 +228,8 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
             return
         is_final = message.get("is_final") is True
         from_finalize = message.get("from_finalize") is True
+        if not from_finalize and self._finalize_owed:
+            self._answer_skipped(start + duration)
         end = is_final and (message.get("speech_final") is True or from_finalize)
         if is_final:
             self._replay.finalized(start, duration)
@@ -238,6 +245,30 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
         if end:
             self._utterance_open = False
             self._finalize_owed = max(0, self._finalize_owed - 1)
+            self._settle_places()
+
+    def _answer_skipped(self, end_s: float) -> None:
+        """A result for audio past the place of a Finalize still owed, and no from_finalize reply
+        to it: Deepgram processes in order, so that Finalize got none (its page: a reply "may"
+        come, "typically" with "a noticeable amount of audio", more than our guess here) and will
+        get none. Answered here, before this result: the end keeps its place, ahead of the next
+        speech's words (else the engine takes that speech's end as the one it waits for)."""
+        # ends answer the oldest first (a speech_final too): the ones still owed are the last
+        owed = [entry for entry in self._sent_finalizes if not entry[1]]
+        for entry in owed[max(0, len(owed) - self._finalize_owed):]:
+            at = entry[0]
+            if not self._finalize_owed or end_s <= at + GHOST_REPLY_SLACK_S:
+                return
+            self._sent_finalizes.remove(entry)
+            self._finalize_owed -= 1
+            self._settle_places()
+            self._utterance_open = False
+            self._queue.put_nowait(Transcript("", True, True, 0.0))
+
+    def _settle_places(self) -> None:
+        """An owed Finalize was answered (ends come in order: the oldest's)."""
+        while len(self._owed_places) > self._finalize_owed:
+            self._owed_places.popleft()
 
     def _is_ghost_reply(self, end_s: float) -> bool:
         """Is a from_finalize reply whose audio ends at ``end_s`` (this socket's time) the late
@@ -255,26 +286,50 @@ class DeepgramStream(DeepgramSession[LiveSocket]):
         return sent.popleft()[1]
 
     async def _resume(self, conn: LiveSocket, replay: bytes) -> None:
+        """The replay, with each Finalize the lost socket owed resent at its own place in it
+        (where it was sent, or meant to be): Deepgram answers them in audio order, so a turn's
+        end comes before the next turn's words (one Finalize after all of it, with the others
+        answered here at once, put an empty end AHEAD of the first turn's words). One with too
+        little audio before it to be sure of a reply, ahead of any owed one, is answered here;
+        after an owed one it stays owed (answered here once Deepgram's results pass it)."""
         self._socket_bytes = 0
-        if replay:
-            await conn.send_media(replay)
-            self._socket_bytes = len(replay)
         self._since_finalize = None  # a new socket: no Finalize on it yet
         self._sent_finalizes.clear()  # nor a late reply to the lost socket's
         owed = self._finalize_owed
-        if not owed:
-            return
-        # The lost socket's Finalize messages: ONE covers all the replayed audio, so it owes
-        # at most one reply, and none when the replay is too short to be sure of one. The
-        # others are answered here (else the turn would wait stt_final_timeout_s for them).
-        await conn.send_finalize()
-        self._since_finalize = 0
-        kept = 1 if len(replay) >= FINALIZE_MIN_PENDING_S * self._replay.bytes_per_second else 0
-        self._sent_finalizes.append((self._socket_bytes / self._replay.bytes_per_second, not kept))
-        self._finalize_owed = kept
-        for _ in range(owed - kept):
+        places = list(self._owed_places)[-owed:] if owed else []
+        while len(places) < owed:
+            places.insert(0, places[0] if places else self._replay.end_s)
+        # the state changes only once all of it went out: a socket that dies under the replay
+        # leaves every owed Finalize, in its place, to the next one
+        kept_places: deque[float] = deque()
+        local = 0
+        bps, width = self._replay.bytes_per_second, self._replay.sample_bytes
+        least = FINALIZE_MIN_PENDING_S * bps
+        done = last = kept = 0  # replay bytes sent; where the last Finalize went; owed ones
+        for place in places:
+            at = round((place - self._replay.connection_offset_s) * bps) // width * width
+            at = max(done, min(len(replay), at))
+            if at > done:
+                await conn.send_media(replay[done:at])
+                done = self._socket_bytes = at
+            await conn.send_finalize()
+            here = not kept and at - last < least
+            self._sent_finalizes.append((at / bps, here))
+            last = at
+            if here:
+                local += 1
+            else:
+                kept += 1
+                kept_places.append(place)
+        if done < len(replay):
+            await conn.send_media(replay[done:])
+            self._socket_bytes = len(replay)
+        if places:
+            self._since_finalize = len(replay) - last
+        self._finalize_owed, self._owed_places = kept, kept_places
+        for _ in range(local):  # all ahead of any owed one: in order, before its reply
             self._queue.put_nowait(Transcript("", True, True, 0.0))
-        if not kept:
+        if owed and not kept:
             self._utterance_open = False
 
     def _resumed(self, replay: bytes) -> None:

@@ -67,8 +67,9 @@ REPLAY_TURN_WAIT_S = 1.0
 # it: WebSocket pings every PING_INTERVAL_S, a Pong missing PING_TIMEOUT_S ends the socket (a path
 # dead without FIN or close was noticed only by websockets' 20 s + 20 s before). And in a turn,
 # Flux sends a TurnInfo "for approximately every 0.25 seconds of transcribed audio, regardless of
-# transcript updates" (its state page): TURN_SILENT_S of audio sent in an open turn with no
-# TurnInfo back is a stalled transcription behind a live socket. Either way: reconnect + replay.
+# transcript updates" (its state page): TURN_SILENT_S of audio sent in an open turn, over as
+# long a time, with no TurnInfo back is a stalled transcription behind a live socket (audio sent
+# in a burst is answered as Flux transcribes it). Either way: reconnect + replay.
 PING_INTERVAL_S = 2.0
 PING_TIMEOUT_S = 3.0
 TURN_SILENT_S = 3.0
@@ -166,6 +167,9 @@ class FluxStream(DeepgramSession[LiveSocket]):
         self._confirm_seq = 0
         self._socket_epoch = 0  # moves on with each new socket: a Pong of a lost one is moot
         self._unheard = 0  # audio bytes sent in an open turn since Flux's last TurnInfo
+        # when the first of them went (loop time): audio sent is not audio Flux could have
+        # answered yet (a late burst goes out at once), so the bound is on time too
+        self._unheard_since = 0.0
 
     # ---- SttStream --------------------------------------------------------------------
 
@@ -207,7 +211,7 @@ class FluxStream(DeepgramSession[LiveSocket]):
                     self._replay_end_s = self._replay_full_s
                     self._arm_replay_wait()
             elif not sent or conn is None:  # closing: nothing more comes from Flux
-                self._answer_here(1)
+                self._answer_here(1, sent=False)
             else:  # no turn: Flux owes no EndOfTurn (not promised): answered here once the
                 # socket is shown alive (else a turn opening unseen, its StartOfTurn lost on a
                 # path dead without FIN, would come back after the reconnect as an extra end)
@@ -221,8 +225,15 @@ class FluxStream(DeepgramSession[LiveSocket]):
         conn = self._conn
         sent = await super()._send_audio(audio)
         if sent and self._turn_open and conn is not None:
+            now = asyncio.get_running_loop().time()
+            if not self._unheard:
+                self._unheard_since = now
             self._unheard += len(audio)
-            if self._unheard >= self._stt.turn_silent_s * self._replay.bytes_per_second:
+            # turn_silent_s of audio AND of time with no TurnInfo: a burst of audio sent at
+            # once (caller frames delivered late) is answered as Flux transcribes it
+            silent_s = self._stt.turn_silent_s
+            if self._unheard >= silent_s * self._replay.bytes_per_second \
+                    and now - self._unheard_since >= silent_s:
                 self._unheard = 0
                 log.warning("deepgram-flux: no TurnInfo for %.1f s of audio in an open turn: "
                             "the socket is dropped and reopened", self._stt.turn_silent_s)

@@ -99,6 +99,7 @@ class ElevenLabsWsTTS:
         # the pool), oldest first
         self._waiters: deque[asyncio.Future[ClientConnection]] = deque()
         self._adopting = 0  # such own handshakes still under way, bound for the pool
+        self._owns: set[asyncio.Task[ClientConnection]] = set()  # those handshakes (aclose ends them)
         self.takes = 0  # replies started
         self.misses = 0  # of them, replies that found no spare and connected on the turn's path
         self.refill_hits = 0  # of the misses, replies served by the spare's handshake under way
@@ -180,6 +181,8 @@ class ElevenLabsWsTTS:
         waiter: asyncio.Future[ClientConnection] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         own = asyncio.ensure_future(self._connect())
+        self._owns.add(own)
+        own.add_done_callback(self._owns.discard)
         self._adopting += 1  # bound for the pool unless it serves this reply: no refill for it
         try:
             await asyncio.wait({waiter, own}, return_when=asyncio.FIRST_COMPLETED)
@@ -192,8 +195,13 @@ class ElevenLabsWsTTS:
             own.add_done_callback(self._adopt_later)
             self.refill_hits += 1
             return waiter.result()
-        self._adopting -= 1
-        return own.result()  # ProviderError if our handshake failed
+        if own.done() and not own.cancelled() and not self._closed:
+            self._adopting -= 1
+            return own.result()  # ProviderError if our handshake failed
+        # the wait ended on the waiter cancelled, not on a socket: the client was closed
+        # (aclose), which ends this handshake too (and closes what it opened)
+        own.add_done_callback(self._adopt_later)
+        raise ProviderError(NAME, "client closed while the reply waited for a socket")
 
     def _leave(self, waiter: asyncio.Future[ClientConnection], *, keep: bool = False) -> None:
         """Stop waiting; with ``keep`` (the reply is gone), a socket handed over is pooled."""
@@ -284,6 +292,14 @@ class ElevenLabsWsTTS:
         for task in refills:
             task.cancel()
         await asyncio.gather(*refills, return_exceptions=True)
+        # replies' own handshakes still under way: ended (a cancelled handshake aborts its
+        # connection); one that opened meanwhile is closed here, not left to nobody
+        owns = list(self._owns)
+        for own in owns:
+            own.cancel()
+        for opened in await asyncio.gather(*owns, return_exceptions=True):
+            if isinstance(opened, ClientConnection):
+                await opened.close()
         spares, self._spares = self._spares, deque()
         for ws, _ in spares:
             await ws.close()

@@ -10,6 +10,9 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from websockets.protocol import State
+
+from bridge.providers.base import ProviderError
 from devkit.fakes import FakeCloud
 
 from .conftest import clauses
@@ -218,3 +221,34 @@ async def test_a_reply_cut_while_waiting_for_a_socket_leaves_both_to_the_pool(cl
     assert not tts._waiters and tts._adopting == 0
     await tts.aclose()
     await cloud.elevenlabs.journal.wait_for(lambda j: j.count("aborted") == 2)  # both closed by aclose
+
+
+async def test_closing_the_client_while_a_reply_waits_for_a_socket_fails_it_and_leaves_none_open(
+    cloud: FakeCloud,
+) -> None:
+    """aclose() (the process shutting down) while a reply waits for the spare's handshake and
+    its own: the reply must fail as a provider failure (not asyncio's InvalidStateError from
+    reading a handshake still under way), and its own handshake must not open a socket that
+    nobody owns or closes."""
+    tts = make(cloud.http_url, keep_warm=True)
+    await tts.warmup()
+    opened: list[object] = []
+    gates = _GatedConnects(tts, gated=(1, 2))
+    inner = tts._connect
+
+    async def recording() -> object:
+        ws = await inner()
+        opened.append(ws)
+        return ws
+
+    tts._connect = recording  # type: ignore[method-assign]
+    await synth(tts, clauses("Held reply."))  # takes the spare; the refill (1) is held
+    waiting = asyncio.ensure_future(synth(tts, clauses("Started over.")))
+    await _until(lambda: gates.started == 2)  # its own handshake (2) is held too
+    await tts.aclose()
+    done, _ = await asyncio.wait({waiting}, timeout=10)
+    assert waiting in done
+    assert isinstance(waiting.exception(), ProviderError), repr(waiting.exception())
+    gates.gates[2].set()  # a handshake still running now would open a socket after aclose
+    await asyncio.sleep(0.2)
+    await _until(lambda: all(ws.state is State.CLOSED for ws in opened))  # type: ignore[attr-defined]

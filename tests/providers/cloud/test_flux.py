@@ -441,3 +441,12 @@ async def test_a_force_end_turn_answered_on_its_pong_leaves_the_owed_ones_place(
     new = _RecordingSocket()
     await s._resume(new, s._replay.reconnected())  # type: ignore[arg-type]
     assert new.sent == [800, "ForceEndTurn", 800]
+
+
+async def test_finalize_on_a_closed_stream_answers_without_raising() -> None:
+    """finalize() after close() (a sender still draining its last chunk at a call's end or a
+    failover): no socket, nothing will come. It must keep its promise (an end, or nothing
+    more once closed), not raise AssertionError from the ForceEndTurn-on-Pong path."""
+    s = FluxStream(FluxSTT(api_key="k"))
+    await s.close()
+    await s.finalize()

@@ -74,7 +74,12 @@ async def test_a_flux_gone_quiet_behind_a_live_socket_is_reopened_in_an_open_tur
             break
         await asyncio.sleep(0.01)
     assert stream._turn_open
-    await push(stream, speech(500) + silence(200))  # 0.7 s of audio, no TurnInfo back
+    # the caller goes on, in real time (20 ms frames): 0.6 s of audio and of time, no TurnInfo
+    for _ in range(500):  # bounded: 10 s
+        if stream.reconnects:
+            break
+        await push(stream, speech(20))
+        await asyncio.sleep(0.02)
     await until_reconnected(stream)
     await push(stream, silence(500))
     got = await collect_ends(stream, 1)
@@ -120,3 +125,29 @@ async def test_force_end_turn_with_no_turn_on_a_live_socket_is_answered_on_the_p
     assert ends(got) == [""], got
     assert stream.reconnects == 0
     assert cloud.flux.journal.count("force_end_unanswered") == 1
+
+
+async def test_a_burst_of_audio_in_an_open_turn_does_not_drop_a_healthy_socket(cloud: FakeCloud) -> None:
+    """Caller audio can reach the client late and all at once: the Plivo stream leg passes
+    frames on as they arrive (a TCP stall on the media WebSocket delivers seconds of them
+    together) and the driver's feed sends whatever queued up. Flux answers audio with a
+    TurnInfo per ~0.25 s it has TRANSCRIBED, so at least a round trip after it went out:
+    3.5 s of audio sent in a moment, with Flux answering as it should, is not a stalled
+    transcription. The socket must stay (a false reconnect re-sends the whole turn and
+    delays its end); the defaults are the production bounds."""
+    words = "I would like to book a table for two on Friday evening please"
+    cloud.flux.script.append(words)
+    stream = await make(cloud.http_url).open()
+    await push(stream, speech(300))
+    for _ in range(500):  # bounded: until the client read StartOfTurn
+        if stream._turn_open:
+            break
+        await asyncio.sleep(0.01)
+    assert stream._turn_open
+    await push(stream, speech(3500))  # the burst, frame after frame at once
+    await push(stream, silence(600))
+    got = await collect_ends(stream, 1, limit_s=10.0)
+    got += await rest(stream)
+    assert ends(got) == [words], got
+    assert stream.reconnects == 0
+    assert cloud.flux.journal.count("request") == 1
