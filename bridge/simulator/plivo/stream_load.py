@@ -144,6 +144,7 @@ class LeanCaller:
         self._first_voiced = -1
         self._last_voiced = -1
         self.tick = 0
+        self.clip: Clip | None = None  # what it plays (LoadPool.run)
         self.open = False  # upgraded, start sent: ticking
         self.hung_up = False
 
@@ -399,9 +400,12 @@ class LoadPool:
     """The process's callers and its one timer: every 20 ms / SLOTS it ticks the calls of the
     slot that is due (and of any step it fell behind on: absolute deadlines, no drift)."""
 
-    def __init__(self, pcm: bytes, tail_s: float = 1.0, masker: Masker | None = None) -> None:
+    def __init__(self, pcm: bytes | Sequence[bytes], tail_s: float = 1.0,
+                 masker: Masker | None = None) -> None:
+        """``pcm``: the audio every caller plays, or several: caller i plays ``pcm[i % len(pcm)]``."""
         self.masker = masker or Masker()
-        self.clip = Clip(pcm, tail_s, self.masker)
+        self.clips = [Clip(p, tail_s, self.masker) for p in ([pcm] if isinstance(pcm, bytes) else pcm)]
+        self.clip = self.clips[0]
         self.slots: list[list[LeanCaller]] = [[] for _ in range(SLOTS)]
         self.stats = LoadStats()
         self._step = FRAME_S / SLOTS
@@ -418,9 +422,11 @@ class LoadPool:
         self._callers = callers
         self._all_done = asyncio.Event()
         self._timer = loop.call_at(t0 + self._step, self._fire, t0, 1)
+        for i, c in enumerate(callers):
+            c.clip = self.clips[i % len(self.clips)]
         dials = [asyncio.create_task(self._dial(c, t0 + at, i % SLOTS))
                  for i, (c, at) in enumerate(zip(callers, starts, strict=True))]
-        limit = max(starts, default=0.0) + self.clip.ticks * FRAME_S + close_timeout_s
+        limit = max(starts, default=0.0) + max(c.ticks for c in self.clips) * FRAME_S + close_timeout_s
         try:
             async with asyncio.timeout(limit):
                 await asyncio.gather(*dials)
@@ -464,7 +470,7 @@ class LoadPool:
         for s in range(step, due + 1):
             slot = self.slots[s % SLOTS]
             for caller in slot:
-                caller.on_tick(self.clip, stamp)
+                caller.on_tick(caller.clip or self.clip, stamp)
             if any(c.finished for c in slot):
                 slot[:] = [c for c in slot if not c.finished]
                 self._check_done()
