@@ -12,6 +12,7 @@ import re
 
 import pytest
 
+from bench.stream_scaleout import echo_figures
 from bridge.agents.echo import run_echo
 from bridge.audio.g711 import ulaw_to_pcm
 from bridge.callmodel import CallInfo
@@ -140,9 +141,9 @@ async def test_lean_callers_and_the_simulator_hear_the_same_echo_from_a_real_str
                            network=NetworkProfile.none()) for n in range(3)]
         lean = [LeanCaller(url(server), f"lean-{n}", extra_headers=headers_for(f"lean-{n}"),
                            auth_token=AUTH_TOKEN, keep_heard=True) for n in range(3)]
-        pool = LoadPool(sent, tail_s=1.0)
+        pool = LoadPool(sent, tail_s=2.0)
         sim_results, lean_results = await asyncio.wait_for(asyncio.gather(
-            asyncio.gather(*(s.run(sent, tail_s=1.0) for s in sims)),
+            asyncio.gather(*(s.run(sent, tail_s=2.0) for s in sims)),
             pool.run(lean, [0.05 * n for n in range(3)])), 60)
     for s, r in zip(sim_results, lean_results, strict=True):
         assert r.error == "" and r.ended_by == s.ended_by == "caller"
@@ -152,9 +153,10 @@ async def test_lean_callers_and_the_simulator_hear_the_same_echo_from_a_real_str
         assert r.received["playAudio"] > 0
         assert r.received["playAudio"] - 1 <= r.received["checkpoint"] <= r.received["playAudio"]
         assert r.played_checkpoints > 0 and s.played_checkpoints
-        # the whole tone came back (1 s of tail covers the echo's way back)
+        # the whole tone came back (2 s of tail cover the echo's way back on a busy machine)
         assert r.agent_audio_ms >= 950 and s.agent_audio_ms >= 950
-        assert r.echoed_ticks >= 48
+        # the tone's 50 ticks came back voiced to both, counted as stream_scaleout.py counts them
+        assert r.echoed_ticks >= 48 and echo_figures(s.heard)[0] >= 48
         corr, _ = best_correlation(sent, ulaw_to_pcm(r.heard))
         assert corr > 0.95, corr
         corr_sim, _ = best_correlation(sent, s.heard)
