@@ -126,6 +126,16 @@ def test_the_lean_caller_sends_what_the_simulator_sends() -> None:
     assert events[1]["name"] == "vb1" and events[1]["streamId"] == sim.stream_id
     assert caller.result.received == {"playAudio": 1, "checkpoint": 1}
     assert caller.result.agent_audio_ms == 25 and caller.result.echoed_ticks == 2
+    # audio queued then clearAudio: the buffer is dropped (nothing plays), clearedAudio goes back
+    wire.out.clear()
+    for text in (protocol.play_audio(fmt, b"\x10" * 320), protocol.clear_audio(sim.stream_id)):
+        data = text.encode()
+        wire.incoming += bytes((0x81, 126)) + len(data).to_bytes(2, "big") + data
+    caller.on_tick(clip, b"1733130000173")
+    events = [json.loads(d) for _, d in _frames(bytes(wire.out), masker.key)]
+    assert [e["event"] for e in events] == ["clearedAudio", "media"]
+    assert events[0]["streamId"] == sim.stream_id and caller.result.clears == 1
+    assert caller.result.agent_audio_ms == 25  # the cleared audio was never heard
     # the daemon ends the call: its close is answered with the same code
     wire.out.clear()
     wire.incoming += bytes((0x88, 2)) + (1000).to_bytes(2, "big")
