@@ -6,11 +6,17 @@
 Every daemon (`voice-bridge run`, echo agent) is started with the same
 ``daemon.stream_listen = "127.0.0.1:PORT"``: their listeners share the port (SO_REUSEPORT) and
 the callers all dial ``ws://127.0.0.1:PORT/stream``; the kernel hands each new connection to
-one of the listeners. The callers are the project's Plivo stream simulator
-(bridge/simulator/plivo: upgrades signed with the Plivo auth token, the XML server's stream
-token in extraHeaders, mu-law media every 20 ms, playAudio played out as Plivo's buffer does),
-in child processes (one per ``--callers-per-process`` calls, 50), calls started over
-``--ramp-s``; each plays a 440 Hz tone for ``--seconds`` and hangs up.
+one of the listeners. The callers speak Plivo's stream protocol as the project's Plivo stream
+simulator does (upgrades signed with the Plivo auth token, the XML server's stream token in
+extraHeaders, mu-law media every 20 ms, playAudio played out as Plivo's buffer does), in child
+processes (one per ``--callers-per-process`` calls, 50), calls started over ``--ramp-s``; each
+plays a 440 Hz tone for ``--seconds`` and hangs up. ``--callers lean`` (the default) is the lean
+load generator (bridge/simulator/plivo/stream_load.py: one timer a process, a raw WebSocket
+client a call, ~1/N the CPU a stream, see README); ``--callers simulator`` the reference
+simulator (stream_client.py: one websockets client and task a call), whose CPU on the same
+cores broke the echo bound before two daemons did. Each run reports the callers' CPU a stream
+and, for the lean ones, how late their timer ran: over 20 ms (p99, one media interval) the
+run's limit names the callers, not the daemons.
 
 Per (daemons, calls): streams ok / failed, how the kernel spread them (each daemon's
 ``voice_bridge_calls_total{transport="stream"}``), per daemon the CPU over the steady part,
@@ -64,6 +70,8 @@ AUTH_TOKEN = "YmVuY2gtcGxpdm8tYXV0aC10b2tlbg"  # PLIVO_AUTH_TOKEN: the simulator
 CALLS_PER_PROCESS = 50
 HEARD_MIN = 0.95
 GAPS_MAX = 0.01
+CALLERS_LATE_MS = 20.0  # the lean callers' timer p99 lateness (one media interval) over which a run is theirs
+TAIL_S = 1.0  # silence each caller plays after its tone before hanging up
 
 
 def tone(seconds: float) -> bytes:
@@ -84,7 +92,8 @@ def echo_figures(heard: bytes) -> tuple[int, int]:
 
 def serve_callers(conn: Connection, url: str, first: int, calls: int, total: int, ramp_s: float,
                   seconds: float) -> None:
-    """Child process: calls ``first``..``first + calls - 1`` of ``total``, started over ``ramp_s``."""
+    """Child process: calls ``first``..``first + calls - 1`` of ``total``, started over ``ramp_s``,
+    by the reference simulator (one websockets client and one task per call)."""
     from bridge.callfacts import encode_headers, stream_token
     from bridge.simulator.plivo.network import NetworkProfile
     from bridge.simulator.plivo.stream_client import PlivoStreamClient
@@ -97,7 +106,7 @@ def serve_callers(conn: Connection, url: str, first: int, calls: int, total: int
         client = PlivoStreamClient(url, call_uuid=uuid, auth_token=AUTH_TOKEN, network=NetworkProfile.none(),
                                    extra_headers=encode_headers({"Token": stream_token(SECRET, uuid, {})}))
         try:
-            result = await client.run(pcm, tail_s=1.0, max_s=seconds + 60)
+            result = await client.run(pcm, tail_s=TAIL_S, max_s=seconds + 60)
         except Exception as exc:  # a refused or dropped stream is a result, not a crash
             return {"error": type(exc).__name__}
         echoed, gaps = echo_figures(result.heard)
@@ -105,15 +114,48 @@ def serve_callers(conn: Connection, url: str, first: int, calls: int, total: int
                 "heard_share": round(result.agent_audio_ms / (seconds * 1000), 3),
                 "echoed_ticks": echoed, "gap_ticks": gaps, "bad_messages": result.bad_messages}
 
-    async def main() -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(one(n) for n in range(first, first + calls))))
+    async def main() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        cpu0, t0 = time.process_time(), time.monotonic()
+        results = list(await asyncio.gather(*(one(n) for n in range(first, first + calls))))
+        return results, {"cpu_s": time.process_time() - cpu0, "wall_s": time.monotonic() - t0}
 
     conn.send(asyncio.run(main()))
 
 
+def serve_lean_callers(conn: Connection, url: str, first: int, calls: int, total: int, ramp_s: float,
+                       seconds: float) -> None:
+    """Child process: the same calls by the lean load generator (bridge/simulator/plivo/
+    stream_load.py: one timer for the process, a raw WebSocket client per call)."""
+    from bridge.callfacts import encode_headers, stream_token
+    from bridge.simulator.plivo.stream_load import LeanCaller, LoadPool
+
+    async def main() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        pool = LoadPool(tone(seconds), tail_s=TAIL_S)
+        uuids = [f"scaleout-{n}" for n in range(first, first + calls)]
+        callers = [LeanCaller(url, uuid, auth_token=AUTH_TOKEN,
+                              extra_headers=encode_headers({"Token": stream_token(SECRET, uuid, {})}))
+                   for uuid in uuids]
+        out = await pool.run(callers, [ramp_s * n / total for n in range(first, first + calls)])
+        results: list[dict[str, Any]] = [
+            {"error": r.error} if r.error else
+            {"close_code": r.close_code, "ended_by": r.ended_by,
+             "heard_share": round(r.agent_audio_ms / (seconds * 1000), 3),
+             "echoed_ticks": r.echoed_ticks, "gap_ticks": r.gap_ticks, "bad_messages": r.bad_messages}
+            for r in out]
+        return results, {"cpu_s": pool.stats.cpu_s, "wall_s": pool.stats.wall_s,
+                         "timer_late_p99_ms": pool.stats.late_p99_ms(),
+                         "timer_late_max_ms": max(pool.stats.late_ms, default=0.0)}
+
+    conn.send(asyncio.run(main()))
+
+
+CALLERS = {"lean": serve_lean_callers, "simulator": serve_callers}
+
+
 def stream_limits(results: list[dict[str, Any]], lag_p99_ms: list[float | None], cpu: list[float],
-                  budget: Budget | None) -> list[str] | None:
-    """The bounds a run broke (see the module's doc)."""
+                  budget: Budget | None, callers_late_ms: float = 0.0) -> list[str] | None:
+    """The bounds a run broke (see the module's doc); ``callers_late_ms``: the lean callers'
+    timer p99 lateness (over CALLERS_LATE_MS the run is the load generator's limit)."""
     hit = []
     ok = [r for r in results if "error" not in r and r["ended_by"] == "caller" and not r["bad_messages"]]
     if len(ok) < len(results):
@@ -127,6 +169,8 @@ def stream_limits(results: list[dict[str, Any]], lag_p99_ms: list[float | None],
         hit.append(f"loop lag p99 > {LAG_P99_MS:g} ms")
     if budget is None and any(c > 80 for c in cpu):
         hit.append("cpu > 80 % of a core")
+    if callers_late_ms > CALLERS_LATE_MS:  # the callers fell behind: their gaps, not the daemons'
+        hit.append(f"callers' timer p99 late > {CALLERS_LATE_MS:g} ms")
     return hit or None
 
 
@@ -135,8 +179,8 @@ def _stream_calls(text: str) -> int:
     return int(sum(float(v) for v in re.findall(pattern, text, re.M)))
 
 
-def run_once(n_daemons: int, calls: int, seconds: float, ramp_s: float,
-             budget: Budget | None, per_process: int = CALLS_PER_PROCESS) -> dict[str, Any]:
+def run_once(n_daemons: int, calls: int, seconds: float, ramp_s: float, budget: Budget | None,
+             per_process: int = CALLS_PER_PROCESS, callers: str = "lean") -> dict[str, Any]:
     port = free_port(socket.SOCK_STREAM)
     config = f'[daemon]\nstream_listen = "127.0.0.1:{port}"\n[plivo]\nnonce_db = ":memory:"\n'
     env = {"VOICE_BRIDGE_STREAM_SECRET": SECRET, "PLIVO_AUTH_TOKEN": AUTH_TOKEN}
@@ -152,7 +196,7 @@ def run_once(n_daemons: int, calls: int, seconds: float, ramp_s: float,
             with Sampler(daemons, groups) as sampler:
                 for n in parts:
                     parent, child = ctx.Pipe()
-                    proc = ctx.Process(target=serve_callers, daemon=True,
+                    proc = ctx.Process(target=CALLERS[callers], daemon=True,
                                        args=(child, url, first, n, calls, ramp_s, seconds))
                     proc.start()
                     children.append(proc)
@@ -160,13 +204,16 @@ def run_once(n_daemons: int, calls: int, seconds: float, ramp_s: float,
                     first += n
                 started, callers_cpu = time.monotonic(), 0.0
                 results: list[dict[str, Any]] = []
+                stats: list[dict[str, Any]] = []
                 for parent, proc in zip(pipes, children, strict=True):
                     if parent.poll(seconds + ramp_s + 120):
                         try:  # the callers' CPU before they exit: the load generator's share
                             callers_cpu += cpu_seconds(proc.pid) if proc.pid else 0.0
                         except (OSError, IndexError, ValueError):
                             pass
-                        results += parent.recv()
+                        got, stat = parent.recv()
+                        results += got
+                        stats.append(stat)
                     proc.join(10)
                     if proc.is_alive():
                         proc.terminate()
@@ -177,25 +224,32 @@ def run_once(n_daemons: int, calls: int, seconds: float, ramp_s: float,
     window = (ramp_s + 2, ramp_s + seconds - 1)  # every call up
     cpu = sampler.cpu_pct(*window)
     spread = [_stream_calls(t) for t in texts]
-    per_process = sampler.per_process(cpu, spread)
-    for row, pressure, lag in zip(per_process, sampler.pressure(*window), lag_p99, strict=True):
+    rows = sampler.per_process(cpu, spread)
+    for row, pressure, lag in zip(rows, sampler.pressure(*window), lag_p99, strict=True):
         row.update(pressure, loop_lag_p99_ms=lag)
         if budget is not None:
             row["cpu_pct_of_budget"] = round(row["cpu_pct_of_core"] / budget.cores, 1)
     ok = [r for r in results if "error" not in r and r["ended_by"] == "caller" and not r["bad_messages"]]
     echoed = sum(r["echoed_ticks"] for r in ok)
     heard = [r["heard_share"] for r in ok]
+    callers_late = max((st.get("timer_late_p99_ms", 0.0) for st in stats), default=0.0)
+    limit = stream_limits(results, lag_p99, cpu, budget, callers_late)
     return {"daemons": n_daemons, "calls": calls, "seconds": seconds, "stream_url": "one (shared port)",
             "ok": len(ok), "failed": calls - len(ok),
             "errors": sorted({str(r.get("error") or r.get("close_code")) for r in results if r not in ok}),
             "kernel_spread": spread, "caller_processes": len(parts),
+            "callers": callers,
             "callers_cores_busy": round(callers_cpu / (time.monotonic() - started), 2),
+            # the callers' CPU while calling (not their start-up) per stream, % of a core
+            "callers_cpu_pct_per_stream": round(100 * sum(st["cpu_s"] for st in stats)
+                                                / (calls * (seconds + TAIL_S)), 3) if stats else None,
+            "callers_timer_late_p99_ms": callers_late if callers == "lean" else None,
             "echo": {"heard_share_min": min(heard) if heard else None,
                      "heard_share_p50": float(np.median(heard)) if heard else None,
                      "gap_share": round(sum(r["gap_ticks"] for r in ok) / echoed, 4) if echoed else None},
-            "per_process": per_process,
+            "per_process": rows,
             "load_average_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
-            "limit": stream_limits(results, lag_p99, cpu, budget)}
+            "limit": limit}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -205,6 +259,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--ramp-s", type=float, default=5.0, help="calls start spread over this long")
     ap.add_argument("--callers-per-process", type=int, default=CALLS_PER_PROCESS,
                     help="simulated callers per child process (each is one Python event loop)")
+    ap.add_argument("--callers", choices=sorted(CALLERS), default="lean",
+                    help="the load generator: lean (stream_load.py, default) or the reference simulator")
     cpu_budget.add_arguments(ap)
     return ap
 
@@ -212,7 +268,7 @@ def parser() -> argparse.ArgumentParser:
 def main() -> int:
     args = parser().parse_args()
     budget = cpu_budget.from_args(args)
-    runs = [run_once(d, c, args.seconds, args.ramp_s, budget, args.callers_per_process)
+    runs = [run_once(d, c, args.seconds, args.ramp_s, budget, args.callers_per_process, args.callers)
             for d, c in plan(args)]
     print(json.dumps({"bench": "stream_scaleout", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                       "cpus": os.cpu_count(), "daemon_cpu_budget": budget.__dict__ if budget else None,

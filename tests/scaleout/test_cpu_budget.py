@@ -143,3 +143,14 @@ def test_stream_bounds() -> None:
     assert stream_limits([_stream(gaps=8, echoed=700)], [3.0], [30.0], None) == ["echo gaps > 1%"]
     assert stream_limits([_stream(ended_by="bridge")], [60.0], [30.0], None) == [
         "failed streams", "loop lag p99 > 50 ms"]
+    # the lean callers' own timer ran late: the run is their limit, named as such
+    assert stream_limits([_stream()], [3.0], [30.0], None, callers_late_ms=25.0) == [
+        "callers' timer p99 late > 20 ms"]
+    assert stream_limits([_stream()], [3.0], [30.0], None, callers_late_ms=19.0) is None
+
+
+def test_the_stream_bench_calls_with_the_lean_callers_unless_told() -> None:
+    assert stream_parser().parse_args([]).callers == "lean"
+    assert stream_parser().parse_args(["--callers", "simulator"]).callers == "simulator"
+    with pytest.raises(SystemExit):
+        stream_parser().parse_args(["--callers", "websockets"])
