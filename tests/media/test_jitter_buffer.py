@@ -233,3 +233,27 @@ def test_a_sender_renumbered_a_little_behind_with_its_timeline_moved_back_is_fol
     assert buf.resyncs == 1
     frames = drain(buf, 2)
     assert list(values(frames)) == list(range(10_000 + 4 * FRAME, 10_000 + 6 * FRAME))
+
+
+def test_a_copy_of_the_stream_from_before_a_hold_is_not_heard_after_the_resume() -> None:
+    """Hold and resume (the leg resets the buffer; the sender's numbering and timestamps go
+    on), then a delayed copy of the last packets sent before the hold: numbered a little
+    behind, timed before the new timeline began. They are stale copies, not a restarted
+    sender: dropped, as before echo25's origin rule (which followed them after 5 and played
+    160 ms of old audio to the person again)."""
+    buf = PlayoutBuffer(target_ms=20)
+    for i in range(12):
+        buf.put(i * FRAME, ramp(i * FRAME, FRAME), seq=65530 + i & 0xFFFF)  # numbering wraps
+    drain(buf, 10)
+    buf.reset()  # hold, then resume 2 s later
+    base = 12 * FRAME + 16_000
+    for i in range(4):
+        buf.put(base + i * FRAME, ramp(20_000 + i * FRAME, FRAME), seq=65530 + 12 + i & 0xFFFF)
+    heard = drain(buf, 3)
+    for i in range(2, 10):  # the copy, 160 ms of it at once
+        buf.put(i * FRAME, ramp(i * FRAME, FRAME), seq=65530 + i & 0xFFFF)
+    assert buf.resyncs == 0 and buf.late == 8
+    for i in range(4, 8):
+        buf.put(base + i * FRAME, ramp(20_000 + i * FRAME, FRAME), seq=65530 + 12 + i & 0xFFFF)
+    heard += drain(buf, 4)
+    assert list(values(heard)) == list(range(20_000, 20_000 + 7 * FRAME))
