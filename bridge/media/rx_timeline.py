@@ -91,7 +91,8 @@ class RxTimeline:
         """Forget the timeline (new sender SSRC, new remote, hold/resume). Packets numbered
         before the first one after it (delayed copies of the stream before the reset) are
         dropped as a resync's old timeline is, not followed as a restarted sender."""
-        self._fence = self._seq_hi is not None
+        if self._seq_hi is not None:  # (kept over a reset with nothing between: hold, resume)
+            self._fence = True
         self._starts.clear()
         self._chunks.clear()
         self._end = 0
