@@ -9,6 +9,7 @@ audio's)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import struct
 from typing import Any
@@ -170,3 +171,6 @@ def test_a_caller_frame_made_through_its_slots_is_the_dataclass() -> None:
     _set_frame_t(frame, 12.5)
     assert frame == AudioFrame(pcm, 12.5) and hash(frame) == hash(AudioFrame(pcm, 12.5))
     assert type(frame) is AudioFrame and frame.pcm is pcm
+    assert repr(frame) == repr(AudioFrame(pcm, 12.5)) and {frame, AudioFrame(pcm, 12.5)} == {frame}
+    with pytest.raises(dataclasses.FrozenInstanceError):  # consumers keep frames: immutable
+        frame.pcm = b""  # type: ignore[misc]
