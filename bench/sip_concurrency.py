@@ -138,6 +138,13 @@ def pin_threads(pid: int, cpus: set[int]) -> list[int]:
     return moved
 
 
+def pin_callers(cpus: set[int]) -> None:
+    """This bench onto ``cpus``: every thread of it (run_daemon's log pumps were started before;
+    os.sched_setaffinity(0, ...) moves only the calling thread on Linux). Its children started
+    later (tcpdump, the SIPps) and threads started later (the sampler) inherit it."""
+    pin_threads(os.getpid(), cpus)
+
+
 def media_clock_figures(http_port: int) -> dict[str, object]:
     """The daemon's own view of its pacing, from /metrics: ticks by timeliness and the share
     of clock wake-ups later than 5 and 20 ms (every call's packets of that tick were late)."""
@@ -291,8 +298,7 @@ def main() -> int:
             if daemon_cpus:
                 pin_threads(pid, daemon_cpus)
             if callers_cpus:
-                # this process's children (tcpdump, SIPps) inherit it; the sampler thread too
-                os.sched_setaffinity(0, callers_cpus)
+                pin_callers(callers_cpus)
             # (time, daemon CPU s, SIPps' CPU s, daemon loop thread's run-queue wait s)
             samples: list[tuple[float, float, float, float]] = []
             sipps: list[subprocess.Popen[bytes]] = []

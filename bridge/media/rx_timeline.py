@@ -15,7 +15,10 @@ that is older than the newest one seen (within RFC 3550 A.1's misorder window of
 delayed or replayed copy, dropped without counting towards that resync, so a stale block is
 never delivered again; after a resync, packets numbered before it belong to the timeline that
 was left and are dropped, unless their timestamp is within 200 ms before the resync packet's
-(the new timeline's first packets, reordered behind it).
+(the new timeline's first packets, reordered behind it). The first packet after a reset
+(hold/resume) begins such an epoch too. A late packet within that window but timed before
+the timeline we follow began (and not before a resync or reset) is a sender restarted under
+the same SSRC: it counts towards the resync.
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ class RxTimeline:
         self._seq_hi: int | None = None  # the newest sequence number seen, unwrapped
         self._seq_epoch: int | None = None  # the first sequence number after a resync
         self._epoch_ts = 0  # and its RTP timestamp
+        # reset() forgot a numbered timeline (hold/resume): the first packet after it begins
+        # an epoch, as a resync does, so copies of what came before are not a restarted sender
+        self._fence = False
         # counters (the leg's stats)
         self.late = 0
         self.duplicates = 0
@@ -82,7 +88,11 @@ class RxTimeline:
         return None if self._ext is None else self._ext & 0xFFFFFFFF
 
     def reset(self) -> None:
-        """Forget the timeline (new sender SSRC, new remote)."""
+        """Forget the timeline (new sender SSRC, new remote, hold/resume). Packets numbered
+        before the first one after it (delayed copies of the stream before the reset) are
+        dropped as a resync's old timeline is, not followed as a restarted sender."""
+        if self._seq_hi is not None:  # (kept over a reset with nothing between: hold, resume)
+            self._fence = True
         self._starts.clear()
         self._chunks.clear()
         self._end = 0
@@ -151,6 +161,11 @@ class RxTimeline:
                     return
         if samples == 0:
             return
+        if self._fence:  # the first packet after reset(): the epoch begins here
+            self._fence = False
+            if seq is not None:
+                self._seq_hi = self._seq_epoch = seq
+                self._epoch_ts = timestamp
         age = self._seq_age(seq) if seq is not None else 0
         if age < 0:
             if not 0 < (self._epoch_ts - timestamp) % _WRAP <= self._rate // 5:
@@ -191,6 +206,7 @@ class RxTimeline:
     def _resync(self, timestamp: int, seq: int | None) -> None:
         self.resyncs += 1
         self.reset()
+        self._fence = False  # (the epoch begins here, below)
         self._ext = self._origin = timestamp
         if seq is not None:
             self._seq_hi = self._seq_epoch = seq  # packets numbered before this one: the old timeline

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bridge.media.jitter_buffer import PlayoutBuffer
 
@@ -233,3 +234,50 @@ def test_a_sender_renumbered_a_little_behind_with_its_timeline_moved_back_is_fol
     assert buf.resyncs == 1
     frames = drain(buf, 2)
     assert list(values(frames)) == list(range(10_000 + 4 * FRAME, 10_000 + 6 * FRAME))
+
+
+def test_a_copy_of_the_stream_from_before_a_hold_is_not_heard_after_the_resume() -> None:
+    """Hold and resume (the leg resets the buffer; the sender's numbering and timestamps go
+    on), then a delayed copy of the last packets sent before the hold: numbered a little
+    behind, timed before the new timeline began. They are stale copies, not a restarted
+    sender: dropped, as before echo25's origin rule (which followed them after 5 and played
+    160 ms of old audio to the person again)."""
+    buf = PlayoutBuffer(target_ms=20)
+    for i in range(12):
+        buf.put(i * FRAME, ramp(i * FRAME, FRAME), seq=65530 + i & 0xFFFF)  # numbering wraps
+    drain(buf, 10)
+    buf.reset()  # hold, then resume 2 s later
+    base = 12 * FRAME + 16_000
+    for i in range(4):
+        buf.put(base + i * FRAME, ramp(20_000 + i * FRAME, FRAME), seq=65530 + 12 + i & 0xFFFF)
+    heard = drain(buf, 3)
+    for i in range(2, 10):  # the copy, 160 ms of it at once
+        buf.put(i * FRAME, ramp(i * FRAME, FRAME), seq=65530 + i & 0xFFFF)
+    assert buf.resyncs == 0 and buf.late == 8
+    for i in range(4, 8):
+        buf.put(base + i * FRAME, ramp(20_000 + i * FRAME, FRAME), seq=65530 + 12 + i & 0xFFFF)
+    heard += drain(buf, 4)
+    assert list(values(heard)) == list(range(20_000, 20_000 + 7 * FRAME))
+
+
+@pytest.mark.parametrize("ts0", [0xFFFFFF00 - 4 * FRAME, 0x40, 0x7FFFFFC0])
+def test_copies_and_a_restart_are_told_apart_across_the_timestamp_and_sequence_wraps(ts0: int) -> None:
+    """The origin rule (stale only if timed within the timeline we follow) in RFC 3550's
+    modular arithmetic: the timeline begins just before the 32-bit timestamp wrap (and the
+    numbering wraps inside it), just after it, or where a signed comparison would flip; a
+    copy of played packets is dropped, a sender restarted 60 numbers behind with its
+    timestamps 50 000 back (across the wrap for the second case) is followed after 5."""
+    buf = PlayoutBuffer(target_ms=20)
+    seq0 = 65533
+    for i in range(12):
+        buf.put(ts0 + i * FRAME & 0xFFFFFFFF, ramp(i * FRAME, FRAME), seq=seq0 + i & 0xFFFF)
+    heard = drain(buf, 10)
+    for i in range(2, 10):
+        buf.put(ts0 + i * FRAME & 0xFFFFFFFF, ramp(i * FRAME, FRAME), seq=seq0 + i & 0xFFFF)
+    assert buf.resyncs == 0 and buf.late == 8
+    assert list(values(heard)) == list(range(10 * FRAME))
+    back = ts0 - 50_000
+    for i in range(6):
+        buf.put(back + i * FRAME & 0xFFFFFFFF, ramp(10_000 + i * FRAME, FRAME), seq=seq0 - 48 + i & 0xFFFF)
+    assert buf.resyncs == 1
+    assert list(values(drain(buf, 2))) == list(range(10_000 + 4 * FRAME, 10_000 + 6 * FRAME))

@@ -49,6 +49,11 @@ def test_the_usual_frame_paths_leave_the_queue_as_the_general_one() -> None:
             elif r < 0.575:
                 fast.clear()
                 general.clear()
+            elif r < 0.585:  # pause (or a clear's first half): the exact heard position now
+                fast.report_progress(t)
+                general.report_progress(t)
+                uid = rng.choice(ids)
+                assert fast.heard_ms(uid) == general.heard_ms(uid), f"seed {seed} step {step}"
             else:
                 audible = rng.random() < 0.9
                 a, b = fast.next_frame(t, audible), general.next_frame(t, audible)

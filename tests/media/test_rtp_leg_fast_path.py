@@ -1,13 +1,15 @@
 """RtpLeg.on_readable's path for the usual packet against the general one (_on_datagram):
 the same random datagrams into two legs, one of them with the usual-packet path off, leave
 both in the same state after every packet (counters, receive stats, the buffer, the
-passthrough map, the SSRC followed). The datagrams mix the usual packet with markers, DTMF,
-another codec, comfort noise, RTCP, malformed packets, header extensions, strangers, SSRC
-changes and their stragglers, hold/resume, and re-INVITEs changing the codec or the DTMF
-payload type (even to the audio's)."""
+passthrough map, the SSRC followed). Sources come as IPv4 pairs or IPv6 4-tuples. The
+datagrams mix the usual packet with markers, DTMF, another codec, comfort noise, RTCP,
+malformed packets, header extensions, strangers, SSRC changes and their stragglers,
+hold/resume, and re-INVITEs changing the codec or the DTMF payload type (even to the
+audio's)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import struct
 from typing import Any
@@ -74,8 +76,10 @@ def datagram(rng: random.Random, s: dict[str, int]) -> tuple[bytes, tuple[str, i
     data += payload
     if rng.random() < 0.005:
         data = data[: rng.randrange(12)]
-    addr = PEER if rng.random() > 0.02 else ("127.0.0.2", 40_000)
-    return data, addr
+    addr: tuple[Any, ...] = PEER if rng.random() > 0.02 else ("127.0.0.2", 40_000)
+    if s.get("v6"):  # an AF_INET6 socket's source: (host, port, flowinfo, scope_id)
+        addr = (*addr, 0, 0)
+    return data, addr  # type: ignore[return-value]
 
 
 def state(leg: RtpLeg) -> dict[str, Any]:
@@ -123,6 +127,7 @@ async def test_the_usual_packet_path_leaves_the_leg_as_the_general_one(listen: b
             s = {"ssrc": rng.getrandbits(32), "seq": rng.getrandbits(16), "ts": rng.getrandbits(32)}
             s["old"] = s["ssrc"]
             s["pt"] = 0
+            s["v6"] = seed % 2  # every other stream as an IPv6 socket reports its sources
             for step in range(400):
                 if rng.random() < 0.01:  # hold or resume by re-INVITE
                     direction = rng.choice(["sendrecv", "sendonly", "recvonly"])
@@ -166,3 +171,6 @@ def test_a_caller_frame_made_through_its_slots_is_the_dataclass() -> None:
     _set_frame_t(frame, 12.5)
     assert frame == AudioFrame(pcm, 12.5) and hash(frame) == hash(AudioFrame(pcm, 12.5))
     assert type(frame) is AudioFrame and frame.pcm is pcm
+    assert repr(frame) == repr(AudioFrame(pcm, 12.5)) and {frame, AudioFrame(pcm, 12.5)} == {frame}
+    with pytest.raises(dataclasses.FrozenInstanceError):  # consumers keep frames: immutable
+        frame.pcm = b""  # type: ignore[misc]

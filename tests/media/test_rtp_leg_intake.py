@@ -77,3 +77,37 @@ async def test_a_straggler_of_the_ssrc_left_is_dropped_and_resets_nothing() -> N
     await leg.close()
     peer.close()
     await c.stop()
+
+
+async def test_a_copy_of_the_stream_from_before_a_hold_is_not_played_after_the_resume() -> None:
+    """Hold and resume by re-INVITE (inactive, then sendrecv: the leg resets its receive
+    timeline at both), the caller's stream going on, then a delayed copy of 200 ms sent
+    before the hold: numbered a little behind, timed before the timeline began after the
+    resume. Not a restarted sender: never played to the caller again."""
+    from tests.media.support import media
+
+    peer, leg, c = await started_leg("replay-hold", MediaSettings(jitter_buffer_ms=40), listen=False)
+    origin = sender(peer)
+
+    def got() -> list[int]:
+        return [n for n in (identify(f.pcm) for f in c.frames) if n is not None]
+
+    for i in range(20):
+        send(peer, leg.local_port, origin, i, i, i)
+    assert await wait_until(lambda: 19 in got())
+    leg.update(media(peer.port, direction="inactive"))  # hold
+    leg.update(media(peer.port))  # resume
+    for i in range(20, 24):  # the stream goes on, 2 s later on the sender's clock
+        send(peer, leg.local_port, origin, i, 100 + i, i)
+    assert await wait_until(lambda: 23 in got())
+    for i in range(10, 20):  # the copy
+        send(peer, leg.local_port, origin, i, i, i)
+    for i in range(24, 30):
+        send(peer, leg.local_port, origin, i, 100 + i, i)
+    assert await wait_until(lambda: 29 in got())
+    heard = got()
+    assert heard == sorted(set(heard)) and heard[-1] == 29  # nothing twice, in order
+    assert leg.stats()["late"] >= 10
+    await leg.close()
+    peer.close()
+    await c.stop()
