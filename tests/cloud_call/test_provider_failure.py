@@ -84,8 +84,12 @@ def test_llm_500_plays_the_fallback_line_then_the_next_llm_answers(cd: CloudDaem
 
     # The fallback line, then the answer from the second LLM right behind it, in time.
     assert first_answer(call, q1_end) < FALLBACK_WITHIN_S, why
-    bursts = [b for b in call.bursts() if b.start > q1_end]
-    assert bursts[0].packets == pytest.approx(packets_for(FALLBACK) + packets_for(A1), abs=6), why
+    # Every packet of both before the caller's next question (a loop stall of the daemon's on a
+    # loaded box can split the reply in two bursts at the 100 ms gap rule: counted together)
+    reply = [b for b in call.bursts() if q1_end < b.start < q2_at]
+    expected = packets_for(FALLBACK) + packets_for(A1)
+    assert reply and reply[-1].end - reply[0].start < expected * 0.02 + 1.0, why  # one reply
+    assert sum(b.packets for b in reply) == pytest.approx(expected, abs=6), why
 
     assert llm_failures(after) - llm_failures(before) == 1, after
     # A 500 is a failure a retry may cure: the reason label says so (a small, fixed set).
