@@ -30,6 +30,7 @@ from typing import Literal
 log = logging.getLogger(__name__)
 
 Action = Literal["leave", "join"] | None
+_ALONE_RECHECK_S = 0.2  # a lone busy listener reads /proc again at most this often (a 503 storm)
 
 
 class BusyLeave:
@@ -40,6 +41,7 @@ class BusyLeave:
         self._busy = busy
         self._listeners = listeners  # the group's LISTEN sockets, ours included; None = unknown
         self._free_since: float | None = None
+        self._alone_at: float | None = None  # when a busy check last found us the only listener
         self._alone_logged = False
 
     def step(self, listening: bool, now: float) -> Action:
@@ -52,13 +54,18 @@ class BusyLeave:
         if listening:
             if not (self.enabled and busy):
                 self._alone_logged = False
+                self._alone_at = None
+                return None
+            if self._alone_at is not None and now - self._alone_at < _ALONE_RECHECK_S:
                 return None
             count = self._listeners()
             if count is None or count < 2:
+                self._alone_at = now
                 if not self._alone_logged:
                     self._alone_logged = True
                     log.info("busy, but the only listener on the stream port: staying (503s)")
                 return None
+            self._alone_at = None
             return "leave"
         count = self._listeners()
         if count is None or count == 0:

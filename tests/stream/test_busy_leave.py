@@ -45,8 +45,11 @@ def test_leaves_only_while_busy_and_another_listener_stays() -> None:
     assert rule.step(True, 1.0) == "leave"
     g.listeners = 1  # only us: a 503 beats a refused connection
     assert rule.step(True, 1.0) is None
+    g.listeners = 2  # another came: seen at the next look, not on every 503 (each reads /proc)
+    assert rule.step(True, 1.1) is None
+    assert rule.step(True, 1.3) == "leave"
     g.listeners = None  # cannot tell (no /proc): stays
-    assert rule.step(True, 1.0) is None
+    assert rule.step(True, 2.0) is None
     g.listeners = 2
     assert g.rule(enabled=False).step(True, 1.0) is None
 
