@@ -170,7 +170,10 @@ class StreamServer:
         return self.supervisor.refusal() in _BUSY_REASONS
 
     def _group_size(self) -> int | None:
-        return count_listeners(self._host, self._port)
+        try:
+            return count_listeners(self._host, self._port)
+        except ValueError:  # an address /proc/net/tcp cannot show (a scoped IPv6 name): unknown
+            return None
 
     def check_busy(self) -> None:
         """Leave the group if busy and another listener stays; rejoin once there is room
