@@ -334,3 +334,29 @@ async def test_without_tcp_migrate_req_they_are_reset() -> None:
     answers = await _queued_then_leave("0")
     assert any(a == b"" for a in answers)
     assert any(a.startswith(b"HTTP/1.1 404") for a in answers)
+
+
+async def test_two_daemons_leaving_in_the_same_instant_do_not_leave_the_port_unanswered() -> None:
+    """b steps out while a decides on a count read just before (2): a leaves, finds the group
+    empty and rejoins at once."""
+    a_agent = _Holder()
+    async with _daemon(a_agent, capacity=1) as a:
+        port = a.bound_port
+        async with _daemon(_Holder(), capacity=60, port=port) as b:
+            caller = _Caller(port, [a, b])
+            try:
+                b.begin_drain()  # b's listener is gone: every stream goes to a
+                assert await caller.call() is not None and a.active_calls == 1
+                reads = iter([2])  # a's first read still saw b
+
+                def stale_then_real() -> int | None:
+                    return next(reads, None) or count_listeners("127.0.0.1", port)
+
+                a._busy._listeners = stale_then_real
+                a._busy._alone_at = None
+                a.check_busy()
+                assert a.left == 1
+                await _until(lambda: a.listening, "a rejoined the empty group")
+                assert _listeners(port) == 1
+            finally:
+                await caller.close_all()
