@@ -17,8 +17,10 @@ busy daemon LEAVES the group (closes its listening socket, keeps its streams) an
   left too, crashed or restarts): never leave the port without a listener for longer than a
   check period.
 
-Two daemons deciding in the same instant can both leave; each checks again right after its
-close and rejoins if it left the group empty (checks are jittered so they do not stay in step).
+Two busy daemons must not both read "2 listeners" and both go: the count and the close are
+made under a lock the daemons share (``try_group_lock``), and after its close a daemon looks
+again and rejoins at once if the group is empty (the other drained or died meanwhile); a rejoin
+listens synchronously, so the port has a listener again before the event loop serves it.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class BusyLeave:
             return "join"
         return None
 
-    def group_empty(self) -> bool:
-        """Right after leaving: did we leave nobody listening (a simultaneous leave)?"""
+    def group_empty(self, others: bool = False) -> bool:
+        """Nobody listening on the port (``others``: nobody but us, read while still in it)."""
         count = self._listeners()
-        return count is None or count == 0
+        return count is None or count <= (1 if others else 0)

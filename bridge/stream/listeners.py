@@ -9,6 +9,7 @@ stream server leaves the group while it is busy only if another listener stays i
 from __future__ import annotations
 
 import ipaddress
+import socket
 import sys
 
 _LISTEN = "0A"  # TCP_LISTEN in include/net/tcp_states.h
@@ -45,3 +46,34 @@ def count_listeners(host: str, port: int, tables: tuple[str, ...] = _TABLES) -> 
             if int(hex_port, 16) == port and _address(addr) == want:
                 found += 1
     return found if read_any else None
+
+
+def try_group_lock(port: int) -> socket.socket | None:
+    """A mutex shared by the daemons of one network namespace for the stream port's group: an
+    abstract-namespace Unix socket only one process can bind at a time (no file, released when
+    closed or when the process dies). None when another daemon holds it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(f"\0voice-bridge-stream-group-{port}")
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def listening_socket(host: str, port: int, backlog: int = 100) -> socket.socket:
+    """A listening socket on ``host:port`` in the port's SO_REUSEPORT group, made synchronously:
+    it is in the group (and queues connections) from ``listen()`` on, before the event loop
+    serves it. SO_REUSEADDR as asyncio's create_server sets it; backlog as its default."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

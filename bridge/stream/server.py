@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,7 +38,7 @@ from bridge.stream.busy_leave import BusyLeave
 from bridge.stream.callfacts import parse_extra_headers
 from bridge.stream.connection import StreamConnection
 from bridge.stream.leg import CallControl, StreamLeg
-from bridge.stream.listeners import count_listeners
+from bridge.stream.listeners import count_listeners, listening_socket, try_group_lock
 from bridge.stream.tokens import UsedTokens
 from bridge.supervisor import AGENT_GRACE_S, CallSupervisor
 
@@ -146,11 +147,13 @@ class StreamServer:
         log.info("stream server listening", extra={"stream": f"{self._host}:{self._port}{PATH}"})
         self._watch = asyncio.get_running_loop().create_task(self._watch_busy(), name="stream-busy-leave")
 
-    async def _serve(self) -> Server:
+    async def _serve(self, sock: socket.socket | None = None) -> Server:
+        """A websockets server on host:port, or on ``sock`` (a rejoin's, already listening)."""
         return await serve(
             self._handle,
-            self._host,
-            self._port,
+            None if sock is not None else self._host,
+            None if sock is not None else self._port,
+            sock=sock,
             process_request=self._check_request,
             create_connection=StreamConnection,
             max_size=self._plivo.stream_max_message_bytes,
@@ -183,11 +186,21 @@ class StreamServer:
             return
         action = self._busy.step(self._listening, asyncio.get_running_loop().time())
         if action == "leave":
-            self._leave()
+            # One busy daemon at a time counts and leaves (a lock the daemons share): two that
+            # read "2 listeners" in the same instant would otherwise both go.
+            lock = try_group_lock(self._port)
+            if lock is None:
+                return  # another daemon is leaving now: look again on the next check
+            try:
+                if self._busy.group_empty(others=True):
+                    return
+                self._leave()
+            finally:
+                lock.close()
             self.left += 1
             log.info("busy: left the stream port's group, the other daemons take new streams",
                      extra={"active_calls": self.active_calls, "why": self.supervisor.refusal()})
-            if self._busy.group_empty():  # another daemon left in the same instant
+            if self._busy.group_empty():  # the other drained or died meanwhile
                 self._start_rejoin()
         elif action == "join":
             self._start_rejoin()
@@ -203,16 +216,26 @@ class StreamServer:
             server.server.close()
 
     def _start_rejoin(self) -> None:
+        """Back in the group NOW (the socket listens, and queues connections, before the loop
+        serves it: a throttled daemon may take a while to get there)."""
         if self._joining or self._listening or self._draining:
             return
-        self._joining = True
-        asyncio.get_running_loop().create_task(self._rejoin(), name="stream-rejoin")
-
-    async def _rejoin(self) -> None:
         try:
-            server = await self._serve()
+            sock = listening_socket(self._host, self._port)
         except OSError as exc:
             log.error("could not rejoin the stream port %s:%s: %s", self._host, self._port, exc)
+            return
+        self._joining = True
+        self._listening = True
+        asyncio.get_running_loop().create_task(self._rejoin(sock), name="stream-rejoin")
+
+    async def _rejoin(self, sock: socket.socket) -> None:
+        try:
+            server = await self._serve(sock)
+        except OSError as exc:
+            sock.close()
+            self._listening = False
+            log.error("could not serve the stream port %s:%s again: %s", self._host, self._port, exc)
             return
         finally:
             self._joining = False
@@ -220,8 +243,8 @@ class StreamServer:
         self._servers.append(server)
         if self._draining:  # began draining while we bound
             server.server.close()
+            self._listening = False
             return
-        self._listening = True
         self.rejoined += 1
         log.info("room again: rejoined the stream port's group", extra={"active_calls": self.active_calls})
 

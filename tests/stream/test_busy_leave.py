@@ -20,7 +20,7 @@ from bridge.settings import Secrets, Settings
 from bridge.simulator.plivo.signing import sign_v3
 from bridge.simulator.plivo.stream_client import PlivoStreamClient
 from bridge.stream.busy_leave import BusyLeave
-from bridge.stream.listeners import count_listeners
+from bridge.stream.listeners import count_listeners, try_group_lock
 from bridge.stream.server import StreamServer
 from bridge.supervisor import CallSupervisor
 from tests.stream.support import AUTH_TOKEN, SECRET, headers_for
@@ -209,7 +209,7 @@ async def test_a_busy_daemon_lets_the_other_take_the_streams_and_rejoins_with_ro
                     assert _listeners(port) >= 1
                 assert caller.refused == 0 and b.active_calls == on_b + 12
                 await caller.hang_up(a_agent.calls[0])  # a has room again: it rejoins
-                await _until(lambda: a.listening, "a rejoined")
+                await _until(lambda: a.rejoined == 1, "a rejoined")
                 assert _listeners(port) == 2 and a.rejoined == 1
                 for _ in range(40):  # and takes streams again
                     await caller.call()
@@ -336,9 +336,32 @@ async def test_without_tcp_migrate_req_they_are_reset() -> None:
     assert any(a.startswith(b"HTTP/1.1 404") for a in answers)
 
 
-async def test_two_daemons_leaving_in_the_same_instant_do_not_leave_the_port_unanswered() -> None:
-    """b steps out while a decides on a count read just before (2): a leaves, finds the group
-    empty and rejoins at once."""
+async def test_a_busy_daemon_waits_while_another_holds_the_group_lock() -> None:
+    """The count and the close are made under a lock the daemons share (two busy daemons that
+    read "2 listeners" in the same instant would both go)."""
+    a_agent = _Holder()
+    async with _daemon(a_agent, capacity=1) as a:
+        port = a.bound_port
+        async with _daemon(_Holder(), capacity=60, port=port) as b:
+            caller = _Caller(port, [a, b])
+            lock = try_group_lock(port)  # another daemon deciding right now
+            try:
+                assert lock is not None and try_group_lock(port) is None
+                for _ in range(40):
+                    await caller.call()
+                    if a.active_calls:
+                        break
+                assert a.active_calls == 1 and a.listening and a.left == 0  # waits its turn
+                lock.close()
+                a.check_busy()
+                assert not a.listening and a.left == 1 and _listeners(port) == 1
+            finally:
+                if lock is not None:
+                    lock.close()
+                await caller.close_all()
+
+
+async def test_a_count_read_before_the_other_went_does_not_make_the_last_listener_leave() -> None:
     a_agent = _Holder()
     async with _daemon(a_agent, capacity=1) as a:
         port = a.bound_port
@@ -347,6 +370,7 @@ async def test_two_daemons_leaving_in_the_same_instant_do_not_leave_the_port_una
             try:
                 b.begin_drain()  # b's listener is gone: every stream goes to a
                 assert await caller.call() is not None and a.active_calls == 1
+                assert a.listening  # busy but alone: stays
                 reads = iter([2])  # a's first read still saw b
 
                 def stale_then_real() -> int | None:
@@ -354,9 +378,8 @@ async def test_two_daemons_leaving_in_the_same_instant_do_not_leave_the_port_una
 
                 a._busy._listeners = stale_then_real
                 a._busy._alone_at = None
-                a.check_busy()
-                assert a.left == 1
-                await _until(lambda: a.listening, "a rejoined the empty group")
-                assert _listeners(port) == 1
+                a.check_busy()  # read again under the lock: 1, so a stays
+                assert a.listening and a.left == 0 and _listeners(port) == 1
+                assert await caller.call() is None  # the 503 of the last listener
             finally:
                 await caller.close_all()
