@@ -108,6 +108,7 @@ class StreamServer:
         # One websockets server per time this daemon joined the port's SO_REUSEPORT group; the
         # last one listens unless it stepped out while busy (bridge/stream/busy_leave.py).
         self._servers: list[Server] = []
+        self._current: Server | None = None  # the one listening (None: stepped out, draining)
         self._listening = False
         self._joining = False
         self._watch: asyncio.Task[None] | None = None
@@ -118,10 +119,6 @@ class StreamServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining = False
         self.refused = 0
-
-    @property
-    def _server(self) -> Server | None:
-        return self._servers[-1] if self._servers else None
 
     @property
     def listening(self) -> bool:
@@ -143,6 +140,7 @@ class StreamServer:
         # a rejoin binds the same port (the configured one may be 0: the one we got)
         self._host, self._port = next(iter(server.sockets)).getsockname()[:2]
         self._servers.append(server)
+        self._current = server
         self._listening = True
         log.info("stream server listening", extra={"stream": f"{self._host}:{self._port}{PATH}"})
         self._watch = asyncio.get_running_loop().create_task(self._watch_busy(), name="stream-busy-leave")
@@ -206,14 +204,25 @@ class StreamServer:
             self._start_rejoin()
 
     def _leave(self) -> None:
-        """Close the listening socket now (asyncio's Server.close closes it synchronously),
-        keeping the streams it accepted. Connections the kernel queued on it and we did not
-        accept yet move to another listener of the group with net.ipv4.tcp_migrate_req = 1
-        (deploy/sysctl.d); without it they are reset."""
+        """Out of the group now, keeping the streams this listener accepted: stop accepting on
+        it and shutdown(SHUT_RD) the listening socket, which on Linux unhashes it from the
+        SO_REUSEPORT group at once; connections the kernel queued on it and we did not accept
+        yet move to another listener with net.ipv4.tcp_migrate_req = 1 (deploy/sysctl.d),
+        without it they are reset. The asyncio Server itself stays open until its connections
+        are done (``_prune``): closing it now would make asyncio drop, unanswered, a connection
+        it accepted in this loop pass (Server._attach asserts on a closed server)."""
         self._listening = False
-        server = self._server
-        if server is not None:
-            server.server.close()
+        server = self._current
+        self._current = None
+        if server is None:
+            return
+        loop = asyncio.get_running_loop()
+        for sock in server.sockets:
+            if not loop.remove_reader(sock.fileno()):  # not asyncio's selector (uvloop): plain close
+                server.server.close()
+                return
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
 
     def _start_rejoin(self) -> None:
         """Back in the group NOW (the socket listens, and queues connections, before the loop
@@ -245,6 +254,7 @@ class StreamServer:
             server.server.close()
             self._listening = False
             return
+        self._current = server
         self.rejoined += 1
         log.info("room again: rejoined the stream port's group", extra={"active_calls": self.active_calls})
 
@@ -252,7 +262,7 @@ class StreamServer:
         """Forget the servers of earlier joins that have no connection left."""
         keep = []
         for server in self._servers:
-            if not server.server.is_serving() and not server.handler_tasks:
+            if server is not self._current and not server.handler_tasks:
                 server.close(close_connections=False)
             else:
                 keep.append(server)
@@ -270,13 +280,12 @@ class StreamServer:
         """Stop listening, so that new streams go to the other daemons sharing the port (503 to
         any still mid-handshake here); calls in progress go on."""
         self._draining = True
-        self._listening = False
+        self._leave()
         if self._watch is not None:
             self._watch.cancel()
         for server in self._servers:
-            # the listening socket now (Server.close only schedules it: a connection accepted
-            # meanwhile would be reset), then the websockets server, keeping open streams
-            server.server.close()
+            # _leave took the listener out of the group now; the websockets server closes on
+            # the next pass (503 to any still mid-handshake), keeping open streams
             server.close(close_connections=False)
 
     async def stop(self, drain_timeout_s: float = 0.0) -> None:
