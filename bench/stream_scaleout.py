@@ -180,10 +180,13 @@ def _stream_calls(text: str) -> int:
 
 
 def run_once(n_daemons: int, calls: int, seconds: float, ramp_s: float, budget: Budget | None,
-             per_process: int = CALLS_PER_PROCESS, callers: str = "lean") -> dict[str, Any]:
+             per_process: int = CALLS_PER_PROCESS, callers: str = "lean",
+             max_calls: int = 0) -> dict[str, Any]:
     port = free_port(socket.SOCK_STREAM)
     config = f'[daemon]\nstream_listen = "127.0.0.1:{port}"\n[plivo]\nnonce_db = ":memory:"\n'
     env = {"VOICE_BRIDGE_STREAM_SECRET": SECRET, "PLIVO_AUTH_TOKEN": AUTH_TOKEN}
+    if max_calls:  # each daemon's sip.max_calls (default: room for every call)
+        env["VOICE_BRIDGE_SIP__MAX_CALLS"] = str(max_calls)
     url = f"ws://127.0.0.1:{port}/stream"
     load_before = os.getloadavg()
     ctx = mp.get_context("spawn")
@@ -261,6 +264,10 @@ def parser() -> argparse.ArgumentParser:
                     help="simulated callers per child process (each is one Python event loop)")
     ap.add_argument("--callers", choices=sorted(CALLERS), default="lean",
                     help="the load generator: lean (stream_load.py, default) or the reference simulator")
+    ap.add_argument("--max-calls-per-daemon", type=int, default=0,
+                    help="each daemon's sip.max_calls, e.g. one daemon's capacity at the budget: at it "
+                         "a daemon answers 503, or leaves the stream port's group "
+                         "(daemon.stream_leave_when_busy); 0 (default) = room for every call")
     cpu_budget.add_arguments(ap)
     return ap
 
@@ -268,7 +275,8 @@ def parser() -> argparse.ArgumentParser:
 def main() -> int:
     args = parser().parse_args()
     budget = cpu_budget.from_args(args)
-    runs = [run_once(d, c, args.seconds, args.ramp_s, budget, args.callers_per_process, args.callers)
+    runs = [run_once(d, c, args.seconds, args.ramp_s, budget, args.callers_per_process, args.callers,
+                     args.max_calls_per_daemon)
             for d, c in plan(args)]
     print(json.dumps({"bench": "stream_scaleout", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                       "cpus": os.cpu_count(), "daemon_cpu_budget": budget.__dict__ if budget else None,

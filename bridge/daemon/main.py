@@ -106,6 +106,8 @@ async def serve(settings: Settings, secrets: Secrets) -> int:
             "agent": settings.daemon.agent,
             "event_loop": running_loop,
             "stream_calls": stream.active_calls if stream is not None else None,
+            # False while it stepped out of the stream port's group, busy (or draining)
+            "stream_listening": stream.listening if stream is not None else None,
             "load": {"calls": calls.active(),
                      **load.snapshot()},
         }

@@ -34,6 +34,12 @@ class DaemonSettings(Section):
     # Plivo audio-stream WebSocket server (HOST:PORT); empty = not served. Several daemons on
     # one host may share the port (SO_REUSEPORT): one stream URL for all of them.
     stream_listen: str = ""
+    # A daemon at capacity or shedding load steps out of the stream port's SO_REUSEPORT group
+    # (closes its listening socket, keeps its streams) so that the kernel gives new streams to
+    # the daemons with room, and rejoins after stream_rejoin_after_s without being busy. The
+    # last listener never leaves (a lone daemon answers 503 as before): README, "One stream URL".
+    stream_leave_when_busy: bool = True
+    stream_rejoin_after_s: float = Field(2.0, ge=0)
     # Refuse new calls and streams (503; OPTIONS 503 too) while the event loop's mean lag over
     # the last second is above this many ms, until it is back under half of it. 0 = never.
     shed_loop_lag_ms: float = Field(100.0, ge=0)

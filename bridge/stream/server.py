@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import socket
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,9 +34,11 @@ from bridge.settings import Secrets, Settings
 from bridge.settings.addresses import parse_host_port
 from bridge.settings.plivo import nonce_path
 from bridge.stream import protocol
+from bridge.stream.busy_leave import BusyLeave
 from bridge.stream.callfacts import parse_extra_headers
 from bridge.stream.connection import StreamConnection
 from bridge.stream.leg import CallControl, StreamLeg
+from bridge.stream.listeners import count_listeners, listening_socket, try_group_lock
 from bridge.stream.tokens import UsedTokens
 from bridge.supervisor import AGENT_GRACE_S, CallSupervisor
 
@@ -45,6 +49,8 @@ _MAX_BAD_MESSAGES = 200
 _NORMAL_ENDS = ("socket closed", "stop", "hangup", "transferred")
 # what the leg takes from Plivo besides media (StreamLeg.on_message)
 _LEG_MESSAGES = (protocol.Media, protocol.Dtmf, protocol.PlayedStream, protocol.ClearedAudio)
+_BUSY_CHECK_S = 0.25  # how often a busy / stepped-out daemon looks again (jittered +-20 %)
+_BUSY_REASONS = ("at capacity", "overloaded")
 
 
 class _Refused(Exception):
@@ -99,26 +105,53 @@ class StreamServer:
                         "the stream, so Plivo speaks the <Stream> fallback line after every call")
         # A token admits one stream: a copy (leaked, or replayed) is refused while it could be valid.
         self._tokens = UsedTokens(self._plivo.stream_timeout_s + 3600)
-        self._server: Server | None = None
+        # One websockets server per time this daemon joined the port's SO_REUSEPORT group; the
+        # last one listens unless it stepped out while busy (bridge/stream/busy_leave.py).
+        self._servers: list[Server] = []
+        self._current: Server | None = None  # the one listening (None: stepped out, draining)
+        self._listening = False
+        self._joining = False
+        self._watch: asyncio.Task[None] | None = None
+        self._busy = BusyLeave(settings.daemon.stream_leave_when_busy, settings.daemon.stream_rejoin_after_s,
+                               self._is_busy, self._group_size)
+        self.left = 0  # times it stepped out of the group while busy
+        self.rejoined = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining = False
         self.refused = 0
 
     @property
+    def listening(self) -> bool:
+        """Its socket is in the stream port's group (False while draining or stepped out)."""
+        return self._listening
+
+    @property
     def bound_port(self) -> int:
-        if self._server is None or not self._server.sockets:
+        if not self._servers:
             raise RuntimeError("stream server not started")
-        return int(next(iter(self._server.sockets)).getsockname()[1])
+        return self._port
 
     @property
     def active_calls(self) -> int:
         return self.supervisor.active("stream")
 
     async def start(self) -> None:
-        self._server = await serve(
+        server = await self._serve()
+        # a rejoin binds the same port (the configured one may be 0: the one we got)
+        self._host, self._port = next(iter(server.sockets)).getsockname()[:2]
+        self._servers.append(server)
+        self._current = server
+        self._listening = True
+        log.info("stream server listening", extra={"stream": f"{self._host}:{self._port}{PATH}"})
+        self._watch = asyncio.get_running_loop().create_task(self._watch_busy(), name="stream-busy-leave")
+
+    async def _serve(self, sock: socket.socket | None = None) -> Server:
+        """A websockets server on host:port, or on ``sock`` (a rejoin's, already listening)."""
+        return await serve(
             self._handle,
-            self._host,
-            self._port,
+            None if sock is not None else self._host,
+            None if sock is not None else self._port,
+            sock=sock,
             process_request=self._check_request,
             create_connection=StreamConnection,
             max_size=self._plivo.stream_max_message_bytes,
@@ -131,17 +164,129 @@ class StreamServer:
             # spreads new connections over their listeners
             reuse_port=True,
         )
-        log.info("stream server listening", extra={"stream": f"{self._host}:{self.bound_port}{PATH}"})
+
+    # --- the port's SO_REUSEPORT group: leave while busy, rejoin with room ----------------
+
+    def _is_busy(self) -> bool:
+        return self.supervisor.refusal() in _BUSY_REASONS
+
+    def _group_size(self) -> int | None:
+        try:
+            return count_listeners(self._host, self._port)
+        except ValueError:  # an address /proc/net/tcp cannot show (a scoped IPv6 name): unknown
+            return None
+
+    def check_busy(self) -> None:
+        """Leave the group if busy and another listener stays; rejoin once there is room
+        (or at once if nobody listens). Called on each busy refusal, each call taken and on a
+        timer (``_watch_busy``)."""
+        if self._draining or not self._servers or self._joining:
+            return
+        action = self._busy.step(self._listening, asyncio.get_running_loop().time())
+        if action == "leave":
+            # One busy daemon at a time counts and leaves (a lock the daemons share): two that
+            # read "2 listeners" in the same instant would otherwise both go.
+            lock = try_group_lock(self._port)
+            if lock is None:
+                return  # another daemon is leaving now: look again on the next check
+            try:
+                if self._busy.group_empty(others=True):
+                    return
+                self._leave()
+            finally:
+                lock.close()
+            self.left += 1
+            log.info("busy: left the stream port's group, the other daemons take new streams",
+                     extra={"active_calls": self.active_calls, "why": self.supervisor.refusal()})
+            if self._busy.group_empty():  # the other drained or died meanwhile
+                self._start_rejoin()
+        elif action == "join":
+            self._start_rejoin()
+
+    def _leave(self) -> None:
+        """Out of the group now, keeping the streams this listener accepted: stop accepting on
+        it and shutdown(SHUT_RD) the listening socket, which on Linux unhashes it from the
+        SO_REUSEPORT group at once; connections the kernel queued on it and we did not accept
+        yet move to another listener with net.ipv4.tcp_migrate_req = 1 (deploy/sysctl.d),
+        without it they are reset. The asyncio Server itself stays open until its connections
+        are done (``_prune``): closing it now would make asyncio drop, unanswered, a connection
+        it accepted in this loop pass (Server._attach asserts on a closed server)."""
+        self._listening = False
+        server = self._current
+        self._current = None
+        if server is None:
+            return
+        loop = asyncio.get_running_loop()
+        for sock in server.sockets:
+            if not loop.remove_reader(sock.fileno()):  # not asyncio's selector (uvloop): plain close
+                server.server.close()
+                return
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
+
+    def _start_rejoin(self) -> None:
+        """Back in the group NOW (the socket listens, and queues connections, before the loop
+        serves it: a throttled daemon may take a while to get there)."""
+        if self._joining or self._listening or self._draining:
+            return
+        try:
+            sock = listening_socket(self._host, self._port)
+        except OSError as exc:
+            log.error("could not rejoin the stream port %s:%s: %s", self._host, self._port, exc)
+            return
+        self._joining = True
+        self._listening = True
+        asyncio.get_running_loop().create_task(self._rejoin(sock), name="stream-rejoin")
+
+    async def _rejoin(self, sock: socket.socket) -> None:
+        try:
+            server = await self._serve(sock)
+        except OSError as exc:
+            sock.close()
+            self._listening = False
+            log.error("could not serve the stream port %s:%s again: %s", self._host, self._port, exc)
+            return
+        finally:
+            self._joining = False
+        self._prune()
+        self._servers.append(server)
+        if self._draining:  # began draining while we bound
+            server.server.close()
+            self._listening = False
+            return
+        self._current = server
+        self.rejoined += 1
+        log.info("room again: rejoined the stream port's group", extra={"active_calls": self.active_calls})
+
+    def _prune(self) -> None:
+        """Forget the servers of earlier joins that have no connection left."""
+        keep = []
+        for server in self._servers:
+            if server is not self._current and not server.handler_tasks:
+                server.close(close_connections=False)
+            else:
+                keep.append(server)
+        self._servers = keep
+
+    async def _watch_busy(self) -> None:
+        while not self._draining:
+            await asyncio.sleep(_BUSY_CHECK_S * random.uniform(0.8, 1.2))  # jittered: not in step
+            try:
+                self.check_busy()
+            except Exception:
+                log.exception("stream busy check failed")
 
     def begin_drain(self) -> None:
         """Stop listening, so that new streams go to the other daemons sharing the port (503 to
         any still mid-handshake here); calls in progress go on."""
         self._draining = True
-        if self._server is not None:
-            # the listening socket now (Server.close only schedules it: a connection accepted
-            # meanwhile would be reset), then the websockets server, keeping open streams
-            self._server.server.close()
-            self._server.close(close_connections=False)
+        self._leave()
+        if self._watch is not None:
+            self._watch.cancel()
+        for server in self._servers:
+            # _leave took the listener out of the group now; the websockets server closes on
+            # the next pass (503 to any still mid-handshake), keeping open streams
+            server.close(close_connections=False)
 
     async def stop(self, drain_timeout_s: float = 0.0) -> None:
         """Refuse new streams, let calls finish up to ``drain_timeout_s``, then end the rest
@@ -151,9 +296,15 @@ class StreamServer:
         if calls and drain_timeout_s > 0:
             await asyncio.wait([asyncio.ensure_future(c.wait()) for c in calls], timeout=drain_timeout_s)
         await self.supervisor.end_all("shutdown", "stream")
-        if self._server is not None:
-            self._server.close(close_connections=True)
-            await self._server.wait_closed()
+        self._listening = False
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        for server in self._servers:
+            server.close(close_connections=True)
+        for server in self._servers:
+            await server.wait_closed()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=AGENT_GRACE_S + 1)
 
@@ -169,6 +320,7 @@ class StreamServer:
             why = self.supervisor.refusal() or None  # at capacity, or shedding load
         if why is not None:
             CALLS_REFUSED.labels("stream", why).inc()
+            self.check_busy()  # leave the group now: the next stream goes to a daemon with room
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"{why}\n")
         if self._plivo.stream_check_signature and self._auth_token is not None:
             verdict = verify_signature("GET", self._signed_urls(request), request.headers.get,
@@ -226,6 +378,8 @@ class StreamServer:
             with contextlib.suppress(Exception):
                 await ws.close(1013, "busy")
             return
+        if self._listening and self._is_busy():
+            self.check_busy()  # this call filled the daemon: step out before the next knocks
         if not facts.get(CALL_UUID):
             facts[CALL_UUID] = start.call_id  # a stream's callId is Plivo's CallUUID
         leg = StreamLeg(ws, start, chunk_ms=self._plivo.stream_chunk_ms, lead_ms=self._plivo.stream_lead_ms,

@@ -56,7 +56,7 @@ def test_inbound_stream_call_through_xml_server_and_daemon(tmp_path: Path) -> No
     assert corr > 0.95, corr
     assert [status for _, status in call.followups] == [200, 200, 200]  # StartStream, StopStream, hangup
     assert call.stream_events == ["StartStream", "StopStream"]
-    assert health["stream_calls"] == 0
+    assert health["stream_calls"] == 0 and health["stream_listening"] is True
     assert unsigned.answer is not None and unsigned.answer.status == 403 and not unsigned.ok
     assert "webhook rejected (403)" in xml.logs()
     assert cli.returncode == 0, cli.stdout + cli.stderr
