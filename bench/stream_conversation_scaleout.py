@@ -30,7 +30,6 @@ import os
 import socket
 import sys
 import tempfile
-import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,6 @@ from kamailio_scaleout import (  # noqa: E402
     _loop_lag_p99_ms,
     _metrics,
     add_plan_arguments,
-    capacity,
     plan,
 )
 from sip_concurrency import split  # noqa: E402
@@ -57,14 +55,13 @@ from sip_conversation_capacity import (  # noqa: E402
     VOICED,
     _fakes,
     _toml,
-    bound_broken,
     daemon_figures,
     question_spans,
-    v2v_bound,
+    report,
 )
 from stream_capacity import caller_audio  # noqa: E402
 from stream_scaleout import AUTH_TOKEN, CALLS_PER_PROCESS, SECRET, TAIL_S, _stream_calls  # noqa: E402
-from voice_to_voice import ANSWERS, QUESTIONS, cloud_settings, pct, speak  # noqa: E402
+from voice_to_voice import QUESTIONS, cloud_settings, pct, speak  # noqa: E402
 
 from bridge.simulator.procs import free_port  # noqa: E402
 from devkit.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY  # noqa: E402
@@ -207,15 +204,8 @@ def main() -> int:
         questions = [speak(q, Path(tmp), f"q{i}") for i, q in enumerate(QUESTIONS)]
     with _fakes(args.token_ms) as (url, _pid):
         runs = [run_once(args, d, c, url, questions, budget) for d, c in plan(args)]
-    bound = v2v_bound(runs, args.v2v_p95_ms)
-    for run in runs:
-        run["bound_broken"] = bound_broken(run, bound)
-    print(json.dumps({"bench": "stream_conversation_scaleout", "path": "plivo stream, one URL",
-                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
-                      "tts": args.tts, "answer": ANSWERS["short_first_clause"],
-                      "daemon_cpu_budget": budget.__dict__ if budget else None,
-                      "bound": {"streams_failed": 0, "replies_missing": 0, "wire_v2v_p95_ms": bound},
-                      "runs": runs, "capacity": capacity(runs, key="bound_broken")}, indent=1))
+    print(json.dumps(report("stream_conversation_scaleout", "plivo stream, one URL", "streams_failed",
+                            args, runs, budget), indent=1))
     return 0
 
 
