@@ -1,29 +1,52 @@
 """One 20 ms media clock per event loop, shared by every leg of the process.
 
 A timer task per call (aiortp's paced mode) costs a task wake-up per call every 20 ms; one
-clock that walks all legs per tick costs one. Deadlines are absolute, so late wake-ups do not
-drift the stream: missed ticks are caught up back to back (a few at most; after a long stall
-the clock restarts from now rather than bursting).
+clock that walks its legs per tick costs one wake-up per group of legs. Deadlines are
+absolute, so late wake-ups do not drift the stream: missed ticks are caught up back to back
+(a few at most; after a long stall the missed ticks are dropped rather than burst).
+
+Groups. Ticking every leg in one callback made one burst of loop CPU every 20 ms (each leg's
+tick also runs its call's per-frame conversation work: ~5-10 ms at 150 calls, ~25 ms for 500
+SIP echo calls), and whatever else the loop had to do (a provider's message) waited behind it.
+So the members are split into up to ``GROUPS`` groups ticked at evenly spread offsets: group k
+is due at ``k * interval / GROUPS`` into each period, and a burst is bounded by a group's
+share of the calls. A member joins a group at ``add`` (the least populated one) and keeps it
+for its life: its send time keeps a steady offset within the period. A group costs a wake-up
+per period whatever its size, so few members share one group: another group is woken only once
+every busy group holds ``SPREAD_FROM`` members (1 call: one wake-up per 20 ms, as before).
 
 Receiving works the same way: the legs' RTP sockets are not watched by the event loop (that
-is a wake-up and a callback per packet, 10 000 a second for 200 calls). At each tick the clock
-asks the kernel once (epoll, level-triggered) which sockets hold packets and lets those legs
-read one datagram each, repeating for a few rounds; then every leg ticks. Packets wait at most
-one tick, which the jitter buffer absorbs; a flooded socket is read at most ``_READ_ROUNDS``
-packets per tick.
+is a wake-up and a callback per packet, 10 000 a second for 200 calls). Each group has its own
+epoll (level-triggered) of its members' sockets; at the group's tick the clock asks the kernel
+once which of them hold packets and lets those legs read one datagram each, repeating for a
+few rounds; then every leg of the group ticks. Per group, not one epoll read at every group's
+turn: a group's tick reads only its own share of the sockets (the burst stays bounded), and a
+leg is read once per period just before its own on_tick, as with one group. Packets wait at
+most one period, which the jitter buffer absorbs; a flooded socket is read at most
+``_READ_ROUNDS`` packets per period.
 
-Each tick runs in three phases over all legs: send (one packet each), read, then the
-receive-side work (jitter buffer, events). Sending first keeps each leg's send time at a
-steady offset within the tick, whatever the amount of receive work: that is what keeps the
-outgoing packet intervals even.
+Each group tick runs in three phases over the group's legs: send (one packet each), read, then
+the receive-side work (jitter buffer, events). Sending first keeps each leg's send time at a
+steady offset within its group's tick, whatever the amount of receive work: that is what keeps
+the outgoing packet intervals even.
 
-The clock's task and epoll object exist only while at least one leg is registered.
+Catch-up is per group: a group woken a whole period or more late runs its missed ticks back to
+back (at most ``_MAX_CATCH_UP``; beyond that it drops them and keeps its offset: a restart).
+Every group tick is a loop callback of its own, so after a stall the groups catch up one after
+the other, with the loop's other ready callbacks between them, not all at once. The metrics
+count group ticks (with G groups in use, G a period): ``on_time`` run at their own wake-up (late
+by less than a period), ``late`` run to catch up, ``skipped`` dropped by a restart; the lateness
+histogram has one sample per group wake-up.
+
+The clock's task exists only while at least one leg is registered, a group's epoll only while
+one of its legs has a socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import select
 import weakref
 from collections.abc import Callable
@@ -37,6 +60,8 @@ _LATE = MEDIA_CLOCK_TICKS.labels("late")
 _SKIPPED = MEDIA_CLOCK_TICKS.labels("skipped")
 
 TICK_S = 0.020
+GROUPS = 4
+SPREAD_FROM = 8  # members every busy group holds before another group is woken
 _MAX_CATCH_UP = 5
 _READ_ROUNDS = 8
 
@@ -52,18 +77,46 @@ class Ticking(Protocol):
         """The rest of this tick's work."""
 
 
+class _Group:
+    """Members ticked together, at ``offset`` into each period."""
+
+    __slots__ = ("by_fd", "deadline", "index", "members", "offset", "poller", "sends", "ticks")
+
+    def __init__(self, index: int, offset: float) -> None:
+        self.index = index
+        self.offset = offset
+        self.members: dict[int, Ticking] = {}
+        # the members' bound methods, made once per change of membership, not per tick
+        self.sends: list[Callable[[float], None]] = []
+        self.ticks: list[Callable[[float], None]] = []
+        self.by_fd: dict[int, Callable[[float], None]] = {}
+        self.poller: select.epoll | None = None
+        self.deadline = 0.0  # loop time of its next tick (while the clock runs and it has members)
+
+    def rebuild(self) -> None:
+        """New lists (a tick under way keeps walking the ones it took: a member may leave,
+        or another join, from inside a tick)."""
+        members = self.members.values()
+        self.sends = [m.on_send for m in members]
+        self.ticks = [m.on_tick for m in members]
+
+
 class MediaClock:
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float = TICK_S) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float = TICK_S,
+                 groups: int = GROUPS, spread_from: int = SPREAD_FROM) -> None:
+        if groups < 1 or spread_from < 1:
+            raise ValueError("a media clock needs at least one group and one member a group")
         self._loop = loop
         self._interval = interval
+        self._spread_from = spread_from
+        self._groups = [_Group(k, k * interval / groups) for k in range(groups)]
         self._members: dict[int, Ticking] = {}
-        # the members' bound methods, made once per change of membership, not per tick
-        self._phases: tuple[list[Callable[[float], None]], list[Callable[[float], None]]] = ([], [])
-        self._by_fd: dict[int, Callable[[float], None]] = {}
+        self._group_of: dict[int, _Group] = {}
         self._fd_of: dict[int, int] = {}
-        self._poller: select.epoll | None = None
+        self._origin = 0.0  # group k is due at origin + k * interval / groups + n * interval
+        self._sleeping_until: float | None = None  # the deadline the task sleeps toward
         self._task: asyncio.Task[None] | None = None
-        self.ticks = 0
+        self.ticks = 0  # group ticks run
         self.late_ticks = 0
         self.restarts = 0
         self.failures = 0
@@ -71,101 +124,159 @@ class MediaClock:
     def __len__(self) -> int:
         return len(self._members)
 
+    def group_sizes(self) -> list[int]:
+        return [len(g.members) for g in self._groups]
+
     def add(self, member: Ticking, fd: int | None = None) -> None:
-        """Tick ``member`` every 20 ms; if ``fd`` is given, call its on_readable when the fd
-        has data (once per datagram, before on_tick)."""
-        self._members[id(member)] = member
-        self._rebuild()
+        """Tick ``member`` every 20 ms, from its group's next due time on; if ``fd`` is given,
+        call its on_readable when the fd has data (once per datagram, before on_tick)."""
+        key = id(member)
+        if key in self._members:
+            return
+        group = self._choose()
+        opened = not group.members
+        self._members[key] = member
+        self._group_of[key] = group
+        group.members[key] = member
+        group.rebuild()
         if fd is not None:
-            if self._poller is None:
-                self._poller = select.epoll()
-            self._poller.register(fd, select.EPOLLIN)
-            self._by_fd[fd] = member.on_readable
-            self._fd_of[id(member)] = fd
+            if group.poller is None:
+                group.poller = select.epoll()
+            group.poller.register(fd, select.EPOLLIN)
+            group.by_fd[fd] = member.on_readable
+            self._fd_of[key] = fd
         if self._task is None:
+            # group 0's first tick comes one period from now, every other group's sooner
+            self._origin = self._loop.time()
+            for g in self._groups:
+                g.deadline = self._next_due(g)
             self._task = self._loop.create_task(self._run(), name="media-clock")
+        elif opened:
+            group.deadline = self._next_due(group)
 
     def remove(self, member: Ticking) -> None:
         """Stop ticking ``member`` (call before closing its socket)."""
-        self._members.pop(id(member), None)
-        self._rebuild()
-        fd = self._fd_of.pop(id(member), None)
-        if fd is not None:
-            self._by_fd.pop(fd, None)
-            if self._poller is not None:
-                try:
-                    self._poller.unregister(fd)
-                except OSError:
-                    pass  # already closed
-        if not self._members:
-            if self._poller is not None:
-                self._poller.close()
-                self._poller = None
-            if self._task is not None:
-                task, self._task = self._task, None
-                if task is not asyncio.current_task():
-                    task.cancel()
+        key = id(member)
+        self._members.pop(key, None)
+        group = self._group_of.pop(key, None)
+        if group is not None:
+            group.members.pop(key, None)
+            group.rebuild()
+            fd = self._fd_of.pop(key, None)
+            if fd is not None:
+                group.by_fd.pop(fd, None)
+                if group.poller is not None:
+                    try:
+                        group.poller.unregister(fd)
+                    except OSError:
+                        pass  # already closed
+                    if not group.by_fd:
+                        group.poller.close()
+                        group.poller = None
+        if not self._members and self._task is not None:
+            task, self._task = self._task, None
+            if task is not asyncio.current_task(self._loop):
+                task.cancel()
 
-    def _rebuild(self) -> None:
-        """New lists (a tick under way keeps walking the ones it took: a member may leave,
-        or another join, from inside a tick)."""
-        members = self._members.values()
-        self._phases = ([m.on_send for m in members], [m.on_tick for m in members])
+    def _choose(self) -> _Group:
+        """The group a new member joins: the least populated busy one while it holds fewer
+        than ``spread_from``, else the least populated of all (the lowest index on a tie)."""
+        groups = self._groups
+        busy = [g for g in groups if g.members]
+        if busy:
+            least = min(busy, key=lambda g: len(g.members))
+            if len(least.members) < self._spread_from:
+                return least
+        return min(groups, key=lambda g: len(g.members))
+
+    def _next_due(self, group: _Group) -> float:
+        """A group that had no members: its first slot on its grid (origin + its offset + n
+        periods) after now, and after the wake-up the task sleeps toward (it would otherwise
+        be served late, at that wake-up)."""
+        after = self._loop.time()
+        if self._sleeping_until is not None:
+            after = max(after, self._sleeping_until)
+        start = self._origin + group.offset
+        return start + (math.floor((after - start) / self._interval) + 1) * self._interval
+
+    def _due_group(self) -> _Group | None:
+        due: _Group | None = None
+        for g in self._groups:
+            if g.members and (due is None or g.deadline < due.deadline):
+                due = g
+        return due
 
     async def _run(self) -> None:
         loop = self._loop
         me = asyncio.current_task()
-        deadline = loop.time() + self._interval
+        interval = self._interval
         # ``self._task is me``: after the last leg left from inside a tick, a new leg may
         # already have started a fresh task; this one must then stop.
         while self._members and self._task is me:
-            delay = deadline - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            group = self._due_group()
+            if group is None:
+                break
+            delay = group.deadline - loop.time()
+            self._sleeping_until = group.deadline
+            # Always through the loop, even when due already: each group tick is a callback
+            # of its own, so a stall's catch-up does not run every group in one burst.
+            await asyncio.sleep(delay if delay > 0 else 0)
+            self._sleeping_until = None
+            group = self._due_group()  # members may have come or gone meanwhile
             now = loop.time()
-            MEDIA_CLOCK_LATENESS.observe(max(0.0, now - deadline))
-            behind = self._account(int((now - deadline) / self._interval))
-            if behind < 0:  # too far behind: restart from now
-                deadline = now
-                behind = 0
-            for _ in range(behind + 1):
-                self._tick(now)
-                deadline += self._interval
+            if group is None or group.deadline > now:
+                continue
+            late = now - group.deadline
+            MEDIA_CLOCK_LATENESS.observe(late)
+            behind = int(late / interval + 1e-9)  # whole periods (a float's 6.999.. is 7)
+            runs = self._account(behind)
+            if runs <= behind:  # a restart: drop the missed ticks, keep the offset
+                group.deadline += behind * interval
+            for _ in range(runs):
+                self._tick_group(group, now)
+                group.deadline += interval
         if self._task is me:
             self._task = None
 
     def _account(self, behind: int) -> int:
-        """Count a wake-up ``behind`` ticks after its deadline; -1 when those ticks are
-        dropped (a restart) rather than caught up."""
+        """Count a group's wake-up ``behind`` periods after its deadline; how many ticks it
+        runs now: its own and the missed ones, or only its own when those are dropped (a
+        restart)."""
         _ON_TIME.inc()
         if behind > _MAX_CATCH_UP:
             self.restarts += 1
             _SKIPPED.inc(behind)
-            return -1
+            return 1
         if behind > 0:
             self.late_ticks += behind
             _LATE.inc(behind)
-        return behind
+        return behind + 1
 
     def _tick(self, now: float) -> None:
+        """Every group once, in order (for code that drives a clock by hand)."""
+        for group in self._groups:
+            if group.members:
+                self._tick_group(group, now)
+
+    def _tick_group(self, group: _Group, now: float) -> None:
         self.ticks += 1
-        sends, ticks = self._phases  # the members as this tick began (_rebuild)
+        sends, ticks = group.sends, group.ticks  # the members as this tick began (rebuild)
         for send in sends:
             try:
                 send(now)
             except Exception:
                 self._failed()
-        self._read(now)
+        self._read(group, now)
         for tick in ticks:
             try:
                 tick(now)
             except Exception:
                 self._failed()
 
-    def _read(self, now: float) -> None:
-        by_fd = self._by_fd
+    def _read(self, group: _Group, now: float) -> None:
+        by_fd = group.by_fd
         for _ in range(_READ_ROUNDS):
-            poller = self._poller
+            poller = group.poller
             if poller is None:
                 return
             ready = poller.poll(0)

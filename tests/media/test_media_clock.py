@@ -81,11 +81,11 @@ async def test_the_task_and_poller_live_only_while_members_do() -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     m = Member(log, "m", sock)
     clock.add(m, sock.fileno())
-    assert clock._task is not None and clock._poller is not None
+    assert clock._task is not None and clock._groups[0].poller is not None
     await asyncio.sleep(0.07)
     assert log.count("tick m") >= 2
     clock.remove(m)
-    assert clock._task is None and clock._poller is None
+    assert clock._task is None and all(g.poller is None for g in clock._groups)
     await asyncio.sleep(0)
     assert len(clock) == 0
     sock.close()
@@ -139,9 +139,9 @@ def _ticks(kind: str) -> float:
 async def test_late_wake_ups_are_caught_up_and_counted_and_a_long_stall_restarts() -> None:
     clock = MediaClock(asyncio.get_running_loop())
     before = {kind: _ticks(kind) for kind in ("on_time", "late", "skipped")}
-    assert clock._account(0) == 0
-    assert clock._account(3) == 3  # three ticks run back to back to catch up
-    assert clock._account(_MAX_CATCH_UP + 1) == -1  # dropped: the clock restarts from now
+    assert clock._account(0) == 1  # a group's wake-up runs its own tick
+    assert clock._account(3) == 4  # and three more back to back to catch up
+    assert clock._account(_MAX_CATCH_UP + 1) == 1  # dropped: the group restarts on its grid
     assert (clock.late_ticks, clock.restarts) == (3, 1)
     assert _ticks("on_time") - before["on_time"] == 3
     assert _ticks("late") - before["late"] == 3
