@@ -2,7 +2,7 @@
 prints JSON.
 
     .venv/bin/python bench/conversation_frame_cost.py [--calls 100] [--seconds 30] [--tree DIR]
-        [--decisions-out FILE] [--silero-slice N] [--callback-profile]
+        [--decisions-out FILE] [--silero-slice N] [--callback-profile] [--clock-groups N]
 
 N conversations (the real driver, engine, VAD (webrtc + shared, batched silero), level gate,
 echo guard, STT feed) on in-memory legs, with zero-cost in-process providers (an STT that
@@ -12,12 +12,14 @@ not the vendor SDKs'. Each caller asks an espeak-ng question every 5 s (staggere
 the agent answers (2 s of audio), and so on: about 30 % of ticks carry caller speech, as in
 ``bench/voice_to_voice.py``.
 
-Time is a manual clock: each tick every leg is stepped (agent frame out, caller frame in, as
-the media clock does), the event loop then runs until it has nothing ready (bounded), and the
-clock moves 20 ms. So the run is the same on a busy box as on a quiet one (same frames, same
-silero batches, same decisions: ``decisions_digest`` hashes every call's transcript events and
-the times and utterances of the agent frames it sent), and the figure is the thread's CPU
-time (``time.thread_time``: silero's ONNX Runtime runs in this thread) over the calls' ticks.
+Time is a manual clock: each tick every leg is stepped (agent frame out, caller frame in) by the
+tree's own media clock, one loop callback per group of legs as in the daemon (one for all on a
+clock without groups; ``--clock-groups`` sets their number), the event loop running until it has
+nothing ready (bounded) after each, and the clock moves 20 ms. So the run is the same on a
+busy box as on a quiet one (same frames, same silero batches, same decisions:
+``decisions_digest`` hashes every call's transcript events and the times and utterances of the
+agent frames it sent), and the figure is the thread's CPU time (``time.thread_time``: silero's
+ONNX Runtime runs in this thread) over the calls' ticks.
 ``--tree`` measures another checkout (e.g. a ``git archive`` of main) for a back-to-back A/B;
 ``--decisions-out`` writes what the digest hashes, a line each, to diff two runs or two trees.
 The first tick waits (real time) until every call has queued its greeting: the drivers load
@@ -112,11 +114,13 @@ def providers() -> Any:
 
 
 async def measure(calls: int, seconds: float, questions: list[bytes],
-                  decisions: list[str] | None = None, profile: Any = None) -> dict[str, Any]:
+                  decisions: list[str] | None = None, profile: Any = None,
+                  clock_groups: int | None = None) -> dict[str, Any]:
     from bridge.callmodel import CallInfo
     from bridge.conversation import run_conversation
     from bridge.conversation.silero_shared import shared_silero
     from bridge.conversation.transcript import TranscriptWriter
+    from bridge.media.media_clock import MediaClock
     from bridge.settings import Settings
     from devkit.manual_clock import ManualClock
     from devkit.memory_leg import MemoryLeg
@@ -146,6 +150,18 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
         for leg, cap in zip(legs, captures, strict=True)
     ]
     loop = asyncio.get_running_loop()
+    # The legs tick on the tree's own media clock, stepped here (its timer never fires): one
+    # loop callback per group tick, as in the daemon (one a tick on a clock without groups).
+    grouped = {} if clock_groups is None else {"groups": clock_groups}
+    media = MediaClock(loop, 3600.0, **grouped)
+    for leg in legs:
+        media.add(leg)
+
+    def media_ticks() -> list[tuple[Any, ...]]:
+        groups = getattr(media, "_groups", None)
+        if groups is None:
+            return [(media._tick,)]
+        return [(media._tick_group, g) for g in groups if g.members]
 
     def due() -> bool:
         """A callback ready, or a timer due now (silero's next slice is one: silero_shared)."""
@@ -175,8 +191,9 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
         for n, leg in enumerate(legs):
             if t % _PERIOD_TICKS == (n * 7) % _PERIOD_TICKS and t >= _PERIOD_TICKS // 2:
                 leg.say(questions[(n + t // _PERIOD_TICKS) % len(questions)])
-            leg.step()
-        await settle()
+        for group_tick in media_ticks():  # every leg stepped (send, then receive), group by group
+            loop.call_soon(*group_tick, loop.time())
+            await settle()
         if t == 0:
             await greetings_queued()
         clock.advance(0.020)
@@ -212,7 +229,9 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
     if profile is not None:
         profile.uninstall()
     silero.run = plain_run  # type: ignore[method-assign]
+    group_sizes = getattr(media, "group_sizes", lambda: [calls])()
     for leg in legs:
+        media.remove(leg)
         await leg.remote_hangup("bye")
     await asyncio.gather(*tasks, return_exceptions=True)
     # The engine's decisions (transcript events with their clock times, and when each agent
@@ -240,6 +259,7 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
         "silero_largest_run": batch.largest,
         "silero_most_queued": getattr(batch, "most_queued", None),
         "decisions_digest": digest.hexdigest()[:16],
+        "media_clock_groups": group_sizes,
     }
 
 
@@ -255,6 +275,9 @@ def main() -> None:
                     help="time every loop callback of the measured ticks (thread CPU; bench/loop_probe.py): "
                          "the longest ones, runs over 1/2/5 ms, silero batch runs' percentiles. The bench's "
                          "own tick (every leg stepped, as the media clock does) is one 'task tick' callback")
+    ap.add_argument("--clock-groups", type=int, default=None,
+                    help="the media clock's groups (bridge/media/media_clock.py GROUPS) for this run; "
+                         "default: the tree's own")
     ap.add_argument("--decisions-out", type=Path,
                     help="write what decisions_digest hashes to this file, a line each (call id first)")
     args = ap.parse_args()
@@ -271,11 +294,14 @@ def main() -> None:
     profile = None
     if args.callback_profile:
         sys.path.insert(0, str(Path(__file__).resolve().parent))  # this bench's loop_probe.py
+        import loop_probe
         from loop_probe import CallbackProfile
 
+        # every run of the media clock's callback kept, for its percentiles (one a group tick)
+        loop_probe.TRACKED = (*loop_probe.TRACKED, "MediaClock._tick", "MediaClock._tick_group")
         profile = CallbackProfile()
     decisions: list[str] = []
-    result = asyncio.run(measure(args.calls, args.seconds, questions, decisions, profile))
+    result = asyncio.run(measure(args.calls, args.seconds, questions, decisions, profile, args.clock_groups))
     if profile is not None:
         report = profile.report(top=6)
         result["callback_profile"] = {k: report[k] for k in (
