@@ -22,9 +22,10 @@ agent frames it sent), and the figure is the thread's CPU time (``time.thread_ti
 ONNX Runtime runs in this thread) over the calls' ticks.
 ``--tree`` measures another checkout (e.g. a ``git archive`` of main) for a back-to-back A/B;
 ``--decisions-out`` writes what the digest hashes, a line each, to diff two runs or two trees.
-The first tick waits (real time) until every call has queued its greeting: the drivers load
-their VADs in threads, and without the wait the greetings' first frames went out at 1000.00
-or 1000.02 depending on thread timing, which made the digest vary run to run.
+The first tick waits (real time), before any leg sends, until every call has queued its
+greeting: the drivers load their VADs in threads, and without the wait the greetings' first
+frames went out at 1000.00 or 1000.02 depending on thread timing, which made the digest vary
+run to run.
 """
 
 from __future__ import annotations
@@ -191,11 +192,13 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
         for n, leg in enumerate(legs):
             if t % _PERIOD_TICKS == (n * 7) % _PERIOD_TICKS and t >= _PERIOD_TICKS // 2:
                 leg.say(questions[(n + t // _PERIOD_TICKS) % len(questions)])
+        if t == 0:
+            # before any leg sends: a greeting queued during the first tick's groups would go
+            # out in its group's slot or the next one, as thread timing had it (the digest)
+            await greetings_queued()
         for group_tick in media_ticks():  # every leg stepped (send, then receive), group by group
             loop.call_soon(*group_tick, loop.time())
             await settle()
-        if t == 0:
-            await greetings_queued()
         clock.advance(0.020)
 
     ticks = round(seconds / 0.020)
