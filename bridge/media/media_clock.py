@@ -154,6 +154,7 @@ class MediaClock:
         if self._task is None:
             # group 0's first tick comes one period from now, every other group's sooner
             self._origin = self._loop.time()
+            self._sleeping_until = None  # a cancelled task's, if any
             for g in self._groups:
                 g.deadline = self._next_due(g)
             self._task = self._loop.create_task(self._run(), name="media-clock")

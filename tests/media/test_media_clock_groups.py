@@ -321,6 +321,26 @@ def test_the_last_member_leaving_from_its_tick_and_another_joining_keeps_one_tas
         _close(clock, [newcomer])
 
 
+def test_a_clock_emptied_while_asleep_starts_afresh_on_the_next_add() -> None:
+    with virtual_loop() as loop:
+        log: list[Event] = []
+        clock = MediaClock(loop, groups=G, spread_from=1)
+        first = Member(loop, log, "first")
+        clock.add(first)
+        _run(loop, T + STEP / 2)  # ticked at +20 ms; the clock sleeps until +40
+        clock.remove(first)
+        _run(loop, STEP / 5)
+        restart = loop.time()
+        members = [Member(loop, log, f"g{k}") for k in range(2)]
+        for m in members:
+            clock.add(m)
+        _run(loop, T + STEP / 2)
+        assert _times(log, "tick", "g0") == [round(restart + T, 9)]
+        assert _times(log, "tick", "g1") == [round(restart + STEP, 9)]  # not after +40
+        assert [t.get_name() for t in asyncio.all_tasks(loop)].count("media-clock") == 1
+        _close(clock, members)
+
+
 @pytest.mark.parametrize("groups", [0, -1])
 def test_a_clock_needs_a_group(groups: int) -> None:
     with virtual_loop() as loop, pytest.raises(ValueError):
