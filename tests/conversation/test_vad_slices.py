@@ -191,3 +191,28 @@ def test_each_window_answer_runs_in_the_context_of_the_call_that_queued_it(
         seen = asyncio.run(run(size))
         assert len(seen) == 5
         assert all(mine == context for mine, context in seen), seen
+
+
+def test_webrtc_silero_inlined_webrtc_call_decides_as_webrtc_vad() -> None:
+    """``_silero_needed`` calls webrtc's C function itself: the same verdicts as WebrtcVad on
+    the same frames, and the same refusal of a frame of the wrong size."""
+    import numpy as np
+    import pytest
+
+    from bridge.conversation.vad import _SILERO_HANGOVER_FRAMES, WebrtcVad
+
+    rng = np.random.default_rng(3)
+    combined, plain = WebrtcSileroVad(), WebrtcVad(3)
+    since = _SILERO_HANGOVER_FRAMES + 1
+    seen = set()
+    for n in range(400):
+        amp = [0, 50, 3000, 20000][n // 25 % 4]
+        pcm = (rng.integers(-amp, amp + 1, 160, dtype=np.int16)
+               + (np.sin(np.arange(160) * 0.3 * (1 + n % 5)) * amp).astype(np.int16)).tobytes()
+        webrtc = plain.is_speech(pcm)
+        seen.add(webrtc)
+        since = 0 if webrtc else since + 1
+        assert combined._silero_needed(pcm) == (since <= _SILERO_HANGOVER_FRAMES)
+    assert seen == {True, False}  # both of webrtc's answers were compared
+    with pytest.raises(ValueError):
+        combined._silero_needed(bytes(318))
