@@ -19,14 +19,29 @@ from __future__ import annotations
 import math
 from collections import deque
 
-import numpy as np
-
 from bridge.conversation.echo import frame_rms
 
 _FLOOR_RMS = 1.0
 FULL_SCALE_DB = 20 * math.log10(32768)  # dB of an RMS of 32768: 0 dBFS
 _WINDOW_FRAMES = 10  # 200 ms
 _UP, _DOWN = 0.7, 0.3  # weight of a new turn's level when louder / quieter than the estimate
+
+
+def percentile(values: list[float], q: float) -> float:
+    """``float(np.percentile(values, q))`` (numpy's default 'linear' method), the same float:
+    numpy's steps on Python floats (IEEE doubles both), without its ~40 us of Python per call.
+    For finite values (a turn's window levels); at least one value."""
+    ordered = sorted(values)
+    n = len(ordered)
+    virtual = (n - 1) * (q / 100)
+    if virtual >= n - 1:
+        return ordered[-1]
+    below = math.floor(virtual)
+    gamma = virtual - below
+    a, b = ordered[below], ordered[below + 1]
+    diff = b - a
+    # numpy's _lerp: from the nearer end, so gamma 1 gives b exactly
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
 
 
 def _db(power: float) -> float:
@@ -107,7 +122,7 @@ class LevelGate:
     def turn_confirmed(self) -> None:
         """The turn had words in it: it was the caller, learn their level from it."""
         if self._turn:
-            level = float(np.percentile(self._turn, 90))
+            level = percentile(self._turn, 90)
             if self.caller_db is None:
                 self.caller_db = level
             else:

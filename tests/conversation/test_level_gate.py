@@ -138,3 +138,18 @@ def test_quiet_frames_measured_later_give_the_eager_levels() -> None:
                 assert lazy.caller_db == eager.caller_db
         assert lazy.level_db() == eager.level_db()
         assert list(lazy._window) == list(eager._window)
+
+
+def test_percentile_is_numpys_linear_percentile() -> None:
+    """The turn's 90th percentile without numpy: the same float as np.percentile on the
+    same values (sizes 1-300, duplicates, exact and fractional virtual indexes)."""
+    import numpy as np
+
+    from bridge.conversation.level_gate import percentile
+
+    rng = np.random.default_rng(11)
+    for n in [*range(1, 60), 99, 100, 101, 111, 250, 300]:
+        for _ in range(8):
+            values = (rng.normal(60, 15, n) if n % 2 else rng.integers(0, 5, n) * 7.5).tolist()
+            for q in (90, 50, 0, 100, 10, 33):
+                assert percentile(values, q) == float(np.percentile(values, q)), (n, q)
