@@ -105,6 +105,7 @@ def test_quiet_frames_measured_later_give_the_eager_levels() -> None:
     window included."""
     import numpy as np
 
+    from bridge.audio.g711 import UlawPcm
     from bridge.conversation.echo import frame_rms
 
     rng = np.random.default_rng(7)
@@ -112,7 +113,9 @@ def test_quiet_frames_measured_later_give_the_eager_levels() -> None:
     for run in [3, 14, 1, 9, 10, 11, 2, 25, 4, 0, 6]:
         for _ in range(run):  # VAD silence of random loudness
             amp = int(rng.integers(0, 3000))
-            frames.append((rng.integers(-amp, amp + 1, 160, dtype=np.int16).tobytes(), False))
+            pcm = rng.integers(-amp, amp + 1, 160, dtype=np.int16).tobytes()
+            # the stream leg's frames are g711.UlawPcm, a bytes subclass: both kinds
+            frames.append((UlawPcm(pcm) if len(frames) % 2 else pcm, False))
         for _ in range(int(rng.integers(1, 8))):  # speech
             amp = int(rng.integers(100, 20000))
             frames.append((rng.integers(-amp, amp + 1, 160, dtype=np.int16).tobytes(), True))
