@@ -132,10 +132,21 @@ class SileroVad:
         A completed window is a fresh array (the model copies it into its input at once)."""
         samples = np.frombuffer(pcm, _I16)
         filled = self._filled
-        if filled + samples.size < self._window:  # the usual case: no window completed
-            self._pending[filled : filled + samples.size] = samples
-            self._filled = filled + samples.size
+        size = samples.size
+        if filled + size < self._window:  # the usual case: no window completed
+            self._pending[filled : filled + size] = samples
+            self._filled = filled + size
             return _NO_WINDOWS
+        room = self._window - filled
+        if size - room < self._window:
+            # exactly one window completed (always, for a 20 ms frame): the loop below
+            # unrolled, the same copies and the same scaling
+            pending = self._pending
+            pending[filled:] = samples[:room]
+            window = pending * _SCALE
+            pending[: size - room] = samples[room:]
+            self._filled = size - room
+            return (window,)
         done: list[np.ndarray] = []
         start = 0
         while start < samples.size:
