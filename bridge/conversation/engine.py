@@ -224,16 +224,20 @@ class Engine:
         self._frame_no += 1
         reply = self._reply
         agent_busy = reply is not None
-        gate = self._gate
-        # the frame's level, once: the echo guard (speech only) and the level gate judge it
-        rms = frame_rms(pcm) if is_speech or gate.enabled else 0.0
-        if self._echo_on:
-            if reply is not None and reply.playing:
-                self._echo.played(now, reply.id, reply.levels, self._played_estimate(now, reply))
-            if is_speech and self._echo.is_echo(now, rms):
+        if self._echo_on and reply is not None and reply.playing:
+            self._echo.played(now, reply.id, reply.levels, self._played_estimate(now, reply))
+        if is_speech:
+            # the frame's level, once: the echo guard and the level gate judge it
+            rms = frame_rms(pcm)
+            if self._echo_on and self._echo.is_echo(now, rms):
                 is_speech = False
-        # Far below the caller's own voice: background talk, not speech (level_gate.py).
-        is_speech = gate.frame(rms, is_speech, in_turn=self._turn is not None or self._candidate is not None)
+            # Far below the caller's own voice: background talk, not speech (level_gate.py).
+            in_turn = self._turn is not None or self._candidate is not None
+            is_speech = self._gate.frame(rms, is_speech, in_turn)
+        else:
+            # not speech, and the gate would say so: the frame only fills its window, and
+            # its level is worked out only if speech follows within it (most frames do not)
+            self._gate.quiet(pcm)
         self.heard_speech = is_speech
         if self._turn is not None:
             self._turn_frame(now, pcm, is_speech)

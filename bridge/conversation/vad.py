@@ -31,6 +31,7 @@ _SILERO_RELEASE = 0.15  # hysteresis: speech ends below threshold - this
 _SCALE = np.float32(1.0 / 32768.0)
 _I16 = np.dtype("<i2")  # built once: a dtype string is parsed on every frombuffer (~1.5 us)
 _NO_WINDOWS: tuple[np.ndarray, ...] = ()
+_FRAME_SAMPLES = FRAME_BYTES // 2
 
 # a decision that waited for silero's batched window: speech or not, or the run's exception
 Later = Callable[[bool | BaseException], None]
@@ -94,7 +95,7 @@ class WebrtcVad:
     def is_speech(self, pcm: bytes) -> bool:
         if len(pcm) != FRAME_BYTES:
             raise ValueError(f"VAD frames are {FRAME_BYTES} bytes, got {len(pcm)}")
-        return bool(self._process(self._handle, SAMPLE_RATE, pcm, FRAME_BYTES // 2))
+        return bool(self._process(self._handle, SAMPLE_RATE, pcm, _FRAME_SAMPLES))
 
     async def speech(self, pcm: bytes) -> bool:
         return await awaited(self.speech_now, pcm)
@@ -131,10 +132,21 @@ class SileroVad:
         A completed window is a fresh array (the model copies it into its input at once)."""
         samples = np.frombuffer(pcm, _I16)
         filled = self._filled
-        if filled + samples.size < self._window:  # the usual case: no window completed
-            self._pending[filled : filled + samples.size] = samples
-            self._filled = filled + samples.size
+        size = samples.size
+        if filled + size < self._window:  # the usual case: no window completed
+            self._pending[filled : filled + size] = samples
+            self._filled = filled + size
             return _NO_WINDOWS
+        room = self._window - filled
+        if size - room < self._window:
+            # exactly one window completed (always, for a 20 ms frame): the loop below
+            # unrolled, the same copies and the same scaling
+            pending = self._pending
+            pending[filled:] = samples[:room]
+            window = pending * _SCALE
+            pending[: size - room] = samples[room:]
+            self._filled = size - room
+            return (window,)
         done: list[np.ndarray] = []
         start = 0
         while start < samples.size:
@@ -207,13 +219,17 @@ class SileroVad:
 class WebrtcSileroVad:
     def __init__(self, mode: int = 3, threshold: float = 0.5) -> None:
         self._webrtc = WebrtcVad(mode)
+        self._process, self._handle = self._webrtc._process, self._webrtc._handle
         self._silero = SileroVad(threshold)
         self._since_webrtc = _SILERO_HANGOVER_FRAMES + 1
         self._later: Later | None = None  # speech_now's caller, while its window runs
 
     def _silero_needed(self, pcm: bytes) -> bool:
         """webrtc's part of the decision: False when silero need not run on this frame."""
-        if self._webrtc.is_speech(pcm):
+        # WebrtcVad.is_speech inlined (every frame of every call): the same check and C call
+        if len(pcm) != FRAME_BYTES:
+            raise ValueError(f"VAD frames are {FRAME_BYTES} bytes, got {len(pcm)}")
+        if self._process(self._handle, SAMPLE_RATE, pcm, _FRAME_SAMPLES):
             if self._since_webrtc > _SILERO_HANGOVER_FRAMES:
                 self._silero.reset()  # a fresh run: stale state would bias the first windows
             self._since_webrtc = 0

@@ -96,3 +96,63 @@ def test_gate_learns_from_confirmed_turns_only_and_rises_fast() -> None:
     assert gate.caller_db is not None and tv_db is not None and gate.caller_db > tv_db + 13
     assert not [gate.frame(800.0, True, in_turn=False) for _ in range(10)][-1]
     assert [gate.frame(8000 / 2, True, in_turn=False) for _ in range(10)][-1]
+
+
+def test_quiet_frames_measured_later_give_the_eager_levels() -> None:
+    """``quiet`` (a non-speech frame whose power is worked out only if speech follows) gives
+    exactly what ``frame(frame_rms(pcm), False, ...)`` gives: the same verdicts, levels and
+    learnt caller level on the same frames, runs of quiet frames shorter and longer than the
+    window included."""
+    import numpy as np
+
+    from bridge.audio.g711 import UlawPcm
+    from bridge.conversation.echo import frame_rms
+
+    rng = np.random.default_rng(7)
+    frames: list[tuple[bytes, bool]] = []
+    for run in [3, 14, 1, 9, 10, 11, 2, 25, 4, 0, 6]:
+        for _ in range(run):  # VAD silence of random loudness
+            amp = int(rng.integers(0, 3000))
+            pcm = rng.integers(-amp, amp + 1, 160, dtype=np.int16).tobytes()
+            # the stream leg's frames are g711.UlawPcm, a bytes subclass: both kinds
+            frames.append((UlawPcm(pcm) if len(frames) % 2 else pcm, False))
+        for _ in range(int(rng.integers(1, 8))):  # speech
+            amp = int(rng.integers(100, 20000))
+            frames.append((rng.integers(-amp, amp + 1, 160, dtype=np.int16).tobytes(), True))
+    for below_db in (15.0, 0.0):  # on, and off (quiet does nothing then)
+        eager = LevelGate(below_db, 200, -60.0)
+        lazy = LevelGate(below_db, 200, -60.0)
+        for n, (pcm, speech) in enumerate(frames):
+            in_turn = n % 3 == 0
+            got_eager = eager.frame(frame_rms(pcm), speech, in_turn)
+            if speech:
+                got_lazy = lazy.frame(frame_rms(pcm), speech, in_turn)
+            else:
+                lazy.quiet(pcm)
+                got_lazy = False
+            assert got_lazy == got_eager
+            if speech:
+                assert lazy.level_db() == eager.level_db()
+                eager.speech()
+                lazy.speech()
+            if n % 17 == 16:
+                eager.turn_confirmed()
+                lazy.turn_confirmed()
+                assert lazy.caller_db == eager.caller_db
+        assert lazy.level_db() == eager.level_db()
+        assert list(lazy._window) == list(eager._window)
+
+
+def test_percentile_is_numpys_linear_percentile() -> None:
+    """The turn's 90th percentile without numpy: the same float as np.percentile on the
+    same values (sizes 1-300, duplicates, exact and fractional virtual indexes)."""
+    import numpy as np
+
+    from bridge.conversation.level_gate import percentile
+
+    rng = np.random.default_rng(11)
+    for n in [*range(1, 60), 99, 100, 101, 111, 250, 300]:
+        for _ in range(8):
+            values = (rng.normal(60, 15, n) if n % 2 else rng.integers(0, 5, n) * 7.5).tolist()
+            for q in (90, 50, 0, 100, 10, 33):
+                assert percentile(values, q) == float(np.percentile(values, q)), (n, q)

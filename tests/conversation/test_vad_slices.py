@@ -191,3 +191,62 @@ def test_each_window_answer_runs_in_the_context_of_the_call_that_queued_it(
         seen = asyncio.run(run(size))
         assert len(seen) == 5
         assert all(mine == context for mine, context in seen), seen
+
+
+def test_webrtc_silero_inlined_webrtc_call_decides_as_webrtc_vad() -> None:
+    """``_silero_needed`` calls webrtc's C function itself: the same verdicts as WebrtcVad on
+    the same frames, and the same refusal of a frame of the wrong size."""
+    import numpy as np
+    import pytest
+
+    from bridge.conversation.vad import _SILERO_HANGOVER_FRAMES, WebrtcVad
+
+    rng = np.random.default_rng(3)
+    combined, plain = WebrtcSileroVad(), WebrtcVad(3)
+    since = _SILERO_HANGOVER_FRAMES + 1
+    seen = set()
+    for n in range(400):
+        amp = [0, 50, 3000, 20000][n // 25 % 4]
+        pcm = (rng.integers(-amp, amp + 1, 160, dtype=np.int16)
+               + (np.sin(np.arange(160) * 0.3 * (1 + n % 5)) * amp).astype(np.int16)).tobytes()
+        webrtc = plain.is_speech(pcm)
+        seen.add(webrtc)
+        since = 0 if webrtc else since + 1
+        assert combined._silero_needed(pcm) == (since <= _SILERO_HANGOVER_FRAMES)
+    assert seen == {True, False}  # both of webrtc's answers were compared
+    with pytest.raises(ValueError):
+        combined._silero_needed(bytes(318))
+
+
+def test_one_window_fast_path_cuts_windows_as_the_general_loop() -> None:
+    """SileroVad._windows' unrolled one-window case gives the windows (values and order) and
+    the leftover the general loop gives, for frames of every size around the window's."""
+    import numpy as np
+
+    from bridge.conversation import vad as vad_mod
+
+    def general(obj: SileroVad, pcm: bytes) -> list[np.ndarray]:
+        samples = np.frombuffer(pcm, "<i2")
+        out: list[np.ndarray] = []
+        start = 0
+        while start < samples.size:
+            take = min(obj._window - obj._filled, samples.size - start)
+            obj._pending[obj._filled : obj._filled + take] = samples[start : start + take]
+            obj._filled += take
+            start += take
+            if obj._filled == obj._window:
+                out.append(obj._pending * vad_mod._SCALE)
+                obj._filled = 0
+        return out
+
+    rng = np.random.default_rng(5)
+    fast, slow = SileroVad(), SileroVad()
+    for n in range(600):
+        size = [160, 160, 160, 96, 255, 256, 257, 511, 512, 600, 1][n % 11]
+        pcm = rng.integers(-32768, 32768, size, dtype=np.int16).tobytes()
+        got, want = list(fast._windows(pcm)), general(slow, pcm)
+        assert len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+        assert fast._filled == slow._filled
+        assert np.array_equal(fast._pending[: fast._filled], slow._pending[: slow._filled])
