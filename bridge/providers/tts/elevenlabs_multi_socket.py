@@ -39,7 +39,8 @@ class Context:
         self.cid = cid
         self.queue: asyncio.Queue[Item] = asyncio.Queue()
         self.abandoned = False  # the reply is gone: its audio is dropped
-        self.closed_at: float | None = None  # close_context sent (monotonic), isFinal awaited
+        # close_context sent, isFinal awaited: when, or when audio last came after it (monotonic)
+        self.closed_at: float | None = None
 
 
 class MultiSocket:
@@ -51,6 +52,7 @@ class MultiSocket:
         self.reserved = 0  # slots promised to replies waiting for this socket's handshake
         self.failed: ProviderError | None = None
         self.retiring = False  # takes no new context; closed once its live contexts end
+        self.closing = False  # close() called: we end it
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
     @property
@@ -110,12 +112,15 @@ class MultiSocket:
                 if ctx is None or not isinstance(cid, str):
                     continue  # a context we no longer know: nothing is waiting for it
                 audio = message.get("audio")
-                if audio and not ctx.abandoned:
-                    ctx.queue.put_nowait(base64.b64decode(audio))
+                if audio:
+                    if ctx.closed_at is not None:  # its close is being honoured: not stuck
+                        ctx.closed_at = time.monotonic()
+                    if not ctx.abandoned:
+                        ctx.queue.put_nowait(base64.b64decode(audio))
                 if message.get("isFinal"):
                     del self.contexts[cid]
                     ctx.queue.put_nowait(None)
-            error = ProviderError(NAME, "socket closed by the server")
+            error = ProviderError(NAME, f"socket closed by the {'client' if self.closing else 'server'}")
         except ConnectionClosed as exc:
             error = self._dropped(exc)
         except ProviderError as exc:
@@ -134,14 +139,15 @@ class MultiSocket:
         contexts, self.contexts = self.contexts, {}
         for ctx in contexts.values():
             ctx.queue.put_nowait(error)
-        if contexts:
-            log.warning("%s: socket ended with %d live contexts: %s", NAME, len(contexts), error)
+        read = sum(1 for c in contexts.values() if not c.abandoned)
+        if read:  # replies lost (abandoned contexts are nobody's loss)
+            log.warning("%s: socket ended under %d replies: %s", NAME, read, error)
 
     async def close(self) -> None:
         """Close now (any live context fails), waiting at most the connection's close_timeout."""
-        self.retiring = True
+        self.retiring = self.closing = True
         await self.ws.close()
         if not self.reader.done():
             self.reader.cancel()
         await asyncio.gather(self.reader, return_exceptions=True)
-        self._fail(ProviderError(NAME, "socket closed by the client"))
+        self._fail(ProviderError(NAME, "socket closed by the client"))  # if the reader had not

@@ -306,3 +306,23 @@ async def test_closing_the_client_while_a_reply_waits_for_a_socket_fails_it(clou
     await tts.aclose()
     with pytest.raises(ProviderError, match="client closed"):
         await reply
+
+
+async def test_a_socket_whose_closed_context_is_never_confirmed_takes_no_new_context(
+    cloud: FakeCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A close whose isFinal is late past the grace: its slot may never free, so the socket is
+    retired (closed once no reply reads it) and the next reply goes to a fresh one."""
+    cloud.elevenlabs.ws_faults.first_byte_delay_s = 5.0  # the cut reply's audio is far off
+    tts = make(cloud.http_url)
+    journal = cloud.elevenlabs.journal
+    await cut_before_audio(tts, journal, "Cut.")
+    await journal.wait_for(lambda j: j.count("close_context") == 1)
+    monkeypatch.setattr(elevenlabs_multi, "ABANDON_GRACE_S", 0.0)
+    cloud.elevenlabs.ws_faults.first_byte_delay_s = 0.0
+    chunks = await synth(tts, clauses("Fresh."))
+    assert audio(chunks) == tone("Fresh. ")
+    assert journal.count("request") == 2
+    await journal.wait_for(lambda j: j.count("socket_closed") == 1)
+    assert journal.of("socket_closed")[0].data == {"by": "client", "live": 1}
+    await tts.aclose()
