@@ -260,8 +260,10 @@ class ElevenLabsMultiTTS:
             async for chunk in reply.run():
                 yield chunk
         finally:
-            await reply.stop()
-            self._after(sock)
+            try:
+                await reply.stop()
+            finally:
+                self._after(sock)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -334,15 +336,17 @@ class _Reply:
             self.check = None
         self.deadline = None
         if self.sender is not None:
-            self.sender.cancel()
-            await asyncio.gather(self.sender, return_exceptions=True)
-        if self.finished:
-            return
+            self.sender.cancel()  # it sends nothing after this, not even at its next step
         ctx = self.ctx
-        ctx.abandoned = True
-        if self.sock.contexts.get(ctx.cid) is ctx and ctx.closed_at is None:
-            ctx.closed_at = time.monotonic()
-            self.sock.send_soon({"context_id": ctx.cid, "close_context": True}, self.tts._sends)
+        if not self.finished:
+            # before any await: a second cancellation of the consumer must not leave the
+            # context live and read by nobody (its slot would never free)
+            ctx.abandoned = True
+            if self.sock.contexts.get(ctx.cid) is ctx and ctx.closed_at is None:
+                ctx.closed_at = time.monotonic()
+                self.sock.send_soon({"context_id": ctx.cid, "close_context": True}, self.tts._sends)
+        if self.sender is not None:
+            await asyncio.gather(self.sender, return_exceptions=True)
 
     def _deadline(self, seconds: float | None) -> None:
         """The reply fails unless a message arrives within ``seconds`` (None: not timed)."""

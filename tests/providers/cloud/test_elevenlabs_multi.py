@@ -326,3 +326,31 @@ async def test_a_socket_whose_closed_context_is_never_confirmed_takes_no_new_con
     await journal.wait_for(lambda j: j.count("socket_closed") == 1)
     assert journal.of("socket_closed")[0].data == {"by": "client", "live": 1}
     await tts.aclose()
+
+
+async def test_a_reply_cancelled_twice_still_closes_its_context(cloud: FakeCloud) -> None:
+    """Call teardown may cancel a reply's task again while it cleans up: the context must be
+    closed and abandoned all the same, or its slot stays taken by nobody."""
+    cloud.elevenlabs.ws_faults.first_byte_delay_s = 5.0
+    tts = make(cloud.http_url)
+    journal = cloud.elevenlabs.journal
+    release = asyncio.Event()
+
+    async def llm() -> AsyncIterator[str]:
+        yield "Hello."
+        await release.wait()
+
+    async def consume() -> None:
+        async for _ in tts.synthesize(llm()):
+            pass
+
+    task = asyncio.ensure_future(consume())
+    await journal.wait_for(lambda j: j.count("text") == 1)
+    task.cancel()
+    await asyncio.sleep(0)  # its clean-up has started
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await journal.wait_for(lambda j: j.count("close_context") == 1)
+    assert tts._sockets[0].active == 0
+    await tts.aclose()
