@@ -45,6 +45,7 @@ from bridge.providers.base import Message, ToolSpec
 from bridge.providers.llm.openai_chat import OpenAIChat
 from bridge.providers.stt.deepgram_stt import DeepgramSTT
 from bridge.providers.tts.elevenlabs_http import ElevenLabsHttpTTS
+from bridge.providers.tts.elevenlabs_multi import ElevenLabsMultiTTS
 from bridge.providers.tts.elevenlabs_ws import ElevenLabsWsTTS
 from devkit.fakes import FakeCloud
 from devkit.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
@@ -208,7 +209,7 @@ async def llm_reply(llm: OpenAIChat) -> None:
             pass
 
 
-async def tts_reply(tts: ElevenLabsHttpTTS | ElevenLabsWsTTS) -> None:
+async def tts_reply(tts: ElevenLabsHttpTTS | ElevenLabsWsTTS | ElevenLabsMultiTTS) -> None:
     async with contextlib.aclosing(tts.synthesize(_clauses())) as out:
         async for _ in out:
             pass
@@ -239,9 +240,11 @@ async def cpu_main(conn: Connection, url: str, replies: int, concurrency: int,
     llm = OpenAIChat(api_key=OPENAI_KEY, model="gpt-4o", base_url=f"{url}/v1")
     http = ElevenLabsHttpTTS(api_key=ELEVENLABS_KEY, voice_id="v", url=url)
     ws = ElevenLabsWsTTS(api_key=ELEVENLABS_KEY, voice_id="v", url=url)
+    multi = ElevenLabsMultiTTS(api_key=ELEVENLABS_KEY, voice_id="v", url=url)
     every: dict[str, Callable[[], Awaitable[None]]] = {
         "openai_reply": lambda: llm_reply(llm),
         "elevenlabs_ws_reply": lambda: tts_reply(ws),
+        "elevenlabs_multi_reply": lambda: tts_reply(multi),
         "elevenlabs_http_reply": lambda: tts_reply(http),
     }
     result: dict[str, object] = {}
@@ -252,6 +255,7 @@ async def cpu_main(conn: Connection, url: str, replies: int, concurrency: int,
         await llm.aclose()
         await http.aclose()
         await ws.aclose()
+        await multi.aclose()
     return result
 
 
@@ -279,7 +283,7 @@ if __name__ == "__main__":
                         help="default: 1 20; with --cpu: one level, 50")
     parser.add_argument("--cpu", action="store_true", help="CPU time per reply of the LLM and TTS clients")
     parser.add_argument("--replies", type=int, default=300, help="--cpu: replies per client")
-    cases = ["openai_reply", "elevenlabs_ws_reply", "elevenlabs_http_reply"]
+    cases = ["openai_reply", "elevenlabs_ws_reply", "elevenlabs_multi_reply", "elevenlabs_http_reply"]
     parser.add_argument("--cases", nargs="+", default=cases, choices=cases, help="--cpu: clients to measure")
     args = parser.parse_args()
     if args.cpu:

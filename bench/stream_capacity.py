@@ -350,7 +350,8 @@ def main() -> None:
     add_shared_args(parser)
     parser.add_argument("--calls", type=int, nargs="+", default=[1, 60, 150])
     parser.add_argument("--turns", type=int, default=2)
-    parser.add_argument("--tts", default="elevenlabs-ws", choices=["elevenlabs-ws", "elevenlabs"])
+    parser.add_argument("--tts", default="elevenlabs-ws",
+                        choices=["elevenlabs-ws", "elevenlabs-multi", "elevenlabs"])
     parser.add_argument("--stt", default="deepgram", choices=["deepgram", "deepgram-flux"],
                         help="Deepgram v1 (the default) or Flux, against the same fakes process")
     parser.add_argument("--ramp-s", type=float, default=10.0)

@@ -33,7 +33,7 @@ Per scenario: voice_to_voice = first_audio_out - user_speech_end (DESIGN.md late
 each provider mark from user_speech_end, the bridge overhead, the event loop's lag, CPU.
 
 Usage: .venv/bin/python bench/voice_to_voice.py [--calls 1 100] [--turns 3] [--stt deepgram deepgram-flux]
-       [--tts elevenlabs-ws elevenlabs] [--answers short_first_clause long_first_clause]
+       [--tts elevenlabs-ws elevenlabs-multi elevenlabs] [--answers short_first_clause long_first_clause]
        [--first-clause-words N] [--preemptive on|off] [--adaptive on|off] [--on-interim on|off]
 Prints one JSON object.
 """
@@ -401,7 +401,8 @@ def set_tts_spares(providers: ProviderSet, spares: int | None) -> None:
 
 def tts_sockets(providers: ProviderSet) -> tuple[int, int]:
     """(replies started, of them replies that found no spare TTS socket and opened one while
-    the caller waited), summed over the TTS providers that keep spares (elevenlabs-ws)."""
+    the caller waited), summed over the TTS providers that keep spares (elevenlabs-ws) or
+    shared sockets (elevenlabs-multi: replies that found no free context slot)."""
     return (sum(int(getattr(t, "takes", 0)) for t in providers.tts),
             sum(int(getattr(t, "misses", 0)) for t in providers.tts))
 
@@ -714,7 +715,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, nargs="+", default=[1, 100])
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--tts", nargs="+", default=["elevenlabs-ws", "elevenlabs"],
-                        choices=["elevenlabs-ws", "elevenlabs"])
+                        choices=["elevenlabs-ws", "elevenlabs-multi", "elevenlabs"])
     parser.add_argument("--token-ms", type=float, default=20.0, help="LLM time per token after the first")
     parser.add_argument("--ramp-s", type=float, default=10.0,
                         help="calls start spread over this long (setup costs ~35 ms CPU each: VAD model)")

@@ -25,6 +25,7 @@ TTS_MODULES = {
     "espeak": "bridge.providers.tts.espeak_tts",
     "elevenlabs": "bridge.providers.tts.elevenlabs_http",
     "elevenlabs-ws": "bridge.providers.tts.elevenlabs_ws",
+    "elevenlabs-multi": "bridge.providers.tts.elevenlabs_multi",
 }
 
 

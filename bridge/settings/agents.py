@@ -28,7 +28,9 @@ class AgentProfile(Section):
     # Providers in failover order (None: the [stt]/[llm]/[tts] lists).
     stt: list[Literal["deepgram", "pocketsphinx"]] | None = Field(None, min_length=1)
     llm: list[Literal["openai", "scripted"]] | None = Field(None, min_length=1)
-    tts: list[Literal["elevenlabs", "elevenlabs-ws", "espeak"]] | None = Field(None, min_length=1)
+    tts: list[Literal["elevenlabs", "elevenlabs-ws", "elevenlabs-multi", "espeak"]] | None = Field(
+        None, min_length=1
+    )
     script_file: str | None = None  # the scripted LLM's script
     model: str | None = None  # the OpenAI(-compatible) model
     transfer_target: str | None = None

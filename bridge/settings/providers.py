@@ -92,7 +92,8 @@ class LlmSettings(Section):
 
 
 class TtsSettings(Section):
-    providers: list[Literal["elevenlabs", "elevenlabs-ws", "espeak"]] = Field(["espeak"], min_length=1
+    providers: list[Literal["elevenlabs", "elevenlabs-ws", "elevenlabs-multi", "espeak"]] = Field(
+        ["espeak"], min_length=1
     )
     elevenlabs_url: str = ""
     voice_id: str = "21m00Tcm4TlvDq8ikWAM"

@@ -1,6 +1,7 @@
 """Fake ElevenLabs TTS: the HTTP stream (POST /v1/text-to-speech/{voice}/stream), the
 stream-input WebSocket (/v1/text-to-speech/{voice}/stream-input) and GET /v1/models (used
-for connection warm-up). The "voice" is a phase-continuous tone, MS_PER_CHAR per character.
+for connection warm-up); the multi-context WebSocket is in elevenlabs_multi.py. The "voice"
+is a phase-continuous tone, MS_PER_CHAR per character.
 
 As unkind as the service (vendor docs):
 - output formats above the account's `tier` are refused with 403 output_format_not_allowed
@@ -44,6 +45,8 @@ class FakeElevenLabs:
         self.quota_exceeded = False
         self.timeout_scale = 1.0  # stream-input idle timeout multiplier (tests: << 1)
         self.ws_error: tuple[str, str] | None = None  # (error, message) for the next socket
+        # multi-stream-input (elevenlabs_multi.py): what its idle timeout ends, "socket" or "context"
+        self.multi_idle_closes = "socket"
 
     def _refuse(self, request: web.Request, faults: Faults) -> web.Response | None:
         if request.headers.get("xi-api-key") != self.api_key:

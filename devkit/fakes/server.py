@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 
 from devkit.fakes.deepgram import FakeDeepgram
 from devkit.fakes.elevenlabs import FakeElevenLabs
+from devkit.fakes.elevenlabs_multi import multi_stream_input
 from devkit.fakes.flux import FakeFlux
 from devkit.fakes.openai import FakeOpenAI
 
@@ -28,6 +31,10 @@ class FakeCloud:
         self.app.router.add_post("/v1/chat/completions", self.openai.handle)
         self.app.router.add_post("/v1/text-to-speech/{voice}/stream", self.elevenlabs.stream)
         self.app.router.add_get("/v1/text-to-speech/{voice}/stream-input", self.elevenlabs.stream_input)
+        self.app.router.add_get(
+            "/v1/text-to-speech/{voice}/multi-stream-input",
+            functools.partial(multi_stream_input, self.elevenlabs),
+        )
         self.app.router.add_get("/v1/models", self._models)
         # handler_cancellation: a client that hangs up mid-reply cancels the handler, so the
         # fakes can record the abort even while stalled

@@ -59,3 +59,21 @@ def status_error(name: str, status: int, detail: str = "") -> ProviderError:
             retryable=False,
         )
     return ProviderError(name, f"service unavailable (HTTP {status})", retryable=True)
+
+
+# error values of a WebSocket error frame that are refusals of the account, not the moment
+_ACCOUNT_ERRORS = {
+    "quota_exceeded": (401, "quota_exceeded"),
+    "invalid_api_key": (401, ""),
+    "unauthorized": (401, ""),
+    "output_format_not_allowed": (403, "output_format_not_allowed"),
+}
+
+
+def frame_error(name: str, error: str) -> ProviderError:
+    """The ProviderError for a WebSocket error frame ``{"message", "error", "code": 1008}``:
+    an account refusal is fatal as at the handshake, anything else retryable."""
+    refusal = _ACCOUNT_ERRORS.get(error)
+    if refusal is not None:
+        return status_error(name, refusal[0], refusal[1])
+    return ProviderError(name, f"server error ({error})")

@@ -132,7 +132,11 @@ class ElevenLabsWsTTS:
         self._spares = fresh
         # a spare that aged out was not needed: the pool shrinks back as the load goes down
         self._want = max(1, self._want - len(stale))
-        task = asyncio.get_running_loop().create_task(_close_all(stale))
+        self._close_later(stale)
+
+    def _close_later(self, sockets: list[ClientConnection]) -> None:
+        """Close in the background, the task kept (aclose waits for it, bounded)."""
+        task = asyncio.get_running_loop().create_task(_close_all(sockets))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -224,9 +228,7 @@ class ElevenLabsWsTTS:
         if not self._closed and self._hand_over(ws):
             return
         if self._closed or len(self._spares) >= self.max_spares:
-            closing = asyncio.get_running_loop().create_task(_close_all([ws]))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+            self._close_later([ws])
             return
         self._spares.append((ws, time.monotonic()))
 

@@ -13,6 +13,7 @@ from bridge.providers.factory import build_providers
 from bridge.providers.llm.openai_chat import OpenAIChat
 from bridge.providers.stt.deepgram_stt import DeepgramSTT
 from bridge.providers.tts.elevenlabs_http import ElevenLabsHttpTTS
+from bridge.providers.tts.elevenlabs_multi import ElevenLabsMultiTTS
 from bridge.providers.tts.elevenlabs_ws import ElevenLabsWsTTS
 from bridge.settings import Secrets, Settings
 from bridge.settings.secrets import MissingSecretError
@@ -66,6 +67,12 @@ def test_ws_tts_is_selectable() -> None:
     assert isinstance(providers.tts[0], ElevenLabsWsTTS)
 
 
+def test_multi_context_tts_is_selectable() -> None:
+    settings = cloud_settings("http://127.0.0.1:9", "elevenlabs-multi")
+    providers = build_providers(settings, Secrets.from_env(ENV))
+    assert isinstance(providers.tts[0], ElevenLabsMultiTTS)
+
+
 @pytest.mark.parametrize("missing", sorted(ENV))
 def test_missing_key_names_the_variable(missing: str) -> None:
     env = {k: v for k, v in ENV.items() if k != missing}
@@ -97,7 +104,7 @@ def test_sdks_are_imported_only_when_selected() -> None:
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("tts_name", ["elevenlabs", "elevenlabs-ws"])
+@pytest.mark.parametrize("tts_name", ["elevenlabs", "elevenlabs-ws", "elevenlabs-multi"])
 async def test_created_providers_leave_first_token_and_first_byte_to_the_engine(
     cloud: FakeCloud, tts_name: str
 ) -> None:

@@ -1,0 +1,423 @@
+"""ElevenLabs TTS over the multi-context WebSocket (``/v1/text-to-speech/{voice}/multi-stream-input``):
+text is sent as the LLM writes it, as with stream-input (elevenlabs_ws.py), but one socket
+carries several replies at once, each in a context of its own, and stays open after a reply
+(stream-input serves one utterance per socket). A reply therefore takes a free slot on a socket
+already open instead of a TCP/TLS/WebSocket handshake of its own (issue 13: at 150 calls the
+spare stream-input sockets could not keep up, bench/profiles/latency_150.md).
+
+The pool: one client per process keeps a few sockets; each reply gets a fresh context id on
+the oldest socket with a free slot (at most ``slots`` live contexts a socket, under the
+service's 5; a context closed but whose isFinal has not come yet still counts: the livekit and
+pipecat bug). When fewer than ``headroom`` slots are free a socket is opened in the background;
+a reply that finds none free waits for that handshake (or its own), a "miss". A socket idle for
+IDLE_RETIRE_S (the server closes it after the INACTIVITY_TIMEOUT_S we ask for) is closed and,
+with ``keep_warm``, replaced.
+
+A reply: the context is initialised (``{"text": " ", "context_id", "generation_config"}``), each
+clause is sent with ``flush`` (as elevenlabs_ws does), then ``close_context``: the flushed audio
+still comes, then ``isFinal`` for the context. A reply cut early (barge-in) sends close_context
+and leaves; its audio is dropped and the socket stays open for the next reply.
+
+Timeouts as in elevenlabs_ws.py: the engine times the first audio and the stalls; the client's
+backstop ``read_timeout_s`` covers the first audio after the first clause, and each further
+message once the text has ended. While the LLM writes, the server's silence is not timed, and
+no keep-alive is needed: the socket's inactivity timeout (180 s asked) is far above the LLM's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import urllib.parse
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.proxy import get_proxy
+from websockets.uri import parse_uri
+
+from bridge.providers.base import AudioChunk, ProviderError, backstop_s
+from bridge.providers.tts.elevenlabs_audio import NativeAudio, check_output_format
+from bridge.providers.tts.elevenlabs_common import detail_status, status_error, ws_url
+from bridge.providers.tts.elevenlabs_multi_socket import NAME, Context, MultiSocket
+from bridge.settings import Secrets, Settings
+
+log = logging.getLogger(__name__)
+
+SLOTS = 4  # live contexts per socket; the service refuses a 6th (max_active_conversations)
+HEADROOM = 2  # free slots kept open: below this a socket is opened in the background
+INACTIVITY_TIMEOUT_S = 180  # asked of the server (its default is 20 s; 180 is the maximum)
+IDLE_RETIRE_S = 150.0  # a socket we sent nothing on for this long is closed, not used
+ABANDON_GRACE_S = 10.0  # a closed context whose isFinal is this late: the socket is retired
+CLOSE_TIMEOUT_S = 0.5
+
+
+class _Pending:
+    """A handshake under way, and the slots promised to the replies waiting for it."""
+
+    def __init__(self, task: asyncio.Task[MultiSocket]) -> None:
+        self.task = task
+        self.reserved = 0
+
+
+class ElevenLabsMultiTTS:
+    name = NAME
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        voice_id: str,
+        url: str = "",
+        model_id: str = "eleven_flash_v2_5",
+        output_format: str = "ulaw_8000",
+        connect_timeout_s: float = 2.0,
+        read_timeout_s: float = backstop_s(2.0),
+        keep_warm: bool = True,
+        chunk_length_schedule: tuple[int, ...] = (50,),
+        slots: int = SLOTS,
+        headroom: int = HEADROOM,
+    ) -> None:
+        check_output_format(output_format)
+        if not 1 <= slots <= 5:
+            raise ValueError("slots must be 1..5 (the service allows 5 contexts a socket)")
+        self._api_key = api_key
+        self.output_format = output_format
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.keep_warm = keep_warm
+        self.chunk_length_schedule = list(chunk_length_schedule)
+        self.slots = slots
+        self.headroom = headroom if keep_warm else 0
+        query = urllib.parse.urlencode(
+            {
+                "model_id": model_id,
+                "output_format": output_format,
+                "inactivity_timeout": INACTIVITY_TIMEOUT_S,
+            }
+        )
+        voice = urllib.parse.quote(voice_id, safe="")
+        self._url = f"{ws_url(url)}/v1/text-to-speech/{voice}/multi-stream-input?{query}"
+        self._proxy = get_proxy(parse_uri(self._url))  # looked up once (elevenlabs_ws.py)
+        self._sockets: list[MultiSocket] = []  # open sockets, oldest first
+        self._pending: list[_Pending] = []  # handshakes under way
+        self._closing: set[asyncio.Task[None]] = set()  # sockets being closed
+        self._sends: set[asyncio.Task[None]] = set()  # close_context of replies cut short
+        self._ids = itertools.count(1)
+        self._prefix = uuid.uuid4().hex[:8]  # context ids unique across processes too
+        self._closed = False
+        self.takes = 0  # replies started
+        self.misses = 0  # of them, replies that found no free slot and waited for a handshake
+        self.opened = 0  # sockets opened
+
+    # -- the pool ---------------------------------------------------------------------------
+
+    async def warmup(self) -> None:
+        """Have a socket open now (ProviderError if the service is unreachable)."""
+        self._prune()
+        if any(s.open for s in self._sockets):
+            self._top_up()
+            return
+        pending = self._pending[0] if self._pending else self._start_connect()
+        await self._wait(pending)
+
+    def _prune(self) -> None:
+        """Drop the sockets that ended; close the idle ones and the ones to retire."""
+        now = time.monotonic()
+        keep: list[MultiSocket] = []
+        done: list[MultiSocket] = []
+        for sock in self._sockets:
+            if sock.open and not sock.contexts and not sock.reserved and now - sock.last_sent > IDLE_RETIRE_S:
+                sock.retiring = True  # the server may close it any moment now
+            if sock.open and sock.closed_before(now - ABANDON_GRACE_S):
+                sock.retiring = True  # a close the server never confirmed: do not count on its slots
+            if sock.open or (sock.retiring and sock.active and sock.failed is None):
+                keep.append(sock)
+            else:
+                done.append(sock)
+        self._sockets = keep
+        if done:
+            self._close_later(done)
+
+    def _close_later(self, sockets: list[MultiSocket]) -> None:
+        task = asyncio.get_running_loop().create_task(_close_all(sockets))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _free_socket(self) -> MultiSocket | None:
+        for sock in self._sockets:
+            if sock.open and sock.used < self.slots:
+                return sock
+        return None
+
+    def _top_up(self) -> None:
+        """Open a socket in the background when fewer than ``headroom`` slots are free."""
+        if self._closed or not self.keep_warm:
+            return
+        free = sum(self.slots - s.used for s in self._sockets if s.open)
+        free += sum(self.slots - p.reserved for p in self._pending)
+        if free < self.headroom:
+            self._start_connect()
+
+    def _start_connect(self) -> _Pending:
+        pending = _Pending(asyncio.get_running_loop().create_task(self._open_socket()))
+        self._pending.append(pending)
+        pending.task.add_done_callback(lambda task: self._opened(pending))
+        return pending
+
+    async def _open_socket(self) -> MultiSocket:
+        ws = await self._connect()
+        self.opened += 1
+        return MultiSocket(ws)
+
+    def _opened(self, pending: _Pending) -> None:
+        """A handshake ended: its socket joins the pool with the slots promised meanwhile."""
+        self._pending.remove(pending)
+        task = pending.task
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            if not pending.reserved:  # nobody waits to hear of it
+                log.warning("%s: socket not opened: %s", NAME, exc)
+            return
+        sock = task.result()
+        if self._closed:
+            self._close_later([sock])
+            return
+        sock.reserved = pending.reserved
+        self._sockets.append(sock)
+
+    async def _wait(self, pending: _Pending) -> MultiSocket:
+        """The socket of a handshake (shared: a reply cut meanwhile does not cancel it)."""
+        try:
+            return await asyncio.shield(pending.task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if pending.task.cancelled() and (current is None or not current.cancelling()):
+                raise ProviderError(NAME, "client closed while the reply waited for a socket") from None
+            raise
+
+    async def _connect(self) -> ClientConnection:
+        try:
+            return await connect(
+                self._url,
+                additional_headers={"xi-api-key": self._api_key},
+                open_timeout=self.connect_timeout_s,
+                close_timeout=CLOSE_TIMEOUT_S,
+                max_size=2**23,
+                compression=None,
+                proxy=self._proxy,
+            )
+        except InvalidStatus as exc:
+            raise status_error(NAME, exc.response.status_code, detail_status(exc.response.body)) from None
+        except TimeoutError:
+            raise ProviderError(NAME, f"connect timed out after {self.connect_timeout_s:g} s") from None
+        except (OSError, WebSocketException) as exc:
+            raise ProviderError(NAME, f"connect failed ({type(exc).__name__})") from None
+
+    async def _take(self, cid: str) -> tuple[MultiSocket, Context]:
+        """A slot for a new context: on an open socket, else on one being opened."""
+        self.takes += 1
+        self._prune()
+        sock = self._free_socket()
+        if sock is None:
+            self.misses += 1
+            pending = next((p for p in self._pending if p.reserved < self.slots), None)
+            if pending is None:
+                pending = self._start_connect()
+            pending.reserved += 1
+            try:
+                sock = await self._wait(pending)
+            except BaseException:
+                if pending.task.done() and not pending.task.cancelled() and not pending.task.exception():
+                    pending.task.result().reserved -= 1
+                else:
+                    pending.reserved -= 1
+                raise
+            sock.reserved -= 1
+            if sock.failed is not None:
+                raise sock.failed
+        ctx = sock.add(cid)
+        self._top_up()
+        return sock, ctx
+
+    def _after(self, sock: MultiSocket) -> None:
+        """A reply ended: a retiring socket nobody reads any more is closed."""
+        if sock.retiring and not sock.active and sock in self._sockets:
+            self._sockets.remove(sock)
+            self._close_later([sock])
+
+    # -- replies ----------------------------------------------------------------------------
+
+    async def synthesize(self, text: AsyncIterator[str]) -> AsyncGenerator[AudioChunk, None]:
+        sock, ctx = await self._take(f"{self._prefix}-{next(self._ids)}")
+        reply = _Reply(self, sock, ctx, text)
+        try:
+            async for chunk in reply.run():
+                yield chunk
+        finally:
+            try:
+                await reply.stop()
+            finally:
+                self._after(sock)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        handshakes = [p.task for p in self._pending]
+        for handshake in handshakes:
+            handshake.cancel()
+        for opened in await asyncio.gather(*handshakes, return_exceptions=True):
+            if isinstance(opened, MultiSocket):
+                await opened.close()
+        sockets, self._sockets = self._sockets, []
+        await _close_all(sockets)
+        for send in list(self._sends):
+            send.cancel()
+        closing = list(self._closing)
+        if closing:  # each close is bounded by close_timeout; a stuck one is not waited for
+            _done, stuck = await asyncio.wait(closing, timeout=2 * CLOSE_TIMEOUT_S)
+            for task in stuck:
+                task.cancel()
+
+
+async def _close_all(sockets: list[MultiSocket]) -> None:
+    # together: each close waits up to close_timeout for a server that may be gone
+    await asyncio.gather(*(s.close() for s in sockets), return_exceptions=True)
+
+
+class _Reply:
+    """One reply on one context: a sender task feeds the text; the socket's reader fills the
+    context's queue; this generator yields it."""
+
+    def __init__(self, tts: ElevenLabsMultiTTS, sock: MultiSocket, ctx: Context, text: AsyncIterator[str]):
+        self.tts = tts
+        self.sock = sock
+        self.ctx = ctx
+        self.text = text
+        self.native = NativeAudio(tts.output_format)
+        self.sender: asyncio.Task[None] | None = None  # feeds the text
+        # the backstop: a deadline looked at when a timer fires, not a timer moved per message
+        self.deadline: float | None = None
+        self.check: asyncio.TimerHandle | None = None
+        self.awaiting_first = False  # text sent, no audio yet
+        self.got_audio = False
+        self.ended = False  # close_context sent: the rest of the audio, then isFinal
+        self.finished = False  # isFinal received
+
+    async def run(self) -> AsyncIterator[AudioChunk]:
+        self.sender = asyncio.create_task(self._send())
+        queue = self.ctx.queue
+        while True:
+            item = await queue.get()
+            if isinstance(item, bytes):
+                self.got_audio = True
+                self.awaiting_first = False
+                self._deadline(self.tts.read_timeout_s if self.ended else None)
+                chunk = self.native.chunk(item)
+                if chunk is not None:
+                    yield chunk
+            elif item is None:
+                self.finished = True
+                if not self.ended:  # e.g. the server's inactivity timeout closed the context
+                    raise ProviderError(NAME, "context closed by the server before the end of the text")
+                return
+            else:
+                raise item
+
+    async def stop(self) -> None:
+        """Normal end, failure or barge-in: stop sending; a context still live is closed and
+        abandoned (its audio dropped); the socket stays open for other replies."""
+        if self.check is not None:
+            self.check.cancel()
+            self.check = None
+        self.deadline = None
+        if self.sender is not None:
+            self.sender.cancel()  # it sends nothing after this, not even at its next step
+        ctx = self.ctx
+        if not self.finished:
+            # before any await: a second cancellation of the consumer must not leave the
+            # context live and read by nobody (its slot would never free)
+            ctx.abandoned = True
+            if self.sock.contexts.get(ctx.cid) is ctx and ctx.closed_at is None:
+                ctx.closed_at = time.monotonic()
+                self.sock.send_soon({"context_id": ctx.cid, "close_context": True}, self.tts._sends)
+        if self.sender is not None:
+            await asyncio.gather(self.sender, return_exceptions=True)
+
+    def _deadline(self, seconds: float | None) -> None:
+        """The reply fails unless a message arrives within ``seconds`` (None: not timed)."""
+        if seconds is None:
+            self.deadline = None
+            return
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.time() + seconds
+        if self.check is None or self.check.when() > self.deadline:
+            if self.check is not None:
+                self.check.cancel()
+            self.check = loop.call_at(self.deadline, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self.check = None
+        if self.deadline is None or self.finished:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self.deadline:
+            what = "first audio" if self.awaiting_first else "audio (stalled)"
+            error = ProviderError(NAME, f"no {what} within {self.tts.read_timeout_s:g} s")
+            self.ctx.queue.put_nowait(error)
+        else:  # a message moved the deadline: look again then
+            self.check = loop.call_at(self.deadline, self._check_deadline)
+
+    async def _send(self) -> None:
+        cid = self.ctx.cid
+        try:
+            await self.sock.send(
+                {
+                    "text": " ",
+                    "context_id": cid,
+                    "generation_config": {"chunk_length_schedule": self.tts.chunk_length_schedule},
+                }
+            )
+            async for clause in self.text:
+                if not clause.strip():
+                    continue
+                if self.sock.contexts.get(cid) is not self.ctx:
+                    return  # the server ended the context: more text would open a new one
+                # flush: each clause from the engine is a complete unit; speak it now
+                await self.sock.send({"text": clause.strip() + " ", "context_id": cid, "flush": True})
+                if not self.awaiting_first and not self.got_audio:
+                    self.awaiting_first = True
+                    self._deadline(self.tts.read_timeout_s)
+            if self.sock.contexts.get(cid) is not self.ctx:
+                return
+            # before the send: its isFinal may be read while this task waits on the send
+            self.ctx.closed_at = time.monotonic()
+            self.ended = True
+            await self.sock.send({"context_id": cid, "close_context": True})
+            if not self.awaiting_first:
+                self._deadline(self.tts.read_timeout_s)
+        except ProviderError:
+            pass  # the socket is gone: its reader fails this context
+        except Exception as exc:  # the text source failed (e.g. the LLM): hand it over unchanged
+            self.ctx.queue.put_nowait(exc)
+
+
+def create(settings: Settings, secrets: Secrets) -> ElevenLabsMultiTTS:
+    s = settings.tts
+    try:
+        return ElevenLabsMultiTTS(
+            api_key=secrets.require("elevenlabs_api_key"),
+            voice_id=s.voice_id,
+            url=s.elevenlabs_url,
+            model_id=s.model_id,
+            output_format=s.output_format,
+            connect_timeout_s=s.connect_timeout_s,
+            read_timeout_s=backstop_s(s.first_byte_timeout_s, s.stall_timeout_s),
+            keep_warm=s.elevenlabs_keep_warm,
+        )
+    except ValueError as exc:
+        raise ProviderError(NAME, str(exc), retryable=False) from None
