@@ -63,9 +63,9 @@ _SKIPPED = MEDIA_CLOCK_TICKS.labels("skipped")
 
 TICK_S = 0.020
 # 2, measured (README, "Media clock groups"): at 150 conversation calls 4 groups cut the
-# clock callback's p95 from ~7.8 to ~2.2 ms of CPU and 2 to ~4 ms, but 4 cost the calls 10-20 %
+# clock callback's p95 from ~8 to ~2.2 ms of CPU and 2 to ~4.3 ms, but 4 cost the calls 10-20 %
 # more CPU (silero's batch then runs once per group, with a quarter of the windows, and its
-# fixed cost per run dominates) while 2 cost nothing measurable.
+# fixed cost per run dominates), 2 cost 0-17 %.
 GROUPS = 2
 SPREAD_FROM = 20  # members every busy group holds before another group is woken
 _MAX_CATCH_UP = 5
