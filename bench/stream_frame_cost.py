@@ -281,6 +281,12 @@ async def measure_socket(frames: list[bytes]) -> tuple[float, float]:
 
 def main() -> None:
     here = Path(__file__).resolve().parent.parent
+    if len(sys.argv) > 1 and (sys.argv[1].startswith("-") or not Path(sys.argv[1], "bridge").is_dir()):
+        # --help, or not a checkout: the child would fail to import and the parent wait for ever
+        if sys.argv[1] in ("-h", "--help"):
+            print(__doc__)
+            raise SystemExit(0)
+        raise SystemExit(f"not a checkout: {sys.argv[1]}")
     tree = str(Path(sys.argv[1]).resolve()) if len(sys.argv) > 1 else str(here)
     sys.path.insert(0, tree)
     rng = np.random.default_rng(1)

@@ -81,7 +81,7 @@ class LevelGate:
         (the same float: rms * rms of frame_rms)."""
         window = self._window
         for i, item in enumerate(window):
-            if isinstance(item, bytes):  # or a subclass (the stream leg's g711.UlawPcm)
+            if not isinstance(item, float):  # a frame: bytes, or g711.UlawPcm (the legs' frames)
                 rms = frame_rms(item)
                 window[i] = rms * rms
         self._unmeasured = 0
@@ -110,7 +110,7 @@ class LevelGate:
 
     def _append(self, item: float | bytes) -> None:
         window = self._window
-        if len(window) == _WINDOW_FRAMES and isinstance(window[0], bytes):
+        if len(window) == _WINDOW_FRAMES and not isinstance(window[0], float):
             self._unmeasured -= 1  # pushed out unmeasured: never needed
         window.append(item)
 
