@@ -106,7 +106,8 @@ class TtsSettings(Section):
     connect_timeout_s: float = Field(2.0, gt=0)
     # elevenlabs: 0-4, higher trades quality for first-byte latency
     elevenlabs_streaming_latency: int = Field(3, ge=0, le=4)
-    # elevenlabs-ws: keep one spare stream-input socket open so a turn skips the handshake
+    # elevenlabs-ws: keep one spare stream-input socket open so a turn skips the handshake;
+    # elevenlabs-multi: open a shared socket before the free context slots run out
     elevenlabs_keep_warm: bool = True
     # Open (or refresh) the first TTS's connection when a call is offered (before it is
     # answered), so the greeting or first reply after the connection went stale skips the

@@ -8,7 +8,7 @@ spare stream-input sockets could not keep up, bench/profiles/latency_150.md).
 The pool: one client per process keeps a few sockets; each reply gets a fresh context id on
 the oldest socket with a free slot (at most ``slots`` live contexts a socket, under the
 service's 5; a context closed but whose isFinal has not come yet still counts: the livekit and
-pipecat bug). When fewer than ``headroom`` slots are free a socket is opened in the background;
+pipecat bug). When fewer than ``headroom`` (4) slots are free a socket is opened in the background;
 a reply that finds none free waits for that handshake (or its own), a "miss". A socket idle for
 IDLE_RETIRE_S (the server closes it after the INACTIVITY_TIMEOUT_S we ask for) is closed and,
 with ``keep_warm``, replaced.
@@ -48,7 +48,10 @@ from bridge.settings import Secrets, Settings
 log = logging.getLogger(__name__)
 
 SLOTS = 4  # live contexts per socket; the service refuses a 6th (max_active_conversations)
-HEADROOM = 2  # free slots kept open: below this a socket is opened in the background
+# free slots kept open: below this a socket is opened in the background. A socket's worth: at
+# 150 calls on a busy box with 2 (half a socket) 5-20 % of the replies still came while the
+# background handshake was under way (bench/stream_capacity.py, 2026-12-02)
+HEADROOM = 4
 INACTIVITY_TIMEOUT_S = 180  # asked of the server (its default is 20 s; 180 is the maximum)
 IDLE_RETIRE_S = 150.0  # a socket we sent nothing on for this long is closed, not used
 ABANDON_GRACE_S = 10.0  # a closed context whose isFinal is this late: the socket is retired
