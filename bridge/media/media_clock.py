@@ -9,8 +9,9 @@ Groups. Ticking every leg in one callback made one burst of loop CPU every 20 ms
 tick also runs its call's per-frame conversation work: ~5-10 ms at 150 calls, ~25 ms for 500
 SIP echo calls), and whatever else the loop had to do (a provider's message) waited behind it.
 So the members are split into up to ``GROUPS`` groups ticked at evenly spread offsets: group k
-is due at ``k * interval / GROUPS`` into each period, and a burst is bounded by a group's
-share of the calls. A member joins a group at ``add`` (the least populated one) and keeps it
+is due at ``k * interval / GROUPS`` into each period, and a burst is bounded by the largest
+group (groups are not rebalanced: after churn they can be uneven until new calls fill the
+small ones). A member joins a group at ``add`` (the least populated one) and keeps it
 for its life: its send time keeps a steady offset within the period. A group costs a wake-up
 per period whatever its size (an idle loop's wake-up measured ~0.2 ms of CPU on the 2-core
 test VM, as much as ~4-5 legs' ticks), so few members share one group: another group is woken
@@ -31,6 +32,10 @@ Each group tick runs in three phases over the group's legs: send (one packet eac
 the receive-side work (jitter buffer, events). Sending first keeps each leg's send time at a
 steady offset within its group's tick, whatever the amount of receive work: that is what keeps
 the outgoing packet intervals even.
+
+A group's ticks are numbered: its next one is period n of its grid, due at origin + offset +
+n * interval, recomputed from the integer (no drift from adding floats, and a member that
+leaves and another that joins from inside a tick cannot shift the deadline ``add`` set).
 
 Catch-up is per group: a group woken a whole period or more late runs its missed ticks back to
 back (at most ``_MAX_CATCH_UP``; beyond that it drops them and keeps its offset: a restart).
@@ -68,7 +73,8 @@ TICK_S = 0.020
 # 2, measured (README, "Media clock groups"): at 150 conversation calls 4 groups cut the
 # clock callback's p95 from ~8 to ~2.2 ms of CPU and 2 to ~4.3 ms, but 4 cost the calls 10-20 %
 # more CPU (silero's batch then runs once per group, with a quarter of the windows, and its
-# fixed cost per run dominates), 2 cost 0-17 %.
+# fixed cost per run dominates), 2 cost 0-17 % (three A/B pairs at 150 calls: +1, +5, +17 %;
+# none at 300).
 GROUPS = 2
 SPREAD_FROM = 20  # members every busy group holds before another group is woken
 _MAX_CATCH_UP = 5
