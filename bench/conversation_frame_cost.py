@@ -15,8 +15,11 @@ the agent answers (2 s of audio), and so on: about 30 % of ticks carry caller sp
 Time is a manual clock: each tick every leg is stepped (agent frame out, caller frame in) by the
 tree's own media clock, one loop callback per group of legs as in the daemon (one for all on a
 clock without groups; ``--clock-groups`` sets their number), the event loop running until it has
-nothing ready (bounded) after each, and the clock moves 20 ms. So the run is the same on a
-busy box as on a quiet one (same frames, same silero batches, same decisions:
+nothing ready (bounded) after each, and the clock moves 20 ms. Every group's callback runs at
+the same manual time (the clock moves once, after all of them): the run measures the split into
+separate callbacks (silero batches, CPU per callback), not the groups' offsets within the
+period, and the digest being equal for 1, 2 and 4 groups holds under that simplification. So
+the run is the same on a busy box as on a quiet one (same frames, same silero batches, same decisions:
 ``decisions_digest`` hashes every call's transcript events and the times and utterances of the
 agent frames it sent), and the figure is the thread's CPU time (``time.thread_time``: silero's
 ONNX Runtime runs in this thread) over the calls' ticks.

@@ -147,7 +147,10 @@ def pin_callers(cpus: set[int]) -> None:
 
 def media_clock_figures(http_port: int) -> dict[str, object]:
     """The daemon's own view of its pacing, from /metrics: ticks by timeliness and the share
-    of clock wake-ups later than 5 and 20 ms (every call's packets of that tick were late)."""
+    of clock wake-ups later than 5 and 20 ms. A wake-up is one group's (a tree with media clock
+    groups wakes once per group in use each 20 ms, main once for all calls; not weighted by
+    group size): every call of that group had its packets of that tick late, so compare the
+    shares between trees with that in mind."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as resp:
             text = resp.read().decode()

@@ -51,14 +51,17 @@ DTMF_PER_CALL = Histogram(
     buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128), registry=REGISTRY,
 )
 RTP_LOST = Counter("voice_bridge_rtp_lost_total", "RTP packets lost on receive", registry=REGISTRY)
-# How the shared 20 ms media clock kept time: 'on_time' (within one tick of its deadline),
-# 'late' (run back to back to catch up: a late wake-up), 'skipped' (dropped by a restart after
-# a long stall). late + skipped against on_time is the pacing the event loop allowed.
+# How the shared 20 ms media clock kept time, in group ticks (one per group of legs in use each
+# 20 ms, whatever the group's size): 'on_time' (its wake-up less than a period after its
+# deadline), 'late' (every tick of a later wake-up: the missed ones caught up back to back, and
+# the one tick of a restart), 'skipped' (dropped by a restart after a long stall). late + skipped
+# against on_time is the pacing the event loop allowed.
 MEDIA_CLOCK_TICKS = Counter(
     "voice_bridge_media_clock_ticks_total", "Media clock ticks, by timeliness", ["kind"], registry=REGISTRY
 )
-# How late the clock's task woke after its deadline: the outgoing RTP interval of every call
-# is off by this much (the packets of one tick leave back to back right after it).
+# How late the clock woke for a group's deadline, one sample per group wake-up (not weighted by
+# the group's size): the outgoing RTP interval of every call of that group is off by this much
+# (the packets of one group tick leave back to back right after it).
 MEDIA_CLOCK_LATENESS = Histogram(
     "voice_bridge_media_clock_lateness_seconds", "Media clock wake-up after its deadline",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5), registry=REGISTRY,

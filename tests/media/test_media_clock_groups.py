@@ -35,9 +35,13 @@ class _JumpingSelector(selectors.EpollSelector):
         return super().select(0)
 
 
+# loop clocks the tests start at: the grid's float rounding differs with each
+ORIGINS = [1000.0, 0.5, 12345.678]
+
+
 class VirtualLoop(asyncio.SelectorEventLoop):
-    def __init__(self) -> None:
-        self.clock = [1000.0]
+    def __init__(self, origin: float = 1000.0) -> None:
+        self.clock = [origin]
         super().__init__(_JumpingSelector(self.clock))
 
     def time(self) -> float:
@@ -49,8 +53,8 @@ class VirtualLoop(asyncio.SelectorEventLoop):
 
 
 @contextlib.contextmanager
-def virtual_loop() -> Iterator[VirtualLoop]:
-    loop = VirtualLoop()
+def virtual_loop(origin: float = 1000.0) -> Iterator[VirtualLoop]:
+    loop = VirtualLoop(origin)
     try:
         yield loop
     finally:
@@ -106,8 +110,9 @@ def _first(origin: float, k: int) -> float:
     return origin + (k * STEP if k else T)
 
 
-def test_members_join_the_least_populated_group_once_every_busy_group_is_full() -> None:
-    with virtual_loop() as loop:
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_members_join_the_least_populated_group_once_every_busy_group_is_full(origin: float) -> None:
+    with virtual_loop(origin) as loop:
         log: list[Event] = []
         clock = MediaClock(loop, groups=G, spread_from=3)
         members = [Member(loop, log, f"m{i}") for i in range(30)]
@@ -129,8 +134,9 @@ def test_members_join_the_least_populated_group_once_every_busy_group_is_full() 
         assert clock._task is None
 
 
-def test_each_member_ticks_once_a_period_at_its_groups_steady_offset_send_read_tick() -> None:
-    with virtual_loop() as loop, contextlib.ExitStack() as stack:
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_each_member_ticks_once_a_period_at_its_groups_steady_offset_send_read_tick(origin: float) -> None:
+    with virtual_loop(origin) as loop, contextlib.ExitStack() as stack:
         log: list[Event] = []
         clock = MediaClock(loop, groups=G, spread_from=2)
         members = []
@@ -144,12 +150,13 @@ def test_each_member_ticks_once_a_period_at_its_groups_steady_offset_send_read_t
         tx = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         origin = loop.time()
         periods = 6
+        _run(loop, STEP / 2)  # the packets leave between two group ticks, never at one's time
         for _ in range(periods):
             for m in members:
                 assert m.sock is not None
                 tx.sendto(b"x", m.sock.getsockname())
             _run(loop, T)
-        _run(loop, STEP / 2)
+        _run(loop, STEP / 4)
         groups = {m.name: k for k, g in enumerate(clock._groups) for m in g.members.values()}  # type: ignore[attr-defined]
         for m in members:
             want = [round(_first(origin, groups[m.name]) + n * T, 9) for n in range(periods)]
@@ -169,8 +176,9 @@ def test_each_member_ticks_once_a_period_at_its_groups_steady_offset_send_read_t
         assert clock._task is None and all(g.poller is None for g in clock._groups)
 
 
-def test_one_call_costs_one_wake_up_a_period() -> None:
-    with virtual_loop() as loop:
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_one_call_costs_one_wake_up_a_period(origin: float) -> None:
+    with virtual_loop(origin) as loop:
         log: list[Event] = []
         clock = MediaClock(loop, groups=G)
         m = Member(loop, log, "m")
@@ -180,9 +188,10 @@ def test_one_call_costs_one_wake_up_a_period() -> None:
         _close(clock, [m])
 
 
-def test_after_a_stall_each_group_catches_up_in_a_callback_of_its_own() -> None:
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_after_a_stall_each_group_catches_up_in_a_callback_of_its_own(origin: float) -> None:
     """A message that came during a stall waits for one group's catch-up, not every group's."""
-    with virtual_loop() as loop:
+    with virtual_loop(origin) as loop:
         log: list[Event] = []
         clock = MediaClock(loop, groups=G, spread_from=1)
         members = [Member(loop, log, f"g{k}") for k in range(G)]
@@ -214,8 +223,9 @@ def test_after_a_stall_each_group_catches_up_in_a_callback_of_its_own() -> None:
         _close(clock, members)
 
 
-def test_a_long_stall_restarts_each_group_on_its_own_grid() -> None:
-    with virtual_loop() as loop:
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_a_long_stall_restarts_each_group_on_its_own_grid(origin: float) -> None:
+    with virtual_loop(origin) as loop:
         log: list[Event] = []
         clock = MediaClock(loop, groups=G, spread_from=1)
         members = [Member(loop, log, f"g{k}") for k in range(G)]
@@ -223,10 +233,11 @@ def test_a_long_stall_restarts_each_group_on_its_own_grid() -> None:
             clock.add(m)
         origin = loop.time()
         _run(loop, T + STEP / 2)
-        members[0].on_tick_do = lambda: loop.stall((_MAX_CATCH_UP + 3) * T)  # at +40 ms
+        # at +40 ms; it ends between two slots (at a slot, float rounding decides its side)
+        members[0].on_tick_do = lambda: loop.stall((_MAX_CATCH_UP + 3) * T + STEP / 2)
         _run(loop, (_MAX_CATCH_UP + 6) * T)
         assert clock.restarts == G and clock.late_ticks == 0
-        end = round(origin + 2 * T + (_MAX_CATCH_UP + 3) * T, 9)
+        end = round(origin + 2 * T + (_MAX_CATCH_UP + 3) * T + STEP / 2, 9)
         for k, m in enumerate(members):
             ticks = _times(log, "tick", m.name)
             late = [t for t in ticks if t >= end]
@@ -238,8 +249,9 @@ def test_a_long_stall_restarts_each_group_on_its_own_grid() -> None:
         _close(clock, members)
 
 
-def test_a_member_added_mid_period_first_ticks_at_its_groups_next_due_time() -> None:
-    with virtual_loop() as loop:
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_a_member_added_mid_period_first_ticks_at_its_groups_next_due_time(origin: float) -> None:
+    with virtual_loop(origin) as loop:
         log: list[Event] = []
         clock = MediaClock(loop, groups=G, spread_from=1)
         members = [Member(loop, log, f"g{k}") for k in range(3)]
@@ -258,10 +270,11 @@ def test_a_member_added_mid_period_first_ticks_at_its_groups_next_due_time() -> 
         _close(clock, [*members, late, again])
 
 
-def test_a_group_opened_while_the_clock_sleeps_is_not_served_late() -> None:
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_a_group_opened_while_the_clock_sleeps_is_not_served_late(origin: float) -> None:
     """The clock sleeps toward group 0's next tick; a group opened meanwhile whose slot
     comes sooner starts at its next slot after that wake-up, on time."""
-    with virtual_loop() as loop:
+    with virtual_loop(origin) as loop:
         log: list[Event] = []
         clock = MediaClock(loop, groups=G, spread_from=1)
         first = Member(loop, log, "g0")
@@ -276,8 +289,9 @@ def test_a_group_opened_while_the_clock_sleeps_is_not_served_late() -> None:
         _close(clock, [first, second])
 
 
-def test_members_leave_and_join_from_inside_a_groups_tick() -> None:
-    with virtual_loop() as loop:
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_members_leave_and_join_from_inside_a_groups_tick(origin: float) -> None:
+    with virtual_loop(origin) as loop:
         log: list[Event] = []
         clock = MediaClock(loop, groups=G, spread_from=1)
         members = [Member(loop, log, f"g{k}") for k in range(G)]
@@ -302,8 +316,9 @@ def test_members_leave_and_join_from_inside_a_groups_tick() -> None:
         assert clock._task is None
 
 
-def test_the_last_member_leaving_from_its_tick_and_another_joining_keeps_one_task() -> None:
-    with virtual_loop() as loop:
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_the_last_member_leaving_from_its_tick_and_another_joining_keeps_one_task(origin: float) -> None:
+    with virtual_loop(origin) as loop:
         log: list[Event] = []
         clock = MediaClock(loop, groups=G, spread_from=1)
         only = Member(loop, log, "only")
@@ -321,8 +336,9 @@ def test_the_last_member_leaving_from_its_tick_and_another_joining_keeps_one_tas
         _close(clock, [newcomer])
 
 
-def test_a_clock_emptied_while_asleep_starts_afresh_on_the_next_add() -> None:
-    with virtual_loop() as loop:
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_a_clock_emptied_while_asleep_starts_afresh_on_the_next_add(origin: float) -> None:
+    with virtual_loop(origin) as loop:
         log: list[Event] = []
         clock = MediaClock(loop, groups=G, spread_from=1)
         first = Member(loop, log, "first")
@@ -345,3 +361,91 @@ def test_a_clock_emptied_while_asleep_starts_afresh_on_the_next_add() -> None:
 def test_a_clock_needs_a_group(groups: int) -> None:
     with virtual_loop() as loop, pytest.raises(ValueError):
         MediaClock(loop, groups=groups)
+
+
+@pytest.mark.parametrize("origin", ORIGINS)
+@pytest.mark.parametrize("keep_other", [False, True])
+def test_a_member_swapped_in_during_a_catch_up_ticks_once_a_period(origin: float, keep_other: bool) -> None:
+    """The only member of group 0 leaves in the first catch-up run after a stall and a new one
+    joins: the newcomer starts at its group's next slot and ticks once a period, not in the
+    remaining catch-up runs (nor a period late)."""
+    with virtual_loop(origin) as loop:
+        log: list[Event] = []
+        clock = MediaClock(loop, groups=2, spread_from=1)
+        only = Member(loop, log, "only")
+        clock.add(only)
+        other = Member(loop, log, "other")
+        if keep_other:
+            clock.add(other)  # group 1: the task survives the swap
+        newcomer = Member(loop, log, "new")
+        start = loop.time()
+
+        def swap() -> None:
+            clock.remove(only)
+            clock.add(newcomer)
+
+        def stall() -> None:
+            loop.stall(3.5 * T)  # from its tick at +40 to +110: group 0 is 3 periods behind
+            only.on_tick_do = swap  # in the first catch-up run
+
+        only.on_tick_do = lambda: setattr(only, "on_tick_do", stall)  # stalls at its 2nd tick
+        _run(loop, 12 * T)
+        ticks = _times(log, "tick", "new")
+        assert len(ticks) >= 5
+        assert ticks[0] > round(start + 5.5 * T, 9)  # after the swap at +110
+        assert [round(b - a, 9) for a, b in itertools.pairwise(ticks)] == [T] * (len(ticks) - 1)
+        assert [t.get_name() for t in asyncio.all_tasks(loop)].count("media-clock") == 1
+        _close(clock, [newcomer, other])
+
+
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_a_member_joining_an_overdue_group_is_not_ticked_for_the_periods_before_it(origin: float) -> None:
+    with virtual_loop(origin) as loop:
+        log: list[Event] = []
+        clock = MediaClock(loop, groups=2, spread_from=1)
+        first, second = Member(loop, log, "g0"), Member(loop, log, "g1")
+        clock.add(first)
+        clock.add(second)
+        newcomer = Member(loop, log, "new")
+        start = loop.time()
+
+        def stall() -> None:
+            # a SIP/stream callback ready during the stall adds a leg before group 0 (due at
+            # +40, +60) catches up at +70; it joins group 0 (both hold one: the lowest index)
+            loop.call_soon(clock.add, newcomer)
+            loop.stall(2.5 * T)
+
+        first.on_tick_do = stall  # at +20: the loop runs again at +70
+        _run(loop, 6 * T)
+        assert clock.group_sizes() == [2, 1]
+        at = round(start + 3.5 * T, 9)
+        assert _times(log, "tick", "g0")[:4] == [round(start + T, 9), at, at, round(start + 4 * T, 9)]
+        assert _times(log, "tick", "g1")[:4] == [round(start + 0.5 * T, 9), at, at, at]
+        # the period under way only (+60's run, at +70), then its group's offset
+        assert _times(log, "tick", "new")[:3] == [at, round(start + 4 * T, 9), round(start + 5 * T, 9)]
+        assert clock.late_ticks == 1 + 2
+        _close(clock, [first, second, newcomer])
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_an_fd_the_kernel_refuses_leaves_the_clock_as_it_was(busy: bool) -> None:
+    with virtual_loop() as loop, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as good:
+        log: list[Event] = []
+        clock = MediaClock(loop, groups=G, spread_from=4)
+        present = Member(loop, log, "present")
+        if busy:
+            clock.add(present, good.fileno())
+        closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        fd = closed.fileno()
+        closed.close()
+        member = Member(loop, log, "bad")
+        with pytest.raises(OSError):
+            clock.add(member, fd)
+        assert len(clock) == int(busy) and clock.group_sizes() == [int(busy), 0, 0, 0]
+        assert (clock._task is not None) == busy
+        assert (clock._groups[0].poller is not None) == busy and list(clock._groups[0].by_fd) == (
+            [good.fileno()] if busy else [])
+        clock.add(member)  # not taken for a member already: added now
+        assert len(clock) == 1 + int(busy) and clock._task is not None
+        _close(clock, [present, member])
+        assert clock._task is None
