@@ -96,7 +96,7 @@ class LevelGate:
         """Every caller frame, in order: is this VAD speech loud enough to be the caller's?"""
         if not self.enabled:
             return is_speech
-        self._append(rms * rms)
+        self._append(float(rms * rms))  # a float: a measured power (an int or np.float32 is not)
         return is_speech and self.level_db() >= self.threshold_db(in_turn)
 
     def quiet(self, pcm: bytes) -> None:
