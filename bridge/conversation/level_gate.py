@@ -103,9 +103,11 @@ class LevelGate:
         """``frame(frame_rms(pcm), False, ...)`` (which is False) without the RMS now: a frame
         the VAD did not call speech only fills the window, and most frames of a call are such
         (the caller listens, pauses); its power is worked out if a speech frame follows within
-        the window (``level_db``). The engine's 50 frames a second a call skip the RMS."""
+        the window (``level_db``). The engine's 50 frames a second a call skip the RMS.
+        A bytearray or memoryview is copied (its producer may reuse it before it is measured);
+        bytes and g711.UlawPcm are immutable and kept as they are."""
         if self._below_db > 0:
-            self._append(pcm)
+            self._append(pcm if isinstance(pcm, bytes) else bytes(pcm))
             self._unmeasured += 1
 
     def _append(self, item: float | bytes) -> None:

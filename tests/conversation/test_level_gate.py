@@ -173,3 +173,20 @@ def test_frame_takes_any_real_rms_past_the_window() -> None:
         gate.quiet(bytes(320))
         assert gate.level_db() == 10 * math.log10(9 * 10000 / 10)
 
+
+def test_quiet_keeps_the_frame_as_it_was_given() -> None:
+    """A frame held by ``quiet`` is measured as it was when given, even if the caller's buffer
+    (a bytearray or memoryview of a reused receive buffer) is overwritten before the level is
+    needed."""
+    import numpy as np
+
+    loud = np.full(160, 8000, dtype=np.int16).tobytes()
+    for make in (bytearray, lambda b: memoryview(bytearray(b))):
+        gate = LevelGate(15.0, 200, -60.0)
+        eager = LevelGate(15.0, 200, -60.0)
+        buf = make(bytes(320))
+        gate.quiet(buf)
+        eager.frame(0.0, False, in_turn=False)
+        buf[:] = loud  # the producer reuses its buffer for the next frame
+        assert gate.frame(8000.0, True, in_turn=False) == eager.frame(8000.0, True, in_turn=False)
+        assert gate.level_db() == eager.level_db()
