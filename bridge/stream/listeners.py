@@ -67,26 +67,37 @@ def _diag_listeners(family: int, port: int, want: str) -> int:
             data = sock.recv(65536)
             if not data:
                 raise OSError("sock_diag: empty answer")
-            pos = 0
-            while pos + _NLMSG.size <= len(data):
-                length, kind, _, _, _ = _NLMSG.unpack_from(data, pos)
-                if length < _NLMSG.size:
-                    raise OSError("sock_diag: bad message length")
-                if kind == _NLMSG_DONE:
-                    return found
-                if kind == _NLMSG_ERROR:
-                    (errno,) = struct.unpack_from("=i", data, pos + _NLMSG.size)
-                    raise OSError(-errno, "sock_diag refused the dump")
-                if kind == _SOCK_DIAG_BY_FAMILY and length >= _NLMSG.size + _DIAG_MSG_MIN:
-                    msg = pos + _NLMSG.size
-                    state = data[msg + 1]
-                    (sport,) = struct.unpack_from("!H", data, msg + 4)
-                    src = data[msg + 8 : msg + 8 + size]
-                    if state == _TCP_LISTEN and sport == port and str(ipaddress.ip_address(src)) == want:
-                        found += 1
-                pos += (length + 3) & ~3
+            count, done = _parse_reply(data, port, want, size)
+            found += count
+            if done:
+                return found
     finally:
         sock.close()
+
+
+def _parse_reply(data: bytes, port: int, want: str, size: int) -> tuple[int, bool]:
+    """One datagram of a sock_diag dump: the LISTEN sockets on ``want``:``port`` in it (``size``:
+    the address length of the family asked), and whether it ended the dump (NLMSG_DONE)."""
+    found = 0
+    pos = 0
+    while pos + _NLMSG.size <= len(data):
+        length, kind, _, _, _ = _NLMSG.unpack_from(data, pos)
+        if length < _NLMSG.size:
+            raise OSError("sock_diag: bad message length")
+        if kind == _NLMSG_DONE:
+            return found, True
+        if kind == _NLMSG_ERROR:
+            (errno,) = struct.unpack_from("=i", data, pos + _NLMSG.size)
+            raise OSError(-errno, "sock_diag refused the dump")
+        if kind == _SOCK_DIAG_BY_FAMILY and length >= _NLMSG.size + _DIAG_MSG_MIN:
+            msg = pos + _NLMSG.size
+            state = data[msg + 1]
+            (sport,) = struct.unpack_from("!H", data, msg + 4)
+            src = data[msg + 8 : msg + 8 + size]
+            if state == _TCP_LISTEN and sport == port and str(ipaddress.ip_address(src)) == want:
+                found += 1
+        pos += (length + 3) & ~3
+    return found, False
 
 
 def count_listeners(host: str, port: int, tables: tuple[str, ...] = _TABLES) -> int | None:
