@@ -77,16 +77,22 @@ def _diag_listeners(family: int, port: int, want: str) -> int:
 
 def _parse_reply(data: bytes, port: int, want: str, size: int) -> tuple[int, bool]:
     """One datagram of a sock_diag dump: the LISTEN sockets on ``want``:``port`` in it (``size``:
-    the address length of the family asked), and whether it ended the dump (NLMSG_DONE)."""
+    the address length of the family asked), and whether it ended the dump (NLMSG_DONE).
+    OSError for a malformed answer: a message longer than the datagram, a cut header, an
+    NLMSG_ERROR without its error code."""
     found = 0
     pos = 0
-    while pos + _NLMSG.size <= len(data):
+    while pos < len(data):
+        if pos + _NLMSG.size > len(data):
+            raise OSError("sock_diag: truncated message header")
         length, kind, _, _, _ = _NLMSG.unpack_from(data, pos)
-        if length < _NLMSG.size:
+        if length < _NLMSG.size or pos + length > len(data):
             raise OSError("sock_diag: bad message length")
         if kind == _NLMSG_DONE:
             return found, True
         if kind == _NLMSG_ERROR:
+            if length < _NLMSG.size + 4:
+                raise OSError("sock_diag: short error message")
             (errno,) = struct.unpack_from("=i", data, pos + _NLMSG.size)
             raise OSError(-errno, "sock_diag refused the dump")
         if kind == _SOCK_DIAG_BY_FAMILY and length >= _NLMSG.size + _DIAG_MSG_MIN:
@@ -109,6 +115,8 @@ def count_listeners(host: str, port: int, tables: tuple[str, ...] = _TABLES) -> 
         try:
             return sum(_diag_listeners(family, port, want) for family in (socket.AF_INET, socket.AF_INET6))
         except (OSError, AttributeError):  # AttributeError: no AF_NETLINK (not Linux)
+            pass
+        except (IndexError, struct.error, ValueError):  # an answer _parse_reply did not expect
             pass
     return proc_listeners(want, port, tables)
 
