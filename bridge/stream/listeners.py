@@ -43,6 +43,7 @@ _TCPF_LISTEN = 1 << _TCP_LISTEN
 _NLMSG = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 # inet_diag_req_v2: family, protocol, ext, pad, states; inet_diag_sockid: sport, dport (network
 # order), src[16], dst[16], if, cookie[2]
+_RECV_TIMEOUT = 0.05  # seconds
 _DIAG_MSG_MIN = 72  # inet_diag_msg: 4 bytes, the 48-byte sockid, 5 u32
 
 
@@ -59,7 +60,10 @@ def _diag_listeners(family: int, port: int, want: str) -> int:
     the kernel cannot answer (no sock_diag, or no inet6_diag for AF_INET6)."""
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
     try:
-        sock.settimeout(1.0)  # the kernel answers a dump at once; never hang the loop on it
+        # the kernel answers a dump synchronously (the reply is queued before sendto returns);
+        # this recv runs on the event loop, so a sandbox that never answers costs 50 ms a
+        # busy check (4 a second while shedding), then /proc counts
+        sock.settimeout(_RECV_TIMEOUT)
         sock.sendto(_request(family, port), (0, 0))
         size = 4 if family == socket.AF_INET else 16
         found = 0

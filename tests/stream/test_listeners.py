@@ -164,3 +164,26 @@ def test_a_parse_error_falls_back_to_proc(monkeypatch: pytest.MonkeyPatch) -> No
         s.listen()
         socks.append(s)
         assert count_listeners("127.0.0.1", s.getsockname()[1]) == 1
+
+
+def test_a_silent_kernel_costs_a_short_wait_then_proc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A netlink request nobody answers (a sandbox that swallows it; here an NLMSG_NOOP without
+    NLM_F_ACK, which the kernel drops silently) blocks the event loop's recv only briefly, then
+    /proc counts: the recv's timeout is tens of ms, not a second a busy check."""
+    waits: list[float | None] = []
+
+    class Spy(socket.socket):
+        def recv(self, size: int, flags: int = 0) -> bytes:
+            waits.append(self.gettimeout())
+            return super().recv(size, flags)
+
+    noop = struct.pack("=IHHII", 16, 1, 0x1, 1, 0)  # NLMSG_NOOP, NLM_F_REQUEST only
+    monkeypatch.setattr(listeners, "_request", lambda family, port: noop)
+    monkeypatch.setattr(listeners.socket, "socket", Spy)
+    with _sockets() as socks:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        socks.append(s)
+        assert count_listeners("127.0.0.1", s.getsockname()[1]) == 1
+    assert waits and all(w is not None and 0 < w <= 0.1 for w in waits), waits
