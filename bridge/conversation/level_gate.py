@@ -96,16 +96,18 @@ class LevelGate:
         """Every caller frame, in order: is this VAD speech loud enough to be the caller's?"""
         if not self.enabled:
             return is_speech
-        self._append(rms * rms)
+        self._append(float(rms * rms))  # a float: a measured power (an int or np.float32 is not)
         return is_speech and self.level_db() >= self.threshold_db(in_turn)
 
     def quiet(self, pcm: bytes) -> None:
         """``frame(frame_rms(pcm), False, ...)`` (which is False) without the RMS now: a frame
         the VAD did not call speech only fills the window, and most frames of a call are such
         (the caller listens, pauses); its power is worked out if a speech frame follows within
-        the window (``level_db``). The engine's 50 frames a second a call skip the RMS."""
+        the window (``level_db``). The engine's 50 frames a second a call skip the RMS.
+        A bytearray or memoryview is copied (its producer may reuse it before it is measured);
+        bytes and g711.UlawPcm are immutable and kept as they are."""
         if self._below_db > 0:
-            self._append(pcm)
+            self._append(pcm if isinstance(pcm, bytes) else bytes(pcm))
             self._unmeasured += 1
 
     def _append(self, item: float | bytes) -> None:

@@ -43,6 +43,7 @@ _TCPF_LISTEN = 1 << _TCP_LISTEN
 _NLMSG = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 # inet_diag_req_v2: family, protocol, ext, pad, states; inet_diag_sockid: sport, dport (network
 # order), src[16], dst[16], if, cookie[2]
+_RECV_TIMEOUT = 0.05  # seconds
 _DIAG_MSG_MIN = 72  # inet_diag_msg: 4 bytes, the 48-byte sockid, 5 u32
 
 
@@ -59,7 +60,10 @@ def _diag_listeners(family: int, port: int, want: str) -> int:
     the kernel cannot answer (no sock_diag, or no inet6_diag for AF_INET6)."""
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
     try:
-        sock.settimeout(1.0)  # the kernel answers a dump at once; never hang the loop on it
+        # the kernel answers a dump synchronously (the reply is queued before sendto returns);
+        # this recv runs on the event loop, so a sandbox that never answers costs 50 ms a
+        # busy check (4 a second while shedding), then /proc counts
+        sock.settimeout(_RECV_TIMEOUT)
         sock.sendto(_request(family, port), (0, 0))
         size = 4 if family == socket.AF_INET else 16
         found = 0
@@ -67,26 +71,43 @@ def _diag_listeners(family: int, port: int, want: str) -> int:
             data = sock.recv(65536)
             if not data:
                 raise OSError("sock_diag: empty answer")
-            pos = 0
-            while pos + _NLMSG.size <= len(data):
-                length, kind, _, _, _ = _NLMSG.unpack_from(data, pos)
-                if length < _NLMSG.size:
-                    raise OSError("sock_diag: bad message length")
-                if kind == _NLMSG_DONE:
-                    return found
-                if kind == _NLMSG_ERROR:
-                    (errno,) = struct.unpack_from("=i", data, pos + _NLMSG.size)
-                    raise OSError(-errno, "sock_diag refused the dump")
-                if kind == _SOCK_DIAG_BY_FAMILY and length >= _NLMSG.size + _DIAG_MSG_MIN:
-                    msg = pos + _NLMSG.size
-                    state = data[msg + 1]
-                    (sport,) = struct.unpack_from("!H", data, msg + 4)
-                    src = data[msg + 8 : msg + 8 + size]
-                    if state == _TCP_LISTEN and sport == port and str(ipaddress.ip_address(src)) == want:
-                        found += 1
-                pos += (length + 3) & ~3
+            count, done = _parse_reply(data, port, want, size)
+            found += count
+            if done:
+                return found
     finally:
         sock.close()
+
+
+def _parse_reply(data: bytes, port: int, want: str, size: int) -> tuple[int, bool]:
+    """One datagram of a sock_diag dump: the LISTEN sockets on ``want``:``port`` in it (``size``:
+    the address length of the family asked), and whether it ended the dump (NLMSG_DONE).
+    OSError for a malformed answer: a message longer than the datagram, a cut header, an
+    NLMSG_ERROR without its error code."""
+    found = 0
+    pos = 0
+    while pos < len(data):
+        if pos + _NLMSG.size > len(data):
+            raise OSError("sock_diag: truncated message header")
+        length, kind, _, _, _ = _NLMSG.unpack_from(data, pos)
+        if length < _NLMSG.size or pos + length > len(data):
+            raise OSError("sock_diag: bad message length")
+        if kind == _NLMSG_DONE:
+            return found, True
+        if kind == _NLMSG_ERROR:
+            if length < _NLMSG.size + 4:
+                raise OSError("sock_diag: short error message")
+            (errno,) = struct.unpack_from("=i", data, pos + _NLMSG.size)
+            raise OSError(-errno, "sock_diag refused the dump")
+        if kind == _SOCK_DIAG_BY_FAMILY and length >= _NLMSG.size + _DIAG_MSG_MIN:
+            msg = pos + _NLMSG.size
+            state = data[msg + 1]
+            (sport,) = struct.unpack_from("!H", data, msg + 4)
+            src = data[msg + 8 : msg + 8 + size]
+            if state == _TCP_LISTEN and sport == port and str(ipaddress.ip_address(src)) == want:
+                found += 1
+        pos += (length + 3) & ~3
+    return found, False
 
 
 def count_listeners(host: str, port: int, tables: tuple[str, ...] = _TABLES) -> int | None:
@@ -98,6 +119,8 @@ def count_listeners(host: str, port: int, tables: tuple[str, ...] = _TABLES) -> 
         try:
             return sum(_diag_listeners(family, port, want) for family in (socket.AF_INET, socket.AF_INET6))
         except (OSError, AttributeError):  # AttributeError: no AF_NETLINK (not Linux)
+            pass
+        except (IndexError, struct.error, ValueError):  # an answer _parse_reply did not expect
             pass
     return proc_listeners(want, port, tables)
 

@@ -3,6 +3,8 @@ level (background talk) opens no turn and does not pause the agent; speech near 
 
 from __future__ import annotations
 
+import math
+
 from bridge.conversation import actions as act
 from bridge.conversation.engine import State
 from bridge.conversation.level_gate import FULL_SCALE_DB, LevelGate
@@ -156,3 +158,35 @@ def test_percentile_is_numpys_linear_percentile() -> None:
             values = (rng.normal(60, 15, n) if n % 2 else rng.integers(0, 5, n) * 7.5).tolist()
             for q in (90, 50, 0, 100, 10, 33):
                 assert percentile(values, q) == float(np.percentile(values, q)), (n, q)
+
+
+def test_frame_takes_any_real_rms_past_the_window() -> None:
+    """``frame``'s rms may be an int or a numpy scalar (callers outside the engine): its power
+    is a measured power, not a held frame, also once it leaves the 200 ms window."""
+    import numpy as np
+
+    for rms in (100, np.float32(100.0), np.int16(100), 100.0):
+        gate = LevelGate(15.0, 200, -60.0)
+        got = [gate.frame(rms, True, in_turn=False) for _ in range(25)]  # type: ignore[arg-type]
+        assert got == [True] * 25, type(rms)
+        assert gate.level_db() == 40.0
+        gate.quiet(bytes(320))
+        assert gate.level_db() == 10 * math.log10(9 * 10000 / 10)
+
+
+def test_quiet_keeps_the_frame_as_it_was_given() -> None:
+    """A frame held by ``quiet`` is measured as it was when given, even if the caller's buffer
+    (a bytearray or memoryview of a reused receive buffer) is overwritten before the level is
+    needed."""
+    import numpy as np
+
+    loud = np.full(160, 8000, dtype=np.int16).tobytes()
+    for make in (bytearray, lambda b: memoryview(bytearray(b))):
+        gate = LevelGate(15.0, 200, -60.0)
+        eager = LevelGate(15.0, 200, -60.0)
+        buf = make(bytes(320))
+        gate.quiet(buf)
+        eager.frame(0.0, False, in_turn=False)
+        buf[:] = loud  # the producer reuses its buffer for the next frame
+        assert gate.frame(8000.0, True, in_turn=False) == eager.frame(8000.0, True, in_turn=False)
+        assert gate.level_db() == eager.level_db()

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import random
 import socket
+import struct
 from collections.abc import Iterator
 
 import pytest
 
 from bridge.stream import listeners
-from bridge.stream.listeners import _diag_listeners, count_listeners, proc_listeners
+from bridge.stream.listeners import _diag_listeners, _parse_reply, count_listeners, proc_listeners
 
 
 def _both(host: str, port: int) -> tuple[int, int | None]:
@@ -98,3 +100,90 @@ def test_without_sock_diag_the_count_comes_from_proc(monkeypatch: pytest.MonkeyP
         s.listen()
         socks.append(s)
         assert count_listeners("127.0.0.1", s.getsockname()[1]) == 1
+
+
+def _reply(*messages: tuple[int, bytes]) -> bytes:
+    """A sock_diag datagram: (type, payload) messages, each padded to 4 bytes as the kernel does."""
+    out = b""
+    for kind, payload in messages:
+        msg = struct.pack("=IHHII", 16 + len(payload), kind, 2, 1, 0) + payload
+        out += msg + bytes(-len(msg) % 4)
+    return out
+
+
+def _diag_msg(port: int, addr: str, state: int = 10) -> bytes:
+    """inet_diag_msg: family, state, timer, retrans, sockid (sport, dport, src, dst, if,
+    cookie), expires, rqueue, wqueue, uid, inode."""
+    src = ipaddress.ip_address(addr).packed.ljust(16, b"\0")
+    sockid = struct.pack("!HH", port, 0) + src + bytes(16) + struct.pack("=I", 0) + bytes(8)
+    return struct.pack("=BBBB", socket.AF_INET, state, 0, 0) + sockid + struct.pack("=5I", 0, 0, 0, 0, 0)
+
+
+def test_parser_counts_a_well_formed_reply() -> None:
+    good = _reply((20, _diag_msg(5060, "127.0.0.1")), (20, _diag_msg(5060, "127.0.0.2")),
+                  (20, _diag_msg(5061, "127.0.0.1")), (20, _diag_msg(5060, "127.0.0.1", state=1)),
+                  (20, _diag_msg(5060, "127.0.0.1")))
+    assert _parse_reply(good, 5060, "127.0.0.1", 4) == (2, False)
+    assert _parse_reply(good + _reply((3, struct.pack("=i", 0))), 5060, "127.0.0.1", 4) == (2, True)
+
+
+def test_parser_refuses_truncated_or_garbage_replies_as_oserror() -> None:
+    """A malformed answer is an OSError (count_listeners then asks /proc), never an
+    IndexError or struct.error escaping to the busy check."""
+    one = _reply((20, _diag_msg(5060, "127.0.0.1")))
+    error = _reply((2, struct.pack("=i", -22) + bytes(16)))
+    bad = [
+        one[:-10],  # the message says 88 bytes, 78 arrived
+        one[:20],  # the header and 4 bytes of the message
+        one + one[:9],  # a second header cut short
+        error[:18],  # NLMSG_ERROR without its errno
+        struct.pack("=IHHII", 16, 2, 0, 1, 0),  # NLMSG_ERROR with no payload
+    ]
+    for data in bad:
+        with pytest.raises(OSError):
+            _parse_reply(data, 5060, "127.0.0.1", 4)
+    rng = random.Random(3)
+    for n in range(3000):  # garbage: a count, the end, or OSError; nothing else
+        data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 120)))
+        if n % 2:  # mostly believable headers, so the parser gets past the first check
+            data = struct.pack("=IHHII", rng.randrange(16, 140), rng.choice((2, 3, 20)), 2, 1, 0) + data
+        try:
+            _parse_reply(data, 5060, "127.0.0.1", 4)
+        except OSError:
+            pass
+
+
+def test_a_parse_error_falls_back_to_proc(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(data: bytes, port: int, want: str, size: int) -> tuple[int, bool]:
+        raise struct.error("unpack_from requires a buffer of at least 20 bytes")
+
+    monkeypatch.setattr(listeners, "_parse_reply", broken)
+    with _sockets() as socks:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        socks.append(s)
+        assert count_listeners("127.0.0.1", s.getsockname()[1]) == 1
+
+
+def test_a_silent_kernel_costs_a_short_wait_then_proc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A netlink request nobody answers (a sandbox that swallows it; here an NLMSG_NOOP without
+    NLM_F_ACK, which the kernel drops silently) blocks the event loop's recv only briefly, then
+    /proc counts: the recv's timeout is tens of ms, not a second a busy check."""
+    waits: list[float | None] = []
+
+    class Spy(socket.socket):
+        def recv(self, size: int, flags: int = 0) -> bytes:
+            waits.append(self.gettimeout())
+            return super().recv(size, flags)
+
+    noop = struct.pack("=IHHII", 16, 1, 0x1, 1, 0)  # NLMSG_NOOP, NLM_F_REQUEST only
+    monkeypatch.setattr(listeners, "_request", lambda family, port: noop)
+    monkeypatch.setattr(listeners.socket, "socket", Spy)
+    with _sockets() as socks:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        socks.append(s)
+        assert count_listeners("127.0.0.1", s.getsockname()[1]) == 1
+    assert waits and all(w is not None and 0 < w <= 0.1 for w in waits), waits
