@@ -61,8 +61,9 @@ CLOSE_TIMEOUT_S = 0.5
 class _Pending:
     """A handshake under way, and the slots promised to the replies waiting for it."""
 
-    def __init__(self, task: asyncio.Task[MultiSocket]) -> None:
-        self.task = task
+    task: asyncio.Task[MultiSocket]  # set right after construction
+
+    def __init__(self) -> None:
         self.reserved = 0
 
 
@@ -166,33 +167,37 @@ class ElevenLabsMultiTTS:
             self._start_connect()
 
     def _start_connect(self) -> _Pending:
-        pending = _Pending(asyncio.get_running_loop().create_task(self._open_socket()))
+        pending = _Pending()
+        pending.task = asyncio.get_running_loop().create_task(self._open_socket(pending))
         self._pending.append(pending)
         pending.task.add_done_callback(lambda task: self._opened(pending))
         return pending
 
-    async def _open_socket(self) -> MultiSocket:
+    async def _open_socket(self, pending: _Pending) -> MultiSocket:
+        """The handshake; its socket joins the pool before the task ends, so a finished task
+        always means an updated pool (a done-callback runs a loop pass later: a reply taking
+        a slot in between would see the old accounting and leak its reservation)."""
         ws = await self._connect()
         self.opened += 1
-        return MultiSocket(ws)
+        sock = MultiSocket(ws)
+        self._pending.remove(pending)
+        if self._closed:
+            self._close_later([sock])
+            raise ProviderError(NAME, "client closed", retryable=False)
+        sock.reserved = pending.reserved  # the slots promised meanwhile move with it
+        self._sockets.append(sock)
+        return sock
 
     def _opened(self, pending: _Pending) -> None:
-        """A handshake ended: its socket joins the pool with the slots promised meanwhile."""
-        self._pending.remove(pending)
+        """A handshake ended: a failed one is forgotten (a successful one already joined)."""
+        if pending in self._pending:
+            self._pending.remove(pending)
         task = pending.task
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None:
-            if not pending.reserved:  # nobody waits to hear of it
-                log.warning("%s: socket not opened: %s", NAME, exc)
-            return
-        sock = task.result()
-        if self._closed:
-            self._close_later([sock])
-            return
-        sock.reserved = pending.reserved
-        self._sockets.append(sock)
+        if exc is not None and not pending.reserved:  # nobody waits to hear of it
+            log.warning("%s: socket not opened: %s", NAME, exc)
 
     async def _wait(self, pending: _Pending) -> MultiSocket:
         """The socket of a handshake (shared: a reply cut meanwhile does not cancel it)."""
@@ -229,19 +234,24 @@ class ElevenLabsMultiTTS:
         sock = self._free_socket()
         if sock is None:
             self.misses += 1
-            pending = next((p for p in self._pending if p.reserved < self.slots), None)
+            # never a finished handshake: its socket (if any) is already in the pool
+            pending = next(
+                (p for p in self._pending if p.reserved < self.slots and not p.task.done()), None
+            )
             if pending is None:
                 pending = self._start_connect()
             pending.reserved += 1
             try:
                 sock = await self._wait(pending)
             except BaseException:
+                # the reservation is given back where it lives now: on the pending until the
+                # socket joined the pool (synchronously with the handshake's end), then on it
                 if pending.task.done() and not pending.task.cancelled() and not pending.task.exception():
                     pending.task.result().reserved -= 1
                 else:
                     pending.reserved -= 1
                 raise
-            sock.reserved -= 1
+            sock.reserved -= 1  # the socket joined the pool carrying this reply's reservation
             if sock.failed is not None:
                 raise sock.failed
         ctx = sock.add(cid)

@@ -356,3 +356,22 @@ async def test_a_reply_cancelled_twice_still_closes_its_context(cloud: FakeCloud
     await journal.wait_for(lambda j: j.count("close_context") == 1)
     assert tts._sockets[0].active == 0
     await tts.aclose()
+
+
+async def test_a_reply_starting_as_a_handshake_finishes_gives_its_reservation_back(cloud: FakeCloud) -> None:
+    # review defect 1: the handshake task ended but its done-callback had not run yet; a reply
+    # joining it then left reserved=1 on the socket for good (one slot fewer, never retired)
+    tts = make(cloud.http_url)
+    warm = asyncio.ensure_future(tts.warmup())
+    await asyncio.sleep(0)
+    task = tts._pending[0].task
+    for _ in range(10_000):  # resumes in the loop pass the task ended, before its callbacks
+        if task.done():
+            break
+        await asyncio.sleep(0)
+    assert task.done()
+    assert audio(await synth(tts, clauses("Hello."))) == tone("Hello. ")
+    await warm
+    [sock] = tts._sockets
+    assert (sock.reserved, len(sock.contexts), sock.used) == (0, 0, 0)
+    await tts.aclose()
