@@ -388,7 +388,7 @@ class _Reply:
     async def _send(self) -> None:
         cid = self.ctx.cid
         try:
-            await self.sock.send(
+            await self._out(
                 {
                     "text": " ",
                     "context_id": cid,
@@ -401,7 +401,7 @@ class _Reply:
                 if self.sock.contexts.get(cid) is not self.ctx:
                     return  # the server ended the context: more text would open a new one
                 # flush: each clause from the engine is a complete unit; speak it now
-                await self.sock.send({"text": clause.strip() + " ", "context_id": cid, "flush": True})
+                await self._out({"text": clause.strip() + " ", "context_id": cid, "flush": True})
                 if not self.awaiting_first and not self.got_audio:
                     self.awaiting_first = True
                     self._deadline(self.tts.read_timeout_s)
@@ -410,13 +410,24 @@ class _Reply:
             # before the send: its isFinal may be read while this task waits on the send
             self.ctx.closed_at = time.monotonic()
             self.ended = True
-            await self.sock.send({"context_id": cid, "close_context": True})
+            await self._out({"context_id": cid, "close_context": True})
             if not self.awaiting_first:
                 self._deadline(self.tts.read_timeout_s)
+        except _SocketGone:
+            pass  # its reader fails this context
+        except Exception as exc:  # the text source failed (e.g. the LLM, a ProviderError too):
+            self.ctx.queue.put_nowait(exc)  # hand it over unchanged; stop() closes the context
+
+    async def _out(self, message: dict[str, object]) -> None:
+        """A send whose failure (the socket is gone) is told apart from the text source's."""
+        try:
+            await self.sock.send(message)
         except ProviderError:
-            pass  # the socket is gone: its reader fails this context
-        except Exception as exc:  # the text source failed (e.g. the LLM): hand it over unchanged
-            self.ctx.queue.put_nowait(exc)
+            raise _SocketGone from None
+
+
+class _SocketGone(Exception):
+    """The socket failed under a send: its reader reports it to every live context."""
 
 
 def create(settings: Settings, secrets: Secrets) -> ElevenLabsMultiTTS:

@@ -375,3 +375,18 @@ async def test_a_reply_starting_as_a_handshake_finishes_gives_its_reservation_ba
     [sock] = tts._sockets
     assert (sock.reserved, len(sock.contexts), sock.used) == (0, 0, 0)
     await tts.aclose()
+
+
+async def test_a_provider_error_of_the_text_source_propagates_and_closes_it(cloud: FakeCloud) -> None:
+    # review defect 2: a ProviderError from the LLM was taken for the socket's and swallowed
+    async def broken() -> AsyncIterator[str]:
+        yield "Hello."
+        raise ProviderError("openai", "stream stalled")
+
+    tts = make(cloud.http_url)
+    with pytest.raises(ProviderError, match="openai: stream stalled"):
+        await synth(tts, broken())
+    journal = cloud.elevenlabs.journal
+    await journal.wait_for(lambda j: j.count("close_context") == 1)
+    assert journal.count("socket_closed") == 0
+    await tts.aclose()
