@@ -390,3 +390,40 @@ async def test_a_provider_error_of_the_text_source_propagates_and_closes_it(clou
     await journal.wait_for(lambda j: j.count("close_context") == 1)
     assert journal.count("socket_closed") == 0
     await tts.aclose()
+
+
+@pytest.mark.parametrize("bad", [["unexpected"], {"audio": 12, "contextId": "?"}])
+async def test_a_malformed_frame_fails_the_socket_and_the_next_reply_opens_another(bad: object) -> None:
+    # review defect 3: the reader died on it silently; the socket still looked open
+    import base64
+    import json
+
+    from websockets.asyncio.server import ServerConnection, serve
+
+    sent_bad = False
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal sent_bad
+        async for raw in ws:
+            m = json.loads(raw)
+            cid = m.get("context_id")
+            if m.get("flush"):
+                if not sent_bad:
+                    sent_bad = True
+                    await ws.send(json.dumps(bad if isinstance(bad, list) else {**bad, "contextId": cid}))
+                chunk = base64.b64encode(b"\xff" * 800).decode()
+                await ws.send(json.dumps({"audio": chunk, "contextId": cid}))
+            if m.get("close_context"):
+                await ws.send(json.dumps({"isFinal": True, "contextId": cid}))
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        tts = make(f"http://127.0.0.1:{port}", read_timeout_s=30.0)
+        with pytest.raises(ProviderError, match="bad message") as err:
+            await synth(tts, clauses("Reply one."))
+        assert err.value.retryable
+        [sock] = tts._sockets
+        assert not sock.open
+        assert audio(await synth(tts, clauses("Reply two."))) == b"\xff" * 800
+        assert tts.opened == 2
+        await tts.aclose()
