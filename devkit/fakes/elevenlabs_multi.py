@@ -22,6 +22,8 @@ and reference/providers-documented.md, not from our client:
   message for that long: ``input_timeout_exceeded`` frame and close 1008, as stream-input) or
   "context" (a context without a message for that long is closed as by close_context; the
   socket stays);
+- an empty context's close (init, no text, close_context): undocumented whether isFinal
+  comes; ``multi_empty_close_final`` selects (True: it does; False: never, the slot stays used);
 - ``ws_error`` (shared with the stream-input fake): that error frame after a context's first
   text, then close 1008.
 """
@@ -90,6 +92,7 @@ class _Context:
     last_input: float = 0.0
     sent: int = 0  # audio messages sent
     closing: bool = False  # close_context received (or idle/close_socket): isFinal to come
+    got_text: bool = False  # any text beyond the init's " "
 
 
 class MultiSession:
@@ -188,6 +191,7 @@ class MultiSession:
             await self._fail(*self.error)
             return False
         journal.add("text", context=cid, text=text, flush=bool(data.get("flush")))
+        ctx.got_text = True
         ctx.buffer += text or ""
         if data.get("flush") or len(ctx.buffer) >= ctx.schedule:
             self._generate(ctx)
@@ -263,6 +267,11 @@ class MultiSession:
                 alignment = None
             if self.stream.dropped:
                 return
+        if not ctx.got_text and not self.fake.multi_empty_close_final:
+            # the other reading: the close of a context that never got text is not confirmed;
+            # it keeps counting against MAX_CONTEXTS (until the socket ends)
+            self.fake.journal.add("close_unconfirmed", context=ctx.cid)
+            return
         await self.ws.send_str(json.dumps({"isFinal": True, "contextId": ctx.cid}))
         if self.contexts.get(ctx.cid) is ctx:
             del self.contexts[ctx.cid]

@@ -13,7 +13,8 @@ a reply that finds none free waits for that handshake (or its own), a "miss". A 
 IDLE_RETIRE_S (the server closes it after the INACTIVITY_TIMEOUT_S we ask for) is closed and,
 with ``keep_warm``, replaced.
 
-A reply: the context is initialised (``{"text": " ", "context_id", "generation_config"}``), each
+A reply: the context is initialised (``{"text": " ", "context_id", "generation_config"}``) just
+before its first clause (a reply cut before any text opens no context at all), each
 clause is sent with ``flush`` (as elevenlabs_ws does), then ``close_context``: the flushed audio
 still comes, then ``isFinal`` for the context. A reply cut early (barge-in) sends close_context
 and leaves; its audio is dropped and the socket stays open for the next reply.
@@ -320,6 +321,7 @@ class _Reply:
         self.got_audio = False
         self.ended = False  # close_context sent: the rest of the audio, then isFinal
         self.finished = False  # isFinal received
+        self.started = False  # the context's opening message was sent (just before its first clause)
 
     async def run(self) -> AsyncIterator[AudioChunk]:
         self.sender = asyncio.create_task(self._send())
@@ -355,7 +357,9 @@ class _Reply:
             # before any await: a second cancellation of the consumer must not leave the
             # context live and read by nobody (its slot would never free)
             ctx.abandoned = True
-            if self.sock.contexts.get(ctx.cid) is ctx and ctx.closed_at is None:
+            if not self.started:  # cut before its first clause: the server never heard of it
+                self._drop()
+            elif self.sock.contexts.get(ctx.cid) is ctx and ctx.closed_at is None:
                 ctx.closed_at = time.monotonic()
                 self.sock.send_soon({"context_id": ctx.cid, "close_context": True}, self.tts._sends)
         if self.sender is not None:
@@ -388,18 +392,23 @@ class _Reply:
     async def _send(self) -> None:
         cid = self.ctx.cid
         try:
-            await self._out(
-                {
-                    "text": " ",
-                    "context_id": cid,
-                    "generation_config": {"chunk_length_schedule": self.tts.chunk_length_schedule},
-                }
-            )
             async for clause in self.text:
                 if not clause.strip():
                     continue
                 if self.sock.contexts.get(cid) is not self.ctx:
                     return  # the server ended the context: more text would open a new one
+                if not self.started:
+                    # opened just before its first clause (back to back): a reply cut before any
+                    # text never opens a context (whether the service confirms the close of an
+                    # empty context is undocumented; an unconfirmed one would pin a slot)
+                    self.started = True
+                    await self._out(
+                        {
+                            "text": " ",
+                            "context_id": cid,
+                            "generation_config": {"chunk_length_schedule": self.tts.chunk_length_schedule},
+                        }
+                    )
                 # flush: each clause from the engine is a complete unit; speak it now
                 await self._out({"text": clause.strip() + " ", "context_id": cid, "flush": True})
                 if not self.awaiting_first and not self.got_audio:
@@ -407,9 +416,13 @@ class _Reply:
                     self._deadline(self.tts.read_timeout_s)
             if self.sock.contexts.get(cid) is not self.ctx:
                 return
+            self.ended = True
+            if not self.started:  # no text at all: nothing was opened, nothing to close
+                self._drop()
+                self.ctx.queue.put_nowait(None)
+                return
             # before the send: its isFinal may be read while this task waits on the send
             self.ctx.closed_at = time.monotonic()
-            self.ended = True
             await self._out({"context_id": cid, "close_context": True})
             if not self.awaiting_first:
                 self._deadline(self.tts.read_timeout_s)
@@ -417,6 +430,11 @@ class _Reply:
             pass  # its reader fails this context
         except Exception as exc:  # the text source failed (e.g. the LLM, a ProviderError too):
             self.ctx.queue.put_nowait(exc)  # hand it over unchanged; stop() closes the context
+
+    def _drop(self) -> None:
+        """Forget a context the server never heard of (its slot frees at once)."""
+        if self.sock.contexts.get(self.ctx.cid) is self.ctx:
+            del self.sock.contexts[self.ctx.cid]
 
     async def _out(self, message: dict[str, object]) -> None:
         """A send whose failure (the socket is gone) is told apart from the text source's."""
