@@ -43,7 +43,7 @@ from websockets.uri import parse_uri
 from bridge.providers.base import AudioChunk, ProviderError, backstop_s
 from bridge.providers.tts.elevenlabs_audio import NativeAudio, check_output_format
 from bridge.providers.tts.elevenlabs_common import detail_status, status_error, ws_url
-from bridge.providers.tts.elevenlabs_multi_socket import NAME, Context, MultiSocket
+from bridge.providers.tts.elevenlabs_multi_socket import NAME, Context, MultiSocket, fresh
 from bridge.settings import Secrets, Settings
 
 log = logging.getLogger(__name__)
@@ -122,12 +122,17 @@ class ElevenLabsMultiTTS:
 
     async def warmup(self) -> None:
         """Have a socket open now (ProviderError if the service is unreachable)."""
+        self._check_open()
         self._prune()
         if any(s.open for s in self._sockets):
             self._top_up()
             return
         pending = self._pending[0] if self._pending else self._start_connect()
         await self._wait(pending)
+
+    def _check_open(self) -> None:
+        if self._closed:  # a socket opened now would never be closed
+            raise ProviderError(NAME, "client closed", retryable=False)
 
     def _prune(self) -> None:
         """Drop the sockets that ended; close the idle ones and the ones to retire."""
@@ -230,6 +235,7 @@ class ElevenLabsMultiTTS:
 
     async def _take(self, cid: str) -> tuple[MultiSocket, Context]:
         """A slot for a new context: on an open socket, else on one being opened."""
+        self._check_open()
         self.takes += 1
         self._prune()
         sock = self._free_socket()
@@ -254,7 +260,7 @@ class ElevenLabsMultiTTS:
                 raise
             sock.reserved -= 1  # the socket joined the pool carrying this reply's reservation
             if sock.failed is not None:
-                raise sock.failed
+                raise fresh(sock.failed)
         ctx = sock.add(cid)
         self._top_up()
         return sock, ctx

@@ -32,6 +32,14 @@ NAME = "elevenlabs-multi"
 Item = bytes | BaseException | None
 
 
+def fresh(error: ProviderError) -> ProviderError:
+    """A copy of ``error`` for one more raise: one instance raised in many tasks would gather
+    every task's traceback (frames and their locals) and a ``__context__`` from each."""
+    copy = type(error).__new__(type(error), *error.args)
+    copy.__dict__.update(error.__dict__)
+    return copy
+
+
 class Context:
     """A reply's view of its context: the audio queue the reader fills."""
 
@@ -81,7 +89,7 @@ class MultiSocket:
     async def send(self, message: dict[str, Any]) -> None:
         """Send one message (ProviderError once the socket is gone)."""
         if self.failed is not None:
-            raise self.failed
+            raise fresh(self.failed)
         self.last_sent = time.monotonic()
         try:
             await self.ws.send(json.dumps(message))
@@ -150,7 +158,7 @@ class MultiSocket:
             self.failed = error
         contexts, self.contexts = self.contexts, {}
         for ctx in contexts.values():
-            ctx.queue.put_nowait(error)
+            ctx.queue.put_nowait(fresh(error))
         read = sum(1 for c in contexts.values() if not c.abandoned)
         if read:  # replies lost (abandoned contexts are nobody's loss)
             log.warning("%s: socket ended under %d replies: %s", NAME, read, error)

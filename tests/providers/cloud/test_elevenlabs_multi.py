@@ -489,3 +489,37 @@ async def test_an_unconfirmed_close_of_an_empty_context_retires_the_socket(
     assert journal.count("request") == 2  # the reply went to a fresh socket
     assert sock not in tts._sockets  # retired and, read by nobody, closed
     await tts.aclose()
+
+
+async def test_after_aclose_no_socket_is_opened(cloud: FakeCloud) -> None:
+    # review defect 5: synthesize()/warmup() after aclose() opened a socket nobody closed
+    tts = make(cloud.http_url)
+    await tts.warmup()
+    await tts.aclose()
+    with pytest.raises(ProviderError, match="client closed") as err:
+        await tts.warmup()
+    assert not err.value.retryable
+    with pytest.raises(ProviderError, match="client closed"):
+        await synth(tts, clauses("Hello."))
+    assert cloud.elevenlabs.journal.count("request") == 1 and tts.opened == 1
+
+
+async def test_a_socket_failure_raises_a_fresh_error_in_each_reply(cloud: FakeCloud) -> None:
+    # review defect 6: one instance raised in every reply gathered all their tracebacks
+    tts = make(cloud.http_url)
+    journal = cloud.elevenlabs.journal
+    release = asyncio.Event()
+
+    async def waiting() -> AsyncIterator[str]:
+        yield "First."
+        await release.wait()
+        yield "Never said."
+
+    replies = [asyncio.ensure_future(synth(tts, waiting())) for _ in range(3)]
+    await journal.wait_for(lambda j: j.count("first_byte") == 3)
+    [sock] = tts._sockets
+    await sock.ws.close()  # the socket drops under three live replies
+    errors = await asyncio.gather(*replies, return_exceptions=True)
+    assert all(isinstance(e, ProviderError) for e in errors)
+    assert len({id(e) for e in errors}) == 3
+    await tts.aclose()
