@@ -47,6 +47,8 @@ class FakeElevenLabs:
         self.ws_error: tuple[str, str] | None = None  # (error, message) for the next socket
         # multi-stream-input (elevenlabs_multi.py): what its idle timeout ends, "socket" or "context"
         self.multi_idle_closes = "socket"
+        # multi-stream-input: whether closing a context that never got text is confirmed (isFinal)
+        self.multi_empty_close_final = True
 
     def _refuse(self, request: web.Request, faults: Faults) -> web.Response | None:
         if request.headers.get("xi-api-key") != self.api_key:

@@ -22,6 +22,11 @@ and reference/providers-documented.md, not from our client:
   message for that long: ``input_timeout_exceeded`` frame and close 1008, as stream-input) or
   "context" (a context without a message for that long is closed as by close_context; the
   socket stays);
+- an empty context's close (init, no text, close_context): undocumented whether isFinal
+  comes; ``multi_empty_close_final`` selects (True: it does; False: never, the slot stays used);
+- ``close_context`` naming an id the socket does not know is ignored (undocumented; pipecat
+  #4126 saw a flush to an unknown id *create* a context; our client never closes an id it did
+  not open, so only the journal's ``known`` flag records it);
 - ``ws_error`` (shared with the stream-input fake): that error frame after a context's first
   text, then close 1008.
 """
@@ -80,7 +85,7 @@ MAX_CONTEXTS_MESSAGE = (
 DEFAULT_CONTEXT = ""  # the context used when a message names none
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a re-used id is another context
 class _Context:
     cid: str
     source: ToneSource
@@ -90,6 +95,7 @@ class _Context:
     last_input: float = 0.0
     sent: int = 0  # audio messages sent
     closing: bool = False  # close_context received (or idle/close_socket): isFinal to come
+    got_text: bool = False  # any text beyond the init's " "
 
 
 class MultiSession:
@@ -110,6 +116,8 @@ class MultiSession:
         self.idle_s = idle_s
         self.error = error
         self.contexts: dict[str, _Context] = {}
+        # every context not final yet, also one whose id was re-used: each counts to MAX_CONTEXTS
+        self.unfinished: set[_Context] = set()
         self.tasks: set[asyncio.Task[None]] = set()  # every context's generation
         self.stream = FaultedStream(fake.ws_faults, fake.journal, request.transport)
         self.closing_socket = False
@@ -174,20 +182,21 @@ class MultiSession:
         text = data.get("text")
         if ctx is None or ctx.closing:
             # a closed context's id may be used again, for a new context (CloseContext's doc)
-            if len(self.contexts) >= MAX_CONTEXTS:
+            if len(self.unfinished) >= MAX_CONTEXTS:
                 await self._fail("max_active_conversations", MAX_CONTEXTS_MESSAGE)
                 return False
             ctx = self._open(cid, data)
             if text == " ":
                 return True
         ctx.last_input = self.loop.time()
-        if text == "":
+        if text == "" and not data.get("flush"):  # FlushContext may carry "" (SDK): a flush
             journal.add("keep_alive", context=cid)
             return True
         if self.error is not None:
             await self._fail(*self.error)
             return False
         journal.add("text", context=cid, text=text, flush=bool(data.get("flush")))
+        ctx.got_text = True
         ctx.buffer += text or ""
         if data.get("flush") or len(ctx.buffer) >= ctx.schedule:
             self._generate(ctx)
@@ -200,10 +209,11 @@ class MultiSession:
             ctx.schedule = int(schedule[0])
         # a re-used id: the old context's task finishes its own audio; only the new one is keyed
         self.contexts[cid] = ctx
+        self.unfinished.add(ctx)
         task = asyncio.create_task(self._sender(ctx))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        self.fake.journal.add("init", context=cid, message=data, live=len(self.contexts))
+        self.fake.journal.add("init", context=cid, message=data, live=len(self.unfinished))
         return ctx
 
     def _generate(self, ctx: _Context) -> None:
@@ -241,6 +251,12 @@ class MultiSession:
                     self._close_context(ctx)
 
     async def _sender(self, ctx: _Context) -> None:
+        try:
+            await self._generate_audio(ctx)
+        except ConnectionError:  # the client closed the socket meanwhile: nothing to tell it
+            pass
+
+    async def _generate_audio(self, ctx: _Context) -> None:
         faults = self.fake.ws_faults
         while (text := await ctx.jobs.get()) is not None:
             alignment: dict[str, Any] | None = _alignment(text)
@@ -263,7 +279,13 @@ class MultiSession:
                 alignment = None
             if self.stream.dropped:
                 return
+        if not ctx.got_text and not self.fake.multi_empty_close_final:
+            # the other reading: the close of a context that never got text is not confirmed;
+            # it keeps counting against MAX_CONTEXTS (until the socket ends)
+            self.fake.journal.add("close_unconfirmed", context=ctx.cid)
+            return
         await self.ws.send_str(json.dumps({"isFinal": True, "contextId": ctx.cid}))
+        self.unfinished.discard(ctx)
         if self.contexts.get(ctx.cid) is ctx:
             del self.contexts[ctx.cid]
         self.fake.journal.add("completed", context=ctx.cid)

@@ -13,7 +13,8 @@ a reply that finds none free waits for that handshake (or its own), a "miss". A 
 IDLE_RETIRE_S (the server closes it after the INACTIVITY_TIMEOUT_S we ask for) is closed and,
 with ``keep_warm``, replaced.
 
-A reply: the context is initialised (``{"text": " ", "context_id", "generation_config"}``), each
+A reply: the context is initialised (``{"text": " ", "context_id", "generation_config"}``) just
+before its first clause (a reply cut before any text opens no context at all), each
 clause is sent with ``flush`` (as elevenlabs_ws does), then ``close_context``: the flushed audio
 still comes, then ``isFinal`` for the context. A reply cut early (barge-in) sends close_context
 and leaves; its audio is dropped and the socket stays open for the next reply.
@@ -42,7 +43,7 @@ from websockets.uri import parse_uri
 from bridge.providers.base import AudioChunk, ProviderError, backstop_s
 from bridge.providers.tts.elevenlabs_audio import NativeAudio, check_output_format
 from bridge.providers.tts.elevenlabs_common import detail_status, status_error, ws_url
-from bridge.providers.tts.elevenlabs_multi_socket import NAME, Context, MultiSocket
+from bridge.providers.tts.elevenlabs_multi_socket import NAME, Context, MultiSocket, fresh
 from bridge.settings import Secrets, Settings
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,9 @@ CLOSE_TIMEOUT_S = 0.5
 class _Pending:
     """A handshake under way, and the slots promised to the replies waiting for it."""
 
-    def __init__(self, task: asyncio.Task[MultiSocket]) -> None:
-        self.task = task
+    task: asyncio.Task[MultiSocket]  # set right after construction
+
+    def __init__(self) -> None:
         self.reserved = 0
 
 
@@ -120,12 +122,17 @@ class ElevenLabsMultiTTS:
 
     async def warmup(self) -> None:
         """Have a socket open now (ProviderError if the service is unreachable)."""
+        self._check_open()
         self._prune()
         if any(s.open for s in self._sockets):
             self._top_up()
             return
         pending = self._pending[0] if self._pending else self._start_connect()
         await self._wait(pending)
+
+    def _check_open(self) -> None:
+        if self._closed:  # a socket opened now would never be closed
+            raise ProviderError(NAME, "client closed", retryable=False)
 
     def _prune(self) -> None:
         """Drop the sockets that ended; close the idle ones and the ones to retire."""
@@ -166,33 +173,37 @@ class ElevenLabsMultiTTS:
             self._start_connect()
 
     def _start_connect(self) -> _Pending:
-        pending = _Pending(asyncio.get_running_loop().create_task(self._open_socket()))
+        pending = _Pending()
+        pending.task = asyncio.get_running_loop().create_task(self._open_socket(pending))
         self._pending.append(pending)
         pending.task.add_done_callback(lambda task: self._opened(pending))
         return pending
 
-    async def _open_socket(self) -> MultiSocket:
+    async def _open_socket(self, pending: _Pending) -> MultiSocket:
+        """The handshake; its socket joins the pool before the task ends, so a finished task
+        always means an updated pool (a done-callback runs a loop pass later: a reply taking
+        a slot in between would see the old accounting and leak its reservation)."""
         ws = await self._connect()
         self.opened += 1
-        return MultiSocket(ws)
+        sock = MultiSocket(ws)
+        self._pending.remove(pending)
+        if self._closed:
+            self._close_later([sock])
+            raise ProviderError(NAME, "client closed", retryable=False)
+        sock.reserved = pending.reserved  # the slots promised meanwhile move with it
+        self._sockets.append(sock)
+        return sock
 
     def _opened(self, pending: _Pending) -> None:
-        """A handshake ended: its socket joins the pool with the slots promised meanwhile."""
-        self._pending.remove(pending)
+        """A handshake ended: a failed one is forgotten (a successful one already joined)."""
+        if pending in self._pending:
+            self._pending.remove(pending)
         task = pending.task
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None:
-            if not pending.reserved:  # nobody waits to hear of it
-                log.warning("%s: socket not opened: %s", NAME, exc)
-            return
-        sock = task.result()
-        if self._closed:
-            self._close_later([sock])
-            return
-        sock.reserved = pending.reserved
-        self._sockets.append(sock)
+        if exc is not None and not pending.reserved:  # nobody waits to hear of it
+            log.warning("%s: socket not opened: %s", NAME, exc)
 
     async def _wait(self, pending: _Pending) -> MultiSocket:
         """The socket of a handshake (shared: a reply cut meanwhile does not cancel it)."""
@@ -224,26 +235,32 @@ class ElevenLabsMultiTTS:
 
     async def _take(self, cid: str) -> tuple[MultiSocket, Context]:
         """A slot for a new context: on an open socket, else on one being opened."""
+        self._check_open()
         self.takes += 1
         self._prune()
         sock = self._free_socket()
         if sock is None:
             self.misses += 1
-            pending = next((p for p in self._pending if p.reserved < self.slots), None)
+            # never a finished handshake: its socket (if any) is already in the pool
+            pending = next(
+                (p for p in self._pending if p.reserved < self.slots and not p.task.done()), None
+            )
             if pending is None:
                 pending = self._start_connect()
             pending.reserved += 1
             try:
                 sock = await self._wait(pending)
             except BaseException:
+                # the reservation is given back where it lives now: on the pending until the
+                # socket joined the pool (synchronously with the handshake's end), then on it
                 if pending.task.done() and not pending.task.cancelled() and not pending.task.exception():
                     pending.task.result().reserved -= 1
                 else:
                     pending.reserved -= 1
                 raise
-            sock.reserved -= 1
+            sock.reserved -= 1  # the socket joined the pool carrying this reply's reservation
             if sock.failed is not None:
-                raise sock.failed
+                raise fresh(sock.failed)
         ctx = sock.add(cid)
         self._top_up()
         return sock, ctx
@@ -310,6 +327,7 @@ class _Reply:
         self.got_audio = False
         self.ended = False  # close_context sent: the rest of the audio, then isFinal
         self.finished = False  # isFinal received
+        self.started = False  # the context's opening message was sent (just before its first clause)
 
     async def run(self) -> AsyncIterator[AudioChunk]:
         self.sender = asyncio.create_task(self._send())
@@ -345,7 +363,9 @@ class _Reply:
             # before any await: a second cancellation of the consumer must not leave the
             # context live and read by nobody (its slot would never free)
             ctx.abandoned = True
-            if self.sock.contexts.get(ctx.cid) is ctx and ctx.closed_at is None:
+            if not self.started:  # cut before its first clause: the server never heard of it
+                self._drop()
+            elif self.sock.contexts.get(ctx.cid) is ctx and ctx.closed_at is None:
                 ctx.closed_at = time.monotonic()
                 self.sock.send_soon({"context_id": ctx.cid, "close_context": True}, self.tts._sends)
         if self.sender is not None:
@@ -378,35 +398,60 @@ class _Reply:
     async def _send(self) -> None:
         cid = self.ctx.cid
         try:
-            await self.sock.send(
-                {
-                    "text": " ",
-                    "context_id": cid,
-                    "generation_config": {"chunk_length_schedule": self.tts.chunk_length_schedule},
-                }
-            )
             async for clause in self.text:
                 if not clause.strip():
                     continue
                 if self.sock.contexts.get(cid) is not self.ctx:
                     return  # the server ended the context: more text would open a new one
+                if not self.started:
+                    # opened just before its first clause (back to back): a reply cut before any
+                    # text never opens a context (whether the service confirms the close of an
+                    # empty context is undocumented; an unconfirmed one would pin a slot)
+                    self.started = True
+                    await self._out(
+                        {
+                            "text": " ",
+                            "context_id": cid,
+                            "generation_config": {"chunk_length_schedule": self.tts.chunk_length_schedule},
+                        }
+                    )
                 # flush: each clause from the engine is a complete unit; speak it now
-                await self.sock.send({"text": clause.strip() + " ", "context_id": cid, "flush": True})
+                await self._out({"text": clause.strip() + " ", "context_id": cid, "flush": True})
                 if not self.awaiting_first and not self.got_audio:
                     self.awaiting_first = True
                     self._deadline(self.tts.read_timeout_s)
             if self.sock.contexts.get(cid) is not self.ctx:
                 return
+            self.ended = True
+            if not self.started:  # no text at all: nothing was opened, nothing to close
+                self._drop()
+                self.ctx.queue.put_nowait(None)
+                return
             # before the send: its isFinal may be read while this task waits on the send
             self.ctx.closed_at = time.monotonic()
-            self.ended = True
-            await self.sock.send({"context_id": cid, "close_context": True})
+            await self._out({"context_id": cid, "close_context": True})
             if not self.awaiting_first:
                 self._deadline(self.tts.read_timeout_s)
+        except _SocketGone:
+            pass  # its reader fails this context
+        except Exception as exc:  # the text source failed (e.g. the LLM, a ProviderError too):
+            self.ctx.queue.put_nowait(exc)  # hand it over unchanged; stop() closes the context
+
+    def _drop(self) -> None:
+        """Forget a context the server never heard of (its slot frees at once)."""
+        if self.sock.contexts.get(self.ctx.cid) is self.ctx:
+            del self.sock.contexts[self.ctx.cid]
+
+    async def _out(self, message: dict[str, object]) -> None:
+        """A send whose failure (the socket is gone) is told apart from the text source's."""
+        try:
+            await self.sock.send(message)
         except ProviderError:
-            pass  # the socket is gone: its reader fails this context
-        except Exception as exc:  # the text source failed (e.g. the LLM): hand it over unchanged
-            self.ctx.queue.put_nowait(exc)
+            raise _SocketGone from None
+
+
+class _SocketGone(Exception):
+    """The socket failed under a send: its reader reports it to every live context."""
 
 
 def create(settings: Settings, secrets: Secrets) -> ElevenLabsMultiTTS:

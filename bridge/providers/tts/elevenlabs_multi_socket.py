@@ -32,6 +32,14 @@ NAME = "elevenlabs-multi"
 Item = bytes | BaseException | None
 
 
+def fresh(error: ProviderError) -> ProviderError:
+    """A copy of ``error`` for one more raise: one instance raised in many tasks would gather
+    every task's traceback (frames and their locals) and a ``__context__`` from each."""
+    copy = type(error).__new__(type(error), *error.args)
+    copy.__dict__.update(error.__dict__)
+    return copy
+
+
 class Context:
     """A reply's view of its context: the audio queue the reader fills."""
 
@@ -57,7 +65,8 @@ class MultiSocket:
 
     @property
     def open(self) -> bool:
-        return self.failed is None and not self.retiring and self.ws.state is State.OPEN
+        alive = self.ws.state is State.OPEN and not self.reader.done()
+        return self.failed is None and not self.retiring and alive
 
     @property
     def used(self) -> int:
@@ -80,7 +89,7 @@ class MultiSocket:
     async def send(self, message: dict[str, Any]) -> None:
         """Send one message (ProviderError once the socket is gone)."""
         if self.failed is not None:
-            raise self.failed
+            raise fresh(self.failed)
         self.last_sent = time.monotonic()
         try:
             await self.ws.send(json.dumps(message))
@@ -100,10 +109,16 @@ class MultiSocket:
             pass  # the socket is gone: the reader fails its contexts
 
     async def _read(self) -> None:
+        # A malformed frame fails the socket rather than being skipped: a server speaking a
+        # shape we do not understand may also have sent the isFinal or audio we missed, and a
+        # skipped isFinal would pin a slot; failing is bounded (every live reply gets a
+        # retryable ProviderError now, the next reply opens a fresh socket).
         error: ProviderError
         try:
             async for raw in self.ws:
-                message: dict[str, Any] = json.loads(raw)
+                message = json.loads(raw)
+                if not isinstance(message, dict):
+                    raise ProviderError(NAME, f"bad message (JSON {type(message).__name__}, not an object)")
                 if message.get("error") or (message.get("message") and "audio" not in message):
                     # the documented error frame; the server closes 1008 right after
                     raise frame_error(NAME, str(message.get("error") or "unknown"))
@@ -112,6 +127,8 @@ class MultiSocket:
                 if ctx is None or not isinstance(cid, str):
                     continue  # a context we no longer know: nothing is waiting for it
                 audio = message.get("audio")
+                if audio and not isinstance(audio, str):
+                    raise ProviderError(NAME, f"bad message (audio is {type(audio).__name__})")
                 if audio:
                     if ctx.closed_at is not None:  # its close is being honoured: not stuck
                         ctx.closed_at = time.monotonic()
@@ -127,6 +144,9 @@ class MultiSocket:
             error = exc
         except ValueError as exc:  # bad JSON or base64
             error = ProviderError(NAME, f"bad message: {exc}")
+        except Exception as exc:  # any other shape we do not understand: never die silently
+            log.exception("%s: reader failed", NAME)
+            error = ProviderError(NAME, f"bad message ({type(exc).__name__})")
         self._fail(error)
 
     def _dropped(self, exc: ConnectionClosed) -> ProviderError:
@@ -138,7 +158,7 @@ class MultiSocket:
             self.failed = error
         contexts, self.contexts = self.contexts, {}
         for ctx in contexts.values():
-            ctx.queue.put_nowait(error)
+            ctx.queue.put_nowait(fresh(error))
         read = sum(1 for c in contexts.values() if not c.abandoned)
         if read:  # replies lost (abandoned contexts are nobody's loss)
             log.warning("%s: socket ended under %d replies: %s", NAME, read, error)
@@ -146,8 +166,10 @@ class MultiSocket:
     async def close(self) -> None:
         """Close now (any live context fails), waiting at most the connection's close_timeout."""
         self.retiring = self.closing = True
-        await self.ws.close()
-        if not self.reader.done():
-            self.reader.cancel()
+        try:
+            await self.ws.close()
+        finally:  # also when this close is cancelled (aclose's stuck-close bound)
+            if not self.reader.done():
+                self.reader.cancel()
+            self._fail(ProviderError(NAME, "socket closed by the client"))  # if the reader had not
         await asyncio.gather(self.reader, return_exceptions=True)
-        self._fail(ProviderError(NAME, "socket closed by the client"))  # if the reader had not

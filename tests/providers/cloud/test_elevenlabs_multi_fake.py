@@ -142,3 +142,29 @@ async def test_same_auth_check_as_stream_input(cloud: FakeCloud, key: str, statu
                 assert [m async for m in _messages(ws)] == []
     request = cloud.elevenlabs.journal.of("request" if not status else "rejected")
     assert len(request) == 1
+
+
+async def test_a_flush_with_empty_text_flushes_the_buffer(cloud: FakeCloud) -> None:
+    # the SDK's FlushContext is {context_id, text, flush}; text may be "" (not a keep-alive)
+    async with ClientSession() as http, http.ws_connect(_url(cloud), headers=KEY) as ws:
+        await ws.send_json({"text": " ", "context_id": "a"})
+        await ws.send_json({"text": "Buffered text. ", "context_id": "a"})
+        await ws.send_json({"text": "", "context_id": "a", "flush": True})
+        await ws.send_json({"context_id": "a", "close_context": True})
+        audio, final = await _until_final(ws, 1)
+    assert final == ["a"] and audio == {"a": ToneSource("ulaw_8000").encode("Buffered text. ")}
+
+
+async def test_a_reused_id_leaves_the_closing_context_counted(cloud: FakeCloud) -> None:
+    """A closed context counts until its isFinal, also when its id was opened again."""
+    cloud.elevenlabs.ws_faults.first_byte_delay_s = 30.0  # no isFinal during the test
+    async with ClientSession() as http, http.ws_connect(_url(cloud), headers=KEY) as ws:
+        for i in range(4):
+            await ws.send_json({"text": " ", "context_id": f"c{i}"})
+            await ws.send_json({"text": "Hello. ", "context_id": f"c{i}", "flush": True})
+        await ws.send_json({"context_id": "c0", "close_context": True})  # isFinal not yet sent
+        await ws.send_json({"text": " ", "context_id": "c0"})  # the 5th, under an old id
+        await ws.send_json({"text": " ", "context_id": "c4"})  # the 6th
+        frames = [m async for m in _messages(ws)]
+    assert [f.get("error") for f in frames] == ["max_active_conversations"]
+    assert ws.close_code == 1008
