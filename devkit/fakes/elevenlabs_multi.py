@@ -1,7 +1,7 @@
 """Fake ElevenLabs multi-context WebSocket (/v1/text-to-speech/{voice}/multi-stream-input),
 from the SDK's generated types (InitializeConnectionMulti, InitialiseContext, SendTextMulti,
 FlushContext, CloseContext, KeepContextAlive, CloseSocket, AudioOutputMulti, FinalOutputMulti)
-and reference/providers-documented.md, not from our client:
+and the field reports in DESIGN.md (Wire notes: Cloud providers), not from our client:
 
 - a context is created by the first message naming it (text " " to initialise, or any text);
   its first message may carry generation_config (chunk_length_schedule[0] used, as in the
