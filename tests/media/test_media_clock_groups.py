@@ -411,17 +411,17 @@ def test_a_member_joining_an_overdue_group_is_not_ticked_for_the_periods_before_
 
         def stall() -> None:
             # a SIP/stream callback ready during the stall adds a leg before group 0 (due at
-            # +40, +60) catches up at +70; it joins group 0 (both hold one: the lowest index)
+            # +40, +60) catches up at +72; it joins group 0 (both hold one: the lowest index)
             loop.call_soon(clock.add, newcomer)
-            loop.stall(2.5 * T)
+            loop.stall(2.6 * T)  # not onto a slot: the outcome must not hang on float rounding
 
-        first.on_tick_do = stall  # at +20: the loop runs again at +70
+        first.on_tick_do = stall  # at +20: the loop runs again at +72
         _run(loop, 6 * T)
         assert clock.group_sizes() == [2, 1]
-        at = round(start + 3.5 * T, 9)
+        at = round(start + 3.6 * T, 9)
         assert _times(log, "tick", "g0")[:4] == [round(start + T, 9), at, at, round(start + 4 * T, 9)]
         assert _times(log, "tick", "g1")[:4] == [round(start + 0.5 * T, 9), at, at, at]
-        # the period under way only (+60's run, at +70), then its group's offset
+        # the period under way only (+60's run, at +72), then its group's offset
         assert _times(log, "tick", "new")[:3] == [at, round(start + 4 * T, 9), round(start + 5 * T, 9)]
         assert clock.late_ticks == 1 + 2
         _close(clock, [first, second, newcomer])
