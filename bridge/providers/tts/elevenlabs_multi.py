@@ -35,14 +35,14 @@ import urllib.parse
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.asyncio.client import ClientConnection
 from websockets.proxy import get_proxy
 from websockets.uri import parse_uri
 
 from bridge.providers.base import AudioChunk, ProviderError, backstop_s
 from bridge.providers.tts.elevenlabs_audio import NativeAudio, check_output_format
-from bridge.providers.tts.elevenlabs_common import detail_status, status_error, ws_url
+from bridge.providers.tts.elevenlabs_common import ws_url
+from bridge.providers.tts.elevenlabs_connect import CLOSE_TIMEOUT_S, open_socket
 from bridge.providers.tts.elevenlabs_multi_socket import NAME, Context, MultiSocket, fresh
 from bridge.settings import Secrets, Settings
 
@@ -56,7 +56,6 @@ HEADROOM = 4
 INACTIVITY_TIMEOUT_S = 180  # asked of the server (its default is 20 s; 180 is the maximum)
 IDLE_RETIRE_S = 150.0  # a socket we sent nothing on for this long is closed, not used
 ABANDON_GRACE_S = 10.0  # a closed context whose isFinal is this late: the socket is retired
-CLOSE_TIMEOUT_S = 0.5
 
 
 class _Pending:
@@ -216,22 +215,7 @@ class ElevenLabsMultiTTS:
             raise
 
     async def _connect(self) -> ClientConnection:
-        try:
-            return await connect(
-                self._url,
-                additional_headers={"xi-api-key": self._api_key},
-                open_timeout=self.connect_timeout_s,
-                close_timeout=CLOSE_TIMEOUT_S,
-                max_size=2**23,
-                compression=None,
-                proxy=self._proxy,
-            )
-        except InvalidStatus as exc:
-            raise status_error(NAME, exc.response.status_code, detail_status(exc.response.body)) from None
-        except TimeoutError:
-            raise ProviderError(NAME, f"connect timed out after {self.connect_timeout_s:g} s") from None
-        except (OSError, WebSocketException) as exc:
-            raise ProviderError(NAME, f"connect failed ({type(exc).__name__})") from None
+        return await open_socket(NAME, self._url, self._api_key, self.connect_timeout_s, self._proxy)
 
     async def _take(self, cid: str) -> tuple[MultiSocket, Context]:
         """A slot for a new context: on an open socket, else on one being opened."""

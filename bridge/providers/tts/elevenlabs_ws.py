@@ -28,15 +28,16 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 from websockets.proxy import get_proxy
 from websockets.uri import parse_uri
 
 from bridge.providers.base import AudioChunk, ProviderError, backstop_s
 from bridge.providers.tts.elevenlabs_audio import NativeAudio, check_output_format
-from bridge.providers.tts.elevenlabs_common import detail_status, status_error, ws_url
+from bridge.providers.tts.elevenlabs_common import ws_url
+from bridge.providers.tts.elevenlabs_connect import CLOSE_TIMEOUT_S, open_socket
 from bridge.settings import Secrets, Settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ NAME = "elevenlabs-ws"
 INACTIVITY_TIMEOUT_S = 60  # asked of the server for spare sockets (its default is 20 s)
 SPARE_MAX_AGE_S = 50.0  # a spare older than this may be closed by the server: open a new one
 MAX_SPARES = 16  # idle sockets held at most (each one is an open connection to the service)
-CLOSE_TIMEOUT_S = 0.5
 
 
 class ElevenLabsWsTTS:
@@ -141,22 +141,7 @@ class ElevenLabsWsTTS:
         task.add_done_callback(self._closing.discard)
 
     async def _connect(self) -> ClientConnection:
-        try:
-            return await connect(
-                self._url,
-                additional_headers={"xi-api-key": self._api_key},
-                open_timeout=self.connect_timeout_s,
-                close_timeout=CLOSE_TIMEOUT_S,
-                max_size=2**23,
-                compression=None,
-                proxy=self._proxy,
-            )
-        except InvalidStatus as exc:
-            raise status_error(NAME, exc.response.status_code, detail_status(exc.response.body)) from None
-        except TimeoutError:
-            raise ProviderError(NAME, f"connect timed out after {self.connect_timeout_s:g} s") from None
-        except (OSError, WebSocketException) as exc:
-            raise ProviderError(NAME, f"connect failed ({type(exc).__name__})") from None
+        return await open_socket(NAME, self._url, self._api_key, self.connect_timeout_s, self._proxy)
 
     async def _take(self) -> ClientConnection:
         self.takes += 1
