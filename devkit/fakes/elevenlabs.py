@@ -45,6 +45,10 @@ class FakeElevenLabs:
         self.quota_exceeded = False
         self.timeout_scale = 1.0  # stream-input idle timeout multiplier (tests: << 1)
         self.ws_error: tuple[str, str] | None = None  # (error, message) for the next socket
+        # Cut every stream-input socket whose text holds this, before its first audio: a fault
+        # keyed on the reply rather than on when the socket opened (a daemon shared by several
+        # tests may hold spares opened before the fault was set)
+        self.ws_drop_text: str | None = None
         # multi-stream-input (elevenlabs_multi.py): what its idle timeout ends, "socket" or "context"
         self.multi_idle_closes = "socket"
         # multi-stream-input: whether closing a context that never got text is confirmed (isFinal)
@@ -239,6 +243,13 @@ class _InputSession:
     async def _sender(self) -> None:
         faults = self.fake.ws_faults
         while (text := await self.jobs.get()) is not None:
+            drop = self.fake.ws_drop_text
+            if drop and drop in text and self.stream.sent == 0:
+                self.fake.journal.add("dropped", sent=0)
+                self.stream.dropped = True
+                if self.request.transport is not None:
+                    self.request.transport.abort()
+                return
             alignment: dict[str, Any] | None = _alignment(text)
             async for piece in self.stream.chunks(_split(self.source, self.source.encode(text))):
                 first = self.stream.sent == 0

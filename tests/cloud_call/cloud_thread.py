@@ -63,6 +63,7 @@ class CloudThread:
                 fake.journal.clear()
                 fake.faults = Faults()
             cloud.elevenlabs.ws_faults = Faults()
+            cloud.elevenlabs.ws_drop_text = None
             cloud.deepgram.script.clear()
             cloud.openai.script.clear()
 

@@ -140,8 +140,8 @@ def test_tts_socket_drop_fails_over_to_the_http_stream(cd: CloudDaemon, tmp_path
     """The stream-input WebSocket dies before its first audio: the fallback line (synthesised
     at start-up) covers the gap, the reply starts over and the ElevenLabs HTTP stream speaks it.
 
-    The greeting still goes out on the spare socket the client opened before the fault was
-    injected (keep-warm); the answer needs a new socket, which the fake cuts."""
+    The greeting goes out as usual; every socket the answer is sent on is cut by the fake,
+    whichever spare it is (the fault is keyed on the answer's text)."""
     line = caller_line(Q1, tmp_path, "q1")
     answer = "We are at twelve Main Street. Goodbye!"
 
@@ -149,7 +149,9 @@ def test_tts_socket_drop_fails_over_to_the_http_stream(cd: CloudDaemon, tmp_path
         cloud.deepgram.script.append(Q1)
         # the reply starts over after the failure: the LLM is asked a second time
         cloud.openai.script.extend([ToolReply("end_call", {}, text_before=answer)] * 2)
-        cloud.elevenlabs.ws_faults.drop_after = 0  # every new WebSocket: cut before any audio
+        # every stream-input socket that gets the answer is cut before any audio, whenever it
+        # was opened (the shared daemon may hold more than one spare from earlier tests)
+        cloud.elevenlabs.ws_drop_text = "We are at"  # the answer's first clause
 
     cd.cloud.do(script)
     before = cd.metrics()
