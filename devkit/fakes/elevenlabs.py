@@ -20,6 +20,7 @@ import asyncio
 import base64
 import contextlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -127,7 +128,10 @@ class FakeElevenLabs:
         self.journal.add("completed")
         return resp
 
-    async def stream_input(self, request: web.Request) -> web.StreamResponse:
+    async def accept_ws(self, request: web.Request, **journal_extra: Any) -> WsOpening | web.Response:
+        """A stream-input or multi-stream-input socket's opening: the refusal (key, quota,
+        refused faults) or the accepted socket with its format, idle timeout and pending
+        ``ws_error`` (taken: it is for the next socket only)."""
         refused = self._refuse(request, self.ws_faults)
         if refused is not None:
             return refused
@@ -141,11 +145,61 @@ class FakeElevenLabs:
             output_format=fmt,
             model_id=request.query.get("model_id"),
             ws=True,
+            **journal_extra,
         )
         idle = min(INACTIVITY_MAX_S, int(request.query.get("inactivity_timeout", INACTIVITY_DEFAULT_S)))
         error, self.ws_error = self.ws_error, None
-        await _InputSession(self, ws, request, ToneSource(fmt), idle * self.timeout_scale, error).run()
-        return ws
+        return WsOpening(ws, fmt, idle * self.timeout_scale, error)
+
+    async def stream_input(self, request: web.Request) -> web.StreamResponse:
+        opening = await self.accept_ws(request)
+        if isinstance(opening, web.Response):
+            return opening
+        await _InputSession(self, opening.ws, request, ToneSource(opening.fmt), opening.idle_s,
+                            opening.error).run()
+        return opening.ws
+
+
+@dataclass(frozen=True)
+class WsOpening:
+    """An accepted TTS socket: what both WebSocket endpoints start their session with."""
+
+    ws: web.WebSocketResponse
+    fmt: str
+    idle_s: float
+    error: tuple[str, str] | None
+
+
+class Idle:
+    """receive_json's answer when the idle timeout passed with no message."""
+
+
+
+async def receive_json(ws: web.WebSocketResponse, idle_s: float | None) -> dict[str, Any] | Idle | None:
+    """The next text message, parsed; an Idle after ``idle_s`` without one; None once the client
+    closed. Other frames are skipped."""
+    while True:
+        try:
+            msg = await asyncio.wait_for(ws.receive(), idle_s)
+        except TimeoutError:
+            return Idle()
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            return None
+        if msg.type == WSMsgType.TEXT:
+            data: dict[str, Any] = json.loads(msg.data)
+            return data
+
+
+def idle_message(idle_s: float) -> str:
+    return (f"Have not received a new text input within the timeout of {idle_s:g} seconds. "
+            "Streaming input will be closed.")
+
+
+async def send_error(journal: Journal, ws: web.WebSocketResponse, error: str, message: str) -> None:
+    """The documented error shape, then close 1008 (policy violation)."""
+    journal.add("ws_error", error=error)
+    await ws.send_str(json.dumps({"message": message, "error": error, "code": 1008}))
+    await ws.close(code=1008, message=error.encode()[:120])
 
 
 class _InputSession:
@@ -178,20 +232,12 @@ class _InputSession:
         try:
             first = True
             while True:
-                try:
-                    msg = await asyncio.wait_for(self.ws.receive(), self.idle_s)
-                except TimeoutError:
-                    await self._fail(
-                        "input_timeout_exceeded",
-                        f"Have not received a new text input within the timeout of {self.idle_s:g} "
-                        "seconds. Streaming input will be closed.",
-                    )
+                data = await receive_json(self.ws, self.idle_s)
+                if isinstance(data, Idle):
+                    await self._fail("input_timeout_exceeded", idle_message(self.idle_s))
                     return
-                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                if data is None:
                     break
-                if msg.type != WSMsgType.TEXT:
-                    continue
-                data = json.loads(msg.data)
                 text = data.get("text")
                 if first:
                     first = False
@@ -229,10 +275,7 @@ class _InputSession:
                 journal.add("aborted")
 
     async def _fail(self, error: str, message: str) -> None:
-        """The documented error shape, then close 1008 (policy violation)."""
-        self.fake.journal.add("ws_error", error=error)
-        await self.ws.send_str(json.dumps({"message": message, "error": error, "code": 1008}))
-        await self.ws.close(code=1008, message=error.encode()[:120])
+        await send_error(self.fake.journal, self.ws, error, message)
         self.finished = True  # the server ended it: not a client abort
 
     def _generate(self) -> None:

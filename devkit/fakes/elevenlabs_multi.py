@@ -40,41 +40,28 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from devkit.fakes.control import FaultedStream
 from devkit.fakes.elevenlabs import (
-    INACTIVITY_DEFAULT_S,
-    INACTIVITY_MAX_S,
     FakeElevenLabs,
+    Idle,
     _alignment,
-    _peer,
     _split,
+    idle_message,
+    receive_json,
+    send_error,
 )
 from devkit.fakes.tone import ToneSource
 
 
 async def multi_stream_input(fake: FakeElevenLabs, request: web.Request) -> web.StreamResponse:
     """The endpoint: the stream-input fake's auth and query handling, then a MultiSession."""
-    refused = fake._refuse(request, fake.ws_faults)
-    if refused is not None:
-        return refused
-    ws = web.WebSocketResponse()
-    await ws.prepare(request)
-    fmt = request.query.get("output_format", "mp3_44100_128")
-    fake.journal.add(
-        "request",
-        peer=_peer(request),
-        voice=request.match_info["voice"],
-        output_format=fmt,
-        model_id=request.query.get("model_id"),
-        ws=True,
-        multi=True,
-    )
-    idle = min(INACTIVITY_MAX_S, int(request.query.get("inactivity_timeout", INACTIVITY_DEFAULT_S)))
-    error, fake.ws_error = fake.ws_error, None
-    await MultiSession(fake, ws, request, fmt, idle * fake.timeout_scale, error).run()
-    return ws
+    opening = await fake.accept_ws(request, multi=True)
+    if isinstance(opening, web.Response):
+        return opening
+    await MultiSession(fake, opening.ws, request, opening.fmt, opening.idle_s, opening.error).run()
+    return opening.ws
 
 
 MAX_CONTEXTS = 5
@@ -129,21 +116,13 @@ class MultiSession:
         idle_check = asyncio.create_task(self._idle_contexts()) if self._per_context else None
         try:
             while not self.ws.closed:
-                try:
-                    timeout = None if self._per_context else self.idle_s
-                    msg = await asyncio.wait_for(self.ws.receive(), timeout)
-                except TimeoutError:
-                    await self._fail(
-                        "input_timeout_exceeded",
-                        f"Have not received a new text input within the timeout of {self.idle_s:g} "
-                        "seconds. Streaming input will be closed.",
-                    )
+                data = await receive_json(self.ws, None if self._per_context else self.idle_s)
+                if isinstance(data, Idle):
+                    await self._fail("input_timeout_exceeded", idle_message(self.idle_s))
                     return
-                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                if data is None:
                     break
-                if msg.type != WSMsgType.TEXT:
-                    continue
-                if not await self._handle(json.loads(msg.data)):
+                if not await self._handle(data):
                     return
         finally:
             if idle_check is not None:
@@ -234,11 +213,8 @@ class MultiSession:
         await self.ws.close()
 
     async def _fail(self, error: str, message: str) -> None:
-        """The documented error shape, then close 1008 (policy violation)."""
-        self.fake.journal.add("ws_error", error=error)
         self.ended = True
-        await self.ws.send_str(json.dumps({"message": message, "error": error, "code": 1008}))
-        await self.ws.close(code=1008, message=error.encode()[:120])
+        await send_error(self.fake.journal, self.ws, error, message)
 
     async def _idle_contexts(self) -> None:
         """multi_idle_closes == "context": close each context idle for idle_s."""

@@ -31,18 +31,14 @@ import asyncio
 import itertools
 import logging
 import time
-import urllib.parse
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from websockets.asyncio.client import ClientConnection
-from websockets.proxy import get_proxy
-from websockets.uri import parse_uri
 
 from bridge.providers.base import AudioChunk, ProviderError, backstop_s
 from bridge.providers.tts.elevenlabs_audio import NativeAudio, check_output_format
-from bridge.providers.tts.elevenlabs_common import ws_url
-from bridge.providers.tts.elevenlabs_connect import CLOSE_TIMEOUT_S, open_socket
+from bridge.providers.tts.elevenlabs_connect import CLOSE_TIMEOUT_S, open_socket, socket_settings, socket_url
 from bridge.providers.tts.elevenlabs_multi_socket import NAME, Context, MultiSocket, fresh
 from bridge.settings import Secrets, Settings
 
@@ -96,16 +92,9 @@ class ElevenLabsMultiTTS:
         self.chunk_length_schedule = list(chunk_length_schedule)
         self.slots = slots
         self.headroom = headroom if keep_warm else 0
-        query = urllib.parse.urlencode(
-            {
-                "model_id": model_id,
-                "output_format": output_format,
-                "inactivity_timeout": INACTIVITY_TIMEOUT_S,
-            }
-        )
-        voice = urllib.parse.quote(voice_id, safe="")
-        self._url = f"{ws_url(url)}/v1/text-to-speech/{voice}/multi-stream-input?{query}"
-        self._proxy = get_proxy(parse_uri(self._url))  # looked up once (elevenlabs_ws.py)
+        self._url, self._proxy = socket_url(url, voice_id, "multi-stream-input", model_id=model_id,
+                                            output_format=output_format,
+                                            inactivity_timeout_s=INACTIVITY_TIMEOUT_S)
         self._sockets: list[MultiSocket] = []  # open sockets, oldest first
         self._pending: list[_Pending] = []  # handshakes under way
         self._closing: set[asyncio.Task[None]] = set()  # sockets being closed
@@ -439,17 +428,7 @@ class _SocketGone(Exception):
 
 
 def create(settings: Settings, secrets: Secrets) -> ElevenLabsMultiTTS:
-    s = settings.tts
     try:
-        return ElevenLabsMultiTTS(
-            api_key=secrets.require("elevenlabs_api_key"),
-            voice_id=s.voice_id,
-            url=s.elevenlabs_url,
-            model_id=s.model_id,
-            output_format=s.output_format,
-            connect_timeout_s=s.connect_timeout_s,
-            read_timeout_s=backstop_s(s.first_byte_timeout_s, s.stall_timeout_s),
-            keep_warm=s.elevenlabs_keep_warm,
-        )
+        return ElevenLabsMultiTTS(**socket_settings(settings, secrets))
     except ValueError as exc:
         raise ProviderError(NAME, str(exc), retryable=False) from None

@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -31,13 +30,10 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
-from websockets.proxy import get_proxy
-from websockets.uri import parse_uri
 
 from bridge.providers.base import AudioChunk, ProviderError, backstop_s
 from bridge.providers.tts.elevenlabs_audio import NativeAudio, check_output_format
-from bridge.providers.tts.elevenlabs_common import ws_url
-from bridge.providers.tts.elevenlabs_connect import CLOSE_TIMEOUT_S, open_socket
+from bridge.providers.tts.elevenlabs_connect import CLOSE_TIMEOUT_S, open_socket, socket_settings, socket_url
 from bridge.settings import Secrets, Settings
 
 log = logging.getLogger(__name__)
@@ -72,20 +68,9 @@ class ElevenLabsWsTTS:
         self.read_timeout_s = read_timeout_s
         self.keep_warm = keep_warm
         self.chunk_length_schedule = list(chunk_length_schedule)
-        query = urllib.parse.urlencode(
-            {
-                "model_id": model_id,
-                "output_format": output_format,
-                "inactivity_timeout": INACTIVITY_TIMEOUT_S,
-            }
-        )
-        self._url = (
-            f"{ws_url(url)}/v1/text-to-speech/{urllib.parse.quote(voice_id, safe='')}/stream-input?{query}"
-        )
-        # The proxy websockets would pick from the environment (its default, proxy=True), looked
-        # up once: per connect (two a reply: the socket taken and the spare refilled) the
-        # lookup walked os.environ twice, ~10 % of this client's CPU (profiled)
-        self._proxy = get_proxy(parse_uri(self._url))
+        self._url, self._proxy = socket_url(url, voice_id, "stream-input", model_id=model_id,
+                                            output_format=output_format,
+                                            inactivity_timeout_s=INACTIVITY_TIMEOUT_S)
         # open spare sockets, oldest first, with the time each was opened
         self._spares: deque[tuple[ClientConnection, float]] = deque()
         self._refills: set[asyncio.Task[None]] = set()
@@ -425,17 +410,7 @@ class _Session:
 
 
 def create(settings: Settings, secrets: Secrets) -> ElevenLabsWsTTS:
-    s = settings.tts
     try:
-        return ElevenLabsWsTTS(
-            api_key=secrets.require("elevenlabs_api_key"),
-            voice_id=s.voice_id,
-            url=s.elevenlabs_url,
-            model_id=s.model_id,
-            output_format=s.output_format,
-            connect_timeout_s=s.connect_timeout_s,
-            read_timeout_s=backstop_s(s.first_byte_timeout_s, s.stall_timeout_s),
-            keep_warm=s.elevenlabs_keep_warm,
-        )
+        return ElevenLabsWsTTS(**socket_settings(settings, secrets))
     except ValueError as exc:
         raise ProviderError(NAME, str(exc), retryable=False) from None
