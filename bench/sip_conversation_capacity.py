@@ -412,6 +412,7 @@ def report(bench: str, path: str, failed_key: str, args: argparse.Namespace,
     return {"bench": bench, "path": path,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
             "tts": args.tts, "answer": ANSWERS["short_first_clause"],
+            "max_calls": getattr(args, "max_calls", None),
             "daemon_cpu_budget": budget.__dict__ if budget else None,
             "bound": {failed_key: 0, "replies_missing": 0, "wire_v2v_p95_ms": bound},
             "runs": runs, "capacity": capacity(runs, key="bound_broken")}

@@ -67,10 +67,14 @@ from bridge.simulator.procs import free_port  # noqa: E402
 from devkit.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY  # noqa: E402
 
 
-def daemon_config(fakes_url: str, tts: str, port: int) -> str:
-    """The conversation against the fakes, listening for streams on the shared port."""
+def daemon_config(fakes_url: str, tts: str, port: int, max_calls: int | None = None) -> str:
+    """The conversation against the fakes, listening for streams on the shared port
+    (``max_calls``: each daemon's ``sip.max_calls``, the calls it takes before it steps out of
+    the port's group; None: the default)."""
     values = cloud_settings(fakes_url, tts).model_dump(mode="json", exclude_defaults=True)
     values.setdefault("daemon", {}).update(agent="conversation", stream_listen=f"127.0.0.1:{port}")
+    if max_calls is not None:
+        values.setdefault("sip", {}).update(max_calls=max_calls)
     values.setdefault("plivo", {}).update(nonce_db=":memory:")
     return _toml(values)
 
@@ -129,7 +133,7 @@ def run_once(args: argparse.Namespace, n_daemons: int, calls: int, fakes_url: st
     with tempfile.TemporaryDirectory(prefix="vb-streamconv-") as tmp_s:
         groups: list[CpuGroup] = []
         with _daemons(Path(tmp_s), n_daemons, calls, agent="conversation",
-                      config=daemon_config(fakes_url, args.tts, port), env=env, budget=budget,
+                      config=daemon_config(fakes_url, args.tts, port, args.max_calls), env=env, budget=budget,
                       groups=groups) as daemons:
             parts = [n for n in split(calls, -(-calls // CALLS_PER_PROCESS)) if n]
             children, pipes, first = [], [], 0
@@ -188,7 +192,11 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     add_plan_arguments(ap, [1, 20])
     ap.add_argument("--turns", type=int, default=2)
-    ap.add_argument("--tts", default="elevenlabs-ws", choices=["elevenlabs-ws", "elevenlabs"])
+    ap.add_argument("--tts", default="elevenlabs-ws",
+                    choices=["elevenlabs-ws", "elevenlabs-multi", "elevenlabs"])
+    ap.add_argument("--max-calls", type=int,
+                    help="each daemon's sip.max_calls: at it a daemon steps out of the stream port's "
+                         "group (the others take the new streams; the last one left answers 503)")
     ap.add_argument("--ramp-s", type=float, default=10.0, help="calls start spread over this long")
     ap.add_argument("--token-ms", type=float, default=20.0, help="LLM time per token after the first")
     ap.add_argument("--v2v-p95-ms", type=float,
