@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bridge.conversation import silero_shared
 from bridge.conversation.silero_shared import WINDOW, shared_silero
 from bridge.conversation.vad import WebrtcSileroVad
 from bridge.leg import FRAME_BYTES
@@ -28,6 +29,13 @@ LINES = [
     "Could you tell me where you are located and whether there is parking?",
     "No thank you, that is all.",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _one_pass_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests step the loop pass by pass and expect each pass's windows answered at its
+    end: no holding under load (silero_shared.HOLD_FROM; test_silero_hold.py tests that)."""
+    monkeypatch.setattr(silero_shared, "HOLD_FROM", 10**9)
 
 
 @pytest.fixture(scope="module")
