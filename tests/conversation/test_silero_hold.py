@@ -107,10 +107,12 @@ async def _clocked(groups: int, per_group: int, periods: int, warm: int) -> tupl
     start = loop.time()
     await run_until(start + warm * PERIOD)
     sizes, stop = _count_runs()
+    runs = shared_silero().runs
     try:
         await run_until(start + (warm + periods) * PERIOD)
     finally:
         stop()
+    assert shared_silero().runs - runs == len(sizes)  # SharedSilero.runs counts the same runs
     for c in callers:
         clock.remove(c)
     await run_until(loop.time() + 2 * HOLD)  # a held run still waiting
