@@ -234,17 +234,23 @@ class SileroBatch:
     def _busy(self) -> bool:
         """Hold this pass's windows: the other passes of the last ``HOLD_SPAN`` queued
         windows of ``HOLD_FROM`` calls or more."""
+        self._forget()
+        return self._recent >= HOLD_FROM
+
+    def _forget(self) -> None:
+        """Drop the passes older than HOLD_SPAN (here too, not only in _busy: a loop that
+        always has a run due never asks _busy)."""
         since = self._pass_start - HOLD_SPAN
         passes = self._passes
         while passes and passes[0][0] <= since:
             self._recent -= passes.popleft()[1]
-        return self._recent >= HOLD_FROM
 
     def _pass_over(self) -> None:
         self._passes.append((self._pass_start, self._pass_windows))
         self._recent += self._pass_windows
         self._pass_windows = 0
         self._in_pass = False
+        self._forget()
 
     def _hold_over(self) -> None:
         # one more hop: a media clock group due as early as this timer wakes its task in the

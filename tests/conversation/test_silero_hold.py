@@ -116,6 +116,7 @@ async def _clocked(groups: int, per_group: int, periods: int, warm: int) -> tupl
     for c in callers:
         clock.remove(c)
     await run_until(loop.time() + 2 * HOLD)  # a held run still waiting
+    assert len(shared_silero().batch()._passes) <= groups  # the load's memory: HOLD_SPAN's passes
     return callers, sizes
 
 
