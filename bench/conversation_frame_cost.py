@@ -26,8 +26,11 @@ from 1 group's (a leg's frames are stamped with its group's tick time), and a tr
 silero's windows (silero_shared.HOLD) decides some frames up to HOLD later than one that does
 not, so its digest differs from main's for 2 and 4 groups; with 1 group (nothing is held: every
 window comes in one pass a period) it must equal main's.
-``--tree`` measures another checkout (e.g. a ``git archive`` of main) for a back-to-back A/B;
-``--decisions-out`` writes what the digest hashes, a line each, to diff two runs or two trees.
+``silero_runs_per_period`` is the session runs a 20 ms period (1 when a period's windows run
+together), ``silero_held_batches`` the batches that waited for more windows (None for a tree
+without holding). ``--tree`` measures another checkout (e.g. a ``git archive`` of main) for a
+back-to-back A/B; ``--decisions-out`` writes what the digest hashes, a line each, to diff two
+runs or two trees.
 Before the legs join the media clock, the bench waits (real time, virtual time standing still)
 until every call has queued its greeting: the drivers load their VADs in threads, and without
 the wait the greetings' first frames went out in one tick or the next depending on thread
