@@ -58,9 +58,13 @@ async def run_until(when: float) -> None:
     if not isinstance(loop, VirtualTimeLoop):
         raise TypeError("run_until needs a VirtualTimeLoop")
     await settle()
+    # asyncio runs a timer due within its clock resolution of now: one a hair after ``when``
+    # is reached too (left ahead, its callback would read a time before its own, and a
+    # sleeper that sleeps again until its deadline, as the media clock, would spin)
+    resolution = loop._clock_resolution  # type: ignore[attr-defined]
     while True:
         timer = loop.next_timer()
-        if timer is None or timer > when:
+        if timer is None or timer >= when + resolution:
             break
         loop.now = max(loop.now, timer)
         await settle()
