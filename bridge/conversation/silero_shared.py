@@ -187,7 +187,10 @@ class SileroBatch:
 
     def __init__(self, model: SharedSilero, loop: asyncio.AbstractEventLoop) -> None:
         self._model = model
-        self._loop = loop
+        # a proxy: the batch is the value of its loop's entry in SharedSilero._batches (a
+        # WeakKeyDictionary), and a strong reference here kept that key, every loop that ever
+        # ran a window, alive for good
+        self._loop: asyncio.AbstractEventLoop = weakref.proxy(loop)
         # each window with its callback and the context it was queued in (its call's: the
         # stream path's connection task carries the CallUUID), where the callback runs
         self._queued: list[tuple[SileroStream, WindowDone, contextvars.Context]] = []

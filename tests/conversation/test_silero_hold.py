@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -360,3 +361,28 @@ def test_one_clock_group_is_not_held_after_a_late_tick() -> None:
     for c in callers:
         assert c.answered == c.asked
     _check_alone(callers)
+
+
+def test_a_loop_that_is_gone_leaves_no_batch_behind() -> None:
+    """One batch a loop, kept in a WeakKeyDictionary by its loop: the batch must not keep its
+    loop alive (the value held its own key, so no entry ever went: every loop that ran a
+    window stayed in memory, with whatever its batch still held when it ended, such as a
+    held window's call)."""
+    model = shared_silero()
+    gc.collect()  # the other tests' loops, gone by now
+    before = len(model._batches)
+
+    async def main() -> None:
+        got: list[float | BaseException] = []
+        model.stream().process_then(_windows(8, 1)[0], got.append)
+        await settle()
+        assert len(got) == 1 and len(model._batches) == before + 1
+
+    loop = VirtualTimeLoop()
+    loop.run_until_complete(main())
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None
+    assert len(model._batches) == before
