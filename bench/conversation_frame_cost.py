@@ -284,8 +284,8 @@ def main() -> None:
                          "for an A/B of the slicing on one tree; default: the tree's own")
     ap.add_argument("--callback-profile", action="store_true",
                     help="time every loop callback of the measured ticks (thread CPU; bench/loop_probe.py): "
-                         "the longest ones, runs over 1/2/5 ms, silero batch runs' percentiles. The bench's "
-                         "own tick (every leg stepped, as the media clock does) is one 'task tick' callback")
+                         "the longest ones, runs over 1/2/5 ms, silero batch runs' percentiles and the media "
+                         "clock's callback (MediaClock._run, one a group tick)")
     ap.add_argument("--clock-groups", type=int, default=None,
                     help="the media clock's groups (bridge/media/media_clock.py GROUPS) for this run; "
                          "default: the tree's own")

@@ -388,9 +388,9 @@ class SileroStream:
         return float(probs[0])
 
     def process_then(self, window: np.ndarray, done: WindowDone) -> None:
-        """The same probability, from the batch run at the end of this loop pass, handed to
-        ``done`` (in the run's own call). One window in flight per stream (a call's windows
-        depend on each other through the state)."""
+        """The same probability, from the batch run at the end of this loop pass (under load,
+        up to ``HOLD`` later: Holding), handed to ``done`` (in the run's own call). One window
+        in flight per stream (a call's windows depend on each other through the state)."""
         self._load(window)
         self._in_flight = True
         self._model.batch().submit(self, done)

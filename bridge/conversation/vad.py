@@ -69,15 +69,15 @@ class FrameVad(Protocol):
         ...
 
     async def speech(self, pcm: bytes) -> bool:
-        """The same decision; may wait for silero's batched run (after this loop pass, or in
-        a later slice)."""
+        """The same decision; may wait for silero's batched run (after this loop pass, in a
+        later slice, or under load up to silero_shared.HOLD later)."""
         ...
 
     def speech_now(self, pcm: bytes, later: Later) -> bool | None:
         """The same decision now, or None: then ``later`` gets it (once) when silero's
-        batched window has run (after this loop pass, or in a later slice). One frame at a
-        time: the next frame is asked only after the answer (a call's windows depend on each
-        other)."""
+        batched window has run (after this loop pass, in a later slice, or under load up to
+        silero_shared.HOLD later). One frame at a time: the next frame is asked only after
+        the answer (a call's windows depend on each other)."""
         ...
 
 
