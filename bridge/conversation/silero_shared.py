@@ -29,11 +29,7 @@ CPU here), and each further slice runs in its own callback, due at once but queu
 so the loop first polls its sockets and handles what arrived. The fixed cost of a run
 (~150-200 us against ~35 us a window) is paid once more per slice only where a pass queued
 48 windows or more. Each window's probability depends only on its own call's state, so
-slicing changes no decision. A run's answers are cut the same way: a window's callback runs
-its call's frame work (~0.2 ms, more than its share of the run), so a run of more than
-``ANSWERS`` (8) windows is answered 8 windows a callback (a timer due now, after the run's own
-callback), in queue order, before the next slice runs; a smaller run answers in its own
-callback. A window's stream stays in flight until its own answer.
+slicing changes no decision.
 
 Holding: a pass is not a period. The media clock ticks its legs in groups spread over the
 20 ms period (bridge/media/media_clock.py), each group tick a callback of its own, and on the
@@ -75,7 +71,7 @@ import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,17 +102,10 @@ HOLD_SPAN = 0.015
 # 8 calls (about 40 in conversation, a third of them speaking): below it the runs a hold would
 # save cost little (at most ~8 x 0.2 ms in 15 ms) and a light process decides at once.
 HOLD_FROM = 8
-# the windows answered a callback: a window's answer runs its call's frame work (the engine,
-# the events held behind the frame), ~0.2 ms at 150 calls, more than its inference; a held run
-# of 30-45 windows answered in one callback was a 4-6 ms burst, 16 a callback still ~4.5 ms
-# at p95 (README, "Media clock groups")
-ANSWERS = 8
 
 log = logging.getLogger(__name__)
 # a window's completion: its speech probability, or the exception the batch run raised
 WindowDone = Callable[[float | BaseException], None]
-# a window run and not answered yet: its stream, callback, context and result
-_Answer = tuple["SileroStream", WindowDone, contextvars.Context, float | BaseException]
 _lock = threading.Lock()
 _shared: SharedSilero | None = None
 
@@ -197,8 +186,6 @@ class SileroBatch:
         self._due = False  # a run is scheduled (the end of this pass, a held run, a next slice)
         self._held: asyncio.TimerHandle | None = None  # the held run's timer, while it waits
         self._answering = False  # a run is calling its windows' callbacks
-        # a run's windows not answered yet, with their results, in queue order
-        self._answers: deque[_Answer] = deque()
         # the passes that queued windows, recently: (loop time of the pass's first window,
         # calls it counted), oldest first; the one under way is counted in _pass_windows
         self._passes: deque[tuple[float, int]] = deque()
@@ -284,48 +271,24 @@ class SileroBatch:
         self._loop.call_soon(self._run)
 
     def _run(self) -> None:
-        """The next step: answer the next windows of the last run, or run the next slice
-        (and answer its first windows)."""
         if self._held is not None:  # not the held timer's call (defensive: always cleared)
             self._held.cancel()
             self._held = None
-        if not self._answers:
-            if not self._queued:
-                self._due = False
-                return
-            self._infer()
-            if len(self._answers) > ANSWERS:  # a big run: its answers in callbacks of their own
-                self._loop.call_at(self._loop.time(), self._run)
-                return
-        chunk = [self._answers.popleft() for _ in range(min(ANSWERS, len(self._answers)))]
-        if self._answers or self._queued:
-            # a timer due now: the loop polls its sockets (a provider's message) before it
-            self._loop.call_at(self._loop.time(), self._run)
-        else:
-            self._due = False
-        # these streams are free before any of their callbacks runs: a callback may queue its
-        # call's next window at once (it joins the next run: the next slice's, or this pass's)
-        for stream, _, _, _ in chunk:
-            stream._in_flight = False
-        self._answering = True
-        try:
-            for _, done, context, result in chunk:
-                context.run(_call, done, result)
-        finally:
-            self._answering = False
-
-    def _infer(self) -> None:
-        """One session run of the next slice of the queued windows; their answers queued."""
         queued = self._queued
+        if not queued:
+            self._due = False
+            return
         self.most_queued = max(self.most_queued, len(queued))
         slices = (len(queued) + SLICE // 2) // SLICE  # the nearest count: 47 is one, 48 two
         if slices > 1:
             size = -(-len(queued) // slices)  # even slices
             queued, self._queued = queued[:size], queued[size:]
+            # a timer due now: the loop polls its sockets (a provider's message) before it
+            self._loop.call_at(self._loop.time(), self._run)
         else:
             self._queued = []
+            self._due = False
         self.largest = max(self.largest, len(queued))
-        answers = self._answers
         try:
             if len(queued) == 1:
                 inputs, states = queued[0][0]._input, queued[0][0]._state
@@ -334,13 +297,26 @@ class SileroBatch:
                 states = np.concatenate([s._state for s, _, _ in queued], axis=1)
             probs, new_states = self._model.run(inputs, states)
         except Exception as exc:  # the callers see it as the result of their own window
-            answers.extend((stream, done, context, exc) for stream, done, context in queued)
+            for stream, _, _ in queued:
+                stream._in_flight = False
+            self._answer(queued, [exc] * len(queued))
             return
         for i, (stream, _, _) in enumerate(queued):
             # a copy: a view would keep the whole batch's array alive with this call
             stream._state = new_states[:, i : i + 1, :].copy()
-        answers.extend((stream, done, context, prob) for (stream, done, context), prob
-                       in zip(queued, probs.tolist(), strict=True))
+            stream._in_flight = False
+        # every stream is free before any callback runs: a callback may queue its call's next
+        # window at once (it joins the next run: the next slice's, or this pass's end)
+        self._answer(queued, probs.tolist())
+
+    def _answer(self, queued: list[tuple[SileroStream, WindowDone, contextvars.Context]],
+                results: Sequence[float | BaseException]) -> None:
+        self._answering = True
+        try:
+            for (_, done, context), result in zip(queued, results, strict=True):
+                context.run(_call, done, result)
+        finally:
+            self._answering = False
 
 
 def _call(done: WindowDone, result: float | BaseException) -> None:
