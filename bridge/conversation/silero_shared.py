@@ -42,10 +42,7 @@ load means that other passes of the last ``HOLD_SPAN`` (15 ms) queued windows of
 ``HOLD_FROM`` (8) calls or more: with a few calls, or with every window coming in one pass a
 period (one clock group), the run is at the end of the pass as before, and a lone call is
 never held (not even catching up, or fast-forwarded by a test's manual clock: a call counts
-once in a span). Nor is a pass whose load was its own calls' previous windows (a pass of the
-span that counted a call queuing again: with one clock group, its last tick come more than
-5 ms late): those passes' calls queue nothing more within ``HOLD``, so without them, when too
-little load is left, the batch that pass held runs at its end after all.
+once in a span).
 A held batch runs at the end of the pass that brings it to ``SLICE`` windows (waiting longer
 saves no run), and a window queued by a run's callback (a call catching up on a backlog, its
 frames held behind the answer) brings the held run to the end of that pass: a backlog is
@@ -192,11 +189,7 @@ class SileroBatch:
         self._recent = 0  # the windows of _passes
         self._pass_start = 0.0
         self._pass_windows = 0
-        # the earlier passes of the span (their starts) that counted calls queuing again in
-        # this one: those passes were these calls' own previous windows, not other calls'
-        self._pass_repeats: set[float] = set()
         self._in_pass = False
-        self._held_at = 0.0  # the start of the pass that held the batch
         self.largest = 0  # the most windows one run carried (benches report it)
         self.most_queued = 0  # the most windows waiting when a run started (before slicing)
         self.held_runs = 0  # batches held (benches and tests report it)
@@ -214,15 +207,12 @@ class SileroBatch:
             if stream._counted_at <= self._pass_start - HOLD_SPAN:
                 stream._counted_at = self._pass_start
                 self._pass_windows += 1
-            elif stream._counted_at != self._pass_start:
-                self._pass_repeats.add(stream._counted_at)
         if not self._due:
             self._due = True
             if answering or not self._busy():
                 self._loop.call_soon(self._run)
             else:
                 self.held_runs += 1
-                self._held_at = self._pass_start
                 self._held = self._loop.call_at(self._pass_start + HOLD, self._hold_over)
         elif self._held is not None and (answering or len(self._queued) >= SLICE):
             # a full run's worth (waiting longer saves no run), or a call's backlog (a window
@@ -246,23 +236,11 @@ class SileroBatch:
             self._recent -= passes.popleft()[1]
 
     def _pass_over(self) -> None:
-        self._forget()
-        if self._held is not None and self._held_at == self._pass_start and self._pass_repeats:
-            # held by this pass, but some of the load was this pass's own calls: a pass of the
-            # span that counted a call queuing again now was these calls' previous tick (one
-            # clock group, its last tick come late), and its calls queue nothing more within
-            # HOLD. Without those passes, too little load: no hold after all.
-            repeats = self._pass_repeats
-            if sum(n for start, n in self._passes if start not in repeats) < HOLD_FROM:
-                self._held.cancel()
-                self._held = None
-                self.held_runs -= 1  # it did not wait
-                self._loop.call_soon(self._run)
         self._passes.append((self._pass_start, self._pass_windows))
         self._recent += self._pass_windows
         self._pass_windows = 0
-        self._pass_repeats.clear()
         self._in_pass = False
+        self._forget()
 
     def _hold_over(self) -> None:
         # one more hop: a media clock group due as early as this timer wakes its task in the

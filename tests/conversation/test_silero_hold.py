@@ -317,52 +317,6 @@ def test_a_call_that_ends_while_its_window_is_held_spares_the_others() -> None:
     _run(main())
 
 
-def test_one_clock_group_is_not_held_after_a_late_tick() -> None:
-    """One clock group (one pass a period, as with up to SPREAD_FROM calls): a tick that came
-    7 ms late (a slow callback before it) puts the next, on time, 13 ms after it, inside
-    HOLD_SPAN. Its calls then looked like another pass's load and the batch was held 11 ms
-    for nothing: they are the calls of this one group (half of them queue again now, the
-    others at the next tick, 20 ms on), and no other window comes within HOLD. Every answer
-    comes at the end of its own tick's pass, the late one's and the next."""
-    paused: set[Caller] = set()
-
-    class Sometimes(Caller):
-        def on_tick(self, now: float) -> None:
-            if self not in paused:  # a call whose window is not complete on this tick
-                super().on_tick(now)
-
-    async def main() -> list[Caller]:
-        loop = asyncio.get_running_loop()
-        clock = MediaClock(loop, PERIOD, groups=1)
-        callers: list[Caller] = [Sometimes(n, 12) for n in range(2 * HOLD_FROM)]
-        for c in callers:
-            clock.add(c)
-        await run_until(loop.time() + 3 * PERIOD)
-        n = len(callers[1].asked)
-        due = callers[1].asked[-1] + PERIOD  # the next tick (one group: every caller's)
-
-        def slow() -> None:  # 8 ms of CPU in a callback, 1 ms before the tick's deadline
-            assert isinstance(loop, VirtualTimeLoop)
-            loop.now += 0.008
-
-        loop.call_at(due - 0.001, slow)
-        loop.call_at(due + 0.010, paused.update, callers[::2])  # half skip the next tick
-        loop.call_at(due + 0.030, paused.clear)
-        await run_until(due + 3 * PERIOD)
-        for c in callers:
-            clock.remove(c)
-        await run_until(loop.time() + 2 * HOLD)
-        assert round(callers[1].asked[n] - due, 6) == 0.007  # the late tick
-        assert round(callers[1].asked[n + 1] - callers[1].asked[n], 6) == 0.013  # the next
-        assert len(callers[0].asked) == len(callers[1].asked) - 1  # it skipped that one
-        return callers
-
-    callers = _run(main())
-    for c in callers:
-        assert c.answered == c.asked
-    _check_alone(callers)
-
-
 def test_a_loop_that_is_gone_leaves_no_batch_behind() -> None:
     """One batch a loop, kept in a WeakKeyDictionary by its loop: the batch must not keep its
     loop alive (the value held its own key, so no entry ever went: every loop that ran a
