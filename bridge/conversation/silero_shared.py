@@ -40,9 +40,10 @@ its first window's pass schedules the run ``HOLD`` (11 ms) later instead of at i
 the windows of the passes meanwhile join it (the next clock group's, the messages'). Under
 load means that other passes of the last ``HOLD_SPAN`` (15 ms) queued windows of
 ``HOLD_FROM`` (8) calls or more: with a few calls, or with every window coming in one pass a
-period (one clock group), the run is at the end of the pass as before, and a lone call is
-never held (not even catching up, or fast-forwarded by a test's manual clock: a call counts
-once in a span).
+period (one clock group, its ticks on time: one more than 5 ms late can make the next tick's
+batch wait for nothing, a debt in DESIGN.md), the run is at the end of the pass as before, and
+a lone call is never held (not even catching up, or fast-forwarded by a test's manual clock:
+a call counts once in a span).
 A held batch runs at the end of the pass that brings it to ``SLICE`` windows (waiting longer
 saves no run), and a window queued by a run's callback (a call catching up on a backlog, its
 frames held behind the answer) brings the held run to the end of that pass: a backlog is
