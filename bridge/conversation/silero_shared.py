@@ -41,7 +41,7 @@ the windows of the passes meanwhile join it (the next clock group's, the message
 load means that other passes of the last ``HOLD_SPAN`` (15 ms) queued windows of
 ``HOLD_FROM`` (8) calls or more: with a few calls, or with every window coming in one pass a
 period (one clock group, its ticks on time: one more than 5 ms late can make the next tick's
-batch wait for nothing: DESIGN.md, Known debts), the run is at the end of the pass as before, and
+batch wait for nothing, a known debt), the run is at the end of the pass as before, and
 a lone call is never held (not even catching up, or fast-forwarded by a test's manual clock:
 a call counts once in a span).
 A held batch runs at the end of the pass that brings it to ``SLICE`` windows (waiting longer
