@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import traceback
 from collections.abc import AsyncIterator
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 
-from bridge.providers.base import ProviderError
+from bridge.providers.base import TTS, AudioChunk, ProviderError
 from devkit.fakes import FakeCloud
 from devkit.fakes.server import DEEPGRAM_KEY, ELEVENLABS_KEY, OPENAI_KEY
 
 KEYS = (DEEPGRAM_KEY, OPENAI_KEY, ELEVENLABS_KEY)
+_T = TypeVar("_T")
 
 
 @pytest.fixture
@@ -29,6 +32,26 @@ def refused_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def socket_tts(cls: type[_T], url: str, **kw: object) -> _T:
+    """An ElevenLabs socket provider (stream-input or multi-context) against the fake at
+    ``url``: its key, voice1, a 2 s read backstop, no warm-up unless ``kw`` asks."""
+    opts: dict[str, Any] = {
+        "api_key": ELEVENLABS_KEY,
+        "voice_id": "voice1",
+        "url": url,
+        "read_timeout_s": 2.0,
+        "keep_warm": False,
+    }
+    opts.update(kw)
+    return cls(**opts)
+
+
+async def synth(tts: TTS, text: AsyncIterator[str]) -> list[AudioChunk]:
+    """Everything ``tts`` says for ``text`` (bounded: 10 s)."""
+    async with asyncio.timeout(10):
+        return [c async for c in tts.synthesize(text)]
 
 
 def speech(ms: int, hz: float = 300.0) -> bytes:

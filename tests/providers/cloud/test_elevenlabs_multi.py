@@ -15,27 +15,13 @@ from bridge.providers.tts import elevenlabs_multi
 from bridge.providers.tts.elevenlabs_multi import ElevenLabsMultiTTS
 from devkit.fakes import FakeCloud
 from devkit.fakes.control import Journal
-from devkit.fakes.server import ELEVENLABS_KEY
 from devkit.fakes.tone import ToneSource
 
-from .conftest import assert_clean, clauses
+from .conftest import assert_clean, clauses, socket_tts, synth
 
 
 def make(url: str, **kw: object) -> ElevenLabsMultiTTS:
-    opts: dict[str, object] = {
-        "api_key": ELEVENLABS_KEY,
-        "voice_id": "voice1",
-        "url": url,
-        "read_timeout_s": 2.0,
-        "keep_warm": False,
-    }
-    opts.update(kw)
-    return ElevenLabsMultiTTS(**opts)  # type: ignore[arg-type]
-
-
-async def synth(tts: ElevenLabsMultiTTS, text: AsyncIterator[str]) -> list[AudioChunk]:
-    async with asyncio.timeout(10):
-        return [c async for c in tts.synthesize(text)]
+    return socket_tts(ElevenLabsMultiTTS, url, **kw)
 
 
 def tone(*texts: str) -> bytes:
@@ -282,13 +268,17 @@ async def test_a_context_closed_by_the_server_fails_the_reply_not_the_socket(clo
     await tts.aclose()
 
 
-async def test_text_source_failure_propagates_unchanged_and_closes_the_context(cloud: FakeCloud) -> None:
+# review defect 2: a ProviderError from the LLM was taken for the socket's and swallowed
+@pytest.mark.parametrize("error", [RuntimeError("llm died"), ProviderError("openai", "stream stalled")],
+                         ids=["bug", "provider-error"])
+async def test_text_source_failure_propagates_unchanged_and_closes_the_context(
+        cloud: FakeCloud, error: Exception) -> None:
     async def broken() -> AsyncIterator[str]:
         yield "Hello."
-        raise RuntimeError("llm died")
+        raise error
 
     tts = make(cloud.http_url)
-    with pytest.raises(RuntimeError, match="llm died"):
+    with pytest.raises(type(error), match=str(error)):
         await synth(tts, broken())
     journal = cloud.elevenlabs.journal
     await journal.wait_for(lambda j: j.count("close_context") == 1)
@@ -378,21 +368,6 @@ async def test_a_reply_starting_as_a_handshake_finishes_gives_its_reservation_ba
     await warm
     [sock] = tts._sockets
     assert (sock.reserved, len(sock.contexts), sock.used) == (0, 0, 0)
-    await tts.aclose()
-
-
-async def test_a_provider_error_of_the_text_source_propagates_and_closes_it(cloud: FakeCloud) -> None:
-    # review defect 2: a ProviderError from the LLM was taken for the socket's and swallowed
-    async def broken() -> AsyncIterator[str]:
-        yield "Hello."
-        raise ProviderError("openai", "stream stalled")
-
-    tts = make(cloud.http_url)
-    with pytest.raises(ProviderError, match="openai: stream stalled"):
-        await synth(tts, broken())
-    journal = cloud.elevenlabs.journal
-    await journal.wait_for(lambda j: j.count("close_context") == 1)
-    assert journal.count("socket_closed") == 0
     await tts.aclose()
 
 

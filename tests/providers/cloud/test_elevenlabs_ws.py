@@ -12,27 +12,13 @@ from bridge.conversation.convert import ChunkConverter
 from bridge.providers.base import AudioChunk, ProviderError
 from bridge.providers.tts.elevenlabs_ws import ElevenLabsWsTTS
 from devkit.fakes import FakeCloud
-from devkit.fakes.server import ELEVENLABS_KEY
 from devkit.fakes.tone import ToneSource
 
-from .conftest import assert_clean, clauses
+from .conftest import assert_clean, clauses, socket_tts, synth
 
 
 def make(url: str, **kw: object) -> ElevenLabsWsTTS:
-    opts: dict[str, object] = {
-        "api_key": ELEVENLABS_KEY,
-        "voice_id": "voice1",
-        "url": url,
-        "read_timeout_s": 2.0,
-        "keep_warm": False,
-    }
-    opts.update(kw)
-    return ElevenLabsWsTTS(**opts)  # type: ignore[arg-type]
-
-
-async def synth(tts: ElevenLabsWsTTS, text: AsyncIterator[str]) -> list[AudioChunk]:
-    async with asyncio.timeout(10):
-        return [c async for c in tts.synthesize(text)]
+    return socket_tts(ElevenLabsWsTTS, url, **kw)
 
 
 async def test_speaks_while_the_text_is_still_being_written(cloud: FakeCloud) -> None:
